@@ -1,0 +1,1 @@
+//! Shared fixtures for fencegate's criterion benches (see `benches/benches/`).

@@ -1,0 +1,1 @@
+//! fencegate gateway library.
