@@ -1,1 +1,4 @@
 //! fencegate wire schema.
+
+#[path = "gen/mod.rs"]
+pub mod generated;
