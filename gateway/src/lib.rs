@@ -1,1 +1,9 @@
-//! fencegate gateway library.
+//! fencegate gateway: the QUIC edge, the pure verification pipeline, the
+//! five-minute dedup windows, the durable log and the admin API.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the code map and the
+//! direction data flows.
+
+pub mod auth;
+pub mod config;
+pub mod dedup;

@@ -1,0 +1,712 @@
+//! Gateway configuration: parsed raw from TOML (`deny_unknown_fields`), then
+//! compiled into a [`Config`] that reports **every** problem at once.
+//!
+//! The doc comments on the raw fields are the user documentation; the
+//! commented example in `config/fencegate.toml` mirrors them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Every problem found in one configuration file, reported together so an
+/// operator fixes them in one pass instead of one restart per mistake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    /// Where the configuration came from (a path, or "embedded defaults").
+    pub source: String,
+    /// One human-readable line per problem, naming the setting and the fix.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}: {} problem(s) in the configuration:",
+            self.source,
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The raw configuration file, exactly as written by the operator.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// This gateway node.
+    pub node: RawNode,
+    /// The QUIC edge that devices connect to.
+    pub quic: RawQuic,
+    /// The admin HTTP API (health, metrics, fences).
+    pub admin: RawAdmin,
+    /// Where the geofences come from and how they are validated.
+    pub fences: RawFences,
+    /// Limits applied to every incoming frame.
+    pub limits: RawLimits,
+    /// Duplicate and repeat suppression.
+    pub dedup: RawDedup,
+    /// The durable on-disk log every acknowledged record is written to.
+    pub log: RawLog,
+    /// The tenants this node serves. Each gets its own device-token key.
+    pub tenants: Vec<RawTenant>,
+}
+
+/// `[node]`: identity and storage of this gateway node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNode {
+    /// Name of this node, written into every record so a downstream can tell
+    /// which node verified it.
+    ///
+    /// `"fencegate-1"` unless set.
+    pub name: String,
+    /// Directory for the durable log, cursors, the dev certificate and dev
+    /// tenant keys. Relative paths are relative to the working directory.
+    ///
+    /// `"./data"` unless set.
+    pub data_dir: PathBuf,
+}
+
+impl Default for RawNode {
+    fn default() -> Self {
+        Self {
+            name: "fencegate-1".into(),
+            data_dir: PathBuf::from("./data"),
+        }
+    }
+}
+
+/// `[quic]`: the device-facing QUIC endpoint(s).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQuic {
+    /// UDP address to listen on.
+    ///
+    /// `"127.0.0.1:4433"` unless set.
+    pub listen: String,
+    /// Number of UDP sockets bound to `listen` with `SO_REUSEPORT`, each
+    /// driven by its own quinn endpoint. One endpoint is capped at about one
+    /// core; several spread load across cores, at the cost that a client
+    /// whose NAT rebinds its port may hash to another socket and lose its
+    /// connection (see docs/OPERATIONS.md).
+    ///
+    /// `1` unless set.
+    pub endpoints: usize,
+    /// PEM certificate chain. Empty: a self-signed dev certificate is made
+    /// under `<data_dir>/tls/` at first start and its SHA-256 fingerprint is
+    /// printed so clients can pin it.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    pub key: Option<PathBuf>,
+    /// Host names the dev certificate is made for.
+    ///
+    /// `["localhost"]` unless set.
+    pub dev_cert_names: Vec<String>,
+    /// Most concurrent connections; new handshakes beyond it are refused.
+    ///
+    /// `100000` unless set.
+    pub max_connections: usize,
+    /// New handshakes per second above which clients must prove their
+    /// address with a Retry round trip first (handshake-flood defence).
+    ///
+    /// `2000` unless set.
+    pub retry_above_handshakes_per_s: u32,
+    /// Seconds of silence after which a connection is closed.
+    ///
+    /// `60` unless set.
+    pub idle_timeout_s: u64,
+    /// Seconds between keep-alive packets the server sends; 0 disables.
+    ///
+    /// `20` unless set.
+    pub keep_alive_s: u64,
+    /// Concurrent bidirectional streams (punches in flight) per connection.
+    ///
+    /// `16` unless set.
+    pub max_bidi_streams: u32,
+    /// Concurrent unidirectional streams (backlog uploads) per connection.
+    ///
+    /// `2` unless set.
+    pub max_uni_streams: u32,
+    /// Flow-control window per stream, in bytes.
+    ///
+    /// `65536` unless set.
+    pub stream_window: u32,
+    /// Flow-control window per connection, in bytes.
+    ///
+    /// `262144` unless set.
+    pub connection_window: u32,
+    /// Bytes of received datagrams buffered per connection before the
+    /// oldest are dropped (and counted).
+    ///
+    /// `65536` unless set.
+    pub datagram_buffer: usize,
+    /// Milliseconds a new connection has to present its Hello.
+    ///
+    /// `5000` unless set.
+    pub auth_timeout_ms: u64,
+    /// Accept 0-RTT data from resumed sessions. Safe because punch ids are
+    /// idempotent: a replayed 0-RTT punch gets the same ack and no new record.
+    ///
+    /// `true` unless set.
+    pub zero_rtt: bool,
+    /// Punches being processed at once across the node; beyond it new
+    /// streams are answered `Busy` with a retry-after.
+    ///
+    /// `65536` unless set.
+    pub max_inflight_punches: usize,
+}
+
+impl Default for RawQuic {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4433".into(),
+            endpoints: 1,
+            cert: None,
+            key: None,
+            dev_cert_names: vec!["localhost".into()],
+            max_connections: 100_000,
+            retry_above_handshakes_per_s: 2_000,
+            idle_timeout_s: 60,
+            keep_alive_s: 20,
+            max_bidi_streams: 16,
+            max_uni_streams: 2,
+            stream_window: 65_536,
+            connection_window: 262_144,
+            datagram_buffer: 65_536,
+            auth_timeout_ms: 5_000,
+            zero_rtt: true,
+            max_inflight_punches: 65_536,
+        }
+    }
+}
+
+/// `[admin]`: the admin HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// TCP address of the admin API (`/healthz`, `/readyz`, `/metrics`,
+    /// `/v1/fences`). Keep it on a private interface.
+    ///
+    /// `"127.0.0.1:9464"` unless set.
+    pub listen: String,
+    /// Bearer tokens allowed to call `/v1/...`. Health and metrics need none.
+    pub tokens: Vec<RawAdminToken>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// One admin bearer token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminToken {
+    /// Name shown in logs (never the secret).
+    pub name: String,
+    /// File holding the secret token (first line). Keep secrets out of the
+    /// config file so it can be committed.
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding the secret token.
+    pub token_env: Option<String>,
+    /// `"super"` (every tenant) or `"tenant"` (confined to `tenant`).
+    pub role: String,
+    /// The tenant a `"tenant"` token may see and change.
+    pub tenant: Option<String>,
+}
+
+/// `[fences]`: where fences come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFences {
+    /// GeoJSON FeatureCollection of fences. When the path does not exist and
+    /// no config file was given, the bundled sample fences are used.
+    ///
+    /// `"config/fences.geojson"` unless set.
+    pub path: PathBuf,
+    /// Smallest circle radius accepted, in metres.
+    ///
+    /// `50` unless set.
+    pub min_radius_m: f64,
+    /// Largest circle radius accepted, in metres.
+    ///
+    /// `5000` unless set.
+    pub max_radius_m: f64,
+}
+
+impl Default for RawFences {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("config/fences.geojson"),
+            min_radius_m: 50.0,
+            max_radius_m: 5_000.0,
+        }
+    }
+}
+
+/// `[limits]`: per-frame limits (see docs/PROTOCOL.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// How far a device clock may run ahead of the gateway's, in seconds,
+    /// before its timestamps are refused as `FutureTimestamp`.
+    ///
+    /// `300` unless set.
+    pub max_future_skew_s: u64,
+    /// Most fixes in one ping datagram.
+    ///
+    /// `64` unless set.
+    pub max_batch_fixes: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_future_skew_s: 300,
+            max_batch_fixes: 64,
+        }
+    }
+}
+
+/// `[dedup]`: idempotency, repeat merge and ping suppression.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDedup {
+    /// How long a repeat punch (same employee, same kind) is merged into the
+    /// first accepted one, and how long punch ids are remembered.
+    ///
+    /// `300` (five minutes) unless set.
+    pub repeat_window_s: u64,
+    /// Longest gap between forwarded pings of a device that stands still.
+    ///
+    /// `300` unless set.
+    pub ping_heartbeat_s: u64,
+    /// H3 resolution whose cell a device must leave for its ping to be
+    /// forwarded (9 ≈ 0.1 km² cells).
+    ///
+    /// `9` unless set.
+    pub ping_cell_resolution: u8,
+    /// Most remembered punch keys (ids and repeat keys). When full, new
+    /// punches are answered `Busy` with a retry-after rather than risk
+    /// counting one twice.
+    ///
+    /// `2000000` unless set.
+    pub max_punch_keys: usize,
+    /// Most devices whose last ping is remembered. When full, pings of
+    /// further devices are forwarded unsuppressed (nothing is lost; the
+    /// downstream sees more pings) and counted.
+    ///
+    /// `1000000` unless set.
+    pub max_devices: usize,
+}
+
+impl Default for RawDedup {
+    fn default() -> Self {
+        Self {
+            repeat_window_s: 300,
+            ping_heartbeat_s: 300,
+            ping_cell_resolution: 9,
+            max_punch_keys: 2_000_000,
+            max_devices: 1_000_000,
+        }
+    }
+}
+
+/// `[log]`: the durable log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// Log directory. Empty: `<data_dir>/log`.
+    pub dir: Option<PathBuf>,
+    /// Size at which a segment file is closed and a new one started.
+    ///
+    /// `67108864` (64 MiB) unless set.
+    pub segment_bytes: u64,
+    /// Cap on the log's size on disk. When reached, punches are answered
+    /// `Busy`/`LogFull` with a retry-after until retention frees space.
+    ///
+    /// `10737418240` (10 GiB) unless set.
+    pub max_bytes: u64,
+    /// Segments older than this are deleted once every sink has passed them.
+    ///
+    /// `168` (a week) unless set.
+    pub max_age_h: u64,
+    /// Longest wait, in microseconds, for more records to share one fsync.
+    ///
+    /// `1000` unless set.
+    pub commit_delay_us: u64,
+    /// Most records written by one group commit.
+    ///
+    /// `8192` unless set.
+    pub commit_max_records: usize,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            segment_bytes: 64 << 20,
+            max_bytes: 10 << 30,
+            max_age_h: 168,
+            commit_delay_us: 1_000,
+            commit_max_records: 8_192,
+        }
+    }
+}
+
+/// `[[tenants]]`: one tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    /// Tenant id, as used in fences (`tenant` property) and device tokens.
+    pub id: String,
+    /// File holding this tenant's device-token key (32+ random bytes, hex or
+    /// raw). Empty: `<data_dir>/keys/<id>.key`, generated at first start.
+    pub key_file: Option<PathBuf>,
+}
+
+/// A compiled, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Node name written into records.
+    pub node_name: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// QUIC listen address.
+    pub quic_listen: SocketAddr,
+    /// The QUIC settings as written (already validated).
+    pub quic: RawQuic,
+    /// Admin API listen address.
+    pub admin_listen: SocketAddr,
+    /// Admin tokens (secrets resolved at start, not here).
+    pub admin_tokens: Vec<RawAdminToken>,
+    /// Fence settings.
+    pub fences: RawFences,
+    /// Whether the bundled sample fences may stand in for a missing file.
+    pub allow_sample_fences: bool,
+    /// Frame limits.
+    pub limits: RawLimits,
+    /// Dedup settings.
+    pub dedup: RawDedup,
+    /// Log directory (resolved).
+    pub log_dir: PathBuf,
+    /// Log settings.
+    pub log: RawLog,
+    /// Tenants and where their keys live (resolved).
+    pub tenants: Vec<(String, PathBuf)>,
+}
+
+impl Config {
+    /// The configuration used when `fencegate serve` gets no `--config`.
+    pub fn embedded_defaults() -> Self {
+        let mut raw = RawConfig::default();
+        raw.tenants = ["acme", "globex"]
+            .into_iter()
+            .map(|id| RawTenant {
+                id: id.into(),
+                key_file: None,
+            })
+            .collect();
+        let mut cfg = Self::compile(raw, "embedded defaults").expect("embedded defaults are valid");
+        cfg.allow_sample_fences = true;
+        cfg
+    }
+
+    /// Reads and compiles a TOML configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            source: source.clone(),
+            problems: vec![format!("cannot read the file: {e}")],
+        })?;
+        Self::parse(&text, &source)
+    }
+
+    /// Parses and compiles TOML text; `source` names it in errors.
+    pub fn parse(text: &str, source: &str) -> Result<Self, ConfigErrors> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigErrors {
+            source: source.into(),
+            problems: vec![e.to_string().trim_end().replace('\n', "\n    ")],
+        })?;
+        Self::compile(raw, source)
+    }
+
+    /// Validates a raw configuration, collecting every problem.
+    pub fn compile(raw: RawConfig, source: &str) -> Result<Self, ConfigErrors> {
+        let mut p = Vec::new();
+        let addr = |p: &mut Vec<String>, field: &str, v: &str| -> SocketAddr {
+            v.parse().unwrap_or_else(|_| {
+                p.push(format!(
+                    "{field} = {v:?} is not an IP:port address; write it like \"127.0.0.1:4433\""
+                ));
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            })
+        };
+        let quic_listen = addr(&mut p, "quic.listen", &raw.quic.listen);
+        let admin_listen = addr(&mut p, "admin.listen", &raw.admin.listen);
+
+        if raw.node.name.is_empty() || raw.node.name.len() > 64 {
+            p.push("node.name must be 1 to 64 characters".into());
+        }
+        let q = &raw.quic;
+        if !(1..=64).contains(&q.endpoints) {
+            p.push(format!(
+                "quic.endpoints = {} is out of range; use 1 to 64 (about one per core)",
+                q.endpoints
+            ));
+        }
+        if q.cert.is_some() != q.key.is_some() {
+            p.push("quic.cert and quic.key must be set together (or both left out for a dev certificate)".into());
+        }
+        if q.max_connections == 0 {
+            p.push("quic.max_connections must be at least 1".into());
+        }
+        if q.idle_timeout_s == 0 || q.idle_timeout_s > 3_600 {
+            p.push(format!(
+                "quic.idle_timeout_s = {} is out of range; use 1 to 3600",
+                q.idle_timeout_s
+            ));
+        }
+        if q.keep_alive_s >= q.idle_timeout_s && q.keep_alive_s != 0 {
+            p.push(format!(
+                "quic.keep_alive_s = {} must be below quic.idle_timeout_s = {} or the connection idles out between keep-alives",
+                q.keep_alive_s, q.idle_timeout_s
+            ));
+        }
+        if q.max_bidi_streams == 0 {
+            p.push(
+                "quic.max_bidi_streams must be at least 1: punches travel on bidirectional streams"
+                    .into(),
+            );
+        }
+        if q.stream_window < 4_096 {
+            p.push(format!(
+                "quic.stream_window = {} is below 4096, the largest punch frame",
+                q.stream_window
+            ));
+        }
+        if q.connection_window < q.stream_window {
+            p.push("quic.connection_window must be at least quic.stream_window".into());
+        }
+        if q.auth_timeout_ms == 0 {
+            p.push("quic.auth_timeout_ms must be at least 1".into());
+        }
+        if q.max_inflight_punches == 0 {
+            p.push("quic.max_inflight_punches must be at least 1".into());
+        }
+        for (i, t) in raw.admin.tokens.iter().enumerate() {
+            let at = format!("admin.tokens[{i}] ('{}')", t.name);
+            match (t.role.as_str(), &t.tenant) {
+                ("super", None) => {}
+                ("super", Some(_)) => p.push(format!(
+                    "{at}: a super token has no tenant; remove `tenant`"
+                )),
+                ("tenant", Some(_)) => {}
+                ("tenant", None) => {
+                    p.push(format!("{at}: role \"tenant\" needs `tenant = \"...\"`"))
+                }
+                (r, _) => p.push(format!(
+                    "{at}: role {r:?} is unknown; use \"super\" or \"tenant\""
+                )),
+            }
+            if t.token_file.is_some() == t.token_env.is_some() {
+                p.push(format!("{at}: set exactly one of token_file or token_env"));
+            }
+        }
+        let f = &raw.fences;
+        if !(f.min_radius_m.is_finite() && f.min_radius_m > 0.0) {
+            p.push("fences.min_radius_m must be a positive number of metres".into());
+        }
+        if !(f.max_radius_m.is_finite() && f.max_radius_m >= f.min_radius_m) {
+            p.push("fences.max_radius_m must be at least fences.min_radius_m".into());
+        }
+        if raw.limits.max_batch_fixes == 0 || raw.limits.max_batch_fixes > 64 {
+            p.push(format!(
+                "limits.max_batch_fixes = {} is out of range; use 1 to 64 (a datagram holds at most 64 fixes)",
+                raw.limits.max_batch_fixes
+            ));
+        }
+        let d = &raw.dedup;
+        if d.repeat_window_s < 60 {
+            p.push(format!(
+                "dedup.repeat_window_s = {} is below 60; the contract promises five-minute repeat merging (300)",
+                d.repeat_window_s
+            ));
+        }
+        if d.ping_heartbeat_s == 0 {
+            p.push("dedup.ping_heartbeat_s must be at least 1".into());
+        }
+        if d.ping_cell_resolution > 15 {
+            p.push(format!(
+                "dedup.ping_cell_resolution = {} is not an H3 resolution; use 0 to 15",
+                d.ping_cell_resolution
+            ));
+        }
+        if d.max_punch_keys < 1_000 || d.max_devices < 1_000 {
+            p.push("dedup.max_punch_keys and dedup.max_devices must be at least 1000".into());
+        }
+        let l = &raw.log;
+        if l.segment_bytes < (1 << 20) {
+            p.push(format!(
+                "log.segment_bytes = {} is below 1 MiB",
+                l.segment_bytes
+            ));
+        }
+        if l.max_bytes < 4 * l.segment_bytes {
+            p.push(format!(
+                "log.max_bytes = {} must be at least 4 × log.segment_bytes ({})",
+                l.max_bytes,
+                4 * l.segment_bytes
+            ));
+        }
+        if l.commit_max_records == 0 {
+            p.push("log.commit_max_records must be at least 1".into());
+        }
+        if l.commit_delay_us > 100_000 {
+            p.push(format!(
+                "log.commit_delay_us = {} exceeds 100000 (100 ms); acks would wait that long",
+                l.commit_delay_us
+            ));
+        }
+        if raw.tenants.is_empty() {
+            p.push("no [[tenants]]: add at least one, e.g. [[tenants]] id = \"acme\"".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, t) in raw.tenants.iter().enumerate() {
+            if !valid_tenant_id(&t.id) {
+                p.push(format!(
+                    "tenants[{i}]: id {:?} must be 1 to 64 characters of a-z, 0-9, '-' or '_' (it becomes a NATS subject token)",
+                    t.id
+                ));
+            }
+            if !seen.insert(t.id.as_str()) {
+                p.push(format!("tenants[{i}]: id {:?} appears twice", t.id));
+            }
+        }
+        if !p.is_empty() {
+            return Err(ConfigErrors {
+                source: source.into(),
+                problems: p,
+            });
+        }
+        let data_dir = raw.node.data_dir.clone();
+        let tenants = raw
+            .tenants
+            .iter()
+            .map(|t| {
+                let key = t
+                    .key_file
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join("keys").join(format!("{}.key", t.id)));
+                (t.id.clone(), key)
+            })
+            .collect();
+        Ok(Self {
+            node_name: raw.node.name,
+            log_dir: raw.log.dir.clone().unwrap_or_else(|| data_dir.join("log")),
+            data_dir,
+            quic_listen,
+            quic: raw.quic,
+            admin_listen,
+            admin_tokens: raw.admin.tokens,
+            fences: raw.fences,
+            allow_sample_fences: false,
+            limits: raw.limits,
+            dedup: raw.dedup,
+            log: raw.log,
+            tenants,
+        })
+    }
+
+    /// The repeat/idempotency window.
+    pub fn repeat_window(&self) -> Duration {
+        Duration::from_secs(self.dedup.repeat_window_s)
+    }
+}
+
+/// Whether `id` is a usable tenant id: it appears in NATS subjects and file
+/// names, so it is restricted to a safe alphabet.
+pub fn valid_tenant_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_compile() {
+        let c = Config::embedded_defaults();
+        assert_eq!(c.quic_listen.to_string(), "127.0.0.1:4433");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.log_dir, PathBuf::from("./data/log"));
+        assert_eq!(c.tenants.len(), 2);
+    }
+
+    #[test]
+    fn example_config_compiles() {
+        let text = include_str!("../../config/fencegate.toml");
+        Config::parse(text, "config/fencegate.toml").unwrap();
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let text = r#"
+            [quic]
+            listen = "nowhere"
+            endpoints = 0
+            keep_alive_s = 90
+            idle_timeout_s = 60
+            [dedup]
+            repeat_window_s = 10
+            [log]
+            segment_bytes = 10
+            [[tenants]]
+            id = "Bad Tenant"
+        "#;
+        let err = Config::parse(text, "t.toml").unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "quic.listen",
+            "quic.endpoints",
+            "keep_alive_s",
+            "repeat_window_s",
+            "segment_bytes",
+            "tenants[0]",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in:\n{all}");
+        }
+        assert!(err.problems.len() >= 6);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_name() {
+        let err = Config::parse("[quic]\nlisten_addr = \"x\"\n", "t.toml").unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn tenant_ids_are_subject_safe() {
+        assert!(valid_tenant_id("acme-01"));
+        assert!(!valid_tenant_id(""));
+        assert!(!valid_tenant_id("a.b"));
+        assert!(!valid_tenant_id("A"));
+        assert!(!valid_tenant_id(&"a".repeat(65)));
+    }
+}
