@@ -144,6 +144,68 @@ impl<K: Eq + Hash + Clone, V: Clone> WindowMap<K, V> {
         false
     }
 
+    /// Runs `f` on the live value of `key` under its entry lock (a value
+    /// in the previous generation is moved into the current one first, so
+    /// an active key outlives rotation). `f` may fill, change or empty the
+    /// slot. Fails with [`Full`] when the key is new and the map is full.
+    pub fn with<R>(&self, key: K, f: impl FnOnce(&mut Option<V>) -> R) -> Result<R, Full>
+    where
+        V: Default,
+    {
+        let g = self.current.load(Ordering::Acquire);
+        match self.gens[Self::slot(g)].entry(key) {
+            Entry::Occupied(mut o) => {
+                let mut slot = Some(std::mem::take(o.get_mut()));
+                let r = f(&mut slot);
+                match slot {
+                    Some(v) => *o.get_mut() = v,
+                    None => {
+                        o.remove();
+                        self.len.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(r)
+            }
+            Entry::Vacant(v) => {
+                let mut slot = self.gens[Self::slot(g - 1)]
+                    .remove(v.key())
+                    .map(|(_, old)| old);
+                let moved = slot.is_some();
+                if !moved && self.len.load(Ordering::Relaxed) >= self.max_keys {
+                    return Err(Full(self.max_keys));
+                }
+                let r = f(&mut slot);
+                match (slot, moved) {
+                    (Some(val), false) => {
+                        v.insert(val);
+                        self.len.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (Some(val), true) => {
+                        v.insert(val);
+                    }
+                    (None, true) => {
+                        self.len.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    (None, false) => {}
+                }
+                Ok(r)
+            }
+        }
+    }
+
+    /// Removes `key` if its live value satisfies `pred`.
+    pub fn remove_if(&self, key: &K, pred: impl Fn(&V) -> bool) {
+        let g = self.current.load(Ordering::Acquire);
+        for generation in [g, g - 1] {
+            if self.gens[Self::slot(generation)]
+                .remove_if(key, |_, v| pred(v))
+                .is_some()
+            {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Removes `key` from the live generations.
     pub fn remove(&self, key: &K) {
         let g = self.current.load(Ordering::Acquire);
@@ -275,6 +337,30 @@ mod tests {
         assert_eq!(m.get_or_insert(7u64, is_live, || 2), Ok(Err(1)));
         m.rotate(W);
         assert_eq!(m.get_or_insert(7u64, is_live, || 3), Ok(Err(1)));
+    }
+
+    #[test]
+    fn with_moves_active_keys_forward_so_they_survive_rotation() {
+        let m: WindowMap<u64, i64> = WindowMap::new(W, 10, 0);
+        m.with(1, |s| *s = Some(1)).unwrap();
+        m.rotate(W);
+        // Touched in generation 1: moved out of generation 0.
+        m.with(1, |s| *s.as_mut().unwrap() += 1).unwrap();
+        m.rotate(2 * W);
+        assert_eq!(m.get(&1, |v| Some(*v)), Some(2));
+        assert_eq!(m.len(), 1);
+        m.with(1, |s| *s = None).unwrap();
+        assert!(m.is_empty());
+        m.remove_if(&1, |_| true);
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn with_on_a_full_map_refuses_new_keys_only() {
+        let m: WindowMap<u64, i64> = WindowMap::new(W, 1, 0);
+        m.with(1, |s| *s = Some(1)).unwrap();
+        assert_eq!(m.with(2, |s| *s = Some(2)), Err(Full(1)));
+        assert_eq!(m.with(1, |s| s.map(|v| v + 1)), Ok(Some(2)));
     }
 
     #[test]

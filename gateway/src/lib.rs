@@ -7,3 +7,8 @@
 pub mod auth;
 pub mod config;
 pub mod dedup;
+pub mod log;
+pub mod fences;
+pub mod metrics;
+pub mod pipeline;
+pub mod edge;

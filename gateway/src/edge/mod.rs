@@ -1,0 +1,2 @@
+//! The QUIC edge.
+pub mod tls;

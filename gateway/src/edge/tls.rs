@@ -1,0 +1,253 @@
+//! TLS for the QUIC edge: certificates (operator-supplied or a self-signed
+//! dev certificate made at first start), ALPN, session resumption and 0-RTT.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+use sha2::Digest as _;
+
+/// The one ALPN protocol id the gateway speaks.
+pub const ALPN: &[u8] = b"fencegate/1";
+
+/// A certificate chain and key ready to serve, plus where they came from.
+#[derive(Debug)]
+pub struct ServerIdentity {
+    /// Certificate chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: PrivateKeyDer<'static>,
+    /// SHA-256 of the leaf certificate (DER), for clients that pin it.
+    pub fingerprint: String,
+    /// Whether this is a self-signed dev certificate.
+    pub dev: bool,
+}
+
+/// SHA-256 of a DER certificate as colon-separated upper-case hex, the form
+/// `openssl x509 -fingerprint -sha256` prints.
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = sha2::Sha256::digest(der);
+    let hex = hex::encode_upper(digest);
+    hex.as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).expect("hex is ascii"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Loads a PEM chain and key from the operator's files.
+pub fn load_identity(cert: &Path, key: &Path) -> anyhow::Result<ServerIdentity> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("quic.cert {}: cannot read it", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("quic.cert {}: not a PEM certificate chain", cert.display()))?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "quic.cert {}: holds no certificate; give a PEM chain, leaf first",
+        cert.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("quic.key {}: not a PEM private key", key.display()))?;
+    Ok(ServerIdentity {
+        fingerprint: fingerprint(&chain[0]),
+        chain,
+        key,
+        dev: false,
+    })
+}
+
+/// Loads the dev certificate under `dir`, making a self-signed one for
+/// `names` first if none exists. The key file is written with mode 0600.
+pub fn dev_identity(dir: &Path, names: &[String]) -> anyhow::Result<ServerIdentity> {
+    let cert_path: PathBuf = dir.join("dev-cert.pem");
+    let key_path: PathBuf = dir.join("dev-key.pem");
+    if !cert_path.exists() || !key_path.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the TLS directory {}", dir.display()))?;
+        let ck = rcgen::generate_simple_self_signed(names.to_vec())
+            .context("cannot generate a dev certificate")?;
+        write_private(&key_path, ck.signing_key.serialize_pem().as_bytes())?;
+        std::fs::write(&cert_path, ck.cert.pem())
+            .with_context(|| format!("cannot write {}", cert_path.display()))?;
+        tracing::info!(path = %cert_path.display(), "made a self-signed dev certificate");
+    }
+    let mut id = load_identity(&cert_path, &key_path)?;
+    id.dev = true;
+    Ok(id)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(data)?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, data).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Builds the rustls server configuration: TLS 1.3 only (QUIC requires it),
+/// ALPN `fencegate/1`, stateless session tickets so phones resume without a
+/// full handshake, and 0-RTT when `zero_rtt` is set.
+pub fn server_crypto(id: &ServerIdentity, zero_rtt: bool) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 is unavailable")?
+        .with_no_client_auth()
+        .with_single_cert(id.chain.clone(), id.key.clone_key())
+        .context("the certificate and key do not match, or the key type is unsupported")?;
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    // Tickets keep no per-client state on the server, which matters at
+    // tens of thousands of phones; the cache covers clients that want ids.
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new().context("cannot make a session ticketer")?;
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(65_536);
+    cfg.send_tls13_tickets = 2;
+    if zero_rtt {
+        // quinn requires exactly u32::MAX here to enable 0-RTT.
+        cfg.max_early_data_size = u32::MAX;
+    }
+    Ok(cfg)
+}
+
+/// How a client decides to trust the gateway's certificate.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Trust certificates signed by these roots (PEM file of a CA).
+    Roots(Vec<CertificateDer<'static>>),
+    /// Trust exactly the certificate with this SHA-256 fingerprint.
+    Pinned(String),
+}
+
+/// Builds a client configuration for tests, tools and the load harness,
+/// with resumption and (optionally) 0-RTT enabled.
+pub fn client_crypto(trust: Trust, zero_rtt: bool) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 is unavailable")?;
+    let mut cfg = match trust {
+        Trust::Roots(roots) => {
+            let mut store = rustls::RootCertStore::empty();
+            for r in roots {
+                store.add(r).context("a root certificate is not valid")?;
+            }
+            builder.with_root_certificates(store).with_no_client_auth()
+        }
+        Trust::Pinned(fp) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
+                fingerprint: fp.to_ascii_uppercase(),
+                provider,
+            }))
+            .with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.enable_early_data = zero_rtt;
+    cfg.resumption = rustls::client::Resumption::in_memory_sessions(4_096);
+    Ok(cfg)
+}
+
+/// Accepts exactly one certificate, identified by its SHA-256 fingerprint,
+/// while still checking the handshake signatures.
+#[derive(Debug)]
+struct PinnedVerifier {
+    fingerprint: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if fingerprint(end_entity) == self.fingerprint {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "server certificate does not match the pinned SHA-256 fingerprint".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_certificate_is_made_once_and_pinnable() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dev_identity(dir.path(), &["localhost".into()]).unwrap();
+        let b = dev_identity(dir.path(), &["localhost".into()]).unwrap();
+        assert!(a.dev);
+        assert_eq!(a.fingerprint, b.fingerprint, "second start reuses the certificate");
+        assert_eq!(a.fingerprint.len(), 32 * 3 - 1);
+        server_crypto(&a, true).unwrap();
+        client_crypto(Trust::Pinned(a.fingerprint.clone()), true).unwrap();
+    }
+
+    #[test]
+    fn fingerprint_format() {
+        assert_eq!(
+            fingerprint(b""),
+            "E3:B0:C4:42:98:FC:1C:14:9A:FB:F4:C8:99:6F:B9:24:27:AE:41:E4:64:9B:93:4C:A4:95:99:1B:78:52:B8:55"
+        );
+    }
+
+    #[test]
+    fn missing_cert_file_names_the_setting() {
+        let err = load_identity(Path::new("/nonexistent/c.pem"), Path::new("/nonexistent/k.pem"))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("quic.cert"), "{err:#}");
+    }
+}

@@ -1,0 +1,120 @@
+//! The gateway's view of the fence snapshot: the spatial index plus a table
+//! of shared fence ids, swapped atomically (arc-swap) when fences change.
+//!
+//! The id table exists so acks, dedup entries and ping state can hold a
+//! fence id as an `Arc<str>` (a reference-count increment) instead of
+//! copying the string on the hot path.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::{ArcSwap, Guard};
+use fencegate_spatial::{FenceIndex, FenceKey, FenceSet, IndexOptions, LoadError, LoadOptions, TenantKey};
+
+/// The sample fences bundled into the binary, used by `fencegate serve` on
+/// embedded defaults when `config/fences.geojson` is not at hand.
+pub const SAMPLE_FENCES: &str = include_str!("../../config/fences.geojson");
+
+/// One immutable fence snapshot.
+#[derive(Debug)]
+pub struct FenceSnapshot {
+    index: FenceIndex,
+    ids: Vec<Arc<str>>,
+    version: u64,
+}
+
+impl FenceSnapshot {
+    fn new(index: FenceIndex, version: u64) -> Self {
+        let ids = index.fences().iter().map(|f| Arc::from(f.id())).collect();
+        Self { index, ids, version }
+    }
+
+    /// The spatial index.
+    pub fn index(&self) -> &FenceIndex {
+        &self.index
+    }
+
+    /// The shared id of a fence of this snapshot.
+    pub fn id(&self, key: FenceKey) -> &Arc<str> {
+        &self.ids[key.index()]
+    }
+
+    /// The interned key of `tenant`, if it has any fence.
+    pub fn tenant(&self, tenant: &str) -> Option<TenantKey> {
+        self.index.tenant(tenant)
+    }
+
+    /// The snapshot's version: 1 for the first, one more for each swap.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+/// The current snapshot, readable without locks from every task.
+#[derive(Debug)]
+pub struct Fences {
+    current: ArcSwap<FenceSnapshot>,
+    next_version: AtomicU64,
+    opts: LoadOptions,
+}
+
+impl Fences {
+    /// Publishes `index` as version 1.
+    pub fn new(index: FenceIndex, opts: LoadOptions) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(FenceSnapshot::new(index, 1)),
+            next_version: AtomicU64::new(2),
+            opts,
+        }
+    }
+
+    /// The current snapshot (cheap; do not hold it across an await).
+    pub fn load(&self) -> Guard<Arc<FenceSnapshot>> {
+        self.current.load()
+    }
+
+    /// Validates GeoJSON, builds an index off the hot path and swaps it in.
+    /// Returns the new version, or every problem in the file.
+    pub fn replace_geojson(&self, text: &str) -> Result<u64, LoadError> {
+        let index = build_index(text, &self.opts)?;
+        Ok(self.store(index))
+    }
+
+    /// Swaps in a built index; returns its version.
+    pub fn store(&self, index: FenceIndex) -> u64 {
+        let v = self.next_version.fetch_add(1, Ordering::Relaxed);
+        self.current.store(Arc::new(FenceSnapshot::new(index, v)));
+        metrics::gauge!("fencegate_fence_snapshot_version").set(v as f64);
+        metrics::gauge!("fencegate_fences").set(self.load().index.len() as f64);
+        v
+    }
+
+    /// The load options fences are validated with.
+    pub fn options(&self) -> &LoadOptions {
+        &self.opts
+    }
+}
+
+/// Validates GeoJSON text and builds an index from it.
+pub fn build_index(text: &str, opts: &LoadOptions) -> Result<FenceIndex, LoadError> {
+    let set = FenceSet::from_geojson_str(text, opts)?;
+    Ok(FenceIndex::build(set, &IndexOptions::default()))
+}
+
+/// Reads a fence file, or the bundled samples when `allow_sample` is set and
+/// the file does not exist.
+pub fn load_file(path: &Path, opts: &LoadOptions, allow_sample: bool) -> anyhow::Result<FenceIndex> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && allow_sample => {
+            tracing::info!(path = %path.display(), "fence file not found; using the bundled sample fences");
+            SAMPLE_FENCES.to_owned()
+        }
+        Err(e) => anyhow::bail!(
+            "fences.path {}: {e}; point it at a GeoJSON FeatureCollection",
+            path.display()
+        ),
+    };
+    build_index(&text, opts).map_err(|e| anyhow::anyhow!("fences.path {}: {e}", path.display()))
+}

@@ -1,0 +1,130 @@
+//! Metric handles, registered once at start and reused on the hot path (no
+//! per-record name lookup). Labels are low-cardinality: verdicts and reason
+//! codes, never a device, employee or tenant id.
+//!
+//! Every metric name is listed in `docs/OPERATIONS.md`.
+
+use fencegate_schema::{Reason, Verdict};
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+use crate::pipeline::PingOutcome;
+
+/// Pipeline counters: verdicts, ping suppression and dedup.
+#[derive(Debug, Clone)]
+pub struct PipelineMetrics {
+    punch_accepted: Counter,
+    punch_repeat: Counter,
+    punch_out_of_range: Counter,
+    punch_rejected: Counter,
+    ping_forwarded: Counter,
+    ping_suppressed: Counter,
+    ping_stale: Counter,
+    ping_untracked: Counter,
+    fence_events: Counter,
+    /// Resends answered from the idempotency window.
+    pub dedup_hits: Counter,
+    /// Punches refused because the dedup window was full.
+    pub dedup_full: Counter,
+    /// Punch ids and repeat keys held.
+    pub dedup_keys: Gauge,
+    /// Devices whose last ping is held.
+    pub devices: Gauge,
+}
+
+impl PipelineMetrics {
+    /// Registers the handles with the global recorder.
+    pub fn register() -> Self {
+        let punch = |v: &'static str| counter!("fencegate_punches_total", "verdict" => v);
+        let ping = |o: &'static str| counter!("fencegate_pings_total", "outcome" => o);
+        Self {
+            punch_accepted: punch("accepted"),
+            punch_repeat: punch("repeat_merged"),
+            punch_out_of_range: punch("out_of_range"),
+            punch_rejected: punch("rejected"),
+            ping_forwarded: ping("forwarded"),
+            ping_suppressed: ping("suppressed"),
+            ping_stale: ping("stale"),
+            ping_untracked: ping("untracked"),
+            fence_events: counter!("fencegate_fence_events_total"),
+            dedup_hits: counter!("fencegate_dedup_hits_total"),
+            dedup_full: counter!("fencegate_dedup_full_total"),
+            dedup_keys: gauge!("fencegate_dedup_keys"),
+            devices: gauge!("fencegate_dedup_devices"),
+        }
+    }
+
+    /// Counts one durable punch by verdict.
+    pub fn punch(&self, v: Verdict) {
+        match v {
+            Verdict::Accepted => self.punch_accepted.increment(1),
+            Verdict::RepeatMerged => self.punch_repeat.increment(1),
+            Verdict::OutOfRange => self.punch_out_of_range.increment(1),
+            _ => self.punch_rejected.increment(1),
+        }
+    }
+
+    /// Adds one ping batch's outcome (summed by the caller, emitted once).
+    pub fn pings(&self, o: &PingOutcome) {
+        self.ping_forwarded.increment(u64::from(o.forwarded));
+        self.ping_suppressed.increment(u64::from(o.suppressed));
+        self.ping_stale.increment(u64::from(o.stale));
+        self.ping_untracked.increment(u64::from(o.untracked));
+        self.fence_events.increment(u64::from(o.events));
+    }
+}
+
+/// Edge counters: connections, handshakes, refusals, latencies.
+#[derive(Debug, Clone)]
+pub struct EdgeMetrics {
+    /// Open connections.
+    pub connections: Gauge,
+    /// Completed full handshakes.
+    pub handshakes_full: Counter,
+    /// Completed resumed handshakes (session tickets).
+    pub handshakes_resumed: Counter,
+    /// Handshakes that failed or were refused.
+    pub handshakes_failed: Counter,
+    /// Connections closed for a bad credential.
+    pub auth_failures: Counter,
+    /// Datagrams dropped because the connection's buffer was full or the
+    /// node was shedding load.
+    pub datagrams_dropped: Counter,
+    /// Streams answered `Busy`.
+    pub busy: Counter,
+    refused: Vec<Option<Counter>>,
+    /// Punch frame in → ack out, seconds (includes the log commit).
+    pub punch_ack_seconds: Histogram,
+    /// Time inside the pipeline per message, seconds.
+    pub pipeline_seconds: Histogram,
+}
+
+impl EdgeMetrics {
+    /// Registers the handles with the global recorder, one refusal counter
+    /// per reason code.
+    pub fn register() -> Self {
+        let mut refused = vec![None; usize::from(Reason::ENUM_MAX) + 1];
+        for r in Reason::ENUM_VALUES {
+            let name = r.variant_name().unwrap_or("unknown");
+            refused[usize::from(r.0)] = Some(counter!("fencegate_refused_total", "reason" => name));
+        }
+        Self {
+            connections: gauge!("fencegate_connections"),
+            handshakes_full: counter!("fencegate_handshakes_total", "kind" => "full"),
+            handshakes_resumed: counter!("fencegate_handshakes_total", "kind" => "resumed"),
+            handshakes_failed: counter!("fencegate_handshakes_total", "kind" => "failed"),
+            auth_failures: counter!("fencegate_auth_failures_total"),
+            datagrams_dropped: counter!("fencegate_datagrams_dropped_total"),
+            busy: counter!("fencegate_busy_total"),
+            refused,
+            punch_ack_seconds: histogram!("fencegate_punch_ack_seconds"),
+            pipeline_seconds: histogram!("fencegate_pipeline_seconds"),
+        }
+    }
+
+    /// Counts one refused frame by reason code.
+    pub fn refused(&self, r: Reason) {
+        if let Some(Some(c)) = self.refused.get(usize::from(r.0)) {
+            c.increment(1);
+        }
+    }
+}

@@ -1,0 +1,703 @@
+//! The verification pipeline: a pure state machine, handed `now` and a
+//! verified frame, returning a decision and the record bytes to log.
+//!
+//! authenticate (done once per connection, see [`Session`]) → validate (done
+//! by the schema parser) → locate → dedup → classify → record.
+//!
+//! It owns no socket, no task and no clock, so tests drive it with a fake
+//! clock and the benches measure it alone. The edge appends the record
+//! bytes to the durable log, and only once they are durable does it call
+//! [`Pipeline::punch_durable`] and send the ack.
+
+use std::sync::Arc;
+
+use fencegate_schema::{
+    AttendanceStatus, FenceEventRef, PingBatchView, PingRecordRef, Position, PunchKind,
+    PunchMethod, PunchRecordRef, PunchView, Reason, RecordBodyRef, RecordRef, Transition, Verdict,
+};
+use fencegate_spatial::{FenceKey, Point};
+use flatbuffers::FlatBufferBuilder;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+
+use crate::dedup::WindowMap;
+use crate::fences::Fences;
+use crate::metrics::PipelineMetrics;
+
+/// How long a device's last ping state is remembered without news. Longer
+/// than the heartbeat so a device that pauses still gets its enter/exit
+/// transitions right when it comes back.
+const DEVICE_MEMORY_MS: i64 = 3_600_000;
+
+/// Settings the pipeline is built with.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Node name written into records.
+    pub node: Arc<str>,
+    /// Repeat-merge and idempotency window.
+    pub repeat_window_ms: i64,
+    /// Longest gap between forwarded pings of a device standing still.
+    pub heartbeat_ms: i64,
+    /// H3 resolution a device must leave for its ping to be forwarded.
+    pub cell_resolution: h3o::Resolution,
+    /// Most remembered punch keys.
+    pub max_punch_keys: usize,
+    /// Most remembered devices.
+    pub max_devices: usize,
+}
+
+impl PipelineConfig {
+    /// Settings from a compiled gateway configuration.
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        Self {
+            node: cfg.node_name.as_str().into(),
+            repeat_window_ms: cfg.dedup.repeat_window_s as i64 * 1_000,
+            heartbeat_ms: cfg.dedup.ping_heartbeat_s as i64 * 1_000,
+            cell_resolution: h3o::Resolution::try_from(cfg.dedup.ping_cell_resolution)
+                .expect("validated by config"),
+            max_punch_keys: cfg.dedup.max_punch_keys,
+            max_devices: cfg.dedup.max_devices,
+        }
+    }
+}
+
+/// An authenticated connection's identity, with the hashes the dedup maps
+/// key on computed once per connection instead of once per message.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The tenant every message of this connection belongs to.
+    pub tenant: Arc<str>,
+    /// The device, as named in its token.
+    pub device: Arc<str>,
+    tenant_tag: u64,
+    device_tag: u64,
+}
+
+impl Session {
+    /// A session for a verified tenant and device.
+    pub fn new(tenant: &str, device: &str) -> Self {
+        Self {
+            tenant: tenant.into(),
+            device: device.into(),
+            tenant_tag: xxh3_64(tenant.as_bytes()),
+            device_tag: xxh3_64(device.as_bytes()),
+        }
+    }
+}
+
+/// What the ack of a punch says; kept so every resend gets the same one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AckInfo {
+    /// The record id the ack carries: the punch's own record, or for a
+    /// repeat the record it was merged into.
+    pub record_id: [u8; 16],
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Why, for anything but a plain accept.
+    pub reason: Reason,
+    /// A fence containing the position.
+    pub fence_id: Option<Arc<str>>,
+    /// The nearest fence of the tenant.
+    pub nearest_fence_id: Option<Arc<str>>,
+    /// Metres to the nearest fence's edge (0 inside).
+    pub distance_m: f32,
+}
+
+#[derive(Debug, Clone)]
+struct PunchEntry {
+    time_ms: i64,
+    ack: AckInfo,
+    /// The punch's own record id (differs from `ack.record_id` for repeats).
+    own_record_id: [u8; 16],
+    durable: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RepeatEntry {
+    time_ms: i64,
+    record_id: [u8; 16],
+}
+
+#[derive(Debug, Clone, Default)]
+struct DeviceState {
+    last_fix_ms: i64,
+    last_forward_ms: i64,
+    cell: u64,
+    fences: Box<[Arc<str>]>,
+}
+
+type PunchKey = (u64, u128);
+type RepeatKey = (u64, u64, u8);
+
+/// A punch the pipeline has decided on and whose record awaits the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingPunch {
+    key: PunchKey,
+    repeat: Option<RepeatKey>,
+    record_id: [u8; 16],
+}
+
+/// The pipeline's answer to one punch.
+#[derive(Debug)]
+pub enum PunchDecision<'b> {
+    /// A new record: append `record` to the log, and once it is durable
+    /// call [`Pipeline::punch_durable`] and send `ack`. If the append fails,
+    /// call [`Pipeline::punch_failed`] and answer `Busy`.
+    Record {
+        /// Encoded `Record` to append.
+        record: &'b [u8],
+        /// The ack to send once durable.
+        ack: AckInfo,
+        /// Handle for `punch_durable` / `punch_failed`.
+        pending: PendingPunch,
+    },
+    /// A resend of a punch whose record is already durable: send this ack.
+    Known(AckInfo),
+    /// A resend of a punch whose first copy is still being written: answer
+    /// `Busy` with a short retry-after; the retry will get the ack.
+    InFlight,
+    /// The dedup window is full: answer `Busy(Overloaded)`.
+    Full,
+}
+
+/// Counts of what one ping batch produced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PingOutcome {
+    /// Fixes forwarded as ping records (moves, heartbeats, transitions).
+    pub forwarded: u32,
+    /// Fixes suppressed as repeats.
+    pub suppressed: u32,
+    /// Enter/exit events emitted.
+    pub events: u32,
+    /// Fixes older than the device's newest (late or duplicated datagrams).
+    pub stale: u32,
+    /// Fixes of devices beyond `max_devices`, forwarded unsuppressed.
+    pub untracked: u32,
+}
+
+/// Reusable per-task buffers, so the hot path allocates nothing per record.
+pub struct Scratch {
+    fbb: FlatBufferBuilder<'static>,
+    keys: Vec<FenceKey>,
+    ids: Vec<Arc<str>>,
+    ids_prev: Vec<Arc<str>>,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self {
+            fbb: FlatBufferBuilder::with_capacity(1024),
+            keys: Vec::with_capacity(16),
+            ids: Vec::with_capacity(16),
+            ids_prev: Vec::with_capacity(16),
+        }
+    }
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scratch")
+    }
+}
+
+/// Collects encoded records for one log write; `push` copies a record in.
+pub trait RecordSink {
+    /// Takes one encoded `Record` made at `time_ms`.
+    fn push(&mut self, record: &[u8], time_ms: i64);
+}
+
+impl RecordSink for Vec<Vec<u8>> {
+    fn push(&mut self, record: &[u8], _time_ms: i64) {
+        Vec::push(self, record.to_vec());
+    }
+}
+
+impl RecordSink for crate::log::RecordBatch {
+    fn push(&mut self, record: &[u8], time_ms: i64) {
+        crate::log::RecordBatch::push(self, record, time_ms.max(0) as u64);
+    }
+}
+
+/// The verification pipeline, shared by every connection task.
+pub struct Pipeline {
+    cfg: PipelineConfig,
+    fences: Arc<Fences>,
+    punch_ids: WindowMap<PunchKey, PunchEntry>,
+    repeats: WindowMap<RepeatKey, RepeatEntry>,
+    devices: WindowMap<(u64, u64), DeviceState>,
+    metrics: PipelineMetrics,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("punch_keys", &self.punch_ids.len())
+            .field("devices", &self.devices.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn record_id(parts: &[&[u8]]) -> [u8; 16] {
+    let mut h = Xxh3::new();
+    for p in parts {
+        h.update(&(p.len() as u32).to_le_bytes());
+        h.update(p);
+    }
+    h.digest128().to_be_bytes()
+}
+
+fn kind_tag(kind: PunchKind) -> u8 {
+    kind.0
+}
+
+impl Pipeline {
+    /// A pipeline over `fences`, starting at `now_ms`.
+    pub fn new(cfg: PipelineConfig, fences: Arc<Fences>, now_ms: i64) -> Self {
+        // Punch ids and repeat keys share the key budget.
+        let half = (cfg.max_punch_keys / 2).max(1);
+        Self {
+            punch_ids: WindowMap::new(cfg.repeat_window_ms, half, now_ms),
+            repeats: WindowMap::new(cfg.repeat_window_ms, half, now_ms),
+            devices: WindowMap::new(DEVICE_MEMORY_MS, cfg.max_devices, now_ms),
+            metrics: PipelineMetrics::register(),
+            fences,
+            cfg,
+        }
+    }
+
+    /// The fence snapshots this pipeline reads.
+    pub fn fences(&self) -> &Arc<Fences> {
+        &self.fences
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.cfg
+    }
+
+    /// Expires old dedup generations. Call about once a second.
+    pub fn tick(&self, now_ms: i64) {
+        self.punch_ids.rotate(now_ms);
+        self.repeats.rotate(now_ms);
+        self.devices.rotate(now_ms);
+        self.metrics.dedup_keys.set(self.punch_ids.len() as f64 + self.repeats.len() as f64);
+        self.metrics.devices.set(self.devices.len() as f64);
+    }
+
+    /// Number of remembered punch keys and devices.
+    pub fn dedup_sizes(&self) -> (usize, usize) {
+        (self.punch_ids.len() + self.repeats.len(), self.devices.len())
+    }
+
+    /// Decides one verified punch from `session` at `now_ms`.
+    pub fn punch<'b>(
+        &self,
+        now_ms: i64,
+        session: &Session,
+        punch: &PunchView<'_>,
+        scratch: &'b mut Scratch,
+    ) -> PunchDecision<'b> {
+        let id = punch.punch_id();
+        let key: PunchKey = (session.tenant_tag, u128::from_be_bytes(id));
+        let window = self.cfg.repeat_window_ms;
+        let live = move |e: &PunchEntry| now_ms - e.time_ms < window;
+        if let Some(e) = self.punch_ids.get(&key, |e| live(e).then(|| e.clone())) {
+            self.metrics.dedup_hits.increment(1);
+            return if e.durable {
+                PunchDecision::Known(e.ack)
+            } else {
+                PunchDecision::InFlight
+            };
+        }
+
+        let snap = self.fences.load();
+        let own_record_id = record_id(&[b"punch", session.tenant.as_bytes(), &id]);
+        // Offline punches are judged by the time they were taken.
+        let at_ms = if punch.offline() {
+            punch.device_time_ms()
+        } else {
+            now_ms
+        };
+
+        let mut ack = AckInfo {
+            record_id: own_record_id,
+            verdict: Verdict::Accepted,
+            reason: Reason::None,
+            fence_id: None,
+            nearest_fence_id: None,
+            distance_m: 0.0,
+        };
+        let mut status = AttendanceStatus::Unclassified;
+        scratch.ids.clear();
+        let position = punch.position();
+        match (position, snap.tenant(&session.tenant)) {
+            (Some((lat, lon, _acc)), Some(tenant)) => {
+                let point = Point::new(lat, lon).expect("the parser checked the range");
+                scratch.keys.clear();
+                snap.index().locate(point, Some(tenant), &mut scratch.keys);
+                for k in &scratch.keys {
+                    scratch.ids.push(snap.id(*k).clone());
+                }
+                if let Some(first) = scratch.ids.first() {
+                    ack.fence_id = Some(first.clone());
+                    ack.nearest_fence_id = Some(first.clone());
+                    status = AttendanceStatus::Normal;
+                } else {
+                    ack.verdict = Verdict::OutOfRange;
+                    ack.reason = Reason::OutOfRange;
+                    status = AttendanceStatus::OutOfRangePendingApproval;
+                    if let Some((k, d)) = snap.index().nearest(point, Some(tenant)) {
+                        ack.nearest_fence_id = Some(snap.id(k).clone());
+                        ack.distance_m = d as f32;
+                    }
+                }
+            }
+            (Some(_), None) => {
+                // The tenant has no fences at all: nothing can contain it.
+                ack.verdict = Verdict::OutOfRange;
+                ack.reason = Reason::NoFences;
+                status = AttendanceStatus::OutOfRangePendingApproval;
+            }
+            (None, _) if punch.method() == PunchMethod::Gps => {
+                return self.refuse(Reason::PositionRequired);
+            }
+            // Wi-Fi, QR and terminal punches are verified by the attendance
+            // rules; until they are configured the record stays unclassified.
+            (None, _) => {}
+        }
+
+        let mut repeat = None;
+        let mut merged_into = None;
+        if ack.verdict == Verdict::Accepted {
+            let rkey: RepeatKey = (
+                session.tenant_tag,
+                xxh3_64(punch.employee_id().as_bytes()),
+                kind_tag(punch.kind()),
+            );
+            let first = self.repeats.get(&rkey, |e| {
+                (at_ms >= e.time_ms && at_ms - e.time_ms < window).then_some(e.record_id)
+            });
+            match first {
+                Some(first) => {
+                    ack.verdict = Verdict::RepeatMerged;
+                    ack.record_id = first;
+                    status = AttendanceStatus::RepeatMerged;
+                    merged_into = Some(first);
+                }
+                None => {
+                    if self
+                        .repeats
+                        .insert(
+                            rkey,
+                            RepeatEntry {
+                                time_ms: at_ms,
+                                record_id: own_record_id,
+                            },
+                        )
+                        .is_err()
+                    {
+                        return self.full();
+                    }
+                    repeat = Some(rkey);
+                }
+            }
+        }
+
+        let entry = PunchEntry {
+            time_ms: now_ms,
+            ack: ack.clone(),
+            own_record_id,
+            durable: false,
+        };
+        match self.punch_ids.get_or_insert(key, live, || entry) {
+            Ok(Ok(())) => {}
+            Ok(Err(_raced)) => {
+                // A concurrent copy of the same punch won the race.
+                if let Some(r) = repeat {
+                    self.repeats.remove_if(&r, |e| e.record_id == own_record_id);
+                }
+                return PunchDecision::InFlight;
+            }
+            Err(_) => {
+                if let Some(r) = repeat {
+                    self.repeats.remove_if(&r, |e| e.record_id == own_record_id);
+                }
+                return self.full();
+            }
+        }
+
+        let (lat, lon, acc) = position.unwrap_or((0.0, 0.0, -1.0));
+        let record = RecordRef {
+            record_id: own_record_id,
+            tenant: &session.tenant,
+            gateway_time_ms: now_ms,
+            node: Some(&self.cfg.node),
+            body: RecordBodyRef::Punch(PunchRecordRef {
+                punch_id: id,
+                employee_id: punch.employee_id(),
+                device_id: &session.device,
+                kind: punch.kind(),
+                method: punch.method(),
+                device_time_ms: punch.device_time_ms(),
+                position: position.map(|_| Position::new(lat, lon, acc)),
+                verdict: ack.verdict,
+                reason: ack.reason,
+                fence_ids: &scratch.ids,
+                nearest_fence_id: ack.nearest_fence_id.as_deref(),
+                distance_m: ack.distance_m,
+                offline: punch.offline(),
+                mock_location: punch.mock_location(),
+                status,
+                anomaly_flags: anomaly_flags(punch),
+                slot: None,
+                merged_into,
+            }),
+        };
+        let bytes = record.encode_into(&mut scratch.fbb);
+        PunchDecision::Record {
+            record: bytes,
+            ack,
+            pending: PendingPunch {
+                key,
+                repeat,
+                record_id: own_record_id,
+            },
+        }
+    }
+
+    fn refuse<'b>(&self, reason: Reason) -> PunchDecision<'b> {
+        // Refusals leave no record and no dedup entry: the client fixes the
+        // punch and resends it with the same id.
+        PunchDecision::Known(AckInfo {
+            record_id: [0; 16],
+            verdict: Verdict::Rejected,
+            reason,
+            fence_id: None,
+            nearest_fence_id: None,
+            distance_m: 0.0,
+        })
+    }
+
+    fn full<'b>(&self) -> PunchDecision<'b> {
+        self.metrics.dedup_full.increment(1);
+        PunchDecision::Full
+    }
+
+    /// The record of `pending` is durable: resends now get its ack.
+    pub fn punch_durable(&self, pending: &PendingPunch, verdict: Verdict) {
+        self.punch_ids.update(&pending.key, |e| {
+            if e.own_record_id == pending.record_id {
+                e.durable = true;
+            }
+        });
+        self.metrics.punch(verdict);
+    }
+
+    /// The record of `pending` could not be written: forget it, so the
+    /// client's retry is decided afresh.
+    pub fn punch_failed(&self, pending: &PendingPunch) {
+        let rid = pending.record_id;
+        self.punch_ids.remove_if(&pending.key, |e| e.own_record_id == rid);
+        if let Some(r) = pending.repeat {
+            self.repeats.remove_if(&r, |e| e.record_id == rid);
+        }
+    }
+
+    /// Rebuilds the dedup windows from a punch record read back from the log
+    /// at start, so resends after a restart get the ack they got before.
+    pub fn replay_punch(&self, tenant: &str, rec: &fencegate_schema::PunchRecord<'_>, gateway_time_ms: i64, record_id: [u8; 16]) {
+        let tenant_tag = xxh3_64(tenant.as_bytes());
+        let id = rec.punch_id().0;
+        let merged_into = rec.merged_into().map(|u| u.0);
+        let ack = AckInfo {
+            record_id: merged_into.unwrap_or(record_id),
+            verdict: rec.verdict(),
+            reason: rec.reason(),
+            fence_id: rec.fence_ids().and_then(|v| v.iter().next().map(Arc::from)),
+            nearest_fence_id: rec.nearest_fence_id().map(Arc::from),
+            distance_m: rec.distance_m(),
+        };
+        let _ = self.punch_ids.insert(
+            (tenant_tag, u128::from_be_bytes(id)),
+            PunchEntry {
+                time_ms: gateway_time_ms,
+                ack,
+                own_record_id: record_id,
+                durable: true,
+            },
+        );
+        if rec.verdict() == Verdict::Accepted {
+            let at = if rec.offline() {
+                rec.device_time_ms()
+            } else {
+                gateway_time_ms
+            };
+            let _ = self.repeats.insert(
+                (
+                    tenant_tag,
+                    xxh3_64(rec.employee_id().as_bytes()),
+                    kind_tag(rec.kind()),
+                ),
+                RepeatEntry {
+                    time_ms: at,
+                    record_id,
+                },
+            );
+        }
+    }
+
+    /// Processes one verified ping batch from `session`, pushing every
+    /// record to forward (pings and enter/exit events) into `sink`.
+    pub fn pings(
+        &self,
+        now_ms: i64,
+        session: &Session,
+        batch: &PingBatchView<'_>,
+        scratch: &mut Scratch,
+        sink: &mut impl RecordSink,
+    ) -> PingOutcome {
+        let snap = self.fences.load();
+        let tenant = snap.tenant(&session.tenant);
+        let mut out = PingOutcome::default();
+        let dkey = (session.tenant_tag, session.device_tag);
+        for fix in batch.fixes() {
+            let point = Point::new(fix.lat, fix.lon).expect("the parser checked the range");
+            scratch.keys.clear();
+            scratch.ids.clear();
+            if let Some(t) = tenant {
+                snap.index().locate(point, Some(t), &mut scratch.keys);
+                for k in &scratch.keys {
+                    scratch.ids.push(snap.id(*k).clone());
+                }
+            }
+            let cell = u64::from(fencegate_spatial::cell_of(point, self.cfg.cell_resolution));
+
+            // Decide under the device's entry lock, then build records after.
+            let mut heartbeat = false;
+            let mut forward = false;
+            scratch.ids_prev.clear();
+            let tracked = self.devices.with(dkey, |slot| {
+                let st = slot.get_or_insert_with(DeviceState::default);
+                let fresh = st.last_fix_ms == 0 && st.last_forward_ms == 0;
+                if !fresh && fix.time_ms <= st.last_fix_ms {
+                    return false; // late or duplicated fix
+                }
+                let same_fences = same_set(&st.fences, &scratch.ids);
+                if fresh || !same_fences || st.cell != cell {
+                    forward = true;
+                } else if fix.time_ms - st.last_forward_ms >= self.cfg.heartbeat_ms {
+                    forward = true;
+                    heartbeat = true;
+                }
+                if !fresh && !same_fences {
+                    scratch.ids_prev.extend(st.fences.iter().cloned());
+                    st.fences = scratch.ids.as_slice().into();
+                } else if fresh {
+                    st.fences = scratch.ids.as_slice().into();
+                }
+                st.last_fix_ms = fix.time_ms;
+                st.cell = cell;
+                if forward {
+                    st.last_forward_ms = fix.time_ms;
+                }
+                true
+            });
+            match tracked {
+                Ok(false) => {
+                    out.stale += 1;
+                    continue;
+                }
+                Ok(true) => {}
+                Err(_) => {
+                    out.untracked += 1;
+                    forward = true;
+                }
+            }
+            if !forward {
+                out.suppressed += 1;
+                continue;
+            }
+            let time = fix.time_ms.to_le_bytes();
+            let lat_b = fix.lat.to_le_bytes();
+            let lon_b = fix.lon.to_le_bytes();
+            // Transitions first, so a consumer sees the exit before the ping
+            // that is already outside.
+            for (set, other, transition) in [
+                (&scratch.ids_prev, &scratch.ids, Transition::Exit),
+                (&scratch.ids, &scratch.ids_prev, Transition::Enter),
+            ] {
+                if scratch.ids_prev.is_empty() && transition == Transition::Exit {
+                    continue;
+                }
+                for f in set.iter().filter(|f| !other.iter().any(|o| o == *f)) {
+                    let rid = record_id(&[
+                        b"event",
+                        session.tenant.as_bytes(),
+                        session.device.as_bytes(),
+                        f.as_bytes(),
+                        &[transition.0],
+                        &time,
+                    ]);
+                    let rec = RecordRef::<&str> {
+                        record_id: rid,
+                        tenant: &session.tenant,
+                        gateway_time_ms: now_ms,
+                        node: Some(&self.cfg.node),
+                        body: RecordBodyRef::FenceEvent(FenceEventRef {
+                            device_id: &session.device,
+                            fence_id: f,
+                            transition,
+                            time_ms: fix.time_ms,
+                            lat: fix.lat,
+                            lon: fix.lon,
+                        }),
+                    };
+                    sink.push(rec.encode_into(&mut scratch.fbb), now_ms);
+                    out.events += 1;
+                }
+            }
+            let rid = record_id(&[
+                b"ping",
+                session.tenant.as_bytes(),
+                session.device.as_bytes(),
+                &time,
+                &lat_b,
+                &lon_b,
+            ]);
+            let rec = RecordRef {
+                record_id: rid,
+                tenant: &session.tenant,
+                gateway_time_ms: now_ms,
+                node: Some(&self.cfg.node),
+                body: RecordBodyRef::Ping(PingRecordRef {
+                    device_id: &session.device,
+                    time_ms: fix.time_ms,
+                    lat: fix.lat,
+                    lon: fix.lon,
+                    accuracy_m: fix.accuracy_m,
+                    h3_cell: cell,
+                    fence_ids: &scratch.ids,
+                    heartbeat,
+                }),
+            };
+            sink.push(rec.encode_into(&mut scratch.fbb), now_ms);
+            out.forwarded += 1;
+        }
+        self.metrics.pings(&out);
+        out
+    }
+}
+
+fn same_set(a: &[Arc<str>], b: &[Arc<str>]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| Arc::ptr_eq(x, y) || x == y))
+}
+
+fn anomaly_flags(p: &PunchView<'_>) -> u64 {
+    let mut f = 0;
+    if p.mock_location() {
+        f |= fencegate_schema::anomaly::MOCK_LOCATION;
+    }
+    if p.offline() {
+        f |= fencegate_schema::anomaly::OFFLINE;
+    }
+    f
+}
