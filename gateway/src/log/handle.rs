@@ -1,0 +1,479 @@
+//! Opening the log and the handle appenders, readers and sinks share.
+
+use std::fs;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+
+use tokio::sync::{oneshot, watch};
+
+use super::cursor::{self, Cursor, CursorStart, Cursors};
+use super::format::{self, ENTRY_HEADER_LEN, SEGMENT_HEADER_LEN};
+use super::lock::DirLock;
+use super::metrics::LogMetrics;
+use super::reader::LogReader;
+use super::recovery::{self, RecoveryReport};
+use super::retention::{self, RetentionReport};
+use super::segment::{self, SegmentInfo};
+use super::writer::{self, Msg, Outcome, Request, Writer};
+use super::{LogConfig, LogError, Lsn, LsnRange};
+
+/// State shared by the handle, the writer, readers and cursors.
+pub(crate) struct Shared {
+    pub cfg: LogConfig,
+    /// Every segment on disk, oldest first; the last one is active.
+    pub segments: Mutex<Vec<SegmentInfo>>,
+    pub used_bytes: AtomicU64,
+    pub queued_bytes: AtomicUsize,
+    /// LSN after the last synced entry. The writer owns the sender, so
+    /// followers see the watch close when the writer stops.
+    pub committed: watch::Receiver<Lsn>,
+    /// Set once when a write or sync fails.
+    pub failed: OnceLock<std::io::ErrorKind>,
+    pub closed: AtomicBool,
+    pub stats: StatCounters,
+    pub cursors: Cursors,
+    pub metrics: LogMetrics,
+}
+
+impl Shared {
+    pub(crate) fn lock_segments(&self) -> MutexGuard<'_, Vec<SegmentInfo>> {
+        // A panic while holding the lock leaves a consistent list (every
+        // update is a single assignment or push), so keep going.
+        self.segments.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn oldest(&self) -> Lsn {
+        self.lock_segments().first().map_or(Lsn(0), |s| s.first_lsn)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct StatCounters {
+    pub records: AtomicU64,
+    pub batches: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub rejected_busy: AtomicU64,
+    pub rejected_full: AtomicU64,
+}
+
+/// Counters since the log was opened, for tests, benches and `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogStats {
+    /// Records made durable.
+    pub records: u64,
+    /// Batches committed (each completed its appends after its syncs).
+    pub batches: u64,
+    /// `fdatasync` calls on segments (a batch that rolls a segment syncs
+    /// twice).
+    pub fsyncs: u64,
+    /// Entry bytes written (headers included).
+    pub bytes_written: u64,
+    /// Bytes the segments occupy on disk now.
+    pub used_bytes: u64,
+    /// LSN after the last synced entry.
+    pub committed: Lsn,
+    /// Appends refused because the queue was full.
+    pub rejected_busy: u64,
+    /// Appends refused because the log was at its size cap.
+    pub rejected_full: u64,
+}
+
+/// Records packed for one [`LogHandle::append_batch`]: one allocation for
+/// many records, and one completion for all of them.
+#[derive(Debug, Default, Clone)]
+pub struct RecordBatch {
+    buf: Vec<u8>,
+    count: u32,
+    max_payload: usize,
+}
+
+impl RecordBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty batch with room for `records` records of `payload_bytes`
+    /// payload bytes in total.
+    pub fn with_capacity(records: usize, payload_bytes: usize) -> Self {
+        Self { buf: Vec::with_capacity(records * ENTRY_HEADER_LEN + payload_bytes), count: 0, max_payload: 0 }
+    }
+
+    /// Adds a record; `time_ms` is its time in ms since the Unix epoch.
+    pub fn push(&mut self, payload: &[u8], time_ms: u64) {
+        format::push_unstamped(&mut self.buf, payload, time_ms);
+        self.count += 1;
+        self.max_payload = self.max_payload.max(payload.len());
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether the batch has no records.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes the batch takes in the log (checked against `max_batch_bytes`).
+    pub fn encoded_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Removes every record, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.count = 0;
+        self.max_payload = 0;
+    }
+}
+
+/// An append in flight. Resolves to the LSNs given to its records once they
+/// are synced, or to the reason they were not written. Dropping it does not
+/// cancel the append.
+#[must_use = "an append is only durable once its Pending resolves to Ok"]
+#[derive(Debug)]
+pub struct Pending {
+    rx: oneshot::Receiver<Result<Lsn, LogError>>,
+    count: u32,
+}
+
+impl Pending {
+    fn map(count: u32, r: Result<Result<Lsn, LogError>, oneshot::error::RecvError>) -> Result<LsnRange, LogError> {
+        match r {
+            Ok(Ok(first)) => Ok(LsnRange { first, count }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(LogError::Closed),
+        }
+    }
+
+    /// Blocks the thread until the append is synced. Not for async code
+    /// (it panics inside a tokio runtime); await the `Pending` there.
+    pub fn wait(self) -> Result<LsnRange, LogError> {
+        Self::map(self.count, self.rx.blocking_recv())
+    }
+}
+
+impl Future for Pending {
+    type Output = Result<LsnRange, LogError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let count = self.count;
+        Pin::new(&mut self.rx).poll(cx).map(|r| Self::map(count, r))
+    }
+}
+
+/// The handle to an open log: append, read, manage cursors and retention.
+/// Cheap to clone. The writer stops when [`LogHandle::close`] is called or
+/// the last clone is dropped, after committing everything submitted before.
+#[derive(Clone)]
+pub struct LogHandle {
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    tx: SyncSender<Msg>,
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl HandleInner {
+    fn shutdown(&self) {
+        let join = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(join) = join {
+            // Queued behind every earlier append, so those are committed first.
+            let _ = self.tx.send(Msg::Shutdown);
+            if join.join().is_err() {
+                tracing::error!("durable log writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for HandleInner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for LogHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogHandle").field("dir", &self.inner.shared.cfg.dir).finish_non_exhaustive()
+    }
+}
+
+impl LogHandle {
+    /// Opens (or creates) the log in `cfg.dir`: locks the folder, recovers
+    /// it (see the module docs), loads the cursors, starts a new segment and
+    /// the writer thread. Register the metrics recorder before calling this.
+    pub fn open(cfg: LogConfig) -> Result<(Self, RecoveryReport), LogError> {
+        cfg.validate()?;
+        let dir = cfg.dir.clone();
+        let cursor_dir = dir.join("cursors");
+        fs::create_dir_all(&cursor_dir).map_err(|e| LogError::io("create log folder", &cursor_dir, e))?;
+        let lock = DirLock::acquire(&dir)?;
+        let rec = recovery::recover(&dir)?;
+        let metrics = LogMetrics::register();
+        if let Some(t) = &rec.report.truncation {
+            metrics.truncated_bytes.increment(t.bytes);
+            tracing::warn!(report = %rec.report, "durable log cut a torn tail");
+        }
+        let cursors = Cursors::load(&dir, rec.next_lsn)?;
+        let max_unsynced = cfg.max_batch_bytes as u32;
+        let (file, path) = segment::create_segment(&dir, rec.next_lsn, max_unsynced)?;
+        let active = SegmentInfo {
+            first_lsn: rec.next_lsn,
+            end_lsn: rec.next_lsn,
+            bytes: SEGMENT_HEADER_LEN as u64,
+            min_time_ms: None,
+            max_time_ms: None,
+            active: true,
+        };
+        let mut segments = rec.segments;
+        segments.push(active.clone());
+        let used: u64 = segments.iter().map(|s| s.bytes).sum();
+        metrics.segments.set(segments.len() as f64);
+        metrics.used_bytes.set(used as f64);
+        let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity);
+        let (committed_tx, committed) = watch::channel(rec.next_lsn);
+        let shared = Arc::new(Shared {
+            segments: Mutex::new(segments),
+            used_bytes: AtomicU64::new(used),
+            queued_bytes: AtomicUsize::new(0),
+            committed,
+            failed: OnceLock::new(),
+            closed: AtomicBool::new(false),
+            stats: StatCounters::default(),
+            cursors,
+            metrics,
+            cfg,
+        });
+        let w = Writer {
+            rx,
+            committed: committed_tx,
+            shared: shared.clone(),
+            file,
+            path,
+            active,
+            next_lsn: rec.next_lsn,
+            buf: Vec::with_capacity(shared.cfg.max_batch_bytes.min(8 << 20)),
+            batch: Vec::with_capacity(shared.cfg.max_batch_records.min(65536)),
+            batch_bytes: 0,
+            batch_records: 0,
+            carry: None,
+            _lock: lock,
+        };
+        let join = std::thread::Builder::new()
+            .name("fencegate-log".into())
+            .spawn(move || w.run())
+            .map_err(|e| LogError::io("spawn writer thread for", &dir, e))?;
+        let inner = HandleInner { tx, shared, writer: Mutex::new(Some(join)) };
+        Ok((Self { inner: Arc::new(inner) }, rec.report))
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    /// The settings the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.shared().cfg
+    }
+
+    /// Submits one record. Fails at once with `Busy` (queue full), `Full`
+    /// (size cap), `TooLarge`, `WriteFailed` or `Closed`; otherwise returns a
+    /// [`Pending`] that resolves to the record's LSN once it is synced.
+    pub fn append(&self, payload: &[u8], time_ms: u64) -> Result<Pending, LogError> {
+        let max = self.shared().cfg.max_record_bytes;
+        if payload.len() > max {
+            return Err(LogError::TooLarge { len: payload.len(), max });
+        }
+        let mut buf = Vec::with_capacity(ENTRY_HEADER_LEN + payload.len());
+        format::push_unstamped(&mut buf, payload, time_ms);
+        self.submit(buf, 1, false)
+    }
+
+    /// Submits many records with one completion; they get consecutive LSNs.
+    /// Same failures as [`LogHandle::append`], for the whole batch.
+    pub fn append_batch(&self, batch: RecordBatch) -> Result<Pending, LogError> {
+        self.check_batch(&batch)?;
+        self.submit(batch.buf, batch.count, false)
+    }
+
+    /// Appends one record and blocks until it is synced, waiting for queue
+    /// space instead of failing with `Busy`. For benches and tools; not for
+    /// async code.
+    pub fn append_blocking(&self, payload: &[u8], time_ms: u64) -> Result<Lsn, LogError> {
+        let max = self.shared().cfg.max_record_bytes;
+        if payload.len() > max {
+            return Err(LogError::TooLarge { len: payload.len(), max });
+        }
+        let mut buf = Vec::with_capacity(ENTRY_HEADER_LEN + payload.len());
+        format::push_unstamped(&mut buf, payload, time_ms);
+        Ok(self.submit(buf, 1, true)?.wait()?.first)
+    }
+
+    /// Submits a batch, waiting for queue space instead of failing with
+    /// `Busy`; returns the [`Pending`] to wait on. For benches and tools.
+    pub fn append_batch_blocking(&self, batch: RecordBatch) -> Result<Pending, LogError> {
+        self.check_batch(&batch)?;
+        self.submit(batch.buf, batch.count, true)
+    }
+
+    fn check_batch(&self, batch: &RecordBatch) -> Result<(), LogError> {
+        let cfg = &self.shared().cfg;
+        if batch.max_payload > cfg.max_record_bytes {
+            return Err(LogError::TooLarge { len: batch.max_payload, max: cfg.max_record_bytes });
+        }
+        if batch.buf.len() > cfg.max_batch_bytes {
+            return Err(LogError::TooLarge { len: batch.buf.len(), max: cfg.max_batch_bytes });
+        }
+        Ok(())
+    }
+
+    fn submit(&self, buf: Vec<u8>, count: u32, block: bool) -> Result<Pending, LogError> {
+        let sh = self.shared();
+        if let Some(&kind) = sh.failed.get() {
+            return Err(LogError::WriteFailed { kind });
+        }
+        if sh.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        let (done, rx) = oneshot::channel();
+        if count == 0 {
+            let _ = done.send(Ok(*sh.committed.borrow()));
+            return Ok(Pending { rx, count });
+        }
+        let len = buf.len();
+        let used = sh.used_bytes.load(Ordering::Acquire);
+        if used + len as u64 > sh.cfg.max_bytes {
+            sh.metrics.rejected_full.increment(1);
+            sh.stats.rejected_full.fetch_add(1, Ordering::Relaxed);
+            return Err(LogError::Full { used, max: sh.cfg.max_bytes });
+        }
+        let queued = sh.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if !block && queued + len > sh.cfg.max_queued_bytes {
+            sh.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return Err(self.busy());
+        }
+        let req = Request { buf, count, enqueued: writer::monotonic_now(), done, outcome: Outcome::Pending };
+        let sent = if block {
+            self.inner.tx.send(Msg::Append(req)).map_err(|_| LogError::Closed)
+        } else {
+            self.inner.tx.try_send(Msg::Append(req)).map_err(|e| match e {
+                TrySendError::Full(_) => self.busy(),
+                TrySendError::Disconnected(_) => LogError::Closed,
+            })
+        };
+        if let Err(e) = sent {
+            sh.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return Err(e);
+        }
+        Ok(Pending { rx, count })
+    }
+
+    fn busy(&self) -> LogError {
+        let sh = self.shared();
+        sh.metrics.rejected_busy.increment(1);
+        sh.stats.rejected_busy.fetch_add(1, Ordering::Relaxed);
+        LogError::Busy
+    }
+
+    /// LSN after the last synced entry: every LSN below it is durable.
+    pub fn committed(&self) -> Lsn {
+        *self.shared().committed.borrow()
+    }
+
+    /// A watch of [`LogHandle::committed`], updated after every sync.
+    pub fn subscribe(&self) -> watch::Receiver<Lsn> {
+        self.shared().committed.clone()
+    }
+
+    /// Oldest LSN still stored.
+    pub fn oldest(&self) -> Lsn {
+        self.shared().oldest()
+    }
+
+    /// The segments on disk, oldest first (the last is active), with their
+    /// LSN and time ranges.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.shared().lock_segments().clone()
+    }
+
+    /// Bytes the segments occupy.
+    pub fn used_bytes(&self) -> u64 {
+        self.shared().used_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether appends can currently succeed: the writer runs, no write has
+    /// failed and the log is below its size cap (for `/readyz`).
+    pub fn is_writable(&self) -> bool {
+        let sh = self.shared();
+        sh.failed.get().is_none()
+            && !sh.closed.load(Ordering::Acquire)
+            && self.used_bytes() + (ENTRY_HEADER_LEN + sh.cfg.max_record_bytes) as u64 <= sh.cfg.max_bytes
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> LogStats {
+        let s = &self.shared().stats;
+        LogStats {
+            records: s.records.load(Ordering::Relaxed),
+            batches: s.batches.load(Ordering::Relaxed),
+            fsyncs: s.fsyncs.load(Ordering::Relaxed),
+            bytes_written: s.bytes_written.load(Ordering::Relaxed),
+            used_bytes: self.used_bytes(),
+            committed: self.committed(),
+            rejected_busy: s.rejected_busy.load(Ordering::Relaxed),
+            rejected_full: s.rejected_full.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A reader of committed entries starting at `from` (which may be the
+    /// current end, to follow only new entries). Fails with `Trimmed` if
+    /// retention already deleted `from`.
+    pub fn reader(&self, from: Lsn) -> Result<LogReader, LogError> {
+        LogReader::in_process(self.shared().clone(), from)
+    }
+
+    /// Returns the named cursor, creating it at `start` if it does not
+    /// exist yet (a persisted position always wins over `start`). Register
+    /// every sink's cursor at start-up: retention waits for all of them.
+    pub fn cursor(&self, name: &str, start: CursorStart) -> Result<Cursor, LogError> {
+        cursor::register(self.shared(), name, start)
+    }
+
+    /// Deletes a cursor (a sink removed from the config) so it no longer
+    /// holds back retention. Returns whether it existed.
+    pub fn remove_cursor(&self, name: &str) -> Result<bool, LogError> {
+        self.shared().cursors.remove(name)
+    }
+
+    /// Every cursor and its position, sorted by name.
+    pub fn cursors(&self) -> Vec<(String, Lsn)> {
+        self.shared().cursors.list()
+    }
+
+    /// Deletes old segments: while the log is larger than `retain_bytes`, or
+    /// a segment's newest entry is older than `retain_age` at `now_ms`
+    /// (ms since the Unix epoch), but never the active segment and never a
+    /// segment some cursor has not passed. Blocking file I/O: call it from
+    /// a blocking task every few seconds and whenever appends fail `Full`.
+    pub fn retain(&self, now_ms: u64) -> Result<RetentionReport, LogError> {
+        retention::retain(self.shared(), now_ms)
+    }
+
+    /// Commits everything submitted so far, stops the writer and releases
+    /// the folder lock. Later appends fail with `Closed`. Blocks (joins the
+    /// writer thread).
+    pub fn close(&self) {
+        self.inner.shutdown();
+    }
+}
