@@ -6,9 +6,9 @@
 //! one and lookups read the current and the previous one, checking each
 //! entry's own timestamp, so an entry is found for at least one full window
 //! after it was written. [`WindowMap::rotate`] (called from the edge's
-//! housekeeping tick, off the hot path) clears the generation that is two
-//! windows old *before* it becomes current, so no reader or writer ever
-//! races a clear. Memory therefore holds between one and two windows of
+//! housekeeping tick, off the hot path) advances the generation and then
+//! clears the one that just fell two windows behind, which no reader or
+//! writer looks at any more. Memory therefore holds between one and two windows of
 //! keys, and is capped by `max_keys`.
 
 use std::hash::Hash;
@@ -228,14 +228,15 @@ impl<K: Eq + Hash + Clone, V: Clone> WindowMap<K, V> {
         };
         let mut g = self.current.load(Ordering::Acquire);
         while g < target {
-            // Clear the slot that becomes current; it holds generation g-2,
-            // which no reader looks at (they read g and g-1).
-            let next = &self.gens[Self::slot(g + 1)];
-            let dropped = next.len();
-            next.clear();
-            self.len.fetch_sub(dropped, Ordering::Relaxed);
             g += 1;
             self.current.store(g, Ordering::Release);
+            // Generation g-2 is now dead: readers look at g and g-1 only.
+            // Free it at once (its slot is the next current one), so memory
+            // holds one to two windows of keys, never three.
+            let dead = &self.gens[Self::slot(g + 1)];
+            let dropped = dead.len();
+            dead.clear();
+            self.len.fetch_sub(dropped, Ordering::Relaxed);
             if target - g >= GENERATIONS as i64 {
                 // A long pause: everything is older than a window; clear all.
                 for generation in &self.gens {

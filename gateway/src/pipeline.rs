@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use fencegate_schema::{
     AttendanceStatus, FenceEventRef, PingBatchView, PingRecordRef, Position, PunchKind,
-    PunchMethod, PunchRecordRef, PunchView, Reason, RecordBodyRef, RecordRef, Transition, Verdict,
+    PunchRecordRef, PunchView, Reason, RecordBodyRef, RecordRef, Transition, Verdict,
 };
 use fencegate_spatial::{FenceKey, Point};
 use flatbuffers::FlatBufferBuilder;
@@ -279,13 +279,18 @@ impl Pipeline {
         self.punch_ids.rotate(now_ms);
         self.repeats.rotate(now_ms);
         self.devices.rotate(now_ms);
-        self.metrics.dedup_keys.set(self.punch_ids.len() as f64 + self.repeats.len() as f64);
+        self.metrics
+            .dedup_keys
+            .set(self.punch_ids.len() as f64 + self.repeats.len() as f64);
         self.metrics.devices.set(self.devices.len() as f64);
     }
 
     /// Number of remembered punch keys and devices.
     pub fn dedup_sizes(&self) -> (usize, usize) {
-        (self.punch_ids.len() + self.repeats.len(), self.devices.len())
+        (
+            self.punch_ids.len() + self.repeats.len(),
+            self.devices.len(),
+        )
     }
 
     /// Decides one verified punch from `session` at `now_ms`.
@@ -357,11 +362,9 @@ impl Pipeline {
                 ack.reason = Reason::NoFences;
                 status = AttendanceStatus::OutOfRangePendingApproval;
             }
-            (None, _) if punch.method() == PunchMethod::Gps => {
-                return self.refuse(Reason::PositionRequired);
-            }
-            // Wi-Fi, QR and terminal punches are verified by the attendance
-            // rules; until they are configured the record stays unclassified.
+            // Wi-Fi, QR and terminal punches carry no position (the parser
+            // refuses a GPS punch without one). They are verified by the
+            // attendance rules; until those exist the record stays unclassified.
             (None, _) => {}
         }
 
@@ -464,19 +467,6 @@ impl Pipeline {
         }
     }
 
-    fn refuse<'b>(&self, reason: Reason) -> PunchDecision<'b> {
-        // Refusals leave no record and no dedup entry: the client fixes the
-        // punch and resends it with the same id.
-        PunchDecision::Known(AckInfo {
-            record_id: [0; 16],
-            verdict: Verdict::Rejected,
-            reason,
-            fence_id: None,
-            nearest_fence_id: None,
-            distance_m: 0.0,
-        })
-    }
-
     fn full<'b>(&self) -> PunchDecision<'b> {
         self.metrics.dedup_full.increment(1);
         PunchDecision::Full
@@ -496,7 +486,8 @@ impl Pipeline {
     /// client's retry is decided afresh.
     pub fn punch_failed(&self, pending: &PendingPunch) {
         let rid = pending.record_id;
-        self.punch_ids.remove_if(&pending.key, |e| e.own_record_id == rid);
+        self.punch_ids
+            .remove_if(&pending.key, |e| e.own_record_id == rid);
         if let Some(r) = pending.repeat {
             self.repeats.remove_if(&r, |e| e.record_id == rid);
         }
@@ -504,7 +495,13 @@ impl Pipeline {
 
     /// Rebuilds the dedup windows from a punch record read back from the log
     /// at start, so resends after a restart get the ack they got before.
-    pub fn replay_punch(&self, tenant: &str, rec: &fencegate_schema::PunchRecord<'_>, gateway_time_ms: i64, record_id: [u8; 16]) {
+    pub fn replay_punch(
+        &self,
+        tenant: &str,
+        rec: &fencegate_schema::PunchRecord<'_>,
+        gateway_time_ms: i64,
+        record_id: [u8; 16],
+    ) {
         let tenant_tag = xxh3_64(tenant.as_bytes());
         let id = rec.punch_id().0;
         let merged_into = rec.merged_into().map(|u| u.0);
@@ -688,7 +685,9 @@ impl Pipeline {
 }
 
 fn same_set(a: &[Arc<str>], b: &[Arc<str>]) -> bool {
-    a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| Arc::ptr_eq(x, y) || x == y))
+    a.len() == b.len()
+        && a.iter()
+            .all(|x| b.iter().any(|y| Arc::ptr_eq(x, y) || x == y))
 }
 
 fn anomaly_flags(p: &PunchView<'_>) -> u64 {
