@@ -97,7 +97,9 @@ proptest! {
 
 #[test]
 fn borrowed_record_with_str_fence_ids_encodes_like_the_owned_one() {
-    use fencegate_schema::{PingRecordMsg, PingRecordRef, RecordBodyMsg, RecordBodyRef, RecordMsg, RecordRef};
+    use fencegate_schema::{
+        PingRecordMsg, PingRecordRef, RecordBodyMsg, RecordBodyRef, RecordMsg, RecordRef,
+    };
     let fences = ["hq-north", "hq-campus"];
     let borrowed: RecordRef<'_, &str> = RecordRef {
         record_id: [9; 16],
@@ -110,7 +112,7 @@ fn borrowed_record_with_str_fence_ids_encodes_like_the_owned_one() {
             lat: 31.0,
             lon: 121.0,
             accuracy_m: 4.0,
-            h3_cell: 0x8a2a_1072_b59f_fff,
+            h3_cell: 0x08a2_a107_2b59_ffff,
             fence_ids: &fences,
             heartbeat: false,
         }),
@@ -126,7 +128,7 @@ fn borrowed_record_with_str_fence_ids_encodes_like_the_owned_one() {
             lat: 31.0,
             lon: 121.0,
             accuracy_m: 4.0,
-            h3_cell: 0x8a2a_1072_b59f_fff,
+            h3_cell: 0x08a2_a107_2b59_ffff,
             fence_ids: fences.iter().map(|s| (*s).to_owned()).collect(),
             heartbeat: false,
         }),
@@ -134,5 +136,8 @@ fn borrowed_record_with_str_fence_ids_encodes_like_the_owned_one() {
     let mut a = FlatBufferBuilder::new();
     let mut b = FlatBufferBuilder::new();
     assert_eq!(owned.encode_into(&mut a), borrowed.encode_into(&mut b));
-    assert_eq!(parse_record(borrowed.encode_into(&mut b)).unwrap().to_msg(), owned);
+    assert_eq!(
+        parse_record(borrowed.encode_into(&mut b)).unwrap().to_msg(),
+        owned
+    );
 }

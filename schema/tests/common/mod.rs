@@ -43,7 +43,15 @@ pub fn batch(n: usize) -> PingBatchMsg {
         device_seq: 7,
         base_time_ms: NOW - 60_000,
         fixes: (0..n)
-            .map(|i| Fix::new(312_304_000 + i as i32, 1_214_737_000 - i as i32, i as u32 * 1_000, 50, 0))
+            .map(|i| {
+                Fix::new(
+                    312_304_000 + i as i32,
+                    1_214_737_000 - i as i32,
+                    i as u32 * 10,
+                    50,
+                    0,
+                )
+            })
             .collect(),
     }
 }
@@ -72,8 +80,11 @@ pub fn arb_device_time() -> impl Strategy<Value = i64> {
 }
 
 pub fn arb_hello() -> impl Strategy<Value = HelloMsg> {
-    ("[!-~]{1,1024}", arb_id(), arb_opt_id())
-        .prop_map(|(token, device_id, client)| HelloMsg { token, device_id, client })
+    ("[!-~]{1,1024}", arb_id(), arb_opt_id()).prop_map(|(token, device_id, client)| HelloMsg {
+        token,
+        device_id,
+        client,
+    })
 }
 
 pub fn arb_punch() -> impl Strategy<Value = PunchMsg> {
@@ -95,7 +106,18 @@ pub fn arb_punch() -> impl Strategy<Value = PunchMsg> {
         (0u8..=3, any::<bool>(), any::<bool>()),
     )
         .prop_map(
-            |(punch_id, employee_id, kind, method, device_time_ms, position, bssids, ssid, qr, rest)| {
+            |(
+                punch_id,
+                employee_id,
+                kind,
+                method,
+                device_time_ms,
+                position,
+                bssids,
+                ssid,
+                qr,
+                rest,
+            )| {
                 let (auth, offline, mock_location) = rest;
                 let mut p = PunchMsg {
                     punch_id,
@@ -142,7 +164,11 @@ pub fn arb_batch(max_fixes: usize) -> impl Strategy<Value = PingBatchMsg> {
         (NOW - 86_400_000)..=(NOW - 300_000),
         proptest::collection::vec(arb_fix(), 1..=max_fixes),
     )
-        .prop_map(|(device_seq, base_time_ms, fixes)| PingBatchMsg { device_seq, base_time_ms, fixes })
+        .prop_map(|(device_seq, base_time_ms, fixes)| PingBatchMsg {
+            device_seq,
+            base_time_ms,
+            fixes,
+        })
 }
 
 pub fn arb_reason() -> impl Strategy<Value = Reason> {
@@ -173,22 +199,27 @@ pub fn arb_punch_ack() -> impl Strategy<Value = PunchAckMsg> {
         0.0f32..1.0e7,
         any::<i64>(),
     )
-        .prop_map(|(punch_id, record_id, verdict, reason, fence_id, nearest, distance_m, t)| {
-            PunchAckMsg {
-                punch_id,
-                record_id,
-                verdict,
-                reason,
-                fence_id,
-                nearest_fence_id: nearest,
-                distance_m,
-                server_time_ms: t,
-            }
-        })
+        .prop_map(
+            |(punch_id, record_id, verdict, reason, fence_id, nearest, distance_m, t)| {
+                PunchAckMsg {
+                    punch_id,
+                    record_id,
+                    verdict,
+                    reason,
+                    fence_id,
+                    nearest_fence_id: nearest,
+                    distance_m,
+                    server_time_ms: t,
+                }
+            },
+        )
 }
 
 pub fn arb_busy() -> impl Strategy<Value = BusyMsg> {
-    (any::<u32>(), arb_reason()).prop_map(|(retry_after_ms, reason)| BusyMsg { retry_after_ms, reason })
+    (any::<u32>(), arb_reason()).prop_map(|(retry_after_ms, reason)| BusyMsg {
+        retry_after_ms,
+        reason,
+    })
 }
 
 fn arb_fence_ids() -> impl Strategy<Value = Vec<String>> {
@@ -199,8 +230,19 @@ fn arb_fence_ids() -> impl Strategy<Value = Vec<String>> {
 pub fn arb_punch_record() -> impl Strategy<Value = PunchRecordMsg> {
     (
         (arb_uuid(), arb_id(), arb_id(), arb_punch()),
-        (arb_verdict(), arb_reason(), arb_fence_ids(), arb_opt_id(), 0.0f32..1.0e6),
-        (0u8..=7, any::<u64>(), arb_opt_id(), proptest::option::of(arb_uuid())),
+        (
+            arb_verdict(),
+            arb_reason(),
+            arb_fence_ids(),
+            arb_opt_id(),
+            0.0f32..1.0e6,
+        ),
+        (
+            0u8..=7,
+            any::<u64>(),
+            arb_opt_id(),
+            proptest::option::of(arb_uuid()),
+        ),
     )
         .prop_map(|(a, b, c)| {
             let (punch_id, employee_id, device_id, p) = a;
@@ -230,31 +272,48 @@ pub fn arb_punch_record() -> impl Strategy<Value = PunchRecordMsg> {
 }
 
 pub fn arb_ping_record() -> impl Strategy<Value = PingRecordMsg> {
-    (arb_id(), any::<i64>(), arb_position(), any::<u64>(), arb_fence_ids(), any::<bool>()).prop_map(
-        |(device_id, time_ms, p, h3_cell, fence_ids, heartbeat)| PingRecordMsg {
-            device_id,
-            time_ms,
-            lat: p.lat(),
-            lon: p.lon(),
-            accuracy_m: p.accuracy_m(),
-            h3_cell,
-            fence_ids,
-            heartbeat,
-        },
+    (
+        arb_id(),
+        any::<i64>(),
+        arb_position(),
+        any::<u64>(),
+        arb_fence_ids(),
+        any::<bool>(),
     )
+        .prop_map(
+            |(device_id, time_ms, p, h3_cell, fence_ids, heartbeat)| PingRecordMsg {
+                device_id,
+                time_ms,
+                lat: p.lat(),
+                lon: p.lon(),
+                accuracy_m: p.accuracy_m(),
+                h3_cell,
+                fence_ids,
+                heartbeat,
+            },
+        )
 }
 
 pub fn arb_fence_event() -> impl Strategy<Value = FenceEventMsg> {
-    (arb_id(), arb_id(), any::<bool>(), any::<i64>(), arb_position()).prop_map(
-        |(device_id, fence_id, exit, time_ms, p)| FenceEventMsg {
+    (
+        arb_id(),
+        arb_id(),
+        any::<bool>(),
+        any::<i64>(),
+        arb_position(),
+    )
+        .prop_map(|(device_id, fence_id, exit, time_ms, p)| FenceEventMsg {
             device_id,
             fence_id,
-            transition: if exit { Transition::Exit } else { Transition::Enter },
+            transition: if exit {
+                Transition::Exit
+            } else {
+                Transition::Enter
+            },
             time_ms,
             lat: p.lat(),
             lon: p.lon(),
-        },
-    )
+        })
 }
 
 pub fn arb_record() -> impl Strategy<Value = RecordMsg> {
@@ -269,11 +328,13 @@ pub fn arb_record() -> impl Strategy<Value = RecordMsg> {
             arb_fence_event().prop_map(RecordBodyMsg::FenceEvent),
         ],
     )
-        .prop_map(|(record_id, tenant, gateway_time_ms, node, body)| RecordMsg {
-            record_id,
-            tenant,
-            gateway_time_ms,
-            node,
-            body,
-        })
+        .prop_map(
+            |(record_id, tenant, gateway_time_ms, node, body)| RecordMsg {
+                record_id,
+                tenant,
+                gateway_time_ms,
+                node,
+                body,
+            },
+        )
 }
