@@ -663,6 +663,10 @@ impl FenceIndex {
 
     /// Every fence of `tenant` (every tenant's when `None`) that contains `p`, boundary
     /// inclusive, written to `out` (cleared first). Does not allocate when `out` has room.
+    ///
+    /// `None` is for admin tools and backtests. On the ingest path, resolve the tenant with
+    /// [`tenant`](Self::tenant) and treat an unknown tenant as "no fences", never as `None`,
+    /// or one tenant would see another's fences.
     #[inline]
     pub fn locate(&self, p: Point, tenant: Option<TenantKey>, out: &mut Vec<FenceKey>) {
         out.clear();
