@@ -2,8 +2,7 @@
 //! fence file shipped in `config/`.
 
 use fencegate_spatial::{
-    Classification, FenceErrorKind, FenceIndex, FenceKind, FenceSet, IndexOptions, LoadError,
-    LoadOptions, Point,
+    Classification, FenceIndex, FenceKind, FenceSet, IndexOptions, LoadError, LoadOptions, Point,
 };
 
 fn collection(features: &[&str]) -> String {
@@ -225,7 +224,7 @@ fn sample_fence_file_loads_and_answers() {
         (4, 3, 1)
     );
     assert_eq!(
-        &*set.tenants(),
+        set.tenants(),
         &["acme".into(), "globex".into()] as &[Box<str>]
     );
     let idx = FenceIndex::build(set, &IndexOptions::default());
