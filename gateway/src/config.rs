@@ -232,8 +232,9 @@ pub struct RawAdminToken {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawFences {
-    /// GeoJSON FeatureCollection of fences. When the path does not exist and
-    /// no config file was given, the bundled sample fences are used.
+    /// GeoJSON FeatureCollection of fences; `PUT /v1/fences` rewrites it.
+    /// (With no config file at all, `<data_dir>/fences.geojson` is used,
+    /// seeded from the bundled samples.)
     ///
     /// `"config/fences.geojson"` unless set.
     pub path: PathBuf,
@@ -345,8 +346,10 @@ pub struct RawLog {
     /// `168` (a week) unless set.
     pub max_age_h: u64,
     /// Longest wait, in microseconds, for more records to share one fsync.
+    /// 0 syncs as soon as the writer is free; appends arriving during one
+    /// fsync still share the next (see docs/PERFORMANCE.md).
     ///
-    /// `1000` unless set.
+    /// `0` unless set.
     pub commit_delay_us: u64,
     /// Most records written by one group commit.
     ///
@@ -361,7 +364,7 @@ impl Default for RawLog {
             segment_bytes: 64 << 20,
             max_bytes: 10 << 30,
             max_age_h: 168,
-            commit_delay_us: 1_000,
+            commit_delay_us: 0,
             commit_max_records: 8_192,
         }
     }
@@ -420,6 +423,9 @@ impl Config {
                 key_file: None,
             })
             .collect();
+        // Fences live under the data dir, seeded from the bundled samples,
+        // so admin API changes never write into a source checkout.
+        raw.fences.path = raw.node.data_dir.join("fences.geojson");
         let mut cfg = Self::compile(raw, "embedded defaults").expect("embedded defaults are valid");
         cfg.allow_sample_fences = true;
         cfg

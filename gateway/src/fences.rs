@@ -5,12 +5,13 @@
 //! fence id as an `Arc<str>` (a reference-count increment) instead of
 //! copying the string on the hot path.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, Guard};
-use fencegate_spatial::{FenceIndex, FenceKey, FenceSet, IndexOptions, LoadError, LoadOptions, TenantKey};
+use fencegate_spatial::{
+    FenceIndex, FenceKey, FenceSet, IndexOptions, LoadError, LoadOptions, TenantKey,
+};
 
 /// The sample fences bundled into the binary, used by `fencegate serve` on
 /// embedded defaults when `config/fences.geojson` is not at hand.
@@ -27,7 +28,11 @@ pub struct FenceSnapshot {
 impl FenceSnapshot {
     fn new(index: FenceIndex, version: u64) -> Self {
         let ids = index.fences().iter().map(|f| Arc::from(f.id())).collect();
-        Self { index, ids, version }
+        Self {
+            index,
+            ids,
+            version,
+        }
     }
 
     /// The spatial index.
@@ -100,21 +105,4 @@ impl Fences {
 pub fn build_index(text: &str, opts: &LoadOptions) -> Result<FenceIndex, LoadError> {
     let set = FenceSet::from_geojson_str(text, opts)?;
     Ok(FenceIndex::build(set, &IndexOptions::default()))
-}
-
-/// Reads a fence file, or the bundled samples when `allow_sample` is set and
-/// the file does not exist.
-pub fn load_file(path: &Path, opts: &LoadOptions, allow_sample: bool) -> anyhow::Result<FenceIndex> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && allow_sample => {
-            tracing::info!(path = %path.display(), "fence file not found; using the bundled sample fences");
-            SAMPLE_FENCES.to_owned()
-        }
-        Err(e) => anyhow::bail!(
-            "fences.path {}: {e}; point it at a GeoJSON FeatureCollection",
-            path.display()
-        ),
-    };
-    build_index(&text, opts).map_err(|e| anyhow::anyhow!("fences.path {}: {e}", path.display()))
 }

@@ -4,11 +4,17 @@
 //! See `ARCHITECTURE.md` at the repository root for the code map and the
 //! direction data flows.
 
+pub mod admin;
 pub mod auth;
+pub mod client;
+pub mod clock;
+pub mod cmd;
 pub mod config;
 pub mod dedup;
-pub mod log;
+pub mod edge;
 pub mod fences;
+pub mod log;
 pub mod metrics;
 pub mod pipeline;
-pub mod edge;
+pub mod record_json;
+pub mod serve;

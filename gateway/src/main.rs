@@ -1,8 +1,119 @@
-//! The `fencegate` binary.
+//! The `fencegate` binary: serve, check configs and fences, issue device
+//! tokens, locate points in batch, and read the durable log.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fencegate::cmd;
+use fencegate::config::Config;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
-    Ok(())
+/// fencegate: a QUIC geofence ingestion gateway for attendance punches and
+/// fleet location pings.
+#[derive(Debug, Parser)]
+#[command(name = "fencegate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (embedded defaults when no --config is given).
+    Serve {
+        /// Configuration file (see config/fencegate.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and list every problem.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Device tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The durable log.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Issue a token for one device of one tenant.
+    Issue(cmd::token::IssueArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// Print records (as JSON lines with --json).
+    Tail(cmd::log::TailArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FENCEGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            init_tracing();
+            let cfg = match config {
+                Some(p) => Config::load(&p)?,
+                None => Config::embedded_defaults(),
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(fencegate::serve::serve(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok ({} tenant(s), QUIC {}, admin {}, log {})",
+                    file.display(),
+                    cfg.tenants.len(),
+                    cfg.quic_listen,
+                    cfg.admin_listen,
+                    cfg.log_dir.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprint!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Token(TokenCommand::Issue(args)) => {
+            cmd::token::issue(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Log(LogCommand::Tail(args)) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(cmd::log::tail(&args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -1,2 +1,654 @@
-//! The QUIC edge.
+//! The QUIC edge: quinn endpoints, per-connection tasks, authentication,
+//! and the three message paths of `docs/PROTOCOL.md`:
+//!
+//! - punches on bidirectional streams, one request and one ack each, the
+//!   ack sent only after the record is durable in the log;
+//! - ping batches in QUIC datagrams, no reply;
+//! - backlog ping batches on unidirectional streams, length-prefixed.
+//!
+//! Only this module (through [`crate::clock`]) reads the clock and touches
+//! sockets; it hands `now` and verified frames to the [`Pipeline`].
+
 pub mod tls;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fencegate_schema::{
+    BusyMsg, Channel, HelloAckMsg, Limits, PunchAckRef, Reason, ReplyMsg, Request, Verdict, close,
+    parse_frame,
+};
+use flatbuffers::FlatBufferBuilder;
+use quinn::VarInt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{AuthError, Keyring};
+use crate::clock;
+use crate::log::{LogError, LogHandle, RecordBatch};
+use crate::metrics::EdgeMetrics;
+use crate::pipeline::{AckInfo, Pipeline, PunchDecision, Scratch, Session};
+
+thread_local! {
+    /// Per-worker-thread buffers: the pipeline runs synchronously between
+    /// awaits, so one scratch per thread serves every connection on it.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    static REPLY: RefCell<FlatBufferBuilder<'static>> = RefCell::new(FlatBufferBuilder::with_capacity(256));
+}
+
+/// Retry-after for a resend that raced its first copy.
+const IN_FLIGHT_RETRY_MS: u32 = 50;
+/// Retry-after when the node sheds load.
+const OVERLOAD_RETRY_MS: u32 = 200;
+/// Retry-after when the log is at its size cap.
+const LOG_FULL_RETRY_MS: u32 = 5_000;
+
+/// Everything a connection task needs, shared by all of them.
+#[derive(Debug)]
+pub struct EdgeContext {
+    /// The verification pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// The durable log records are appended to.
+    pub log: LogHandle,
+    /// Tenant keys for device tokens.
+    pub keyring: Arc<Keyring>,
+    /// Frame limits.
+    pub limits: Limits,
+    /// Edge settings.
+    pub settings: EdgeSettings,
+    /// Metric handles.
+    pub metrics: EdgeMetrics,
+    inflight: Arc<Semaphore>,
+    connections: AtomicUsize,
+    handshake_second: AtomicI64,
+    handshakes_this_second: AtomicU32,
+    /// Cancelled when the node shuts down.
+    pub shutdown: CancellationToken,
+    /// Tracks every connection and stream task, for draining.
+    pub tasks: TaskTracker,
+}
+
+/// Edge settings, taken from `[quic]`.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Handshakes per second above which Retry is required.
+    pub retry_above_handshakes_per_s: u32,
+    /// Time a connection has to present its Hello.
+    pub auth_timeout: Duration,
+    /// Whether to accept 0-RTT.
+    pub zero_rtt: bool,
+    /// Repeat window reported in HelloAck, seconds.
+    pub repeat_window_s: u32,
+}
+
+impl EdgeContext {
+    /// A context; `max_inflight_punches` bounds punches processed at once.
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        log: LogHandle,
+        keyring: Arc<Keyring>,
+        limits: Limits,
+        settings: EdgeSettings,
+        max_inflight_punches: usize,
+    ) -> Self {
+        Self {
+            pipeline,
+            log,
+            keyring,
+            limits,
+            settings,
+            metrics: EdgeMetrics::register(),
+            inflight: Arc::new(Semaphore::new(max_inflight_punches)),
+            connections: AtomicUsize::new(0),
+            handshake_second: AtomicI64::new(0),
+            handshakes_this_second: AtomicU32::new(0),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Counts a handshake attempt; true when this second's count is over the
+    /// Retry threshold.
+    fn handshake_flood(&self, now_ms: i64) -> bool {
+        let sec = now_ms / 1_000;
+        if self.handshake_second.swap(sec, Ordering::Relaxed) != sec {
+            self.handshakes_this_second.store(0, Ordering::Relaxed);
+        }
+        self.handshakes_this_second.fetch_add(1, Ordering::Relaxed)
+            >= self.settings.retry_above_handshakes_per_s
+    }
+}
+
+/// Transport settings sized for very many small, mostly idle connections.
+pub fn transport_config(q: &crate::config::RawQuic) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(q.max_bidi_streams))
+        .max_concurrent_uni_streams(VarInt::from_u32(q.max_uni_streams))
+        .stream_receive_window(VarInt::from_u32(q.stream_window))
+        .receive_window(VarInt::from_u32(q.connection_window))
+        // Replies are tiny; a small send window keeps per-connection memory low.
+        .send_window(u64::from(q.stream_window))
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(Duration::from_secs(q.idle_timeout_s))
+                .expect("validated by config"),
+        ))
+        .keep_alive_interval((q.keep_alive_s > 0).then(|| Duration::from_secs(q.keep_alive_s)))
+        .datagram_receive_buffer_size(Some(q.datagram_buffer))
+        .datagram_send_buffer_size(0);
+    t
+}
+
+/// Counts resumed handshakes: a ticket that decrypts is a resumption.
+#[derive(Debug)]
+struct CountingTicketer {
+    inner: Arc<dyn rustls::server::ProducesTickets>,
+    resumed: metrics::Counter,
+}
+
+impl rustls::server::ProducesTickets for CountingTicketer {
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+    fn lifetime(&self) -> u32 {
+        self.inner.lifetime()
+    }
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.inner.encrypt(plain)
+    }
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        let r = self.inner.decrypt(cipher);
+        if r.is_some() {
+            self.resumed.increment(1);
+        }
+        r
+    }
+}
+
+/// Builds the quinn server configuration.
+pub fn server_config(
+    id: &tls::ServerIdentity,
+    q: &crate::config::RawQuic,
+    metrics: &EdgeMetrics,
+) -> anyhow::Result<quinn::ServerConfig> {
+    let mut crypto = tls::server_crypto(id, q.zero_rtt)?;
+    crypto.ticketer = Arc::new(CountingTicketer {
+        inner: crypto.ticketer.clone(),
+        resumed: metrics.handshakes_resumed.clone(),
+    });
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
+        .context("the TLS configuration cannot serve QUIC")?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    cfg.transport_config(Arc::new(transport_config(q)));
+    // Devices behind carrier NAT change address; let them migrate.
+    cfg.migration(true);
+    cfg.max_incoming(q.max_connections.min(1 << 16));
+    Ok(cfg)
+}
+
+/// Binds `count` UDP sockets to `addr` (with `SO_REUSEPORT` when more than
+/// one) and starts a quinn endpoint on each.
+pub fn bind_endpoints(
+    addr: SocketAddr,
+    count: usize,
+    server: quinn::ServerConfig,
+) -> anyhow::Result<Vec<quinn::Endpoint>> {
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let mut out = Vec::with_capacity(count);
+    let mut bound = addr;
+    for i in 0..count {
+        let domain = socket2::Domain::for_address(bound);
+        let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+            .context("cannot create a UDP socket")?;
+        #[cfg(unix)]
+        if count > 1 {
+            sock.set_reuse_port(true)
+                .context("cannot set SO_REUSEPORT")?;
+        }
+        // Bursts of datagrams must not overflow the kernel buffer.
+        let _ = sock.set_recv_buffer_size(4 << 20);
+        let _ = sock.set_send_buffer_size(4 << 20);
+        sock.bind(&bound.into()).with_context(|| {
+            format!("quic.listen {bound}: cannot bind; is another process using it?")
+        })?;
+        sock.set_nonblocking(true)?;
+        let udp: std::net::UdpSocket = sock.into();
+        if i == 0 {
+            // Port 0 (tests): the others join the port the first one got.
+            bound = udp.local_addr()?;
+        }
+        let ep = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server.clone()),
+            udp,
+            runtime.clone(),
+        )
+        .context("cannot start a QUIC endpoint")?;
+        out.push(ep);
+    }
+    Ok(out)
+}
+
+/// Accepts connections on `endpoint` until shutdown.
+pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+            () = ctx.shutdown.cancelled() => break,
+        };
+        if ctx.connections() >= ctx.settings.max_connections {
+            ctx.metrics.handshakes_failed.increment(1);
+            incoming.refuse();
+            continue;
+        }
+        if !incoming.remote_address_validated()
+            && incoming.may_retry()
+            && ctx.handshake_flood(clock::unix_ms())
+        {
+            // Make the client prove its address before we spend a handshake on it.
+            let _ = incoming.retry();
+            continue;
+        }
+        let ctx2 = ctx.clone();
+        ctx.tasks.spawn(async move {
+            let connecting = match incoming.accept() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "handshake refused");
+                    ctx2.metrics.handshakes_failed.increment(1);
+                    return;
+                }
+            };
+            let conn = if ctx2.settings.zero_rtt {
+                match connecting.into_0rtt() {
+                    Ok((conn, _accepted)) => conn,
+                    Err(connecting) => match connecting.await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "handshake failed");
+                            ctx2.metrics.handshakes_failed.increment(1);
+                            return;
+                        }
+                    },
+                }
+            } else {
+                match connecting.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "handshake failed");
+                        ctx2.metrics.handshakes_failed.increment(1);
+                        return;
+                    }
+                }
+            };
+            ctx2.metrics.handshakes_full.increment(1);
+            ctx2.connections.fetch_add(1, Ordering::Relaxed);
+            ctx2.metrics.connections.increment(1.0);
+            handle_connection(&ctx2, conn).await;
+            ctx2.connections.fetch_sub(1, Ordering::Relaxed);
+            ctx2.metrics.connections.decrement(1.0);
+        });
+    }
+}
+
+fn close_code(e: AuthError) -> VarInt {
+    varint(match e {
+        AuthError::BadToken | AuthError::DeviceMismatch => close::BAD_TOKEN,
+        AuthError::Expired => close::TOKEN_EXPIRED,
+        AuthError::WrongTenant => close::WRONG_TENANT,
+    })
+}
+
+fn varint(code: u32) -> VarInt {
+    VarInt::from_u32(code)
+}
+
+/// Authenticates the connection with its first bidirectional stream.
+async fn authenticate(ctx: &EdgeContext, conn: &quinn::Connection) -> Option<Session> {
+    let first = tokio::time::timeout(ctx.settings.auth_timeout, conn.accept_bi()).await;
+    let (mut send, mut recv) = match first {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) => return None,
+        Err(_) => {
+            conn.close(
+                varint(close::AUTH_TIMEOUT),
+                b"no Hello within the auth timeout",
+            );
+            return None;
+        }
+    };
+    let buf = match tokio::time::timeout(
+        ctx.settings.auth_timeout,
+        recv.read_to_end(ctx.limits.max_frame_bytes),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) | Err(_) => {
+            conn.close(varint(close::PROTOCOL_VIOLATION), b"unreadable Hello");
+            return None;
+        }
+    };
+    let now_ms = clock::unix_ms();
+    let hello = match parse_frame(&buf, Channel::Stream, now_ms, &ctx.limits) {
+        Ok(Request::Hello(h)) => h,
+        Ok(_) => {
+            ctx.metrics.refused(Reason::NotAuthenticated);
+            conn.close(
+                varint(close::NOT_AUTHENTICATED),
+                b"the first stream must carry a Hello",
+            );
+            return None;
+        }
+        Err(r) => {
+            ctx.metrics.refused(r);
+            conn.close(varint(close::PROTOCOL_VIOLATION), b"malformed Hello");
+            return None;
+        }
+    };
+    match ctx
+        .keyring
+        .verify(hello.token(), Some(hello.device_id()), now_ms / 1_000)
+    {
+        Ok(id) => {
+            let session = Session::new(&id.tenant, &id.device);
+            let ack = ReplyMsg::HelloAck(HelloAckMsg {
+                server_time_ms: now_ms,
+                max_batch_fixes: ctx.limits.max_batch_fixes as u32,
+                max_frame_bytes: ctx.limits.max_frame_bytes as u32,
+                repeat_window_s: ctx.settings.repeat_window_s,
+            });
+            let bytes = REPLY.with(|b| ack.encode_into(&mut b.borrow_mut()).to_vec());
+            if send.write_all(&bytes).await.is_err() || send.finish().is_err() {
+                return None;
+            }
+            Some(session)
+        }
+        Err(e) => {
+            ctx.metrics.auth_failures.increment(1);
+            conn.close(close_code(e), e.to_string().as_bytes());
+            None
+        }
+    }
+}
+
+async fn handle_connection(ctx: &Arc<EdgeContext>, conn: quinn::Connection) {
+    let Some(session) = authenticate(ctx, &conn).await else {
+        return;
+    };
+    let session = Arc::new(session);
+    loop {
+        tokio::select! {
+            biased;
+            () = ctx.shutdown.cancelled() => {
+                conn.close(varint(close::SHUTTING_DOWN), b"gateway shutting down");
+                break;
+            }
+            r = conn.read_datagram() => match r {
+                Ok(d) => on_datagram(ctx, &session, &d),
+                Err(_) => break,
+            },
+            r = conn.accept_bi() => match r {
+                Ok((send, recv)) => {
+                    let (ctx2, s2) = (ctx.clone(), session.clone());
+                    ctx.tasks.spawn(async move { on_punch_stream(&ctx2, &s2, send, recv).await });
+                }
+                Err(_) => break,
+            },
+            r = conn.accept_uni() => match r {
+                Ok(recv) => {
+                    let (ctx2, s2) = (ctx.clone(), session.clone());
+                    ctx.tasks.spawn(async move { on_backlog_stream(&ctx2, &s2, recv).await });
+                }
+                Err(_) => break,
+            },
+        }
+    }
+}
+
+fn on_datagram(ctx: &EdgeContext, session: &Session, data: &[u8]) {
+    let t0 = clock::instant();
+    let now_ms = clock::unix_ms();
+    let batch = match parse_frame(data, Channel::Datagram, now_ms, &ctx.limits) {
+        Ok(Request::PingBatch(b)) => b,
+        Ok(_) => {
+            ctx.metrics.refused(Reason::WrongChannel);
+            return;
+        }
+        Err(r) => {
+            ctx.metrics.refused(r);
+            return;
+        }
+    };
+    let mut records = RecordBatch::with_capacity(batch.len() + 2, batch.len() * 160);
+    SCRATCH.with(|s| {
+        ctx.pipeline
+            .pings(now_ms, session, &batch, &mut s.borrow_mut(), &mut records)
+    });
+    ctx.metrics.pipeline_seconds.record(t0.elapsed());
+    if records.is_empty() {
+        return;
+    }
+    // Pings are not acknowledged, so the datagram path does not wait for the
+    // commit; a log that cannot take the batch drops it, counted.
+    if let Err(e) = ctx.log.append_batch(records) {
+        ctx.metrics.datagrams_dropped.increment(1);
+        tracing::debug!(error = %e, "ping batch dropped");
+    }
+}
+
+/// Reads length-prefixed ping batches from a unidirectional stream. Each
+/// batch is awaited into the log before the next is read, so a slow log
+/// pushes back on the sender through flow control.
+async fn on_backlog_stream(ctx: &EdgeContext, session: &Session, mut recv: quinn::RecvStream) {
+    let mut buf = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        match recv.read_exact(&mut len).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(0)) => return,
+            Err(_) => {
+                ctx.metrics.refused(Reason::Malformed);
+                let _ = recv.stop(varint(close::PROTOCOL_VIOLATION));
+                return;
+            }
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len > ctx.limits.max_backlog_frame_bytes {
+            ctx.metrics.refused(Reason::Oversize);
+            let _ = recv.stop(varint(close::PROTOCOL_VIOLATION));
+            return;
+        }
+        buf.resize(len, 0);
+        if recv.read_exact(&mut buf).await.is_err() {
+            ctx.metrics.refused(Reason::Malformed);
+            return;
+        }
+        let now_ms = clock::unix_ms();
+        let batch = match parse_frame(&buf, Channel::Backlog, now_ms, &ctx.limits) {
+            Ok(Request::PingBatch(b)) => b,
+            Ok(_) => {
+                ctx.metrics.refused(Reason::WrongChannel);
+                continue;
+            }
+            Err(r) => {
+                ctx.metrics.refused(r);
+                continue;
+            }
+        };
+        let mut records = RecordBatch::with_capacity(batch.len(), batch.len() * 160);
+        SCRATCH.with(|s| {
+            ctx.pipeline
+                .pings(now_ms, session, &batch, &mut s.borrow_mut(), &mut records)
+        });
+        if records.is_empty() {
+            continue;
+        }
+        let pending = ctx.log.append_batch(records);
+        match pending {
+            Ok(p) => {
+                if p.await.is_err() {
+                    ctx.metrics.datagrams_dropped.increment(1);
+                }
+            }
+            Err(_) => {
+                ctx.metrics.datagrams_dropped.increment(1);
+                let _ = recv.stop(varint(close::OVERLOADED));
+                return;
+            }
+        }
+    }
+}
+
+enum Answer {
+    Ack(Option<[u8; 16]>, AckInfo),
+    Busy(u32, Reason),
+}
+
+async fn on_punch_stream(
+    ctx: &EdgeContext,
+    session: &Session,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let t0 = clock::instant();
+    let answer = decide_punch(ctx, session, &mut recv).await;
+    let bytes = REPLY.with(|b| {
+        let mut b = b.borrow_mut();
+        match &answer {
+            Answer::Ack(punch_id, a) => PunchAckRef {
+                punch_id: *punch_id,
+                record_id: (a.record_id != [0; 16]).then_some(a.record_id),
+                verdict: a.verdict,
+                reason: a.reason,
+                fence_id: a.fence_id.as_deref(),
+                nearest_fence_id: a.nearest_fence_id.as_deref(),
+                distance_m: a.distance_m,
+                server_time_ms: clock::unix_ms(),
+            }
+            .encode_into(&mut b)
+            .to_vec(),
+            Answer::Busy(retry_after_ms, reason) => {
+                ctx.metrics.busy.increment(1);
+                ReplyMsg::Busy(BusyMsg {
+                    retry_after_ms: *retry_after_ms,
+                    reason: *reason,
+                })
+                .encode_into(&mut b)
+                .to_vec()
+            }
+        }
+    });
+    if send.write_all(&bytes).await.is_ok() {
+        let _ = send.finish();
+    }
+    ctx.metrics.punch_ack_seconds.record(t0.elapsed());
+}
+
+fn rejected(reason: Reason) -> AckInfo {
+    AckInfo {
+        record_id: [0; 16],
+        verdict: Verdict::Rejected,
+        reason,
+        fence_id: None,
+        nearest_fence_id: None,
+        distance_m: 0.0,
+    }
+}
+
+async fn decide_punch(
+    ctx: &EdgeContext,
+    session: &Session,
+    recv: &mut quinn::RecvStream,
+) -> Answer {
+    let Ok(_permit) = ctx.inflight.clone().try_acquire_owned() else {
+        return Answer::Busy(OVERLOAD_RETRY_MS, Reason::Overloaded);
+    };
+    if ctx.shutdown.is_cancelled() {
+        return Answer::Busy(OVERLOAD_RETRY_MS, Reason::ShuttingDown);
+    }
+    let buf = match recv.read_to_end(ctx.limits.max_frame_bytes).await {
+        Ok(b) => b,
+        Err(quinn::ReadToEndError::TooLong) => {
+            ctx.metrics.refused(Reason::Oversize);
+            return Answer::Ack(None, rejected(Reason::Oversize));
+        }
+        Err(_) => {
+            ctx.metrics.refused(Reason::Malformed);
+            return Answer::Ack(None, rejected(Reason::Malformed));
+        }
+    };
+    let now_ms = clock::unix_ms();
+    let t_pipe = clock::instant();
+    let punch = match parse_frame(&buf, Channel::Stream, now_ms, &ctx.limits) {
+        Ok(Request::Punch(p)) => p,
+        Ok(_) => {
+            ctx.metrics.refused(Reason::WrongChannel);
+            return Answer::Ack(None, rejected(Reason::WrongChannel));
+        }
+        Err(r) => {
+            ctx.metrics.refused(r);
+            return Answer::Ack(None, rejected(r));
+        }
+    };
+    let punch_id = Some(punch.punch_id());
+    // Decide and submit to the log without awaiting, so the thread-local
+    // scratch is never held across an await.
+    let submitted = SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        match ctx.pipeline.punch(now_ms, session, &punch, &mut s) {
+            PunchDecision::Record {
+                record,
+                ack,
+                pending,
+            } => match ctx.log.append(record, now_ms.max(0) as u64) {
+                Ok(p) => Ok((p, ack, pending)),
+                Err(e) => {
+                    ctx.pipeline.punch_failed(&pending);
+                    Err(log_busy(&e))
+                }
+            },
+            PunchDecision::Known(ack) => Err(Answer::Ack(punch_id, ack)),
+            PunchDecision::InFlight => Err(Answer::Busy(IN_FLIGHT_RETRY_MS, Reason::Overloaded)),
+            PunchDecision::Full => Err(Answer::Busy(OVERLOAD_RETRY_MS, Reason::Overloaded)),
+        }
+    });
+    ctx.metrics.pipeline_seconds.record(t_pipe.elapsed());
+    let (commit, ack, pending) = match submitted {
+        Ok(x) => x,
+        Err(answer) => return answer,
+    };
+    match commit.await {
+        Ok(_) => {
+            ctx.pipeline.punch_durable(&pending, ack.verdict);
+            Answer::Ack(punch_id, ack)
+        }
+        Err(e) => {
+            ctx.pipeline.punch_failed(&pending);
+            log_busy(&e)
+        }
+    }
+}
+
+fn log_busy(e: &LogError) -> Answer {
+    match e {
+        LogError::Full { .. } => Answer::Busy(LOG_FULL_RETRY_MS, Reason::LogFull),
+        LogError::Busy => Answer::Busy(OVERLOAD_RETRY_MS, Reason::Overloaded),
+        LogError::Closed => Answer::Busy(OVERLOAD_RETRY_MS, Reason::ShuttingDown),
+        _ => {
+            tracing::error!(error = %e, "log append failed");
+            Answer::Busy(LOG_FULL_RETRY_MS, Reason::InternalError)
+        }
+    }
+}

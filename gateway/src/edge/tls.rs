@@ -111,7 +111,8 @@ pub fn server_crypto(id: &ServerIdentity, zero_rtt: bool) -> anyhow::Result<rust
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     // Tickets keep no per-client state on the server, which matters at
     // tens of thousands of phones; the cache covers clients that want ids.
-    cfg.ticketer = rustls::crypto::ring::Ticketer::new().context("cannot make a session ticketer")?;
+    cfg.ticketer =
+        rustls::crypto::ring::Ticketer::new().context("cannot make a session ticketer")?;
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(65_536);
     cfg.send_tls13_tickets = 2;
     if zero_rtt {
@@ -230,7 +231,10 @@ mod tests {
         let a = dev_identity(dir.path(), &["localhost".into()]).unwrap();
         let b = dev_identity(dir.path(), &["localhost".into()]).unwrap();
         assert!(a.dev);
-        assert_eq!(a.fingerprint, b.fingerprint, "second start reuses the certificate");
+        assert_eq!(
+            a.fingerprint, b.fingerprint,
+            "second start reuses the certificate"
+        );
         assert_eq!(a.fingerprint.len(), 32 * 3 - 1);
         server_crypto(&a, true).unwrap();
         client_crypto(Trust::Pinned(a.fingerprint.clone()), true).unwrap();
@@ -246,8 +250,11 @@ mod tests {
 
     #[test]
     fn missing_cert_file_names_the_setting() {
-        let err = load_identity(Path::new("/nonexistent/c.pem"), Path::new("/nonexistent/k.pem"))
-            .unwrap_err();
+        let err = load_identity(
+            Path::new("/nonexistent/c.pem"),
+            Path::new("/nonexistent/k.pem"),
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("quic.cert"), "{err:#}");
     }
 }

@@ -1,0 +1,264 @@
+//! The admin HTTP API (axum): health, readiness, Prometheus metrics, and
+//! fence management with bearer-token roles.
+//!
+//! | route | auth | what |
+//! |---|---|---|
+//! | `GET /healthz` | none | the process is up |
+//! | `GET /readyz` | none | fences loaded and the log writable (503 otherwise) |
+//! | `GET /metrics` | none | Prometheus text format |
+//! | `GET /v1/fences` | super or tenant | the fences as GeoJSON (a tenant token sees only its own) |
+//! | `PUT /v1/fences` | super or tenant | validate, persist and swap in new fences (a tenant token replaces only its own) |
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{Value, json};
+
+use crate::fences::Fences;
+use crate::log::LogHandle;
+
+/// What a bearer token may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Every tenant.
+    Super,
+    /// Only this tenant.
+    Tenant(String),
+}
+
+/// One accepted bearer token.
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    /// Name for logs (never the secret).
+    pub name: String,
+    /// The secret.
+    pub secret: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// Shared state of the admin API.
+pub struct AdminState {
+    /// Current fences.
+    pub fences: Arc<Fences>,
+    /// The GeoJSON the current fences were built from.
+    pub fences_geojson: ArcSwap<String>,
+    /// Where accepted fence changes are persisted (so a restart keeps them).
+    pub fences_path: PathBuf,
+    /// The durable log (readiness).
+    pub log: LogHandle,
+    /// Prometheus renderer.
+    pub prometheus: PrometheusHandle,
+    /// Accepted tokens.
+    pub tokens: Vec<AdminToken>,
+    /// Serialises fence changes so two PUTs cannot interleave.
+    pub fence_update: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState").finish_non_exhaustive()
+    }
+}
+
+/// The router.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/fences", get(get_fences).put(put_fences))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<Role, Response> {
+    let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token: send `Authorization: Bearer <token>`",
+        ));
+    };
+    let Some(given) = auth.strip_prefix("Bearer ") else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "the Authorization header must be `Bearer <token>`",
+        ));
+    };
+    state
+        .tokens
+        .iter()
+        .find(|t| constant_time_eq(t.secret.as_bytes(), given.trim().as_bytes()))
+        .map(|t| t.role.clone())
+        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "unknown bearer token"))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    let snap = state.fences.load();
+    let mut problems = Vec::new();
+    if snap.index().is_empty() {
+        problems.push("no fences loaded");
+    }
+    if !state.log.is_writable() {
+        problems.push("the durable log is not writable (full or failed)");
+    }
+    let body = json!({
+        "ready": problems.is_empty(),
+        "fence_version": snap.version(),
+        "fences": snap.index().len(),
+        "log_bytes": state.log.used_bytes(),
+        "problems": problems,
+    });
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    let mut resp = state.prometheus.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}
+
+fn features_of(doc: &Value) -> impl Iterator<Item = &Value> {
+    doc.get("features")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+fn tenant_of(feature: &Value) -> Option<&str> {
+    feature.get("properties")?.get("tenant")?.as_str()
+}
+
+async fn get_fences(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    let role = match authorize(&state, &headers) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let version = state.fences.load().version();
+    let text = state.fences_geojson.load();
+    let body = match role {
+        Role::Super => (**text).clone(),
+        Role::Tenant(t) => {
+            let doc: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let mine: Vec<&Value> = features_of(&doc)
+                .filter(|f| tenant_of(f) == Some(&t))
+                .collect();
+            json!({ "type": "FeatureCollection", "features": mine }).to_string()
+        }
+    };
+    let mut resp = body.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/geo+json"),
+    );
+    h.insert("x-fence-version", HeaderValue::from(version));
+    resp
+}
+
+async fn put_fences(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let role = match authorize(&state, &headers) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let _guard = state.fence_update.lock().await;
+    let new_text = match &role {
+        Role::Super => body,
+        Role::Tenant(t) => {
+            // A tenant admin replaces its own fences and keeps everyone else's.
+            let incoming: Value = match serde_json::from_str(&body) {
+                Ok(v) => v,
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),
+            };
+            for (i, f) in features_of(&incoming).enumerate() {
+                if tenant_of(f) != Some(t) {
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "feature {i}: a '{t}' token may only submit fences with \"tenant\": \"{t}\""
+                        ),
+                    );
+                }
+            }
+            let current: Value =
+                serde_json::from_str(&state.fences_geojson.load()).unwrap_or(Value::Null);
+            let mut all: Vec<Value> = features_of(&current)
+                .filter(|f| tenant_of(f) != Some(t))
+                .cloned()
+                .collect();
+            all.extend(features_of(&incoming).cloned());
+            json!({ "type": "FeatureCollection", "features": all }).to_string()
+        }
+    };
+    let opts = state.fences.options().clone();
+    let text = new_text.clone();
+    let built = tokio::task::spawn_blocking(move || crate::fences::build_index(&text, &opts)).await;
+    let index = match built {
+        Ok(Ok(i)) => i,
+        Ok(Err(e)) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("index build failed: {e}"),
+            );
+        }
+    };
+    if let Err(e) = persist(&state.fences_path, &new_text) {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "fences are valid but could not be saved to {}: {e}",
+                state.fences_path.display()
+            ),
+        );
+    }
+    let count = index.len();
+    let version = state.fences.store(index);
+    state.fences_geojson.store(Arc::new(new_text));
+    tracing::info!(version, count, "fences replaced through the admin API");
+    axum::Json(json!({ "version": version, "fences": count })).into_response()
+}
+
+/// Writes the file atomically: a crash leaves the old or the new file.
+fn persist(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("geojson.tmp");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,130 @@
+//! The JSON form of a downstream record, used by `fencegate log tail
+//! --json`, the JSON-lines and webhook sinks, and exports. Field names
+//! follow `schema/fbs/record.fbs` in snake case; ids are UUID-formatted hex.
+
+use fencegate_schema::{RecordBodyView, RecordView};
+use serde_json::{Value, json};
+
+/// Formats a 16-byte id as a UUID string (8-4-4-4-12 lower-case hex).
+pub fn uuid(id: &[u8; 16]) -> String {
+    let h = hex::encode(id);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn snake(name: Option<&str>) -> String {
+    let name = name.unwrap_or("unknown");
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The record as a JSON object.
+pub fn record_json(r: &RecordView<'_>) -> Value {
+    let mut v = json!({
+        "record_id": uuid(&r.record_id()),
+        "tenant": r.tenant(),
+        "gateway_time_ms": r.gateway_time_ms(),
+        "node": r.node(),
+    });
+    let obj = v.as_object_mut().expect("an object");
+    match r.body() {
+        RecordBodyView::Punch(p) => {
+            obj.insert("type".into(), "punch".into());
+            obj.insert("punch_id".into(), uuid(&p.punch_id().0).into());
+            obj.insert("employee_id".into(), p.employee_id().into());
+            obj.insert("device_id".into(), p.device_id().into());
+            obj.insert("kind".into(), snake(p.kind().variant_name()).into());
+            obj.insert("method".into(), snake(p.method().variant_name()).into());
+            obj.insert("device_time_ms".into(), p.device_time_ms().into());
+            if let Some(pos) = p.position() {
+                obj.insert("lat".into(), pos.lat().into());
+                obj.insert("lon".into(), pos.lon().into());
+                obj.insert("accuracy_m".into(), pos.accuracy_m().into());
+            }
+            obj.insert("verdict".into(), snake(p.verdict().variant_name()).into());
+            obj.insert("reason".into(), snake(p.reason().variant_name()).into());
+            let fences: Vec<&str> = p
+                .fence_ids()
+                .map(|v| v.iter().collect())
+                .unwrap_or_default();
+            obj.insert("fence_ids".into(), fences.into());
+            obj.insert("nearest_fence_id".into(), p.nearest_fence_id().into());
+            obj.insert("distance_m".into(), p.distance_m().into());
+            obj.insert("offline".into(), p.offline().into());
+            obj.insert("mock_location".into(), p.mock_location().into());
+            obj.insert("status".into(), snake(p.status().variant_name()).into());
+            obj.insert("anomaly_flags".into(), p.anomaly_flags().into());
+            obj.insert("slot".into(), p.slot().into());
+            obj.insert(
+                "merged_into".into(),
+                p.merged_into().map(|u| uuid(&u.0)).into(),
+            );
+        }
+        RecordBodyView::Ping(p) => {
+            obj.insert("type".into(), "ping".into());
+            obj.insert("device_id".into(), p.device_id().into());
+            obj.insert("time_ms".into(), p.time_ms().into());
+            obj.insert("lat".into(), p.lat().into());
+            obj.insert("lon".into(), p.lon().into());
+            obj.insert("accuracy_m".into(), p.accuracy_m().into());
+            obj.insert("h3_cell".into(), format!("{:x}", p.h3_cell()).into());
+            let fences: Vec<&str> = p
+                .fence_ids()
+                .map(|v| v.iter().collect())
+                .unwrap_or_default();
+            obj.insert("fence_ids".into(), fences.into());
+            obj.insert("heartbeat".into(), p.heartbeat().into());
+        }
+        RecordBodyView::FenceEvent(e) => {
+            obj.insert("type".into(), "event".into());
+            obj.insert("device_id".into(), e.device_id().into());
+            obj.insert("fence_id".into(), e.fence_id().into());
+            obj.insert(
+                "transition".into(),
+                snake(e.transition().variant_name()).into(),
+            );
+            obj.insert("time_ms".into(), e.time_ms().into());
+            obj.insert("lat".into(), e.lat().into());
+            obj.insert("lon".into(), e.lon().into());
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_format() {
+        let id: [u8; 16] = std::array::from_fn(|i| i as u8);
+        assert_eq!(uuid(&id), "00010203-0405-0607-0809-0a0b0c0d0e0f");
+    }
+
+    #[test]
+    fn snake_case_of_enum_names() {
+        assert_eq!(snake(Some("RepeatMerged")), "repeat_merged");
+        assert_eq!(
+            snake(Some("OutOfRangePendingApproval")),
+            "out_of_range_pending_approval"
+        );
+        assert_eq!(snake(Some("In")), "in");
+        assert_eq!(snake(None), "unknown");
+    }
+}

@@ -1,0 +1,403 @@
+//! `fencegate serve`: assembles the node from a compiled [`Config`] — keys,
+//! fences, log, pipeline, QUIC endpoints, admin API, housekeeping — and
+//! drains it on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use fencegate_schema::{Limits, RecordBodyView, parse_record};
+use fencegate_spatial::LoadOptions;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::admin::{AdminState, AdminToken, Role};
+use crate::auth::{Keyring, TenantKey};
+use crate::clock;
+use crate::config::Config;
+use crate::edge::{self, EdgeContext, EdgeSettings, tls};
+use crate::fences::{self, Fences};
+use crate::log::{LogConfig, LogHandle, Lsn};
+use crate::pipeline::{Pipeline, PipelineConfig};
+
+/// A running node, for tests and for the binary.
+#[derive(Debug)]
+pub struct Running {
+    /// The QUIC address actually bound (useful with port 0).
+    pub quic_addr: SocketAddr,
+    /// The admin address actually bound.
+    pub admin_addr: SocketAddr,
+    /// SHA-256 fingerprint of the served certificate.
+    pub fingerprint: String,
+    /// The edge context (pipeline, log, metrics).
+    pub edge: Arc<EdgeContext>,
+    endpoints: Vec<quinn::Endpoint>,
+    admin_task: tokio::task::JoinHandle<()>,
+    housekeeping: tokio::task::JoinHandle<()>,
+}
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                    0.1, 0.25, 0.5, 1.0, 2.5,
+                ])
+                .expect("static buckets are valid")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}
+
+/// Loads every tenant's key; keys at default paths are generated when
+/// missing (dev), keys at configured paths must exist.
+pub fn keyring(cfg: &Config) -> anyhow::Result<Keyring> {
+    let mut ring = Keyring::default();
+    for (tenant, path) in &cfg.tenants {
+        let generated_default = path.starts_with(cfg.data_dir.join("keys"));
+        ring.insert(
+            tenant.clone(),
+            TenantKey::load_or_create(path, generated_default)?,
+        );
+    }
+    Ok(ring)
+}
+
+/// Resolves admin tokens from their files or environment variables. With no
+/// token configured, a super-admin token is generated under the data dir.
+fn admin_tokens(cfg: &Config) -> anyhow::Result<Vec<AdminToken>> {
+    let mut out = Vec::new();
+    for t in &cfg.admin_tokens {
+        let secret = match (&t.token_file, &t.token_env) {
+            (Some(f), _) => std::fs::read_to_string(f).with_context(|| {
+                format!("admin token '{}': cannot read {}", t.name, f.display())
+            })?,
+            (_, Some(var)) => std::env::var(var).with_context(|| {
+                format!(
+                    "admin token '{}': environment variable {var} is not set",
+                    t.name
+                )
+            })?,
+            _ => unreachable!("validated by config"),
+        };
+        let secret = secret.lines().next().unwrap_or_default().trim().to_owned();
+        anyhow::ensure!(
+            secret.len() >= 16,
+            "admin token '{}': the secret must be at least 16 characters",
+            t.name
+        );
+        let role = match &t.tenant {
+            Some(tenant) => Role::Tenant(tenant.clone()),
+            None => Role::Super,
+        };
+        out.push(AdminToken {
+            name: t.name.clone(),
+            secret,
+            role,
+        });
+    }
+    if out.is_empty() {
+        let path = cfg.data_dir.join("admin.token");
+        if !path.exists() {
+            let mut raw = [0u8; 24];
+            rand::fill(&mut raw);
+            std::fs::create_dir_all(&cfg.data_dir)?;
+            write_private(&path, &hex::encode(raw))?;
+        }
+        let secret = std::fs::read_to_string(&path)?.trim().to_owned();
+        eprintln!(
+            "admin API: no [[admin.tokens]] configured; a super-admin token is in {}",
+            path.display()
+        );
+        out.push(AdminToken {
+            name: "generated".into(),
+            secret,
+            role: Role::Super,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)
+}
+
+/// The log settings of a configuration.
+pub fn log_config(cfg: &Config) -> LogConfig {
+    let mut l = LogConfig::new(&cfg.log_dir);
+    l.segment_bytes = cfg.log.segment_bytes;
+    l.max_bytes = cfg.log.max_bytes;
+    l.retain_bytes = cfg.log.max_bytes / 4 * 3;
+    l.retain_age = Some(Duration::from_secs(cfg.log.max_age_h * 3_600));
+    l.max_batch_delay = Duration::from_micros(cfg.log.commit_delay_us);
+    l.max_batch_records = cfg.log.commit_max_records;
+    l
+}
+
+/// Frame limits of a configuration.
+pub fn limits(cfg: &Config) -> Limits {
+    Limits {
+        max_future_skew_ms: cfg.limits.max_future_skew_s as i64 * 1_000,
+        max_batch_fixes: cfg.limits.max_batch_fixes as usize,
+        ..Limits::default()
+    }
+}
+
+/// Replays the log's last repeat window into the pipeline's dedup maps, so
+/// a resend after a restart gets the ack it got before.
+fn replay(pipeline: &Pipeline, log: &LogHandle, now_ms: i64) -> anyhow::Result<u64> {
+    let since = (now_ms - pipeline.config().repeat_window_ms).max(0) as u64;
+    let start = log
+        .segments()
+        .iter()
+        .find(|s| s.max_time_ms.is_some_and(|t| t >= since))
+        .map_or(log.committed(), |s| s.first_lsn);
+    let mut reader = log.reader(start)?;
+    let mut n = 0;
+    while let Some(e) = reader.next_entry()? {
+        if e.time_ms < since {
+            continue;
+        }
+        let Ok(rec) = parse_record(e.payload) else {
+            continue;
+        };
+        if let RecordBodyView::Punch(p) = rec.body() {
+            pipeline.replay_punch(rec.tenant(), &p, rec.gateway_time_ms(), rec.record_id());
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Starts a node. Returns once every listener is bound.
+pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
+    let prometheus = prometheus();
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("node.data_dir {}: cannot create it", cfg.data_dir.display()))?;
+    let keyring = Arc::new(keyring(cfg)?);
+
+    let load_opts = LoadOptions {
+        min_radius_m: cfg.fences.min_radius_m,
+        max_radius_m: cfg.fences.max_radius_m,
+    };
+    if cfg.allow_sample_fences && !cfg.fences.path.exists() {
+        if let Some(dir) = cfg.fences.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&cfg.fences.path, fences::SAMPLE_FENCES)
+            .with_context(|| format!("cannot seed {}", cfg.fences.path.display()))?;
+    }
+    let fence_text = std::fs::read_to_string(&cfg.fences.path).with_context(|| {
+        format!(
+            "fences.path {}: cannot read it; point it at a GeoJSON FeatureCollection",
+            cfg.fences.path.display()
+        )
+    })?;
+    let index = fences::build_index(&fence_text, &load_opts)
+        .map_err(|e| anyhow::anyhow!("fences.path {}: {e}", cfg.fences.path.display()))?;
+    let fences = Arc::new(Fences::new(index, load_opts));
+    metrics::gauge!("fencegate_fences").set(fences.load().index().len() as f64);
+    metrics::gauge!("fencegate_fence_snapshot_version").set(1.0);
+
+    let (log, report) = LogHandle::open(log_config(cfg))
+        .map_err(|e| anyhow::anyhow!("log {}: {e}", cfg.log_dir.display()))?;
+    if let Some(t) = &report.truncation {
+        tracing::warn!(
+            ?t,
+            "recovery cut a torn tail from the log (never acknowledged)"
+        );
+        eprintln!("log recovery: cut a torn tail: {t:?}");
+    }
+    let now = clock::unix_ms();
+    let pipeline = Arc::new(Pipeline::new(
+        PipelineConfig::from_config(cfg),
+        fences.clone(),
+        now,
+    ));
+    let replayed = replay(&pipeline, &log, now)?;
+    tracing::info!(entries = report.entries, replayed, next = %report.next_lsn, "log recovered");
+
+    let identity = match (&cfg.quic.cert, &cfg.quic.key) {
+        (Some(c), Some(k)) => tls::load_identity(c, k)?,
+        _ => tls::dev_identity(&cfg.data_dir.join("tls"), &cfg.quic.dev_cert_names)?,
+    };
+    let settings = EdgeSettings {
+        max_connections: cfg.quic.max_connections,
+        retry_above_handshakes_per_s: cfg.quic.retry_above_handshakes_per_s,
+        auth_timeout: Duration::from_millis(cfg.quic.auth_timeout_ms),
+        zero_rtt: cfg.quic.zero_rtt,
+        repeat_window_s: cfg.dedup.repeat_window_s as u32,
+    };
+    let ctx = Arc::new(EdgeContext::new(
+        pipeline.clone(),
+        log.clone(),
+        keyring,
+        limits(cfg),
+        settings,
+        cfg.quic.max_inflight_punches,
+    ));
+    let server = edge::server_config(&identity, &cfg.quic, &ctx.metrics)?;
+    let endpoints = edge::bind_endpoints(cfg.quic_listen, cfg.quic.endpoints, server)?;
+    let quic_addr = endpoints[0].local_addr()?;
+    for ep in &endpoints {
+        tokio::spawn(edge::run_endpoint(ctx.clone(), ep.clone()));
+    }
+
+    let admin = Arc::new(AdminState {
+        fences: fences.clone(),
+        fences_geojson: ArcSwap::from_pointee(fence_text),
+        fences_path: cfg.fences.path.clone(),
+        log: log.clone(),
+        prometheus: prometheus.clone(),
+        tokens: admin_tokens(cfg)?,
+        fence_update: tokio::sync::Mutex::new(()),
+    });
+    let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
+        .await
+        .with_context(|| format!("admin.listen {}: cannot bind", cfg.admin_listen))?;
+    let admin_addr = listener.local_addr()?;
+    let shutdown = ctx.shutdown.clone();
+    let admin_task = tokio::spawn(async move {
+        let app = crate::admin::router(admin);
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+    });
+
+    let hk_ctx = ctx.clone();
+    let housekeeping = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut n: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = hk_ctx.shutdown.cancelled() => break,
+            }
+            let now = clock::unix_ms();
+            hk_ctx.pipeline.tick(now);
+            prometheus_upkeep(n);
+            n += 1;
+            if n % 30 == 0 {
+                let log = hk_ctx.log.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = log.retain(now.max(0) as u64) {
+                        tracing::warn!(error = %e, "log retention failed");
+                    }
+                })
+                .await;
+            }
+        }
+    });
+
+    Ok(Running {
+        quic_addr,
+        admin_addr,
+        fingerprint: identity.fingerprint.clone(),
+        edge: ctx,
+        endpoints,
+        admin_task,
+        housekeeping,
+    })
+}
+
+fn prometheus_upkeep(n: u64) {
+    // Histograms in the exporter keep raw samples until rendered; drain them
+    // regularly even when nobody scrapes, so memory stays bounded.
+    if n % 10 == 0 {
+        prometheus().run_upkeep();
+    }
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight work, makes the final log commit
+    /// and returns. Nothing acknowledged is lost: an ack is only ever sent
+    /// after its record is durable.
+    pub async fn shutdown(self, grace: Duration) {
+        for ep in &self.endpoints {
+            ep.set_server_config(None);
+        }
+        self.edge.shutdown.cancel();
+        self.edge.tasks.close();
+        if tokio::time::timeout(grace, self.edge.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timed out; closing remaining connections");
+        }
+        for ep in &self.endpoints {
+            ep.close(
+                quinn::VarInt::from_u32(fencegate_schema::close::SHUTTING_DOWN),
+                b"shutting down",
+            );
+        }
+        for ep in &self.endpoints {
+            let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;
+        }
+        let _ = self.admin_task.await;
+        let _ = self.housekeeping.await;
+        let log = self.edge.log.clone();
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    }
+
+    /// The log position committed so far.
+    pub fn committed(&self) -> Lsn {
+        self.edge.log.committed()
+    }
+}
+
+/// Runs a node until SIGTERM or Ctrl-C, then drains it.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let running = start(&cfg).await?;
+    let tenants: Vec<&str> = cfg.tenants.iter().map(|(t, _)| t.as_str()).collect();
+    eprintln!(
+        "fencegate {} serving\n  QUIC   {} (ALPN fencegate/1)\n  admin  http://{}\n  certificate SHA-256 {}\n  tenants {}\n  fences {} from {}\n  log    {}\nIssue a device token with: fencegate token issue --tenant {} --device DEVICE",
+        env!("CARGO_PKG_VERSION"),
+        running.quic_addr,
+        running.admin_addr,
+        running.fingerprint,
+        tenants.join(", "),
+        running.edge.pipeline.fences().load().index().len(),
+        cfg.fences.path.display(),
+        cfg.log_dir.display(),
+        tenants.first().copied().unwrap_or("TENANT"),
+    );
+    wait_for_signal().await;
+    eprintln!("shutting down: draining in-flight punches and committing the log");
+    running.shutdown(Duration::from_secs(10)).await;
+    eprintln!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
