@@ -1,2 +1,223 @@
-//! placeholder
-fn main() {}
+//! Geofence index benches: lookups per second for the chosen strategy and the losing ones
+//! (R-tree only, H3 only, brute force) at 1k, 10k and 100k fences; build time; nearest,
+//! classify and `cell_of`.
+//!
+//! `cargo bench -p fencegate-benches --bench spatial` runs them all (minutes on 2 cores);
+//! `cargo bench -p fencegate-benches --bench spatial -- memory` prints the memory report of a
+//! 100k-fence build instead.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group};
+use fencegate_benches::{
+    Probe, synthetic_fences, synthetic_fences_geojson, synthetic_points, tenant_name,
+};
+use fencegate_spatial::{
+    FenceIndex, FenceKey, FenceSet, IndexOptions, LoadOptions, Resolution, Strategy, TenantKey,
+    cell_of,
+};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const SEED: u64 = 42;
+
+fn variants() -> Vec<(&'static str, IndexOptions)> {
+    let with = |strategy| IndexOptions {
+        strategy,
+        ..IndexOptions::default()
+    };
+    vec![
+        ("grid+rtree (chosen)", IndexOptions::default()),
+        ("rtree only", with(Strategy::RTree)),
+        (
+            "h3 only (res 8)",
+            with(Strategy::H3 {
+                resolution: Resolution::Eight,
+            }),
+        ),
+        ("brute force", with(Strategy::BruteForce)),
+    ]
+}
+
+fn tenants(index: &FenceIndex, probes: &[Probe]) -> Vec<Option<TenantKey>> {
+    let keys: Vec<Option<TenantKey>> = (0..fencegate_benches::TENANTS)
+        .map(|i| index.tenant(&tenant_name(i)))
+        .collect();
+    probes.iter().map(|p| keys[p.tenant]).collect()
+}
+
+fn run(
+    index: &FenceIndex,
+    probes: &[Probe],
+    tenants: &[Option<TenantKey>],
+    out: &mut Vec<FenceKey>,
+) -> usize {
+    let mut hits = 0;
+    for (p, &t) in probes.iter().zip(tenants) {
+        index.locate(p.point, t, out);
+        hits += out.len();
+    }
+    hits
+}
+
+fn locate(c: &mut Criterion) {
+    for n in [1_000usize, 10_000, 100_000] {
+        let set = synthetic_fences(n, SEED);
+        let probes = synthetic_points(10_000, SEED + 1, &set);
+        let mut group = c.benchmark_group(format!("spatial/locate/{n}"));
+        group.sample_size(10);
+        for (name, opts) in variants() {
+            let index = FenceIndex::build(set.clone(), &opts);
+            // Brute force at 100k would take minutes per sample; a tenth of the probes is
+            // plenty to measure it.
+            let probes = if matches!(opts.strategy, Strategy::BruteForce) && n >= 10_000 {
+                &probes[..1_000]
+            } else {
+                &probes[..]
+            };
+            let ts = tenants(&index, probes);
+            let mut out = Vec::with_capacity(64);
+            group.throughput(Throughput::Elements(probes.len() as u64));
+            group.bench_function(name, |b| {
+                b.iter(|| black_box(run(&index, probes, &ts, &mut out)))
+            });
+            if n == 100_000 && matches!(opts.strategy, Strategy::Grid | Strategy::BruteForce) {
+                // Without a tenant, as `fencegate locate` does by default.
+                let all = vec![None; probes.len()];
+                group.bench_function(format!("{name}, all tenants"), |b| {
+                    b.iter(|| black_box(run(&index, probes, &all, &mut out)))
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+fn build(c: &mut Criterion) {
+    let mut group = c.benchmark_group("spatial/build");
+    group.sample_size(10);
+    for n in [10_000usize, 100_000] {
+        let set = synthetic_fences(n, SEED);
+        for (name, opts) in variants() {
+            if matches!(opts.strategy, Strategy::BruteForce)
+                || (n == 100_000 && matches!(opts.strategy, Strategy::H3 { .. }))
+            {
+                continue;
+            }
+            group.bench_function(BenchmarkId::new(name, n), |b| {
+                b.iter_batched(
+                    || set.clone(),
+                    |s| FenceIndex::build(s, &opts),
+                    BatchSize::LargeInput,
+                )
+            });
+        }
+    }
+    let text = synthetic_fences_geojson(100_000, SEED);
+    group.bench_function(BenchmarkId::new("parse+validate geojson", 100_000), |b| {
+        b.iter(|| {
+            FenceSet::from_geojson_str(black_box(&text), &LoadOptions::default()).map(|s| s.len())
+        })
+    });
+    group.finish();
+}
+
+fn queries(c: &mut Criterion) {
+    let set = synthetic_fences(100_000, SEED);
+    let probes = synthetic_points(10_000, SEED + 1, &set);
+    let index = FenceIndex::build(set, &IndexOptions::default());
+    let ts = tenants(&index, &probes);
+    let mut group = c.benchmark_group("spatial/query/100000");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(probes.len() as u64));
+    group.bench_function("nearest", |b| {
+        b.iter(|| {
+            probes
+                .iter()
+                .zip(&ts)
+                .filter_map(|(p, &t)| index.nearest(p.point, t))
+                .map(|(_, d)| d)
+                .sum::<f64>()
+        })
+    });
+    group.bench_function("classify (30 m accuracy)", |b| {
+        b.iter(|| {
+            probes
+                .iter()
+                .zip(&ts)
+                .filter(|&(p, &t)| {
+                    matches!(
+                        index.classify(p.point, 30.0, t),
+                        fencegate_spatial::Classification::Inside { .. }
+                    )
+                })
+                .count()
+        })
+    });
+    group.bench_function("cell_of (h3o, res 9)", |b| {
+        b.iter(|| {
+            probes
+                .iter()
+                .map(|p| u64::from(cell_of(p.point, Resolution::Nine)))
+                .fold(0, |a, c| a ^ c)
+        })
+    });
+    group.finish();
+}
+
+/// Resident memory of a 100k-fence build, from /proc (Linux): the peak during the build and
+/// what the index keeps, plus the index's own estimate.
+fn memory_report() {
+    fn status(field: &str) -> Option<u64> {
+        let s = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = s.lines().find(|l| l.starts_with(field))?;
+        line.split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kb| kb * 1024)
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    for (name, opts) in variants() {
+        if matches!(opts.strategy, Strategy::BruteForce) {
+            continue;
+        }
+        let set = synthetic_fences(100_000, SEED);
+        // Reset the peak so it measures only the build.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let before = status("VmRSS:").unwrap_or(0);
+        let index = FenceIndex::build(set, &opts);
+        let peak = status("VmHWM:").unwrap_or(0);
+        let after = status("VmRSS:").unwrap_or(0);
+        let stats = index.stats();
+        println!(
+            "memory {name} 100k: rss before {:.0} MiB, peak {:.0} MiB (+{:.0}), after {:.0} MiB; index estimate {:.0} MiB; cells {}, full items {}, partial items {}, oversize {}",
+            mib(before),
+            mib(peak),
+            mib(peak.saturating_sub(before)),
+            mib(after),
+            mib(stats.memory_bytes as u64),
+            stats.cells,
+            stats.full_items,
+            stats.partial_items,
+            stats.oversize
+        );
+        drop(index);
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default();
+    targets = locate, build, queries
+}
+
+fn main() {
+    if std::env::args().skip(1).any(|a| a == "memory") {
+        memory_report();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
