@@ -1,0 +1,144 @@
+//! A gateway node on loopback with its own temporary data dir, for the
+//! end-to-end tests.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the rig"
+)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fencegate::client::{Client, Connector};
+use fencegate::config::{Config, RawConfig, RawTenant};
+use fencegate::edge::tls::Trust;
+use fencegate::log::{LogReader, Lsn};
+use fencegate::serve::Running;
+use fencegate_schema::{
+    Position, PunchKind, PunchMethod, PunchMsg, RecordMsg, TerminalAuth, parse_record,
+};
+
+/// acme's 200 m circle at People's Square, Shanghai; globex's 300 m circle 2 km east.
+pub const HQ: (f64, f64) = (31.2304, 121.4737);
+pub const GLOBEX: (f64, f64) = (31.2304, 121.4947);
+
+pub const FENCES: &str = r#"{"type":"FeatureCollection","features":[
+ {"type":"Feature","geometry":{"type":"Point","coordinates":[121.4737,31.2304]},"properties":{"id":"hq-north","tenant":"acme","site":"sh","radius_m":200}},
+ {"type":"Feature","geometry":{"type":"Point","coordinates":[121.4947,31.2304]},"properties":{"id":"globex-1","tenant":"globex","radius_m":300}}
+]}"#;
+
+pub fn config(dir: &Path) -> Config {
+    std::fs::write(dir.join("fences.geojson"), FENCES).unwrap();
+    let mut raw = RawConfig::default();
+    raw.node.data_dir = dir.join("data");
+    raw.quic.listen = "127.0.0.1:0".into();
+    raw.admin.listen = "127.0.0.1:0".into();
+    raw.fences.path = dir.join("fences.geojson");
+    raw.tenants = ["acme", "globex"]
+        .into_iter()
+        .map(|id| RawTenant {
+            id: id.into(),
+            key_file: None,
+        })
+        .collect();
+    Config::compile(raw, "test").unwrap()
+}
+
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub cfg: Config,
+    pub running: Running,
+    pub connector: Connector,
+}
+
+impl Node {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        Self::start_with(dir, cfg).await
+    }
+
+    pub async fn start_with(dir: tempfile::TempDir, cfg: Config) -> Self {
+        let running = fencegate::serve::start(&cfg).await.unwrap();
+        let connector = Connector::new(
+            running.quic_addr,
+            "localhost",
+            Trust::Pinned(running.fingerprint.clone()),
+            true,
+        )
+        .unwrap();
+        Self {
+            dir,
+            cfg,
+            running,
+            connector,
+        }
+    }
+
+    pub fn token(&self, tenant: &str, device: &str) -> String {
+        let ring = fencegate::serve::keyring(&self.cfg).unwrap();
+        ring.issue(tenant, device, now_ms() / 1000 + 3600).unwrap()
+    }
+
+    pub async fn client(&self, tenant: &str, device: &str) -> Client {
+        self.connector
+            .connect(&self.token(tenant, device), device)
+            .await
+            .unwrap()
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.cfg.log_dir.clone()
+    }
+
+    /// Every record committed so far.
+    pub fn records(&self) -> Vec<RecordMsg> {
+        read_records(&self.log_dir())
+    }
+
+    /// Waits until at least `n` records are committed (datagrams are async).
+    pub async fn wait_records(&self, n: usize) -> Vec<RecordMsg> {
+        for _ in 0..100 {
+            let r = self.records();
+            if r.len() >= n {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.records()
+    }
+}
+
+pub fn read_records(dir: &Path) -> Vec<RecordMsg> {
+    let mut reader = LogReader::open_dir(dir, Lsn(0), Duration::from_millis(10)).unwrap();
+    let mut out = Vec::new();
+    while let Some(e) = reader.next_entry().unwrap() {
+        out.push(parse_record(e.payload).unwrap().to_msg());
+    }
+    out
+}
+
+#[allow(clippy::disallowed_methods, reason = "tests stand in for the edge")]
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+pub fn punch(id: u128, employee: &str, at: (f64, f64)) -> PunchMsg {
+    PunchMsg {
+        punch_id: id.to_be_bytes(),
+        employee_id: employee.into(),
+        kind: PunchKind::In,
+        method: PunchMethod::Gps,
+        device_time_ms: now_ms(),
+        position: Some(Position::new(at.0, at.1, 8.0)),
+        bssids: vec![],
+        ssid: None,
+        qr_payload: None,
+        terminal_auth: TerminalAuth::None,
+        offline: false,
+        mock_location: false,
+    }
+}
