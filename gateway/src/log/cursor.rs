@@ -43,7 +43,10 @@ pub(crate) struct CursorEntry {
 
 impl std::fmt::Debug for Cursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cursor").field("name", &self.entry.name).field("position", &self.position()).finish()
+        f.debug_struct("Cursor")
+            .field("name", &self.entry.name)
+            .field("position", &self.position())
+            .finish()
     }
 }
 
@@ -76,7 +79,12 @@ impl Cursor {
         }
         let committed = *self.shared.committed.borrow();
         if next > committed {
-            return Err(LogError::CursorOutOfRange { name: e.name.clone(), position: next, oldest: None, committed });
+            return Err(LogError::CursorOutOfRange {
+                name: e.name.clone(),
+                position: next,
+                oldest: None,
+                committed,
+            });
         }
         if next.0 >= e.pos.load(Ordering::Acquire) {
             // Moving forward never lets retention delete something the
@@ -132,24 +140,41 @@ impl Cursors {
         let rd = fs::read_dir(&dir).map_err(|e| LogError::io("list", &dir, e))?;
         for ent in rd {
             let ent = ent.map_err(|e| LogError::io("list", &dir, e))?;
-            let Some(name) = ent.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(name) = ent.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             if check_name(&name).is_err() {
                 continue;
             }
             let path = ent.path();
-            let text = fs::read_to_string(&path).map_err(|e| LogError::io("read cursor", &path, e))?;
+            let text =
+                fs::read_to_string(&path).map_err(|e| LogError::io("read cursor", &path, e))?;
             let pos = text.trim_end().parse::<u64>().map_err(|_| LogError::Corrupt {
                 path: path.clone(),
                 offset: 0,
                 reason: format!("cursor file does not hold a decimal LSN (found {:?}); delete it to restart the sink from the oldest record", text.trim_end()),
             })?;
             if pos > end.0 {
-                return Err(LogError::CursorAhead { name, position: Lsn(pos), end, path });
+                return Err(LogError::CursorAhead {
+                    name,
+                    position: Lsn(pos),
+                    end,
+                    path,
+                });
             }
-            let entry = CursorEntry { name: name.clone(), path, pos: AtomicU64::new(pos), removed: AtomicBool::new(false), persist: Mutex::new(()) };
+            let entry = CursorEntry {
+                name: name.clone(),
+                path,
+                pos: AtomicU64::new(pos),
+                removed: AtomicBool::new(false),
+                persist: Mutex::new(()),
+            };
             table.insert(name, Arc::new(entry));
         }
-        Ok(Self { dir, table: Mutex::new(table) })
+        Ok(Self {
+            dir,
+            table: Mutex::new(table),
+        })
     }
 
     pub(crate) fn lock_table(&self) -> MutexGuard<'_, HashMap<String, Arc<CursorEntry>>> {
@@ -158,19 +183,27 @@ impl Cursors {
 
     /// The lowest cursor position and its name, if any cursor exists.
     pub(crate) fn min(table: &HashMap<String, Arc<CursorEntry>>) -> Option<(Lsn, &str)> {
-        table.values().map(|e| (Lsn(e.pos.load(Ordering::Acquire)), e.name.as_str())).min()
+        table
+            .values()
+            .map(|e| (Lsn(e.pos.load(Ordering::Acquire)), e.name.as_str()))
+            .min()
     }
 
     pub(crate) fn list(&self) -> Vec<(String, Lsn)> {
-        let mut v: Vec<_> =
-            self.lock_table().values().map(|e| (e.name.clone(), Lsn(e.pos.load(Ordering::Acquire)))).collect();
+        let mut v: Vec<_> = self
+            .lock_table()
+            .values()
+            .map(|e| (e.name.clone(), Lsn(e.pos.load(Ordering::Acquire))))
+            .collect();
         v.sort();
         v
     }
 
     pub(crate) fn remove(&self, name: &str) -> Result<bool, LogError> {
         check_name(name)?;
-        let Some(e) = self.lock_table().remove(name) else { return Ok(false) };
+        let Some(e) = self.lock_table().remove(name) else {
+            return Ok(false);
+        };
         let _g = lock(&e.persist);
         e.removed.store(true, Ordering::Release);
         fs::remove_file(&e.path).map_err(|err| LogError::io("remove cursor", &e.path, err))?;
@@ -180,11 +213,18 @@ impl Cursors {
 }
 
 /// Returns the cursor `name`, creating it at `start` if new.
-pub(crate) fn register(shared: &Arc<Shared>, name: &str, start: CursorStart) -> Result<Cursor, LogError> {
+pub(crate) fn register(
+    shared: &Arc<Shared>,
+    name: &str,
+    start: CursorStart,
+) -> Result<Cursor, LogError> {
     check_name(name)?;
     let mut table = shared.cursors.lock_table();
     if let Some(e) = table.get(name) {
-        return Ok(Cursor { shared: shared.clone(), entry: e.clone() });
+        return Ok(Cursor {
+            shared: shared.clone(),
+            entry: e.clone(),
+        });
     }
     // Hold the segment list so retention cannot delete the start position
     // before the cursor is in the table.
@@ -196,7 +236,12 @@ pub(crate) fn register(shared: &Arc<Shared>, name: &str, start: CursorStart) -> 
         CursorStart::Latest => committed,
         CursorStart::At(l) if l >= oldest && l <= committed => l,
         CursorStart::At(l) => {
-            return Err(LogError::CursorOutOfRange { name: name.to_owned(), position: l, oldest: Some(oldest), committed });
+            return Err(LogError::CursorOutOfRange {
+                name: name.to_owned(),
+                position: l,
+                oldest: Some(oldest),
+                committed,
+            });
         }
     };
     let path = shared.cursors.dir.join(name);
@@ -210,25 +255,41 @@ pub(crate) fn register(shared: &Arc<Shared>, name: &str, start: CursorStart) -> 
     });
     drop(segs);
     table.insert(name.to_owned(), entry.clone());
-    Ok(Cursor { shared: shared.clone(), entry })
+    Ok(Cursor {
+        shared: shared.clone(),
+        entry,
+    })
 }
 
 fn check_name(name: &str) -> Result<(), LogError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok { Ok(()) } else { Err(LogError::InvalidCursorName(name.to_owned())) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(LogError::InvalidCursorName(name.to_owned()))
+    }
 }
 
 /// Replaces the cursor file atomically: temp file, fsync, rename, folder
 /// fsync. A crash leaves the old or the new position, never a torn one.
 fn write_atomic(path: &Path, pos: Lsn) -> Result<(), LogError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("cursor");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("cursor");
     let tmp = dir.join(format!(".{name}.tmp"));
     let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         writeln!(f, "{}", pos.0)?;
         f.sync_all()
     };

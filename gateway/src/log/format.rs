@@ -56,7 +56,10 @@ impl SegmentHeader {
         if version != FORMAT_VERSION {
             return Err("segment format version is not supported by this build");
         }
-        Ok(Self { max_unsynced: le_u32(b, 12), first_lsn: Lsn(le_u64(b, 16)) })
+        Ok(Self {
+            max_unsynced: le_u32(b, 12),
+            first_lsn: Lsn(le_u64(b, 16)),
+        })
     }
 }
 
@@ -76,7 +79,12 @@ pub(crate) struct EntryHeader {
 impl EntryHeader {
     /// Reads the header fields; `b` must hold at least [`ENTRY_HEADER_LEN`] bytes.
     pub(crate) fn read(b: &[u8]) -> Self {
-        Self { crc: le_u32(b, 0), len: le_u32(b, 4), lsn: Lsn(le_u64(b, 8)), time_ms: le_u64(b, 16) }
+        Self {
+            crc: le_u32(b, 0),
+            len: le_u32(b, 4),
+            lsn: Lsn(le_u64(b, 8)),
+            time_ms: le_u64(b, 16),
+        }
     }
 
     /// Total size of the entry on disk.
@@ -159,11 +167,17 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_damage() {
-        let h = SegmentHeader { first_lsn: Lsn(42), max_unsynced: 1 << 20 };
+        let h = SegmentHeader {
+            first_lsn: Lsn(42),
+            max_unsynced: 1 << 20,
+        };
         let mut b = h.encode();
         assert_eq!(SegmentHeader::decode(&b), Ok(h));
         b[17] ^= 1;
-        assert_eq!(SegmentHeader::decode(&b), Err("segment header CRC mismatch"));
+        assert_eq!(
+            SegmentHeader::decode(&b),
+            Err("segment header CRC mismatch")
+        );
         assert!(SegmentHeader::decode(&b[..31]).is_err());
     }
 
@@ -176,8 +190,14 @@ mod tests {
             Check::Ok(h) => assert_eq!((h.len, h.lsn, h.time_ms), (5, Lsn(9), 7)),
             other => panic!("{other:?}"),
         }
-        assert_eq!(check_entry(&buf, Lsn(10)), Check::Bad("entry LSN is out of sequence"));
-        assert_eq!(check_entry(&buf[..buf.len() - 1], Lsn(9)), Check::Incomplete);
+        assert_eq!(
+            check_entry(&buf, Lsn(10)),
+            Check::Bad("entry LSN is out of sequence")
+        );
+        assert_eq!(
+            check_entry(&buf[..buf.len() - 1], Lsn(9)),
+            Check::Incomplete
+        );
         let last = buf.len() - 1;
         buf[last] ^= 0x40;
         assert_eq!(check_entry(&buf, Lsn(9)), Check::Bad("entry CRC mismatch"));

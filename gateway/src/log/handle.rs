@@ -102,7 +102,11 @@ impl RecordBatch {
     /// An empty batch with room for `records` records of `payload_bytes`
     /// payload bytes in total.
     pub fn with_capacity(records: usize, payload_bytes: usize) -> Self {
-        Self { buf: Vec::with_capacity(records * ENTRY_HEADER_LEN + payload_bytes), count: 0, max_payload: 0 }
+        Self {
+            buf: Vec::with_capacity(records * ENTRY_HEADER_LEN + payload_bytes),
+            count: 0,
+            max_payload: 0,
+        }
     }
 
     /// Adds a record; `time_ms` is its time in ms since the Unix epoch.
@@ -146,7 +150,10 @@ pub struct Pending {
 }
 
 impl Pending {
-    fn map(count: u32, r: Result<Result<Lsn, LogError>, oneshot::error::RecvError>) -> Result<LsnRange, LogError> {
+    fn map(
+        count: u32,
+        r: Result<Result<Lsn, LogError>, oneshot::error::RecvError>,
+    ) -> Result<LsnRange, LogError> {
         match r {
             Ok(Ok(first)) => Ok(LsnRange { first, count }),
             Ok(Err(e)) => Err(e),
@@ -186,7 +193,11 @@ struct HandleInner {
 
 impl HandleInner {
     fn shutdown(&self) {
-        let join = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let join = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(join) = join {
             // Queued behind every earlier append, so those are committed first.
             let _ = self.tx.send(Msg::Shutdown);
@@ -205,7 +216,9 @@ impl Drop for HandleInner {
 
 impl std::fmt::Debug for LogHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogHandle").field("dir", &self.inner.shared.cfg.dir).finish_non_exhaustive()
+        f.debug_struct("LogHandle")
+            .field("dir", &self.inner.shared.cfg.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -217,7 +230,8 @@ impl LogHandle {
         cfg.validate()?;
         let dir = cfg.dir.clone();
         let cursor_dir = dir.join("cursors");
-        fs::create_dir_all(&cursor_dir).map_err(|e| LogError::io("create log folder", &cursor_dir, e))?;
+        fs::create_dir_all(&cursor_dir)
+            .map_err(|e| LogError::io("create log folder", &cursor_dir, e))?;
         let lock = DirLock::acquire(&dir)?;
         let rec = recovery::recover(&dir)?;
         let metrics = LogMetrics::register();
@@ -274,8 +288,17 @@ impl LogHandle {
             .name("fencegate-log".into())
             .spawn(move || w.run())
             .map_err(|e| LogError::io("spawn writer thread for", &dir, e))?;
-        let inner = HandleInner { tx, shared, writer: Mutex::new(Some(join)) };
-        Ok((Self { inner: Arc::new(inner) }, rec.report))
+        let inner = HandleInner {
+            tx,
+            shared,
+            writer: Mutex::new(Some(join)),
+        };
+        Ok((
+            Self {
+                inner: Arc::new(inner),
+            },
+            rec.report,
+        ))
     }
 
     fn shared(&self) -> &Arc<Shared> {
@@ -293,7 +316,10 @@ impl LogHandle {
     pub fn append(&self, payload: &[u8], time_ms: u64) -> Result<Pending, LogError> {
         let max = self.shared().cfg.max_record_bytes;
         if payload.len() > max {
-            return Err(LogError::TooLarge { len: payload.len(), max });
+            return Err(LogError::TooLarge {
+                len: payload.len(),
+                max,
+            });
         }
         let mut buf = Vec::with_capacity(ENTRY_HEADER_LEN + payload.len());
         format::push_unstamped(&mut buf, payload, time_ms);
@@ -313,7 +339,10 @@ impl LogHandle {
     pub fn append_blocking(&self, payload: &[u8], time_ms: u64) -> Result<Lsn, LogError> {
         let max = self.shared().cfg.max_record_bytes;
         if payload.len() > max {
-            return Err(LogError::TooLarge { len: payload.len(), max });
+            return Err(LogError::TooLarge {
+                len: payload.len(),
+                max,
+            });
         }
         let mut buf = Vec::with_capacity(ENTRY_HEADER_LEN + payload.len());
         format::push_unstamped(&mut buf, payload, time_ms);
@@ -330,10 +359,16 @@ impl LogHandle {
     fn check_batch(&self, batch: &RecordBatch) -> Result<(), LogError> {
         let cfg = &self.shared().cfg;
         if batch.max_payload > cfg.max_record_bytes {
-            return Err(LogError::TooLarge { len: batch.max_payload, max: cfg.max_record_bytes });
+            return Err(LogError::TooLarge {
+                len: batch.max_payload,
+                max: cfg.max_record_bytes,
+            });
         }
         if batch.buf.len() > cfg.max_batch_bytes {
-            return Err(LogError::TooLarge { len: batch.buf.len(), max: cfg.max_batch_bytes });
+            return Err(LogError::TooLarge {
+                len: batch.buf.len(),
+                max: cfg.max_batch_bytes,
+            });
         }
         Ok(())
     }
@@ -356,21 +391,36 @@ impl LogHandle {
         if used + len as u64 > sh.cfg.max_bytes {
             sh.metrics.rejected_full.increment(1);
             sh.stats.rejected_full.fetch_add(1, Ordering::Relaxed);
-            return Err(LogError::Full { used, max: sh.cfg.max_bytes });
+            return Err(LogError::Full {
+                used,
+                max: sh.cfg.max_bytes,
+            });
         }
         let queued = sh.queued_bytes.fetch_add(len, Ordering::Relaxed);
         if !block && queued + len > sh.cfg.max_queued_bytes {
             sh.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             return Err(self.busy());
         }
-        let req = Request { buf, count, enqueued: writer::monotonic_now(), done, outcome: Outcome::Pending };
+        let req = Request {
+            buf,
+            count,
+            enqueued: writer::monotonic_now(),
+            done,
+            outcome: Outcome::Pending,
+        };
         let sent = if block {
-            self.inner.tx.send(Msg::Append(req)).map_err(|_| LogError::Closed)
+            self.inner
+                .tx
+                .send(Msg::Append(req))
+                .map_err(|_| LogError::Closed)
         } else {
-            self.inner.tx.try_send(Msg::Append(req)).map_err(|e| match e {
-                TrySendError::Full(_) => self.busy(),
-                TrySendError::Disconnected(_) => LogError::Closed,
-            })
+            self.inner
+                .tx
+                .try_send(Msg::Append(req))
+                .map_err(|e| match e {
+                    TrySendError::Full(_) => self.busy(),
+                    TrySendError::Disconnected(_) => LogError::Closed,
+                })
         };
         if let Err(e) = sent {
             sh.queued_bytes.fetch_sub(len, Ordering::Relaxed);
@@ -418,7 +468,8 @@ impl LogHandle {
         let sh = self.shared();
         sh.failed.get().is_none()
             && !sh.closed.load(Ordering::Acquire)
-            && self.used_bytes() + (ENTRY_HEADER_LEN + sh.cfg.max_record_bytes) as u64 <= sh.cfg.max_bytes
+            && self.used_bytes() + (ENTRY_HEADER_LEN + sh.cfg.max_record_bytes) as u64
+                <= sh.cfg.max_bytes
     }
 
     /// Counters since open.

@@ -42,7 +42,11 @@ fn try_lock(file: &File) -> std::io::Result<()> {
     // so the descriptor is valid; flock takes no pointers. Exercised by
     // `second_open_is_locked_out` in tests/log_recovery.rs.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 #[cfg(not(unix))]

@@ -44,19 +44,47 @@ impl LogMetrics {
             Unit::Seconds,
             "Oldest append's wait per synced batch"
         );
-        metrics::describe_histogram!("fencegate_log_batch_records", Unit::Count, "Records per fdatasync");
-        metrics::describe_histogram!("fencegate_log_fsync_seconds", Unit::Seconds, "Time in fdatasync per batch");
-        metrics::describe_counter!("fencegate_log_bytes_written_total", Unit::Bytes, "Bytes written to segments");
-        metrics::describe_counter!("fencegate_log_records_total", Unit::Count, "Records made durable");
-        metrics::describe_counter!("fencegate_log_fsyncs_total", Unit::Count, "fdatasync calls on segments");
+        metrics::describe_histogram!(
+            "fencegate_log_batch_records",
+            Unit::Count,
+            "Records per fdatasync"
+        );
+        metrics::describe_histogram!(
+            "fencegate_log_fsync_seconds",
+            Unit::Seconds,
+            "Time in fdatasync per batch"
+        );
+        metrics::describe_counter!(
+            "fencegate_log_bytes_written_total",
+            Unit::Bytes,
+            "Bytes written to segments"
+        );
+        metrics::describe_counter!(
+            "fencegate_log_records_total",
+            Unit::Count,
+            "Records made durable"
+        );
+        metrics::describe_counter!(
+            "fencegate_log_fsyncs_total",
+            Unit::Count,
+            "fdatasync calls on segments"
+        );
         metrics::describe_gauge!("fencegate_log_segments", Unit::Count, "Segments on disk");
-        metrics::describe_gauge!("fencegate_log_used_bytes", Unit::Bytes, "Bytes in segments on disk");
+        metrics::describe_gauge!(
+            "fencegate_log_used_bytes",
+            Unit::Bytes,
+            "Bytes in segments on disk"
+        );
         metrics::describe_counter!(
             "fencegate_log_truncated_bytes_total",
             Unit::Bytes,
             "Bytes cut from torn tails at recovery"
         );
-        metrics::describe_counter!("fencegate_log_rejected_total", Unit::Count, "Appends refused, by reason");
+        metrics::describe_counter!(
+            "fencegate_log_rejected_total",
+            Unit::Count,
+            "Appends refused, by reason"
+        );
         metrics::describe_counter!(
             "fencegate_log_segments_deleted_total",
             Unit::Count,

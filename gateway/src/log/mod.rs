@@ -228,7 +228,10 @@ impl LogConfig {
         let mut p: Vec<String> = Vec::new();
         let hdr = (format::SEGMENT_HEADER_LEN + format::ENTRY_HEADER_LEN) as u64;
         if self.segment_bytes < 4096 {
-            p.push(format!("segment_bytes {} is below the minimum 4096", self.segment_bytes));
+            p.push(format!(
+                "segment_bytes {} is below the minimum 4096",
+                self.segment_bytes
+            ));
         }
         if self.max_bytes < self.segment_bytes.saturating_mul(2) {
             p.push(format!(
@@ -287,7 +290,11 @@ impl LogConfig {
         if p.is_empty() {
             Ok(())
         } else {
-            Err(LogError::InvalidConfig(format!("log config '{}': {}", self.dir.display(), p.join("; "))))
+            Err(LogError::InvalidConfig(format!(
+                "log config '{}': {}",
+                self.dir.display(),
+                p.join("; ")
+            )))
         }
     }
 }
@@ -302,7 +309,9 @@ pub enum LogError {
     Busy,
     /// The log reached its size cap; it accepts appends again once retention
     /// frees space (which waits for every cursor to pass old segments).
-    #[error("durable log is full: {used} of {max} bytes used; appends resume when retention frees space")]
+    #[error(
+        "durable log is full: {used} of {max} bytes used; appends resume when retention frees space"
+    )]
     Full {
         /// Bytes the log occupies.
         used: u64,
@@ -319,7 +328,9 @@ pub enum LogError {
     },
     /// A write or sync failed earlier; the writer refuses appends until the
     /// log is reopened (see the module docs for why it does not retry).
-    #[error("durable log writer stopped after a failed write or fsync ({kind}); restart to recover")]
+    #[error(
+        "durable log writer stopped after a failed write or fsync ({kind}); restart to recover"
+    )]
     WriteFailed {
         /// Kind of the I/O error that stopped the writer.
         kind: std::io::ErrorKind,
@@ -360,7 +371,9 @@ pub enum LogError {
         oldest: Lsn,
     },
     /// A cursor name is unusable as a file name.
-    #[error("cursor name '{0}' is invalid: use 1-64 characters from A-Z a-z 0-9 _ - . not starting with '.'")]
+    #[error(
+        "cursor name '{0}' is invalid: use 1-64 characters from A-Z a-z 0-9 _ - . not starting with '.'"
+    )]
     InvalidCursorName(String),
     /// A persisted cursor points past the end of the log.
     #[error(
@@ -402,7 +415,11 @@ pub enum LogError {
 
 impl LogError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { op, path: path.into(), source }
+        Self::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -423,7 +440,12 @@ mod tests {
         c.queue_capacity = 0;
         c.max_batch_records = 0;
         let msg = c.validate().unwrap_err().to_string();
-        for part in ["segment_bytes 10", "max_record_bytes 0", "queue_capacity", "max_batch_records"] {
+        for part in [
+            "segment_bytes 10",
+            "max_record_bytes 0",
+            "queue_capacity",
+            "max_batch_records",
+        ] {
             assert!(msg.contains(part), "{part} missing from: {msg}");
         }
     }

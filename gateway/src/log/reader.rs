@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::format::{self, Check, ENTRY_HEADER_LEN, HARD_MAX_RECORD_BYTES, SEGMENT_HEADER_LEN, SegmentHeader};
+use super::format::{
+    self, Check, ENTRY_HEADER_LEN, HARD_MAX_RECORD_BYTES, SEGMENT_HEADER_LEN, SegmentHeader,
+};
 use super::handle::Shared;
 use super::segment;
 use super::{LogError, Lsn};
@@ -48,6 +50,8 @@ pub struct LogReader {
     from: Lsn,
     /// Current segment file and its path.
     file: Option<(File, PathBuf)>,
+    /// First LSN of the current segment.
+    cur_first: Lsn,
     /// LSN of the next entry in the current file.
     next: Lsn,
     /// File offset of `buf[0]`.
@@ -61,7 +65,10 @@ const READ_CHUNK: usize = 256 << 10;
 
 impl std::fmt::Debug for LogReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogReader").field("dir", &self.dir).field("position", &self.position()).finish()
+        f.debug_struct("LogReader")
+            .field("dir", &self.dir)
+            .field("position", &self.position())
+            .finish()
     }
 }
 
@@ -86,6 +93,7 @@ impl LogReader {
             bound,
             from,
             file: None,
+            cur_first: from,
             next: from,
             buf_off: 0,
             buf: vec![0; READ_CHUNK],
@@ -96,7 +104,10 @@ impl LogReader {
             Some(&first) => r.open_segment(first)?,
             None => {
                 if let Some(&oldest) = segs.first() {
-                    return Err(LogError::Trimmed { requested: from, oldest });
+                    return Err(LogError::Trimmed {
+                        requested: from,
+                        oldest,
+                    });
                 }
                 // Empty folder: wait for the segment that will hold `from`.
             }
@@ -123,13 +134,22 @@ impl LogReader {
         let path = segment::segment_path(&self.dir, first);
         let mut f = File::open(&path).map_err(|e| LogError::io("open segment", &path, e))?;
         let mut h = [0u8; SEGMENT_HEADER_LEN];
-        f.read_exact(&mut h).map_err(|e| LogError::io("read segment header", &path, e))?;
-        let header = SegmentHeader::decode(&h)
-            .map_err(|r| LogError::Corrupt { path: path.clone(), offset: 0, reason: r.to_owned() })?;
+        f.read_exact(&mut h)
+            .map_err(|e| LogError::io("read segment header", &path, e))?;
+        let header = SegmentHeader::decode(&h).map_err(|r| LogError::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            reason: r.to_owned(),
+        })?;
         if header.first_lsn != first {
-            return Err(LogError::Corrupt { path, offset: 16, reason: "header LSN does not match the file name".into() });
+            return Err(LogError::Corrupt {
+                path,
+                offset: 16,
+                reason: "header LSN does not match the file name".into(),
+            });
         }
         self.file = Some((f, path));
+        self.cur_first = first;
         self.next = first;
         self.buf_off = SEGMENT_HEADER_LEN as u64;
         self.start = 0;
@@ -152,7 +172,9 @@ impl LogReader {
         if need > self.buf.len() {
             self.buf.resize(need.next_power_of_two(), 0);
         }
-        let Some((f, path)) = self.file.as_mut() else { return Ok(0) };
+        let Some((f, path)) = self.file.as_mut() else {
+            return Ok(0);
+        };
         while self.end < need {
             match f.read(&mut self.buf[self.end..]) {
                 Ok(0) => break,
@@ -169,17 +191,47 @@ impl LogReader {
         segment::segment_path(&self.dir, self.next).exists()
     }
 
+    /// Whether the current segment's name now points at another file.
+    fn replaced(&self) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let Some((f, path)) = &self.file else {
+                return false;
+            };
+            match (f.metadata(), std::fs::metadata(path)) {
+                (Ok(a), Ok(b)) => a.ino() != b.ino() || a.dev() != b.dev(),
+                _ => false,
+            }
+        }
+        #[cfg(not(unix))]
+        false
+    }
+
     /// Whether any segment after the current one exists (then damage in the
     /// current one is corruption, not an entry still being written).
     fn later_segment_exists(&self) -> Result<bool, LogError> {
         let cur = self.file.as_ref().map(|(_, p)| p.as_path());
-        let first = cur.and_then(Path::file_name).and_then(|n| n.to_str()).and_then(segment::parse_segment_name);
-        Ok(segment::list_segments(&self.dir)?.into_iter().any(|s| first.is_none_or(|f| s > f)))
+        let first = cur
+            .and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+            .and_then(segment::parse_segment_name);
+        Ok(segment::list_segments(&self.dir)?
+            .into_iter()
+            .any(|s| first.is_none_or(|f| s > f)))
     }
 
     fn corrupt(&self, reason: &str) -> LogError {
-        let path = self.file.as_ref().map(|(_, p)| p.clone()).unwrap_or_else(|| self.dir.clone());
-        LogError::Corrupt { path, offset: self.buf_off + self.start as u64, reason: reason.to_owned() }
+        let path = self
+            .file
+            .as_ref()
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| self.dir.clone());
+        LogError::Corrupt {
+            path,
+            offset: self.buf_off + self.start as u64,
+            reason: reason.to_owned(),
+        }
     }
 
     /// The next entry, or `None` when the reader has caught up.
@@ -195,8 +247,14 @@ impl LogReader {
                         return match self.bound {
                             Bound::Files { .. } => Ok(None),
                             Bound::Committed(_) => {
-                                let oldest = segment::list_segments(&self.dir)?.first().copied().unwrap_or(self.next);
-                                Err(LogError::Trimmed { requested: self.next, oldest })
+                                let oldest = segment::list_segments(&self.dir)?
+                                    .first()
+                                    .copied()
+                                    .unwrap_or(self.next);
+                                Err(LogError::Trimmed {
+                                    requested: self.next,
+                                    oldest,
+                                })
                             }
                         };
                     }
@@ -212,7 +270,8 @@ impl LogReader {
                 } else if self.fill(total)? < total {
                     "entry is cut short by the end of the file"
                 } else {
-                    match format::check_entry(&self.buf[self.start..self.start + total], self.next) {
+                    match format::check_entry(&self.buf[self.start..self.start + total], self.next)
+                    {
                         Check::Ok(h) => {
                             let at = self.start;
                             self.start += total;
@@ -226,8 +285,21 @@ impl LogReader {
                         Check::Bad(r) => r,
                     }
                 }
-            } else if avail == 0 && (matches!(self.bound, Bound::Committed(_)) || self.next_segment_exists()) {
-                // End of this segment and the next entry is in the next one.
+            } else if avail == 0 {
+                // End of this segment. Past its first entry, the next entry
+                // is in the segment named after it, once that exists.
+                let moved_on = self.next != self.cur_first;
+                match self.bound {
+                    Bound::Committed(_) if moved_on => {}
+                    Bound::Committed(_) => {
+                        return Err(self.corrupt("committed entries are missing from the segment"));
+                    }
+                    Bound::Files { .. } if moved_on && self.next_segment_exists() => {}
+                    // A restarted writer replaces an empty last segment
+                    // with a new file of the same name: follow it.
+                    Bound::Files { .. } if !moved_on && self.replaced() => {}
+                    Bound::Files { .. } => return Ok(None),
+                }
                 self.file = None;
                 continue;
             } else {
@@ -241,7 +313,11 @@ impl LogReader {
             }
             return Ok(None);
         };
-        Ok(Some(Entry { lsn, time_ms, payload: &self.buf[at + ENTRY_HEADER_LEN..at + ENTRY_HEADER_LEN + len] }))
+        Ok(Some(Entry {
+            lsn,
+            time_ms,
+            payload: &self.buf[at + ENTRY_HEADER_LEN..at + ENTRY_HEADER_LEN + len],
+        }))
     }
 
     /// Waits until an entry past the ones read may be available: a new
@@ -250,7 +326,11 @@ impl LogReader {
     pub async fn wait(&mut self) -> Result<(), LogError> {
         let next = self.position();
         match &mut self.bound {
-            Bound::Committed(rx) => rx.wait_for(|c| *c > next).await.map(|_| ()).map_err(|_| LogError::Closed),
+            Bound::Committed(rx) => rx
+                .wait_for(|c| *c > next)
+                .await
+                .map(|_| ())
+                .map_err(|_| LogError::Closed),
             Bound::Files { poll } => {
                 tokio::time::sleep(*poll).await;
                 Ok(())

@@ -93,16 +93,28 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, LogError> {
         fs::File::open(&path)
             .and_then(|mut f| f.read_to_end(&mut buf))
             .map_err(|e| LogError::io("read segment", &path, e))?;
-        let corrupt = |offset: usize, reason: String| LogError::Corrupt { path: path.clone(), offset: offset as u64, reason };
+        let corrupt = |offset: usize, reason: String| LogError::Corrupt {
+            path: path.clone(),
+            offset: offset as u64,
+            reason,
+        };
         let header = SegmentHeader::decode(&buf).map_err(|r| corrupt(0, r.to_owned()))?;
         if header.first_lsn != first {
-            return Err(corrupt(16, format!("header says first LSN {} but the file name says {first}", header.first_lsn)));
+            return Err(corrupt(
+                16,
+                format!(
+                    "header says first LSN {} but the file name says {first}",
+                    header.first_lsn
+                ),
+            ));
         }
         if let Some(e) = expected {
             if e != first {
                 return Err(corrupt(
                     0,
-                    format!("segment starts at LSN {first} but the previous segment ends at LSN {e}: a segment is missing"),
+                    format!(
+                        "segment starts at LSN {first} but the previous segment ends at LSN {e}: a segment is missing"
+                    ),
                 ));
             }
         }
@@ -127,7 +139,10 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, LogError> {
                 Check::Bad(r) => r,
             };
             if !is_last {
-                return Err(corrupt(off, format!("{reason} in a closed segment (synced, acknowledged data)")));
+                return Err(corrupt(
+                    off,
+                    format!("{reason} in a closed segment (synced, acknowledged data)"),
+                ));
             }
             let tail = scan_tail(&buf, off, info.end_lsn, header.max_unsynced as usize);
             if let Some(at) = tail.synced_entry_at {
@@ -176,7 +191,11 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, LogError> {
         truncation,
         removed_files,
     };
-    Ok(Recovered { segments, next_lsn, report })
+    Ok(Recovered {
+        segments,
+        next_lsn,
+        report,
+    })
 }
 
 struct TailScan {
@@ -190,7 +209,10 @@ struct TailScan {
 /// the torn batch may survive past a torn page; anything intact starting
 /// `max_unsynced` or more bytes past `cut` cannot belong to that batch.
 fn scan_tail(buf: &[u8], cut: usize, expect: Lsn, max_unsynced: usize) -> TailScan {
-    let mut out = TailScan { intact: 0, synced_entry_at: None };
+    let mut out = TailScan {
+        intact: 0,
+        synced_entry_at: None,
+    };
     let window_end = cut.saturating_add(max_unsynced);
     let max_entries = ((buf.len() - cut) / ENTRY_HEADER_LEN) as u64 + 1;
     let mut o = cut + 1;

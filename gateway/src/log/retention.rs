@@ -25,7 +25,9 @@ pub struct RetentionReport {
 
 pub(crate) fn retain(shared: &Shared, now_ms: u64) -> Result<RetentionReport, LogError> {
     let cfg = &shared.cfg;
-    let age_ms = cfg.retain_age.map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX));
+    let age_ms = cfg
+        .retain_age
+        .map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX));
     let mut report = RetentionReport::default();
     let victims: Vec<SegmentInfo> = {
         // Lock order: cursor table, then segments (as cursor registration).
@@ -75,8 +77,14 @@ pub(crate) fn retain(shared: &Shared, now_ms: u64) -> Result<RetentionReport, Lo
         }
     }
     if report.deleted_segments > 0 {
-        shared.metrics.segments_deleted.increment(report.deleted_segments as u64);
-        shared.metrics.used_bytes.set(shared.used_bytes.load(Ordering::Relaxed) as f64);
+        shared
+            .metrics
+            .segments_deleted
+            .increment(report.deleted_segments as u64);
+        shared
+            .metrics
+            .used_bytes
+            .set(shared.used_bytes.load(Ordering::Relaxed) as f64);
         segment::sync_dir(&cfg.dir)?;
     }
     match first_err {

@@ -67,25 +67,42 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<Lsn>, LogError> {
 /// Syncs a folder so that file creations, renames and deletions in it are
 /// durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::io("fsync folder", dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io("fsync folder", dir, e))
 }
 
 /// Creates the segment starting at `first` atomically (temporary name,
 /// sync, rename, folder sync) and returns it open for appending, positioned
 /// after the header.
-pub(crate) fn create_segment(dir: &Path, first: Lsn, max_unsynced: u32) -> Result<(File, PathBuf), LogError> {
+pub(crate) fn create_segment(
+    dir: &Path,
+    first: Lsn,
+    max_unsynced: u32,
+) -> Result<(File, PathBuf), LogError> {
     let path = segment_path(dir, first);
     let tmp = dir.join(format!(".{}.tmp", segment_name(first)));
-    let header = SegmentHeader { first_lsn: first, max_unsynced }.encode();
+    let header = SegmentHeader {
+        first_lsn: first,
+        max_unsynced,
+    }
+    .encode();
     let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         f.write_all(&header)?;
         f.sync_all()
     };
     write().map_err(|e| LogError::io("create segment", &tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| LogError::io("rename segment into place", &path, e))?;
     sync_dir(dir)?;
-    let file = OpenOptions::new().append(true).open(&path).map_err(|e| LogError::io("open segment", &path, e))?;
+    let file = OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| LogError::io("open segment", &path, e))?;
     Ok((file, path))
 }
 
@@ -96,9 +113,20 @@ mod tests {
     #[test]
     fn names_round_trip() {
         assert_eq!(segment_name(Lsn(12)), "00000000000000000012.seg");
-        assert_eq!(parse_segment_name("00000000000000000012.seg"), Some(Lsn(12)));
-        assert_eq!(parse_segment_name(&segment_name(Lsn(u64::MAX))), Some(Lsn(u64::MAX)));
-        for bad in ["12.seg", "0000000000000000001x.seg", "00000000000000000012.tmp", ".00000000000000000012.seg.tmp"] {
+        assert_eq!(
+            parse_segment_name("00000000000000000012.seg"),
+            Some(Lsn(12))
+        );
+        assert_eq!(
+            parse_segment_name(&segment_name(Lsn(u64::MAX))),
+            Some(Lsn(u64::MAX))
+        );
+        for bad in [
+            "12.seg",
+            "0000000000000000001x.seg",
+            "00000000000000000012.tmp",
+            ".00000000000000000012.seg.tmp",
+        ] {
             assert_eq!(parse_segment_name(bad), None, "{bad}");
         }
     }

@@ -25,7 +25,10 @@ use super::{LogError, Lsn};
 /// Reads the monotonic clock. The log writer is an I/O edge like the QUIC
 /// endpoint: it bounds the batch delay and times `fdatasync` for metrics.
 /// This is the only place in the log that reads the clock.
-#[allow(clippy::disallowed_methods, reason = "the log writer is an I/O edge; it times fsync and the batch delay")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the log writer is an I/O edge; it times fsync and the batch delay"
+)]
 pub(crate) fn monotonic_now() -> Instant {
     Instant::now()
 }
@@ -92,7 +95,10 @@ impl Writer {
                         Ok(m) => m,
                         Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                     },
-                    Some(d) => match self.rx.recv_timeout(d.saturating_duration_since(monotonic_now())) {
+                    Some(d) => match self
+                        .rx
+                        .recv_timeout(d.saturating_duration_since(monotonic_now()))
+                    {
                         Ok(m) => m,
                         Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                     },
@@ -116,7 +122,9 @@ impl Writer {
     }
 
     fn take(&mut self, r: Request) {
-        self.shared.queued_bytes.fetch_sub(r.buf.len(), Ordering::Relaxed);
+        self.shared
+            .queued_bytes
+            .fetch_sub(r.buf.len(), Ordering::Relaxed);
         self.batch_bytes += r.buf.len();
         self.batch_records += r.count as usize;
         self.batch.push(r);
@@ -167,14 +175,16 @@ impl Writer {
         self.buf.clear();
         for i in 0..self.batch.len() {
             let len = self.batch[i].buf.len() as u64;
-            if used0 + added + len > max_bytes {
+            let seg_len = self.active.bytes + self.buf.len() as u64;
+            let roll = seg_len > SEGMENT_HEADER_LEN as u64 && seg_len + len > segment_bytes;
+            let header = if roll { SEGMENT_HEADER_LEN as u64 } else { 0 };
+            if used0 + added + header + len > max_bytes {
                 self.batch[i].outcome = Outcome::Full;
                 continue;
             }
-            let seg_len = self.active.bytes + self.buf.len() as u64;
-            if seg_len > SEGMENT_HEADER_LEN as u64 && seg_len + len > segment_bytes {
+            if roll {
                 self.roll(lsn)?;
-                added += SEGMENT_HEADER_LEN as u64;
+                added += header;
             }
             let start = self.buf.len();
             self.buf.extend_from_slice(&self.batch[i].buf);
@@ -208,15 +218,22 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.file.write_all(&self.buf).map_err(|e| LogError::io("write segment", &self.path, e))?;
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| LogError::io("write segment", &self.path, e))?;
         let t0 = monotonic_now();
-        self.file.sync_data().map_err(|e| LogError::io("fdatasync segment", &self.path, e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| LogError::io("fdatasync segment", &self.path, e))?;
         let m = &self.shared.metrics;
         m.fsync_seconds.record(t0.elapsed().as_secs_f64());
         m.fsyncs.increment(1);
         m.bytes_written.increment(self.buf.len() as u64);
         self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.shared.stats.bytes_written.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        self.shared
+            .stats
+            .bytes_written
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
         self.active.bytes += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
@@ -228,7 +245,8 @@ impl Writer {
         self.flush_and_sync()?;
         self.active.end_lsn = next;
         let dir = &self.shared.cfg.dir;
-        let (file, path) = segment::create_segment(dir, next, self.shared.cfg.max_batch_bytes as u32)?;
+        let (file, path) =
+            segment::create_segment(dir, next, self.shared.cfg.max_batch_bytes as u32)?;
         let sealed = std::mem::replace(
             &mut self.active,
             SegmentInfo {
@@ -245,7 +263,10 @@ impl Writer {
         let n = {
             let mut segs = self.shared.lock_segments();
             if let Some(last) = segs.last_mut() {
-                *last = SegmentInfo { active: false, ..sealed };
+                *last = SegmentInfo {
+                    active: false,
+                    ..sealed
+                };
             }
             segs.push(self.active.clone());
             segs.len()
