@@ -36,6 +36,11 @@ enum Command {
     /// Device tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Fence files.
+    #[command(subcommand)]
+    Fences(FencesCommand),
+    /// Batch-evaluate points (CSV `id,lat,lon`) against fences, on all cores.
+    Locate(cmd::locate::LocateArgs),
     /// The durable log.
     #[command(subcommand)]
     Log(LogCommand),
@@ -45,6 +50,12 @@ enum Command {
 enum TokenCommand {
     /// Issue a token for one device of one tenant.
     Issue(cmd::token::IssueArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum FencesCommand {
+    /// Validate a GeoJSON fence file: a summary and every error.
+    Check(cmd::fences::FencesCheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +117,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Token(TokenCommand::Issue(args)) => {
             cmd::token::issue(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fences(FencesCommand::Check(args)) => cmd::fences::fences_check(&args),
+        Command::Locate(args) => {
+            cmd::locate::locate(&args)?; // prints its own summary to stderr
             Ok(ExitCode::SUCCESS)
         }
         Command::Log(LogCommand::Tail(args)) => {
