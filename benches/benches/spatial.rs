@@ -78,6 +78,14 @@ fn locate(c: &mut Criterion) {
             };
             let ts = tenants(&index, probes);
             let mut out = Vec::with_capacity(64);
+            if matches!(opts.strategy, Strategy::Grid) {
+                let all = vec![None; probes.len()];
+                println!(
+                    "{n} fences: {:.2} matching fences per probe for its tenant, {:.2} over all tenants",
+                    run(&index, probes, &ts, &mut out) as f64 / probes.len() as f64,
+                    run(&index, probes, &all, &mut out) as f64 / probes.len() as f64
+                );
+            }
             group.throughput(Throughput::Elements(probes.len() as u64));
             group.bench_function(name, |b| {
                 b.iter(|| black_box(run(&index, probes, &ts, &mut out)))
@@ -92,6 +100,39 @@ fn locate(c: &mut Criterion) {
         }
         group.finish();
     }
+}
+
+/// The grid resolution behind the default: lookups/s and build time against cells per degree.
+fn grid_resolution(c: &mut Criterion) {
+    let set = synthetic_fences(100_000, SEED);
+    let probes = synthetic_points(10_000, SEED + 1, &set);
+    let mut group = c.benchmark_group("spatial/grid_cells_per_degree/100000");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(probes.len() as u64));
+    for cpd in [64u32, 128, 256, 512] {
+        let index = FenceIndex::build(
+            set.clone(),
+            &IndexOptions {
+                grid_cells_per_degree: cpd,
+                ..IndexOptions::default()
+            },
+        );
+        let ts = tenants(&index, &probes);
+        let mut out = Vec::with_capacity(64);
+        let st = index.stats();
+        println!(
+            "cells per degree {cpd}: {} cells, {} full + {} partial items, {} oversize, ~{} MiB",
+            st.cells,
+            st.full_items,
+            st.partial_items,
+            st.oversize,
+            st.memory_bytes >> 20
+        );
+        group.bench_function(BenchmarkId::new("locate", cpd), |b| {
+            b.iter(|| black_box(run(&index, &probes, &ts, &mut out)))
+        });
+    }
+    group.finish();
 }
 
 fn build(c: &mut Criterion) {
@@ -210,7 +251,7 @@ fn memory_report() {
 criterion_group! {
     name = benches;
     config = Criterion::default();
-    targets = locate, build, queries
+    targets = locate, grid_resolution, build, queries
 }
 
 fn main() {

@@ -91,10 +91,10 @@ fn size_m(rng: &mut StdRng) -> f64 {
     (50f64.ln() + rng.random::<f64>() * (5000f64.ln() - 50f64.ln())).exp()
 }
 
-/// A fence centre: a city centre plus a roughly normal offset of ~8 km (metro area).
+/// A fence centre: a city centre plus a roughly normal offset with a ~20 km standard deviation (a metro area).
 fn centre(rng: &mut StdRng) -> (f64, f64) {
     let (_, lat, lon) = CITIES[rng.random_range(0..CITIES.len())];
-    let g = |rng: &mut StdRng| (0..4).map(|_| rng.random::<f64>() - 0.5).sum::<f64>() * 16_000.0;
+    let g = |rng: &mut StdRng| (0..4).map(|_| rng.random::<f64>() - 0.5).sum::<f64>() * 35_000.0;
     let (north, east) = (g(rng), g(rng));
     (
         lat + north / M_PER_DEG,

@@ -109,9 +109,16 @@ struct Span {
     partial: u32,
 }
 
+/// Set in `Item::tenant` of cover items whose fence contains the whole cell.
+const FULL: u32 = 1 << 31;
+
+/// Cell lists, sorted by (cell, tenant, full first). A tenant query finds its own short span
+/// with one probe of `by_tenant`, never scanning other tenants' fences; an all-tenant query
+/// walks the cell's whole span in `all` and reads the `FULL` bit per item.
 #[derive(Default)]
 struct CellCover {
-    map: FastMap<u64, Span>,
+    by_tenant: FastMap<(u64, u32), Span>,
+    all: FastMap<u64, (u32, u32)>,
     items: Vec<Item>,
 }
 
@@ -164,7 +171,7 @@ impl std::fmt::Debug for FenceIndex {
             .field("fences", &self.fences.len())
             .field("tenants", &self.tenants.len())
             .field("strategy", &self.strategy)
-            .field("cells", &self.cover.map.len())
+            .field("cells", &self.cover.all.len())
             .field("oversize", &self.oversize.size())
             .field("version", &self.version)
             .finish()
@@ -319,41 +326,55 @@ impl FenceIndex {
                 ));
             }
         }
-        // Sort by cell, full fences first, so each cell's list is one contiguous span.
-        all.par_sort_unstable_by_key(|&(k, full, f)| (k, !full, f));
+        // Sort by cell, then tenant, full fences first, so every (cell, tenant) list and every
+        // cell's list is one contiguous span.
+        let tenant_of = |f: u32| self.fences[f as usize].tenant.0;
+        all.par_sort_unstable_by_key(|&(k, full, f)| (k, tenant_of(f), !full, f));
         all.dedup_by_key(|&mut (k, _, f)| (k, f));
-        let mut map = FastMap::with_capacity_and_hasher(all.len() / 2 + 1, Default::default());
+        let mut by_tenant =
+            FastMap::with_capacity_and_hasher(all.len() / 2 + 1, Default::default());
+        let mut by_cell = FastMap::with_capacity_and_hasher(all.len() / 3 + 1, Default::default());
         let mut items = Vec::with_capacity(all.len());
         let mut i = 0;
         while i < all.len() {
             let key = all[i].0;
-            let start = items.len() as u32;
-            let mut full = 0;
-            let mut partial = 0;
+            let cell_start = items.len() as u32;
             while i < all.len() && all[i].0 == key {
-                let (_, is_full, f) = all[i];
-                items.push(Item {
-                    fence: f,
-                    tenant: self.fences[f as usize].tenant.0,
-                });
-                if is_full {
-                    full += 1;
-                } else {
-                    partial += 1;
+                let tenant = tenant_of(all[i].2);
+                let start = items.len() as u32;
+                let mut full = 0;
+                let mut partial = 0;
+                while i < all.len() && all[i].0 == key && tenant_of(all[i].2) == tenant {
+                    let (_, is_full, f) = all[i];
+                    items.push(Item {
+                        fence: f,
+                        tenant: if is_full { tenant | FULL } else { tenant },
+                    });
+                    if is_full {
+                        full += 1;
+                    } else {
+                        partial += 1;
+                    }
+                    i += 1;
                 }
-                i += 1;
+                by_tenant.insert(
+                    (key, tenant),
+                    Span {
+                        start,
+                        full,
+                        partial,
+                    },
+                );
             }
-            map.insert(
-                key,
-                Span {
-                    start,
-                    full,
-                    partial,
-                },
-            );
+            by_cell.insert(key, (cell_start, items.len() as u32 - cell_start));
         }
-        map.shrink_to_fit();
-        self.cover = CellCover { map, items };
+        by_tenant.shrink_to_fit();
+        by_cell.shrink_to_fit();
+        self.cover = CellCover {
+            by_tenant,
+            all: by_cell,
+            items,
+        };
         self.oversize = RTree::bulk_load(oversize);
     }
 
@@ -525,12 +546,12 @@ impl FenceIndex {
 
     /// Size figures and approximate memory.
     pub fn stats(&self) -> IndexStats {
-        let (full, partial) = self.cover.map.values().fold((0, 0), |(f, p), s| {
+        let (full, partial) = self.cover.by_tenant.values().fold((0, 0), |(f, p), s| {
             (f + s.full as usize, p + s.partial as usize)
         });
         IndexStats {
             fences: self.fences.len(),
-            cells: self.cover.map.len(),
+            cells: self.cover.all.len(),
             full_items: full,
             partial_items: partial,
             oversize: self.oversize.size(),
@@ -543,7 +564,8 @@ impl FenceIndex {
         use std::mem::size_of;
         let fences = self.fences.capacity() * size_of::<Fence>()
             + self.fences.iter().map(Fence::heap_bytes).sum::<usize>();
-        let map = self.cover.map.capacity() * (size_of::<(u64, Span)>() + 1);
+        let map = self.cover.by_tenant.capacity() * (size_of::<((u64, u32), Span)>() + 1)
+            + self.cover.all.capacity() * (size_of::<(u64, (u32, u32))>() + 1);
         let items = self.cover.items.capacity() * size_of::<Item>();
         // An R-tree holds its leaves plus roughly a sixth more in inner nodes.
         let tree = |t: &RTree<Entry>| t.size() * (size_of::<Entry>() * 7 / 6 + 8);
@@ -590,18 +612,33 @@ impl FenceIndex {
                     }
                     _ => self.grid_key(p),
                 };
-                if let Some(span) = self.cover.map.get(&key) {
-                    let start = span.start as usize;
-                    let mid = start + span.full as usize;
-                    let end = mid + span.partial as usize;
-                    for it in &self.cover.items[start..mid] {
-                        if wanted(it) && !visit(it.fence) {
-                            return;
+                match tenant {
+                    Some(t) => {
+                        if let Some(span) = self.cover.by_tenant.get(&(key, t.0)) {
+                            let start = span.start as usize;
+                            let mid = start + span.full as usize;
+                            let end = mid + span.partial as usize;
+                            for it in &self.cover.items[start..mid] {
+                                if !visit(it.fence) {
+                                    return;
+                                }
+                            }
+                            for it in &self.cover.items[mid..end] {
+                                if self.exact(it.fence, &mut q) && !visit(it.fence) {
+                                    return;
+                                }
+                            }
                         }
                     }
-                    for it in &self.cover.items[mid..end] {
-                        if wanted(it) && self.exact(it.fence, &mut q) && !visit(it.fence) {
-                            return;
+                    None => {
+                        if let Some(&(start, len)) = self.cover.all.get(&key) {
+                            let (start, end) = (start as usize, (start + len) as usize);
+                            for it in &self.cover.items[start..end] {
+                                let hit = it.tenant & FULL != 0 || self.exact(it.fence, &mut q);
+                                if hit && !visit(it.fence) {
+                                    return;
+                                }
+                            }
                         }
                     }
                 }
