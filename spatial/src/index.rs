@@ -8,7 +8,7 @@ use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::{AABB, RTree};
 
 use crate::fence::{Fence, FenceKey, Shape, TenantKey};
-use crate::geom::{Cover, Rect, cap_rects};
+use crate::geom::{Cover, LonLat, Rect, RingPos, cap_rects, ring_position};
 use crate::hash::FastMap;
 use crate::load::FenceSet;
 use crate::point::{EARTH_RADIUS_M, Point, chord2, haversine_m, m_of_chord2, unit};
@@ -100,33 +100,62 @@ struct Item {
     tenant: u32,
 }
 
-/// Where a cell's fences sit in `CellCover::items`: `full` fences contain the whole cell, then
-/// `partial` fences need an exact test.
-#[derive(Clone, Copy, Debug)]
-struct Span {
-    start: u32,
-    full: u32,
-    partial: u32,
-}
-
-/// Set in `Item::tenant` of cover items whose fence contains the whole cell.
-const FULL: u32 = 1 << 31;
-
-/// Cell lists, sorted by (cell, tenant, full first). A tenant query finds its own short span
-/// with one probe of `by_tenant`, never scanning other tenants' fences; an all-tenant query
-/// walks the cell's whole span in `all` and reads the `FULL` bit per item.
+/// Cell lists, sorted by (cell, tenant). A tenant query finds its own span with one probe of
+/// `by_tenant`, never scanning other tenants' fences; an all-tenant query uses `all`, whose
+/// span covers every tenant's lists of the cell (they are adjacent).
 #[derive(Default)]
 struct CellCover {
     by_tenant: FastMap<(u64, u32), Span>,
-    all: FastMap<u64, (u32, u32)>,
-    items: Vec<Item>,
+    all: FastMap<u64, Span>,
+    /// Fences that contain their whole cell: answered with no geometry.
+    full: Vec<u32>,
+    /// Fences whose boundary may cross their cell, with the data of the exact test inline so
+    /// a candidate costs no pointer chase (polygons: one more for their vertices).
+    partial: Vec<Cand>,
 }
 
-/// Per-fence data the exact test needs, packed so a candidate costs one cache line.
-#[derive(Clone, Copy)]
-enum Hot {
-    Circle { unit: [f64; 3], chord2_max: f64 },
-    Polygon,
+/// Where a cell's lists sit in `CellCover::full` and `CellCover::partial`.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    full_start: u32,
+    full_len: u32,
+    partial_start: u32,
+    partial_len: u32,
+}
+
+/// A fence's exact test, self-contained.
+#[derive(Clone, Copy, Debug)]
+enum Cand {
+    Circle {
+        fence: u32,
+        unit: [f64; 3],
+        chord2_max: f64,
+    },
+    Polygon {
+        fence: u32,
+        /// Rings in `FenceIndex::rings`.
+        rings: (u32, u32),
+        /// The only ring's vertices in `FenceIndex::verts`, when the fence is one ring.
+        single: Option<(u32, u32)>,
+        bbox: [f64; 4],
+    },
+}
+
+impl Cand {
+    #[inline]
+    fn fence(&self) -> u32 {
+        match *self {
+            Cand::Circle { fence, .. } | Cand::Polygon { fence, .. } => fence,
+        }
+    }
+}
+
+/// A ring in `FenceIndex::verts`; `shell` starts a new polygon part.
+#[derive(Clone, Copy, Debug)]
+struct FlatRing {
+    start: u32,
+    len: u32,
+    shell: bool,
 }
 
 /// Per-query scratch: the query's unit vector is computed only if a circle needs it.
@@ -151,7 +180,10 @@ pub struct FenceIndex {
     fences: Vec<Fence>,
     tenants: Vec<Box<str>>,
     tenant_map: FastMap<Box<str>, TenantKey>,
-    hot: Vec<Hot>,
+    /// The exact test of each fence, by fence index.
+    cands: Vec<Cand>,
+    rings: Vec<FlatRing>,
+    verts: Vec<LonLat>,
     by_tenant: Vec<Vec<u32>>,
     rtree_all: RTree<Entry>,
     rtree_tenant: Vec<RTree<Entry>>,
@@ -222,14 +254,39 @@ impl FenceIndex {
             fence: i as u32,
             tenant: f.tenant.0,
         };
-        let hot = fences
+        let mut rings: Vec<FlatRing> = Vec::new();
+        let mut verts: Vec<LonLat> = Vec::new();
+        let cands = fences
             .iter()
-            .map(|f| match &f.shape {
-                Shape::Circle(c) => Hot::Circle {
+            .enumerate()
+            .map(|(i, f)| match &f.shape {
+                Shape::Circle(c) => Cand::Circle {
+                    fence: i as u32,
                     unit: *c.unit(),
                     chord2_max: c.chord2_max(),
                 },
-                Shape::Polygons(_) => Hot::Polygon,
+                Shape::Polygons(parts) => {
+                    let first = rings.len() as u32;
+                    for part in parts {
+                        for (k, ring) in part.rings.iter().enumerate() {
+                            rings.push(FlatRing {
+                                start: verts.len() as u32,
+                                len: ring.len() as u32,
+                                shell: k == 0,
+                            });
+                            verts.extend_from_slice(ring);
+                        }
+                    }
+                    let n = rings.len() as u32 - first;
+                    let r = f.rects.0;
+                    Cand::Polygon {
+                        fence: i as u32,
+                        rings: (first, n),
+                        single: (n == 1)
+                            .then(|| (rings[first as usize].start, rings[first as usize].len)),
+                        bbox: [r.min_lon, r.min_lat, r.max_lon, r.max_lat],
+                    }
+                }
             })
             .collect();
         let mut by_tenant: Vec<Vec<u32>> = vec![Vec::new(); tenants.len()];
@@ -265,7 +322,9 @@ impl FenceIndex {
             fences,
             tenants,
             tenant_map,
-            hot,
+            cands,
+            rings,
+            verts,
             by_tenant,
             rtree_all,
             rtree_tenant,
@@ -334,46 +393,81 @@ impl FenceIndex {
         let mut by_tenant =
             FastMap::with_capacity_and_hasher(all.len() / 2 + 1, Default::default());
         let mut by_cell = FastMap::with_capacity_and_hasher(all.len() / 3 + 1, Default::default());
-        let mut items = Vec::with_capacity(all.len());
+        let mut full_list = Vec::new();
+        let mut partial_list = Vec::new();
         let mut i = 0;
         while i < all.len() {
             let key = all[i].0;
-            let cell_start = items.len() as u32;
-            while i < all.len() && all[i].0 == key {
-                let tenant = tenant_of(all[i].2);
-                let start = items.len() as u32;
-                let mut full = 0;
-                let mut partial = 0;
-                while i < all.len() && all[i].0 == key && tenant_of(all[i].2) == tenant {
-                    let (_, is_full, f) = all[i];
-                    items.push(Item {
-                        fence: f,
-                        tenant: if is_full { tenant | FULL } else { tenant },
-                    });
-                    if is_full {
-                        full += 1;
-                    } else {
-                        partial += 1;
-                    }
-                    i += 1;
-                }
+            let cell = Span {
+                full_start: full_list.len() as u32,
+                full_len: 0,
+                partial_start: partial_list.len() as u32,
+                partial_len: 0,
+            };
+            // An all-tenant span must be contiguous in both lists, so lay out every tenant's
+            // full fences, then every tenant's partial ones; tenant spans index into both.
+            let group_end = all[i..]
+                .iter()
+                .position(|e| e.0 != key)
+                .map_or(all.len(), |n| i + n);
+            let group = &all[i..group_end];
+            let mut t0 = 0;
+            while t0 < group.len() {
+                let tenant = tenant_of(group[t0].2);
+                let t1 = group[t0..]
+                    .iter()
+                    .position(|e| tenant_of(e.2) != tenant)
+                    .map_or(group.len(), |n| t0 + n);
+                let full_start = full_list.len() as u32;
+                full_list.extend(group[t0..t1].iter().filter(|e| e.1).map(|e| e.2));
                 by_tenant.insert(
                     (key, tenant),
                     Span {
-                        start,
-                        full,
-                        partial,
+                        full_start,
+                        full_len: full_list.len() as u32 - full_start,
+                        partial_start: 0,
+                        partial_len: 0,
                     },
                 );
+                t0 = t1;
             }
-            by_cell.insert(key, (cell_start, items.len() as u32 - cell_start));
+            let mut t0 = 0;
+            while t0 < group.len() {
+                let tenant = tenant_of(group[t0].2);
+                let t1 = group[t0..]
+                    .iter()
+                    .position(|e| tenant_of(e.2) != tenant)
+                    .map_or(group.len(), |n| t0 + n);
+                let partial_start = partial_list.len() as u32;
+                partial_list.extend(
+                    group[t0..t1]
+                        .iter()
+                        .filter(|e| !e.1)
+                        .map(|e| self.cands[e.2 as usize]),
+                );
+                if let Some(span) = by_tenant.get_mut(&(key, tenant)) {
+                    span.partial_start = partial_start;
+                    span.partial_len = partial_list.len() as u32 - partial_start;
+                }
+                t0 = t1;
+            }
+            by_cell.insert(
+                key,
+                Span {
+                    full_len: full_list.len() as u32 - cell.full_start,
+                    partial_len: partial_list.len() as u32 - cell.partial_start,
+                    ..cell
+                },
+            );
+            i = group_end;
         }
         by_tenant.shrink_to_fit();
         by_cell.shrink_to_fit();
         self.cover = CellCover {
             by_tenant,
             all: by_cell,
-            items,
+            full: full_list,
+            partial: partial_list,
         };
         self.oversize = RTree::bulk_load(oversize);
     }
@@ -546,14 +640,11 @@ impl FenceIndex {
 
     /// Size figures and approximate memory.
     pub fn stats(&self) -> IndexStats {
-        let (full, partial) = self.cover.by_tenant.values().fold((0, 0), |(f, p), s| {
-            (f + s.full as usize, p + s.partial as usize)
-        });
         IndexStats {
             fences: self.fences.len(),
             cells: self.cover.all.len(),
-            full_items: full,
-            partial_items: partial,
+            full_items: self.cover.full.len(),
+            partial_items: self.cover.partial.len(),
             oversize: self.oversize.size(),
             memory_bytes: self.memory_bytes(),
         }
@@ -565,14 +656,17 @@ impl FenceIndex {
         let fences = self.fences.capacity() * size_of::<Fence>()
             + self.fences.iter().map(Fence::heap_bytes).sum::<usize>();
         let map = self.cover.by_tenant.capacity() * (size_of::<((u64, u32), Span)>() + 1)
-            + self.cover.all.capacity() * (size_of::<(u64, (u32, u32))>() + 1);
-        let items = self.cover.items.capacity() * size_of::<Item>();
+            + self.cover.all.capacity() * (size_of::<(u64, Span)>() + 1);
+        let items =
+            self.cover.full.capacity() * 4 + self.cover.partial.capacity() * size_of::<Cand>();
         // An R-tree holds its leaves plus roughly a sixth more in inner nodes.
         let tree = |t: &RTree<Entry>| t.size() * (size_of::<Entry>() * 7 / 6 + 8);
         let trees = tree(&self.rtree_all)
             + self.rtree_tenant.iter().map(tree).sum::<usize>()
             + tree(&self.oversize);
-        let hot = self.hot.capacity() * size_of::<Hot>();
+        let hot = self.cands.capacity() * size_of::<Cand>()
+            + self.rings.capacity() * size_of::<FlatRing>()
+            + self.verts.capacity() * size_of::<LonLat>();
         let by_tenant = self
             .by_tenant
             .iter()
@@ -583,15 +677,52 @@ impl FenceIndex {
 
     #[inline]
     fn exact(&self, f: u32, q: &mut Query) -> bool {
-        match self.hot[f as usize] {
-            Hot::Circle { unit, chord2_max } => chord2(&unit, q.unit()) <= chord2_max,
-            Hot::Polygon => match &self.fences[f as usize].shape {
-                Shape::Polygons(parts) => {
-                    let ll = [q.p.lon(), q.p.lat()];
-                    parts.iter().any(|p| p.contains(ll))
+        self.test(&self.cands[f as usize], q)
+    }
+
+    /// The exact containment test, on the flat copies of the fence geometry. Same predicates
+    /// as [`Fence::contains`].
+    #[inline]
+    fn test(&self, c: &Cand, q: &mut Query) -> bool {
+        match *c {
+            Cand::Circle {
+                unit, chord2_max, ..
+            } => chord2(&unit, q.unit()) <= chord2_max,
+            Cand::Polygon {
+                rings,
+                single,
+                bbox,
+                ..
+            } => {
+                let ll = [q.p.lon(), q.p.lat()];
+                if ll[0] < bbox[0] || ll[1] < bbox[1] || ll[0] > bbox[2] || ll[1] > bbox[3] {
+                    return false;
                 }
-                Shape::Circle(_) => unreachable!("hot table mirrors shapes"),
-            },
+                if let Some((start, len)) = single {
+                    let ring = &self.verts[start as usize..(start + len) as usize];
+                    return ring_position(ring, ll) != RingPos::Outside;
+                }
+                let rings = &self.rings[rings.0 as usize..(rings.0 + rings.1) as usize];
+                let slice =
+                    |r: &FlatRing| &self.verts[r.start as usize..(r.start + r.len) as usize];
+                let mut k = 0;
+                while k < rings.len() {
+                    // One part: a shell and the holes after it.
+                    let end = rings[k + 1..]
+                        .iter()
+                        .position(|r| r.shell)
+                        .map_or(rings.len(), |n| k + 1 + n);
+                    if ring_position(slice(&rings[k]), ll) != RingPos::Outside
+                        && rings[k + 1..end]
+                            .iter()
+                            .all(|h| ring_position(slice(h), ll) != RingPos::Inside)
+                    {
+                        return true;
+                    }
+                    k = end;
+                }
+                false
+            }
         }
     }
 
@@ -612,33 +743,23 @@ impl FenceIndex {
                     }
                     _ => self.grid_key(p),
                 };
-                match tenant {
-                    Some(t) => {
-                        if let Some(span) = self.cover.by_tenant.get(&(key, t.0)) {
-                            let start = span.start as usize;
-                            let mid = start + span.full as usize;
-                            let end = mid + span.partial as usize;
-                            for it in &self.cover.items[start..mid] {
-                                if !visit(it.fence) {
-                                    return;
-                                }
-                            }
-                            for it in &self.cover.items[mid..end] {
-                                if self.exact(it.fence, &mut q) && !visit(it.fence) {
-                                    return;
-                                }
-                            }
+                let span = match tenant {
+                    Some(t) => self.cover.by_tenant.get(&(key, t.0)),
+                    None => self.cover.all.get(&key),
+                };
+                if let Some(span) = span {
+                    let full = &self.cover.full
+                        [span.full_start as usize..(span.full_start + span.full_len) as usize];
+                    for &f in full {
+                        if !visit(f) {
+                            return;
                         }
                     }
-                    None => {
-                        if let Some(&(start, len)) = self.cover.all.get(&key) {
-                            let (start, end) = (start as usize, (start + len) as usize);
-                            for it in &self.cover.items[start..end] {
-                                let hit = it.tenant & FULL != 0 || self.exact(it.fence, &mut q);
-                                if hit && !visit(it.fence) {
-                                    return;
-                                }
-                            }
+                    let partial = &self.cover.partial[span.partial_start as usize
+                        ..(span.partial_start + span.partial_len) as usize];
+                    for c in partial {
+                        if self.test(c, &mut q) && !visit(c.fence()) {
+                            return;
                         }
                     }
                 }
