@@ -123,6 +123,10 @@ struct DeviceState {
     last_forward_ms: i64,
     cell: u64,
     fences: Box<[Arc<str>]>,
+    /// Bits of the last located position and the snapshot it was located
+    /// in: a device reporting the same position reuses the answer.
+    position: (u64, u64),
+    snapshot: u64,
 }
 
 type PunchKey = (u64, u128);
@@ -556,34 +560,49 @@ impl Pipeline {
         let tenant = snap.tenant(&session.tenant);
         let mut out = PingOutcome::default();
         let dkey = (session.tenant_tag, session.device_tag);
-        for fix in batch.fixes() {
-            let point = Point::new(fix.lat, fix.lon).expect("the parser checked the range");
-            scratch.keys.clear();
-            scratch.ids.clear();
+        let version = snap.version();
+        let locate = |scratch: &mut Scratch, lat: f64, lon: f64| -> u64 {
+            let point = Point::new(lat, lon).expect("the parser checked the range");
             if let Some(t) = tenant {
                 snap.index().locate(point, Some(t), &mut scratch.keys);
                 for k in &scratch.keys {
                     scratch.ids.push(snap.id(*k).clone());
                 }
             }
-            let cell = u64::from(fencegate_spatial::cell_of(point, self.cfg.cell_resolution));
-
-            // Decide under the device's entry lock, then build records after.
+            u64::from(fencegate_spatial::cell_of(point, self.cfg.cell_resolution))
+        };
+        for fix in batch.fixes() {
+            let position = (fix.lat.to_bits(), fix.lon.to_bits());
+            scratch.keys.clear();
+            scratch.ids.clear();
+            scratch.ids_prev.clear();
+            let mut cell = 0;
             let mut heartbeat = false;
             let mut forward = false;
-            scratch.ids_prev.clear();
+            // Decide under the device's entry lock, then build records after.
             let tracked = self.devices.with(dkey, |slot| {
                 let st = slot.get_or_insert_with(DeviceState::default);
                 let fresh = st.last_fix_ms == 0 && st.last_forward_ms == 0;
                 if !fresh && fix.time_ms <= st.last_fix_ms {
                     return false; // late or duplicated fix
                 }
-                let same_fences = same_set(&st.fences, &scratch.ids);
+                // A device that has not moved reuses its last answer: no
+                // locate and no H3 cell, together most of a fix's cost.
+                let unmoved = !fresh && st.position == position && st.snapshot == version;
+                cell = if unmoved {
+                    st.cell
+                } else {
+                    locate(scratch, fix.lat, fix.lon)
+                };
+                let same_fences = unmoved || same_set(&st.fences, &scratch.ids);
                 if fresh || !same_fences || st.cell != cell {
                     forward = true;
                 } else if fix.time_ms - st.last_forward_ms >= self.cfg.heartbeat_ms {
                     forward = true;
                     heartbeat = true;
+                }
+                if unmoved && forward {
+                    scratch.ids.extend(st.fences.iter().cloned());
                 }
                 if !fresh && !same_fences {
                     scratch.ids_prev.extend(st.fences.iter().cloned());
@@ -593,11 +612,16 @@ impl Pipeline {
                 }
                 st.last_fix_ms = fix.time_ms;
                 st.cell = cell;
+                st.position = position;
+                st.snapshot = version;
                 if forward {
                     st.last_forward_ms = fix.time_ms;
                 }
                 true
             });
+            if tracked.is_err() {
+                cell = locate(scratch, fix.lat, fix.lon);
+            }
             match tracked {
                 Ok(false) => {
                     out.stale += 1;
