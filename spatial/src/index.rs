@@ -7,8 +7,11 @@ use rayon::prelude::*;
 use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::{AABB, RTree};
 
+use crate::cover::{
+    ALL_TENANTS, CIRCLE, CellCover, CellTable, Entry, FULL, FlatPolygons, FlatRing, POLYGON,
+};
 use crate::fence::{Fence, FenceKey, Shape, TenantKey};
-use crate::geom::{Cover, LonLat, Rect, RingPos, cap_rects, ring_position};
+use crate::geom::{Cover, Rect, RingPos, cap_rects, ring_position};
 use crate::hash::FastMap;
 use crate::load::FenceSet;
 use crate::point::{EARTH_RADIUS_M, Point, chord2, haversine_m, m_of_chord2, unit};
@@ -92,70 +95,12 @@ pub enum Classification {
     NoFences,
 }
 
-type Entry = GeomWithData<Rectangle<[f64; 2]>, Item>;
+type TreeEntry = GeomWithData<Rectangle<[f64; 2]>, Item>;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Item {
     fence: u32,
     tenant: u32,
-}
-
-/// Cell lists, sorted by (cell, tenant). A tenant query finds its own span with one probe of
-/// `by_tenant`, never scanning other tenants' fences; an all-tenant query uses `all`, whose
-/// span covers every tenant's lists of the cell (they are adjacent).
-#[derive(Default)]
-struct CellCover {
-    by_tenant: FastMap<(u64, u32), Span>,
-    all: FastMap<u64, Span>,
-    /// Fences that contain their whole cell: answered with no geometry.
-    full: Vec<u32>,
-    /// Fences whose boundary may cross their cell, with the data of the exact test inline so
-    /// a candidate costs no pointer chase (polygons: one more for their vertices).
-    partial: Vec<Cand>,
-}
-
-/// Where a cell's lists sit in `CellCover::full` and `CellCover::partial`.
-#[derive(Clone, Copy, Debug)]
-struct Span {
-    full_start: u32,
-    full_len: u32,
-    partial_start: u32,
-    partial_len: u32,
-}
-
-/// A fence's exact test, self-contained.
-#[derive(Clone, Copy, Debug)]
-enum Cand {
-    Circle {
-        fence: u32,
-        unit: [f64; 3],
-        chord2_max: f64,
-    },
-    Polygon {
-        fence: u32,
-        /// Rings in `FenceIndex::rings`.
-        rings: (u32, u32),
-        /// The only ring's vertices in `FenceIndex::verts`, when the fence is one ring.
-        single: Option<(u32, u32)>,
-        bbox: [f64; 4],
-    },
-}
-
-impl Cand {
-    #[inline]
-    fn fence(&self) -> u32 {
-        match *self {
-            Cand::Circle { fence, .. } | Cand::Polygon { fence, .. } => fence,
-        }
-    }
-}
-
-/// A ring in `FenceIndex::verts`; `shell` starts a new polygon part.
-#[derive(Clone, Copy, Debug)]
-struct FlatRing {
-    start: u32,
-    len: u32,
-    shell: bool,
 }
 
 /// Per-query scratch: the query's unit vector is computed only if a circle needs it.
@@ -181,15 +126,14 @@ pub struct FenceIndex {
     tenants: Vec<Box<str>>,
     tenant_map: FastMap<Box<str>, TenantKey>,
     /// The exact test of each fence, by fence index.
-    cands: Vec<Cand>,
-    rings: Vec<FlatRing>,
-    verts: Vec<LonLat>,
+    cands: Vec<Entry>,
+    polys: FlatPolygons,
     by_tenant: Vec<Vec<u32>>,
-    rtree_all: RTree<Entry>,
-    rtree_tenant: Vec<RTree<Entry>>,
+    rtree_all: RTree<TreeEntry>,
+    rtree_tenant: Vec<RTree<TreeEntry>>,
     cover: CellCover,
     /// Fences not in `cover` (too many cells); probed on every cell-based lookup.
-    oversize: RTree<Entry>,
+    oversize: RTree<TreeEntry>,
     strategy: Strategy,
     cells_per_degree: f64,
     grid_cols: u64,
@@ -203,7 +147,8 @@ impl std::fmt::Debug for FenceIndex {
             .field("fences", &self.fences.len())
             .field("tenants", &self.tenants.len())
             .field("strategy", &self.strategy)
-            .field("cells", &self.cover.all.len())
+            .field("cells", &self.cover.cells)
+            .field("runs", &self.cover.table.len())
             .field("oversize", &self.oversize.size())
             .field("version", &self.version)
             .finish()
@@ -227,14 +172,14 @@ pub struct IndexStats {
     pub memory_bytes: usize,
 }
 
-fn entry(r: &Rect, item: Item) -> Entry {
+fn entry(r: &Rect, item: Item) -> TreeEntry {
     GeomWithData::new(
         Rectangle::from_corners([r.min_lon, r.min_lat], [r.max_lon, r.max_lat]),
         item,
     )
 }
 
-fn entries(fence: &Fence, item: Item) -> impl Iterator<Item = Entry> {
+fn entries(fence: &Fence, item: Item) -> impl Iterator<Item = TreeEntry> {
     let (a, b) = fence.rects;
     std::iter::once(entry(&a, item)).chain(b.map(|b| entry(&b, item)))
 }
@@ -254,37 +199,44 @@ impl FenceIndex {
             fence: i as u32,
             tenant: f.tenant.0,
         };
-        let mut rings: Vec<FlatRing> = Vec::new();
-        let mut verts: Vec<LonLat> = Vec::new();
+        let mut polys = FlatPolygons::default();
         let cands = fences
             .iter()
             .enumerate()
             .map(|(i, f)| match &f.shape {
-                Shape::Circle(c) => Cand::Circle {
-                    fence: i as u32,
-                    unit: *c.unit(),
-                    chord2_max: c.chord2_max(),
-                },
+                Shape::Circle(c) => {
+                    let u = c.unit();
+                    Entry {
+                        kind: CIRCLE,
+                        a: [u[0], u[1], u[2], c.chord2_max()],
+                        ..Entry::full(i as u32)
+                    }
+                }
                 Shape::Polygons(parts) => {
-                    let first = rings.len() as u32;
+                    let first = polys.rings.len() as u32;
                     for part in parts {
                         for (k, ring) in part.rings.iter().enumerate() {
-                            rings.push(FlatRing {
-                                start: verts.len() as u32,
+                            polys.rings.push(FlatRing {
+                                start: polys.verts.len() as u32,
                                 len: ring.len() as u32,
                                 shell: k == 0,
                             });
-                            verts.extend_from_slice(ring);
+                            polys.verts.extend_from_slice(ring);
                         }
                     }
-                    let n = rings.len() as u32 - first;
+                    let n = polys.rings.len() as u32 - first;
                     let r = f.rects.0;
-                    Cand::Polygon {
-                        fence: i as u32,
+                    let only = polys.rings[first as usize];
+                    Entry {
+                        kind: POLYGON,
+                        a: [r.min_lon, r.min_lat, r.max_lon, r.max_lat],
                         rings: (first, n),
-                        single: (n == 1)
-                            .then(|| (rings[first as usize].start, rings[first as usize].len)),
-                        bbox: [r.min_lon, r.min_lat, r.max_lon, r.max_lat],
+                        single: if n == 1 {
+                            (only.start, only.len)
+                        } else {
+                            (0, 0)
+                        },
+                        ..Entry::full(i as u32)
                     }
                 }
             })
@@ -323,8 +275,7 @@ impl FenceIndex {
             tenants,
             tenant_map,
             cands,
-            rings,
-            verts,
+            polys,
             by_tenant,
             rtree_all,
             rtree_tenant,
@@ -390,27 +341,38 @@ impl FenceIndex {
         let tenant_of = |f: u32| self.fences[f as usize].tenant.0;
         all.par_sort_unstable_by_key(|&(k, full, f)| (k, tenant_of(f), !full, f));
         all.dedup_by_key(|&mut (k, _, f)| (k, f));
-        let mut by_tenant =
-            FastMap::with_capacity_and_hasher(all.len() / 2 + 1, Default::default());
-        let mut by_cell = FastMap::with_capacity_and_hasher(all.len() / 3 + 1, Default::default());
-        let mut full_list = Vec::new();
-        let mut partial_list = Vec::new();
+        // Count runs first so the table is sized once.
+        let mut runs = 0;
+        let mut cells = 0;
+        for (i, e) in all.iter().enumerate() {
+            let prev = i.checked_sub(1).map(|j| &all[j]);
+            if prev.is_none_or(|p| p.0 != e.0) {
+                cells += 1;
+                runs += 1;
+            }
+            if prev.is_none_or(|p| p.0 != e.0 || tenant_of(p.2) != tenant_of(e.2)) {
+                runs += 1;
+            }
+        }
+        let mut table = CellTable::with_capacity(runs);
+        let mut entries: Vec<Entry> = Vec::with_capacity(all.len() * 2);
+        let (mut full, mut partial) = (0, 0);
+        let entry = |&(_, is_full, f): &(u64, bool, u32)| {
+            if is_full {
+                Entry::full(f)
+            } else {
+                self.cands[f as usize]
+            }
+        };
         let mut i = 0;
         while i < all.len() {
             let key = all[i].0;
-            let cell = Span {
-                full_start: full_list.len() as u32,
-                full_len: 0,
-                partial_start: partial_list.len() as u32,
-                partial_len: 0,
-            };
-            // An all-tenant span must be contiguous in both lists, so lay out every tenant's
-            // full fences, then every tenant's partial ones; tenant spans index into both.
             let group_end = all[i..]
                 .iter()
                 .position(|e| e.0 != key)
                 .map_or(all.len(), |n| i + n);
             let group = &all[i..group_end];
+            // One run per tenant (full fences first: sorted so), then one for all tenants.
             let mut t0 = 0;
             while t0 < group.len() {
                 let tenant = tenant_of(group[t0].2);
@@ -418,56 +380,30 @@ impl FenceIndex {
                     .iter()
                     .position(|e| tenant_of(e.2) != tenant)
                     .map_or(group.len(), |n| t0 + n);
-                let full_start = full_list.len() as u32;
-                full_list.extend(group[t0..t1].iter().filter(|e| e.1).map(|e| e.2));
-                by_tenant.insert(
-                    (key, tenant),
-                    Span {
-                        full_start,
-                        full_len: full_list.len() as u32 - full_start,
-                        partial_start: 0,
-                        partial_len: 0,
-                    },
-                );
-                t0 = t1;
-            }
-            let mut t0 = 0;
-            while t0 < group.len() {
-                let tenant = tenant_of(group[t0].2);
-                let t1 = group[t0..]
-                    .iter()
-                    .position(|e| tenant_of(e.2) != tenant)
-                    .map_or(group.len(), |n| t0 + n);
-                let partial_start = partial_list.len() as u32;
-                partial_list.extend(
-                    group[t0..t1]
-                        .iter()
-                        .filter(|e| !e.1)
-                        .map(|e| self.cands[e.2 as usize]),
-                );
-                if let Some(span) = by_tenant.get_mut(&(key, tenant)) {
-                    span.partial_start = partial_start;
-                    span.partial_len = partial_list.len() as u32 - partial_start;
+                table.insert(key, tenant, entries.len() as u32);
+                entries.extend(group[t0..t1].iter().map(entry));
+                if let Some(last) = entries.last_mut() {
+                    last.last = true;
                 }
                 t0 = t1;
             }
-            by_cell.insert(
-                key,
-                Span {
-                    full_len: full_list.len() as u32 - cell.full_start,
-                    partial_len: partial_list.len() as u32 - cell.partial_start,
-                    ..cell
-                },
-            );
+            table.insert(key, ALL_TENANTS, entries.len() as u32);
+            entries.extend(group.iter().filter(|e| e.1).map(entry));
+            entries.extend(group.iter().filter(|e| !e.1).map(entry));
+            if let Some(last) = entries.last_mut() {
+                last.last = true;
+            }
+            full += group.iter().filter(|e| e.1).count();
+            partial += group.iter().filter(|e| !e.1).count();
             i = group_end;
         }
-        by_tenant.shrink_to_fit();
-        by_cell.shrink_to_fit();
+        entries.shrink_to_fit();
         self.cover = CellCover {
-            by_tenant,
-            all: by_cell,
-            full: full_list,
-            partial: partial_list,
+            table,
+            entries,
+            cells,
+            full,
+            partial,
         };
         self.oversize = RTree::bulk_load(oversize);
     }
@@ -642,9 +578,9 @@ impl FenceIndex {
     pub fn stats(&self) -> IndexStats {
         IndexStats {
             fences: self.fences.len(),
-            cells: self.cover.all.len(),
-            full_items: self.cover.full.len(),
-            partial_items: self.cover.partial.len(),
+            cells: self.cover.cells,
+            full_items: self.cover.full,
+            partial_items: self.cover.partial,
             oversize: self.oversize.size(),
             memory_bytes: self.memory_bytes(),
         }
@@ -655,18 +591,16 @@ impl FenceIndex {
         use std::mem::size_of;
         let fences = self.fences.capacity() * size_of::<Fence>()
             + self.fences.iter().map(Fence::heap_bytes).sum::<usize>();
-        let map = self.cover.by_tenant.capacity() * (size_of::<((u64, u32), Span)>() + 1)
-            + self.cover.all.capacity() * (size_of::<(u64, Span)>() + 1);
-        let items =
-            self.cover.full.capacity() * 4 + self.cover.partial.capacity() * size_of::<Cand>();
+        let map = self.cover.table.bytes();
+        let items = self.cover.entries.capacity() * size_of::<Entry>();
         // An R-tree holds its leaves plus roughly a sixth more in inner nodes.
-        let tree = |t: &RTree<Entry>| t.size() * (size_of::<Entry>() * 7 / 6 + 8);
+        let tree = |t: &RTree<TreeEntry>| t.size() * (size_of::<TreeEntry>() * 7 / 6 + 8);
         let trees = tree(&self.rtree_all)
             + self.rtree_tenant.iter().map(tree).sum::<usize>()
             + tree(&self.oversize);
-        let hot = self.cands.capacity() * size_of::<Cand>()
-            + self.rings.capacity() * size_of::<FlatRing>()
-            + self.verts.capacity() * size_of::<LonLat>();
+        let hot = self.cands.capacity() * size_of::<Entry>()
+            + self.polys.rings.capacity() * size_of::<FlatRing>()
+            + self.polys.verts.capacity() * size_of::<crate::geom::LonLat>();
         let by_tenant = self
             .by_tenant
             .iter()
@@ -683,28 +617,23 @@ impl FenceIndex {
     /// The exact containment test, on the flat copies of the fence geometry. Same predicates
     /// as [`Fence::contains`].
     #[inline]
-    fn test(&self, c: &Cand, q: &mut Query) -> bool {
-        match *c {
-            Cand::Circle {
-                unit, chord2_max, ..
-            } => chord2(&unit, q.unit()) <= chord2_max,
-            Cand::Polygon {
-                rings,
-                single,
-                bbox,
-                ..
-            } => {
+    fn test(&self, e: &Entry, q: &mut Query) -> bool {
+        match e.kind {
+            FULL => true,
+            CIRCLE => chord2(&[e.a[0], e.a[1], e.a[2]], q.unit()) <= e.a[3],
+            _ => {
                 let ll = [q.p.lon(), q.p.lat()];
-                if ll[0] < bbox[0] || ll[1] < bbox[1] || ll[0] > bbox[2] || ll[1] > bbox[3] {
+                let b = &e.a;
+                if ll[0] < b[0] || ll[1] < b[1] || ll[0] > b[2] || ll[1] > b[3] {
                     return false;
                 }
-                if let Some((start, len)) = single {
-                    let ring = &self.verts[start as usize..(start + len) as usize];
+                let verts = &self.polys.verts;
+                if e.single.1 > 0 {
+                    let ring = &verts[e.single.0 as usize..(e.single.0 + e.single.1) as usize];
                     return ring_position(ring, ll) != RingPos::Outside;
                 }
-                let rings = &self.rings[rings.0 as usize..(rings.0 + rings.1) as usize];
-                let slice =
-                    |r: &FlatRing| &self.verts[r.start as usize..(r.start + r.len) as usize];
+                let rings = &self.polys.rings[e.rings.0 as usize..(e.rings.0 + e.rings.1) as usize];
+                let slice = |r: &FlatRing| &verts[r.start as usize..(r.start + r.len) as usize];
                 let mut k = 0;
                 while k < rings.len() {
                     // One part: a shell and the holes after it.
@@ -743,23 +672,14 @@ impl FenceIndex {
                     }
                     _ => self.grid_key(p),
                 };
-                let span = match tenant {
-                    Some(t) => self.cover.by_tenant.get(&(key, t.0)),
-                    None => self.cover.all.get(&key),
-                };
-                if let Some(span) = span {
-                    let full = &self.cover.full
-                        [span.full_start as usize..(span.full_start + span.full_len) as usize];
-                    for &f in full {
-                        if !visit(f) {
+                let t = tenant.map_or(ALL_TENANTS, |t| t.0);
+                if let Some(start) = self.cover.table.get(key, t) {
+                    for e in &self.cover.entries[start as usize..] {
+                        if self.test(e, &mut q) && !visit(e.fence) {
                             return;
                         }
-                    }
-                    let partial = &self.cover.partial[span.partial_start as usize
-                        ..(span.partial_start + span.partial_len) as usize];
-                    for c in partial {
-                        if self.test(c, &mut q) && !visit(c.fence()) {
-                            return;
+                        if e.last {
+                            break;
                         }
                     }
                 }

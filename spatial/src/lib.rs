@@ -8,6 +8,7 @@
 //! from its centre is at most its radius on a sphere of [`EARTH_RADIUS_M`]; polygon edges are
 //! straight lines in lon/lat (RFC 7946); a point on a boundary is inside.
 
+mod cover;
 mod fence;
 mod geom;
 mod hash;
