@@ -82,19 +82,27 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<Role, Response> {
+/// Why a request was not authorised; small, so handlers can `?` it.
+#[derive(Debug, Clone, Copy)]
+struct Unauthorized(&'static str);
+
+impl IntoResponse for Unauthorized {
+    fn into_response(self) -> Response {
+        error(StatusCode::UNAUTHORIZED, self.0)
+    }
+}
+
+fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<Role, Unauthorized> {
     let Some(auth) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     else {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
+        return Err(Unauthorized(
             "missing bearer token: send `Authorization: Bearer <token>`",
         ));
     };
     let Some(given) = auth.strip_prefix("Bearer ") else {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
+        return Err(Unauthorized(
             "the Authorization header must be `Bearer <token>`",
         ));
     };
@@ -103,7 +111,7 @@ fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<Role, Response> 
         .iter()
         .find(|t| constant_time_eq(t.secret.as_bytes(), given.trim().as_bytes()))
         .map(|t| t.role.clone())
-        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "unknown bearer token"))
+        .ok_or(Unauthorized("unknown bearer token"))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -157,7 +165,7 @@ fn tenant_of(feature: &Value) -> Option<&str> {
 async fn get_fences(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
     let role = match authorize(&state, &headers) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let version = state.fences.load().version();
     let text = state.fences_geojson.load();
@@ -188,7 +196,7 @@ async fn put_fences(
 ) -> Response {
     let role = match authorize(&state, &headers) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let _guard = state.fence_update.lock().await;
     let new_text = match &role {

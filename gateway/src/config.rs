@@ -415,14 +415,16 @@ pub struct Config {
 impl Config {
     /// The configuration used when `fencegate serve` gets no `--config`.
     pub fn embedded_defaults() -> Self {
-        let mut raw = RawConfig::default();
-        raw.tenants = ["acme", "globex"]
-            .into_iter()
-            .map(|id| RawTenant {
-                id: id.into(),
-                key_file: None,
-            })
-            .collect();
+        let mut raw = RawConfig {
+            tenants: ["acme", "globex"]
+                .into_iter()
+                .map(|id| RawTenant {
+                    id: id.into(),
+                    key_file: None,
+                })
+                .collect(),
+            ..RawConfig::default()
+        };
         // Fences live under the data dir, seeded from the bundled samples,
         // so admin API changes never write into a source checkout.
         raw.fences.path = raw.node.data_dir.join("fences.geojson");

@@ -18,6 +18,9 @@ use fencegate::client::{Connector, PunchReply};
 use fencegate::edge::tls::Trust;
 use fencegate_schema::{RecordBodyMsg, Verdict};
 
+/// Punch id → the record id its ack carried.
+type Acked = HashMap<[u8; 16], Option<[u8; 16]>>;
+
 fn write_config(dir: &Path) -> std::path::PathBuf {
     std::fs::write(dir.join("fences.geojson"), common::FENCES).unwrap();
     let cfg = format!(
@@ -92,7 +95,7 @@ async fn kill_9_mid_burst() {
 
     let connector = Connector::new(addr, "localhost", Trust::Pinned(fp), false).unwrap();
     let client = connector.connect(&token, "terminal-1").await.unwrap();
-    let acked: Arc<Mutex<HashMap<[u8; 16], Option<[u8; 16]>>>> = Arc::default();
+    let acked: Arc<Mutex<Acked>> = Arc::default();
     let mut tasks = Vec::new();
     for w in 0..8u128 {
         let (c, acked) = (client.clone(), acked.clone());
