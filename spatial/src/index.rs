@@ -53,6 +53,12 @@ pub struct IndexOptions {
     ///
     /// 16384 unless set (about 1° × 1° at 128 cells per degree).
     pub max_cells_per_fence: usize,
+    /// Also build per-cell lists of every tenant's fences, for fast all-tenant (`None`)
+    /// queries. Without them an all-tenant query probes the cell once per tenant.
+    ///
+    /// Off unless set: the gateway always queries one tenant, and the lists double the cell
+    /// memory. `fencegate locate` without `--tenant` turns it on.
+    pub all_tenant_lists: bool,
 }
 
 impl Default for IndexOptions {
@@ -61,6 +67,7 @@ impl Default for IndexOptions {
             strategy: Strategy::Grid,
             grid_cells_per_degree: 128,
             max_cells_per_fence: 16_384,
+            all_tenant_lists: false,
         }
     }
 }
@@ -135,6 +142,7 @@ pub struct FenceIndex {
     /// Fences not in `cover` (too many cells); probed on every cell-based lookup.
     oversize: RTree<TreeEntry>,
     strategy: Strategy,
+    all_tenant_lists: bool,
     cells_per_degree: f64,
     grid_cols: u64,
     grid_rows: u64,
@@ -282,19 +290,19 @@ impl FenceIndex {
             cover: CellCover::default(),
             oversize: RTree::new(),
             strategy: opts.strategy,
+            all_tenant_lists: opts.all_tenant_lists,
             cells_per_degree: s,
             grid_cols: (360.0 * s) as u64,
             grid_rows: (180.0 * s) as u64,
             version: 0,
         };
         match opts.strategy {
-            Strategy::Grid => index.build_cover(opts.max_cells_per_fence, |idx, f, out| {
+            Strategy::Grid => index.build_cover(opts.all_tenant_lists, |idx, f, out| {
                 idx.grid_pairs(f, opts.max_cells_per_fence, out)
             }),
-            Strategy::H3 { resolution } => index
-                .build_cover(opts.max_cells_per_fence, |_, f, out| {
-                    h3_pairs(f, resolution, opts.max_cells_per_fence, out)
-                }),
+            Strategy::H3 { resolution } => index.build_cover(opts.all_tenant_lists, |_, f, out| {
+                h3_pairs(f, resolution, opts.max_cells_per_fence, out)
+            }),
             Strategy::RTree | Strategy::BruteForce => {}
         }
         index
@@ -302,7 +310,7 @@ impl FenceIndex {
 
     /// Fills `cover` from per-fence (cell, full) pairs; fences whose pair function gives up
     /// (returns false) go to the oversize R-tree.
-    fn build_cover<F>(&mut self, _max: usize, pairs: F)
+    fn build_cover<F>(&mut self, all_tenant_lists: bool, pairs: F)
     where
         F: Fn(&Self, &Fence, &mut Vec<(u64, bool)>) -> bool + Sync,
     {
@@ -348,7 +356,7 @@ impl FenceIndex {
             let prev = i.checked_sub(1).map(|j| &all[j]);
             if prev.is_none_or(|p| p.0 != e.0) {
                 cells += 1;
-                runs += 1;
+                runs += usize::from(all_tenant_lists);
             }
             if prev.is_none_or(|p| p.0 != e.0 || tenant_of(p.2) != tenant_of(e.2)) {
                 runs += 1;
@@ -387,11 +395,13 @@ impl FenceIndex {
                 }
                 t0 = t1;
             }
-            table.insert(key, ALL_TENANTS, entries.len() as u32);
-            entries.extend(group.iter().filter(|e| e.1).map(entry));
-            entries.extend(group.iter().filter(|e| !e.1).map(entry));
-            if let Some(last) = entries.last_mut() {
-                last.last = true;
+            if all_tenant_lists {
+                table.insert(key, ALL_TENANTS, entries.len() as u32);
+                entries.extend(group.iter().filter(|e| e.1).map(entry));
+                entries.extend(group.iter().filter(|e| !e.1).map(entry));
+                if let Some(last) = entries.last_mut() {
+                    last.last = true;
+                }
             }
             full += group.iter().filter(|e| e.1).count();
             partial += group.iter().filter(|e| !e.1).count();
@@ -655,6 +665,28 @@ impl FenceIndex {
         }
     }
 
+    /// Visits the containing fences of one (cell, tenant) run; false when `visit` stopped.
+    #[inline]
+    fn run_cell(
+        &self,
+        key: u64,
+        tenant: u32,
+        q: &mut Query,
+        visit: &mut impl FnMut(u32) -> bool,
+    ) -> bool {
+        if let Some(start) = self.cover.table.get(key, tenant) {
+            for e in &self.cover.entries[start as usize..] {
+                if self.test(e, q) && !visit(e.fence) {
+                    return false;
+                }
+                if e.last {
+                    break;
+                }
+            }
+        }
+        true
+    }
+
     /// Calls `visit` with every fence containing `p` (of `tenant`, or of every tenant when
     /// `None`) until it returns false.
     #[inline]
@@ -672,14 +704,22 @@ impl FenceIndex {
                     }
                     _ => self.grid_key(p),
                 };
-                let t = tenant.map_or(ALL_TENANTS, |t| t.0);
-                if let Some(start) = self.cover.table.get(key, t) {
-                    for e in &self.cover.entries[start as usize..] {
-                        if self.test(e, &mut q) && !visit(e.fence) {
+                match tenant {
+                    Some(t) => {
+                        if !self.run_cell(key, t.0, &mut q, &mut visit) {
                             return;
                         }
-                        if e.last {
-                            break;
+                    }
+                    None if self.all_tenant_lists => {
+                        if !self.run_cell(key, ALL_TENANTS, &mut q, &mut visit) {
+                            return;
+                        }
+                    }
+                    None => {
+                        for t in 0..self.tenants.len() as u32 {
+                            if !self.run_cell(key, t, &mut q, &mut visit) {
+                                return;
+                            }
                         }
                     }
                 }

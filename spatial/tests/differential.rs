@@ -237,6 +237,10 @@ fn strategies() -> Vec<IndexOptions> {
             ..IndexOptions::default()
         },
         IndexOptions {
+            all_tenant_lists: true,
+            ..IndexOptions::default()
+        },
+        IndexOptions {
             strategy: IndexStrategy::H3 {
                 resolution: Resolution::Seven,
             },
