@@ -90,9 +90,27 @@ fn locate(c: &mut Criterion) {
             group.bench_function(name, |b| {
                 b.iter(|| black_box(run(&index, probes, &ts, &mut out)))
             });
+            if matches!(opts.strategy, Strategy::Grid) {
+                let queries: Vec<_> = probes.iter().zip(&ts).map(|(p, &t)| (p.point, t)).collect();
+                group.bench_function(format!("{name}, batched"), |b| {
+                    b.iter(|| {
+                        let mut hits = 0usize;
+                        index.locate_batch(&queries, |_, _| hits += 1);
+                        black_box(hits)
+                    })
+                });
+            }
             if n == 100_000 && matches!(opts.strategy, Strategy::Grid | Strategy::BruteForce) {
-                // Without a tenant, as `fencegate locate` does by default.
+                // Without a tenant, as `fencegate locate` does by default (which builds the
+                // all-tenant lists).
                 let all = vec![None; probes.len()];
+                let index = FenceIndex::build(
+                    set.clone(),
+                    &IndexOptions {
+                        all_tenant_lists: true,
+                        ..opts.clone()
+                    },
+                );
                 group.bench_function(format!("{name}, all tenants"), |b| {
                     b.iter(|| black_box(run(&index, probes, &all, &mut out)))
                 });

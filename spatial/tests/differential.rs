@@ -293,6 +293,26 @@ proptest! {
                 }
             }
         }
+        // The batch API gives the same answers, in order.
+        for opts in strategies() {
+            let index = FenceIndex::build(set.clone(), &opts);
+            let queries: Vec<(Point, Option<TenantKey>)> = points
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| (p, tenants[i % tenants.len()]))
+                .collect();
+            let mut got: Vec<Vec<usize>> = vec![Vec::new(); queries.len()];
+            let mut last = 0;
+            index.locate_batch(&queries, |i, k| {
+                assert!(i >= last, "points in order");
+                last = i;
+                got[i].push(k.index());
+            });
+            for (i, &(p, t)) in queries.iter().enumerate() {
+                got[i].sort_unstable();
+                prop_assert_eq!(&got[i], &brute(&set, p, t), "batch {:?} at {:?}", opts.strategy, p);
+            }
+        }
         // nearest: the distance equals the brute-force minimum.
         let index = FenceIndex::build(set.clone(), &IndexOptions::default());
         for &p in points.iter().step_by(3) {
