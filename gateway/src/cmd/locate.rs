@@ -83,7 +83,12 @@ pub fn locate(args: &LocateArgs) -> anyhow::Result<LocateSummary> {
     let set = FenceSet::from_geojson_str(&text, &opts)
         .with_context(|| format!("fence file {}", args.fences.display()))?;
     drop(text);
-    let index = FenceIndex::build(set, &IndexOptions::default());
+    let opts = IndexOptions {
+        // Without --tenant every point is matched against every tenant's fences.
+        all_tenant_lists: args.tenant.is_none(),
+        ..IndexOptions::default()
+    };
+    let index = FenceIndex::build(set, &opts);
     let tenant = match &args.tenant {
         None => None,
         Some(t) => Some(index.tenant(t).with_context(|| {
@@ -202,15 +207,18 @@ pub fn locate_csv(
         plain_chunks(body)
             .into_par_iter()
             .map(|(range, first_line)| {
-                let mut chunk = Chunk::default();
-                let mut out = Vec::with_capacity(8);
+                let mut ids_in: Vec<&[u8]> = Vec::new();
+                let mut queries: Vec<(Point, Option<TenantKey>)> = Vec::new();
                 for (line, raw) in (first_line..).zip(body[range].split(|&b| b == b'\n')) {
                     let raw = trim_cr(raw);
                     if !raw.is_empty() {
                         let (id, p) = parse_line(raw).map_err(|msg| LineError { line, msg })?;
-                        chunk.emit(index, tenant, &ids, id, p, &mut out);
+                        ids_in.push(id);
+                        queries.push((p, tenant));
                     }
                 }
+                let mut chunk = Chunk::default();
+                chunk.emit_batch(index, &ids, &ids_in, &queries);
                 Ok(chunk)
             })
             .collect::<Result<Vec<_>, LineError>>()?
@@ -236,6 +244,27 @@ struct Chunk {
 }
 
 impl Chunk {
+    /// Locates a run of points with [`FenceIndex::locate_batch`] and appends their rows.
+    fn emit_batch(
+        &mut self,
+        index: &FenceIndex,
+        ids: &[Vec<u8>],
+        point_ids: &[&[u8]],
+        queries: &[(Point, Option<TenantKey>)],
+    ) {
+        self.points += queries.len();
+        let out = &mut self.out;
+        let mut matches = 0;
+        index.locate_batch(queries, |i, k| {
+            push_field(out, point_ids[i]);
+            out.push(b',');
+            out.extend_from_slice(&ids[k.index()]);
+            out.push(b'\n');
+            matches += 1;
+        });
+        self.matches += matches;
+    }
+
     #[inline]
     fn emit(
         &mut self,
