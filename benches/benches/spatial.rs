@@ -6,8 +6,11 @@
 //! `cargo bench -p fencegate-benches --bench spatial -- memory` prints the memory report of a
 //! 100k-fence build instead.
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group};
 use fencegate_benches::{
     Probe, synthetic_fences, synthetic_fences_geojson, synthetic_points, tenant_name,
@@ -17,8 +20,57 @@ use fencegate_spatial::{
     cell_of,
 };
 
+/// mimalloc with live/peak byte counters, for the memory report.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(n: usize) {
+    let live = LIVE.fetch_add(n, Ordering::Relaxed) + n;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
+
+// SAFETY: every method forwards its arguments unchanged to mimalloc, which upholds the
+// `GlobalAlloc` contract; the counters only observe sizes. `memory_report` exercises it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's layout contract is passed on as is.
+        let p = unsafe { mimalloc::MiMalloc.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by this allocator (so by mimalloc) with `layout`.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as for `dealloc`, and `new_size` is the caller's valid new size.
+        let p = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            grew(new_size);
+        }
+        p
+    }
+}
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
 
 const SEED: u64 = 42;
 
@@ -61,11 +113,62 @@ fn run(
     hits
 }
 
+/// Thread CPU time (from `/proc/thread-self/schedstat`, Linux): lookups per second *per
+/// core*, unaffected by other processes taking the CPU of this shared 2-core VM, which makes
+/// wall time undercount. Reported with criterion's usual time units.
+struct CpuTime;
+
+static WALL: WallTime = WallTime;
+
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Measurement for CpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+
+    fn end(&self, i: u64) -> u64 {
+        thread_cpu_ns().saturating_sub(i)
+    }
+
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+
+    fn zero(&self) -> u64 {
+        0
+    }
+
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        WALL.formatter()
+    }
+}
+
 fn locate(c: &mut Criterion) {
-    for n in [1_000usize, 10_000, 100_000] {
+    locate_sizes(c, "spatial/locate", &[1_000, 10_000, 100_000]);
+}
+
+fn locate_cpu(c: &mut Criterion<CpuTime>) {
+    locate_sizes(c, "spatial/locate-cpu", &[100_000]);
+}
+
+fn locate_sizes<M: Measurement>(c: &mut Criterion<M>, prefix: &str, sizes: &[usize]) {
+    for &n in sizes {
         let set = synthetic_fences(n, SEED);
         let probes = synthetic_points(10_000, SEED + 1, &set);
-        let mut group = c.benchmark_group(format!("spatial/locate/{n}"));
+        let mut group = c.benchmark_group(format!("{prefix}/{n}"));
         group.sample_size(10);
         for (name, opts) in variants() {
             let index = FenceIndex::build(set.clone(), &opts);
@@ -225,38 +328,28 @@ fn queries(c: &mut Criterion) {
     group.finish();
 }
 
-/// Resident memory of a 100k-fence build, from /proc (Linux): the peak during the build and
-/// what the index keeps, plus the index's own estimate.
+/// Heap of a 100k-fence build, from the counting allocator: the fence set, the peak while
+/// building, and what the finished index (fences included) holds; plus the index's estimate.
 fn memory_report() {
-    fn status(field: &str) -> Option<u64> {
-        let s = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = s.lines().find(|l| l.starts_with(field))?;
-        line.split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()
-            .map(|kb| kb * 1024)
-    }
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
     for (name, opts) in variants() {
         if matches!(opts.strategy, Strategy::BruteForce) {
             continue;
         }
+        let baseline = LIVE.load(Ordering::Relaxed);
         let set = synthetic_fences(100_000, SEED);
-        // Reset the peak so it measures only the build.
-        let _ = std::fs::write("/proc/self/clear_refs", "5");
-        let before = status("VmRSS:").unwrap_or(0);
+        let with_set = LIVE.load(Ordering::Relaxed);
+        PEAK.store(with_set, Ordering::Relaxed);
         let index = FenceIndex::build(set, &opts);
-        let peak = status("VmHWM:").unwrap_or(0);
-        let after = status("VmRSS:").unwrap_or(0);
+        let peak = PEAK.load(Ordering::Relaxed);
+        let after = LIVE.load(Ordering::Relaxed);
         let stats = index.stats();
         println!(
-            "memory {name} 100k: rss before {:.0} MiB, peak {:.0} MiB (+{:.0}), after {:.0} MiB; index estimate {:.0} MiB; cells {}, full items {}, partial items {}, oversize {}",
-            mib(before),
-            mib(peak),
-            mib(peak.saturating_sub(before)),
-            mib(after),
-            mib(stats.memory_bytes as u64),
+            "memory {name} 100k: fence set {:.0} MiB; build peak {:.0} MiB; index (fences included) {:.0} MiB; index estimate {:.0} MiB; cells {}, full items {}, partial items {}, oversize {}",
+            mib(with_set - baseline),
+            mib(peak - baseline),
+            mib(after - baseline),
+            mib(stats.memory_bytes),
             stats.cells,
             stats.full_items,
             stats.partial_items,
@@ -272,11 +365,18 @@ criterion_group! {
     targets = locate, grid_resolution, build, queries
 }
 
+criterion_group! {
+    name = cpu_benches;
+    config = Criterion::default().with_measurement(CpuTime);
+    targets = locate_cpu
+}
+
 fn main() {
     if std::env::args().skip(1).any(|a| a == "memory") {
         memory_report();
         return;
     }
     benches();
+    cpu_benches();
     Criterion::default().configure_from_args().final_summary();
 }
