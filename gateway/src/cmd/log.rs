@@ -7,7 +7,7 @@ use std::time::Duration;
 use fencegate_schema::{RecordBodyView, parse_record};
 
 use crate::config::Config;
-use crate::log::{LogReader, Lsn};
+use crate::log::{LogError, LogReader, Lsn};
 use crate::record_json::{record_json, uuid};
 
 /// Arguments of `fencegate log tail`.
@@ -19,7 +19,7 @@ pub struct TailArgs {
     /// Configuration file naming the log directory.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Start at this LSN (0 = the oldest record kept).
+    /// Start at this LSN (0, or any LSN retention removed: the oldest record kept).
     #[arg(long, default_value_t = 0)]
     pub from: u64,
     /// Keep waiting for new records.
@@ -42,7 +42,12 @@ pub async fn tail(args: &TailArgs) -> anyhow::Result<()> {
         "log directory {} does not exist; pass --dir or --config",
         dir.display()
     );
-    let mut reader = LogReader::open_dir(&dir, Lsn(args.from), Duration::from_millis(200))?;
+    let poll = Duration::from_millis(200);
+    let mut reader = match LogReader::open_dir(&dir, Lsn(args.from), poll) {
+        // Retention removed the start: begin at the oldest record kept.
+        Err(LogError::Trimmed { oldest, .. }) => LogReader::open_dir(&dir, oldest, poll)?,
+        r => r?,
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     loop {
