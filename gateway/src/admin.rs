@@ -4,10 +4,19 @@
 //! | route | auth | what |
 //! |---|---|---|
 //! | `GET /healthz` | none | the process is up |
-//! | `GET /readyz` | none | fences loaded and the log writable (503 otherwise) |
+//! | `GET /readyz` | none | fences loaded and the log writable (503 otherwise); `"status": "degraded"` (still 200) while a sink is down |
 //! | `GET /metrics` | none | Prometheus text format |
 //! | `GET /v1/fences` | super or tenant | the fences as GeoJSON (a tenant token sees only its own) |
 //! | `PUT /v1/fences` | super or tenant | validate, persist and swap in new fences (a tenant token replaces only its own) |
+//! | `GET /v1/rules` | super or tenant | the attendance rules as TOML (a tenant token sees only its section) |
+//! | `PUT /v1/rules` | super or tenant | validate, persist, swap in and audit new rules (a tenant token replaces only its section) |
+//! | `GET /v1/rules/audit` | super or tenant | the audit log of rule changes (a tenant token sees changes to its section) |
+//! | `GET /v1/records` | every role | attendance records from the log: super and tenant tokens read their tenants', a supervisor its department's anomalies and pending approvals, an employee their own |
+//! | `GET /v1/qr/{site}` | super or tenant | the site's current QR code (JSON, `?format=svg` for a screen, `?format=text`) |
+//!
+//! No route changes a record: the log is append-only, for every role
+//! including the super admin (a correction is a new punch or an approval
+//! downstream). Handlers of the attendance routes are in `crate::rules::api`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,10 +36,51 @@ use crate::log::LogHandle;
 /// What a bearer token may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
-    /// Every tenant.
+    /// Configures every tenant and exports; never edits a record.
     Super,
-    /// Only this tenant.
+    /// Configures and exports only this tenant.
     Tenant(String),
+    /// Reads the anomalies and pending approvals of one department.
+    Supervisor {
+        /// The tenant.
+        tenant: String,
+        /// The department.
+        department: String,
+    },
+    /// Reads one employee's own records.
+    Employee {
+        /// The tenant.
+        tenant: String,
+        /// The employee id.
+        employee: String,
+    },
+}
+
+impl Role {
+    /// Whether the role may read and change configuration (fences, rules,
+    /// QR codes): super and tenant admins.
+    pub fn configures(&self) -> bool {
+        matches!(self, Role::Super | Role::Tenant(_))
+    }
+
+    /// The tenant the role is confined to (`None` for super).
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Role::Super => None,
+            Role::Tenant(t) => Some(t),
+            Role::Supervisor { tenant, .. } | Role::Employee { tenant, .. } => Some(tenant),
+        }
+    }
+
+    /// The role's name as written in `[[admin.tokens]]`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Super => "super",
+            Role::Tenant(_) => "tenant",
+            Role::Supervisor { .. } => "supervisor",
+            Role::Employee { .. } => "employee",
+        }
+    }
 }
 
 /// One accepted bearer token.
@@ -60,6 +110,11 @@ pub struct AdminState {
     pub tokens: Vec<AdminToken>,
     /// Serialises fence changes so two PUTs cannot interleave.
     pub fence_update: tokio::sync::Mutex<()>,
+    /// Attendance rules, records and QR codes.
+    pub attendance: Arc<crate::rules::api::AttendanceApi>,
+    /// Health of each sink's forwarder: a sink that is down makes
+    /// `/readyz` say "degraded" (still 200) while the log has room.
+    pub sinks: Vec<Arc<crate::sink::SinkHealth>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -75,16 +130,23 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/fences", get(get_fences).put(put_fences))
+        .route(
+            "/v1/rules",
+            get(crate::rules::api::get_rules).put(crate::rules::api::put_rules),
+        )
+        .route("/v1/rules/audit", get(crate::rules::api::get_audit))
+        .route("/v1/records", get(crate::rules::api::get_records))
+        .route("/v1/qr/{site}", get(crate::rules::api::get_qr))
         .with_state(state)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
 /// Why a request was not authorised; small, so handlers can `?` it.
 #[derive(Debug, Clone, Copy)]
-struct Unauthorized(&'static str);
+pub(crate) struct Unauthorized(pub(crate) &'static str);
 
 impl IntoResponse for Unauthorized {
     fn into_response(self) -> Response {
@@ -93,6 +155,14 @@ impl IntoResponse for Unauthorized {
 }
 
 fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<Role, Unauthorized> {
+    authorize_token(state, headers).map(|t| t.role.clone())
+}
+
+/// The token a request carries, if it is one of ours.
+pub(crate) fn authorize_token<'s>(
+    state: &'s AdminState,
+    headers: &HeaderMap,
+) -> Result<&'s AdminToken, Unauthorized> {
     let Some(auth) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -110,8 +180,18 @@ fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<Role, Unauthoriz
         .tokens
         .iter()
         .find(|t| constant_time_eq(t.secret.as_bytes(), given.trim().as_bytes()))
-        .map(|t| t.role.clone())
         .ok_or(Unauthorized("unknown bearer token"))
+}
+
+/// A 403 for a role that only reads records.
+pub(crate) fn forbidden_config(role: &Role) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "a {} token reads attendance records only; configuration needs a super or tenant token",
+            role.name()
+        ),
+    )
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -127,12 +207,36 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     if !state.log.is_writable() {
         problems.push("the durable log is not writable (full or failed)");
     }
+    // A sink that is down does not make the node unready: records are
+    // still acknowledged into the log, which is the buffer for exactly
+    // this. It only degrades until the log reaches its cap.
+    let committed = state.log.committed();
+    let now = crate::clock::unix_ms();
+    let sinks: Vec<_> = state
+        .sinks
+        .iter()
+        .map(|h| h.status(committed, now))
+        .collect();
+    let down: Vec<&str> = state
+        .sinks
+        .iter()
+        .filter(|h| h.is_down())
+        .map(|h| h.name())
+        .collect();
+    let status = match (problems.is_empty(), down.is_empty()) {
+        (false, _) => "unavailable",
+        (true, false) => "degraded",
+        (true, true) => "ready",
+    };
     let body = json!({
         "ready": problems.is_empty(),
+        "status": status,
         "fence_version": snap.version(),
         "fences": snap.index().len(),
         "log_bytes": state.log.used_bytes(),
         "problems": problems,
+        "sinks_down": down,
+        "sinks": sinks,
     });
     let status = if problems.is_empty() {
         StatusCode::OK
@@ -167,10 +271,14 @@ async fn get_fences(State(state): State<Arc<AdminState>>, headers: HeaderMap) ->
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    if !role.configures() {
+        return forbidden_config(&role);
+    }
     let version = state.fences.load().version();
     let text = state.fences_geojson.load();
     let body = match role {
         Role::Super => (**text).clone(),
+        Role::Supervisor { .. } | Role::Employee { .. } => return forbidden_config(&role),
         Role::Tenant(t) => {
             let doc: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let mine: Vec<&Value> = features_of(&doc)
@@ -201,6 +309,7 @@ async fn put_fences(
     let _guard = state.fence_update.lock().await;
     let new_text = match &role {
         Role::Super => body,
+        Role::Supervisor { .. } | Role::Employee { .. } => return forbidden_config(&role),
         Role::Tenant(t) => {
             // A tenant admin replaces its own fences and keeps everyone else's.
             let incoming: Value = match serde_json::from_str(&body) {

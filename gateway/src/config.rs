@@ -58,6 +58,13 @@ pub struct RawConfig {
     pub log: RawLog,
     /// The tenants this node serves. Each gets its own device-token key.
     pub tenants: Vec<RawTenant>,
+    /// Attendance rules and punch verification (QR codes, offline punches).
+    pub attendance: RawAttendance,
+    /// Downstream sinks (`[[sinks]]`): NATS JetStream, webhook or JSON
+    /// lines. Each gets a forwarder with its own persisted log cursor; see
+    /// `crate::sink::RawSink` for the settings and docs/DOWNSTREAM.md.
+    /// None unless set.
+    pub sinks: Vec<crate::sink::RawSink>,
 }
 
 /// `[node]`: identity and storage of this gateway node.
@@ -222,10 +229,21 @@ pub struct RawAdminToken {
     pub token_file: Option<PathBuf>,
     /// Environment variable holding the secret token.
     pub token_env: Option<String>,
-    /// `"super"` (every tenant) or `"tenant"` (confined to `tenant`).
+    /// `"super"` (configures every tenant and exports, never edits a
+    /// record), `"tenant"` (the same, confined to `tenant`), `"supervisor"`
+    /// (reads the anomalies and pending approvals of `department` in
+    /// `tenant`) or `"employee"` (reads `employee`'s own records in
+    /// `tenant`).
     pub role: String,
-    /// The tenant a `"tenant"` token may see and change.
+    /// The tenant a `"tenant"`, `"supervisor"` or `"employee"` token is
+    /// confined to.
     pub tenant: Option<String>,
+    /// The department a `"supervisor"` token reads.
+    #[serde(default)]
+    pub department: Option<String>,
+    /// The employee id an `"employee"` token reads.
+    #[serde(default)]
+    pub employee: Option<String>,
 }
 
 /// `[fences]`: where fences come from.
@@ -370,6 +388,62 @@ impl Default for RawLog {
     }
 }
 
+/// `[attendance]`: attendance rules and punch verification.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAttendance {
+    /// The attendance rules file (time zones, schedules, holidays, sites,
+    /// Wi-Fi, QR, terminals, employees; see config/rules.toml and
+    /// docs/ATTENDANCE.md). `PUT /v1/rules` rewrites it. Holiday calendar
+    /// paths in it are relative to its folder. Empty: no rules file, every
+    /// tenant is judged by the defaults (and `PUT /v1/rules` is refused).
+    /// (With no config file at all, `<data_dir>/rules.toml` is used, seeded
+    /// from the bundled example.)
+    pub rules: Option<PathBuf>,
+    /// Oldest offline punch accepted, in hours, judged by its device time;
+    /// older ones are refused as `OfflineTooOld`.
+    ///
+    /// `72` unless set.
+    pub offline_window_h: u64,
+    /// Seconds between QR code rotations.
+    ///
+    /// `30` unless set.
+    pub qr_step_s: u64,
+    /// Steps after its own that a QR code is still accepted (scanning takes
+    /// a moment).
+    ///
+    /// `1` unless set.
+    pub qr_skew_steps: u32,
+    /// An online punch whose device clock differs from the gateway's by
+    /// more than this many seconds is flagged `ClockSkew`.
+    ///
+    /// `300` unless set.
+    pub clock_skew_s: u64,
+}
+
+impl Default for RawAttendance {
+    fn default() -> Self {
+        Self {
+            rules: None,
+            offline_window_h: 72,
+            qr_step_s: 30,
+            qr_skew_steps: 1,
+            clock_skew_s: 300,
+        }
+    }
+}
+
+/// Compiled `[attendance]` settings.
+#[derive(Debug, Clone)]
+pub struct AttendanceConfig {
+    /// The rules file, if any.
+    pub rules_path: Option<PathBuf>,
+    /// Settings handed to the rules.
+    pub settings: crate::rules::AttendanceSettings,
+    /// Whether the bundled example rules may seed a missing rules file.
+    pub seed_sample_rules: bool,
+}
+
 /// `[[tenants]]`: one tenant.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -410,6 +484,10 @@ pub struct Config {
     pub log: RawLog,
     /// Tenants and where their keys live (resolved).
     pub tenants: Vec<(String, PathBuf)>,
+    /// Attendance rules and settings.
+    pub attendance: AttendanceConfig,
+    /// Downstream sinks (validated), in config order.
+    pub sinks: Vec<crate::sink::SinkConfig>,
 }
 
 impl Config {
@@ -428,8 +506,10 @@ impl Config {
         // Fences live under the data dir, seeded from the bundled samples,
         // so admin API changes never write into a source checkout.
         raw.fences.path = raw.node.data_dir.join("fences.geojson");
+        raw.attendance.rules = Some(raw.node.data_dir.join("rules.toml"));
         let mut cfg = Self::compile(raw, "embedded defaults").expect("embedded defaults are valid");
         cfg.allow_sample_fences = true;
+        cfg.attendance.seed_sample_rules = true;
         cfg
     }
 
@@ -517,17 +597,26 @@ impl Config {
         }
         for (i, t) in raw.admin.tokens.iter().enumerate() {
             let at = format!("admin.tokens[{i}] ('{}')", t.name);
-            match (t.role.as_str(), &t.tenant) {
-                ("super", None) => {}
-                ("super", Some(_)) => p.push(format!(
-                    "{at}: a super token has no tenant; remove `tenant`"
+            let (tenant, dept, emp) = (t.tenant.is_some(), t.department.is_some(), t.employee.is_some());
+            match (t.role.as_str(), tenant, dept, emp) {
+                ("super", false, false, false)
+                | ("tenant", true, false, false)
+                | ("supervisor", true, true, false)
+                | ("employee", true, false, true) => {}
+                ("super", ..) => p.push(format!(
+                    "{at}: a super token has no tenant, department or employee; remove them"
                 )),
-                ("tenant", Some(_)) => {}
-                ("tenant", None) => {
-                    p.push(format!("{at}: role \"tenant\" needs `tenant = \"...\"`"))
-                }
-                (r, _) => p.push(format!(
-                    "{at}: role {r:?} is unknown; use \"super\" or \"tenant\""
+                ("tenant", ..) => p.push(format!(
+                    "{at}: role \"tenant\" needs `tenant = \"...\"` and no department or employee"
+                )),
+                ("supervisor", ..) => p.push(format!(
+                    "{at}: role \"supervisor\" needs `tenant = \"...\"` and `department = \"...\"` (and no employee)"
+                )),
+                ("employee", ..) => p.push(format!(
+                    "{at}: role \"employee\" needs `tenant = \"...\"` and `employee = \"...\"` (and no department)"
+                )),
+                (r, ..) => p.push(format!(
+                    "{at}: role {r:?} is unknown; use \"super\", \"tenant\", \"supervisor\" or \"employee\""
                 )),
             }
             if t.token_file.is_some() == t.token_env.is_some() {
@@ -592,6 +681,31 @@ impl Config {
         if raw.tenants.is_empty() {
             p.push("no [[tenants]]: add at least one, e.g. [[tenants]] id = \"acme\"".into());
         }
+        let a = &raw.attendance;
+        if !(1..=720).contains(&a.offline_window_h) {
+            p.push(format!(
+                "attendance.offline_window_h = {} is out of range; use 1 to 720 hours",
+                a.offline_window_h
+            ));
+        }
+        if !(5..=3_600).contains(&a.qr_step_s) {
+            p.push(format!(
+                "attendance.qr_step_s = {} is out of range; use 5 to 3600 seconds",
+                a.qr_step_s
+            ));
+        }
+        if a.qr_skew_steps > 10 {
+            p.push(format!(
+                "attendance.qr_skew_steps = {} is above 10; a code would stay valid too long",
+                a.qr_skew_steps
+            ));
+        }
+        if !(1..=86_400).contains(&a.clock_skew_s) {
+            p.push(format!(
+                "attendance.clock_skew_s = {} is out of range; use 1 to 86400 seconds",
+                a.clock_skew_s
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, t) in raw.tenants.iter().enumerate() {
             if !valid_tenant_id(&t.id) {
@@ -604,6 +718,7 @@ impl Config {
                 p.push(format!("tenants[{i}]: id {:?} appears twice", t.id));
             }
         }
+        let sinks = crate::sink::config::compile(&raw.sinks, &mut p);
         if !p.is_empty() {
             return Err(ConfigErrors {
                 source: source.into(),
@@ -636,6 +751,17 @@ impl Config {
             dedup: raw.dedup,
             log: raw.log,
             tenants,
+            attendance: AttendanceConfig {
+                rules_path: raw.attendance.rules.clone(),
+                settings: crate::rules::AttendanceSettings {
+                    offline_window_ms: raw.attendance.offline_window_h as i64 * 3_600_000,
+                    qr_step_ms: raw.attendance.qr_step_s as i64 * 1_000,
+                    qr_skew_steps: i64::from(raw.attendance.qr_skew_steps),
+                    clock_skew_ms: raw.attendance.clock_skew_s as i64 * 1_000,
+                },
+                seed_sample_rules: false,
+            },
+            sinks,
         })
     }
 

@@ -17,4 +17,6 @@ pub mod log;
 pub mod metrics;
 pub mod pipeline;
 pub mod record_json;
+pub mod rules;
 pub mod serve;
+pub mod sink;

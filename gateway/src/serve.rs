@@ -35,6 +35,7 @@ pub struct Running {
     endpoints: Vec<quinn::Endpoint>,
     admin_task: tokio::task::JoinHandle<()>,
     housekeeping: tokio::task::JoinHandle<()>,
+    forwarders: crate::sink::Forwarders,
 }
 
 /// Installs the Prometheus recorder once per process and returns its handle.
@@ -91,9 +92,18 @@ fn admin_tokens(cfg: &Config) -> anyhow::Result<Vec<AdminToken>> {
             "admin token '{}': the secret must be at least 16 characters",
             t.name
         );
-        let role = match &t.tenant {
-            Some(tenant) => Role::Tenant(tenant.clone()),
-            None => Role::Super,
+        let tenant = t.tenant.clone().unwrap_or_default();
+        let role = match t.role.as_str() {
+            "tenant" => Role::Tenant(tenant),
+            "supervisor" => Role::Supervisor {
+                tenant,
+                department: t.department.clone().unwrap_or_default(),
+            },
+            "employee" => Role::Employee {
+                tenant,
+                employee: t.employee.clone().unwrap_or_default(),
+            },
+            _ => Role::Super,
         };
         out.push(AdminToken {
             name: t.name.clone(),
@@ -164,7 +174,13 @@ pub fn limits(cfg: &Config) -> Limits {
 /// Replays the log's last repeat window into the pipeline's dedup maps, so
 /// a resend after a restart gets the ack it got before.
 fn replay(pipeline: &Pipeline, log: &LogHandle, now_ms: i64) -> anyhow::Result<u64> {
-    let since = (now_ms - pipeline.config().repeat_window_ms).max(0) as u64;
+    // Back far enough for the dedup windows and for what the rules
+    // remember (minimum interval, dual verification).
+    let window = pipeline
+        .config()
+        .repeat_window_ms
+        .max(pipeline.rules().load().memory_ms());
+    let since = (now_ms - window).max(0) as u64;
     let start = log
         .segments()
         .iter()
@@ -226,10 +242,14 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         );
         eprintln!("log recovery: cut a torn tail: {t:?}");
     }
+    // Register every sink's cursor before anything can run retention.
+    let forwarders = crate::sink::Forwarders::start(&cfg.sinks, &log, &cfg.node_name)?;
+    let (rules, rules_source) = crate::rules::api::load(cfg)?;
     let now = clock::unix_ms();
-    let pipeline = Arc::new(Pipeline::new(
+    let pipeline = Arc::new(Pipeline::with_rules(
         PipelineConfig::from_config(cfg),
         fences.clone(),
+        rules.clone(),
         now,
     ));
     let replayed = replay(&pipeline, &log, now)?;
@@ -269,6 +289,12 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         prometheus: prometheus.clone(),
         tokens: admin_tokens(cfg)?,
         fence_update: tokio::sync::Mutex::new(()),
+        attendance: Arc::new(crate::rules::api::AttendanceApi::new(
+            rules,
+            rules_source,
+            cfg.data_dir.join("index").join("records"),
+        )),
+        sinks: forwarders.health().to_vec(),
     });
     let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
         .await
@@ -315,6 +341,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         endpoints,
         admin_task,
         housekeeping,
+        forwarders,
     })
 }
 
@@ -353,6 +380,8 @@ impl Running {
         }
         let _ = self.admin_task.await;
         let _ = self.housekeeping.await;
+        // Forwarders stop after the edge drained; each persists its cursor.
+        self.forwarders.stop(Duration::from_secs(5)).await;
         let log = self.edge.log.clone();
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
     }
@@ -361,6 +390,11 @@ impl Running {
     pub fn committed(&self) -> Lsn {
         self.edge.log.committed()
     }
+
+    /// Health of every configured sink's forwarder, in config order.
+    pub fn sinks(&self) -> &[Arc<crate::sink::SinkHealth>] {
+        self.forwarders.health()
+    }
 }
 
 /// Runs a node until SIGTERM or Ctrl-C, then drains it.
@@ -368,7 +402,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let running = start(&cfg).await?;
     let tenants: Vec<&str> = cfg.tenants.iter().map(|(t, _)| t.as_str()).collect();
     eprintln!(
-        "fencegate {} serving\n  QUIC   {} (ALPN fencegate/1)\n  admin  http://{}\n  certificate SHA-256 {}\n  tenants {}\n  fences {} from {}\n  log    {}\nIssue a device token with: fencegate token issue --tenant {} --device DEVICE",
+        "fencegate {} serving\n  QUIC   {} (ALPN fencegate/1)\n  admin  http://{}\n  certificate SHA-256 {}\n  tenants {}\n  fences {} from {}\n  log    {}\n  sinks  {}\nIssue a device token with: fencegate token issue --tenant {} --device DEVICE",
         env!("CARGO_PKG_VERSION"),
         running.quic_addr,
         running.admin_addr,
@@ -377,6 +411,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         running.edge.pipeline.fences().load().index().len(),
         cfg.fences.path.display(),
         cfg.log_dir.display(),
+        sink_summary(&cfg),
         tenants.first().copied().unwrap_or("TENANT"),
     );
     wait_for_signal().await;
@@ -384,6 +419,17 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     running.shutdown(Duration::from_secs(10)).await;
     eprintln!("stopped");
     Ok(())
+}
+
+fn sink_summary(cfg: &Config) -> String {
+    if cfg.sinks.is_empty() {
+        return "none (records stay in the log; see [[sinks]] in config/fencegate.toml)".into();
+    }
+    cfg.sinks
+        .iter()
+        .map(|s| format!("{} ({})", s.name, s.target.kind()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn wait_for_signal() {
