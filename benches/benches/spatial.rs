@@ -167,15 +167,17 @@ fn locate_cpu(c: &mut Criterion<CpuTime>) {
 fn locate_sizes<M: Measurement>(c: &mut Criterion<M>, prefix: &str, sizes: &[usize]) {
     for &n in sizes {
         let set = synthetic_fences(n, SEED);
-        let probes = synthetic_points(10_000, SEED + 1, &set);
+        // 200k probes touch far more cells than the caches hold, as a gateway's many devices
+        // do; a few thousand repeated probes would measure cache-resident lookups.
+        let probes = synthetic_points(200_000, SEED + 1, &set);
         let mut group = c.benchmark_group(format!("{prefix}/{n}"));
         group.sample_size(10);
         for (name, opts) in variants() {
             let index = FenceIndex::build(set.clone(), &opts);
-            // Brute force at 100k would take minutes per sample; a tenth of the probes is
-            // plenty to measure it.
-            let probes = if matches!(opts.strategy, Strategy::BruteForce) && n >= 10_000 {
-                &probes[..1_000]
+            // Brute force would take minutes per sample; a few hundred probes are plenty to
+            // measure it.
+            let probes = if matches!(opts.strategy, Strategy::BruteForce) {
+                &probes[..if n >= 10_000 { 500 } else { 5_000 }]
             } else {
                 &probes[..]
             };
@@ -226,7 +228,7 @@ fn locate_sizes<M: Measurement>(c: &mut Criterion<M>, prefix: &str, sizes: &[usi
 /// The grid resolution behind the default: lookups/s and build time against cells per degree.
 fn grid_resolution(c: &mut Criterion) {
     let set = synthetic_fences(100_000, SEED);
-    let probes = synthetic_points(10_000, SEED + 1, &set);
+    let probes = synthetic_points(200_000, SEED + 1, &set);
     let mut group = c.benchmark_group("spatial/grid_cells_per_degree/100000");
     group.sample_size(10);
     group.throughput(Throughput::Elements(probes.len() as u64));
