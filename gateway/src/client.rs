@@ -1,8 +1,14 @@
 //! A device client over QUIC, used by the end-to-end tests and the load
 //! harness, and a reference for third-party clients (`docs/PROTOCOL.md`).
+//!
+//! [`Connector::new`] is the simple form (one UDP socket, resumption on).
+//! [`Connector::with_options`] is what the load harness uses: it can turn
+//! session resumption off (so every connection pays a full handshake),
+//! size the socket buffers, and send the Hello in 0-RTT.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use fencegate_schema::{
@@ -37,6 +43,52 @@ impl PunchReply {
     }
 }
 
+/// How a [`Connector`] connects; [`ConnectorOptions::new`] gives the
+/// defaults [`Connector::new`] uses.
+#[derive(Debug, Clone)]
+pub struct ConnectorOptions {
+    /// The gateway's QUIC address.
+    pub server: SocketAddr,
+    /// The name sent in SNI and checked against the certificate (unless the
+    /// certificate is pinned).
+    pub server_name: String,
+    /// How the gateway's certificate is trusted.
+    pub trust: Trust,
+    /// Keep session tickets and resume with them. Off, every connection
+    /// pays a full TLS handshake, as a phone with no ticket does.
+    pub resumption: bool,
+    /// With `resumption`: keep up to this many tickets per server instead
+    /// of rustls's 8, the way many phones each hold a ticket from an
+    /// earlier visit. 0 keeps rustls's in-memory cache.
+    pub ticket_pool: usize,
+    /// Offer 0-RTT on resumed connections ([`Connector::connect`] then sends
+    /// the Hello before the handshake completes).
+    pub zero_rtt: bool,
+    /// QUIC keep-alive interval; `None` sends none.
+    pub keep_alive: Option<Duration>,
+    /// Kernel send and receive buffer size asked for the UDP socket, in
+    /// bytes; 0 keeps the system default. Thousands of connections on one
+    /// socket need more than the default to ride out bursts.
+    pub socket_buffer: usize,
+}
+
+impl ConnectorOptions {
+    /// Defaults: resumption on, no 0-RTT, keep-alive every 10 s, system
+    /// socket buffers.
+    pub fn new(server: SocketAddr, server_name: &str, trust: Trust) -> Self {
+        Self {
+            server,
+            server_name: server_name.to_owned(),
+            trust,
+            resumption: true,
+            ticket_pool: 0,
+            zero_rtt: false,
+            keep_alive: Some(Duration::from_secs(10)),
+            socket_buffer: 0,
+        }
+    }
+}
+
 /// Makes client endpoints that share one TLS configuration (and so one
 /// session-ticket cache, which is what makes resumption work).
 #[derive(Debug, Clone)]
@@ -45,6 +97,7 @@ pub struct Connector {
     config: quinn::ClientConfig,
     server: SocketAddr,
     server_name: String,
+    zero_rtt: bool,
 }
 
 impl Connector {
@@ -56,37 +109,114 @@ impl Connector {
         trust: Trust,
         zero_rtt: bool,
     ) -> anyhow::Result<Self> {
-        let crypto = client_crypto(trust, zero_rtt)?;
+        let mut opts = ConnectorOptions::new(server, server_name, trust);
+        opts.zero_rtt = zero_rtt;
+        let mut c = Self::with_options(&opts)?;
+        // The simple form has always awaited the full handshake before the
+        // Hello; 0-RTT here only means the TLS config allows early data.
+        c.zero_rtt = false;
+        Ok(c)
+    }
+
+    /// A connector set up as `opts` says. Binds one local UDP socket.
+    pub fn with_options(opts: &ConnectorOptions) -> anyhow::Result<Self> {
+        let mut crypto = client_crypto(opts.trust.clone(), opts.zero_rtt)?;
+        if !opts.resumption {
+            crypto.resumption = rustls::client::Resumption::disabled();
+        } else if opts.ticket_pool > 0 {
+            crypto.resumption =
+                rustls::client::Resumption::store(Arc::new(TicketPool::new(opts.ticket_pool)));
+        }
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
             .context("the TLS configuration cannot serve QUIC")?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(std::time::Duration::from_secs(10)));
+        transport.keep_alive_interval(opts.keep_alive);
         config.transport_config(Arc::new(transport));
-        let bind: SocketAddr = if server.is_ipv4() {
+        let bind: SocketAddr = if opts.server.is_ipv4() {
             "0.0.0.0:0".parse()?
         } else {
             "[::]:0".parse()?
         };
-        let endpoint = quinn::Endpoint::client(bind).context("cannot bind a client UDP socket")?;
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(bind),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .context("cannot create a client UDP socket")?;
+        if opts.socket_buffer > 0 {
+            // Best effort: the kernel caps it at net.core.{r,w}mem_max.
+            let _ = sock.set_recv_buffer_size(opts.socket_buffer);
+            let _ = sock.set_send_buffer_size(opts.socket_buffer);
+        }
+        sock.bind(&bind.into())
+            .context("cannot bind a client UDP socket")?;
+        sock.set_nonblocking(true)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            sock.into(),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .context("cannot start a client QUIC endpoint")?;
         Ok(Self {
             endpoint,
             config,
-            server,
-            server_name: server_name.to_owned(),
+            server: opts.server,
+            server_name: opts.server_name.clone(),
+            zero_rtt: opts.zero_rtt,
         })
     }
 
     /// Connects and authenticates with `token` as `device`.
     pub async fn connect(&self, token: &str, device: &str) -> anyhow::Result<Client> {
-        let connecting = self
-            .endpoint
-            .connect_with(self.config.clone(), self.server, &self.server_name)
-            .context("cannot start a connection")?;
-        let conn = connecting.await.context("QUIC handshake failed")?;
-        let client = Client { conn };
+        let connecting = self.start()?;
+        if self.zero_rtt {
+            match connecting.into_0rtt() {
+                Ok((conn, accepted)) => {
+                    // The Hello goes out in 0-RTT. If the server refuses the
+                    // early data, quinn fails the stream and the Hello is
+                    // sent again once the handshake completes.
+                    let client = Client { conn };
+                    match client.hello(token, device).await {
+                        Ok(()) => return Ok(client),
+                        Err(e) if accepted.await => return Err(e),
+                        Err(_) => {
+                            client.hello(token, device).await?;
+                            return Ok(client);
+                        }
+                    }
+                }
+                Err(connecting) => {
+                    let conn = connecting.await.context("QUIC handshake failed")?;
+                    let client = Client { conn };
+                    client.hello(token, device).await?;
+                    return Ok(client);
+                }
+            }
+        }
+        let client = self.handshake_started(connecting).await?;
         client.hello(token, device).await?;
         Ok(client)
+    }
+
+    /// Completes a QUIC handshake without authenticating, so a caller can
+    /// time the handshake and the Hello separately; follow it with
+    /// [`Client::hello`].
+    pub async fn handshake(&self) -> anyhow::Result<Client> {
+        let connecting = self.start()?;
+        self.handshake_started(connecting).await
+    }
+
+    fn start(&self) -> anyhow::Result<quinn::Connecting> {
+        self.endpoint
+            .connect_with(self.config.clone(), self.server, &self.server_name)
+            .context("cannot start a connection")
+    }
+
+    async fn handshake_started(&self, connecting: quinn::Connecting) -> anyhow::Result<Client> {
+        let conn = connecting.await.context("QUIC handshake failed")?;
+        Ok(Client { conn })
     }
 
     /// The local endpoint (for stats or closing).
@@ -113,7 +243,10 @@ impl Client {
             .map_err(|e| anyhow::anyhow!("no reply: {e} ({:?})", self.conn.close_reason()))
     }
 
-    async fn hello(&self, token: &str, device: &str) -> anyhow::Result<()> {
+    /// Authenticates the connection: sends the Hello on the first
+    /// bidirectional stream and waits for the HelloAck. [`Connector::connect`]
+    /// does this; call it yourself after [`Connector::handshake`].
+    pub async fn hello(&self, token: &str, device: &str) -> anyhow::Result<()> {
         let mut fbb = FlatBufferBuilder::new();
         let frame = FrameMsg::Hello(HelloMsg {
             token: token.to_owned(),
@@ -144,6 +277,22 @@ impl Client {
         decode_punch_reply(&reply)
     }
 
+    /// Sends one punch and does not wait for its reply, as a device does
+    /// whose ack is lost (the reply, if any, is discarded). Returns once
+    /// the frame is handed to QUIC; resend the same punch to get its ack.
+    pub async fn punch_unanswered(&self, punch: &PunchMsg) -> anyhow::Result<()> {
+        let mut fbb = FlatBufferBuilder::new();
+        let frame = punch.encode_into(&mut fbb);
+        let (mut send, mut recv) = self.conn.open_bi().await.context("cannot open a stream")?;
+        send.write_all(frame)
+            .await
+            .context("cannot send the frame")?;
+        send.finish().context("cannot finish the stream")?;
+        // Tell the gateway nobody will read the answer.
+        let _ = recv.stop(quinn::VarInt::from_u32(0));
+        Ok(())
+    }
+
     /// Sends one ping batch as a QUIC datagram (no reply).
     pub fn ping(
         &self,
@@ -154,6 +303,11 @@ impl Client {
         self.conn
             .send_datagram(bytes::Bytes::copy_from_slice(bytes))
             .context("cannot send the datagram")
+    }
+
+    /// Sends an already encoded ping-batch frame as one QUIC datagram.
+    pub fn ping_frame(&self, frame: bytes::Bytes) -> Result<(), quinn::SendDatagramError> {
+        self.conn.send_datagram(frame)
     }
 
     /// Uploads ping batches on one unidirectional stream, length-prefixed.
@@ -181,6 +335,112 @@ impl Client {
             quinn::VarInt::from_u32(fencegate_schema::close::NORMAL),
             b"bye",
         );
+    }
+}
+
+/// A TLS session store holding up to `capacity` TLS 1.3 tickets per server
+/// (rustls's own cache keeps 8). One client process standing in for many
+/// phones needs one ticket per phone in flight, or most connections of a
+/// burst would find no ticket and fall back to a full handshake.
+#[derive(Debug)]
+pub struct TicketPool {
+    capacity: usize,
+    servers: std::sync::Mutex<
+        std::collections::HashMap<rustls::pki_types::ServerName<'static>, TicketEntry>,
+    >,
+}
+
+#[derive(Debug, Default)]
+struct TicketEntry {
+    kx_hint: Option<rustls::NamedGroup>,
+    tickets: std::collections::VecDeque<rustls::client::Tls13ClientSessionValue>,
+}
+
+impl TicketPool {
+    /// A pool keeping up to `capacity` tickets per server name.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            servers: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Tickets held for `server_name`.
+    pub fn len(&self, server_name: &str) -> usize {
+        let Ok(name) = rustls::pki_types::ServerName::try_from(server_name.to_owned()) else {
+            return 0;
+        };
+        self.lock().get(&name).map_or(0, |e| e.tickets.len())
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<rustls::pki_types::ServerName<'static>, TicketEntry>,
+    > {
+        // A panic elsewhere cannot leave the map inconsistent: every
+        // operation is a single insert or pop.
+        self.servers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl rustls::client::ClientSessionStore for TicketPool {
+    fn set_kx_hint(
+        &self,
+        server_name: rustls::pki_types::ServerName<'static>,
+        group: rustls::NamedGroup,
+    ) {
+        self.lock().entry(server_name).or_default().kx_hint = Some(group);
+    }
+
+    fn kx_hint(
+        &self,
+        server_name: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::NamedGroup> {
+        self.lock()
+            .get(&server_name.to_owned())
+            .and_then(|e| e.kx_hint)
+    }
+
+    // QUIC is TLS 1.3 only: there are no TLS 1.2 sessions to keep.
+    fn set_tls12_session(
+        &self,
+        _: rustls::pki_types::ServerName<'static>,
+        _: rustls::client::Tls12ClientSessionValue,
+    ) {
+    }
+
+    fn tls12_session(
+        &self,
+        _: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        None
+    }
+
+    fn remove_tls12_session(&self, _: &rustls::pki_types::ServerName<'static>) {}
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        let mut map = self.lock();
+        let e = map.entry(server_name).or_default();
+        if e.tickets.len() >= self.capacity {
+            e.tickets.pop_front();
+        }
+        e.tickets.push_back(value);
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &rustls::pki_types::ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        // Newest first: it is the least likely to have expired.
+        self.lock()
+            .get_mut(server_name)
+            .and_then(|e| e.tickets.pop_back())
     }
 }
 

@@ -1,8 +1,190 @@
-//! The `fencegate-load` binary.
+//! The `fencegate-load` binary: parses the command line, runs the scenario
+//! (`fencegate_load::run`), prints the summary, writes `--json` and
+//! `--html`, and exits non-zero when the audit finds a lost or duplicated
+//! record.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use fencegate_load::scenario::{Handshake, Overrides, Scenario};
+use fencegate_load::target::RemoteSpec;
+use fencegate_load::{BaselineKind, Options};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
-    Ok(())
+/// Exit code when the audit finds lost, duplicated or mismatched records.
+const EXIT_AUDIT_FAILED: u8 = 2;
+
+/// Load harness for fencegate gateways: 9:00 peak and fleet scenarios,
+/// audit, reports. See docs/LOADTEST.md.
+#[derive(Debug, Parser)]
+#[command(name = "fencegate-load", version)]
+struct Cli {
+    /// Scenario file (loadtest/scenarios/*.toml).
+    #[arg(long, value_name = "FILE")]
+    scenario: PathBuf,
+    /// Seconds of offered load; a punch curve is compressed to fit unless
+    /// --speed is given.
+    #[arg(long, value_name = "S")]
+    duration: Option<f64>,
+    /// Number of employees (punch loads).
+    #[arg(long, value_name = "N")]
+    employees: Option<u64>,
+    /// Number of devices (fleet loads).
+    #[arg(long, value_name = "N")]
+    devices: Option<u64>,
+    /// Time compression of the punch curve.
+    #[arg(long, value_name = "X")]
+    speed: Option<f64>,
+    /// The gateway's QUIC address (host:port). Without it the harness
+    /// starts its own gateway on loopback.
+    #[arg(long, value_name = "ADDR")]
+    target: Option<String>,
+    /// Reconcile every ack with the gateway's log after the run; exit 2 if
+    /// anything acknowledged is lost or duplicated.
+    #[arg(long)]
+    audit: bool,
+    /// Also measure a baseline in the same run and report the gateway's
+    /// rate as a ratio of it.
+    #[arg(long, value_enum, value_name = "KIND")]
+    baseline: Option<BaselineKind>,
+    /// Write the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write a self-contained HTML report with charts.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+
+    /// Server name for SNI and certificate checks (default: the host of
+    /// --target, or "localhost" for an IP address).
+    #[arg(long, value_name = "NAME", requires = "target")]
+    server_name: Option<String>,
+    /// PEM file of the CA that signed the gateway's certificate.
+    #[arg(long, value_name = "FILE", requires = "target")]
+    ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprint of the gateway's certificate, as `fencegate
+    /// serve` prints it (pinning; for dev certificates).
+    #[arg(long, value_name = "FP", requires = "target")]
+    fingerprint: Option<String>,
+    /// Tenant to load as (default: the scenario's world.tenant).
+    #[arg(long, value_name = "T", requires = "target")]
+    tenant: Option<String>,
+    /// The tenant's device-token key file (the gateway's [[tenants]]
+    /// key_file); the harness issues each device its token with it.
+    #[arg(long, value_name = "FILE", requires = "target")]
+    tenant_key_file: Option<PathBuf>,
+    /// The gateway's log folder, for --audit and ping→log latency.
+    #[arg(long, value_name = "DIR", requires = "target")]
+    log_dir: Option<PathBuf>,
+    /// The gateway's admin metrics URL (http://host:9464/metrics), for its
+    /// own counters in the report.
+    #[arg(long, value_name = "URL", requires = "target")]
+    metrics_url: Option<String>,
+    /// The tenant's fences as GeoJSON, so inside/outside punches and routes
+    /// aim at the gateway's real fences (default: the scenario's synthetic
+    /// fences, which a remote gateway must have loaded).
+    #[arg(long, value_name = "FILE")]
+    fences: Option<PathBuf>,
+    /// The gateway's process id, to measure its memory per connection.
+    #[arg(long, value_name = "PID")]
+    gateway_pid: Option<u32>,
+
+    /// Connection set-up for punches (overrides punch.handshake).
+    #[arg(long, value_enum)]
+    handshake: Option<Handshake>,
+    /// Seed of the synthetic world (overrides the scenario's).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Client UDP endpoints (sockets) to spread connections over
+    /// (default: 2 per core).
+    #[arg(long, value_name = "N")]
+    client_endpoints: Option<usize>,
+    /// Folder for the built-in gateway's temporary data (default: the
+    /// system temp folder). Put it on the disk you want fsyncs measured on.
+    #[arg(long, value_name = "DIR", conflicts_with = "target")]
+    data_dir: Option<PathBuf>,
+    /// Write the scenario's synthetic fences as GeoJSON to FILE and exit
+    /// (to load them into a remote gateway for a load-test tenant).
+    #[arg(long, value_name = "FILE")]
+    write_fences: Option<PathBuf>,
+    /// No progress display.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fencegate-load: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ov = Overrides {
+        duration_s: cli.duration,
+        employees: cli.employees,
+        devices: cli.devices,
+        speed: cli.speed,
+        handshake: cli.handshake,
+        seed: cli.seed,
+    };
+    let scenario = Scenario::load(&cli.scenario, &ov)?;
+    if let Some(out) = &cli.write_fences {
+        std::fs::write(out, fencegate_load::world::synthetic_geojson(&scenario))
+            .with_context(|| format!("--write-fences {}: cannot write it", out.display()))?;
+        eprintln!(
+            "wrote {} synthetic fences of tenant '{}' to {}",
+            scenario.world.fences,
+            scenario.world.tenant,
+            out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let remote = cli.target.as_ref().map(|t| RemoteSpec {
+        target: t.clone(),
+        server_name: cli.server_name.clone(),
+        ca_file: cli.ca_file.clone(),
+        fingerprint: cli.fingerprint.clone(),
+        tenant: cli.tenant.clone(),
+        tenant_key_file: cli.tenant_key_file.clone(),
+    });
+    let opts = Options {
+        remote,
+        log_dir: cli.log_dir.clone(),
+        metrics_url: cli.metrics_url.clone(),
+        gateway_pid: cli.gateway_pid,
+        fences: cli.fences.clone(),
+        data_dir: cli.data_dir.clone(),
+        audit: cli.audit,
+        baseline: cli.baseline,
+        progress: !cli.quiet,
+        client_endpoints: cli.client_endpoints,
+        run_salt: None,
+    };
+    let report = fencegate_load::run(&scenario, &opts)?;
+    print!("{}", report.summary());
+    if let Some(path) = &cli.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("--json {}: cannot write it", path.display()))?;
+    }
+    if let Some(path) = &cli.html {
+        std::fs::write(path, fencegate_load::html::render(&report))
+            .with_context(|| format!("--html {}: cannot write it", path.display()))?;
+    }
+    if report.audit_passed() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "fencegate-load: the audit failed: acknowledged records are lost, duplicated or differ from their acks"
+        );
+        Ok(ExitCode::from(EXIT_AUDIT_FAILED))
+    }
 }

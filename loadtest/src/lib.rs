@@ -1,0 +1,588 @@
+//! fencegate-load: the load harness SREs prove a deployment with, and how
+//! the project measures itself.
+//!
+//! A run takes a scenario (`loadtest/scenarios/*.toml`), builds a seeded
+//! synthetic world (fences, employees, devices), points it at a gateway
+//! (one started in-process on loopback, or a remote one), offers the load
+//! open-loop from every core, and reports what happened: a terminal
+//! summary, `--json`, `--html`, an optional audit of the gateway's log
+//! against every ack, and an optional raw-UDP baseline.
+//!
+//! Module map: `scenario` (files and overrides) → `world` (seeded
+//! fences, employees, devices) → `target` (built-in or remote gateway) →
+//! `punch` / `fleet` (the loads) with `stats` (histograms) and `tail`
+//! (ping→log latency) → `audit`, `probe` (gateway counters, memory),
+//! `baseline` → `report` / `html`.
+
+pub mod audit;
+pub mod baseline;
+pub mod clock;
+pub mod fleet;
+pub mod html;
+pub mod ids;
+pub mod probe;
+pub mod punch;
+pub mod report;
+pub mod rng;
+pub mod scenario;
+pub mod stats;
+pub mod tail;
+pub mod target;
+pub mod world;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use fencegate::client::{Connector, ConnectorOptions};
+use fencegate::log::Lsn;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::audit::Book;
+use crate::fleet::{FleetCtx, Schedule};
+use crate::ids::RunIds;
+use crate::probe::GatewayCounts;
+use crate::punch::{PunchCtx, PunchSchedule};
+use crate::report::{MemoryReport, PingReport, PunchReport, Report};
+use crate::scenario::{Handshake, Scenario};
+use crate::stats::Series;
+use crate::tail::{Tail, TailSource};
+use crate::target::{RemoteSpec, Target};
+use crate::world::{Curve, World};
+
+/// The baselines `--baseline` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BaselineKind {
+    /// Raw loopback UDP datagrams at the scenario's datagram size.
+    RawUdp,
+}
+
+/// Everything a run needs besides the scenario.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// A remote gateway; `None` starts one in-process on loopback.
+    pub remote: Option<RemoteSpec>,
+    /// The gateway's log folder (remote; the built-in one is known).
+    pub log_dir: Option<PathBuf>,
+    /// The gateway's `/metrics` URL (remote).
+    pub metrics_url: Option<String>,
+    /// The gateway's process id, to sample its memory.
+    pub gateway_pid: Option<u32>,
+    /// The target's fences (GeoJSON); default: the scenario's synthetic ones.
+    pub fences: Option<PathBuf>,
+    /// Where the built-in gateway keeps its (temporary) data.
+    pub data_dir: Option<PathBuf>,
+    /// Reconcile acks with the log afterwards.
+    pub audit: bool,
+    /// Measure a baseline first.
+    pub baseline: Option<BaselineKind>,
+    /// Draw the progress display.
+    pub progress: bool,
+    /// Client UDP endpoints (default: 2 per core).
+    pub client_endpoints: Option<usize>,
+    /// Salt for the run's ids (default: random).
+    pub run_salt: Option<u32>,
+}
+
+/// The fences the run uses: `--fences`, or the scenario's synthetic ones.
+pub fn fences_geojson(s: &Scenario, opts: &Options) -> anyhow::Result<String> {
+    match &opts.fences {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("--fences {}: cannot read it", f.display())),
+        None => Ok(world::synthetic_geojson(s)),
+    }
+}
+
+/// Runs scenario `s` as `opts` says and returns the report.
+pub fn run(s: &Scenario, opts: &Options) -> anyhow::Result<Report> {
+    let geojson = fences_geojson(s, opts)?;
+    let world = Arc::new(World::build(s, &geojson)?);
+    let mut target = match &opts.remote {
+        None => Target::start_builtin(s, &geojson, opts.data_dir.as_deref())?,
+        Some(spec) => Target::remote(spec, s, opts.log_dir.clone(), opts.metrics_url.clone())?,
+    };
+    if opts.audit && target.log_dir.is_none() {
+        anyhow::bail!(
+            "--audit needs the gateway's log: give --log-dir (the gateway's <data_dir>/log, on this host or mounted read-only)"
+        );
+    }
+    let result = run_on(s, opts, &world, &target);
+    target.shutdown();
+    result
+}
+
+fn run_on(
+    s: &Scenario,
+    opts: &Options,
+    world: &Arc<World>,
+    target: &Target,
+) -> anyhow::Result<Report> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let ids = Arc::new(RunIds::new(opts.run_salt.unwrap_or_else(rand::random)));
+
+    let baseline = match opts.baseline {
+        None => None,
+        Some(BaselineKind::RawUdp) => {
+            let size = match &s.fleet {
+                Some(f) if s.punch.is_none() => fleet::datagram_size(f.batch),
+                // A punch frame is about this size (see docs/PROTOCOL.md §12).
+                _ => 160,
+            };
+            Some(baseline::raw_udp(size, Duration::from_secs(2))?)
+        }
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .thread_name("load")
+        .enable_all()
+        .build()
+        .context("cannot start the harness runtime")?;
+    let endpoints = opts.client_endpoints.unwrap_or(cores * 2).max(1);
+    let handshake = s.punch.as_ref().map_or(Handshake::Full, |p| p.handshake);
+    let connectors = rt.block_on(async {
+        (0..endpoints)
+            .map(|_| {
+                let mut o =
+                    ConnectorOptions::new(target.addr, &target.server_name, target.trust.clone());
+                o.resumption = handshake != Handshake::Full;
+                o.zero_rtt = handshake == Handshake::ZeroRtt;
+                o.ticket_pool = 65_536;
+                o.socket_buffer = 4 << 20;
+                o.keep_alive = Some(Duration::from_secs(10));
+                Connector::with_options(&o)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+
+    let started_unix_ms = clock::unix_ms();
+    let log_from = log_position(target);
+    let book = Arc::new(Book::default());
+    let bar = progress_bar(opts.progress);
+    let pid = opts.gateway_pid;
+    let peak_rss = Arc::new(AtomicU64::new(0));
+
+    let outcome = rt.block_on(async {
+        let before = probe::scrape(&target.metrics).await?;
+        let t0 = clock::now();
+        let t0_unix = clock::unix_ms();
+        let duration = Duration::from_secs_f64(s.duration_s);
+        let drain = Duration::from_secs_f64(s.drain_s);
+
+        // Memory sampler: the peak over the run.
+        let sampler = {
+            let peak = peak_rss.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Some(r) = probe::rss_bytes(pid) {
+                        peak.fetch_max(r, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+        };
+
+        // Fleet first: its devices connect before anyone punches.
+        let mut fleet_state = None;
+        if let Some(f) = &s.fleet {
+            let ctx = Arc::new(FleetCtx {
+                connectors: connectors.clone(),
+                issuer: target.issuer(),
+                world: world.clone(),
+                seed: s.seed,
+                route_share: f.route_share,
+                speed_mps: f.speed_mps,
+                ids: ids.clone(),
+                series: Arc::new(Series::new(t0)),
+                connect: Arc::new(Series::new(t0)),
+                counts: fleet::FleetCounts::default(),
+            });
+            bar.set_message(format!("connecting {} devices", f.devices));
+            let rss_before = probe::rss_bytes(pid);
+            let connect_deadline = clock::now()
+                + Duration::from_secs_f64(f.devices as f64 / f.connect_rate)
+                + Duration::from_secs(30);
+            let tc = clock::now();
+            let live = live_task(&bar, None, Some(ctx.connect.clone()), t0, "connect");
+            let clients = fleet::connect_all(&ctx, f.devices, f.connect_rate, connect_deadline).await;
+            live.abort();
+            let connect_s = tc.elapsed().as_secs_f64();
+            // Let handshake buffers go before measuring idle connections.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let rss_connected = probe::rss_bytes(pid);
+            let connected = clients.iter().filter(|c| c.is_some()).count() as u64;
+            let memory = match (rss_before, rss_connected) {
+                (Some(a), Some(b)) if connected > 0 => Some(MemoryReport {
+                    source: match pid {
+                        Some(p) => format!("gateway process {p}"),
+                        None if target.is_builtin() => {
+                            "this process: harness and built-in gateway together (an upper bound; use --gateway-pid with a separate gateway)".into()
+                        }
+                        None => "this process: the harness only (give --gateway-pid for the gateway's)".into(),
+                    },
+                    rss_before: a,
+                    rss_connected: b,
+                    connections: connected,
+                    per_connection_bytes: b.saturating_sub(a) as f64 / connected as f64,
+                    rss_peak: 0,
+                }),
+                _ => None,
+            };
+            let start_ms = clock::now().saturating_duration_since(t0).as_millis() as i64 + 200;
+            let sched = Arc::new(Schedule::new(
+                t0,
+                t0_unix,
+                start_ms,
+                duration,
+                f,
+                s.seed,
+            ));
+            let tail = match tail_source(target) {
+                Some(src) => Some(Tail::start(src, log_position(target), sched.clone(), ids.clone(), ctx.series.clone())?),
+                None => None,
+            };
+            fleet_state = Some((ctx, sched, clients, tail, memory, connect_s));
+        }
+
+        let punch_ctx = s.punch.as_ref().map(|p| {
+            Arc::new(PunchCtx {
+                connectors: connectors.clone(),
+                issuer: target.issuer(),
+                world: world.clone(),
+                seed: s.seed,
+                mix: p.mix.clone(),
+                speed: s.punch_speed().expect("a punch load has a speed"),
+                timeout: Duration::from_secs_f64(p.timeout_s),
+                ids: ids.clone(),
+                series: Arc::new(Series::new(t0)),
+                connect: Arc::new(Series::new(t0)),
+                book: book.clone(),
+                outcomes: Default::default(),
+            })
+        });
+
+        // Both loads start together at `load_t0`.
+        let load_t0 = match &fleet_state {
+            Some((_, sched, ..)) => t0 + Duration::from_millis(sched.start_ms as u64),
+            None => clock::now(),
+        };
+        let offer_end = load_t0 + duration;
+        let hard_end = offer_end + drain;
+        bar.set_length(duration.as_secs().max(1));
+        let live = live_task(
+            &bar,
+            punch_ctx.as_ref().map(|c| c.series.clone()),
+            fleet_state.as_ref().map(|f| f.0.series.clone()),
+            load_t0,
+            "load",
+        );
+
+        let punch_fut = {
+            let ctx = punch_ctx.clone();
+            let sched = s.punch.as_ref().map(|p| PunchSchedule {
+                employees: p.employees,
+                curve: Curve::new(&p.cdf, p.window_s),
+                t0: load_t0,
+                offer_end,
+                hard_end,
+                max_in_flight: p.max_in_flight,
+            });
+            async move {
+                if let (Some(ctx), Some(sched)) = (ctx, sched) {
+                    punch::run(ctx, sched).await;
+                }
+            }
+        };
+        let mut fleet_taken = fleet_state.take();
+        let clients = fleet_taken.as_mut().map(|f| std::mem::take(&mut f.2));
+        let fleet_fut = {
+            let f = fleet_taken.as_ref().map(|f| (f.0.clone(), f.1.clone()));
+            async move {
+                if let (Some((ctx, sched)), Some(clients)) = (f, clients) {
+                    let keep: Vec<_> = clients.iter().flatten().cloned().collect();
+                    fleet::ping_all(&ctx, &sched, clients).await;
+                    keep
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        let ((), fleet_clients) = tokio::join!(punch_fut, fleet_fut);
+        live.abort();
+
+        // Pings are not acknowledged: give the log a moment to commit what
+        // is in flight before the tail stops reading.
+        let mut fleet_report = None;
+        if let Some((ctx, sched, _, tail, memory, connect_s)) = fleet_taken {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let tail = match tail {
+                Some(t) => Some(tokio::task::spawn_blocking(move || t.finish()).await??),
+                None => None,
+            };
+            for c in &fleet_clients {
+                c.close();
+            }
+            fleet_report = Some((ctx, sched, tail, memory, connect_s));
+        }
+        let after = probe::scrape(&target.metrics).await?;
+        sampler.abort();
+        bar.finish_and_clear();
+        for c in &connectors {
+            c.endpoint().close(quinn::VarInt::from_u32(0), b"done");
+        }
+        anyhow::Ok((before, after, punch_ctx, fleet_report))
+    })?;
+    let (before, after, punch_ctx, fleet_report) = outcome;
+    rt.shutdown_timeout(Duration::from_secs(2));
+
+    let gateway = match (&before, &after) {
+        (Some(b), Some(a)) => Some(GatewayCounts::between(b, a)),
+        _ => None,
+    };
+
+    let punches = punch_ctx.map(|ctx| punch_report(s, &ctx));
+    let pings = fleet_report.map(|(ctx, sched, tail, memory, connect_s)| {
+        (
+            ping_report(s, &ctx, &sched, tail, gateway.as_ref(), connect_s),
+            memory,
+        )
+    });
+    let (pings, mut memory) = match pings {
+        Some((p, m)) => (Some(p), m),
+        None => (None, None),
+    };
+    if let Some(m) = &mut memory {
+        m.rss_peak = peak_rss.load(Ordering::Relaxed);
+    }
+
+    let audit = if opts.audit {
+        let dir = target.log_dir.as_ref().expect("checked before the run");
+        Some(audit::audit_log(
+            dir,
+            log_from,
+            &book,
+            ids.salt,
+            &ids.prefix,
+        )?)
+    } else {
+        None
+    };
+
+    let mut errors = std::collections::BTreeMap::new();
+    for e in punches
+        .iter()
+        .flat_map(|p| p.errors.iter())
+        .chain(pings.iter().flat_map(|p| p.errors.iter()))
+    {
+        *errors.entry(e.0.clone()).or_insert(0) += e.1;
+    }
+    let (primary, duration_s, offered, acked, acked_basis, latency) = match (&punches, &pings) {
+        (Some(p), _) => (
+            "punches",
+            p.absorbed_s,
+            p.offered,
+            p.acked,
+            "punch acks",
+            p.latency_ms,
+        ),
+        (None, Some(p)) => {
+            let (acked, basis) = match (p.gateway_processed, p.logged) {
+                (Some(n), _) => (n, "gateway-processed"),
+                (None, Some(n)) => (n, "logged"),
+                (None, None) => (p.sent.fixes_sent, "sent"),
+            };
+            (
+                "pings",
+                p.ping_s,
+                p.offered,
+                acked,
+                basis,
+                p.latency_ms.unwrap_or_default(),
+            )
+        }
+        (None, None) => unreachable!("a scenario has a punch or a fleet load"),
+    };
+    let achieved_rate = if duration_s > 0.0 {
+        acked as f64 / duration_s
+    } else {
+        0.0
+    };
+    let baseline_ratio = baseline.as_ref().map(|b| {
+        let gateway_rate = match (&punches, &pings) {
+            (Some(p), _) => p.achieved_rate,
+            (None, Some(_)) => achieved_rate / f64::from(s.fleet.as_ref().map_or(1, |f| f.batch)),
+            (None, None) => 0.0,
+        };
+        gateway_rate / b.datagrams_per_s.max(1.0)
+    });
+    Ok(Report {
+        scenario: s.name.clone(),
+        description: s.description.clone(),
+        seed: s.seed,
+        run_id: ids.prefix.trim_end_matches('-').to_owned(),
+        target: target.description.clone(),
+        started_unix_ms,
+        primary,
+        duration_s,
+        offered,
+        acked,
+        acked_basis,
+        achieved_rate,
+        latency_ms: latency,
+        errors,
+        lost: audit.as_ref().map(|a| a.lost),
+        duplicated: audit.as_ref().map(|a| a.duplicated),
+        baseline_ratio,
+        punches,
+        pings,
+        gateway,
+        memory,
+        audit,
+        baseline,
+        machine: report::Machine::here(endpoints),
+        settings: s.clone(),
+    })
+}
+
+/// Where new records will appear in the target's log.
+fn log_position(target: &Target) -> Lsn {
+    match (target.builtin_log(), &target.log_dir) {
+        (Some(log), _) => log.committed(),
+        (None, Some(dir)) => audit::log_start(dir),
+        (None, None) => Lsn(0),
+    }
+}
+
+fn tail_source(target: &Target) -> Option<TailSource> {
+    match (target.builtin_log(), &target.log_dir) {
+        (Some(log), _) => Some(TailSource::InProcess(log)),
+        (None, Some(dir)) => Some(TailSource::Dir(dir.clone())),
+        (None, None) => None,
+    }
+}
+
+fn punch_report(s: &Scenario, ctx: &PunchCtx) -> PunchReport {
+    let series = ctx.series.report();
+    let p = s.punch.as_ref().expect("a punch load");
+    // From the first intended send (the curve's first employee) to the last ack.
+    let absorbed_s = series.span_s;
+    let outcomes = ctx
+        .outcomes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut errors = series.errors.clone();
+    for (k, n) in ctx.connect.report().errors {
+        *errors.entry(k).or_insert(0) += n;
+    }
+    PunchReport {
+        offered: series.offered,
+        acked: series.done,
+        absorbed_s,
+        achieved_rate: if absorbed_s > 0.0 {
+            series.done as f64 / absorbed_s
+        } else {
+            0.0
+        },
+        speed: ctx.speed,
+        handshake: format!("{:?}", p.handshake).to_lowercase(),
+        latency_ms: series.latency_ms,
+        connect_ms: ctx.connect.report().latency_ms,
+        errors,
+        outcomes,
+        series,
+    }
+}
+
+fn ping_report(
+    s: &Scenario,
+    ctx: &FleetCtx,
+    sched: &Schedule,
+    tail: Option<tail::TailCounts>,
+    gateway: Option<&GatewayCounts>,
+    connect_s: f64,
+) -> PingReport {
+    let f = s.fleet.as_ref().expect("a fleet load");
+    let series = ctx.series.report();
+    let connect = ctx.connect.report();
+    let ping_s = (sched.end_ms - sched.start_ms) as f64 / 1_000.0;
+    let mut errors = series.errors.clone();
+    for (k, n) in &connect.errors {
+        *errors.entry(k.clone()).or_insert(0) += n;
+    }
+    let processed = gateway.map(|g| g.pings_processed);
+    PingReport {
+        offered: series.offered,
+        ping_s,
+        offered_rate: series.offered as f64 / ping_s,
+        sent: ctx.outcomes(f.devices, connect_s),
+        gateway_processed: processed,
+        processed_rate: processed.map(|n| n as f64 / ping_s),
+        logged: tail.map(|t| t.pings),
+        logged_rate: tail.map(|t| t.pings as f64 / ping_s),
+        fence_events: tail.map(|t| t.events),
+        latency_ms: tail.map(|_| series.latency_ms),
+        connect_ms: connect.latency_ms,
+        errors,
+        series,
+    }
+}
+
+fn progress_bar(enabled: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(1),
+        if enabled {
+            ProgressDrawTarget::stderr_with_hz(4)
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:24}] {pos}/{len}s {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Redraws the progress line every half second from the live series.
+fn live_task(
+    bar: &ProgressBar,
+    punches: Option<Arc<Series>>,
+    pings: Option<Arc<Series>>,
+    t0: Instant,
+    phase: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    let bar = bar.clone();
+    tokio::spawn(async move {
+        loop {
+            let now = clock::now();
+            bar.set_position(now.saturating_duration_since(t0).as_secs());
+            let mut parts = vec![phase.to_owned()];
+            let mut errors = std::collections::BTreeMap::new();
+            for (name, s) in [("punch", &punches), ("ping", &pings)] {
+                let Some(s) = s else { continue };
+                let l = s.live(now);
+                parts.push(format!(
+                    "{name} offered {}/s done {}/s p99 {}",
+                    l.offered_rate,
+                    l.done_rate,
+                    l.p99_ms.map_or("-".into(), |p| format!("{p:.1}ms"))
+                ));
+                for (k, n) in l.errors {
+                    *errors.entry(k).or_insert(0u64) += n;
+                }
+            }
+            if !errors.is_empty() {
+                let mut e: Vec<(String, u64)> = errors.into_iter().collect();
+                e.sort_by_key(|x| std::cmp::Reverse(x.1));
+                let top: Vec<String> = e.iter().take(3).map(|(k, n)| format!("{k} {n}")).collect();
+                parts.push(format!("errors: {}", top.join(", ")));
+            }
+            bar.set_message(parts.join(" · "));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}

@@ -1,0 +1,395 @@
+//! The punch load: employees clocking in on an arrival curve. Each one
+//! opens a new connection (full handshake or resumption), authenticates,
+//! punches, waits for the ack and closes, retrying on failure the way the
+//! protocol tells phones to (docs/PROTOCOL.md §9).
+//!
+//! Open loop: employee `i` is due at the curve's time for it, whatever
+//! happened to the others, and its latency runs from that time.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fencegate::client::{Client, Connector, PunchReply};
+use fencegate_schema::{
+    Position, PunchAckMsg, PunchKind, PunchMethod, PunchMsg, TerminalAuth, Verdict,
+};
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::audit::Book;
+use crate::clock;
+use crate::ids::RunIds;
+use crate::rng::Rng;
+use crate::scenario::PunchMix;
+use crate::stats::Series;
+use crate::target::Issuer;
+use crate::world::{self, Curve, PunchClass, World};
+
+/// How far ahead an invalid punch's clock runs (beyond the 5-minute skew
+/// the gateway allows).
+const FUTURE_SKEW_MS: i64 = 3_600_000;
+/// First backoff after a failed connection or stream (docs/PROTOCOL.md §9).
+const BACKOFF: Duration = Duration::from_secs(1);
+/// Longest backoff.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Everything the employee tasks share.
+#[derive(Debug)]
+pub struct PunchCtx {
+    /// Client endpoints, used round-robin.
+    pub connectors: Vec<Connector>,
+    /// Device tokens.
+    pub issuer: Arc<Issuer>,
+    /// Fences and positions.
+    pub world: Arc<World>,
+    /// The world's seed.
+    pub seed: u64,
+    /// What the punches are.
+    pub mix: PunchMix,
+    /// Time compression of the curve (and of simulated waits).
+    pub speed: f64,
+    /// How long an employee keeps trying after its intended time.
+    pub timeout: Duration,
+    /// The run's ids.
+    pub ids: Arc<RunIds>,
+    /// Intended send time → ack.
+    pub series: Arc<Series>,
+    /// Connection set-up: handshake and Hello.
+    pub connect: Arc<Series>,
+    /// The acks, for the audit.
+    pub book: Arc<Book>,
+    /// Counts by outcome.
+    pub outcomes: Mutex<PunchOutcomes>,
+}
+
+/// What the employees' punches came to.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PunchOutcomes {
+    /// Employees whose intended time fell within the run.
+    pub employees_offered: u64,
+    /// Employees left out because their time fell after `duration_s`.
+    pub employees_not_offered: u64,
+    /// Second punches within the repeat window.
+    pub repeats: u64,
+    /// Punches whose first ack was (deliberately) lost and were resent.
+    pub lost_acks: u64,
+    /// Punches that got no final ack before their timeout.
+    pub unacked: u64,
+    /// Tasks still running when the run's time ran out.
+    pub unfinished: u64,
+    /// Acks by verdict.
+    pub verdicts: BTreeMap<String, u64>,
+    /// Acks whose verdict differs from what the punch was built to get,
+    /// as `class: expected → got (reason)`. Expected when the target's
+    /// fences differ from the world the harness assumed.
+    pub unexpected_verdicts: BTreeMap<String, u64>,
+    /// Seconds the schedule waited for an in-flight slot
+    /// (`punch.max_in_flight`): the harness, not the gateway, was the limit.
+    pub harness_wait_s: f64,
+}
+
+impl PunchCtx {
+    fn outcomes(&self) -> std::sync::MutexGuard<'_, PunchOutcomes> {
+        self.outcomes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// When the punch load runs.
+#[derive(Debug, Clone)]
+pub struct PunchSchedule {
+    /// Number of employees.
+    pub employees: u64,
+    /// The arrival curve.
+    pub curve: Curve,
+    /// Second 0 of the curve.
+    pub t0: Instant,
+    /// No employee is started at or after this.
+    pub offer_end: Instant,
+    /// Everything still running is abandoned at this point.
+    pub hard_end: Instant,
+    /// Most employees in flight.
+    pub max_in_flight: usize,
+}
+
+/// Runs the punch load to completion (or `hard_end`).
+pub async fn run(ctx: Arc<PunchCtx>, s: PunchSchedule) {
+    let sem = Arc::new(Semaphore::new(s.max_in_flight));
+    let mut tasks = JoinSet::new();
+    let mut waited = Duration::ZERO;
+    for i in 0..s.employees {
+        let sim = s.curve.employee_time(i, s.employees, ctx.seed);
+        let at = s.t0 + Duration::from_secs_f64(sim / ctx.speed);
+        if at >= s.offer_end {
+            ctx.outcomes().employees_not_offered = s.employees - i;
+            break;
+        }
+        if at > clock::now() {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        ctx.series.offered(at, 1);
+        ctx.outcomes().employees_offered += 1;
+        let permit = match sem.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let w = clock::now();
+                let p = sem
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
+                waited += w.elapsed();
+                p
+            }
+        };
+        tasks.spawn(employee(ctx.clone(), i, at, permit));
+        while tasks.try_join_next().is_some() {}
+    }
+    let _ = tokio::time::timeout_at(s.hard_end.into(), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    let mut o = ctx.outcomes();
+    o.unfinished = tasks.len() as u64;
+    o.harness_wait_s = waited.as_secs_f64();
+    tasks.abort_all();
+}
+
+fn jitter(d: Duration, r: &mut Rng) -> Duration {
+    d.mul_f64(1.0 + r.f64())
+}
+
+async fn employee(ctx: Arc<PunchCtx>, i: u64, intended: Instant, _permit: OwnedSemaphorePermit) {
+    let plan = world::employee(&ctx.world, ctx.seed, &ctx.mix, i);
+    let phone = ctx.ids.phone(i);
+    let token = match ctx.issuer.token(&phone) {
+        Ok(t) => t,
+        Err(e) => {
+            ctx.series.error(clock::now(), &format!("token: {e}"));
+            return;
+        }
+    };
+    let connector = &ctx.connectors[i as usize % ctx.connectors.len()];
+    let mut rng = plan.rng.clone();
+    let (method, bssids) = match plan.class {
+        PunchClass::Wifi => (PunchMethod::Wifi, ctx.world.bssids(plan.fence)),
+        PunchClass::NoBssids => (PunchMethod::Wifi, Vec::new()),
+        _ => (PunchMethod::Gps, Vec::new()),
+    };
+    let msg = PunchMsg {
+        punch_id: ctx.ids.punch_id(&mut rng),
+        employee_id: ctx.ids.employee(i),
+        kind: PunchKind::In,
+        method,
+        device_time_ms: 0,
+        position: plan
+            .position
+            .map(|(lat, lon)| Position::new(lat, lon, plan.accuracy_m)),
+        bssids,
+        ssid: None,
+        qr_payload: None,
+        terminal_auth: TerminalAuth::None,
+        offline: false,
+        mock_location: false,
+    };
+    let expect = match plan.class {
+        PunchClass::Inside | PunchClass::Wifi => Verdict::Accepted,
+        PunchClass::Outside => Verdict::OutOfRange,
+        PunchClass::FutureClock | PunchClass::NoBssids => Verdict::Rejected,
+    };
+    let who = Who {
+        connector,
+        token: &token,
+        phone: &phone,
+        class: plan.class,
+    };
+    let first = attempt(
+        &ctx,
+        &who,
+        msg.clone(),
+        intended,
+        expect,
+        plan.lost_ack_resend_s,
+        &mut rng,
+    )
+    .await;
+    let (Some((ack, acked_at)), Some(after_s)) = (first, plan.repeat_after_s) else {
+        return;
+    };
+    // The employee presses again a little later: a new punch id, the same
+    // kind, inside the repeat window.
+    let at = (intended + Duration::from_secs_f64(after_s / ctx.speed)).max(acked_at);
+    tokio::time::sleep_until(at.into()).await;
+    ctx.series.offered(at, 1);
+    ctx.outcomes().repeats += 1;
+    let second = PunchMsg {
+        punch_id: ctx.ids.punch_id(&mut rng),
+        ..msg
+    };
+    let expect = if ack.verdict == Verdict::Accepted {
+        Verdict::RepeatMerged
+    } else {
+        ack.verdict
+    };
+    attempt(&ctx, &who, second, at, expect, None, &mut rng).await;
+}
+
+struct Who<'a> {
+    connector: &'a Connector,
+    token: &'a str,
+    phone: &'a str,
+    class: PunchClass,
+}
+
+/// Makes one punch until it has a final ack or its time runs out. Returns
+/// the ack and when it came.
+async fn attempt(
+    ctx: &PunchCtx,
+    who: &Who<'_>,
+    mut msg: PunchMsg,
+    intended: Instant,
+    expect: Verdict,
+    mut lose_ack: Option<f64>,
+    rng: &mut Rng,
+) -> Option<(PunchAckMsg, Instant)> {
+    let deadline = intended + ctx.timeout;
+    let mut backoff = BACKOFF;
+    let mut conn: Option<Client> = None;
+    loop {
+        let now = clock::now();
+        if now >= deadline {
+            ctx.series.error(now, "timeout: no final ack");
+            ctx.outcomes().unacked += 1;
+            if let Some(c) = conn {
+                c.close();
+            }
+            return None;
+        }
+        let client = match &conn {
+            Some(c) => c.clone(),
+            None => {
+                let t = clock::now();
+                match tokio::time::timeout_at(
+                    deadline.into(),
+                    who.connector.connect(who.token, who.phone),
+                )
+                .await
+                {
+                    Ok(Ok(c)) => {
+                        ctx.connect.done(t, clock::now(), 1);
+                        conn = Some(c.clone());
+                        c
+                    }
+                    Ok(Err(e)) => {
+                        ctx.series.error(clock::now(), &error_kind("connect", &e));
+                        tokio::time::sleep(jitter(backoff, rng)).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                    Err(_) => continue,
+                }
+            }
+        };
+        msg.device_time_ms = clock::unix_ms()
+            + if who.class == PunchClass::FutureClock {
+                FUTURE_SKEW_MS
+            } else {
+                0
+            };
+        if let Some(resend_s) = lose_ack.take() {
+            // Send, then lose the connection before the ack can be read:
+            // the gateway may or may not have the punch. The resend must
+            // get the one ack either way.
+            let _ = client.punch_unanswered(&msg).await;
+            tokio::time::sleep(Duration::from_millis(rng.below(5))).await;
+            client.close();
+            conn = None;
+            ctx.outcomes().lost_acks += 1;
+            tokio::time::sleep(Duration::from_secs_f64(resend_s / ctx.speed)).await;
+            continue;
+        }
+        match tokio::time::timeout_at(deadline.into(), client.punch(&msg)).await {
+            Err(_) => continue,
+            Ok(Ok(PunchReply::Ack(a))) => {
+                let at = clock::now();
+                client.close();
+                ctx.series.done(intended, at, 1);
+                if a.punch_id.is_some_and(|p| p != msg.punch_id) {
+                    ctx.series.error(at, "ack names another punch id");
+                }
+                if let Err(old) = ctx.book.acked(msg.punch_id, &a) {
+                    ctx.series.error(
+                        at,
+                        &format!(
+                            "resend answered differently: {:?} then {:?}",
+                            old.verdict, a.verdict
+                        ),
+                    );
+                }
+                let mut o = ctx.outcomes();
+                *o.verdicts.entry(format!("{:?}", a.verdict)).or_default() += 1;
+                if a.verdict != expect {
+                    *o.unexpected_verdicts
+                        .entry(format!(
+                            "{}: expected {expect:?}, got {:?} ({:?})",
+                            who.class.name(),
+                            a.verdict,
+                            a.reason
+                        ))
+                        .or_default() += 1;
+                }
+                return Some((a, at));
+            }
+            Ok(Ok(PunchReply::Busy {
+                retry_after_ms,
+                reason,
+            })) => {
+                ctx.series.error(clock::now(), &format!("busy: {reason:?}"));
+                let wait = Duration::from_millis(u64::from(retry_after_ms.max(1)));
+                tokio::time::sleep(jitter(wait, rng)).await;
+            }
+            Ok(Err(e)) => {
+                ctx.series.error(clock::now(), &error_kind("punch", &e));
+                client.close();
+                conn = None;
+                tokio::time::sleep(jitter(backoff, rng)).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// A short, stable name for an error, for the error table: the phase and
+/// the QUIC-level cause when there is one.
+pub fn error_kind(phase: &str, e: &anyhow::Error) -> String {
+    for cause in e.chain() {
+        if let Some(c) = cause.downcast_ref::<quinn::ConnectionError>() {
+            return format!("{phase}: {}", connection_error(c));
+        }
+        if let Some(c) = cause.downcast_ref::<quinn::ConnectError>() {
+            return format!("{phase}: {c}");
+        }
+    }
+    let text = e.to_string();
+    let first = text.split([':', '(']).next().unwrap_or_default().trim();
+    format!("{phase}: {first}")
+}
+
+fn connection_error(c: &quinn::ConnectionError) -> String {
+    use quinn::ConnectionError as E;
+    match c {
+        E::TimedOut => "timed out".into(),
+        E::ApplicationClosed(a) => format!(
+            "closed by the gateway (code {:#x} {})",
+            a.error_code.into_inner(),
+            String::from_utf8_lossy(&a.reason)
+        ),
+        E::ConnectionClosed(c) => format!("closed ({})", c.error_code),
+        E::Reset => "reset".into(),
+        E::TransportError(t) => format!("transport error ({})", t.code),
+        E::VersionMismatch => "version mismatch".into(),
+        E::LocallyClosed => "closed locally".into(),
+        E::CidsExhausted => "connection ids exhausted".into(),
+    }
+}
