@@ -1,0 +1,317 @@
+//! Shared rig of the sink tests: a real `nats-server -js` on a free
+//! loopback port with its own store folder (stop, kill, restart), a gateway
+//! node with sinks, and readers of what reached the stream.
+
+#![allow(
+    dead_code,
+    reason = "each sink test binary uses a different part of the rig"
+)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use fencegate::config::{Config, RawConfig, RawTenant};
+use fencegate::sink::RawSink;
+use futures::StreamExt as _;
+
+/// A `nats-server` child process with JetStream on, on 127.0.0.1.
+pub struct NatsServer {
+    pub port: u16,
+    pub store: PathBuf,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn nats_server_binary() -> PathBuf {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/usr/bin", "/usr/local/bin"])
+    {
+        let p = Path::new(dir).join("nats-server");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "nats-server is not installed: the JetStream tests need it. Run the tests with `bash .ci/test` \
+         (it installs Debian's nats-server) or `apt-get install nats-server`"
+    );
+}
+
+impl NatsServer {
+    /// Starts a server with its store in `store`.
+    pub fn start(store: &Path) -> Self {
+        let mut s = Self {
+            port: free_port(),
+            store: store.to_owned(),
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new(nats_server_binary())
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-sd")
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        // Ready once it accepts TCP and JetStream answers (the store may
+        // take a moment to recover after a kill).
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("nats-server did not listen on port {} within 5 s", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server gracefully (SIGTERM), waiting for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // Our child is not reaped yet, so its pid cannot have been reused.
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            for _ in 0..200 {
+                if c.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the server without warning (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A node config like `common::config`, with `sinks` and log settings.
+pub fn config_with(dir: &Path, sinks: Vec<RawSink>, log: impl FnOnce(&mut RawConfig)) -> Config {
+    std::fs::write(dir.join("fences.geojson"), crate::common::FENCES).unwrap();
+    let mut raw = RawConfig::default();
+    raw.node.data_dir = dir.join("data");
+    raw.quic.listen = "127.0.0.1:0".into();
+    raw.admin.listen = "127.0.0.1:0".into();
+    raw.fences.path = dir.join("fences.geojson");
+    raw.tenants = ["acme", "globex"]
+        .into_iter()
+        .map(|id| RawTenant {
+            id: id.into(),
+            key_file: None,
+        })
+        .collect();
+    raw.sinks = sinks;
+    log(&mut raw);
+    Config::compile(raw, "test").unwrap()
+}
+
+/// A NATS sink block for tests: fast retries so outages end quickly.
+pub fn nats_sink(name: &str, url: &str) -> RawSink {
+    RawSink {
+        name: name.into(),
+        kind: "nats".into(),
+        url: Some(url.into()),
+        timeout_ms: Some(2_000),
+        retry_initial_ms: Some(50),
+        retry_max_ms: Some(500),
+        ..RawSink::default()
+    }
+}
+
+/// One message as stored in the stream.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub subject: String,
+    pub msg_id: String,
+    pub encoding: String,
+    pub payload: Vec<u8>,
+}
+
+/// Every message of `stream`, in stream order.
+pub async fn read_stream(url: &str, stream: &str) -> Vec<Stored> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = jetstream::new(client);
+    let mut s = js.get_stream(stream).await.unwrap();
+    let total = s.info().await.unwrap().state.messages as usize;
+    if total == 0 {
+        return Vec::new();
+    }
+    let consumer = s
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::with_capacity(total);
+    while out.len() < total {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1000.min(total - out.len()))
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .unwrap();
+        let before = out.len();
+        while let Some(m) = batch.next().await {
+            let m = m.unwrap();
+            let h = m.headers.clone().unwrap_or_default();
+            out.push(Stored {
+                subject: m.subject.to_string(),
+                msg_id: h
+                    .get("Nats-Msg-Id")
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default(),
+                encoding: h
+                    .get("Fencegate-Encoding")
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default(),
+                payload: m.payload.to_vec(),
+            });
+        }
+        assert!(out.len() > before, "the stream stopped delivering at {} of {total}", out.len());
+    }
+    out
+}
+
+/// Message count of `stream`.
+pub async fn stream_len(url: &str, stream: &str) -> u64 {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = jetstream::new(client);
+    js.get_stream(stream).await.unwrap().info().await.unwrap().state.messages
+}
+
+/// Record ids (as UUID text) of the `.punch` messages, with their counts.
+pub fn punch_ids(stored: &[Stored]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for s in stored.iter().filter(|s| s.subject.ends_with(".punch")) {
+        *m.entry(s.msg_id.clone()).or_default() += 1;
+    }
+    m
+}
+
+/// Polls `f` every 20 ms until it returns true or `within` passes.
+pub async fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
+
+/// A synthetic punch record (id `n`), as the pipeline would log it.
+pub fn punch_record(
+    n: u32,
+    tenant: &str,
+    verdict: fencegate_schema::Verdict,
+    status: fencegate_schema::AttendanceStatus,
+) -> fencegate_schema::RecordMsg {
+    use fencegate_schema::*;
+    let mut id = [0u8; 16];
+    id[..4].copy_from_slice(b"SYNT");
+    id[12..].copy_from_slice(&n.to_be_bytes());
+    RecordMsg {
+        record_id: id,
+        tenant: tenant.into(),
+        gateway_time_ms: crate::common::now_ms(),
+        node: Some("synthetic".into()),
+        body: RecordBodyMsg::Punch(PunchRecordMsg {
+            punch_id: id,
+            employee_id: format!("e-{n}"),
+            device_id: "terminal-s".into(),
+            kind: PunchKind::In,
+            method: PunchMethod::Gps,
+            device_time_ms: crate::common::now_ms(),
+            position: Some(Position::new(31.2304, 121.4737, 8.0)),
+            verdict,
+            reason: Reason::None,
+            fence_ids: vec!["hq-north".into()],
+            nearest_fence_id: Some("hq-north".into()),
+            distance_m: 0.0,
+            offline: false,
+            mock_location: false,
+            status,
+            anomaly_flags: 0,
+            slot: None,
+            merged_into: None,
+        }),
+    }
+}
+
+/// Appends `records` to the node's log before the node starts (the log is
+/// opened and closed here), returning the committed end.
+pub async fn preload(cfg: &Config, records: &[Vec<u8>]) -> fencegate::log::Lsn {
+    let (log, _) = fencegate::log::LogHandle::open(fencegate::serve::log_config(cfg)).unwrap();
+    let now = crate::common::now_ms() as u64;
+    for chunk in records.chunks(1024) {
+        let mut b = fencegate::log::RecordBatch::new();
+        for r in chunk {
+            b.push(r, now);
+        }
+        log.append_batch(b).unwrap().await.unwrap();
+    }
+    let end = log.committed();
+    tokio::task::spawn_blocking(move || log.close()).await.unwrap();
+    end
+}
+
+/// Encodes a record message.
+pub fn encode(r: &fencegate_schema::RecordMsg) -> Vec<u8> {
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    r.encode_into(&mut fbb).to_vec()
+}
+
+/// `GET /readyz` of a node: (status code, body).
+pub async fn readyz(admin: std::net::SocketAddr) -> (u16, serde_json::Value) {
+    let r = reqwest::get(format!("http://{admin}/readyz")).await.unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap())
+}
