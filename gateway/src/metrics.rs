@@ -4,7 +4,7 @@
 //!
 //! Every metric name is listed in `docs/OPERATIONS.md`.
 
-use fencegate_schema::{Reason, Verdict};
+use fencegate_schema::{AnomalyBit, AttendanceStatus, Reason, Verdict};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 use crate::pipeline::PingOutcome;
@@ -125,6 +125,77 @@ impl EdgeMetrics {
     pub fn refused(&self, r: Reason) {
         if let Some(Some(c)) = self.refused.get(usize::from(r.0)) {
             c.increment(1);
+        }
+    }
+}
+
+/// Attendance counters: punches by status and anomaly flags by kind, and
+/// rule changes. Labels are the fixed status and flag names.
+#[derive(Debug, Clone)]
+pub struct RulesMetrics {
+    status: Vec<Counter>,
+    anomalies: Vec<Counter>,
+    /// Rules snapshot version in force.
+    pub version: Gauge,
+    /// Accepted rule changes (`PUT /v1/rules`).
+    pub changes: Counter,
+    /// Refused rule changes (invalid rules or a forbidden section).
+    pub changes_refused: Counter,
+}
+
+fn snake(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl RulesMetrics {
+    /// Registers the handles with the global recorder.
+    pub fn register() -> Self {
+        let status = AttendanceStatus::ENUM_VALUES
+            .iter()
+            .map(|s| {
+                let name = snake(s.variant_name().unwrap_or("unknown"));
+                counter!("fencegate_punch_status_total", "status" => name)
+            })
+            .collect();
+        let anomalies = AnomalyBit::ENUM_VALUES
+            .iter()
+            .map(|b| {
+                let name = snake(b.variant_name().unwrap_or("unknown"));
+                counter!("fencegate_punch_anomalies_total", "flag" => name)
+            })
+            .collect();
+        Self {
+            status,
+            anomalies,
+            version: gauge!("fencegate_rules_version"),
+            changes: counter!("fencegate_rules_changes_total", "result" => "applied"),
+            changes_refused: counter!("fencegate_rules_changes_total", "result" => "refused"),
+        }
+    }
+
+    /// Counts one durable punch by status and by each anomaly flag it has.
+    pub fn punch(&self, status: AttendanceStatus, flags: u64) {
+        if let Some(c) = self.status.get(usize::from(status.0)) {
+            c.increment(1);
+        }
+        let mut f = flags;
+        while f != 0 {
+            let bit = f.trailing_zeros() as usize;
+            if let Some(c) = self.anomalies.get(bit) {
+                c.increment(1);
+            }
+            f &= f - 1;
         }
     }
 }

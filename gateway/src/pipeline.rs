@@ -12,16 +12,20 @@
 use std::sync::Arc;
 
 use fencegate_schema::{
-    AttendanceStatus, FenceEventRef, PingBatchView, PingRecordRef, Position, PunchKind,
-    PunchRecordRef, PunchView, Reason, RecordBodyRef, RecordRef, Transition, Verdict,
+    AttendanceRef, AttendanceStatus, FenceEventRef, PingBatchView, PingRecordRef, Position,
+    PunchKind, PunchMethod, PunchRecordRef, PunchView, Reason, RecordBodyRef, RecordRef,
+    TerminalAuth, Transition, Verdict,
 };
-use fencegate_spatial::{FenceKey, Point};
+use fencegate_spatial::{Classification, FenceKey, Point};
 use flatbuffers::FlatBufferBuilder;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use crate::dedup::WindowMap;
 use crate::fences::Fences;
-use crate::metrics::PipelineMetrics;
+use crate::metrics::{PipelineMetrics, RulesMetrics};
+use crate::rules::judge::{GpsLookup, Location, gps_lookup, judge};
+use crate::rules::state::{EMPLOYEE_MEMORY_MS, EmployeeState, Observed, QrUseKey};
+use crate::rules::{AttendanceSettings, RulesHandle};
 
 /// How long a device's last ping state is remembered without news. Longer
 /// than the heartbeat so a device that pauses still gets its enter/exit
@@ -138,6 +142,10 @@ pub struct PendingPunch {
     key: PunchKey,
     repeat: Option<RepeatKey>,
     record_id: [u8; 16],
+    /// The QR code use this punch claimed, released if its record fails.
+    qr: Option<QrUseKey>,
+    status: AttendanceStatus,
+    flags: u64,
 }
 
 /// The pipeline's answer to one punch.
@@ -184,6 +192,8 @@ pub struct Scratch {
     keys: Vec<FenceKey>,
     ids: Vec<Arc<str>>,
     ids_prev: Vec<Arc<str>>,
+    /// The slot label (`2025-03-04/day`) of the punch being decided.
+    label: String,
 }
 
 impl Default for Scratch {
@@ -193,6 +203,7 @@ impl Default for Scratch {
             keys: Vec::with_capacity(16),
             ids: Vec::with_capacity(16),
             ids_prev: Vec::with_capacity(16),
+            label: String::with_capacity(96),
         }
     }
 }
@@ -225,10 +236,17 @@ impl RecordSink for crate::log::RecordBatch {
 pub struct Pipeline {
     cfg: PipelineConfig,
     fences: Arc<Fences>,
+    rules: Arc<RulesHandle>,
     punch_ids: WindowMap<PunchKey, PunchEntry>,
     repeats: WindowMap<RepeatKey, RepeatEntry>,
     devices: WindowMap<(u64, u64), DeviceState>,
+    /// Per-employee memory for the rules (anti-cheat, minimum interval,
+    /// dual verification), keyed by (tenant, employee).
+    employees: WindowMap<(u64, u64), EmployeeState>,
+    /// QR codes used, once per employee, for as long as a code is valid.
+    qr_uses: WindowMap<QrUseKey, ()>,
     metrics: PipelineMetrics,
+    rules_metrics: RulesMetrics,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -249,20 +267,56 @@ fn record_id(parts: &[&[u8]]) -> [u8; 16] {
     h.digest128().to_be_bytes()
 }
 
-fn kind_tag(kind: PunchKind) -> u8 {
-    kind.0
+/// The repeat-merge key's kind tag: the punch kind, and for a
+/// dual-verification factor which factor it is, so a fingerprint right
+/// after the GPS punch it completes is not merged into it as a repeat.
+fn kind_tag(kind: PunchKind, factor: u8) -> u8 {
+    kind.0 | (factor << 4)
+}
+
+/// Which dual-verification factor a punch is (0: none, 1: first, 2: second).
+fn factor_of(dual: Option<crate::rules::DualRule>, method: PunchMethod, auth: TerminalAuth) -> u8 {
+    match dual {
+        Some(d) if d.second.matches(method, auth) => 2,
+        Some(d) if d.first.matches(method, auth) => 1,
+        _ => 0,
+    }
 }
 
 impl Pipeline {
-    /// A pipeline over `fences`, starting at `now_ms`.
+    /// A pipeline over `fences` with no attendance rules configured (every
+    /// tenant judged by [`TenantRules::unconfigured`]), starting at `now_ms`.
+    ///
+    /// [`TenantRules::unconfigured`]: crate::rules::TenantRules::unconfigured
     pub fn new(cfg: PipelineConfig, fences: Arc<Fences>, now_ms: i64) -> Self {
-        // Punch ids and repeat keys share the key budget.
+        let rules = Arc::new(RulesHandle::unconfigured(AttendanceSettings::default()));
+        Self::with_rules(cfg, fences, rules, now_ms)
+    }
+
+    /// A pipeline over `fences` judging punches by `rules`, starting at
+    /// `now_ms`.
+    pub fn with_rules(
+        cfg: PipelineConfig,
+        fences: Arc<Fences>,
+        rules: Arc<RulesHandle>,
+        now_ms: i64,
+    ) -> Self {
+        // Punch ids and repeat keys share the key budget; the rules' memory
+        // (employees, QR uses) gets as much again.
         let half = (cfg.max_punch_keys / 2).max(1);
+        let qr_window = {
+            let s = &rules.load().settings;
+            (s.qr_skew_steps + 2) * s.qr_step_ms
+        };
         Self {
             punch_ids: WindowMap::new(cfg.repeat_window_ms, half, now_ms),
             repeats: WindowMap::new(cfg.repeat_window_ms, half, now_ms),
             devices: WindowMap::new(DEVICE_MEMORY_MS, cfg.max_devices, now_ms),
+            employees: WindowMap::new(EMPLOYEE_MEMORY_MS, half, now_ms),
+            qr_uses: WindowMap::new(qr_window.max(1), half, now_ms),
             metrics: PipelineMetrics::register(),
+            rules_metrics: RulesMetrics::register(),
+            rules,
             fences,
             cfg,
         }
@@ -271,6 +325,11 @@ impl Pipeline {
     /// The fence snapshots this pipeline reads.
     pub fn fences(&self) -> &Arc<Fences> {
         &self.fences
+    }
+
+    /// The attendance rules this pipeline judges by.
+    pub fn rules(&self) -> &Arc<RulesHandle> {
+        &self.rules
     }
 
     /// The settings.
@@ -283,6 +342,8 @@ impl Pipeline {
         self.punch_ids.rotate(now_ms);
         self.repeats.rotate(now_ms);
         self.devices.rotate(now_ms);
+        self.employees.rotate(now_ms);
+        self.qr_uses.rotate(now_ms);
         self.metrics
             .dedup_keys
             .set(self.punch_ids.len() as f64 + self.repeats.len() as f64);
@@ -319,14 +380,9 @@ impl Pipeline {
         }
 
         let snap = self.fences.load();
+        let rules = self.rules.load();
+        let tenant_rules = rules.tenant(&session.tenant);
         let own_record_id = record_id(&[b"punch", session.tenant.as_bytes(), &id]);
-        // Offline punches are judged by the time they were taken.
-        let at_ms = if punch.offline() {
-            punch.device_time_ms()
-        } else {
-            now_ms
-        };
-
         let mut ack = AckInfo {
             record_id: own_record_id,
             verdict: Verdict::Accepted,
@@ -335,55 +391,164 @@ impl Pipeline {
             nearest_fence_id: None,
             distance_m: 0.0,
         };
-        let mut status = AttendanceStatus::Unclassified;
+
+        // Locate: where the position is, by the tenant's accuracy policy.
         scratch.ids.clear();
         let position = punch.position();
-        match (position, snap.tenant(&session.tenant)) {
-            (Some((lat, lon, _acc)), Some(tenant)) => {
-                let point = Point::new(lat, lon).expect("the parser checked the range");
-                scratch.keys.clear();
-                snap.index().locate(point, Some(tenant), &mut scratch.keys);
-                for k in &scratch.keys {
-                    scratch.ids.push(snap.id(*k).clone());
-                }
-                if let Some(first) = scratch.ids.first() {
-                    ack.fence_id = Some(first.clone());
-                    ack.nearest_fence_id = Some(first.clone());
-                    status = AttendanceStatus::Normal;
-                } else {
-                    ack.verdict = Verdict::OutOfRange;
-                    ack.reason = Reason::OutOfRange;
-                    status = AttendanceStatus::OutOfRangePendingApproval;
-                    if let Some((k, d)) = snap.index().nearest(point, Some(tenant)) {
-                        ack.nearest_fence_id = Some(snap.id(k).clone());
-                        ack.distance_m = d as f32;
+        let method = punch.method();
+        let lookup = gps_lookup(tenant_rules.accuracy, method, position.map_or(0.0, |p| p.2));
+        let mut location = Location::NotUsed;
+        let mut fence_site = None;
+        if let Some((lat, lon, acc)) = position {
+            let point = Point::new(lat, lon).expect("the parser checked the range");
+            location = match (lookup, snap.tenant(&session.tenant)) {
+                (GpsLookup::TooInaccurate, _) => Location::TooInaccurate,
+                (_, None) => Location::NoFences,
+                (GpsLookup::Strict, Some(tenant)) => {
+                    match snap.index().classify(point, f64::from(acc), Some(tenant)) {
+                        Classification::Inside { fence, .. } => {
+                            ack.fence_id = Some(snap.id(fence).clone());
+                            ack.nearest_fence_id = ack.fence_id.clone();
+                            fence_site = snap.index().fence(fence).site();
+                            scratch.keys.clear();
+                            snap.index().locate(point, Some(tenant), &mut scratch.keys);
+                            for k in &scratch.keys {
+                                scratch.ids.push(snap.id(*k).clone());
+                            }
+                            Location::Inside
+                        }
+                        Classification::Outside {
+                            nearest,
+                            distance_m,
+                        } => {
+                            ack.nearest_fence_id = Some(snap.id(nearest).clone());
+                            ack.distance_m = distance_m as f32;
+                            Location::Outside
+                        }
+                        Classification::Uncertain {
+                            fence,
+                            inside,
+                            distance_m,
+                        } => {
+                            ack.nearest_fence_id = Some(snap.id(fence).clone());
+                            ack.distance_m = if inside { 0.0 } else { distance_m as f32 };
+                            Location::Uncertain
+                        }
+                        Classification::NoFences => Location::NoFences,
                     }
                 }
+                (_, Some(tenant)) => {
+                    scratch.keys.clear();
+                    snap.index().locate(point, Some(tenant), &mut scratch.keys);
+                    for k in &scratch.keys {
+                        scratch.ids.push(snap.id(*k).clone());
+                    }
+                    if let Some(&first) = scratch.keys.first() {
+                        ack.fence_id = Some(snap.id(first).clone());
+                        ack.nearest_fence_id = ack.fence_id.clone();
+                        fence_site = snap.index().fence(first).site();
+                        Location::Inside
+                    } else {
+                        if let Some((k, d)) = snap.index().nearest(point, Some(tenant)) {
+                            ack.nearest_fence_id = Some(snap.id(k).clone());
+                            ack.distance_m = d as f32;
+                        }
+                        Location::Outside
+                    }
+                }
+            };
+            if lookup == GpsLookup::Informational {
+                // Wi-Fi, QR and terminal punches are verified by their own
+                // evidence; a position they carry is recorded, not judged.
+                location = Location::NotUsed;
             }
-            (Some(_), None) => {
-                // The tenant has no fences at all: nothing can contain it.
-                ack.verdict = Verdict::OutOfRange;
-                ack.reason = Reason::NoFences;
-                status = AttendanceStatus::OutOfRangePendingApproval;
-            }
-            // Wi-Fi, QR and terminal punches carry no position (the parser
-            // refuses a GPS punch without one). They are verified by the
-            // attendance rules; until those exist the record stays unclassified.
-            (None, _) => {}
         }
 
+        // Classify: the attendance rules.
+        let j = judge(
+            now_ms,
+            &rules.settings,
+            tenant_rules,
+            &session.device,
+            punch,
+            location,
+            &mut scratch.label,
+        );
+        ack.verdict = j.verdict;
+        ack.reason = j.reason;
+        let mut status = j.status;
+        let mut flags = j.flags;
+        let at_ms = j.at_ms;
+        let emp_tag = xxh3_64(punch.employee_id().as_bytes());
+
+        // A QR code is good once per employee.
+        let mut qr = None;
+        if let Some((site_tag, step)) = j.qr_use {
+            let qkey: QrUseKey = (session.tenant_tag, emp_tag, site_tag, step);
+            match self.qr_uses.get_or_insert(qkey, |_| true, || ()) {
+                Ok(Ok(())) => qr = Some(qkey),
+                Ok(Err(())) => {
+                    ack.verdict = Verdict::Rejected;
+                    ack.reason = Reason::QrReplay;
+                    status = AttendanceStatus::Rejected;
+                }
+                Err(_) => return self.full(),
+            }
+        }
+        let release_qr = |qr: Option<QrUseKey>| {
+            if let Some(k) = qr {
+                self.qr_uses.remove_if(&k, |_| true);
+            }
+        };
+
+        let dual = j.group.dual;
+        let factor = factor_of(dual, method, punch.terminal_auth());
+        let rkey: RepeatKey = (session.tenant_tag, emp_tag, kind_tag(punch.kind(), factor));
         let mut repeat = None;
         let mut merged_into = None;
-        if ack.verdict == Verdict::Accepted {
-            let rkey: RepeatKey = (
-                session.tenant_tag,
-                xxh3_64(punch.employee_id().as_bytes()),
-                kind_tag(punch.kind()),
-            );
-            let first = self.repeats.get(&rkey, |e| {
-                (at_ms >= e.time_ms && at_ms - e.time_ms < window).then_some(e.record_id)
+        let mut paired_with = None;
+        if ack.verdict != Verdict::Rejected {
+            // Only accepted punches merge (contract 3); pending ones stand alone.
+            let accepted = ack.verdict == Verdict::Accepted;
+            let first = self
+                .repeats
+                .get(&rkey, |e| {
+                    (at_ms >= e.time_ms && at_ms - e.time_ms < window).then_some(e.record_id)
+                })
+                .filter(|_| accepted);
+            // Compare with the employee's earlier punches (and remember this
+            // one, unless it is merged as a repeat).
+            let observed = Observed {
+                at_ms,
+                kind: punch.kind(),
+                method,
+                auth: punch.terminal_auth(),
+                fix: if method == PunchMethod::Gps {
+                    position
+                } else {
+                    None
+                },
+                record_id: own_record_id,
+            };
+            let obs = self.employees.with((session.tenant_tag, emp_tag), |slot| {
+                slot.get_or_insert_with(EmployeeState::default).observe(
+                    tenant_rules,
+                    dual,
+                    &observed,
+                    first.is_none(),
+                )
             });
-            match first {
+            let obs = match obs {
+                Ok(o) => o,
+                Err(_) => {
+                    release_qr(qr);
+                    return self.full();
+                }
+            };
+            flags |= obs.flags;
+            paired_with = obs.paired_with;
+            match first.or(obs.merged_into.filter(|_| accepted)) {
+                _ if !accepted => {}
                 Some(first) => {
                     ack.verdict = Verdict::RepeatMerged;
                     ack.record_id = first;
@@ -402,6 +567,7 @@ impl Pipeline {
                         )
                         .is_err()
                     {
+                        release_qr(qr);
                         return self.full();
                     }
                     repeat = Some(rkey);
@@ -422,16 +588,34 @@ impl Pipeline {
                 if let Some(r) = repeat {
                     self.repeats.remove_if(&r, |e| e.record_id == own_record_id);
                 }
+                release_qr(qr);
                 return PunchDecision::InFlight;
             }
             Err(_) => {
                 if let Some(r) = repeat {
                     self.repeats.remove_if(&r, |e| e.record_id == own_record_id);
                 }
+                release_qr(qr);
                 return self.full();
             }
         }
 
+        let site = match j.site {
+            Some(i) => Some(&*tenant_rules.sites[usize::from(i)].name),
+            None => fence_site,
+        };
+        let employee = j.employee;
+        let attendance = AttendanceRef {
+            site,
+            department: employee.and_then(|e| e.department.as_deref()),
+            supervisor: employee.and_then(|e| e.supervisor.as_deref()),
+            needs_approval: j.needs_approval && ack.verdict == Verdict::OutOfRange,
+            paired_with,
+            attendance_time_ms: at_ms,
+            group: Some(&j.group.name),
+            terminal_auth: punch.terminal_auth(),
+        };
+        let slot = (!scratch.label.is_empty()).then_some(scratch.label.as_str());
         let (lat, lon, acc) = position.unwrap_or((0.0, 0.0, -1.0));
         let record = RecordRef {
             record_id: own_record_id,
@@ -443,7 +627,7 @@ impl Pipeline {
                 employee_id: punch.employee_id(),
                 device_id: &session.device,
                 kind: punch.kind(),
-                method: punch.method(),
+                method,
                 device_time_ms: punch.device_time_ms(),
                 position: position.map(|_| Position::new(lat, lon, acc)),
                 verdict: ack.verdict,
@@ -454,12 +638,12 @@ impl Pipeline {
                 offline: punch.offline(),
                 mock_location: punch.mock_location(),
                 status,
-                anomaly_flags: anomaly_flags(punch),
-                slot: None,
+                anomaly_flags: flags,
+                slot,
                 merged_into,
             }),
         };
-        let bytes = record.encode_into(&mut scratch.fbb);
+        let bytes = record.encode_with_attendance(&attendance, &mut scratch.fbb);
         PunchDecision::Record {
             record: bytes,
             ack,
@@ -467,6 +651,9 @@ impl Pipeline {
                 key,
                 repeat,
                 record_id: own_record_id,
+                qr,
+                status,
+                flags,
             },
         }
     }
@@ -484,6 +671,7 @@ impl Pipeline {
             }
         });
         self.metrics.punch(verdict);
+        self.rules_metrics.punch(pending.status, pending.flags);
     }
 
     /// The record of `pending` could not be written: forget it, so the
@@ -495,10 +683,15 @@ impl Pipeline {
         if let Some(r) = pending.repeat {
             self.repeats.remove_if(&r, |e| e.record_id == rid);
         }
+        if let Some(q) = pending.qr {
+            self.qr_uses.remove_if(&q, |_| true);
+        }
     }
 
-    /// Rebuilds the dedup windows from a punch record read back from the log
-    /// at start, so resends after a restart get the ack they got before.
+    /// Rebuilds the dedup windows and the rules' memory (minimum interval,
+    /// dual verification, last fix, QR uses) from a punch record read back
+    /// from the log at start, so resends after a restart get the ack they
+    /// got before and the rules see the punches made before it.
     pub fn replay_punch(
         &self,
         tenant: &str,
@@ -526,23 +719,62 @@ impl Pipeline {
                 durable: true,
             },
         );
+        let at = match rec.attendance_time_ms() {
+            0 if rec.offline() => rec.device_time_ms(),
+            0 => gateway_time_ms,
+            t => t,
+        };
+        let rules = self.rules.load();
+        let tenant_rules = rules.tenant(tenant);
+        let emp_tag = xxh3_64(rec.employee_id().as_bytes());
+        let dual = tenant_rules
+            .group_of(tenant_rules.employee(rec.employee_id()))
+            .dual;
+        let factor = factor_of(dual, rec.method(), rec.terminal_auth());
+        let auth = rec.terminal_auth();
         if rec.verdict() == Verdict::Accepted {
-            let at = if rec.offline() {
-                rec.device_time_ms()
-            } else {
-                gateway_time_ms
-            };
             let _ = self.repeats.insert(
-                (
-                    tenant_tag,
-                    xxh3_64(rec.employee_id().as_bytes()),
-                    kind_tag(rec.kind()),
-                ),
+                (tenant_tag, emp_tag, kind_tag(rec.kind(), factor)),
                 RepeatEntry {
                     time_ms: at,
                     record_id,
                 },
             );
+        }
+        if rec.verdict() == Verdict::Rejected {
+            return;
+        }
+        let observed = Observed {
+            at_ms: at,
+            kind: rec.kind(),
+            method: rec.method(),
+            auth,
+            fix: rec
+                .position()
+                .filter(|_| rec.method() == PunchMethod::Gps)
+                .map(|p| (p.lat(), p.lon(), p.accuracy_m())),
+            record_id,
+        };
+        let _ = self.employees.with((tenant_tag, emp_tag), |slot| {
+            slot.get_or_insert_with(EmployeeState::default).observe(
+                tenant_rules,
+                dual,
+                &observed,
+                rec.verdict() != Verdict::RepeatMerged,
+            )
+        });
+        if rec.method() == PunchMethod::Qr {
+            // The code's own step is not in the record: block every step it
+            // could have been, which only ever refuses a second scan.
+            if let Some(site) = rec.site() {
+                let s = &rules.settings;
+                let step = crate::rules::qr::step_of(at, s.qr_step_ms);
+                for st in step - s.qr_skew_steps..=step {
+                    let _ = self
+                        .qr_uses
+                        .insert((tenant_tag, emp_tag, xxh3_64(site.as_bytes()), st), ());
+                }
+            }
         }
     }
 
@@ -712,15 +944,4 @@ fn same_set(a: &[Arc<str>], b: &[Arc<str>]) -> bool {
     a.len() == b.len()
         && a.iter()
             .all(|x| b.iter().any(|y| Arc::ptr_eq(x, y) || x == y))
-}
-
-fn anomaly_flags(p: &PunchView<'_>) -> u64 {
-    let mut f = 0;
-    if p.mock_location() {
-        f |= fencegate_schema::anomaly::MOCK_LOCATION;
-    }
-    if p.offline() {
-        f |= fencegate_schema::anomaly::OFFLINE;
-    }
-    f
 }

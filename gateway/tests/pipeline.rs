@@ -242,23 +242,26 @@ fn gps_punch_without_a_position_never_reaches_the_pipeline() {
 }
 
 #[test]
-fn wifi_punch_without_a_position_is_recorded_unclassified() {
+fn wifi_punch_is_verified_by_bssid_and_an_unregistered_one_is_rejected_on_record() {
+    // No rules registered any access point for acme: the BSSID proves
+    // nothing, so the punch is refused, and the refusal is recorded (status
+    // Rejected) so the ack's record id points at something.
     let p = pipeline();
     let s = Session::new("acme", "phone-1");
     let mut msg = punch_msg(1, "e-1", HQ, T0);
     msg.position = None;
     msg.method = PunchMethod::Wifi;
     msg.bssids = vec![[0, 1, 2, 3, 4, 5]];
-    let (v, r, _, rec) = punch(&p, T0, &s, &msg);
-    assert_eq!((v, r), (Verdict::Accepted, Reason::None));
+    let (v, r, id, rec) = punch(&p, T0, &s, &msg);
+    assert_eq!((v, r), (Verdict::Rejected, Reason::WifiUnknown));
     let rec = rec.unwrap();
-    let RecordBodyView::Punch(pr) = parse_record(&rec).unwrap().body() else {
+    let view = parse_record(&rec).unwrap();
+    assert_eq!(view.record_id(), id);
+    let RecordBodyView::Punch(pr) = view.body() else {
         panic!()
     };
-    assert_eq!(
-        pr.status(),
-        fencegate_schema::AttendanceStatus::Unclassified
-    );
+    assert_eq!(pr.status(), fencegate_schema::AttendanceStatus::Rejected);
+    assert_eq!(pr.reason(), Reason::WifiUnknown);
 }
 
 #[test]

@@ -8,8 +8,8 @@
 use flatbuffers::VerifierOptions;
 
 use crate::encode::{
-    BusyMsg, FenceEventMsg, HelloAckMsg, PingRecordMsg, PunchAckMsg, PunchRecordMsg, RecordBodyMsg,
-    RecordMsg, ReplyMsg,
+    AttendanceRef, BusyMsg, FenceEventMsg, HelloAckMsg, PingRecordMsg, PunchAckMsg, PunchRecordMsg,
+    RecordBodyMsg, RecordMsg, ReplyMsg,
 };
 use crate::generated::{
     Busy, FenceEvent, HelloAck, PingRecord, PunchAck, PunchRecord, RECORD_IDENTIFIER,
@@ -161,6 +161,26 @@ impl<'a> RecordView<'a> {
         self.record
     }
 
+    /// The attendance fields of a punch record (`None` for other bodies);
+    /// absent fields of records written before they existed read as
+    /// defaults.
+    #[must_use]
+    pub fn attendance(&self) -> Option<AttendanceRef<'a>> {
+        let RecordBodyView::Punch(p) = self.body else {
+            return None;
+        };
+        Some(AttendanceRef {
+            site: p.site(),
+            department: p.department(),
+            supervisor: p.supervisor(),
+            needs_approval: p.needs_approval(),
+            paired_with: p.paired_with().map(|u| u.0),
+            attendance_time_ms: p.attendance_time_ms(),
+            group: p.group(),
+            terminal_auth: p.terminal_auth(),
+        })
+    }
+
     /// Copies the verified record into an owned message.
     #[must_use]
     pub fn to_msg(&self) -> RecordMsg {
@@ -211,5 +231,70 @@ impl<'a> RecordView<'a> {
             node: self.node().map(str::to_owned),
             body,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::{PunchRecordRef, RecordBodyRef, RecordRef};
+    use crate::generated::{AttendanceStatus, PunchKind, PunchMethod, Verdict};
+
+    fn record() -> RecordRef<'static> {
+        RecordRef {
+            record_id: [1; 16],
+            tenant: "acme",
+            gateway_time_ms: 1_750_000_000_000,
+            node: None,
+            body: RecordBodyRef::Punch(PunchRecordRef {
+                punch_id: [2; 16],
+                employee_id: "e-1",
+                device_id: "d-1",
+                kind: PunchKind::In,
+                method: PunchMethod::Qr,
+                device_time_ms: 1_750_000_000_000,
+                position: None,
+                verdict: Verdict::Accepted,
+                reason: Reason::None,
+                fence_ids: &[],
+                nearest_fence_id: None,
+                distance_m: 0.0,
+                offline: false,
+                mock_location: false,
+                status: AttendanceStatus::Late,
+                anomaly_flags: 0,
+                slot: Some("2025-06-15/day"),
+                merged_into: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn attendance_fields_round_trip_and_default_when_absent() {
+        let att = AttendanceRef {
+            site: Some("shanghai"),
+            department: Some("ops"),
+            supervisor: Some("e-100"),
+            needs_approval: true,
+            paired_with: Some([3; 16]),
+            attendance_time_ms: 1_749_999_000_000,
+            group: Some("office"),
+            terminal_auth: crate::generated::TerminalAuth::Fingerprint,
+        };
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let bytes = record().encode_with_attendance(&att, &mut fbb).to_vec();
+        let view = parse_record(&bytes).unwrap();
+        assert_eq!(view.attendance(), Some(att));
+        // The first-version fields are untouched by the appended ones.
+        let RecordBodyMsg::Punch(p) = view.to_msg().body else {
+            panic!("punch")
+        };
+        assert_eq!(p.status, AttendanceStatus::Late);
+        assert_eq!(p.slot.as_deref(), Some("2025-06-15/day"));
+
+        // A record written without them reads as defaults.
+        let bytes = record().encode_into(&mut fbb).to_vec();
+        let view = parse_record(&bytes).unwrap();
+        assert_eq!(view.attendance(), Some(AttendanceRef::default()));
     }
 }

@@ -664,11 +664,47 @@ pub struct FenceEventRef<'a> {
     pub lon: f64,
 }
 
+/// The attendance fields of a punch record that were appended to
+/// `PunchRecord` after its first version (site, routing, dual verification,
+/// the time the rules judged by, the group). Kept apart from
+/// [`PunchRecordRef`] so code that builds records without them is unchanged;
+/// encode them with [`RecordRef::encode_with_attendance`] and read them back
+/// with [`RecordView::attendance`](crate::RecordView::attendance).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AttendanceRef<'a> {
+    /// Site the punch was verified at.
+    pub site: Option<&'a str>,
+    /// The employee's department.
+    pub department: Option<&'a str>,
+    /// The employee's supervisor.
+    pub supervisor: Option<&'a str>,
+    /// The record waits for the supervisor's approval.
+    pub needs_approval: bool,
+    /// Dual verification: the first factor's record.
+    pub paired_with: Option<[u8; 16]>,
+    /// Time the rules judged the punch by, unix ms (0 when not recorded).
+    pub attendance_time_ms: i64,
+    /// Attendance group whose schedule judged the punch.
+    pub group: Option<&'a str>,
+    /// For terminal punches: how the terminal identified the employee.
+    pub terminal_auth: TerminalAuth,
+}
+
 impl<S: AsRef<str>> RecordRef<'_, S> {
     /// Encodes this as a complete `Record` buffer (identifier `FGK1`);
     /// allocates nothing beyond the builder's own buffer unless a fence id
     /// list is longer than 16.
     pub fn encode_into<'f>(&self, fbb: &'f mut FlatBufferBuilder<'_>) -> &'f [u8] {
+        self.encode_with_attendance(&AttendanceRef::default(), fbb)
+    }
+
+    /// Like [`RecordRef::encode_into`], with the attendance fields of a
+    /// punch record (ignored for other bodies).
+    pub fn encode_with_attendance<'f>(
+        &self,
+        attendance: &AttendanceRef<'_>,
+        fbb: &'f mut FlatBufferBuilder<'_>,
+    ) -> &'f [u8] {
         fbb.reset();
         let (body_type, body) = match &self.body {
             RecordBodyRef::Punch(p) => {
@@ -677,8 +713,13 @@ impl<S: AsRef<str>> RecordRef<'_, S> {
                 let fence_ids = create_strings(fbb, p.fence_ids);
                 let nearest_fence_id = opt_str(fbb, p.nearest_fence_id);
                 let slot = opt_str(fbb, p.slot);
+                let site = opt_str(fbb, attendance.site);
+                let department = opt_str(fbb, attendance.department);
+                let supervisor = opt_str(fbb, attendance.supervisor);
+                let group = opt_str(fbb, attendance.group);
                 let punch_id = Uuid(p.punch_id);
                 let merged_into = p.merged_into.map(Uuid);
+                let paired_with = attendance.paired_with.map(Uuid);
                 let rec = PunchRecord::create(
                     fbb,
                     &PunchRecordArgs {
@@ -700,6 +741,14 @@ impl<S: AsRef<str>> RecordRef<'_, S> {
                         anomaly_flags: p.anomaly_flags,
                         slot,
                         merged_into: merged_into.as_ref(),
+                        site,
+                        department,
+                        supervisor,
+                        needs_approval: attendance.needs_approval,
+                        paired_with: paired_with.as_ref(),
+                        attendance_time_ms: attendance.attendance_time_ms,
+                        group,
+                        terminal_auth: attendance.terminal_auth,
                     },
                 );
                 (RecordBody::PunchRecord, rec.as_union_value())

@@ -27,8 +27,8 @@ mod reason;
 
 pub use decode::{RecordBodyView, RecordView, ReplyView, parse_record, parse_reply};
 pub use encode::{
-    BusyMsg, FenceEventMsg, FenceEventRef, FrameMsg, HelloAckMsg, HelloMsg, PingBatchMsg,
-    PingRecordMsg, PingRecordRef, PunchAckMsg, PunchAckRef, PunchMsg, PunchRecordMsg,
+    AttendanceRef, BusyMsg, FenceEventMsg, FenceEventRef, FrameMsg, HelloAckMsg, HelloMsg,
+    PingBatchMsg, PingRecordMsg, PingRecordRef, PunchAckMsg, PunchAckRef, PunchMsg, PunchRecordMsg,
     PunchRecordRef, RecordBodyMsg, RecordBodyRef, RecordMsg, RecordRef, ReplyMsg,
 };
 pub use generated::*;
@@ -56,4 +56,7 @@ pub mod anomaly {
     pub const CLOCK_SKEW: u64 = 1 << AnomalyBit::ClockSkew.0;
     /// Taken offline and uploaded later.
     pub const OFFLINE: u64 = 1 << AnomalyBit::Offline.0;
+    /// Dual verification: the second factor came too long after the first,
+    /// or without one.
+    pub const DUAL_VERIFICATION_GAP: u64 = 1 << AnomalyBit::DualVerificationGap.0;
 }

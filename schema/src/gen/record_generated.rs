@@ -141,19 +141,20 @@ pub mod fencegate {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_ANOMALY_BIT: u8 = 5;
+        pub const ENUM_MAX_ANOMALY_BIT: u8 = 6;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_ANOMALY_BIT: [AnomalyBit; 6] = [
+        pub const ENUM_VALUES_ANOMALY_BIT: [AnomalyBit; 7] = [
             AnomalyBit::MockLocation,
             AnomalyBit::ImpossibleSpeed,
             AnomalyBit::ZeroAccuracyRepeat,
             AnomalyBit::UnusualDevice,
             AnomalyBit::ClockSkew,
             AnomalyBit::Offline,
+            AnomalyBit::DualVerificationGap,
         ];
 
         /// Bit positions in PunchRecord.anomaly_flags: bit n is set when
@@ -175,9 +176,12 @@ pub mod fencegate {
             pub const ClockSkew: Self = Self(4);
             /// The punch was taken offline and uploaded later.
             pub const Offline: Self = Self(5);
+            /// Dual verification: the second factor came more than the allowed
+            /// minutes after the first, or with no first factor at all.
+            pub const DualVerificationGap: Self = Self(6);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 5;
+            pub const ENUM_MAX: u8 = 6;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::MockLocation,
                 Self::ImpossibleSpeed,
@@ -185,6 +189,7 @@ pub mod fencegate {
                 Self::UnusualDevice,
                 Self::ClockSkew,
                 Self::Offline,
+                Self::DualVerificationGap,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -195,6 +200,7 @@ pub mod fencegate {
                     Self::UnusualDevice => Some("UnusualDevice"),
                     Self::ClockSkew => Some("ClockSkew"),
                     Self::Offline => Some("Offline"),
+                    Self::DualVerificationGap => Some("DualVerificationGap"),
                     _ => None,
                 }
             }
@@ -480,6 +486,14 @@ pub mod fencegate {
             pub const VT_ANOMALY_FLAGS: ::flatbuffers::VOffsetT = 34;
             pub const VT_SLOT: ::flatbuffers::VOffsetT = 36;
             pub const VT_MERGED_INTO: ::flatbuffers::VOffsetT = 38;
+            pub const VT_SITE: ::flatbuffers::VOffsetT = 40;
+            pub const VT_DEPARTMENT: ::flatbuffers::VOffsetT = 42;
+            pub const VT_SUPERVISOR: ::flatbuffers::VOffsetT = 44;
+            pub const VT_NEEDS_APPROVAL: ::flatbuffers::VOffsetT = 46;
+            pub const VT_PAIRED_WITH: ::flatbuffers::VOffsetT = 48;
+            pub const VT_ATTENDANCE_TIME_MS: ::flatbuffers::VOffsetT = 50;
+            pub const VT_GROUP: ::flatbuffers::VOffsetT = 52;
+            pub const VT_TERMINAL_AUTH: ::flatbuffers::VOffsetT = 54;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -496,8 +510,24 @@ pub mod fencegate {
                 args: &'args PunchRecordArgs<'args>,
             ) -> ::flatbuffers::WIPOffset<PunchRecord<'bldr>> {
                 let mut builder = PunchRecordBuilder::new(_fbb);
+                builder.add_attendance_time_ms(args.attendance_time_ms);
                 builder.add_anomaly_flags(args.anomaly_flags);
                 builder.add_device_time_ms(args.device_time_ms);
+                if let Some(x) = args.group {
+                    builder.add_group(x);
+                }
+                if let Some(x) = args.paired_with {
+                    builder.add_paired_with(x);
+                }
+                if let Some(x) = args.supervisor {
+                    builder.add_supervisor(x);
+                }
+                if let Some(x) = args.department {
+                    builder.add_department(x);
+                }
+                if let Some(x) = args.site {
+                    builder.add_site(x);
+                }
                 if let Some(x) = args.merged_into {
                     builder.add_merged_into(x);
                 }
@@ -524,6 +554,8 @@ pub mod fencegate {
                     builder.add_punch_id(x);
                 }
                 builder.add_reason(args.reason);
+                builder.add_terminal_auth(args.terminal_auth);
+                builder.add_needs_approval(args.needs_approval);
                 builder.add_status(args.status);
                 builder.add_mock_location(args.mock_location);
                 builder.add_offline(args.offline);
@@ -740,6 +772,104 @@ pub mod fencegate {
                 // which contains a valid value in this slot
                 unsafe { self._tab.get::<Uuid>(PunchRecord::VT_MERGED_INTO, None) }
             }
+            /// Site the punch was verified at: the fence's, Wi-Fi's, QR code's or
+            /// terminal's site from the tenant's rules.
+            #[inline]
+            pub fn site(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(PunchRecord::VT_SITE, None)
+                }
+            }
+            /// The employee's department, from the tenant's rules (approval routing).
+            #[inline]
+            pub fn department(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        PunchRecord::VT_DEPARTMENT,
+                        None,
+                    )
+                }
+            }
+            /// The employee's supervisor, who approves exceptions (approval routing).
+            #[inline]
+            pub fn supervisor(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        PunchRecord::VT_SUPERVISOR,
+                        None,
+                    )
+                }
+            }
+            /// The record waits for the supervisor's approval; sinks also route it to
+            /// the tenant's approval subject.
+            #[inline]
+            pub fn needs_approval(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(PunchRecord::VT_NEEDS_APPROVAL, Some(false))
+                        .unwrap()
+                }
+            }
+            /// Dual verification: the record of the first factor this punch completes.
+            #[inline]
+            pub fn paired_with(&self) -> Option<&'a Uuid> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<Uuid>(PunchRecord::VT_PAIRED_WITH, None) }
+            }
+            /// Time the rules judged the punch by, unix ms: the device time of an
+            /// accepted offline punch, the gateway time otherwise.
+            #[inline]
+            pub fn attendance_time_ms(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(PunchRecord::VT_ATTENDANCE_TIME_MS, Some(0))
+                        .unwrap()
+                }
+            }
+            /// Attendance group whose schedule judged the punch.
+            #[inline]
+            pub fn group(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(PunchRecord::VT_GROUP, None)
+                }
+            }
+            /// For terminal punches: how the terminal identified the employee.
+            #[inline]
+            pub fn terminal_auth(&self) -> TerminalAuth {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<TerminalAuth>(
+                            PunchRecord::VT_TERMINAL_AUTH,
+                            Some(TerminalAuth::None),
+                        )
+                        .unwrap()
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for PunchRecord<'_> {
@@ -785,6 +915,30 @@ pub mod fencegate {
                         false,
                     )?
                     .visit_field::<Uuid>("merged_into", Self::VT_MERGED_INTO, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "site",
+                        Self::VT_SITE,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "department",
+                        Self::VT_DEPARTMENT,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "supervisor",
+                        Self::VT_SUPERVISOR,
+                        false,
+                    )?
+                    .visit_field::<bool>("needs_approval", Self::VT_NEEDS_APPROVAL, false)?
+                    .visit_field::<Uuid>("paired_with", Self::VT_PAIRED_WITH, false)?
+                    .visit_field::<i64>("attendance_time_ms", Self::VT_ATTENDANCE_TIME_MS, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "group",
+                        Self::VT_GROUP,
+                        false,
+                    )?
+                    .visit_field::<TerminalAuth>("terminal_auth", Self::VT_TERMINAL_AUTH, false)?
                     .finish();
                 Ok(())
             }
@@ -812,6 +966,14 @@ pub mod fencegate {
             pub anomaly_flags: u64,
             pub slot: Option<::flatbuffers::WIPOffset<&'a str>>,
             pub merged_into: Option<&'a Uuid>,
+            pub site: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub department: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub supervisor: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub needs_approval: bool,
+            pub paired_with: Option<&'a Uuid>,
+            pub attendance_time_ms: i64,
+            pub group: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub terminal_auth: TerminalAuth,
         }
         impl<'a> Default for PunchRecordArgs<'a> {
             #[inline]
@@ -835,6 +997,14 @@ pub mod fencegate {
                     anomaly_flags: 0,
                     slot: None,
                     merged_into: None,
+                    site: None,
+                    department: None,
+                    supervisor: None,
+                    needs_approval: false,
+                    paired_with: None,
+                    attendance_time_ms: 0,
+                    group: None,
+                    terminal_auth: TerminalAuth::None,
                 }
             }
         }
@@ -957,6 +1127,56 @@ pub mod fencegate {
                     .push_slot_always::<&Uuid>(PunchRecord::VT_MERGED_INTO, merged_into);
             }
             #[inline]
+            pub fn add_site(&mut self, site: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(PunchRecord::VT_SITE, site);
+            }
+            #[inline]
+            pub fn add_department(&mut self, department: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    PunchRecord::VT_DEPARTMENT,
+                    department,
+                );
+            }
+            #[inline]
+            pub fn add_supervisor(&mut self, supervisor: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    PunchRecord::VT_SUPERVISOR,
+                    supervisor,
+                );
+            }
+            #[inline]
+            pub fn add_needs_approval(&mut self, needs_approval: bool) {
+                self.fbb_
+                    .push_slot::<bool>(PunchRecord::VT_NEEDS_APPROVAL, needs_approval, false);
+            }
+            #[inline]
+            pub fn add_paired_with(&mut self, paired_with: &Uuid) {
+                self.fbb_
+                    .push_slot_always::<&Uuid>(PunchRecord::VT_PAIRED_WITH, paired_with);
+            }
+            #[inline]
+            pub fn add_attendance_time_ms(&mut self, attendance_time_ms: i64) {
+                self.fbb_.push_slot::<i64>(
+                    PunchRecord::VT_ATTENDANCE_TIME_MS,
+                    attendance_time_ms,
+                    0,
+                );
+            }
+            #[inline]
+            pub fn add_group(&mut self, group: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(PunchRecord::VT_GROUP, group);
+            }
+            #[inline]
+            pub fn add_terminal_auth(&mut self, terminal_auth: TerminalAuth) {
+                self.fbb_.push_slot::<TerminalAuth>(
+                    PunchRecord::VT_TERMINAL_AUTH,
+                    terminal_auth,
+                    TerminalAuth::None,
+                );
+            }
+            #[inline]
             pub fn new(
                 _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
             ) -> PunchRecordBuilder<'a, 'b, A> {
@@ -999,6 +1219,14 @@ pub mod fencegate {
                 ds.field("anomaly_flags", &self.anomaly_flags());
                 ds.field("slot", &self.slot());
                 ds.field("merged_into", &self.merged_into());
+                ds.field("site", &self.site());
+                ds.field("department", &self.department());
+                ds.field("supervisor", &self.supervisor());
+                ds.field("needs_approval", &self.needs_approval());
+                ds.field("paired_with", &self.paired_with());
+                ds.field("attendance_time_ms", &self.attendance_time_ms());
+                ds.field("group", &self.group());
+                ds.field("terminal_auth", &self.terminal_auth());
                 ds.finish()
             }
         }

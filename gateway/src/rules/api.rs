@@ -1,0 +1,483 @@
+//! The admin API's attendance routes (mounted in `crate::admin`):
+//! `/v1/rules` (read, change, audit), `/v1/records` and `/v1/qr/{site}`,
+//! with the role boundaries of `crate::admin::Role`:
+//!
+//! | route | super | tenant | supervisor | employee |
+//! |---|---|---|---|---|
+//! | `GET /v1/rules` | whole file | own section | 403 | 403 |
+//! | `PUT /v1/rules` | whole file | own section | 403 | 403 |
+//! | `GET /v1/rules/audit` | all | changes to own section | 403 | 403 |
+//! | `GET /v1/records` | any tenant | own tenant | own department's exceptions | own records |
+//! | `GET /v1/qr/{site}` | any tenant (`?tenant=`) | own tenant | 403 | 403 |
+//!
+//! Nothing here changes a record; there is no such route for any role.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::records::{self, RecordQuery, Source};
+use super::store::{self, AuditEntry, RulesHandle, RulesSource};
+use crate::admin::{AdminState, Role, authorize_token, error, forbidden_config};
+use crate::clock;
+use crate::config::Config;
+use crate::metrics::RulesMetrics;
+
+/// The example rules bundled into the binary, seeding `<data_dir>/rules.toml`
+/// on embedded defaults.
+pub const SAMPLE_RULES: &str = include_str!("../../../config/rules.toml");
+/// The holiday calendars the example rules refer to, by file name.
+pub const SAMPLE_HOLIDAYS: [(&str, &str); 2] = [
+    (
+        "cn-2025.toml",
+        include_str!("../../../config/holidays/cn-2025.toml"),
+    ),
+    (
+        "de-be-2025.csv",
+        include_str!("../../../config/holidays/de-be-2025.csv"),
+    ),
+];
+
+/// Most records one `GET /v1/records` returns unless `limit` says fewer.
+const DEFAULT_LIMIT: usize = 10_000;
+/// Most records one `GET /v1/records` may ask for.
+const MAX_LIMIT: usize = 100_000;
+
+/// State of the attendance routes.
+#[derive(Debug)]
+pub struct AttendanceApi {
+    /// The live rules.
+    pub rules: Arc<RulesHandle>,
+    /// Where they live and how they compile.
+    pub source: RulesSource,
+    /// Serialises rule changes so two PUTs cannot interleave.
+    pub update: tokio::sync::Mutex<()>,
+    /// Rule-change counters.
+    pub metrics: RulesMetrics,
+    /// The per-segment time index of records.
+    pub index_dir: PathBuf,
+}
+
+impl AttendanceApi {
+    /// The routes' state.
+    pub fn new(rules: Arc<RulesHandle>, source: RulesSource, index_dir: PathBuf) -> Self {
+        let metrics = RulesMetrics::register();
+        metrics.version.set(rules.version() as f64);
+        Self {
+            rules,
+            source,
+            update: tokio::sync::Mutex::new(()),
+            metrics,
+            index_dir,
+        }
+    }
+}
+
+/// Loads the rules of a configuration at start: seeds the example on
+/// embedded defaults, compiles (every problem reported), and publishes.
+pub fn load(cfg: &Config) -> anyhow::Result<(Arc<RulesHandle>, RulesSource)> {
+    let source = RulesSource {
+        path: cfg.attendance.rules_path.clone(),
+        data_dir: cfg.data_dir.clone(),
+        settings: cfg.attendance.settings.clone(),
+        tenants: cfg.tenants.iter().map(|(t, _)| t.clone()).collect(),
+    };
+    if let (Some(path), true) = (&source.path, cfg.attendance.seed_sample_rules) {
+        if !path.exists() {
+            let dir = super::config::base_dir_of(path);
+            std::fs::create_dir_all(dir.join("holidays"))?;
+            for (name, text) in SAMPLE_HOLIDAYS {
+                std::fs::write(dir.join("holidays").join(name), text)?;
+            }
+            std::fs::write(path, SAMPLE_RULES)?;
+        }
+    }
+    let (rules, text) = source.load().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((Arc::new(RulesHandle::new(rules, text)), source))
+}
+
+fn api(state: &AdminState) -> &AttendanceApi {
+    &state.attendance
+}
+
+/// `GET /v1/rules`: the rules as TOML.
+pub async fn get_rules(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    let token = match authorize_token(&state, &headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let a = api(&state);
+    let text = a.rules.text();
+    let body = match &token.role {
+        Role::Super => (*text).clone(),
+        Role::Tenant(t) => store::tenant_section(&text, t),
+        other => return forbidden_config(other),
+    };
+    let mut resp = body.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/toml"),
+    );
+    resp.headers_mut()
+        .insert("x-rules-version", HeaderValue::from(a.rules.version()));
+    resp
+}
+
+/// `PUT /v1/rules`: validate, persist, swap in and audit new rules.
+pub async fn put_rules(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let token = match authorize_token(&state, &headers) {
+        Ok(t) => t.clone(),
+        Err(e) => return e.into_response(),
+    };
+    if !token.role.configures() {
+        return forbidden_config(&token.role);
+    }
+    let a = api(&state);
+    let Some(path) = a.source.path.clone() else {
+        return error(
+            StatusCode::CONFLICT,
+            "this node has no rules file; set attendance.rules in its configuration to change rules at run time",
+        );
+    };
+    let _guard = a.update.lock().await;
+    let before = a.rules.text();
+    let (new_text, scope) = match &token.role {
+        Role::Tenant(t) => match store::merge_tenant_section(&before, &body, t) {
+            Ok(text) => (text, t.clone()),
+            Err(e) => {
+                a.metrics.changes_refused.increment(1);
+                return error(StatusCode::FORBIDDEN, e);
+            }
+        },
+        _ => (body, "all".to_owned()),
+    };
+    let source = a.source.clone();
+    let text = new_text.clone();
+    let compiled =
+        tokio::task::spawn_blocking(move || source.compile(&text, "PUT /v1/rules")).await;
+    let rules = match compiled {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            a.metrics.changes_refused.increment(1);
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(json!({
+                    "error": format!("{} problem(s) in the rules; nothing was changed", e.problems.len()),
+                    "problems": e.problems,
+                })),
+            )
+                .into_response();
+        }
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("rules check failed: {e}"),
+            );
+        }
+    };
+    if let Err(e) = store::persist(&path, &new_text) {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "the rules are valid but could not be saved to {}: {e}; nothing was changed",
+                path.display()
+            ),
+        );
+    }
+    let changed = store::tenants_changed(&before, &new_text);
+    let entry = AuditEntry {
+        time_ms: clock::unix_ms(),
+        actor: token.name.clone(),
+        role: token.role.name().into(),
+        scope,
+        version: a.rules.version() + 1,
+        tenants_changed: changed.clone(),
+        sha256_before: store::sha256_hex(&before),
+        sha256_after: store::sha256_hex(&new_text),
+    };
+    let version = a.rules.store(rules, new_text);
+    a.metrics.version.set(version as f64);
+    a.metrics.changes.increment(1);
+    let audit_path = a.source.audit_path();
+    let audited = tokio::task::spawn_blocking(move || store::append_audit(&audit_path, &entry))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+    if let Err(e) = &audited {
+        tracing::error!(error = %e, "rules changed but the audit log could not be written");
+    }
+    tracing::info!(version, actor = %token.name, ?changed, "rules replaced through the admin API");
+    axum::Json(json!({
+        "version": version,
+        "tenants_changed": changed,
+        "audited": audited.is_ok(),
+    }))
+    .into_response()
+}
+
+/// `GET /v1/rules/audit`: every rule change (a tenant token: changes to
+/// its section).
+pub async fn get_audit(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    let token = match authorize_token(&state, &headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    if !token.role.configures() {
+        return forbidden_config(&token.role);
+    }
+    let path = api(&state).source.audit_path();
+    let entries = match tokio::task::spawn_blocking(move || store::read_audit(&path)).await {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read the audit log: {e}"),
+            );
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let visible: Vec<AuditEntry> = match &token.role {
+        Role::Tenant(t) => entries
+            .into_iter()
+            .filter(|e| e.tenants_changed.iter().any(|x| x == t))
+            .collect(),
+        _ => entries,
+    };
+    axum::Json(json!({ "entries": visible })).into_response()
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, message)
+}
+
+/// `GET /v1/records?tenant&from&to&employee&status&limit&format`.
+pub async fn get_records(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let token = match authorize_token(&state, &headers) {
+        Ok(t) => t.clone(),
+        Err(e) => return e.into_response(),
+    };
+    for k in params.keys() {
+        if !matches!(
+            k.as_str(),
+            "tenant" | "from" | "to" | "employee" | "status" | "limit" | "format"
+        ) {
+            return bad_request(format!(
+                "unknown parameter {k:?}; use tenant, from, to, employee, status, limit, format"
+            ));
+        }
+    }
+    let asked_tenant = params.get("tenant").cloned();
+    let asked_employee = params.get("employee").cloned();
+    let mut q = RecordQuery {
+        tenant: asked_tenant.clone(),
+        employee: asked_employee.clone(),
+        ..RecordQuery::default()
+    };
+    // The role decides the scope; asking outside it is refused, not
+    // silently narrowed, so a caller never mistakes a filtered answer.
+    if let Some(own) = token.role.tenant() {
+        if asked_tenant.as_deref().is_some_and(|t| t != own) {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("this token reads tenant '{own}' only"),
+            );
+        }
+        q.tenant = Some(own.to_owned());
+    }
+    match &token.role {
+        Role::Supervisor { department, .. } => {
+            q.department = Some(department.clone());
+            q.exceptions_only = true;
+        }
+        Role::Employee { employee, .. } => {
+            if asked_employee.as_deref().is_some_and(|e| e != employee) {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "an employee token reads its own records only",
+                );
+            }
+            q.employee = Some(employee.clone());
+        }
+        _ => {}
+    }
+    let rules = api(&state).rules.load();
+    let tz = q
+        .tenant
+        .as_deref()
+        .map_or(jiff::tz::TimeZone::UTC, |t| rules.tenant(t).tz.clone());
+    drop(rules);
+    let (Some(from), Some(to)) = (params.get("from"), params.get("to")) else {
+        return bad_request(
+            "from and to are required: unix ms, RFC 3339 or a date in the tenant's time zone (to=2025-03-04 includes that day)",
+        );
+    };
+    q.from_ms = match records::parse_time(from, &tz, false) {
+        Ok(t) => t,
+        Err(e) => return bad_request(format!("from: {e}")),
+    };
+    q.to_ms = match records::parse_time(to, &tz, true) {
+        Ok(t) => t,
+        Err(e) => return bad_request(format!("to: {e}")),
+    };
+    if q.to_ms <= q.from_ms {
+        return bad_request("to must be after from");
+    }
+    if let Some(s) = params.get("status") {
+        match records::parse_status(s) {
+            Some(st) => q.status = Some(st),
+            None => {
+                return bad_request(format!(
+                    "status {s:?} is unknown; use normal, late, early_leave, out_of_range_pending_approval, field, repeat_merged or rejected"
+                ));
+            }
+        }
+    }
+    q.limit = match params.get("limit").map(|l| l.parse::<usize>()) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(l)) if (1..=MAX_LIMIT).contains(&l) => l,
+        Some(_) => return bad_request(format!("limit must be 1 to {MAX_LIMIT}")),
+    };
+    let csv = match params.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(f) => return bad_request(format!("format {f:?} is unknown; use json or csv")),
+    };
+    let log = state.log.clone();
+    let index_dir = api(&state).index_dir.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut json_rows = Vec::new();
+        let mut csv_out = csv::Writer::from_writer(Vec::new());
+        if csv {
+            let _ = csv_out.write_record(records::CSV_HEADER);
+        }
+        let stats = records::query(Source::Handle(&log), &index_dir, &q, &mut |lsn, rec| {
+            if csv {
+                if let Some(row) = records::csv_row(rec, &tz) {
+                    let _ = csv_out.write_record(&row);
+                }
+            } else {
+                json_rows.push(records::to_json(lsn, rec));
+            }
+        });
+        (stats, json_rows, csv_out.into_inner().unwrap_or_default())
+    })
+    .await;
+    let (stats, rows, csv_bytes) = match result {
+        Ok((Ok(s), rows, bytes)) => (s, rows, bytes),
+        Ok((Err(e), ..)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading the log: {e}"),
+            );
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if csv {
+        let mut resp = csv_bytes.into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8"),
+        );
+        resp.headers_mut().insert(
+            "x-records-truncated",
+            HeaderValue::from(u16::from(stats.truncated)),
+        );
+        return resp;
+    }
+    axum::Json(json!({ "records": rows, "stats": stats })).into_response()
+}
+
+/// `GET /v1/qr/{site}?tenant&format`: the site's current QR code.
+pub async fn get_qr(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    UrlPath(site): UrlPath<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let token = match authorize_token(&state, &headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let tenant = match &token.role {
+        Role::Super => match params.get("tenant") {
+            Some(t) => t.clone(),
+            None => return bad_request("a super token names the tenant: ?tenant=<id>"),
+        },
+        Role::Tenant(t) => {
+            if params.get("tenant").is_some_and(|x| x != t) {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    format!("this token reads tenant '{t}' only"),
+                );
+            }
+            t.clone()
+        }
+        other => return forbidden_config(other),
+    };
+    let a = api(&state);
+    let rules = a.rules.load();
+    let settings = rules.settings.clone();
+    let Some(key) = rules
+        .tenant(&tenant)
+        .sites
+        .iter()
+        .find(|s| *s.name == *site)
+        .and_then(|s| s.qr.clone())
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "tenant '{tenant}' has no QR site '{site}'; set qr = true under [tenants.{tenant}.sites.{site}]"
+            ),
+        );
+    };
+    drop(rules);
+    let now = clock::unix_ms();
+    let step = super::qr::step_of(now, settings.qr_step_ms);
+    let code = key.0.code(&tenant, &site, step);
+    let next_ms = (step + 1) * settings.qr_step_ms;
+    match params.get("format").map(String::as_str) {
+        None | Some("json") => axum::Json(json!({
+            "tenant": tenant,
+            "site": site,
+            "code": code,
+            "step": step,
+            "shown_until_ms": next_ms,
+            "valid_until_ms": next_ms + settings.qr_skew_steps * settings.qr_step_ms,
+        }))
+        .into_response(),
+        Some("text") => code.into_response(),
+        Some("svg") => match super::qr::render_svg(&code) {
+            Ok(svg) => {
+                let mut resp = svg.into_response();
+                let h = resp.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("image/svg+xml"),
+                );
+                // A screen reloading on this header always shows a live code.
+                let refresh = ((next_ms - now) / 1_000).max(1);
+                if let Ok(v) = HeaderValue::from_str(&refresh.to_string()) {
+                    h.insert("refresh", v);
+                }
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                resp
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        Some(f) => bad_request(format!("format {f:?} is unknown; use json, text or svg")),
+    }
+}

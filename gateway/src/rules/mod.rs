@@ -1,0 +1,350 @@
+//! Attendance rules: how, where and when an employee punched, judged
+//! against the tenant's rules. This is the pipeline's *classify* step.
+//!
+//! - [`config`]: the rules file (`config/rules.toml`, also `PUT /v1/rules`),
+//!   parsed raw and compiled into a [`Rules`] snapshot, reporting every
+//!   problem at once.
+//! - [`schedule`]: fixed, shift and free schedules, grace minutes,
+//!   cross-midnight shifts, judged in the tenant's time zone with jiff.
+//! - [`holidays`]: holiday calendars with make-up workdays, from files.
+//! - [`qr`]: rotating per-site QR codes (HMAC of site and time step).
+//! - [`state`]: what the pipeline remembers per employee between punches
+//!   (anti-cheat, minimum interval, dual verification) and QR uses.
+//! - [`judge`]: the per-punch decision, pure and allocation-free.
+//! - [`records`]: `GET /v1/records` and `fencegate export`, read from the
+//!   durable log through a per-segment time index.
+//! - [`store`]: the live snapshot, atomic swaps and the audit log of changes.
+//!
+//! Like the rest of the pipeline, nothing here reads the clock: every
+//! function is handed the time. See docs/ATTENDANCE.md.
+
+pub mod api;
+pub mod config;
+pub mod holidays;
+pub mod judge;
+pub mod qr;
+pub mod records;
+pub mod schedule;
+pub mod state;
+pub mod store;
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
+
+use fencegate_schema::{PunchMethod, TerminalAuth};
+use jiff::tz::TimeZone;
+use xxhash_rust::xxh3::Xxh3;
+
+pub use config::{RawRules, RulesErrors};
+pub use holidays::Holidays;
+pub use judge::{Judgement, judge};
+pub use schedule::{Schedule, Slot, TimeRules, Timing};
+pub use store::RulesHandle;
+
+/// A fast hasher for the per-punch lookups (employee, terminal, BSSID).
+/// Keys come from authenticated devices of one tenant, and each tenant's
+/// maps are separate, so hash flooding by another tenant is not possible.
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Xxh3>>;
+
+/// Node-wide attendance settings from the gateway configuration
+/// (`[attendance]` in fencegate.toml).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttendanceSettings {
+    /// How old an offline punch may be, judged by its device time.
+    pub offline_window_ms: i64,
+    /// Length of one QR code step.
+    pub qr_step_ms: i64,
+    /// Steps after its own that a QR code is still accepted.
+    pub qr_skew_steps: i64,
+    /// Device and gateway clocks further apart than this on an online punch
+    /// set the `ClockSkew` flag.
+    pub clock_skew_ms: i64,
+}
+
+impl Default for AttendanceSettings {
+    fn default() -> Self {
+        Self {
+            offline_window_ms: 72 * 3_600_000,
+            qr_step_ms: 30_000,
+            qr_skew_steps: 1,
+            clock_skew_ms: 300_000,
+        }
+    }
+}
+
+/// What happens to a GPS punch outside every fence of its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutOfRangePolicy {
+    /// Recorded as `Rejected` with reason `OutOfRange`.
+    Reject,
+    /// Accepted as a field punch (status `Field`).
+    Field,
+    /// Recorded pending the supervisor's approval (verdict `OutOfRange`).
+    Approval,
+}
+
+/// How the accuracy radius of a GPS fix is used.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AccuracyPolicy {
+    /// The fix's point decides; a radius above `max_m` (if set) is refused
+    /// as `AccuracyTooLow`.
+    Tolerant {
+        /// Largest accepted radius, metres.
+        max_m: Option<f32>,
+    },
+    /// The whole accuracy disc must be inside a fence (or outside all of
+    /// them); a disc across a fence edge is refused as `AccuracyTooLow`.
+    Strict {
+        /// Largest accepted radius, metres.
+        max_m: Option<f32>,
+    },
+}
+
+/// One way of proving presence, as used by dual verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Factor {
+    /// A GPS punch.
+    Gps,
+    /// A Wi-Fi punch.
+    Wifi,
+    /// A QR punch.
+    Qr,
+    /// A terminal punch with any identification.
+    Terminal,
+    /// A terminal punch identified by face.
+    Face,
+    /// A terminal punch identified by fingerprint.
+    Fingerprint,
+    /// A terminal punch identified by NFC.
+    Nfc,
+}
+
+impl Factor {
+    /// Whether a punch made by `method` (with `auth` for terminals) is this
+    /// factor.
+    pub fn matches(self, method: PunchMethod, auth: TerminalAuth) -> bool {
+        match self {
+            Factor::Gps => method == PunchMethod::Gps,
+            Factor::Wifi => method == PunchMethod::Wifi,
+            Factor::Qr => method == PunchMethod::Qr,
+            Factor::Terminal => method == PunchMethod::Terminal,
+            Factor::Face => method == PunchMethod::Terminal && auth == TerminalAuth::Face,
+            Factor::Fingerprint => {
+                method == PunchMethod::Terminal && auth == TerminalAuth::Fingerprint
+            }
+            Factor::Nfc => method == PunchMethod::Terminal && auth == TerminalAuth::Nfc,
+        }
+    }
+}
+
+/// Dual verification: a `second` factor punch must follow a `first` factor
+/// punch of the same kind within `within_ms`, or it is flagged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DualRule {
+    /// The factor that comes first (e.g. GPS at the gate).
+    pub first: Factor,
+    /// The factor that completes it (e.g. a fingerprint at the door).
+    pub second: Factor,
+    /// Longest gap between them.
+    pub within_ms: i64,
+}
+
+/// An attendance group: a schedule and its dual-verification rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// Group name, written into records.
+    pub name: Arc<str>,
+    /// Its time rules.
+    pub time: TimeRules,
+    /// Dual verification, if the group uses it.
+    pub dual: Option<DualRule>,
+}
+
+/// An employee as the rules know them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Employee {
+    /// Index into [`TenantRules::groups`].
+    pub group: u16,
+    /// Department, for approval routing and supervisor access.
+    pub department: Option<Arc<str>>,
+    /// Who approves this employee's exceptions.
+    pub supervisor: Option<Arc<str>>,
+    /// Devices bound to the employee; a punch from another device (other
+    /// than a trusted terminal) is flagged `UnusualDevice`. Empty: no
+    /// binding, nothing flagged.
+    pub devices: Box<[Box<str>]>,
+}
+
+/// A site: a place employees punch at, by fence, Wi-Fi, QR or terminal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    /// Site name (as in the fences' `site` property), written into records.
+    pub name: Arc<str>,
+    /// Hash of the name, for QR use keys.
+    pub tag: u64,
+    /// The site's QR key, when it shows QR codes.
+    pub qr: Option<QrKeyed>,
+}
+
+/// A QR-enabled site's key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QrKeyed(pub qr::QrKey);
+
+/// Everything the rules say about one tenant, compiled for per-punch use.
+#[derive(Debug, Clone)]
+pub struct TenantRules {
+    /// Tenant id.
+    pub id: Arc<str>,
+    /// Time zone every schedule of the tenant is judged in.
+    pub tz: TimeZone,
+    /// Holidays and make-up workdays.
+    pub holidays: Holidays,
+    /// Attendance groups; `default_group` applies to unlisted employees.
+    pub groups: Vec<Group>,
+    /// Index of the default group.
+    pub default_group: u16,
+    /// Employees with a group, department, supervisor or bound devices.
+    pub employees: FastMap<Box<str>, Employee>,
+    /// Sites.
+    pub sites: Vec<Site>,
+    /// Registered access points (BSSID as a u64) → site index.
+    pub wifi: FastMap<u64, u16>,
+    /// Trusted terminal device ids → site index.
+    pub terminals: FastMap<Box<str>, u16>,
+    /// GPS punches outside every fence.
+    pub out_of_range: OutOfRangePolicy,
+    /// GPS accuracy handling.
+    pub accuracy: AccuracyPolicy,
+    /// A clock-out this soon after the employee's clock-in is merged into
+    /// it (0: off).
+    pub min_interval_ms: i64,
+    /// Implied speed between consecutive punch fixes of one employee above
+    /// which `ImpossibleSpeed` is flagged, in metres per second (0: off).
+    pub impossible_speed_mps: f64,
+}
+
+impl TenantRules {
+    /// The rules of a tenant with no section in the rules file: UTC, a free
+    /// schedule, out-of-range punches sent to approval, no sites (so Wi-Fi,
+    /// QR and terminal punches are refused: nothing is registered to verify
+    /// them against), impossible speed flagged above 300 km/h.
+    pub fn unconfigured(id: &str) -> Self {
+        Self {
+            id: id.into(),
+            tz: TimeZone::UTC,
+            holidays: Holidays::default(),
+            groups: vec![Group {
+                name: "default".into(),
+                time: TimeRules::free(),
+                dual: None,
+            }],
+            default_group: 0,
+            employees: FastMap::default(),
+            sites: Vec::new(),
+            wifi: FastMap::default(),
+            terminals: FastMap::default(),
+            out_of_range: OutOfRangePolicy::Approval,
+            accuracy: AccuracyPolicy::Tolerant { max_m: None },
+            min_interval_ms: 0,
+            impossible_speed_mps: 300.0 / 3.6,
+        }
+    }
+
+    /// The employee's entry, if listed.
+    pub fn employee(&self, id: &str) -> Option<&Employee> {
+        self.employees.get(id)
+    }
+
+    /// The group an employee is judged by.
+    pub fn group_of(&self, e: Option<&Employee>) -> &Group {
+        let i = e.map_or(self.default_group, |e| e.group);
+        &self.groups[usize::from(i)]
+    }
+
+    /// The site of the first registered BSSID among `seen`.
+    pub fn wifi_site(&self, seen: impl Iterator<Item = [u8; 6]>) -> Option<u16> {
+        for b in seen {
+            if let Some(&s) = self.wifi.get(&bssid_key(b)) {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// The site a trusted terminal is bound to.
+    pub fn terminal_site(&self, device: &str) -> Option<u16> {
+        self.terminals.get(device).copied()
+    }
+}
+
+/// A BSSID as a map key.
+pub fn bssid_key(b: [u8; 6]) -> u64 {
+    let mut k = [0u8; 8];
+    k[..6].copy_from_slice(&b);
+    u64::from_le_bytes(k)
+}
+
+/// A compiled rules snapshot: every configured tenant, and the settings.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    tenants: FastMap<Box<str>, TenantRules>,
+    fallback: TenantRules,
+    /// Node-wide settings.
+    pub settings: AttendanceSettings,
+}
+
+impl Rules {
+    /// Rules with no tenant configured: every tenant gets
+    /// [`TenantRules::unconfigured`].
+    pub fn unconfigured(settings: AttendanceSettings) -> Self {
+        Self {
+            tenants: FastMap::default(),
+            fallback: TenantRules::unconfigured(""),
+            settings,
+        }
+    }
+
+    /// Rules from compiled tenants.
+    pub fn new(tenants: Vec<TenantRules>, settings: AttendanceSettings) -> Self {
+        Self {
+            tenants: tenants
+                .into_iter()
+                .map(|t| (Box::<str>::from(&*t.id), t))
+                .collect(),
+            fallback: TenantRules::unconfigured(""),
+            settings,
+        }
+    }
+
+    /// The rules of `tenant` (the unconfigured defaults when it has no
+    /// section).
+    pub fn tenant(&self, tenant: &str) -> &TenantRules {
+        self.tenants.get(tenant).unwrap_or(&self.fallback)
+    }
+
+    /// Whether `tenant` has a section.
+    pub fn has_tenant(&self, tenant: &str) -> bool {
+        self.tenants.contains_key(tenant)
+    }
+
+    /// Configured tenant ids.
+    pub fn tenant_ids(&self) -> impl Iterator<Item = &str> {
+        self.tenants.keys().map(|k| &**k)
+    }
+
+    /// How far back the pipeline must replay the log at start to rebuild
+    /// what the rules remember (minimum interval, dual verification).
+    pub fn memory_ms(&self) -> i64 {
+        let mut m = 0;
+        for t in self.tenants.values() {
+            m = m.max(t.min_interval_ms);
+            for g in &t.groups {
+                if let Some(d) = g.dual {
+                    m = m.max(d.within_ms);
+                }
+            }
+        }
+        m
+    }
+}

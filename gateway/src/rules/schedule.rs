@@ -1,0 +1,344 @@
+//! Schedules: which slot a punch belongs to and whether it was on time.
+//!
+//! A punch is judged in the tenant's time zone (jiff, with the bundled tz
+//! database). The slot is chosen in civil (wall-clock) minutes, which is
+//! cheap integer arithmetic; only the chosen slot's start and end are turned
+//! into instants with the time zone, so lateness is measured in real time
+//! even across a DST change (a 22:00–06:00 shift over the spring change is
+//! seven hours long, over the autumn change nine).
+//!
+//! Nothing here allocates: the slot label is written into a caller's buffer.
+
+use std::fmt::Write as _;
+
+use fencegate_schema::{AttendanceStatus, PunchKind};
+use jiff::Timestamp;
+use jiff::civil::{Date, DateTime};
+use jiff::tz::TimeZone;
+
+use super::holidays::Holidays;
+
+/// Minutes in a day.
+const DAY_MIN: i32 = 24 * 60;
+/// A punch further than this from every slot of the neighbouring days is an
+/// off-schedule punch (a rest day or a holiday): recorded as normal.
+const MAX_SLOT_DISTANCE_MIN: i32 = 12 * 60;
+
+/// One working slot: a start and an end in wall-clock minutes after
+/// midnight. An end at or before the start ends on the next day
+/// (a cross-midnight shift such as 22:00–06:00).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// Name used in the record's slot label, e.g. `day` or `night`.
+    pub name: Box<str>,
+    /// Start, minutes after midnight.
+    pub start_min: i32,
+    /// End, minutes after midnight (on the next day when `<= start_min`).
+    pub end_min: i32,
+}
+
+impl Slot {
+    /// Length in wall-clock minutes.
+    pub fn len_min(&self) -> i32 {
+        if self.end_min > self.start_min {
+            self.end_min - self.start_min
+        } else {
+            self.end_min + DAY_MIN - self.start_min
+        }
+    }
+}
+
+/// What an attendance group's days look like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// The same slots on fixed weekdays (Monday = index 0), holidays off and
+    /// make-up workdays on when the group observes the calendar.
+    Fixed {
+        /// Which weekdays are workdays, Monday first.
+        workdays: [bool; 7],
+        /// The day's slots, in start order.
+        slots: Box<[Slot]>,
+    },
+    /// A rotation of shifts: day `n` after `anchor` works
+    /// `rotation[n % len]`, an index into `shifts`, or rests (`None`).
+    Shift {
+        /// The shifts worked.
+        shifts: Box<[Slot]>,
+        /// One entry per day of the cycle.
+        rotation: Box<[Option<u8>]>,
+        /// Day number (see [`day_number`]) of the cycle's first day.
+        anchor: i32,
+    },
+    /// No fixed hours: every punch is on time.
+    Free,
+}
+
+/// How one group judges time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeRules {
+    /// The days and slots.
+    pub schedule: Schedule,
+    /// Minutes after the start a clock-in still counts as on time.
+    pub late_grace_min: i32,
+    /// Minutes before the end a clock-out still counts as on time.
+    pub early_grace_min: i32,
+    /// Whether the tenant's holiday calendar applies (holidays off, make-up
+    /// workdays on).
+    pub observe_holidays: bool,
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`): cheap integer arithmetic, no time zone involved.
+pub fn day_number(year: i32, month: i32, day: i32) -> i32 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day number (inverse of [`day_number`]).
+pub fn civil_from_day(z: i32) -> (i32, i32, i32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i32::from(m <= 2);
+    (y, m, d)
+}
+
+/// Day number of a jiff date.
+pub fn day_of(date: Date) -> i32 {
+    day_number(
+        i32::from(date.year()),
+        i32::from(date.month()),
+        i32::from(date.day()),
+    )
+}
+
+/// Weekday of a day number, Monday = 0.
+fn weekday(day: i32) -> usize {
+    // 1970-01-01 was a Thursday (index 3).
+    (day + 3).rem_euclid(7) as usize
+}
+
+/// The verdict on a punch's timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Normal, late or early leave.
+    pub status: AttendanceStatus,
+    /// Day number of the slot's (start) date.
+    pub day: i32,
+    /// The slot's index in its schedule (`None`: rest day or free schedule).
+    pub slot: Option<u8>,
+    /// The slot's start and end as unix ms (0 when there is no slot).
+    pub start_ms: i64,
+    /// See `start_ms`.
+    pub end_ms: i64,
+}
+
+impl TimeRules {
+    /// A free schedule with no grace: every punch is normal.
+    pub fn free() -> Self {
+        Self {
+            schedule: Schedule::Free,
+            late_grace_min: 0,
+            early_grace_min: 0,
+            observe_holidays: false,
+        }
+    }
+
+    /// The slots worked on `day`, if it is a workday.
+    fn slots_on(&self, day: i32, holidays: &Holidays) -> &[Slot] {
+        match &self.schedule {
+            Schedule::Free => &[],
+            Schedule::Fixed { workdays, slots } => {
+                let mut work = workdays[weekday(day)];
+                if self.observe_holidays {
+                    if holidays.is_off(day) {
+                        work = false;
+                    } else if holidays.is_make_up(day) {
+                        work = true;
+                    }
+                }
+                if work { slots } else { &[] }
+            }
+            Schedule::Shift {
+                shifts,
+                rotation,
+                anchor,
+            } => {
+                if self.observe_holidays && holidays.is_off(day) && !holidays.is_make_up(day) {
+                    return &[];
+                }
+                let i = (day - anchor).rem_euclid(rotation.len() as i32) as usize;
+                match rotation[i] {
+                    Some(s) => std::slice::from_ref(&shifts[usize::from(s)]),
+                    None => &[],
+                }
+            }
+        }
+    }
+
+    /// The slot list the indices of [`Timing::slot`] refer to on `day`.
+    fn slot_index(&self, day: i32, within_day: usize) -> u8 {
+        match &self.schedule {
+            Schedule::Shift {
+                rotation, anchor, ..
+            } => {
+                let i = (day - anchor).rem_euclid(rotation.len() as i32) as usize;
+                rotation[i].unwrap_or(0)
+            }
+            _ => within_day as u8,
+        }
+    }
+
+    /// The name of slot `index` (as in [`Timing::slot`]).
+    pub fn slot_name(&self, index: u8) -> &str {
+        match &self.schedule {
+            Schedule::Fixed { slots, .. } => &slots[usize::from(index)].name,
+            Schedule::Shift { shifts, .. } => &shifts[usize::from(index)].name,
+            Schedule::Free => "free",
+        }
+    }
+
+    /// Judges a punch of `kind` at `at_ms` in time zone `tz`.
+    pub fn judge(&self, tz: &TimeZone, holidays: &Holidays, kind: PunchKind, at_ms: i64) -> Timing {
+        let at = Timestamp::from_millisecond(at_ms).unwrap_or(Timestamp::UNIX_EPOCH);
+        let local: DateTime = tz.to_datetime(at);
+        let today = day_of(local.date());
+        let now_min = i32::from(local.hour()) * 60 + i32::from(local.minute());
+        let rest = Timing {
+            status: AttendanceStatus::Normal,
+            day: today,
+            slot: None,
+            start_ms: 0,
+            end_ms: 0,
+        };
+        if matches!(self.schedule, Schedule::Free) {
+            return rest;
+        }
+        // Pick the slot whose start (clock-in) or end (clock-out) is nearest
+        // in wall-clock minutes, among yesterday's, today's and tomorrow's.
+        let mut best: Option<(i32, i32, usize, &Slot)> = None; // (distance, day, index, slot)
+        for offset in -1..=1 {
+            let day = today + offset;
+            for (i, slot) in self.slots_on(day, holidays).iter().enumerate() {
+                let start = offset * DAY_MIN + slot.start_min;
+                let mark = match kind {
+                    PunchKind::Out => start + slot.len_min(),
+                    _ => start,
+                };
+                let dist = (now_min - mark).abs();
+                if dist <= MAX_SLOT_DISTANCE_MIN && best.is_none_or(|(d, ..)| dist < d) {
+                    best = Some((dist, day, i, slot));
+                }
+            }
+        }
+        let Some((_, day, i, slot)) = best else {
+            return rest;
+        };
+        let start_ms = instant_ms(tz, day, slot.start_min);
+        let end_day = if slot.end_min > slot.start_min {
+            day
+        } else {
+            day + 1
+        };
+        let end_ms = instant_ms(tz, end_day, slot.end_min);
+        let status = match kind {
+            PunchKind::Out => {
+                if at_ms >= end_ms - i64::from(self.early_grace_min) * 60_000 {
+                    AttendanceStatus::Normal
+                } else {
+                    AttendanceStatus::EarlyLeave
+                }
+            }
+            _ => {
+                // Grace is inclusive to the minute: with 10 minutes of grace a
+                // 9:00 start still accepts 9:10:59.
+                if at_ms < start_ms + (i64::from(self.late_grace_min) + 1) * 60_000 {
+                    AttendanceStatus::Normal
+                } else {
+                    AttendanceStatus::Late
+                }
+            }
+        };
+        Timing {
+            status,
+            day,
+            slot: Some(self.slot_index(day, i)),
+            start_ms,
+            end_ms,
+        }
+    }
+
+    /// Writes the record's slot label, `YYYY-MM-DD/<slot>` (`/rest` on a
+    /// day off, `/free` for a free schedule), into `out`.
+    pub fn write_label(&self, timing: &Timing, out: &mut String) {
+        out.clear();
+        let (y, m, d) = civil_from_day(timing.day);
+        let name = match (timing.slot, &self.schedule) {
+            (_, Schedule::Free) => "free",
+            (Some(i), _) => self.slot_name(i),
+            (None, _) => "rest",
+        };
+        let _ = write!(out, "{y:04}-{m:02}-{d:02}/{name}");
+    }
+}
+
+/// The instant of wall-clock `minute` on `day` in `tz`. A time skipped by a
+/// DST change resolves to the later offset (so 02:30 on the spring change
+/// is 03:30), a repeated one to the earlier ("compatible", as RFC 9557 and
+/// most calendars do).
+fn instant_ms(tz: &TimeZone, day: i32, minute: i32) -> i64 {
+    let (y, m, d) = civil_from_day(day);
+    let dt = DateTime::new(
+        y as i16,
+        m as i8,
+        d as i8,
+        (minute / 60) as i8,
+        (minute % 60) as i8,
+        0,
+        0,
+    );
+    match dt.map(|dt| tz.to_ambiguous_timestamp(dt).compatible()) {
+        Ok(Ok(ts)) => ts.as_millisecond(),
+        // Only dates outside jiff's range (years beyond ±9999) get here.
+        _ => i64::from(day) * 86_400_000 + i64::from(minute) * 60_000,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn day_numbers_round_trip_and_match_jiff() {
+        for day in [-800_000, -1, 0, 1, 10_957, 20_000, 2_000_000] {
+            let (y, m, d) = civil_from_day(day);
+            assert_eq!(day_number(y, m, d), day);
+        }
+        let date = jiff::civil::date(2025, 3, 30);
+        assert_eq!(day_of(date), day_number(2025, 3, 30));
+        assert_eq!(
+            weekday(day_of(date)),
+            date.weekday().to_monday_zero_offset() as usize
+        );
+    }
+
+    #[test]
+    fn slot_length_wraps_midnight() {
+        let s = Slot {
+            name: "night".into(),
+            start_min: 22 * 60,
+            end_min: 6 * 60,
+        };
+        assert_eq!(s.len_min(), 8 * 60);
+    }
+}
