@@ -597,7 +597,11 @@ impl Config {
         }
         for (i, t) in raw.admin.tokens.iter().enumerate() {
             let at = format!("admin.tokens[{i}] ('{}')", t.name);
-            let (tenant, dept, emp) = (t.tenant.is_some(), t.department.is_some(), t.employee.is_some());
+            let (tenant, dept, emp) = (
+                t.tenant.is_some(),
+                t.department.is_some(),
+                t.employee.is_some(),
+            );
             match (t.role.as_str(), tenant, dept, emp) {
                 ("super", false, false, false)
                 | ("tenant", true, false, false)
