@@ -219,11 +219,14 @@ pub async fn read_stream(url: &str, stream: &str) -> Vec<Stored> {
     out
 }
 
-/// Message count of `stream`.
+/// Message count of `stream` (0 until it exists).
 pub async fn stream_len(url: &str, stream: &str) -> u64 {
     let client = async_nats::connect(url).await.unwrap();
     let js = jetstream::new(client);
-    js.get_stream(stream).await.unwrap().info().await.unwrap().state.messages
+    match js.get_stream(stream).await {
+        Ok(mut s) => s.info().await.unwrap().state.messages,
+        Err(_) => 0,
+    }
 }
 
 /// Record ids (as UUID text) of the `.punch` messages, with their counts.
