@@ -125,9 +125,8 @@ fn follow(
         if stopping {
             return Ok(counts);
         }
-        let _ = rt.block_on(tokio::time::timeout(
-            Duration::from_millis(20),
-            reader.wait(),
-        ));
+        rt.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_millis(20), reader.wait()).await;
+        });
     }
 }

@@ -345,13 +345,13 @@ fn builtin_config(
     raw.node.data_dir = dir.join("data");
     raw.quic.listen = "127.0.0.1:0".into();
     raw.admin.listen = "127.0.0.1:0".into();
-    raw.admin.tokens = vec![RawAdminToken {
-        name: "loadtest".into(),
-        token_file: Some(admin),
-        token_env: None,
-        role: "super".into(),
-        tenant: None,
-    }];
+    // Through serde, so fields the gateway adds later keep their defaults.
+    let token: RawAdminToken = toml::from_str(&format!(
+        "name = \"loadtest\"\nrole = \"super\"\ntoken_file = {}\n",
+        toml::Value::String(admin.display().to_string())
+    ))
+    .context("built-in gateway: admin token settings")?;
+    raw.admin.tokens = vec![token];
     raw.fences.path = fences;
     raw.tenants = vec![RawTenant {
         id: s.world.tenant.clone(),
