@@ -1,0 +1,209 @@
+//! The sinks that need no NATS: the webhook (an in-process axum receiver
+//! that answers 500 and then recovers) and JSON lines.
+
+mod common;
+mod sink_rig;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use common::{HQ, Node, punch};
+use fencegate::client::PunchReply;
+use fencegate::record_json::uuid;
+use fencegate::sink::RawSink;
+use fencegate::sink::webhook::verify_signature;
+use fencegate_schema::{AttendanceStatus, Verdict};
+use sink_rig::{config_with, encode, preload, punch_record, wait_until};
+
+const SECRET: &str = "webhook-test-secret-0123456789";
+
+#[derive(Default)]
+struct Receiver {
+    /// (idempotency key, status answered, record ids in the body).
+    requests: Vec<(String, u16, Vec<String>)>,
+    failures_left: u32,
+    bad_signatures: u32,
+}
+
+async fn receive(
+    State(rx): State<Arc<Mutex<Receiver>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let now_s = common::now_ms() / 1000;
+    let sig = headers
+        .get("fencegate-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let mut rx = rx.lock().unwrap();
+    if !verify_signature(SECRET.as_bytes(), sig, &body, now_s, 300) {
+        rx.bad_signatures += 1;
+        return StatusCode::UNAUTHORIZED;
+    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["idempotency_key"], key.as_str());
+    let ids: Vec<String> = doc["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(doc["count"], ids.len());
+    let status = if rx.failures_left > 0 {
+        rx.failures_left -= 1;
+        500
+    } else {
+        200
+    };
+    rx.requests.push((key, status, ids));
+    StatusCode::from_u16(status).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_retries_500s_with_the_same_key_then_delivers_every_record_once() {
+    let rx = Arc::new(Mutex::new(Receiver {
+        failures_left: 3,
+        ..Receiver::default()
+    }));
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(rx.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hook.secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let sink = RawSink {
+        name: "erp".into(),
+        kind: "webhook".into(),
+        url: Some(format!("http://{addr}/hook")),
+        secret_file: Some(secret_file),
+        max_batch: Some(40),
+        batch_interval_ms: Some(300),
+        retry_initial_ms: Some(50),
+        retry_max_ms: Some(200),
+        ..RawSink::default()
+    };
+    let cfg = config_with(dir.path(), vec![sink], |_| {});
+    // A merged repeat in the log is not sent.
+    let merged = punch_record(9, "acme", Verdict::RepeatMerged, AttendanceStatus::RepeatMerged);
+    preload(&cfg, &[encode(&merged)]).await;
+    let node = Node::start_with(dir, cfg).await;
+    let c = node.client("acme", "terminal-1").await;
+    let mut acked = Vec::new();
+    for i in 0..100u128 {
+        let PunchReply::Ack(a) = c.punch(&punch(1 + i, &format!("w{i}"), HQ)).await.unwrap() else {
+            panic!("busy")
+        };
+        acked.push(uuid(&a.record_id.unwrap()));
+    }
+    let h = node.running.sinks()[0].clone();
+    assert!(
+        wait_until(Duration::from_secs(20), || h.position() == node.running.committed()).await,
+        "the webhook sink did not drain: {h:?}"
+    );
+    let rx = rx.lock().unwrap();
+    assert_eq!(rx.bad_signatures, 0);
+    // The first batch failed three times and was retried with the same key.
+    let first_key = &rx.requests[0].0;
+    assert!(rx.requests[..4].iter().all(|r| &r.0 == first_key));
+    assert_eq!(
+        rx.requests[..4].iter().map(|r| r.1).collect::<Vec<_>>(),
+        vec![500, 500, 500, 200]
+    );
+    assert_eq!(rx.requests[0].2, rx.requests[3].2, "a retried batch carries the same records");
+    // Accepted batches hold every acknowledged record exactly once, in
+    // batches of at most max_batch.
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (_, status, ids) in rx.requests.iter().filter(|r| r.1 == 200) {
+        assert_eq!(*status, 200);
+        assert!(ids.len() <= 40);
+        for id in ids {
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 100);
+    assert!(seen.values().all(|n| *n == 1));
+    for id in &acked {
+        assert!(seen.contains_key(id.as_str()), "acked {id} not delivered");
+    }
+    assert!(!seen.contains_key(uuid(&merged.record_id).as_str()));
+    assert!(h.retries() >= 3);
+    let e = h.last_error().unwrap();
+    assert_eq!(e.kind, "http");
+    assert!(e.message.contains("500"), "{}", e.message);
+    drop(rx);
+    node.running.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonl_writes_one_line_per_record_and_latest_skips_the_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("out/all.jsonl");
+    let new = dir.path().join("out/new.jsonl");
+    let sink = |name: &str, path: &std::path::Path, start: &str| RawSink {
+        name: name.into(),
+        kind: "jsonl".into(),
+        path: Some(path.to_owned()),
+        start: Some(start.into()),
+        fsync: Some(true),
+        ..RawSink::default()
+    };
+    let cfg = config_with(
+        dir.path(),
+        vec![sink("all", &all, "oldest"), sink("new", &new, "latest")],
+        |_| {},
+    );
+    let old = punch_record(1, "globex", Verdict::Accepted, AttendanceStatus::Normal);
+    preload(&cfg, &[encode(&old)]).await;
+    let node = Node::start_with(dir, cfg).await;
+    let c = node.client("acme", "terminal-1").await;
+    let mut acked = Vec::new();
+    for i in 0..10u128 {
+        let PunchReply::Ack(a) = c.punch(&punch(1 + i, &format!("j{i}"), HQ)).await.unwrap() else {
+            panic!("busy")
+        };
+        acked.push(uuid(&a.record_id.unwrap()));
+    }
+    // A repeat of j0 within five minutes: merged, not written.
+    let r = c.punch(&punch(99, "j0", HQ)).await.unwrap();
+    assert_eq!(r.verdict(), Some(Verdict::RepeatMerged));
+    let committed = node.running.committed();
+    assert!(
+        wait_until(Duration::from_secs(10), || node
+            .running
+            .sinks()
+            .iter()
+            .all(|h| h.position() == committed))
+        .await
+    );
+    let lines = |p: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let a = lines(&all);
+    let n = lines(&new);
+    assert_eq!(a.len(), 11, "the old record and ten new ones");
+    assert_eq!(a[0]["record_id"], uuid(&old.record_id));
+    assert_eq!(a[0]["tenant"], "globex");
+    assert_eq!(n.len(), 10, "start = latest skips what was logged before");
+    for (line, id) in n.iter().zip(&acked) {
+        assert_eq!(line["record_id"], id.as_str());
+        assert_eq!(line["type"], "punch");
+        assert_eq!(line["verdict"], "accepted");
+    }
+    node.running.shutdown(Duration::from_secs(5)).await;
+}
