@@ -127,8 +127,13 @@ async fn kill_9_mid_forward() {
         .unwrap()
         .issue("acme", "terminal-1", now_ms() / 1000 + 3600)
         .unwrap();
-    let connector =
-        Connector::new(gw.quic, "localhost", Trust::Pinned(gw.fingerprint.clone()), false).unwrap();
+    let connector = Connector::new(
+        gw.quic,
+        "localhost",
+        Trust::Pinned(gw.fingerprint.clone()),
+        false,
+    )
+    .unwrap();
     let client = connector.connect(&token, "terminal-1").await.unwrap();
     let acked: Arc<Mutex<Vec<[u8; 16]>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -195,13 +200,19 @@ async fn kill_9_mid_forward() {
     let stored = read_stream(&url, "FENCEGATE").await;
     let ids = punch_ids(&stored);
     let doubled = ids.values().filter(|n| **n > 1).count();
-    let missing = acked.iter().filter(|id| !ids.contains_key(&uuid(id))).count();
+    let missing = acked
+        .iter()
+        .filter(|id| !ids.contains_key(&uuid(id)))
+        .count();
     eprintln!(
         "acked {}, in stream before restart {before_restart}, after {}, redelivered and dropped as duplicates {duplicates}",
         acked.len(),
         ids.len()
     );
-    assert_eq!(missing, 0, "gap: acknowledged records missing from the stream");
+    assert_eq!(
+        missing, 0,
+        "gap: acknowledged records missing from the stream"
+    );
     assert_eq!(doubled, 0, "records stored twice");
     assert!(
         duplicates >= before_restart as f64 * 0.9,

@@ -96,7 +96,12 @@ async fn webhook_retries_500s_with_the_same_key_then_delivers_every_record_once(
     };
     let cfg = config_with(dir.path(), vec![sink], |_| {});
     // A merged repeat in the log is not sent.
-    let merged = punch_record(9, "acme", Verdict::RepeatMerged, AttendanceStatus::RepeatMerged);
+    let merged = punch_record(
+        9,
+        "acme",
+        Verdict::RepeatMerged,
+        AttendanceStatus::RepeatMerged,
+    );
     preload(&cfg, &[encode(&merged)]).await;
     let node = Node::start_with(dir, cfg).await;
     let c = node.client("acme", "terminal-1").await;
@@ -109,10 +114,12 @@ async fn webhook_retries_500s_with_the_same_key_then_delivers_every_record_once(
     }
     let h = node.running.sinks()[0].clone();
     assert!(
-        wait_until(Duration::from_secs(20), || h.position() == node.running.committed()).await,
+        wait_until(Duration::from_secs(20), || h.position()
+            == node.running.committed())
+        .await,
         "the webhook sink did not drain: {h:?}"
     );
-    let rx = rx.lock().unwrap();
+    let rx = std::mem::take(&mut *rx.lock().unwrap());
     assert_eq!(rx.bad_signatures, 0);
     // The first batch failed three times and was retried with the same key.
     let first_key = &rx.requests[0].0;
@@ -121,7 +128,10 @@ async fn webhook_retries_500s_with_the_same_key_then_delivers_every_record_once(
         rx.requests[..4].iter().map(|r| r.1).collect::<Vec<_>>(),
         vec![500, 500, 500, 200]
     );
-    assert_eq!(rx.requests[0].2, rx.requests[3].2, "a retried batch carries the same records");
+    assert_eq!(
+        rx.requests[0].2, rx.requests[3].2,
+        "a retried batch carries the same records"
+    );
     // Accepted batches hold every acknowledged record exactly once, in
     // batches of at most max_batch.
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -142,7 +152,6 @@ async fn webhook_retries_500s_with_the_same_key_then_delivers_every_record_once(
     let e = h.last_error().unwrap();
     assert_eq!(e.kind, "http");
     assert!(e.message.contains("500"), "{}", e.message);
-    drop(rx);
     node.running.shutdown(Duration::from_secs(5)).await;
 }
 

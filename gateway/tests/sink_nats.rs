@@ -47,14 +47,24 @@ async fn routes_records_with_msg_ids_and_skips_repeats() {
     // forwarded), one awaiting approval (also on .approval) and a payload
     // that is not a record (skipped, counted).
     let ok = punch_record(1, "acme", Verdict::Accepted, AttendanceStatus::Normal);
-    let merged = punch_record(2, "acme", Verdict::RepeatMerged, AttendanceStatus::RepeatMerged);
+    let merged = punch_record(
+        2,
+        "acme",
+        Verdict::RepeatMerged,
+        AttendanceStatus::RepeatMerged,
+    );
     let approval = punch_record(
         3,
         "globex",
         Verdict::OutOfRange,
         AttendanceStatus::OutOfRangePendingApproval,
     );
-    let recs = vec![encode(&ok), encode(&merged), b"garbage".to_vec(), encode(&approval)];
+    let recs = vec![
+        encode(&ok),
+        encode(&merged),
+        b"garbage".to_vec(),
+        encode(&approval),
+    ];
     preload(&cfg, &recs).await;
 
     let node = Node::start_with(dir, cfg).await;
@@ -62,13 +72,19 @@ async fn routes_records_with_msg_ids_and_skips_repeats() {
     let c = node.client("acme", "terminal-1").await;
     let mut acked = Vec::new();
     for i in 0..20u128 {
-        let PunchReply::Ack(a) = c.punch(&punch(1000 + i, &format!("live-{i}"), HQ)).await.unwrap()
+        let PunchReply::Ack(a) = c
+            .punch(&punch(1000 + i, &format!("live-{i}"), HQ))
+            .await
+            .unwrap()
         else {
             panic!("busy")
         };
         acked.push(uuid(&a.record_id.unwrap()));
     }
-    assert!(drained(&node, Duration::from_secs(20)).await, "sinks did not drain");
+    assert!(
+        drained(&node, Duration::from_secs(20)).await,
+        "sinks did not drain"
+    );
     for h in node.running.sinks() {
         assert_eq!(h.state(), SinkState::Up, "{h:?}");
         assert_eq!(h.delivered(), 22, "{}: 20 live + ok + approval", h.name());
@@ -81,11 +97,20 @@ async fn routes_records_with_msg_ids_and_skips_repeats() {
     for id in &acked {
         assert_eq!(ids.get(id), Some(&1), "acked {id} missing");
     }
-    assert!(!ids.contains_key(&uuid(&merged.record_id)), "a merged repeat was forwarded");
-    let approvals: Vec<_> = stored.iter().filter(|s| s.subject.ends_with(".approval")).collect();
+    assert!(
+        !ids.contains_key(&uuid(&merged.record_id)),
+        "a merged repeat was forwarded"
+    );
+    let approvals: Vec<_> = stored
+        .iter()
+        .filter(|s| s.subject.ends_with(".approval"))
+        .collect();
     assert_eq!(approvals.len(), 1);
     assert_eq!(approvals[0].subject, "fencegate.globex.approval");
-    assert_eq!(approvals[0].msg_id, format!("{}:approval", uuid(&approval.record_id)));
+    assert_eq!(
+        approvals[0].msg_id,
+        format!("{}:approval", uuid(&approval.record_id))
+    );
     for s in &stored {
         assert_eq!(s.encoding, "flatbuffers");
         let r = parse_record(&s.payload).unwrap();
@@ -110,7 +135,10 @@ async fn routes_records_with_msg_ids_and_skips_repeats() {
     let (log, _) = fencegate::log::LogHandle::open(fencegate::serve::log_config(&cfg)).unwrap();
     assert_eq!(
         log.cursors(),
-        vec![("sink-js".into(), committed), ("sink-js-json".into(), committed)]
+        vec![
+            ("sink-js".into(), committed),
+            ("sink-js-json".into(), committed)
+        ]
     );
     log.close();
     nats.stop();
@@ -147,7 +175,12 @@ async fn a_mismatched_stream_degrades_readiness_until_fixed() {
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["sinks_down"][0], "js");
     assert_eq!(body["sinks"][0]["lag_records"], 5);
-    assert!(body["sinks"][0]["last_error"]["message"].as_str().unwrap().contains("memory"));
+    assert!(
+        body["sinks"][0]["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("memory")
+    );
     let metrics = reqwest::get(format!("http://{}/metrics", node.running.admin_addr))
         .await
         .unwrap()
@@ -251,9 +284,15 @@ async fn outage(outage: Duration) {
         max_lag = max_lag.max(node.running.committed().0 - h.position().0);
     }
     let during = load.count() - acked_before;
-    assert!(during > 0, "the gateway stopped acknowledging during the outage");
+    assert!(
+        during > 0,
+        "the gateway stopped acknowledging during the outage"
+    );
     assert!(h.is_down(), "the sink did not notice the outage");
-    assert!(max_lag >= during as u64 / 2, "lag {max_lag} did not grow with {during} acks");
+    assert!(
+        max_lag >= during as u64 / 2,
+        "lag {max_lag} did not grow with {during} acks"
+    );
 
     nats.restart();
     let up_at = tokio::time::Instant::now();
@@ -273,16 +312,29 @@ async fn outage(outage: Duration) {
         acked.len()
     );
     assert!(caught_up, "lag did not drain within 3x the outage");
-    assert!(catch_up <= outage * 2, "catch-up took {catch_up:?}, over 2x the {outage:?} outage");
+    assert!(
+        catch_up <= outage * 2,
+        "catch-up took {catch_up:?}, over 2x the {outage:?} outage"
+    );
     assert!(drained(&node, Duration::from_secs(30)).await);
 
     let stored = read_stream(&nats.url(), STREAM).await;
     let ids = punch_ids(&stored);
     let doubled = ids.values().filter(|n| **n > 1).count();
     assert_eq!(doubled, 0, "records stored twice");
-    let missing = acked.iter().filter(|id| !ids.contains_key(&uuid(id))).count();
-    assert_eq!(missing, 0, "{missing} acknowledged records missing from the stream");
-    assert_eq!(ids.len(), acked.len(), "the stream holds records nobody saw acked");
+    let missing = acked
+        .iter()
+        .filter(|id| !ids.contains_key(&uuid(id)))
+        .count();
+    assert_eq!(
+        missing, 0,
+        "{missing} acknowledged records missing from the stream"
+    );
+    assert_eq!(
+        ids.len(),
+        acked.len(),
+        "the stream holds records nobody saw acked"
+    );
     node.running.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -307,7 +359,14 @@ async fn downstream_restart_while_publishing_a_backlog() {
     let cfg = config_with(dir.path(), vec![nats_sink("js", &nats.url())], |_| {});
     const N: u32 = 60_000;
     let recs: Vec<_> = (0..N)
-        .map(|i| encode(&punch_record(i, "acme", Verdict::Accepted, AttendanceStatus::Normal)))
+        .map(|i| {
+            encode(&punch_record(
+                i,
+                "acme",
+                Verdict::Accepted,
+                AttendanceStatus::Normal,
+            ))
+        })
         .collect();
     preload(&cfg, &recs).await;
     let node = Node::start_with(dir, cfg).await;
@@ -318,12 +377,22 @@ async fn downstream_restart_while_publishing_a_backlog() {
     let at_kill = h.delivered();
     tokio::time::sleep(Duration::from_millis(300)).await;
     nats.restart();
-    assert!(drained(&node, Duration::from_secs(60)).await, "backlog not drained");
+    assert!(
+        drained(&node, Duration::from_secs(60)).await,
+        "backlog not drained"
+    );
     assert!(h.retries() > 0, "the restart went unnoticed");
-    assert!(at_kill < u64::from(N), "the backlog finished before the kill; make it larger");
+    assert!(
+        at_kill < u64::from(N),
+        "the backlog finished before the kill; make it larger"
+    );
     let stored = read_stream(&nats.url(), STREAM).await;
     let ids = punch_ids(&stored);
-    assert_eq!(ids.len(), N as usize, "gap: records missing after the restart");
+    assert_eq!(
+        ids.len(),
+        N as usize,
+        "gap: records missing after the restart"
+    );
     assert!(ids.values().all(|n| *n == 1), "records stored twice");
     node.running.shutdown(Duration::from_secs(5)).await;
 }
@@ -340,10 +409,24 @@ async fn a_full_log_refuses_punches_then_recovers_when_the_sink_catches_up() {
         raw.log.max_bytes = 9 << 20;
     });
     // Fill 85% of the 9 MiB log while the sink cannot deliver.
-    let one = encode(&punch_record(0, "acme", Verdict::Accepted, AttendanceStatus::Normal)).len() + 24;
+    let one = encode(&punch_record(
+        0,
+        "acme",
+        Verdict::Accepted,
+        AttendanceStatus::Normal,
+    ))
+    .len()
+        + 24;
     let preloaded = (9 << 20) * 85 / 100 / one;
     let recs: Vec<_> = (0..preloaded as u32)
-        .map(|i| encode(&punch_record(i, "acme", Verdict::Accepted, AttendanceStatus::Normal)))
+        .map(|i| {
+            encode(&punch_record(
+                i,
+                "acme",
+                Verdict::Accepted,
+                AttendanceStatus::Normal,
+            ))
+        })
         .collect();
     preload(&cfg, &recs).await;
     let node = Node::start_with(dir, cfg.clone()).await;
@@ -374,7 +457,11 @@ async fn a_full_log_refuses_punches_then_recovers_when_the_sink_catches_up() {
     nats.restart();
     let mut accepted_again = None;
     for i in 0..400u128 {
-        match c.punch(&punch(500_000 + i, &format!("r{i}"), HQ)).await.unwrap() {
+        match c
+            .punch(&punch(500_000 + i, &format!("r{i}"), HQ))
+            .await
+            .unwrap()
+        {
             PunchReply::Ack(a) => {
                 acked.push(a.record_id.unwrap());
                 accepted_again = Some(i);
@@ -386,21 +473,32 @@ async fn a_full_log_refuses_punches_then_recovers_when_the_sink_catches_up() {
             }
         }
     }
-    assert!(accepted_again.is_some(), "punches still refused 40 s after the sink came back");
+    assert!(
+        accepted_again.is_some(),
+        "punches still refused 40 s after the sink came back"
+    );
     assert!(drained(&node, Duration::from_secs(30)).await);
     let (code, body) = readyz(node.running.admin_addr).await;
-    assert_eq!((code, body["status"].as_str()), (200, Some("ready")), "{body}");
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("ready")),
+        "{body}"
+    );
 
     let stored = read_stream(&nats.url(), STREAM).await;
     let ids = punch_ids(&stored);
     assert!(ids.values().all(|n| *n == 1));
     assert_eq!(ids.len(), preloaded + acked.len());
     for id in &acked {
-        assert!(ids.contains_key(&uuid(id)), "an acknowledged punch is missing");
+        assert!(
+            ids.contains_key(&uuid(id)),
+            "an acknowledged punch is missing"
+        );
     }
     // No corruption: the log reopens without cutting anything.
     node.running.shutdown(Duration::from_secs(5)).await;
-    let (log, report) = fencegate::log::LogHandle::open(fencegate::serve::log_config(&cfg)).unwrap();
+    let (log, report) =
+        fencegate::log::LogHandle::open(fencegate::serve::log_config(&cfg)).unwrap();
     assert!(report.truncation.is_none(), "{report:?}");
     let mut r = log.reader(log.oldest()).unwrap();
     let mut n = 0;

@@ -35,11 +35,11 @@ fn free_port() -> u16 {
 }
 
 fn nats_server_binary() -> PathBuf {
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/sbin", "/usr/bin", "/usr/local/bin"])
-    {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain([
+        "/usr/sbin",
+        "/usr/bin",
+        "/usr/local/bin",
+    ]) {
         let p = Path::new(dir).join("nats-server");
         if p.is_file() {
             return p;
@@ -83,7 +83,10 @@ impl NatsServer {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("nats-server did not listen on port {} within 5 s", self.port);
+        panic!(
+            "nats-server did not listen on port {} within 5 s",
+            self.port
+        );
     }
 
     pub fn url(&self) -> String {
@@ -214,7 +217,11 @@ pub async fn read_stream(url: &str, stream: &str) -> Vec<Stored> {
                 payload: m.payload.to_vec(),
             });
         }
-        assert!(out.len() > before, "the stream stopped delivering at {} of {total}", out.len());
+        assert!(
+            out.len() > before,
+            "the stream stopped delivering at {} of {total}",
+            out.len()
+        );
     }
     out
 }
@@ -302,7 +309,9 @@ pub async fn preload(cfg: &Config, records: &[Vec<u8>]) -> fencegate::log::Lsn {
         log.append_batch(b).unwrap().await.unwrap();
     }
     let end = log.committed();
-    tokio::task::spawn_blocking(move || log.close()).await.unwrap();
+    tokio::task::spawn_blocking(move || log.close())
+        .await
+        .unwrap();
     end
 }
 
@@ -314,7 +323,9 @@ pub fn encode(r: &fencegate_schema::RecordMsg) -> Vec<u8> {
 
 /// `GET /readyz` of a node: (status code, body).
 pub async fn readyz(admin: std::net::SocketAddr) -> (u16, serde_json::Value) {
-    let r = reqwest::get(format!("http://{admin}/readyz")).await.unwrap();
+    let r = reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .unwrap();
     let code = r.status().as_u16();
     (code, r.json().await.unwrap())
 }
