@@ -52,9 +52,10 @@ pub struct RawSink {
     ///
     /// `100` unless set.
     pub retry_initial_ms: Option<u64>,
-    /// Longest retry delay in milliseconds.
+    /// Longest retry delay in milliseconds. Also the longest a recovered
+    /// downstream waits before the sink notices, which bounds catch-up.
     ///
-    /// `10000` unless set.
+    /// `5000` unless set.
     pub retry_max_ms: Option<u64>,
     /// Longest time in milliseconds between cursor saves while records
     /// flow. After a crash at most this much is delivered again (and
@@ -386,7 +387,7 @@ fn compile_one(r: &RawSink, at: &str, p: &mut Vec<String>) -> Option<SinkConfig>
         ));
     }
     let retry_initial = r.retry_initial_ms.unwrap_or(100);
-    let retry_max = r.retry_max_ms.unwrap_or(10_000);
+    let retry_max = r.retry_max_ms.unwrap_or(5_000);
     if retry_initial == 0 || retry_initial > retry_max {
         p.push(format!(
             "{at}: retry_initial_ms = {retry_initial} must be at least 1 and at most retry_max_ms ({retry_max})"
@@ -655,6 +656,29 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn the_commented_examples_in_the_sample_config_compile() {
+        let text = include_str!("../../../config/fencegate.toml");
+        let tail = &text[text.find("# Downstream sinks").expect("the sinks section")..];
+        let uncommented: String = tail
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                *l == "[[sinks]]"
+                    || l.split_once(" = ").is_some_and(|(k, _)| {
+                        k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    })
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let s = parse(&uncommented).unwrap();
+        assert_eq!(
+            s.iter().map(|s| s.target.kind()).collect::<Vec<_>>(),
+            ["nats", "webhook", "jsonl"]
+        );
+        assert_eq!(s[1].forward.linger, Duration::from_secs(300));
     }
 
     #[test]

@@ -42,7 +42,7 @@ impl Default for ForwardSettings {
             linger: Duration::ZERO,
             checkpoint_interval: Duration::from_millis(250),
             retry_initial: Duration::from_millis(100),
-            retry_max: Duration::from_secs(10),
+            retry_max: Duration::from_secs(5),
         }
     }
 }
