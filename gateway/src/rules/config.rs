@@ -236,6 +236,9 @@ pub struct RawSite {
     pub terminals: Vec<String>,
 }
 
+/// Gets (or first creates) the QR key of a tenant's site.
+pub type QrKeySource<'a> = dyn FnMut(&str, &str) -> Result<[u8; 32], String> + 'a;
+
 /// What compiling needs from outside the text: where relative calendar
 /// paths start, and the QR key of a site.
 pub struct CompileContext<'a> {
@@ -244,7 +247,7 @@ pub struct CompileContext<'a> {
     /// Node-wide settings.
     pub settings: AttendanceSettings,
     /// Returns the QR key of a tenant's site (loading or creating it).
-    pub qr_key: &'a mut dyn FnMut(&str, &str) -> Result<[u8; 32], String>,
+    pub qr_key: &'a mut QrKeySource<'a>,
 }
 
 impl fmt::Debug for CompileContext<'_> {
