@@ -5,7 +5,9 @@
 //!   has exactly one record with its punch id, carrying the verdict it was
 //!   acknowledged with; the record id is the one the ack carried, or for a
 //!   repeat, `merged_into` is, and the record merged into exists.
-//! - A refused punch (`Rejected`, no record id in the ack) has no record.
+//! - A refused punch (an ack without a record id: the frame was invalid)
+//!   has no record. A punch rejected by policy (`Rejected` with a record
+//!   id, e.g. an unknown Wi-Fi) is recorded like any other.
 //! - No ping record of the run appears twice.
 //!
 //! `lost` counts acknowledged punches without their record; `duplicated`
@@ -38,17 +40,22 @@ pub struct Book {
 }
 
 impl Book {
-    /// Notes the ack of `punch_id`. A second, different ack for the same
-    /// punch (a resend answered differently) is returned as an error.
+    /// Notes the ack of `punch_id`. A different ack for a punch already
+    /// noted (a resend answered differently) is a contract breach: the
+    /// first ack is kept for the audit and returned as the error.
     pub fn acked(&self, punch_id: [u8; 16], ack: &PunchAckMsg) -> Result<(), Acked> {
         let new = Acked {
             record_id: ack.record_id,
             verdict: ack.verdict,
         };
         let mut m = self.acked.lock().unwrap_or_else(|p| p.into_inner());
-        match m.insert(punch_id, new) {
-            Some(old) if old != new => Err(old),
-            _ => Ok(()),
+        match m.entry(punch_id) {
+            std::collections::hash_map::Entry::Occupied(e) if *e.get() != new => Err(*e.get()),
+            std::collections::hash_map::Entry::Occupied(_) => Ok(()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(new);
+                Ok(())
+            }
         }
     }
 
@@ -164,13 +171,13 @@ pub fn audit_log(
                 if *n > 1 {
                     continue;
                 }
-                let ok = match a.verdict {
-                    Verdict::Rejected => true, // counted as duplicated below
-                    Verdict::RepeatMerged => {
+                let ok = match (a.record_id, a.verdict) {
+                    (None, _) => true, // refused: counted as duplicated below
+                    (Some(_), Verdict::RepeatMerged) => {
                         p.verdict() == Verdict::RepeatMerged
                             && p.merged_into().map(|u| u.0) == a.record_id
                     }
-                    v => p.verdict() == v && Some(rec.record_id()) == a.record_id,
+                    (Some(id), v) => p.verdict() == v && rec.record_id() == id,
                 };
                 if !ok {
                     r.mismatched += 1;
@@ -214,7 +221,7 @@ pub fn audit_log(
     }
     for (pid, a) in acked.iter() {
         let n = u64::from(copies.get(pid).copied().unwrap_or(0));
-        if a.verdict == Verdict::Rejected {
+        if a.record_id.is_none() {
             r.refused_punches += 1;
             if n > 0 {
                 r.duplicated += n;

@@ -110,6 +110,11 @@ struct Cli {
     /// (to load them into a remote gateway for a load-test tenant).
     #[arg(long, value_name = "FILE")]
     write_fences: Option<PathBuf>,
+    /// Write attendance rules registering the synthetic fences' Wi-Fi
+    /// access points for the scenario's tenant to FILE and exit (merge them
+    /// into a remote gateway's rules so Wi-Fi punches verify).
+    #[arg(long, value_name = "FILE")]
+    write_rules: Option<PathBuf>,
     /// No progress display.
     #[arg(long, short)]
     quiet: bool,
@@ -143,6 +148,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "wrote {} synthetic fences of tenant '{}' to {}",
             scenario.world.fences,
             scenario.world.tenant,
+            out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(out) = &cli.write_rules {
+        std::fs::write(out, fencegate_load::world::synthetic_rules(&scenario))
+            .with_context(|| format!("--write-rules {}: cannot write it", out.display()))?;
+        eprintln!(
+            "wrote attendance rules of tenant '{}' ({} sites) to {}",
+            scenario.world.tenant,
+            scenario.world.fences,
             out.display()
         );
         return Ok(ExitCode::SUCCESS);

@@ -256,6 +256,7 @@ async fn attempt(
     let deadline = intended + ctx.timeout;
     let mut backoff = BACKOFF;
     let mut conn: Option<Client> = None;
+    let mut resent = false;
     loop {
         let now = clock::now();
         if now >= deadline {
@@ -306,6 +307,7 @@ async fn attempt(
             client.close();
             conn = None;
             ctx.outcomes().lost_acks += 1;
+            resent = true;
             tokio::time::sleep(Duration::from_secs_f64(resend_s / ctx.speed)).await;
             continue;
         }
@@ -345,7 +347,14 @@ async fn attempt(
                 retry_after_ms,
                 reason,
             })) => {
-                ctx.series.error(clock::now(), &format!("busy: {reason:?}"));
+                // A resend that overtakes its first copy's commit is told to
+                // come back shortly: the protocol working, not overload.
+                let kind = if resent {
+                    format!("busy: {reason:?} (resend while its first copy commits)")
+                } else {
+                    format!("busy: {reason:?}")
+                };
+                ctx.series.error(clock::now(), &kind);
                 let wait = Duration::from_millis(u64::from(retry_after_ms.max(1)));
                 tokio::time::sleep(jitter(wait, rng)).await;
             }

@@ -353,6 +353,10 @@ fn builtin_config(
     .context("built-in gateway: admin token settings")?;
     raw.admin.tokens = vec![token];
     raw.fences.path = fences;
+    let rules = dir.join("rules.toml");
+    std::fs::write(&rules, crate::world::synthetic_rules(s))
+        .with_context(|| format!("cannot write {}", rules.display()))?;
+    raw.attendance.rules = Some(rules);
     raw.tenants = vec![RawTenant {
         id: s.world.tenant.clone(),
         key_file: None,

@@ -66,20 +66,55 @@ pub fn synthetic_geojson(s: &Scenario) -> String {
                 .collect();
             let _ = write!(
                 out,
-                "{{\"type\":\"Feature\",\"geometry\":{{\"type\":\"Polygon\",\"coordinates\":[[{}]]}},\"properties\":{{\"id\":\"lt-f{i}\",\"tenant\":\"{}\",\"site\":\"loadtest\"}}}}",
+                "{{\"type\":\"Feature\",\"geometry\":{{\"type\":\"Polygon\",\"coordinates\":[[{}]]}},\"properties\":{{\"id\":\"lt-f{i}\",\"tenant\":\"{}\",\"site\":\"lt-f{i}\"}}}}",
                 ring.join(","),
                 w.tenant
             );
         } else {
             let _ = write!(
                 out,
-                "{{\"type\":\"Feature\",\"geometry\":{{\"type\":\"Point\",\"coordinates\":[{lon:.7},{lat:.7}]}},\"properties\":{{\"id\":\"lt-f{i}\",\"tenant\":\"{}\",\"site\":\"loadtest\",\"radius_m\":{size:.1}}}}}",
+                "{{\"type\":\"Feature\",\"geometry\":{{\"type\":\"Point\",\"coordinates\":[{lon:.7},{lat:.7}]}},\"properties\":{{\"id\":\"lt-f{i}\",\"tenant\":\"{}\",\"site\":\"lt-f{i}\",\"radius_m\":{size:.1}}}}}",
                 w.tenant
             );
         }
     }
     out.push_str("\n]}\n");
     out
+}
+
+/// Writes attendance rules (`[attendance] rules`) for the scenario's
+/// tenant: UTC, no fixed hours, out-of-range punches to approval, and one
+/// site per synthetic fence (`lt-f<i>`, as the fences' `site` property)
+/// with that fence's synthetic access points, so Wi-Fi punches verify.
+pub fn synthetic_rules(s: &Scenario) -> String {
+    let t = &s.world.tenant;
+    let mut out = format!(
+        "# Attendance rules for the load tenant, written by fencegate-load.\n[tenants.{t}]\ntimezone = \"UTC\"\nout_of_range = \"approval\"\n"
+    );
+    for i in 0..s.world.fences {
+        let aps: Vec<String> = bssids(i)
+            .iter()
+            .map(|b| {
+                let hex: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+                format!("\"{}\"", hex.join(":"))
+            })
+            .collect();
+        let _ = write!(
+            out,
+            "\n[tenants.{t}.sites.lt-f{i}]\nwifi = [{}]\n",
+            aps.join(", ")
+        );
+    }
+    out
+}
+
+/// Synthetic BSSIDs of fence `n`'s office access points (locally
+/// administered addresses, unique per fence).
+pub fn bssids(n: usize) -> Vec<[u8; 6]> {
+    let b = (n as u32).to_be_bytes();
+    (0..3u8)
+        .map(|j| [0x02, 0x4c, b[1], b[2], b[3], j])
+        .collect()
 }
 
 /// Moves `dist_m` from (lat, lon) on `bearing` (radians from north).
@@ -177,15 +212,15 @@ impl World {
         self.anchors[n]
     }
 
-    /// Synthetic BSSIDs of fence `n`'s office access points.
+    /// The access points of fence `n`'s office: the synthetic ones of
+    /// the fence it was made as (`lt-f<i>`), else those of its position.
     pub fn bssids(&self, n: usize) -> Vec<[u8; 6]> {
-        let n = n as u32;
-        (0..3u8)
-            .map(|j| {
-                let b = n.to_be_bytes();
-                [0x02, 0x4c, b[1], b[2], b[3], j]
-            })
-            .collect()
+        let id = self.index.fences()[self.fences[n]].id();
+        let i = id
+            .strip_prefix("lt-f")
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(n);
+        bssids(i)
     }
 }
 

@@ -1,0 +1,165 @@
+//! The binary as SREs script it: flags, exit codes, `--json` fields and a
+//! self-contained `--html` page, against its own built-in gateway.
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fencegate-load"))
+}
+
+fn scenario(name: &str) -> String {
+    format!("{}/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn json_and_html_reports_with_audit_and_resumption() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let html = dir.path().join("r.html");
+    let out = bin()
+        .args(["--scenario", &scenario("peak-0900")])
+        .args(["--duration", "2", "--employees", "80", "--audit", "--quiet"])
+        .args(["--handshake", "resumed"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("audit    PASSED"), "{stdout}");
+
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for f in [
+        "scenario",
+        "duration_s",
+        "offered",
+        "acked",
+        "achieved_rate",
+        "latency_ms",
+        "errors",
+        "lost",
+        "duplicated",
+    ] {
+        assert!(r.get(f).is_some(), "missing {f}");
+    }
+    for p in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(r["latency_ms"][p].is_number(), "latency_ms.{p}");
+    }
+    assert_eq!(r["scenario"], "peak-0900");
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["duplicated"], 0);
+    assert!(r["acked"].as_u64().unwrap() >= 80);
+    assert!(r["baseline_ratio"].is_null(), "no baseline was asked for");
+    // Phones with tickets resumed: the gateway counted resumed handshakes.
+    let resumed = r["gateway"]["handshakes"]["resumed"].as_u64().unwrap_or(0);
+    assert!(resumed > 0, "{}", r["gateway"]);
+
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!doctype html>"));
+    assert!(page.matches("<svg").count() >= 3, "three charts per load");
+    assert!(
+        !page.contains("<script") && !page.contains("src=\"http"),
+        "self-contained"
+    );
+}
+
+#[test]
+fn baseline_ratio_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let out = bin()
+        .args(["--scenario", &scenario("fleet")])
+        .args([
+            "--duration",
+            "2",
+            "--devices",
+            "20",
+            "--quiet",
+            "--baseline",
+            "raw-udp",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let ratio = r["baseline_ratio"].as_f64().unwrap();
+    assert!(ratio > 0.0 && ratio < 1.0, "{ratio}");
+    assert!(r["baseline"]["datagrams_per_s"].as_f64().unwrap() > 0.0);
+    assert!(r["lost"].is_null(), "no audit was asked for");
+}
+
+#[test]
+fn bad_input_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"x\"\nduration_s = 1\n[punch]\nemployees = 0\nwindow_s = 10\n",
+    )
+    .unwrap();
+    let out = bin().arg("--scenario").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("punch.employees must be at least 1"), "{err}");
+
+    // A remote target without credentials: every missing piece at once.
+    let out = bin()
+        .args([
+            "--scenario",
+            &scenario("fleet"),
+            "--target",
+            "127.0.0.1:4433",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--ca-file") && err.contains("--tenant-key-file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn writes_fences_and_rules_for_a_remote_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let fences = dir.path().join("f.geojson");
+    let rules = dir.path().join("r.toml");
+    for (flag, path) in [("--write-fences", &fences), ("--write-rules", &rules)] {
+        let out = bin()
+            .args(["--scenario", &scenario("peak-0900"), flag])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(&fences).unwrap();
+    fencegate_spatial::FenceSet::from_geojson_str(
+        &text,
+        &fencegate_spatial::LoadOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        std::fs::read_to_string(&rules)
+            .unwrap()
+            .contains("[tenants.loadtest.sites.lt-f0]")
+    );
+}
