@@ -44,6 +44,10 @@ enum Command {
     /// The durable log.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Print a site's current dynamic QR code (as a terminal QR with --render).
+    Qr(cmd::qr::QrArgs),
+    /// Export attendance records from the log as CSV or JSON lines.
+    Export(cmd::export::ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +126,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fences(FencesCommand::Check(args)) => cmd::fences::fences_check(&args),
         Command::Locate(args) => {
             cmd::locate::locate(&args)?; // prints its own summary to stderr
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Qr(args) => {
+            cmd::qr::qr(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export(args) => {
+            cmd::export::export(&args)?; // prints its own summary to stderr
             Ok(ExitCode::SUCCESS)
         }
         Command::Log(LogCommand::Tail(args)) => {

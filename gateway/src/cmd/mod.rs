@@ -1,6 +1,8 @@
 //! The `fencegate` subcommands, one file each; `main.rs` only dispatches.
 
+pub mod export;
 pub mod fences;
 pub mod locate;
 pub mod log;
+pub mod qr;
 pub mod token;
