@@ -509,3 +509,55 @@ async fn a_full_log_refuses_punches_then_recovers_when_the_sink_catches_up() {
     assert!(n > 0);
     log.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ops_stream_definition_satisfies_the_sink() {
+    // ops/nats/stream.json is for a 3-node cluster; a single test server
+    // takes it with one replica.
+    let mut def: serde_json::Value =
+        serde_json::from_str(include_str!("../../ops/nats/stream.json")).unwrap();
+    def["num_replicas"] = 1.into();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(&dir.path().join("nats"));
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let resp = client
+        .request(
+            "$JS.API.STREAM.CREATE.FENCEGATE",
+            serde_json::to_vec(&def).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let resp: serde_json::Value = serde_json::from_slice(&resp.payload).unwrap();
+    assert!(resp.get("error").is_none(), "{resp}");
+
+    let sink = RawSink {
+        create_stream: Some(false),
+        ..nats_sink("js", &nats.url())
+    };
+    let cfg = config_with(dir.path(), vec![sink], |_| {});
+    let node = Node::start_with(dir, cfg).await;
+    let c = node.client("globex", "terminal-9").await;
+    for i in 0..3u128 {
+        let r = c
+            .punch(&punch(1 + i, &format!("o{i}"), common::GLOBEX))
+            .await
+            .unwrap();
+        assert!(matches!(r, PunchReply::Ack(_)));
+    }
+    assert!(drained(&node, Duration::from_secs(20)).await);
+    assert_eq!(node.running.sinks()[0].state(), SinkState::Up);
+    assert_eq!(stream_len(&nats.url(), STREAM).await, 3);
+    node.running.shutdown(Duration::from_secs(5)).await;
+
+    // And the cluster config parses.
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/nats/nats-server.conf");
+    let out = std::process::Command::new(sink_rig::nats_server_binary())
+        .args(["-c", conf, "-t"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -34,7 +34,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn nats_server_binary() -> PathBuf {
+pub fn nats_server_binary() -> PathBuf {
     for dir in std::env::var("PATH").unwrap_or_default().split(':').chain([
         "/usr/sbin",
         "/usr/bin",
