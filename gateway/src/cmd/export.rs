@@ -90,7 +90,7 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let mut sink = if csv {
         let mut w = csv::Writer::from_writer(out);
         w.write_record(records::CSV_HEADER)?;
-        Sink::Csv(w)
+        Sink::Csv(Box::new(w))
     } else {
         Sink::Json(out)
     };
@@ -143,6 +143,7 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
 }
 
 enum Sink<W: std::io::Write> {
-    Csv(csv::Writer<W>),
+    // Boxed: the CSV writer carries a large buffer state, the JSON one none.
+    Csv(Box<csv::Writer<W>>),
     Json(W),
 }
