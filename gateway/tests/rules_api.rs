@@ -588,7 +588,7 @@ async fn export_reads_the_log_through_the_time_index() {
         "--format",
         "json",
     ]);
-    let rows: Vec<Value> = json_lines.lines().map(|l| json(l)).collect();
+    let rows: Vec<Value> = json_lines.lines().map(json).collect();
     assert_eq!(rows.len(), 1, "{json_lines}");
     assert_eq!(rows[0]["employee_id"], "E2001");
     assert_eq!(rows[0]["group"], "flex");
