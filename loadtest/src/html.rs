@@ -402,8 +402,11 @@ svg{{display:block;margin:1em 0}} .t{{font:600 13px system-ui}} .a{{font:11px sy
         );
     }
     o.push_str("</table>");
-    match &r.audit {
-        Some(a) => {
+    if r.audit.is_none() && r.audit_jetstream.is_none() {
+        o.push_str("<h2>Audit</h2><p>Not run (<code>--audit</code>).</p>");
+    }
+    for a in r.audit.iter().chain(r.audit_jetstream.iter()) {
+        {
             let _ = write!(
                 o,
                 r#"<h2>Audit</h2><p class="{c}">{v}</p><table>"#,
@@ -429,7 +432,6 @@ svg{{display:block;margin:1em 0}} .t{{font:600 13px system-ui}} .a{{font:11px sy
             }
             let _ = write!(o, "<p>{}</p>", esc(&a.source));
         }
-        None => o.push_str("<h2>Audit</h2><p>Not run (<code>--audit</code>).</p>"),
     }
     if let Some(p) = &r.punches {
         let _ = write!(

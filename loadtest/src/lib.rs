@@ -76,6 +76,9 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     /// Reconcile acks with the log afterwards.
     pub audit: bool,
+    /// Also reconcile with this JetStream stream (and, for the built-in
+    /// gateway, forward to it through a NATS sink).
+    pub jetstream: Option<audit::JetStreamSpec>,
     /// Measure a baseline first.
     pub baseline: Option<BaselineKind>,
     /// Draw the progress display.
@@ -100,12 +103,17 @@ pub fn run(s: &Scenario, opts: &Options) -> anyhow::Result<Report> {
     let geojson = fences_geojson(s, opts)?;
     let world = Arc::new(World::build(s, &geojson)?);
     let mut target = match &opts.remote {
-        None => Target::start_builtin(s, &geojson, opts.data_dir.as_deref())?,
+        None => Target::start_builtin(
+            s,
+            &geojson,
+            opts.data_dir.as_deref(),
+            opts.jetstream.as_ref(),
+        )?,
         Some(spec) => Target::remote(spec, s, opts.log_dir.clone(), opts.metrics_url.clone())?,
     };
-    if opts.audit && target.log_dir.is_none() {
+    if opts.audit && target.log_dir.is_none() && opts.jetstream.is_none() {
         anyhow::bail!(
-            "--audit needs the gateway's log: give --log-dir (the gateway's <data_dir>/log, on this host or mounted read-only)"
+            "--audit needs what the gateway stored: give --log-dir (the gateway's <data_dir>/log, on this host or mounted read-only) or --nats-url (its JetStream sink)"
         );
     }
     let result = run_on(s, opts, &world, &target);
@@ -157,6 +165,15 @@ fn run_on(
             .collect::<anyhow::Result<Vec<_>>>()
     })?;
 
+    let js_from = match (&opts.jetstream, opts.audit) {
+        (Some(spec), true) => Some(rt.block_on(async {
+            if target.is_builtin() {
+                audit::ensure_stream(spec).await?;
+            }
+            audit::jetstream_position(spec).await
+        })?),
+        _ => None,
+    };
     let started_unix_ms = clock::unix_ms();
     let log_from = log_position(target);
     let book = Arc::new(Book::default());
@@ -335,6 +352,16 @@ fn run_on(
         anyhow::Ok((before, after, punch_ctx, fleet_report))
     })?;
     let (before, after, punch_ctx, fleet_report) = outcome;
+    let audit_jetstream = match (&opts.jetstream, js_from) {
+        (Some(spec), Some(from)) => Some(rt.block_on(audit::audit_jetstream(
+            spec,
+            from,
+            &book,
+            ids.salt,
+            &ids.prefix,
+        ))?),
+        _ => None,
+    };
     rt.shutdown_timeout(Duration::from_secs(2));
 
     let gateway = match (&before, &after) {
@@ -357,18 +384,19 @@ fn run_on(
         m.rss_peak = peak_rss.load(Ordering::Relaxed);
     }
 
-    let audit = if opts.audit {
-        let dir = target.log_dir.as_ref().expect("checked before the run");
-        Some(audit::audit_log(
+    let audit = match (&target.log_dir, opts.audit) {
+        (Some(dir), true) => Some(audit::audit_log(
             dir,
             log_from,
             &book,
             ids.salt,
             &ids.prefix,
-        )?)
-    } else {
-        None
+        )?),
+        _ => None,
     };
+    let audits = || audit.iter().chain(audit_jetstream.iter());
+    let lost = audits().map(|a| a.lost).max();
+    let duplicated = audits().map(|a| a.duplicated).max();
 
     let mut errors = std::collections::BTreeMap::new();
     for e in punches
@@ -432,14 +460,15 @@ fn run_on(
         achieved_rate,
         latency_ms: latency,
         errors,
-        lost: audit.as_ref().map(|a| a.lost),
-        duplicated: audit.as_ref().map(|a| a.duplicated),
+        lost,
+        duplicated,
         baseline_ratio,
         punches,
         pings,
         gateway,
         memory,
         audit,
+        audit_jetstream,
         baseline,
         machine: report::Machine::here(endpoints),
         settings: s.clone(),

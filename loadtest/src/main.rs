@@ -5,9 +5,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use fencegate_load::audit::JetStreamSpec;
 use fencegate_load::scenario::{Handshake, Overrides, Scenario};
 use fencegate_load::target::RemoteSpec;
 use fencegate_load::{BaselineKind, Options};
@@ -91,6 +93,31 @@ struct Cli {
     /// The gateway's process id, to measure its memory per connection.
     #[arg(long, value_name = "PID")]
     gateway_pid: Option<u32>,
+
+    /// Also audit the gateway's JetStream stream on this NATS server (and
+    /// give the built-in gateway a NATS sink to it).
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
+    /// The JetStream stream the gateway's NATS sink writes.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "FENCEGATE",
+        requires = "nats_url"
+    )]
+    nats_stream: String,
+    /// The NATS sink's subject prefix.
+    #[arg(
+        long,
+        value_name = "P",
+        default_value = "fencegate",
+        requires = "nats_url"
+    )]
+    nats_prefix: String,
+    /// Seconds the JetStream audit waits for the sink to deliver every
+    /// acknowledged punch.
+    #[arg(long, value_name = "S", default_value_t = 30.0)]
+    audit_wait: f64,
 
     /// Connection set-up for punches (overrides punch.handshake).
     #[arg(long, value_enum)]
@@ -179,6 +206,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         fences: cli.fences.clone(),
         data_dir: cli.data_dir.clone(),
         audit: cli.audit,
+        jetstream: cli.nats_url.as_ref().map(|url| JetStreamSpec {
+            url: url.clone(),
+            stream: cli.nats_stream.clone(),
+            subject_prefix: cli.nats_prefix.clone(),
+            tenant: cli
+                .tenant
+                .clone()
+                .unwrap_or_else(|| scenario.world.tenant.clone()),
+            wait: Duration::from_secs_f64(cli.audit_wait.max(0.0)),
+        }),
         baseline: cli.baseline,
         progress: !cli.quiet,
         client_endpoints: cli.client_endpoints,

@@ -50,10 +50,12 @@ pub struct Report {
     pub latency_ms: Latency,
     /// Errors by kind (both loads).
     pub errors: BTreeMap<String, u64>,
-    /// Acknowledged punches missing from the log (`null` without `--audit`).
+    /// Acknowledged punches missing from what the gateway stored (`null`
+    /// without `--audit`; the larger of the log's and JetStream's counts
+    /// when both were audited).
     pub lost: Option<u64>,
     /// Records stored more than once, or stored though refused (`null`
-    /// without `--audit`).
+    /// without `--audit`; the larger count when both were audited).
     pub duplicated: Option<u64>,
     /// Gateway rate ÷ raw loopback UDP datagram rate at the same datagram
     /// size (`null` without `--baseline raw-udp`). The gateway rate is
@@ -67,8 +69,10 @@ pub struct Report {
     pub gateway: Option<GatewayCounts>,
     /// Resident memory.
     pub memory: Option<MemoryReport>,
-    /// The audit.
+    /// The audit of the gateway's log.
     pub audit: Option<AuditReport>,
+    /// The audit of the JetStream stream (`--nats-url`).
+    pub audit_jetstream: Option<AuditReport>,
     /// The raw-UDP baseline.
     pub baseline: Option<RawUdp>,
     /// Where it ran.
@@ -183,6 +187,10 @@ impl Report {
     /// Whether the audit (if run) passed.
     pub fn audit_passed(&self) -> bool {
         self.audit.as_ref().is_none_or(AuditReport::passed)
+            && self
+                .audit_jetstream
+                .as_ref()
+                .is_none_or(AuditReport::passed)
     }
 
     /// The terminal summary.
@@ -363,26 +371,24 @@ impl Report {
                     .map_or("-".into(), |r| format!("{r:.4} of it"))
             );
         }
-        match &self.audit {
-            None => {
-                let _ = writeln!(o, "audit    not run (add --audit)");
-            }
-            Some(a) => {
-                let _ = writeln!(
-                    o,
-                    "audit    {} · {} acked punches ({} refused) · lost {} · duplicated {} · mismatched {} · {} records scanned ({})",
-                    if a.passed() { "PASSED" } else { "FAILED" },
-                    a.acked_punches,
-                    a.refused_punches,
-                    a.lost,
-                    a.duplicated,
-                    a.mismatched,
-                    a.records_scanned,
-                    a.source
-                );
-                for e in &a.examples {
-                    let _ = writeln!(o, "         {e}");
-                }
+        if self.audit.is_none() && self.audit_jetstream.is_none() {
+            let _ = writeln!(o, "audit    not run (add --audit)");
+        }
+        for a in self.audit.iter().chain(self.audit_jetstream.iter()) {
+            let _ = writeln!(
+                o,
+                "audit    {} · {} acked punches ({} refused) · lost {} · duplicated {} · mismatched {} · {} records scanned ({})",
+                if a.passed() { "PASSED" } else { "FAILED" },
+                a.acked_punches,
+                a.refused_punches,
+                a.lost,
+                a.duplicated,
+                a.mismatched,
+                a.records_scanned,
+                a.source
+            );
+            for e in &a.examples {
+                let _ = writeln!(o, "         {e}");
             }
         }
         o

@@ -105,10 +105,13 @@ impl Target {
     /// scenario's tenant and the fences in `fences_geojson`. It runs on its
     /// own Tokio runtime with one worker per core, as a separate process
     /// would.
+    /// With `jetstream`, the gateway also forwards to that stream through
+    /// a NATS sink.
     pub fn start_builtin(
         s: &Scenario,
         fences_geojson: &str,
         data_dir: Option<&Path>,
+        jetstream: Option<&crate::audit::JetStreamSpec>,
     ) -> anyhow::Result<Self> {
         let dir = match data_dir {
             Some(d) => {
@@ -122,7 +125,7 @@ impl Target {
         }
         .context("cannot make a folder for the built-in gateway")?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let cfg = builtin_config(s, dir.path(), fences_geojson, cores)?;
+        let cfg = builtin_config(s, dir.path(), fences_geojson, cores, jetstream)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cores)
             .thread_name("gateway")
@@ -332,6 +335,7 @@ fn builtin_config(
     dir: &Path,
     fences_geojson: &str,
     cores: usize,
+    jetstream: Option<&crate::audit::JetStreamSpec>,
 ) -> anyhow::Result<Config> {
     let fences = dir.join("fences.geojson");
     std::fs::write(&fences, fences_geojson)
@@ -374,6 +378,16 @@ fn builtin_config(
     }
     if let Some(m) = g.max_connections {
         raw.quic.max_connections = m;
+    }
+    if let Some(js) = jetstream {
+        raw.sinks = vec![fencegate::sink::RawSink {
+            name: "loadtest".into(),
+            kind: "nats".into(),
+            url: Some(js.url.clone()),
+            stream: Some(js.stream.clone()),
+            subject_prefix: Some(js.subject_prefix.clone()),
+            ..Default::default()
+        }];
     }
     // Every punch of a run must stay in the dedup window.
     let punches = s.punch.as_ref().map_or(0, |p| p.employees as usize * 2);
