@@ -533,7 +533,10 @@ fn compile_tenant(
     let at = format!("tenants.{id}");
     let mut out = TenantRules::unconfigured(id);
     match TimeZoneDatabase::bundled().get(&t.timezone) {
-        Ok(tz) => out.tz = tz,
+        Ok(tz) => {
+            out.tz_table = super::schedule::TzTable::new(&tz);
+            out.tz = tz;
+        }
         Err(_) => p.push(format!(
             "{at}: timezone {:?} is not an IANA time zone; write it like \"Asia/Shanghai\" or \"Europe/Berlin\"",
             t.timezone

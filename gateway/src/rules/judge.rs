@@ -194,9 +194,13 @@ pub fn judge<'r>(
 
     // When: the schedule. Field and pending punches keep their status but
     // still get their slot.
-    let timing = group
-        .time
-        .judge(&tenant.tz, &tenant.holidays, punch.kind(), j.at_ms);
+    let timing = group.time.judge(
+        &tenant.tz,
+        &tenant.tz_table,
+        &tenant.holidays,
+        punch.kind(),
+        j.at_ms,
+    );
     group.time.write_label(&timing, label);
     if j.status == AttendanceStatus::Normal {
         j.status = timing.status;

@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use fencegate_schema::{AttendanceStatus, PunchKind};
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
+
 use jiff::tz::TimeZone;
 
 use super::holidays::Holidays;
@@ -128,6 +129,86 @@ fn weekday(day: i32) -> usize {
     (day + 3).rem_euclid(7) as usize
 }
 
+/// Milliseconds in a day.
+const DAY_MS: i64 = 86_400_000;
+/// The table covers 1970 to 2100; times outside it ask jiff directly.
+const TABLE_END_MS: i64 = 4_102_444_800_000;
+
+/// A time zone's UTC offsets as a sorted table of transitions, so a punch's
+/// conversions are a binary search over a few hundred integers instead of a
+/// tz-database lookup (which, past the last explicit transition, evaluates
+/// the zone's POSIX rule for the year). Only times near a transition fall
+/// back to jiff, which resolves gaps and folds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TzTable {
+    /// Start of each interval, unix ms; the first is the table's start.
+    starts: Box<[i64]>,
+    /// UTC offset in each interval, ms.
+    offsets: Box<[i64]>,
+}
+
+impl TzTable {
+    /// The table of `tz` from 1970 to 2100.
+    pub fn new(tz: &TimeZone) -> Self {
+        let first = Timestamp::UNIX_EPOCH;
+        let mut starts = vec![0];
+        let mut offsets = vec![i64::from(tz.to_offset(first).seconds()) * 1_000];
+        for t in tz.following(first) {
+            let at = t.timestamp().as_millisecond();
+            if at >= TABLE_END_MS {
+                break;
+            }
+            let off = i64::from(t.offset().seconds()) * 1_000;
+            if offsets.last() != Some(&off) {
+                starts.push(at);
+                offsets.push(off);
+            }
+        }
+        Self {
+            starts: starts.into(),
+            offsets: offsets.into(),
+        }
+    }
+
+    fn covers(&self, t: i64) -> bool {
+        (0..TABLE_END_MS).contains(&t)
+    }
+
+    fn index(&self, t: i64) -> usize {
+        self.starts.partition_point(|s| *s <= t).saturating_sub(1)
+    }
+
+    /// The UTC offset at instant `t`, ms.
+    pub fn offset_ms(&self, tz: &TimeZone, t: i64) -> i64 {
+        if self.covers(t) {
+            self.offsets[self.index(t)]
+        } else {
+            Timestamp::from_millisecond(t)
+                .map_or(0, |ts| i64::from(tz.to_offset(ts).seconds()) * 1_000)
+        }
+    }
+
+    /// The instant of local wall-clock time `local_ms` (unix ms as if the
+    /// wall clock were UTC). A time a DST change skips resolves to the later
+    /// offset, a repeated one to the earlier ("compatible").
+    pub fn local_to_instant(&self, tz: &TimeZone, local_ms: i64) -> i64 {
+        let guess = local_ms - self.offset_ms(tz, local_ms);
+        if self.covers(guess - DAY_MS) && self.covers(guess + DAY_MS) {
+            let i = self.index(guess);
+            let off = self.offsets[i];
+            let t = local_ms - off;
+            let start = self.starts[i];
+            let end = self.starts.get(i + 1).copied().unwrap_or(TABLE_END_MS);
+            // No transition within a day either side: the mapping is unique.
+            if t - start > DAY_MS && end - t > DAY_MS {
+                return t;
+            }
+        }
+        let day = local_ms.div_euclid(DAY_MS) as i32;
+        instant_ms(tz, day, (local_ms.rem_euclid(DAY_MS) / 60_000) as i32)
+    }
+}
+
 /// The verdict on a punch's timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -208,12 +289,19 @@ impl TimeRules {
         }
     }
 
-    /// Judges a punch of `kind` at `at_ms` in time zone `tz`.
-    pub fn judge(&self, tz: &TimeZone, holidays: &Holidays, kind: PunchKind, at_ms: i64) -> Timing {
-        let at = Timestamp::from_millisecond(at_ms).unwrap_or(Timestamp::UNIX_EPOCH);
-        let local: DateTime = tz.to_datetime(at);
-        let today = day_of(local.date());
-        let now_min = i32::from(local.hour()) * 60 + i32::from(local.minute());
+    /// Judges a punch of `kind` at `at_ms` in time zone `tz` (with its
+    /// offset table `table`).
+    pub fn judge(
+        &self,
+        tz: &TimeZone,
+        table: &TzTable,
+        holidays: &Holidays,
+        kind: PunchKind,
+        at_ms: i64,
+    ) -> Timing {
+        let local_ms = at_ms + table.offset_ms(tz, at_ms);
+        let today = local_ms.div_euclid(DAY_MS) as i32;
+        let now_min = (local_ms.rem_euclid(DAY_MS) / 60_000) as i32;
         let rest = Timing {
             status: AttendanceStatus::Normal,
             day: today,
@@ -244,13 +332,14 @@ impl TimeRules {
         let Some((_, day, i, slot)) = best else {
             return rest;
         };
-        let start_ms = instant_ms(tz, day, slot.start_min);
+        let local = |day: i32, minute: i32| i64::from(day) * DAY_MS + i64::from(minute) * 60_000;
+        let start_ms = table.local_to_instant(tz, local(day, slot.start_min));
         let end_day = if slot.end_min > slot.start_min {
             day
         } else {
             day + 1
         };
-        let end_ms = instant_ms(tz, end_day, slot.end_min);
+        let end_ms = table.local_to_instant(tz, local(end_day, slot.end_min));
         let status = match kind {
             PunchKind::Out => {
                 if at_ms >= end_ms - i64::from(self.early_grace_min) * 60_000 {
@@ -288,7 +377,18 @@ impl TimeRules {
             (Some(i), _) => self.slot_name(i),
             (None, _) => "rest",
         };
-        let _ = write!(out, "{y:04}-{m:02}-{d:02}/{name}");
+        if (0..=9_999).contains(&y) {
+            // Digits by hand: the formatting machinery costs more than the
+            // rest of the schedule check.
+            let digit = |n: i32| char::from(b'0' + (n % 10) as u8);
+            for n in [y / 1_000, y / 100, y / 10, y, -1, m / 10, m, -1, d / 10, d] {
+                out.push(if n < 0 { '-' } else { digit(n) });
+            }
+            out.push('/');
+            out.push_str(name);
+        } else {
+            let _ = write!(out, "{y:04}-{m:02}-{d:02}/{name}");
+        }
     }
 }
 
@@ -330,6 +430,52 @@ mod tests {
             weekday(day_of(date)),
             date.weekday().to_monday_zero_offset() as usize
         );
+    }
+
+    #[test]
+    fn the_offset_table_agrees_with_jiff_around_every_change() {
+        let db = jiff::tz::TimeZoneDatabase::bundled();
+        for name in [
+            "Europe/Berlin",
+            "Asia/Shanghai",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "UTC",
+        ] {
+            let tz = db.get(name).unwrap();
+            let table = TzTable::new(&tz);
+            // Every 20 minutes of 2025, instants and wall-clock times both ways.
+            let start = day_number(2025, 1, 1);
+            for step in 0..(365 * 72) {
+                let t = i64::from(start) * DAY_MS + step * 1_200_000;
+                let ts = Timestamp::from_millisecond(t).unwrap();
+                let want = i64::from(tz.to_offset(ts).seconds()) * 1_000;
+                assert_eq!(table.offset_ms(&tz, t), want, "{name} at {ts}");
+                let local = t;
+                let day = local.div_euclid(DAY_MS) as i32;
+                let minute = (local.rem_euclid(DAY_MS) / 60_000) as i32;
+                assert_eq!(
+                    table.local_to_instant(&tz, local),
+                    instant_ms(&tz, day, minute),
+                    "{name} wall clock {day}/{minute}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn labels_are_zero_padded() {
+        let t = TimeRules::free();
+        let mut s = String::new();
+        let timing = Timing {
+            status: AttendanceStatus::Normal,
+            day: day_number(2025, 3, 4),
+            slot: None,
+            start_ms: 0,
+            end_ms: 0,
+        };
+        t.write_label(&timing, &mut s);
+        assert_eq!(s, "2025-03-04/free");
     }
 
     #[test]
