@@ -110,11 +110,12 @@ pub fn judge<'r>(
     } else if (now_ms - device_time).abs() > settings.clock_skew_ms {
         flags |= anomaly::CLOCK_SKEW;
     }
-    let terminal_site = tenant.terminal_site(device);
+    // The terminal registry is only consulted when it can matter: for a
+    // terminal punch, or to exempt a terminal from the unusual-device flag.
     if let Some(e) = employee {
         if !e.devices.is_empty()
-            && terminal_site.is_none()
             && !e.devices.iter().any(|d| &**d == device)
+            && tenant.terminal_site(device).is_none()
         {
             flags |= anomaly::UNUSUAL_DEVICE;
         }
@@ -143,7 +144,7 @@ pub fn judge<'r>(
 
     // How: the method's evidence.
     match punch.method() {
-        PunchMethod::Terminal => match terminal_site {
+        PunchMethod::Terminal => match tenant.terminal_site(device) {
             Some(s) => j.site = Some(s),
             None => return reject(j, Reason::TerminalUntrusted),
         },

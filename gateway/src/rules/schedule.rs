@@ -380,11 +380,20 @@ impl TimeRules {
         if (0..=9_999).contains(&y) {
             // Digits by hand: the formatting machinery costs more than the
             // rest of the schedule check.
-            let digit = |n: i32| char::from(b'0' + (n % 10) as u8);
-            for n in [y / 1_000, y / 100, y / 10, y, -1, m / 10, m, -1, d / 10, d] {
-                out.push(if n < 0 { '-' } else { digit(n) });
+            let mut buf = *b"0000-00-00/";
+            for (i, n) in [
+                (0, y / 1_000),
+                (1, y / 100),
+                (2, y / 10),
+                (3, y),
+                (5, m / 10),
+                (6, m),
+                (8, d / 10),
+                (9, d),
+            ] {
+                buf[i] = b'0' + (n % 10) as u8;
             }
-            out.push('/');
+            out.push_str(std::str::from_utf8(&buf).unwrap_or("0000-00-00/"));
             out.push_str(name);
         } else {
             let _ = write!(out, "{y:04}-{m:02}-{d:02}/{name}");
