@@ -238,9 +238,11 @@ impl Client {
             .await
             .context("cannot send the frame")?;
         send.finish().context("cannot finish the stream")?;
-        recv.read_to_end(64 * 1024)
-            .await
-            .map_err(|e| anyhow::anyhow!("no reply: {e} ({:?})", self.conn.close_reason()))
+        recv.read_to_end(64 * 1024).await.map_err(|e| {
+            // Keep the typed cause in the chain: callers tell a reset
+            // stream from a closed connection by downcasting it.
+            anyhow::Error::new(e).context(format!("no reply ({:?})", self.conn.close_reason()))
+        })
     }
 
     /// Authenticates the connection: sends the Hello on the first

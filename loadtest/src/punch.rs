@@ -379,6 +379,25 @@ pub fn error_kind(phase: &str, e: &anyhow::Error) -> String {
         if let Some(c) = cause.downcast_ref::<quinn::ConnectError>() {
             return format!("{phase}: {c}");
         }
+        if let Some(r) = cause.downcast_ref::<quinn::ReadToEndError>() {
+            return match r {
+                quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(c)) => {
+                    format!("{phase}: no reply, {}", connection_error(c))
+                }
+                quinn::ReadToEndError::Read(quinn::ReadError::Reset(code)) => {
+                    format!("{phase}: no reply, stream reset (code {code})")
+                }
+                other => format!("{phase}: no reply, {other}"),
+            };
+        }
+        if let Some(w) = cause.downcast_ref::<quinn::WriteError>() {
+            return match w {
+                quinn::WriteError::ConnectionLost(c) => {
+                    format!("{phase}: cannot send, {}", connection_error(c))
+                }
+                other => format!("{phase}: cannot send, {other}"),
+            };
+        }
     }
     let text = e.to_string();
     let first = text.split([':', '(']).next().unwrap_or_default().trim();
