@@ -127,6 +127,13 @@ pub struct RawQuic {
     ///
     /// `2000` unless set.
     pub retry_above_handshakes_per_s: u32,
+    /// Connections in set-up (TLS handshake, then the Hello) above which
+    /// new ones are refused at once (CONNECTION_REFUSED, no key exchange),
+    /// so that under a peak the ones already started finish inside the
+    /// clients' patience instead of all of them timing out together.
+    ///
+    /// `256` unless set.
+    pub max_handshakes_in_flight: usize,
     /// Seconds of silence after which a connection is closed.
     ///
     /// `60` unless set.
@@ -182,6 +189,7 @@ impl Default for RawQuic {
             dev_cert_names: vec!["localhost".into()],
             max_connections: 100_000,
             retry_above_handshakes_per_s: 2_000,
+            max_handshakes_in_flight: 256,
             idle_timeout_s: 60,
             keep_alive_s: 20,
             max_bidi_streams: 16,
@@ -588,6 +596,9 @@ impl Config {
         }
         if q.connection_window < q.stream_window {
             p.push("quic.connection_window must be at least quic.stream_window".into());
+        }
+        if q.max_handshakes_in_flight == 0 {
+            p.push("quic.max_handshakes_in_flight must be at least 1".into());
         }
         if q.auth_timeout_ms == 0 {
             p.push("quic.auth_timeout_ms must be at least 1".into());

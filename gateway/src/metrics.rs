@@ -78,12 +78,16 @@ impl PipelineMetrics {
 pub struct EdgeMetrics {
     /// Open connections.
     pub connections: Gauge,
-    /// Completed full handshakes.
-    pub handshakes_full: Counter,
-    /// Completed resumed handshakes (session tickets).
+    /// Completed handshakes, full and resumed alike.
+    pub handshakes_completed: Counter,
+    /// Resumed handshakes (a session ticket decrypted); a subset of the
+    /// completed ones, so full = completed − resumed.
     pub handshakes_resumed: Counter,
-    /// Handshakes that failed or were refused.
+    /// Handshakes that failed, or were refused at the connection cap.
     pub handshakes_failed: Counter,
+    /// Handshakes refused because too many were already in progress
+    /// (`quic.max_handshakes_in_flight`): load shed at a peak.
+    pub handshakes_shed: Counter,
     /// Connections closed for a bad credential.
     pub auth_failures: Counter,
     /// Datagrams dropped because the connection's buffer was full or the
@@ -109,9 +113,10 @@ impl EdgeMetrics {
         }
         Self {
             connections: gauge!("fencegate_connections"),
-            handshakes_full: counter!("fencegate_handshakes_total", "kind" => "full"),
+            handshakes_completed: counter!("fencegate_handshakes_total", "kind" => "completed"),
             handshakes_resumed: counter!("fencegate_handshakes_total", "kind" => "resumed"),
             handshakes_failed: counter!("fencegate_handshakes_total", "kind" => "failed"),
+            handshakes_shed: counter!("fencegate_handshakes_total", "kind" => "shed"),
             auth_failures: counter!("fencegate_auth_failures_total"),
             datagrams_dropped: counter!("fencegate_datagrams_dropped_total"),
             busy: counter!("fencegate_busy_total"),

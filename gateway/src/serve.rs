@@ -262,6 +262,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let settings = EdgeSettings {
         max_connections: cfg.quic.max_connections,
         retry_above_handshakes_per_s: cfg.quic.retry_above_handshakes_per_s,
+        max_handshakes_in_flight: cfg.quic.max_handshakes_in_flight,
         auth_timeout: Duration::from_millis(cfg.quic.auth_timeout_ms),
         zero_rtt: cfg.quic.zero_rtt,
         repeat_window_s: cfg.dedup.repeat_window_s as u32,

@@ -369,3 +369,36 @@ async fn reqwest_lite(
         .unwrap_or_default();
     (code, body)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_set_up_bound_are_refused_until_one_authenticates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.quic.max_handshakes_in_flight = 1;
+    cfg.quic.auth_timeout_ms = 30_000;
+    let node = Node::start_with(dir, cfg).await;
+    // A connection that has shaken hands but not sent its Hello still holds
+    // the only set-up slot ...
+    let silent = node.connector.handshake().await.unwrap();
+    let e = node
+        .connector
+        .connect(&node.token("acme", "phone-2"), "phone-2")
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").to_lowercase().contains("refused"),
+        "refused at once, before any key exchange: {e:#}"
+    );
+    // ... until it authenticates: then it is an ordinary connection and the
+    // next one gets in.
+    silent
+        .hello(&node.token("acme", "phone-1"), "phone-1")
+        .await
+        .unwrap();
+    let c = node.client("acme", "phone-2").await;
+    assert_eq!(
+        ack(c.punch(&punch(1, "e-1", HQ)).await.unwrap()).verdict,
+        Verdict::Accepted
+    );
+    node.running.shutdown(Duration::from_secs(2)).await;
+}

@@ -65,6 +65,7 @@ pub struct EdgeContext {
     pub metrics: EdgeMetrics,
     inflight: Arc<Semaphore>,
     connections: AtomicUsize,
+    handshaking: Arc<AtomicUsize>,
     handshake_second: AtomicI64,
     handshakes_this_second: AtomicU32,
     /// Cancelled when the node shuts down.
@@ -80,6 +81,9 @@ pub struct EdgeSettings {
     pub max_connections: usize,
     /// Handshakes per second above which Retry is required.
     pub retry_above_handshakes_per_s: u32,
+    /// Connections in set-up (handshake and Hello) above which new ones are
+    /// refused.
+    pub max_handshakes_in_flight: usize,
     /// Time a connection has to present its Hello.
     pub auth_timeout: Duration,
     /// Whether to accept 0-RTT.
@@ -107,6 +111,7 @@ impl EdgeContext {
             metrics: EdgeMetrics::register(),
             inflight: Arc::new(Semaphore::new(max_inflight_punches)),
             connections: AtomicUsize::new(0),
+            handshaking: Arc::new(AtomicUsize::new(0)),
             handshake_second: AtomicI64::new(0),
             handshakes_this_second: AtomicU32::new(0),
             shutdown: CancellationToken::new(),
@@ -117,6 +122,11 @@ impl EdgeContext {
     /// Open connections.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted and not yet authenticated.
+    pub fn handshaking(&self) -> usize {
+        self.handshaking.load(Ordering::Relaxed)
     }
 
     /// Counts a handshake attempt; true when this second's count is over the
@@ -252,6 +262,14 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
             incoming.refuse();
             continue;
         }
+        if ctx.handshaking() >= ctx.settings.max_handshakes_in_flight {
+            // Shedding here costs one Initial packet. Accepting would queue
+            // the handshake behind hundreds of others, past the point where
+            // its client gives up, and spend a key exchange for nothing.
+            ctx.metrics.handshakes_shed.increment(1);
+            incoming.refuse();
+            continue;
+        }
         if !incoming.remote_address_validated()
             && incoming.may_retry()
             && ctx.handshake_flood(clock::unix_ms())
@@ -261,6 +279,7 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
             continue;
         }
         let ctx2 = ctx.clone();
+        let handshaking = Handshaking::start(&ctx.handshaking);
         ctx.tasks.spawn(async move {
             let connecting = match incoming.accept() {
                 Ok(c) => c,
@@ -292,13 +311,33 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
                     }
                 }
             };
-            ctx2.metrics.handshakes_full.increment(1);
+            ctx2.metrics.handshakes_completed.increment(1);
             ctx2.connections.fetch_add(1, Ordering::Relaxed);
             ctx2.metrics.connections.increment(1.0);
-            handle_connection(&ctx2, conn).await;
+            handle_connection(&ctx2, conn, handshaking).await;
             ctx2.connections.fetch_sub(1, Ordering::Relaxed);
             ctx2.metrics.connections.decrement(1.0);
         });
+    }
+}
+
+/// One connection being set up, from its first Initial packet to its
+/// authenticated Hello; counted down when dropped, however that ends (done,
+/// failed, timed out, or its task cancelled at shutdown). The Hello counts
+/// because an overloaded node delays it as much as the handshake, and a
+/// connection that misses the auth timeout wasted its key exchange.
+struct Handshaking(Arc<AtomicUsize>);
+
+impl Handshaking {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -383,10 +422,13 @@ async fn authenticate(ctx: &EdgeContext, conn: &quinn::Connection) -> Option<Ses
     }
 }
 
-async fn handle_connection(ctx: &Arc<EdgeContext>, conn: quinn::Connection) {
+async fn handle_connection(ctx: &Arc<EdgeContext>, conn: quinn::Connection, setup: Handshaking) {
     let Some(session) = authenticate(ctx, &conn).await else {
         return;
     };
+    // Set up: from here on the connection no longer counts against
+    // `max_handshakes_in_flight`.
+    drop(setup);
     let session = Arc::new(session);
     loop {
         tokio::select! {
