@@ -194,3 +194,18 @@ fn punch_steady_smoke() {
     let r = run("punch-steady");
     check_punches(&r);
 }
+
+#[test]
+fn fleet_breadcrumbs_smoke() {
+    let r = run("fleet-breadcrumbs");
+    let p = r.pings.as_ref().expect("a fleet load");
+    let logged = p.logged.unwrap();
+    // At resolution 15 a device moving 20-40 m/s leaves its cell with
+    // nearly every fix: most fixes become records, unlike `fleet`.
+    assert!(
+        logged * 2 > p.sent.fixes_sent,
+        "{logged} of {} fixes logged\n{}",
+        p.sent.fixes_sent,
+        r.summary()
+    );
+}
