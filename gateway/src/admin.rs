@@ -180,7 +180,9 @@ pub(crate) fn authorize_token<'s>(
         .tokens
         .iter()
         .find(|t| constant_time_eq(t.secret.as_bytes(), given.trim().as_bytes()))
-        .ok_or(Unauthorized("unknown bearer token"))
+        .ok_or(Unauthorized(
+            "unknown bearer token: it matches no [[admin.tokens]] entry of this node; send the contents of one of their token files",
+        ))
 }
 
 /// A 403 for a role that only reads records.

@@ -75,6 +75,16 @@ pub fn record_json(r: &RecordView<'_>) -> Value {
                 "merged_into".into(),
                 p.merged_into().map(|u| uuid(&u.0)).into(),
             );
+            // The attendance fields: downstream approval routing reads
+            // department and supervisor from every encoding, JSON included.
+            if let Some(a) = r.attendance() {
+                obj.insert("site".into(), a.site.into());
+                obj.insert("department".into(), a.department.into());
+                obj.insert("supervisor".into(), a.supervisor.into());
+                obj.insert("group".into(), a.group.into());
+                obj.insert("needs_approval".into(), a.needs_approval.into());
+                obj.insert("paired_with".into(), a.paired_with.map(|u| uuid(&u)).into());
+            }
         }
         RecordBodyView::Ping(p) => {
             obj.insert("type".into(), "ping".into());

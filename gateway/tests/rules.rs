@@ -10,9 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fencegate::fences::Fences;
+use fencegate::log::Lsn;
 use fencegate::pipeline::{Pipeline, PipelineConfig, PunchDecision, Scratch, Session};
 use fencegate::rules::config::{CompileContext, compile_text, fixed_qr_keys};
 use fencegate::rules::{AttendanceSettings, Rules, RulesHandle};
+use fencegate::sink::{Batch, Offered};
 use fencegate_schema::{
     AttendanceStatus as S, Channel, Limits, Position, PunchKind, PunchMethod, PunchMsg, Reason,
     RecordBodyView, Request, TerminalAuth, Verdict, anomaly, parse_frame, parse_record,
@@ -64,6 +66,11 @@ supervisor = "E0100"
 department = "ops"
 devices = ["phone-e1001"]
 
+[tenants.acme.employees.E1002]
+# Routed to their own approver, not the department's.
+department = "ops"
+supervisor = "E0999"
+
 [tenants.acme.employees.E2001]
 group = "guards"
 
@@ -87,6 +94,7 @@ schedule = "fixed"
 workdays = ["mon", "tue", "wed", "thu", "fri"]
 slots = [{ name = "day", start = "08:00", end = "16:30" }]
 late_grace_min = 15
+early_grace_min = 10
 
 [tenants.globex.groups.depot]
 schedule = "shift"
@@ -502,6 +510,80 @@ fn seed_out_of_range_punch_goes_to_approval_with_routing() {
         pr.slot(),
         Some("2025-03-04/day"),
         "still judged for its slot"
+    );
+}
+
+/// Offers one record to a sink batch, as a forwarder does, and returns
+/// whether the sinks send it to the tenant's approval subject as well.
+fn routed_to_approval(record: &[u8]) -> (bool, String) {
+    let mut b = Batch::new(Lsn(0), 4);
+    assert_eq!(b.offer(Lsn(0), 0, record), Offered::Added);
+    b.seal();
+    let r = b.records().next().unwrap();
+    (r.needs_approval(), r.tenant().to_owned())
+}
+
+#[test]
+fn seed_approval_records_are_routed_with_department_and_supervisor() {
+    let away = (HQ.0 + 0.01, HQ.1);
+    let now = t("2025-03-04T09:00:00+08:00");
+    let out = scenario(
+        "approval routing",
+        &[
+            // The department's supervisor approves E1001...
+            step(now, "E1001", IN, gps(away)).want(
+                Verdict::OutOfRange,
+                Reason::OutOfRange,
+                S::OutOfRangePendingApproval,
+            ),
+            // ...E1002 has an approver of their own...
+            step(now, "E1002", IN, gps(away)).want(
+                Verdict::OutOfRange,
+                Reason::OutOfRange,
+                S::OutOfRangePendingApproval,
+            ),
+            // ...and a punch inside the fence needs nobody.
+            step(now, "E5001", IN, gps(HQ)).from("acme", "phone-5001"),
+        ],
+    );
+    for (o, supervisor) in out[..2].iter().zip(["E0100", "E0999"]) {
+        let rec = o.record.as_deref().unwrap();
+        assert_eq!(
+            routed_to_approval(rec),
+            (true, "acme".to_owned()),
+            "to fencegate.acme.approval"
+        );
+        // Both encodings the sinks send carry the routing.
+        let view = parse_record(rec).unwrap();
+        let a = view.attendance().unwrap();
+        assert_eq!(
+            (a.department, a.supervisor),
+            (Some("ops"), Some(supervisor))
+        );
+        let j = fencegate::record_json::record_json(&view);
+        assert_eq!(j["department"], "ops");
+        assert_eq!(j["supervisor"], supervisor);
+        assert_eq!(j["needs_approval"], true);
+    }
+    assert!(
+        !routed_to_approval(out[2].record.as_deref().unwrap()).0,
+        "a normal punch is not sent for approval"
+    );
+    // A field punch (globex's policy) is accepted, not sent for approval.
+    let field = scenario(
+        "field is not approval",
+        &[step(
+            t("2025-03-04T08:00:00+01:00"),
+            "G9",
+            IN,
+            How::Gps((BERLIN.0 + 0.01, BERLIN.1), 10.0),
+        )
+        .from("globex", "phone-g9")
+        .want(Verdict::Accepted, Reason::OutOfRange, S::Field)],
+    );
+    assert_eq!(
+        routed_to_approval(field[0].record.as_deref().unwrap()),
+        (false, "globex".to_owned())
     );
 }
 
@@ -942,4 +1024,187 @@ fn a_swap_of_the_rules_applies_to_the_next_punch() {
         panic!()
     };
     assert_eq!(pr.status(), S::Normal);
+}
+
+#[test]
+fn wifi_ssid_alone_is_never_trusted() {
+    let now = t("2025-03-04T09:00:00+08:00");
+    // A Wi-Fi punch naming only the network: the parser refuses it before
+    // any rule sees it (no BSSID, nothing to verify).
+    let msg = PunchMsg {
+        punch_id: [3; 16],
+        employee_id: "E1001".into(),
+        kind: IN,
+        method: PunchMethod::Wifi,
+        device_time_ms: now,
+        position: None,
+        bssids: vec![],
+        ssid: Some("Office".into()),
+        qr_payload: None,
+        terminal_auth: TerminalAuth::None,
+        offline: false,
+        mock_location: false,
+    };
+    let mut fbb = FlatBufferBuilder::new();
+    let bytes = msg.encode_into(&mut fbb).to_vec();
+    assert_eq!(
+        parse_frame(&bytes, Channel::Stream, now, &Limits::default()).err(),
+        Some(Reason::MissingField)
+    );
+    // The office's SSID with an access point that is not registered.
+    scenario(
+        "ssid with a foreign bssid",
+        &[
+            step(now, "E1001", IN, How::Wifi([0xac, 0x84, 0xc6, 1, 2, 4])).want(
+                Verdict::Rejected,
+                Reason::WifiUnknown,
+                S::Rejected,
+            ),
+        ],
+    );
+    // And there is no way to register an SSID: the rules refuse the key.
+    let text = RULES.replace(
+        "wifi = [\"ac:84:c6:01:02:03\"]",
+        "wifi = [\"ac:84:c6:01:02:03\"]\nssid = \"Office\"",
+    );
+    let mut keys = fixed_qr_keys(7);
+    let mut ctx = CompileContext {
+        base_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../config"),
+        settings: AttendanceSettings::default(),
+        qr_key: &mut keys,
+    };
+    let err = compile_text(&text, "ssid.toml", &["acme", "globex"], &mut ctx).unwrap_err();
+    assert!(err.to_string().contains("ssid"), "{err}");
+}
+
+#[test]
+fn early_leave_grace_counts_whole_minutes_before_the_end() {
+    // globex office ends 16:30 with 10 minutes of early-leave grace;
+    // 2025-03-04 is CET (UTC+1).
+    let out = |now| {
+        step(now, "G9", OUT, How::Terminal(TerminalAuth::Face)).from("globex", "term-berlin-depot")
+    };
+    each(
+        "early grace",
+        &[
+            out(t("2025-03-04T16:20:00+01:00")).slot("2025-03-04/day"),
+            out(t("2025-03-04T16:19:59+01:00")).status(S::EarlyLeave),
+            out(t("2025-03-04T16:45:00+01:00")),
+        ],
+    );
+}
+
+#[test]
+fn tolerant_accuracy_lets_the_point_decide_up_to_the_cap() {
+    // acme: tolerant, 150 m cap. 0.00135° north is ~150 m from the centre
+    // of the 200 m fence, so a 140 m disc crosses its edge.
+    let now = t("2025-03-04T09:00:00+08:00");
+    let near_edge = (HQ.0 + 0.00135, HQ.1);
+    each(
+        "tolerant",
+        &[
+            step(now, "E5001", IN, How::Gps(near_edge, 140.0)).from("acme", "p"),
+            step(now, "E5001", IN, How::Gps(near_edge, 150.0)).from("acme", "p"),
+            step(now, "E5001", IN, How::Gps(HQ, 151.0))
+                .from("acme", "p")
+                .want(Verdict::Rejected, Reason::AccuracyTooLow, S::Rejected),
+        ],
+    );
+}
+
+#[test]
+fn dst_a_start_in_the_repeated_hour_resolves_to_the_earlier_offset() {
+    // 02:30 happens twice in Berlin on 2025-10-26: 00:30Z (CEST) and 01:30Z
+    // (CET). The slot starts at the first; the second is an hour late.
+    let owl = |now| {
+        step(now, "G2", IN, How::Terminal(TerminalAuth::Face)).from("globex", "term-berlin-depot")
+    };
+    each(
+        "dst fold",
+        &[
+            owl(t("2025-10-26T00:30:00Z")).slot("2025-10-26/owl"),
+            owl(t("2025-10-26T00:31:00Z")).status(S::Late),
+            owl(t("2025-10-26T01:30:00Z"))
+                .status(S::Late)
+                .slot("2025-10-26/owl"),
+        ],
+    );
+}
+
+#[test]
+fn an_offline_punch_exactly_72_hours_old_is_still_accepted() {
+    let now = t("2025-03-07T08:00:00+08:00");
+    each(
+        "offline window edge",
+        &[
+            step(now, "E5009", IN, gps(HQ))
+                .from("acme", "phone-5009")
+                .device_time(now - 72 * HOUR, true)
+                .slot("2025-03-04/day")
+                .flags(anomaly::OFFLINE),
+            step(now, "E5009", IN, gps(HQ))
+                .from("acme", "phone-5009")
+                .device_time(now - 72 * HOUR - 1, true)
+                .want(Verdict::Rejected, Reason::OfflineTooOld, S::Rejected),
+        ],
+    );
+}
+
+#[test]
+fn a_plausible_journey_is_not_impossible_speed() {
+    // Shanghai to Shenzhen (~1,200 km) in five hours is 240 km/h, under
+    // acme's 300 km/h; the same trip in four hours (300+ km/h) is flagged.
+    let now = t("2025-03-04T09:00:00+08:00");
+    for (hours, flagged) in [(5, false), (4, true)] {
+        let second = step(now + hours * HOUR, "E5005", OUT, gps(SZ))
+            .from("acme", "p5")
+            .status(S::EarlyLeave);
+        let second = if flagged {
+            second.flags(anomaly::IMPOSSIBLE_SPEED)
+        } else {
+            second.not_flags(anomaly::IMPOSSIBLE_SPEED)
+        };
+        scenario(
+            &format!("journey in {hours} h"),
+            &[step(now, "E5005", IN, gps(HQ)).from("acme", "p5"), second],
+        );
+    }
+}
+
+#[test]
+fn a_qr_code_stays_used_across_a_restart() {
+    let now = t("2025-03-04T08:59:40+08:00");
+    let code = qr("acme", "shanghai", now);
+    let first = scenario(
+        "qr before the restart",
+        &[step(now, "E1001", IN, How::Qr(code.clone()))],
+    );
+    // A restarted node rebuilds its memory from the log, then sees the
+    // same employee scan the same code again.
+    let p = pipeline(now + 10_000);
+    let bytes = first[0].record.as_deref().unwrap();
+    let rec = parse_record(bytes).unwrap();
+    let RecordBodyView::Punch(pr) = rec.body() else {
+        panic!("a punch record")
+    };
+    p.replay_punch("acme", &pr, rec.gateway_time_ms(), rec.record_id());
+    let again = run_step(
+        &p,
+        2,
+        &step(now + 20_000, "E1001", OUT, How::Qr(code.clone())),
+    );
+    assert_eq!(
+        (again.verdict, again.reason),
+        (Verdict::Rejected, Reason::QrReplay)
+    );
+    // Another employee with the same code is unaffected.
+    let other = run_step(
+        &p,
+        3,
+        &step(now + 20_000, "E5001", IN, How::Qr(code)).from("acme", "phone-5001"),
+    );
+    assert_eq!(
+        (other.verdict, other.reason),
+        (Verdict::Accepted, Reason::None)
+    );
 }

@@ -48,8 +48,13 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     };
     anyhow::ensure!(
         cfg.tenants.iter().any(|(t, _)| *t == args.tenant),
-        "tenant '{}' is not served by this configuration",
-        args.tenant
+        "tenant '{}' is not served by this configuration (it serves {}); pass --config with the configuration of the node that serves it",
+        args.tenant,
+        cfg.tenants
+            .iter()
+            .map(|(t, _)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let csv = match args.format.as_str() {
         "csv" => true,
@@ -73,7 +78,12 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
         limit: usize::MAX,
         ..RecordQuery::default()
     };
-    anyhow::ensure!(q.to_ms > q.from_ms, "--to must be after --from");
+    anyhow::ensure!(
+        q.to_ms > q.from_ms,
+        "--to ({}) must be after --from ({}); --to is exclusive, and a date as --to includes that day",
+        args.to,
+        args.from
+    );
     anyhow::ensure!(
         cfg.log_dir.is_dir(),
         "log directory {} does not exist; pass --config for the node's configuration",

@@ -289,10 +289,12 @@ pub async fn get_records(
     // The role decides the scope; asking outside it is refused, not
     // silently narrowed, so a caller never mistakes a filtered answer.
     if let Some(own) = token.role.tenant() {
-        if asked_tenant.as_deref().is_some_and(|t| t != own) {
+        if let Some(asked) = asked_tenant.as_deref().filter(|t| *t != own) {
             return error(
                 StatusCode::FORBIDDEN,
-                format!("this token reads tenant '{own}' only"),
+                format!(
+                    "this token reads tenant '{own}' only; drop tenant= or use a token of tenant '{asked}'"
+                ),
             );
         }
         q.tenant = Some(own.to_owned());
@@ -306,7 +308,9 @@ pub async fn get_records(
             if asked_employee.as_deref().is_some_and(|e| e != employee) {
                 return error(
                     StatusCode::FORBIDDEN,
-                    "an employee token reads its own records only",
+                    format!(
+                        "an employee token reads its own records only; drop employee= or ask for employee={employee}"
+                    ),
                 );
             }
             q.employee = Some(employee.clone());
@@ -333,7 +337,9 @@ pub async fn get_records(
         Err(e) => return bad_request(format!("to: {e}")),
     };
     if q.to_ms <= q.from_ms {
-        return bad_request("to must be after from");
+        return bad_request(format!(
+            "to ({to}) must be after from ({from}); to is exclusive, and a date as to includes that day"
+        ));
     }
     if let Some(s) = params.get("status") {
         match records::parse_status(s) {
@@ -417,10 +423,12 @@ pub async fn get_qr(
             None => return bad_request("a super token names the tenant: ?tenant=<id>"),
         },
         Role::Tenant(t) => {
-            if params.get("tenant").is_some_and(|x| x != t) {
+            if let Some(asked) = params.get("tenant").filter(|x| *x != t) {
                 return error(
                     StatusCode::FORBIDDEN,
-                    format!("this token reads tenant '{t}' only"),
+                    format!(
+                        "this token reads tenant '{t}' only; drop tenant= or use a token of tenant '{asked}'"
+                    ),
                 );
             }
             t.clone()

@@ -332,7 +332,9 @@ fn compile_slots(raw: &[RawSlot], at: &str, p: &mut Vec<String>) -> Vec<Slot> {
             ));
         }
         if !names.insert(s.name.as_str()) {
-            p.push(format!("{here}: the name appears twice"));
+            p.push(format!(
+                "{here}: the name appears twice; give each slot its own name"
+            ));
         }
         let start = parse_hhmm(&s.start);
         let end = parse_hhmm(&s.end);
@@ -460,7 +462,7 @@ fn compile_group(name: &str, g: &RawGroup, at: &str, p: &mut Vec<String>) -> Gro
         "free" => {
             if !g.slots.is_empty() || !g.shifts.is_empty() || !g.rotation.is_empty() {
                 p.push(format!(
-                    "{at}: a free schedule has no slots, shifts or rotation"
+                    "{at}: a free schedule has no slots, shifts or rotation; remove them, or use schedule = \"fixed\" or \"shift\""
                 ));
             }
             Schedule::Free
@@ -585,7 +587,7 @@ fn compile_tenant(
     }
     if t.min_interval_min > 720 {
         p.push(format!(
-            "{at}: min_interval_min = {} is above 720 (12 hours)",
+            "{at}: min_interval_min = {} is above 720 (12 hours); use 0 (off) to 720",
             t.min_interval_min
         ));
     }
@@ -740,7 +742,7 @@ fn compile_tenant(
             }
             if out.terminals.insert(term.as_str().into(), idx).is_some() {
                 p.push(format!(
-                    "{sat}: terminal {term:?} is bound to more than one site"
+                    "{sat}: terminal {term:?} is bound to more than one site; list it under one site only"
                 ));
             }
         }

@@ -208,10 +208,13 @@ fn parse_days(s: &str) -> Result<(i32, i32), String> {
         Some((a, b)) => {
             let (a, b) = (one(a)?, one(b)?);
             if b < a {
-                return Err("the range ends before it starts".into());
+                return Err("the range ends before it starts; write the earlier date first".into());
             }
             if b - a > 366 {
-                return Err("the range is longer than a year".into());
+                return Err(
+                    "the range is longer than a year; split it into ranges of at most a year"
+                        .into(),
+                );
             }
             Ok((a, b))
         }

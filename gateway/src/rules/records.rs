@@ -355,22 +355,14 @@ fn flag_names(flags: u64) -> Vec<&'static str> {
     out
 }
 
-/// The record as JSON: the `record_json` fields plus the attendance
-/// fields, the anomaly flag names and the LSN.
+/// The record as JSON: the `record_json` fields (attendance fields
+/// included) plus the attendance time, the anomaly flag names and the LSN.
 pub fn to_json(lsn: Lsn, rec: &RecordView<'_>) -> Value {
     let mut v = record_json(rec);
-    if let (Some(a), Some(obj)) = (rec.attendance(), v.as_object_mut()) {
+    if let (RecordBodyView::Punch(p), Some(obj)) = (rec.body(), v.as_object_mut()) {
         obj.insert("lsn".into(), lsn.0.into());
         obj.insert("attendance_time_ms".into(), attendance_time(rec).into());
-        obj.insert("site".into(), a.site.into());
-        obj.insert("department".into(), a.department.into());
-        obj.insert("supervisor".into(), a.supervisor.into());
-        obj.insert("group".into(), a.group.into());
-        obj.insert("needs_approval".into(), a.needs_approval.into());
-        obj.insert("paired_with".into(), a.paired_with.map(|u| uuid(&u)).into());
-        if let RecordBodyView::Punch(p) = rec.body() {
-            obj.insert("anomalies".into(), flag_names(p.anomaly_flags()).into());
-        }
+        obj.insert("anomalies".into(), flag_names(p.anomaly_flags()).into());
     }
     v
 }
