@@ -209,3 +209,12 @@ fn fleet_breadcrumbs_smoke() {
         r.summary()
     );
 }
+
+#[test]
+fn idle_smoke() {
+    let r = run("idle");
+    let p = r.pings.as_ref().expect("a fleet load");
+    assert_eq!(p.sent.connected, 40, "{}", r.summary());
+    let m = r.memory.as_ref().expect("memory is sampled after the connect phase");
+    assert!(m.connections >= 40, "{}", r.summary());
+}
