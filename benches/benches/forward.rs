@@ -40,6 +40,7 @@ const N: u32 = 100_000;
 
 struct Nats {
     child: Child,
+    pid: String,
     url: String,
     _store: tempfile::TempDir,
 }
@@ -72,10 +73,35 @@ fn nats_server() -> Nats {
         std::thread::sleep(Duration::from_millis(25));
     }
     Nats {
+        pid: child.id().to_string(),
         child,
         url: format!("nats://127.0.0.1:{port}"),
         _store: store,
     }
+}
+
+/// CPU seconds (user + system) a process has used so far, from
+/// `/proc/<pid>/stat`: on a shared machine the wall time depends on what
+/// else runs, the CPU per record far less.
+fn cpu_s(pid: &str) -> f64 {
+    let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(rest) = st.rfind(')').map(|i| &st[i + 2..]) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of stat (utime, stime) in clock ticks of 1/100 s.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU used during the timed part of the iterations of one case.
+#[derive(Default)]
+struct Cpu {
+    server_s: f64,
+    bench_s: f64,
+    records: u64,
 }
 
 fn record(i: u32) -> Vec<u8> {
@@ -128,7 +154,8 @@ fn preload(dir: PathBuf) -> LogHandle {
     log
 }
 
-/// Forwards the whole log once into a fresh stream; returns the time taken.
+/// Forwards the whole log once into a fresh stream; returns the time taken
+/// and adds the CPU the server and this process used meanwhile to `cpu`.
 #[allow(
     clippy::disallowed_methods,
     reason = "a bench times with the monotonic clock"
@@ -139,6 +166,8 @@ async fn forward_once(
     run: u64,
     window: usize,
     encoding: Encoding,
+    server_pid: &str,
+    cpu: &mut Cpu,
 ) -> Duration {
     let mut cfg = NatsConfig::new(url);
     cfg.stream = format!("BENCH{run}");
@@ -159,6 +188,7 @@ async fn forward_once(
         ..ForwardSettings::default()
     };
     let stop = CancellationToken::new();
+    let (s0, b0) = (cpu_s(server_pid), cpu_s("self"));
     let t0 = Instant::now();
     let task = tokio::spawn(
         Forwarder::new(sink, log.clone(), cursor, settings, health.clone()).run(stop.clone()),
@@ -168,6 +198,9 @@ async fn forward_once(
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let took = t0.elapsed();
+    cpu.server_s += cpu_s(server_pid) - s0;
+    cpu.bench_s += cpu_s("self") - b0;
+    cpu.records += u64::from(N);
     stop.cancel();
     task.await.unwrap().unwrap();
     log.remove_cursor(&format!("bench-{run}")).unwrap();
@@ -196,6 +229,7 @@ fn forward(c: &mut Criterion) {
         ("json", Encoding::Json, 1024),
     ];
     for (name, encoding, window) in cases {
+        let mut cpu = Cpu::default();
         g.bench_with_input(
             BenchmarkId::new(format!("{name}/window"), window),
             &window,
@@ -204,11 +238,19 @@ fn forward(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         run += 1;
-                        total += rt.block_on(forward_once(&log, &nats.url, run, window, encoding));
+                        total += rt.block_on(forward_once(
+                            &log, &nats.url, run, window, encoding, &nats.pid, &mut cpu,
+                        ));
                     }
                     total
                 });
             },
+        );
+        let per = |s: f64| s / cpu.records.max(1) as f64 * 1e6;
+        println!(
+            "forward_nats/{name}/window/{window}: CPU per record (warm-up included): nats-server {:.2} µs, forwarder process {:.2} µs",
+            per(cpu.server_s),
+            per(cpu.bench_s)
         );
     }
     g.finish();

@@ -9,31 +9,34 @@
 //!   approval is also published to `<prefix>.<tenant>.approval` with the
 //!   id `<record id>:approval` (one stream de-duplicates by id across
 //!   subjects, so the copy needs its own).
-//! - Publishes are pipelined: up to `max_in_flight` are sent before the
-//!   oldest PubAck is awaited. async-nats gives each unawaited ack future a
-//!   permit from a fixed pool and blocks `publish` when the pool is empty,
-//!   so holding more futures than the pool, unawaited, deadlocks. The
-//!   context is built with a pool of twice the window, and the window is
-//!   never exceeded: the oldest future is awaited before a new publish
-//!   would pass it. The extra half absorbs futures dropped by a failed
-//!   attempt (they keep their permit until their own timeout).
+//! - Publishes are pipelined with core NATS publishes that name a reply
+//!   subject in one wildcard subscription of ours (`<inbox>.<slot>`); the
+//!   server sends each PubAck there. We do not use async-nats's JetStream
+//!   `send_publish`: it costs a fresh inbox string, a oneshot channel, a
+//!   semaphore permit, a timer and a boxed future per message, and holding
+//!   more of its ack futures than its permit pool, unawaited, deadlocks.
+//!   Here the window is a ring of `max_in_flight` slots: message `n` of an
+//!   attempt uses slot `n % max_in_flight`, and is only sent once message
+//!   `n - max_in_flight` is confirmed, so a slot names exactly one pending
+//!   message and at most `max_in_flight` publishes await their PubAck.
 //! - A batch counts as delivered only when every PubAck of it arrived and
-//!   names our stream.
+//!   names our stream. Any failure (a timeout, an error PubAck, no stream)
+//!   fails the attempt and drops the ack subscription: the retry uses a new
+//!   inbox, so a late PubAck of the failed attempt can never confirm a
+//!   message of the next one.
 
-use std::collections::{HashMap, VecDeque};
-use std::str::FromStr as _;
+use std::collections::HashMap;
+use std::pin::Pin;
 use std::time::Duration;
 
-use async_nats::jetstream::context::{
-    ContextBuilder, GetStreamErrorKind, PublishAckFuture, PublishErrorKind,
-};
-use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::context::{ContextBuilder, GetStreamErrorKind};
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{self, ErrorCode};
-use async_nats::{ConnectOptions, HeaderMap, HeaderName, HeaderValue, ServerAddr, Subject};
+use async_nats::{ConnectOptions, HeaderMap, HeaderName, ServerAddr, StatusCode, Subject};
 use bytes::Bytes;
 use fencegate_schema::parse_record;
+use futures::{FutureExt as _, StreamExt as _};
+use tokio::time::{Instant, Sleep};
 
 use super::config::{Encoding, NatsConfig};
 use super::{Batch, Delivered, RecordKind, Sink, SinkError};
@@ -41,6 +44,7 @@ use crate::record_json;
 
 /// Header naming the payload encoding (`flatbuffers` or `json`).
 pub const ENCODING_HEADER: &str = "Fencegate-Encoding";
+const ENCODING_NAME: HeaderName = HeaderName::from_static(ENCODING_HEADER);
 
 /// The four subject patterns a stream must capture for `prefix`.
 pub fn subject_patterns(prefix: &str) -> [String; 4] {
@@ -91,11 +95,59 @@ pub fn stream_mismatches(cfg: &NatsConfig, have: &stream::Config) -> Vec<String>
     p
 }
 
+/// How many slots must be free before a publisher blocked on a full window
+/// resumes: waking per PubAck would cost a task switch per record, and an
+/// eighth of the window keeps the pipeline full.
+const RESUME_DIVISOR: usize = 8;
+
 struct Conn {
+    client: async_nats::Client,
     js: jetstream::Context,
     /// Cleared when a publish finds no stream (the server lost it), so the
     /// next attempt creates or verifies it again.
     stream_ok: bool,
+    /// The PubAck subscription; dropped after a failed attempt.
+    acks: Option<AckInbox>,
+}
+
+/// One wildcard subscription that receives the PubAcks of our publishes.
+struct AckInbox {
+    sub: async_nats::Subscriber,
+    /// `<inbox>.<slot>` for every slot of the window, built once per
+    /// subscription so a publish only clones a shared subject.
+    replies: Vec<Subject>,
+    /// Length of `<inbox>.`: the slot number follows it.
+    prefix_len: usize,
+}
+
+/// The in-flight window of one attempt: which ring slots await a PubAck.
+struct Window {
+    /// `pending[n % len]`: message `n` was sent and is not yet confirmed.
+    pending: Vec<bool>,
+    /// Messages sent in this attempt.
+    sent: u64,
+    /// The oldest unconfirmed message (`== sent` when all are confirmed).
+    oldest: u64,
+    /// PubAcks flagged duplicate.
+    duplicates: u64,
+    /// When a PubAck last arrived (or the attempt started); the timeout
+    /// counts from here.
+    progress_at: Instant,
+    /// A PubAck arrived since `progress_at` was last set: the clock is read
+    /// once per wait, not once per PubAck.
+    acked: bool,
+}
+
+impl Window {
+    fn touch(&mut self) {
+        if std::mem::take(&mut self.acked) {
+            self.progress_at = Instant::now();
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        (self.sent - self.oldest) as usize
+    }
 }
 
 /// Publishes batches to a JetStream stream; see the module docs.
@@ -108,8 +160,14 @@ pub struct NatsSink {
     /// `[punch, ping, event, approval]` subjects per tenant (tenants are
     /// few and come from the config).
     subjects: HashMap<Box<str>, [Subject; 4]>,
-    inflight: VecDeque<PublishAckFuture>,
-    encoding_name: HeaderName,
+    /// Reused across attempts (one allocation per sink).
+    pending: Vec<bool>,
+    /// `{"stream":"<name>",`: how a PubAck from our stream starts, so the
+    /// common PubAck is checked without a JSON parse.
+    ack_prefix: Vec<u8>,
+    /// The ack timer, created once and re-armed only when it fires (a
+    /// timer per record would take the timer wheel's lock per record).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl std::fmt::Debug for NatsSink {
@@ -138,7 +196,8 @@ impl NatsSink {
             })?),
             None => None,
         };
-        let window = cfg.max_in_flight;
+        let window = cfg.max_in_flight.max(1);
+        let ack_prefix = format!("{{\"stream\":\"{}\",", cfg.stream).into_bytes();
         Ok(Self {
             cfg,
             node: node.to_owned(),
@@ -146,12 +205,17 @@ impl NatsSink {
             creds,
             conn: None,
             subjects: HashMap::new(),
-            inflight: VecDeque::with_capacity(window),
-            encoding_name: HeaderName::from_str(ENCODING_HEADER).expect("a valid header name"),
+            pending: vec![false; window],
+            ack_prefix,
+            timer: None,
         })
     }
 
-    async fn connect(&self) -> Result<jetstream::Context, SinkError> {
+    fn window(&self) -> usize {
+        self.pending.len()
+    }
+
+    async fn connect(&self) -> Result<async_nats::Client, SinkError> {
         let target = self.cfg.urls.join(",");
         let addrs: Vec<ServerAddr> = self
             .cfg
@@ -177,16 +241,10 @@ impl NatsSink {
                 message: format!("credentials_file: {e}"),
             })?;
         }
-        let client = opts.connect(addrs).await.map_err(|e| SinkError::Connect {
+        opts.connect(addrs).await.map_err(|e| SinkError::Connect {
             target: target.clone(),
             message: e.to_string(),
-        })?;
-        Ok(ContextBuilder::new()
-            .timeout(self.cfg.timeout)
-            .ack_timeout(self.cfg.timeout)
-            .max_ack_inflight(self.cfg.max_in_flight * 2)
-            .backpressure_on_inflight(true)
-            .build(client))
+        })
     }
 
     /// Creates the stream or verifies the existing one.
@@ -237,27 +295,55 @@ impl NatsSink {
         }
     }
 
-    async fn ready(&mut self) -> Result<jetstream::Context, SinkError> {
-        if let Some(c) = &self.conn {
-            if c.stream_ok {
-                return Ok(c.js.clone());
-            }
+    /// Connects, creates or verifies the stream, and subscribes the PubAck
+    /// inbox, as far as that is not done yet; returns the client.
+    async fn ready(&mut self) -> Result<async_nats::Client, SinkError> {
+        if self.conn.is_none() {
+            let client = self.connect().await?;
+            let js = ContextBuilder::new()
+                .timeout(self.cfg.timeout)
+                .build(client.clone());
+            // Keep the connection even if the stream check fails: async-nats
+            // reconnects by itself, and the next attempt only re-checks.
+            self.conn = Some(Conn {
+                client,
+                js,
+                stream_ok: false,
+                acks: None,
+            });
         }
-        let js = match &self.conn {
-            Some(c) => c.js.clone(),
-            None => self.connect().await?,
+        let Some(conn) = &self.conn else {
+            unreachable!("connected above")
         };
-        // Keep the connection even if the stream check fails: async-nats
-        // reconnects by itself, and the next attempt only re-checks.
-        self.conn = Some(Conn {
-            js: js.clone(),
-            stream_ok: false,
-        });
-        self.ensure_stream(&js).await?;
-        if let Some(c) = &mut self.conn {
-            c.stream_ok = true;
+        if !conn.stream_ok {
+            let js = conn.js.clone();
+            self.ensure_stream(&js).await?;
         }
-        Ok(js)
+        let window = self.window();
+        let Some(conn) = &mut self.conn else {
+            unreachable!("connected above")
+        };
+        conn.stream_ok = true;
+        if conn.acks.is_none() {
+            let inbox = conn.client.new_inbox();
+            let sub = conn
+                .client
+                .subscribe(format!("{inbox}.*"))
+                .await
+                .map_err(|e| SinkError::Connect {
+                    target: self.cfg.urls.join(","),
+                    message: format!("cannot subscribe the PubAck inbox: {e}"),
+                })?;
+            let replies = (0..window)
+                .map(|i| Subject::from(format!("{inbox}.{i}")))
+                .collect();
+            conn.acks = Some(AckInbox {
+                sub,
+                replies,
+                prefix_len: inbox.len() + 1,
+            });
+        }
+        Ok(conn.client.clone())
     }
 
     fn subjects(&mut self, tenant: &str) -> &[Subject; 4] {
@@ -270,91 +356,170 @@ impl NatsSink {
         &self.subjects[tenant]
     }
 
-    fn publish_error(&mut self, e: &async_nats::jetstream::context::PublishError) -> SinkError {
-        match e.kind() {
-            PublishErrorKind::TimedOut => SinkError::Timeout {
-                what: "JetStream PubAck",
-                after_ms: self.cfg.timeout.as_millis() as u64,
-            },
-            PublishErrorKind::StreamNotFound => {
+    fn timeout_error(&self, what: &'static str) -> SinkError {
+        SinkError::Timeout {
+            what,
+            after_ms: self.cfg.timeout.as_millis() as u64,
+        }
+    }
+
+    /// Handles one message of the ack inbox.
+    fn on_ack(
+        &mut self,
+        prefix_len: usize,
+        win: &mut Window,
+        m: &async_nats::Message,
+    ) -> Result<(), SinkError> {
+        let w = win.pending.len();
+        let slot = m
+            .subject
+            .as_str()
+            .get(prefix_len..)
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|&s| s < w && win.pending[s]);
+        let Some(slot) = slot else {
+            // Nothing of this attempt waits on it; each attempt has its own
+            // inbox, so this is not a PubAck we could owe a record to.
+            tracing::debug!(subject = %m.subject, "ignoring an unexpected message in the PubAck inbox");
+            return Ok(());
+        };
+        match m.status {
+            None | Some(StatusCode::OK) => {}
+            Some(StatusCode::NO_RESPONDERS) => {
                 if let Some(c) = &mut self.conn {
                     c.stream_ok = false;
                 }
-                SinkError::Rejected(format!(
-                    "no stream captures the subject (is stream {} gone?): {e}",
+                return Err(SinkError::Rejected(format!(
+                    "no stream captures the subject (is stream {} gone?)",
                     self.cfg.stream
-                ))
+                )));
             }
-            PublishErrorKind::BrokenPipe => SinkError::Connect {
-                target: self.cfg.urls.join(","),
-                message: e.to_string(),
-            },
-            _ => SinkError::Rejected(e.to_string()),
+            Some(s) => {
+                return Err(SinkError::Rejected(format!(
+                    "NATS answered the publish with status {s}: {}",
+                    m.description.as_deref().unwrap_or("")
+                )));
+            }
         }
-    }
-
-    fn check_ack(&self, ack: &PublishAck, dup: &mut u64) -> Result<(), SinkError> {
-        if ack.stream != self.cfg.stream {
-            return Err(SinkError::Config(format!(
-                "the subject is captured by stream {}, not the configured {}",
-                ack.stream, self.cfg.stream
-            )));
+        match read_ack(&self.ack_prefix, &self.cfg.stream, &m.payload)? {
+            Ack::Stored => {}
+            Ack::Duplicate => win.duplicates += 1,
         }
-        if ack.duplicate {
-            *dup += 1;
+        win.pending[slot] = false;
+        win.acked = true;
+        while win.oldest < win.sent && !win.pending[(win.oldest % w as u64) as usize] {
+            win.oldest += 1;
         }
         Ok(())
     }
 
-    async fn await_oldest(&mut self, dup: &mut u64) -> Result<(), SinkError> {
-        if let Some(f) = self.inflight.pop_front() {
-            match f.await {
-                Ok(ack) => self.check_ack(&ack, dup)?,
-                Err(e) => return Err(self.publish_error(&e)),
-            }
-        }
-        Ok(())
-    }
-
-    async fn publish(
+    /// Receives PubAcks until at most `target` messages are in flight. What
+    /// already arrived is taken without a timer; only a real wait arms it.
+    async fn settle(
         &mut self,
-        js: &jetstream::Context,
-        subject: Subject,
-        payload: Bytes,
-        msg_id: String,
-        dup: &mut u64,
+        acks: &mut AckInbox,
+        win: &mut Window,
+        target: usize,
     ) -> Result<(), SinkError> {
-        // Never hold more unawaited ack futures than the window.
-        if self.inflight.len() >= self.cfg.max_in_flight {
-            self.await_oldest(dup).await?;
+        while win.in_flight() > target {
+            let next = match acks.sub.next().now_or_never() {
+                Some(m) => m,
+                None => {
+                    win.touch();
+                    let timer = self.timer.as_mut().expect("armed by the attempt");
+                    tokio::select! {
+                        biased;
+                        m = acks.sub.next() => m,
+                        () = timer.as_mut() => {
+                            win.touch();
+                            if expired(timer, win.progress_at, self.cfg.timeout) {
+                                return Err(self.timeout_error("JetStream PubAck"));
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let Some(m) = next else {
+                return Err(SinkError::Connect {
+                    target: self.cfg.urls.join(","),
+                    message: "the PubAck subscription closed".into(),
+                });
+            };
+            self.on_ack(acks.prefix_len, win, &m)?;
         }
-        let mut h = HeaderMap::new();
-        h.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            HeaderValue::from(msg_id),
-        );
-        h.insert(self.encoding_name.clone(), self.cfg.encoding.header_value());
-        let msg = PublishMessage::build().payload(payload).headers(h);
-        match js.send_publish(subject, msg).await {
-            Ok(f) => {
-                self.inflight.push_back(f);
-                Ok(())
-            }
-            Err(e) => Err(self.publish_error(&e)),
-        }
+        Ok(())
     }
 
-    async fn deliver_batch(&mut self, batch: &Batch) -> Result<Delivered, SinkError> {
-        let js = self.ready().await?;
-        self.inflight.clear();
-        let mut dup = 0;
+    /// Sends one message into the window, first waiting for room.
+    async fn send(
+        &mut self,
+        client: &async_nats::Client,
+        acks: &mut AckInbox,
+        win: &mut Window,
+        subject: Subject,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<(), SinkError> {
+        let w = win.pending.len();
+        if win.in_flight() >= w {
+            self.settle(acks, win, w - (w / RESUME_DIVISOR).max(1))
+                .await?;
+        }
+        let slot = (win.sent % w as u64) as usize;
+        // async-nats takes an owned header map; this map and its values are
+        // the per-record allocations left on the publish path.
+        let mut h = HeaderMap::new();
+        h.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+        h.insert(ENCODING_NAME, self.cfg.encoding.header_value());
+        let publish =
+            client.publish_with_reply_and_headers(subject, acks.replies[slot].clone(), h, payload);
+        tokio::pin!(publish);
+        let timer = self.timer.as_mut().expect("armed by the attempt");
+        loop {
+            // The client's command queue is full only while it cannot
+            // write (NATS down): bound that wait like a PubAck's.
+            tokio::select! {
+                biased;
+                r = &mut publish => {
+                    r.map_err(|e| match e.kind() {
+                        async_nats::client::PublishErrorKind::Send => SinkError::Connect {
+                            target: self.cfg.urls.join(","),
+                            message: e.to_string(),
+                        },
+                        _ => SinkError::Rejected(e.to_string()),
+                    })?;
+                    break;
+                }
+                () = timer.as_mut() => {
+                    win.touch();
+                    if expired(timer, win.progress_at, self.cfg.timeout) {
+                        return Err(self.timeout_error("NATS publish"));
+                    }
+                }
+            }
+        }
+        win.pending[slot] = true;
+        win.sent += 1;
+        Ok(())
+    }
+
+    async fn publish_batch(
+        &mut self,
+        client: &async_nats::Client,
+        acks: &mut AckInbox,
+        win: &mut Window,
+        batch: &Batch,
+    ) -> Result<(), SinkError> {
+        let mut id_buf = [0u8; APPROVAL_ID_LEN];
         for rec in batch.records() {
-            let [punch, ping, event, approval] = self.subjects(rec.tenant()).clone();
+            let subjects = self.subjects(rec.tenant());
             let subject = match rec.kind() {
-                RecordKind::Punch => punch,
-                RecordKind::Ping => ping,
-                RecordKind::Event => event,
+                RecordKind::Punch => subjects[0].clone(),
+                RecordKind::Ping => subjects[1].clone(),
+                RecordKind::Event => subjects[2].clone(),
             };
+            let approval = rec.needs_approval().then(|| subjects[3].clone());
             let payload = match self.cfg.encoding {
                 Encoding::FlatBuffers => rec.payload_bytes(),
                 Encoding::Json => {
@@ -366,33 +531,157 @@ impl NatsSink {
                     )
                 }
             };
-            let id = record_json::uuid(&rec.record_id());
-            if rec.needs_approval() {
-                let approval_id = format!("{id}:approval");
-                self.publish(&js, subject, payload.clone(), id, &mut dup)
-                    .await?;
-                self.publish(&js, approval, payload, approval_id, &mut dup)
-                    .await?;
-            } else {
-                self.publish(&js, subject, payload, id, &mut dup).await?;
+            write_msg_id(&rec.record_id(), &mut id_buf);
+            let id = std::str::from_utf8(&id_buf).expect("hex digits and ASCII are UTF-8");
+            match approval {
+                None => {
+                    self.send(client, acks, win, subject, &id[..UUID_LEN], payload)
+                        .await?;
+                }
+                Some(approval) => {
+                    self.send(client, acks, win, subject, &id[..UUID_LEN], payload.clone())
+                        .await?;
+                    self.send(client, acks, win, approval, id, payload).await?;
+                }
             }
         }
-        while !self.inflight.is_empty() {
-            self.await_oldest(&mut dup).await?;
-        }
-        Ok(Delivered { duplicates: dup })
+        self.settle(acks, win, 0).await
     }
+
+    async fn deliver_batch(&mut self, batch: &Batch) -> Result<Delivered, SinkError> {
+        let client = self.ready().await?;
+        let Some(mut acks) = self.conn.as_mut().and_then(|c| c.acks.take()) else {
+            unreachable!("ready() subscribes the inbox")
+        };
+        let now = Instant::now();
+        let deadline = now + self.cfg.timeout;
+        match &mut self.timer {
+            Some(t) => t.as_mut().reset(deadline),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.fill(false);
+        let mut win = Window {
+            pending,
+            sent: 0,
+            oldest: 0,
+            duplicates: 0,
+            progress_at: now,
+            acked: false,
+        };
+        let r = self
+            .publish_batch(&client, &mut acks, &mut win, batch)
+            .await;
+        self.pending = win.pending;
+        r?;
+        // Only a clean attempt keeps its inbox; after a failure `acks` is
+        // dropped here (unsubscribed) and the retry gets a new one.
+        if let Some(c) = &mut self.conn {
+            c.acks = Some(acks);
+        }
+        Ok(Delivered {
+            duplicates: win.duplicates,
+        })
+    }
+}
+
+/// Whether no PubAck arrived for `timeout` since `progress_at`; if not
+/// yet, re-arms `timer` for that moment.
+fn expired(timer: &mut Pin<Box<Sleep>>, progress_at: Instant, timeout: Duration) -> bool {
+    let deadline = progress_at + timeout;
+    if Instant::now() >= deadline {
+        return true;
+    }
+    timer.as_mut().reset(deadline);
+    false
+}
+
+/// Length of a record id as a UUID (`8-4-4-4-12` hex digits).
+const UUID_LEN: usize = 36;
+const APPROVAL_SUFFIX: &[u8] = b":approval";
+/// Length of the approval copy's id, `<uuid>:approval`.
+const APPROVAL_ID_LEN: usize = UUID_LEN + APPROVAL_SUFFIX.len();
+
+/// Writes `<uuid>:approval` for `id` into `out` without allocating; the
+/// first [`UUID_LEN`] bytes are the record's `Nats-Msg-Id` (the same text
+/// as `record_json::uuid`).
+fn write_msg_id(id: &[u8; 16], out: &mut [u8; APPROVAL_ID_LEN]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut o = 0;
+    for (i, b) in id.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[o] = b'-';
+            o += 1;
+        }
+        out[o] = HEX[usize::from(b >> 4)];
+        out[o + 1] = HEX[usize::from(b & 0xf)];
+        o += 2;
+    }
+    out[UUID_LEN..].copy_from_slice(APPROVAL_SUFFIX);
+}
+
+/// A PubAck that confirms the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ack {
+    /// Stored in our stream.
+    Stored,
+    /// Our stream already had this `Nats-Msg-Id` (within its duplicate
+    /// window); confirmed all the same.
+    Duplicate,
+}
+
+/// Reads a PubAck payload. `prefix` is `{"stream":"<stream>",`, how
+/// nats-server starts every successful PubAck of our stream; those are
+/// checked without a JSON parse. Anything else (an error, another stream)
+/// is parsed to say what it is.
+fn read_ack(prefix: &[u8], stream: &str, payload: &[u8]) -> Result<Ack, SinkError> {
+    if payload.starts_with(prefix) {
+        // The server writes the `duplicate` field only when it is true
+        // (omitempty); look at its value all the same.
+        let dup = find(&payload[prefix.len()..], b"\"duplicate\"").is_some_and(|at| {
+            let rest = &payload[prefix.len() + at + b"\"duplicate\"".len()..];
+            let rest = rest.trim_ascii_start();
+            rest.strip_prefix(b":")
+                .is_some_and(|r| r.trim_ascii_start().starts_with(b"true"))
+        });
+        return Ok(if dup { Ack::Duplicate } else { Ack::Stored });
+    }
+    let v: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
+        SinkError::Other(format!(
+            "unreadable PubAck {:?}: {e}",
+            String::from_utf8_lossy(payload)
+        ))
+    })?;
+    if let Some(err) = v.get("error") {
+        return Err(SinkError::Rejected(format!(
+            "JetStream refused the message: {err}"
+        )));
+    }
+    match v.get("stream").and_then(|s| s.as_str()) {
+        Some(s) if s == stream => Ok(
+            if v.get("duplicate").and_then(|d| d.as_bool()) == Some(true) {
+                Ack::Duplicate
+            } else {
+                Ack::Stored
+            },
+        ),
+        Some(s) => Err(SinkError::Config(format!(
+            "the subject is captured by stream {s}, not the configured {stream}"
+        ))),
+        None => Err(SinkError::Other(format!(
+            "unexpected PubAck {:?}",
+            String::from_utf8_lossy(payload)
+        ))),
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 impl Sink for NatsSink {
     async fn deliver(&mut self, batch: &Batch) -> Result<Delivered, SinkError> {
-        let r = self.deliver_batch(batch).await;
-        if r.is_err() {
-            // Futures of a failed attempt are dropped: async-nats's acker
-            // releases their permits when they resolve or time out.
-            self.inflight.clear();
-        }
-        r
+        self.deliver_batch(batch).await
     }
 }
 
@@ -439,5 +728,49 @@ mod tests {
         ] {
             assert!(p.contains(n), "{n} missing in {p}");
         }
+    }
+
+    #[test]
+    fn msg_ids_match_the_record_json_uuid() {
+        let id = [
+            0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0, 1, 2, 3, 4, 5, 0xfe, 0xff,
+        ];
+        let mut buf = [0u8; APPROVAL_ID_LEN];
+        write_msg_id(&id, &mut buf);
+        let s = std::str::from_utf8(&buf).unwrap();
+        assert_eq!(&s[..UUID_LEN], record_json::uuid(&id));
+        assert_eq!(s, format!("{}:approval", record_json::uuid(&id)));
+    }
+
+    #[test]
+    fn pubacks_are_read_fast_and_errors_by_parse() {
+        let p = br#"{"stream":"FENCEGATE","#;
+        let r = |b: &[u8]| read_ack(p, "FENCEGATE", b);
+        // nats-server 2.9 writes stored acks by hand, duplicates by json.Marshal.
+        assert_eq!(
+            r(br#"{"stream":"FENCEGATE", "seq": 12}"#).unwrap(),
+            Ack::Stored
+        );
+        assert_eq!(
+            r(br#"{"stream":"FENCEGATE","seq":12,"duplicate":true}"#).unwrap(),
+            Ack::Duplicate
+        );
+        assert_eq!(
+            r(br#"{"stream":"FENCEGATE","domain":"hub","seq":3,"duplicate": true}"#).unwrap(),
+            Ack::Duplicate
+        );
+        assert_eq!(
+            r(br#"{"stream":"FENCEGATE","seq":3,"duplicate":false}"#).unwrap(),
+            Ack::Stored
+        );
+        assert!(matches!(
+            r(br#"{"stream":"FENCEGATE2","seq":3}"#),
+            Err(SinkError::Config(_))
+        ));
+        assert!(matches!(
+            r(br#"{"error":{"code":503,"err_code":10077,"description":"resource limits exceeded"}}"#),
+            Err(SinkError::Rejected(m)) if m.contains("resource limits")
+        ));
+        assert!(matches!(r(b"garbage"), Err(SinkError::Other(_))));
     }
 }
