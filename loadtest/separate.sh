@@ -7,7 +7,10 @@
 #   loadtest/separate.sh loadtest/scenarios/fleet.toml [fencegate-load flags...]
 #
 # FENCEGATE_EXTRA_CONFIG: TOML appended to the gateway's configuration (for
-# example "[dedup]\nping_cell_resolution = 15"). BIN: folder of the two
+# example "[dedup]\nping_cell_resolution = 15"); FENCEGATE_QUIC_CONFIG: lines
+# added to its [quic] table (for example "max_handshakes_in_flight = 64").
+# A scenario's [gateway] table applies only to the harness's built-in
+# gateway; give its settings here instead. BIN: folder of the two
 # binaries (default target/release). Everything lives in a temporary folder
 # that is removed at the end.
 set -euo pipefail
@@ -42,6 +45,7 @@ data_dir = "$dir/data"
 [quic]
 listen = "127.0.0.1:$quic"
 endpoints = $(nproc)
+$(printf '%b' "${FENCEGATE_QUIC_CONFIG:-}")
 [admin]
 listen = "127.0.0.1:$admin"
 [fences]

@@ -132,7 +132,7 @@ pub struct RawQuic {
     /// so that under a peak the ones already started finish inside the
     /// clients' patience instead of all of them timing out together.
     ///
-    /// `1024` unless set.
+    /// `8192` unless set.
     pub max_handshakes_in_flight: usize,
     /// Seconds of silence after which a connection is closed.
     ///
@@ -189,7 +189,7 @@ impl Default for RawQuic {
             dev_cert_names: vec!["localhost".into()],
             max_connections: 100_000,
             retry_above_handshakes_per_s: 2_000,
-            max_handshakes_in_flight: 1024,
+            max_handshakes_in_flight: 8192,
             idle_timeout_s: 60,
             keep_alive_s: 20,
             max_bidi_streams: 16,

@@ -33,6 +33,11 @@ impl Gateway {
         raw.quic.listen = "127.0.0.1:0".into();
         raw.admin.listen = "127.0.0.1:0".into();
         raw.fences.path = fences.clone();
+        // What an operator would configure on a remote gateway for this
+        // scenario (the built-in gateway applies `[gateway]` itself).
+        if let Some(r) = s.gateway.ping_cell_resolution {
+            raw.dedup.ping_cell_resolution = r;
+        }
         let rules = dir.path().join("rules.toml");
         std::fs::write(&rules, fencegate_load::world::synthetic_rules(s)).unwrap();
         raw.attendance.rules = Some(rules);
@@ -215,6 +220,9 @@ fn idle_smoke() {
     let r = run("idle");
     let p = r.pings.as_ref().expect("a fleet load");
     assert_eq!(p.sent.connected, 40, "{}", r.summary());
-    let m = r.memory.as_ref().expect("memory is sampled after the connect phase");
+    let m = r
+        .memory
+        .as_ref()
+        .expect("memory is sampled after the connect phase");
     assert!(m.connections >= 40, "{}", r.summary());
 }
