@@ -1,4 +1,5 @@
-//! A fast hasher for the index's integer cell keys and short tenant names.
+//! A fast hasher for the index's integer cell keys and short tenant names,
+//! also used by the gateway's attendance-rule maps.
 //!
 //! SipHash (std's default) costs ~20 ns per u64 key, a tenth of a lookup budget; the keys are
 //! not attacker-chosen in a way that matters (cells come from the operator's own fences), so a
@@ -10,7 +11,7 @@ const K: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Folded-multiply hasher (as in foldhash/ahash's fallback).
 #[derive(Default, Clone, Copy)]
-pub(crate) struct FoldHasher(u64);
+pub struct FoldHasher(u64);
 
 #[inline]
 fn fold(a: u64, b: u64) -> u64 {
@@ -54,8 +55,10 @@ impl Hasher for FoldHasher {
     }
 }
 
-pub(crate) type FastBuild = BuildHasherDefault<FoldHasher>;
-pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, FastBuild>;
+/// Builds [`FoldHasher`]s.
+pub type FastBuild = BuildHasherDefault<FoldHasher>;
+/// A map with [`FoldHasher`].
+pub type FastMap<K, V> = std::collections::HashMap<K, V, FastBuild>;
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@
 mod cover;
 mod fence;
 mod geom;
-mod hash;
+pub mod hash;
 mod index;
 mod load;
 mod point;

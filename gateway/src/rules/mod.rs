@@ -28,8 +28,6 @@ pub mod schedule;
 pub mod state;
 pub mod store;
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use fencegate_schema::{PunchMethod, TerminalAuth};
@@ -41,49 +39,11 @@ pub use judge::{Judgement, judge};
 pub use schedule::{Schedule, Slot, TimeRules, Timing};
 pub use store::RulesHandle;
 
-/// A fast hasher for the per-punch lookups (tenant, employee, terminal,
-/// BSSID): a folded multiply per 8 bytes, a few nanoseconds for an id.
+/// Maps for the per-punch lookups (tenant, employee, terminal, BSSID), with
+/// the spatial index's folded-multiply hasher: a few nanoseconds for an id.
 /// The maps are built from the operator's rules and only looked up per
-/// punch, so a device choosing keys cannot grow them or make them collide
-/// with each other.
-#[derive(Default, Clone, Copy)]
-pub struct FoldHasher(u64);
-
-impl std::hash::Hasher for FoldHasher {
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut buf = [0u8; 8];
-            buf[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(buf));
-        }
-    }
-
-    #[inline]
-    fn write_u64(&mut self, x: u64) {
-        const K: u64 = 0x9E37_79B9_7F4A_7C15;
-        let m = u128::from(self.0 ^ x) * u128::from(K);
-        self.0 = (m as u64) ^ ((m >> 64) as u64);
-    }
-
-    #[inline]
-    fn write_u8(&mut self, x: u8) {
-        self.write_u64(u64::from(x));
-    }
-
-    #[inline]
-    fn write_usize(&mut self, x: usize) {
-        self.write_u64(x as u64);
-    }
-}
-
-/// A map with [`FoldHasher`].
-pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FoldHasher>>;
+/// punch, so a device choosing keys cannot grow them or make them collide.
+pub use fencegate_spatial::hash::FastMap;
 
 /// Node-wide attendance settings from the gateway configuration
 /// (`[attendance]` in fencegate.toml).
