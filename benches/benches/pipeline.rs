@@ -41,9 +41,11 @@ fn pipeline(n: usize) -> Pipeline {
     let cfg = PipelineConfig {
         node: "bench".into(),
         repeat_window_ms: 300_000,
+        idempotency_horizon_ms: 86_400_000,
         heartbeat_ms: 300_000,
         cell_resolution: h3o::Resolution::Nine,
         max_punch_keys: 50_000_000,
+        max_employees: 1_000_000,
         max_devices: 10_000_000,
     };
     Pipeline::new(cfg, fences, T0)

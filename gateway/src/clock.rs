@@ -19,3 +19,42 @@ pub fn unix_ms() -> i64 {
 pub fn instant() -> std::time::Instant {
     std::time::Instant::now()
 }
+
+/// Monotonic milliseconds on the wall clock's scale: equal to the wall
+/// clock when made, then advanced only by elapsed time. Expiry that must not
+/// follow a wall-clock step (punch-id idempotency) runs on it, while records
+/// keep the wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct MonoMs {
+    wall0: i64,
+    t0: std::time::Instant,
+}
+
+impl MonoMs {
+    /// A clock that reads `wall_ms` now.
+    pub fn starting_at(wall_ms: i64) -> Self {
+        Self {
+            wall0: wall_ms,
+            t0: instant(),
+        }
+    }
+
+    /// Milliseconds: the start's wall time plus the time elapsed since.
+    pub fn now_ms(&self) -> i64 {
+        self.wall0 + self.t0.elapsed().as_millis() as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mono_starts_at_the_given_wall_time_and_never_goes_back() {
+        let c = MonoMs::starting_at(1_000);
+        let a = c.now_ms();
+        assert!((1_000..1_000 + 5_000).contains(&a), "{a}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(c.now_ms() >= a + 5);
+    }
+}

@@ -313,10 +313,20 @@ impl Default for RawLimits {
 #[serde(deny_unknown_fields, default)]
 pub struct RawDedup {
     /// How long a repeat punch (same employee, same kind) is merged into the
-    /// first accepted one, and how long punch ids are remembered.
+    /// first accepted one.
     ///
     /// `300` (five minutes) unless set.
     pub repeat_window_s: u64,
+    /// How long a punch id is remembered, so a resend (after a lost ack, a
+    /// reconnect or a phone that retries the next morning) gets the ack the
+    /// first copy got and is never recorded twice. Measured on the
+    /// monotonic clock, so a wall-clock step neither shortens nor extends
+    /// it. Must be at least `repeat_window_s`. At start the gateway replays
+    /// this much of the log (and at least the 24 h the anti-cheat memory
+    /// covers).
+    ///
+    /// `86400` (24 hours) unless set.
+    pub idempotency_horizon_s: u64,
     /// Longest gap between forwarded pings of a device that stands still.
     ///
     /// `300` unless set.
@@ -326,12 +336,23 @@ pub struct RawDedup {
     ///
     /// `9` unless set.
     pub ping_cell_resolution: u8,
-    /// Most remembered punch keys (ids and repeat keys). When full, new
-    /// punches are answered `Busy` with a retry-after rather than risk
-    /// counting one twice.
+    /// Most remembered punch ids, and separately most remembered repeat
+    /// keys (employee and kind). When either is full, new punches are
+    /// answered `Busy` with a retry-after rather than risk counting one
+    /// twice. A punch id costs about 200 bytes while remembered (see
+    /// `docs/PERFORMANCE.md`), so the default holds a day of 2 million
+    /// punches in about 400 MB.
     ///
     /// `2000000` unless set.
     pub max_punch_keys: usize,
+    /// Most employees the attendance rules remember (anti-cheat: last fix,
+    /// last clock-in, dual-verification first factor) and most QR uses.
+    /// This memory is best effort: when full, a punch of a further
+    /// employee is judged without it (counted in
+    /// `fencegate_rules_memory_full_total`), never refused.
+    ///
+    /// `1000000` unless set.
+    pub max_employees: usize,
     /// Most devices whose last ping is remembered. When full, pings of
     /// further devices are forwarded unsuppressed (nothing is lost; the
     /// downstream sees more pings) and counted.
@@ -344,9 +365,11 @@ impl Default for RawDedup {
     fn default() -> Self {
         Self {
             repeat_window_s: 300,
+            idempotency_horizon_s: 86_400,
             ping_heartbeat_s: 300,
             ping_cell_resolution: 9,
             max_punch_keys: 2_000_000,
+            max_employees: 1_000_000,
             max_devices: 1_000_000,
         }
     }
@@ -658,6 +681,18 @@ impl Config {
                 d.repeat_window_s
             ));
         }
+        if d.idempotency_horizon_s < d.repeat_window_s {
+            p.push(format!(
+                "dedup.idempotency_horizon_s = {} is shorter than dedup.repeat_window_s = {}; a resend must be recognised at least as long as a repeat is merged (86400 recommended)",
+                d.idempotency_horizon_s, d.repeat_window_s
+            ));
+        }
+        if d.idempotency_horizon_s > 7 * 86_400 {
+            p.push(format!(
+                "dedup.idempotency_horizon_s = {} is over 7 days; the log is replayed over the horizon at start, so keep it at most 604800",
+                d.idempotency_horizon_s
+            ));
+        }
         if d.ping_heartbeat_s == 0 {
             p.push("dedup.ping_heartbeat_s must be at least 1".into());
         }
@@ -667,8 +702,11 @@ impl Config {
                 d.ping_cell_resolution
             ));
         }
-        if d.max_punch_keys < 1_000 || d.max_devices < 1_000 {
-            p.push("dedup.max_punch_keys and dedup.max_devices must be at least 1000".into());
+        if d.max_punch_keys < 1_000 || d.max_devices < 1_000 || d.max_employees < 1_000 {
+            p.push(
+                "dedup.max_punch_keys, dedup.max_devices and dedup.max_employees must be at least 1000"
+                    .into(),
+            );
         }
         let l = &raw.log;
         if l.segment_bytes < (1 << 20) {
@@ -780,9 +818,14 @@ impl Config {
         })
     }
 
-    /// The repeat/idempotency window.
+    /// The repeat-merge window.
     pub fn repeat_window(&self) -> Duration {
         Duration::from_secs(self.dedup.repeat_window_s)
+    }
+
+    /// How long punch ids are remembered.
+    pub fn idempotency_horizon(&self) -> Duration {
+        Duration::from_secs(self.dedup.idempotency_horizon_s)
     }
 }
 

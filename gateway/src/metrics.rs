@@ -146,6 +146,9 @@ pub struct RulesMetrics {
     pub changes: Counter,
     /// Refused rule changes (invalid rules or a forbidden section).
     pub changes_refused: Counter,
+    /// Punches judged without the per-employee memory because it was full
+    /// (`dedup.max_employees`): anti-cheat checks skipped, nothing refused.
+    pub memory_full: Counter,
 }
 
 fn snake(name: &str) -> String {
@@ -186,6 +189,7 @@ impl RulesMetrics {
             version: gauge!("fencegate_rules_version"),
             changes: counter!("fencegate_rules_changes_total", "result" => "applied"),
             changes_refused: counter!("fencegate_rules_changes_total", "result" => "refused"),
+            memory_full: counter!("fencegate_rules_memory_full_total"),
         }
     }
 

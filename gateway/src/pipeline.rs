@@ -10,6 +10,7 @@
 //! [`Pipeline::punch_durable`] and send the ack.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use fencegate_schema::{
     AttendanceRef, AttendanceStatus, FenceEventRef, PingBatchView, PingRecordRef, Position,
@@ -37,14 +38,18 @@ const DEVICE_MEMORY_MS: i64 = 3_600_000;
 pub struct PipelineConfig {
     /// Node name written into records.
     pub node: Arc<str>,
-    /// Repeat-merge and idempotency window.
+    /// Repeat-merge window.
     pub repeat_window_ms: i64,
+    /// How long a punch id is remembered (monotonic time).
+    pub idempotency_horizon_ms: i64,
     /// Longest gap between forwarded pings of a device standing still.
     pub heartbeat_ms: i64,
     /// H3 resolution a device must leave for its ping to be forwarded.
     pub cell_resolution: h3o::Resolution,
-    /// Most remembered punch keys.
+    /// Most remembered punch ids, and most remembered repeat keys.
     pub max_punch_keys: usize,
+    /// Most employees (and QR uses) the rules remember; best effort.
+    pub max_employees: usize,
     /// Most remembered devices.
     pub max_devices: usize,
 }
@@ -55,10 +60,12 @@ impl PipelineConfig {
         Self {
             node: cfg.node_name.as_str().into(),
             repeat_window_ms: cfg.dedup.repeat_window_s as i64 * 1_000,
+            idempotency_horizon_ms: cfg.dedup.idempotency_horizon_s as i64 * 1_000,
             heartbeat_ms: cfg.dedup.ping_heartbeat_s as i64 * 1_000,
             cell_resolution: h3o::Resolution::try_from(cfg.dedup.ping_cell_resolution)
                 .expect("validated by config"),
             max_punch_keys: cfg.dedup.max_punch_keys,
+            max_employees: cfg.dedup.max_employees,
             max_devices: cfg.dedup.max_devices,
         }
     }
@@ -108,7 +115,8 @@ pub struct AckInfo {
 
 #[derive(Debug, Clone)]
 struct PunchEntry {
-    time_ms: i64,
+    /// Monotonic time the punch was decided at (see [`Pipeline::tick_at`]).
+    mono_ms: i64,
     ack: AckInfo,
     /// The punch's own record id (differs from `ack.record_id` for repeats).
     own_record_id: [u8; 16],
@@ -137,7 +145,7 @@ type PunchKey = (u64, u128);
 type RepeatKey = (u64, u64, u8);
 
 /// A punch the pipeline has decided on and whose record awaits the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PendingPunch {
     key: PunchKey,
     repeat: Option<RepeatKey>,
@@ -146,10 +154,26 @@ pub struct PendingPunch {
     qr: Option<QrUseKey>,
     status: AttendanceStatus,
     flags: u64,
+    /// What the employee memory learns from this punch once it is durable.
+    memory: Option<Remember>,
+}
+
+/// A change to one employee's memory, applied only once the punch's record
+/// is durable.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Remember {
+    key: (u64, u64),
+    dual: Option<crate::rules::DualRule>,
+    observed: Observed,
+    counts: bool,
 }
 
 /// The pipeline's answer to one punch.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned by value once per punch and matched at once; boxing the pending punch would allocate per punch"
+)]
 pub enum PunchDecision<'b> {
     /// A new record: append `record` to the log, and once it is durable
     /// call [`Pipeline::punch_durable`] and send `ack`. If the append fails,
@@ -245,6 +269,11 @@ pub struct Pipeline {
     employees: WindowMap<(u64, u64), EmployeeState>,
     /// QR codes used, once per employee, for as long as a code is valid.
     qr_uses: WindowMap<QrUseKey, ()>,
+    /// Monotonic milliseconds as of the last [`Pipeline::tick_at`]: the
+    /// clock punch ids expire by, so a wall-clock step cannot clear them.
+    /// Read once per punch (an atomic load, not a clock read); its one
+    /// second of staleness is nothing next to a 24 h horizon.
+    mono_ms: AtomicI64,
     metrics: PipelineMetrics,
     rules_metrics: RulesMetrics,
 }
@@ -301,19 +330,21 @@ impl Pipeline {
         rules: Arc<RulesHandle>,
         now_ms: i64,
     ) -> Self {
-        // Punch ids and repeat keys share the key budget; the rules' memory
-        // (employees, QR uses) gets as much again.
-        let half = (cfg.max_punch_keys / 2).max(1);
+        // Punch ids and repeat keys each get the key budget; the rules'
+        // best-effort memory (employees, QR uses) has its own, so filling
+        // it can never refuse a punch.
         let qr_window = {
             let s = &rules.load().settings;
             (s.qr_skew_steps + 2) * s.qr_step_ms
         };
+        let horizon = cfg.idempotency_horizon_ms.max(cfg.repeat_window_ms);
         Self {
-            punch_ids: WindowMap::new(cfg.repeat_window_ms, half, now_ms),
-            repeats: WindowMap::new(cfg.repeat_window_ms, half, now_ms),
+            punch_ids: WindowMap::new(horizon, cfg.max_punch_keys, now_ms),
+            repeats: WindowMap::new(cfg.repeat_window_ms, cfg.max_punch_keys, now_ms),
             devices: WindowMap::new(DEVICE_MEMORY_MS, cfg.max_devices, now_ms),
-            employees: WindowMap::new(EMPLOYEE_MEMORY_MS, half, now_ms),
-            qr_uses: WindowMap::new(qr_window.max(1), half, now_ms),
+            employees: WindowMap::new(EMPLOYEE_MEMORY_MS, cfg.max_employees, now_ms),
+            qr_uses: WindowMap::new(qr_window.max(1), cfg.max_employees, now_ms),
+            mono_ms: AtomicI64::new(now_ms),
             metrics: PipelineMetrics::register(),
             rules_metrics: RulesMetrics::register(),
             rules,
@@ -337,9 +368,22 @@ impl Pipeline {
         &self.cfg
     }
 
-    /// Expires old dedup generations. Call about once a second.
+    /// Expires old dedup generations, with the wall clock standing in for
+    /// the monotonic one (tests and tools with a fake clock). Call about
+    /// once a second.
     pub fn tick(&self, now_ms: i64) {
-        self.punch_ids.rotate(now_ms);
+        self.tick_at(now_ms, now_ms);
+    }
+
+    /// Expires old dedup generations. `now_ms` is wall-clock time (repeat
+    /// windows, device and employee memory follow the times punches and
+    /// fixes carry); `mono_ms` is a monotonic clock in milliseconds that
+    /// agrees with the wall clock at the pipeline's start (punch ids expire
+    /// by it, so a wall-clock step neither clears nor pins them). Call
+    /// about once a second.
+    pub fn tick_at(&self, now_ms: i64, mono_ms: i64) {
+        self.mono_ms.fetch_max(mono_ms, Ordering::Relaxed);
+        self.punch_ids.rotate(self.mono_ms.load(Ordering::Relaxed));
         self.repeats.rotate(now_ms);
         self.devices.rotate(now_ms);
         self.employees.rotate(now_ms);
@@ -369,7 +413,9 @@ impl Pipeline {
         let id = punch.punch_id();
         let key: PunchKey = (session.tenant_tag, u128::from_be_bytes(id));
         let window = self.cfg.repeat_window_ms;
-        let live = move |e: &PunchEntry| now_ms - e.time_ms < window;
+        let mono = self.mono_ms.load(Ordering::Relaxed);
+        let horizon = self.cfg.idempotency_horizon_ms.max(window);
+        let live = move |e: &PunchEntry| mono - e.mono_ms < horizon;
         if let Some(e) = self.punch_ids.get(&key, |e| live(e).then(|| e.clone())) {
             self.metrics.dedup_hits.increment(1);
             return if e.durable {
@@ -505,6 +551,7 @@ impl Pipeline {
         let factor = factor_of(dual, method, punch.terminal_auth());
         let rkey: RepeatKey = (session.tenant_tag, emp_tag, kind_tag(punch.kind(), factor));
         let mut repeat = None;
+        let mut memory = None;
         let mut merged_into = None;
         let mut paired_with = None;
         if ack.verdict != Verdict::Rejected {
@@ -530,21 +577,19 @@ impl Pipeline {
                 },
                 record_id: own_record_id,
             };
-            let obs = self.employees.with((session.tenant_tag, emp_tag), |slot| {
-                slot.get_or_insert_with(EmployeeState::default).observe(
-                    tenant_rules,
-                    dual,
-                    &observed,
-                    first.is_none(),
-                )
+            // Read only: the memory learns this punch once it is durable
+            // (`punch_durable`), so a punch the log refused leaves no trace.
+            let ekey = (session.tenant_tag, emp_tag);
+            let obs = self
+                .employees
+                .get(&ekey, |st| Some(st.check(tenant_rules, dual, &observed)))
+                .unwrap_or_else(|| EmployeeState::default().check(tenant_rules, dual, &observed));
+            memory = Some(Remember {
+                key: ekey,
+                dual,
+                observed,
+                counts: first.is_none(),
             });
-            let obs = match obs {
-                Ok(o) => o,
-                Err(_) => {
-                    release_qr(qr);
-                    return self.full();
-                }
-            };
             flags |= obs.flags;
             paired_with = obs.paired_with;
             match first.or(obs.merged_into.filter(|_| accepted)) {
@@ -576,7 +621,7 @@ impl Pipeline {
         }
 
         let entry = PunchEntry {
-            time_ms: now_ms,
+            mono_ms: mono,
             ack: ack.clone(),
             own_record_id,
             durable: false,
@@ -654,6 +699,7 @@ impl Pipeline {
                 qr,
                 status,
                 flags,
+                memory,
             },
         }
     }
@@ -663,13 +709,28 @@ impl Pipeline {
         PunchDecision::Full
     }
 
-    /// The record of `pending` is durable: resends now get its ack.
+    /// The record of `pending` is durable: resends now get its ack, and the
+    /// employee memory learns the punch.
     pub fn punch_durable(&self, pending: &PendingPunch, verdict: Verdict) {
         self.punch_ids.update(&pending.key, |e| {
             if e.own_record_id == pending.record_id {
                 e.durable = true;
             }
         });
+        if let Some(m) = &pending.memory {
+            let learned = self.employees.with(m.key, |slot| {
+                slot.get_or_insert_with(EmployeeState::default).remember(
+                    m.dual,
+                    &m.observed,
+                    m.counts,
+                );
+            });
+            if learned.is_err() {
+                // Best effort: a full memory judges later punches without
+                // this one rather than refusing anybody.
+                self.rules_metrics.memory_full.increment(1);
+            }
+        }
         self.metrics.punch(verdict);
         self.rules_metrics.punch(pending.status, pending.flags);
     }
@@ -691,14 +752,24 @@ impl Pipeline {
     /// Rebuilds the dedup windows and the rules' memory (minimum interval,
     /// dual verification, last fix, QR uses) from a punch record read back
     /// from the log at start, so resends after a restart get the ack they
-    /// got before and the rules see the punches made before it.
+    /// got before and the rules see the punches made before it. Each map
+    /// takes only what is still live at `now_ms`.
+    ///
+    /// Call it before any traffic, while the pipeline's monotonic clock
+    /// still reads the wall-clock time it started at: a replayed punch id
+    /// keeps the age its record's gateway time gives it.
+    ///
+    /// Fails when the punch ids or repeat keys do not fit
+    /// (`dedup.max_punch_keys`): starting anyway would forget acks the
+    /// contract promises to repeat.
     pub fn replay_punch(
         &self,
+        now_ms: i64,
         tenant: &str,
         rec: &fencegate_schema::PunchRecord<'_>,
         gateway_time_ms: i64,
         record_id: [u8; 16],
-    ) {
+    ) -> Result<(), crate::dedup::Full> {
         let tenant_tag = xxh3_64(tenant.as_bytes());
         let id = rec.punch_id().0;
         let merged_into = rec.merged_into().map(|u| u.0);
@@ -710,15 +781,21 @@ impl Pipeline {
             nearest_fence_id: rec.nearest_fence_id().map(Arc::from),
             distance_m: rec.distance_m(),
         };
-        let _ = self.punch_ids.insert(
-            (tenant_tag, u128::from_be_bytes(id)),
-            PunchEntry {
-                time_ms: gateway_time_ms,
-                ack,
-                own_record_id: record_id,
-                durable: true,
-            },
-        );
+        let horizon = self
+            .cfg
+            .idempotency_horizon_ms
+            .max(self.cfg.repeat_window_ms);
+        if now_ms - gateway_time_ms < horizon {
+            self.punch_ids.insert(
+                (tenant_tag, u128::from_be_bytes(id)),
+                PunchEntry {
+                    mono_ms: gateway_time_ms,
+                    ack,
+                    own_record_id: record_id,
+                    durable: true,
+                },
+            )?;
+        }
         let at = match rec.attendance_time_ms() {
             0 if rec.offline() => rec.device_time_ms(),
             0 => gateway_time_ms,
@@ -732,17 +809,20 @@ impl Pipeline {
             .dual;
         let factor = factor_of(dual, rec.method(), rec.terminal_auth());
         let auth = rec.terminal_auth();
-        if rec.verdict() == Verdict::Accepted {
-            let _ = self.repeats.insert(
+        // Attendance time may lie ahead of the gateway's (clock skew), so
+        // the repeat window is measured generously here; the punch path
+        // checks the exact distance between attendance times.
+        if rec.verdict() == Verdict::Accepted && now_ms - at < 2 * self.cfg.repeat_window_ms {
+            self.repeats.insert(
                 (tenant_tag, emp_tag, kind_tag(rec.kind(), factor)),
                 RepeatEntry {
                     time_ms: at,
                     record_id,
                 },
-            );
+            )?;
         }
-        if rec.verdict() == Verdict::Rejected {
-            return;
+        if rec.verdict() == Verdict::Rejected || now_ms - at >= EMPLOYEE_MEMORY_MS {
+            return Ok(());
         }
         let observed = Observed {
             at_ms: at,
@@ -755,27 +835,34 @@ impl Pipeline {
                 .map(|p| (p.lat(), p.lon(), p.accuracy_m())),
             record_id,
         };
-        let _ = self.employees.with((tenant_tag, emp_tag), |slot| {
-            slot.get_or_insert_with(EmployeeState::default).observe(
-                tenant_rules,
+        let learned = self.employees.with((tenant_tag, emp_tag), |slot| {
+            slot.get_or_insert_with(EmployeeState::default).remember(
                 dual,
                 &observed,
                 rec.verdict() != Verdict::RepeatMerged,
             )
         });
+        if learned.is_err() {
+            self.rules_metrics.memory_full.increment(1);
+        }
         if rec.method() == PunchMethod::Qr {
             // The code's own step is not in the record: block every step it
             // could have been, which only ever refuses a second scan.
             if let Some(site) = rec.site() {
                 let s = &rules.settings;
                 let step = crate::rules::qr::step_of(at, s.qr_step_ms);
-                for st in step - s.qr_skew_steps..=step {
-                    let _ = self
-                        .qr_uses
-                        .insert((tenant_tag, emp_tag, xxh3_64(site.as_bytes()), st), ());
+                let qr_window = (s.qr_skew_steps + 2) * s.qr_step_ms;
+                if now_ms - at < qr_window {
+                    for st in step - s.qr_skew_steps..=step {
+                        // Best effort, like the employee memory.
+                        let _ = self
+                            .qr_uses
+                            .insert((tenant_tag, emp_tag, xxh3_64(site.as_bytes()), st), ());
+                    }
                 }
             }
         }
+        Ok(())
     }
 
     /// Processes one verified ping batch from `session`, pushing every

@@ -171,14 +171,16 @@ pub fn limits(cfg: &Config) -> Limits {
     }
 }
 
-/// Replays the log's last repeat window into the pipeline's dedup maps, so
-/// a resend after a restart gets the ack it got before.
+/// Replays the log's idempotency horizon into the pipeline's dedup maps,
+/// so a resend after a restart gets the ack it got before, and the last
+/// 24 h into the rules' employee memory (anti-cheat), as ATTENDANCE.md
+/// promises.
 fn replay(pipeline: &Pipeline, log: &LogHandle, now_ms: i64) -> anyhow::Result<u64> {
-    // Back far enough for the dedup windows and for what the rules
-    // remember (minimum interval, dual verification).
-    let window = pipeline
-        .config()
-        .repeat_window_ms
+    let c = pipeline.config();
+    let window = c
+        .idempotency_horizon_ms
+        .max(c.repeat_window_ms)
+        .max(crate::rules::state::EMPLOYEE_MEMORY_MS)
         .max(pipeline.rules().load().memory_ms());
     let since = (now_ms - window).max(0) as u64;
     let start = log
@@ -196,7 +198,15 @@ fn replay(pipeline: &Pipeline, log: &LogHandle, now_ms: i64) -> anyhow::Result<u
             continue;
         };
         if let RecordBodyView::Punch(p) = rec.body() {
-            pipeline.replay_punch(rec.tenant(), &p, rec.gateway_time_ms(), rec.record_id());
+            pipeline
+                .replay_punch(now_ms, rec.tenant(), &p, rec.gateway_time_ms(), rec.record_id())
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "replaying the idempotency horizon from the log: {e}; the log holds more punches in the last dedup.idempotency_horizon_s = {} s than dedup.max_punch_keys = {} allows: raise dedup.max_punch_keys (about 200 bytes each) or shorten the horizon",
+                        c.idempotency_horizon_ms / 1_000,
+                        c.max_punch_keys
+                    )
+                })?;
             n += 1;
         }
     }
@@ -252,8 +262,16 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         rules.clone(),
         now,
     ));
+    let mono = clock::MonoMs::starting_at(now);
+    let replay_started = clock::instant();
     let replayed = replay(&pipeline, &log, now)?;
-    tracing::info!(entries = report.entries, replayed, next = %report.next_lsn, "log recovered");
+    tracing::info!(
+        entries = report.entries,
+        replayed,
+        replay_ms = replay_started.elapsed().as_millis() as u64,
+        next = %report.next_lsn,
+        "log recovered"
+    );
 
     let identity = match (&cfg.quic.cert, &cfg.quic.key) {
         (Some(c), Some(k)) => tls::load_identity(c, k)?,
@@ -319,7 +337,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                 () = hk_ctx.shutdown.cancelled() => break,
             }
             let now = clock::unix_ms();
-            hk_ctx.pipeline.tick(now);
+            hk_ctx.pipeline.tick_at(now, mono.now_ms());
             prometheus_upkeep(n);
             n += 1;
             if n % 30 == 0 {

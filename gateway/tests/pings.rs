@@ -55,9 +55,11 @@ fn a_standing_device_notices_a_fence_that_grows_around_it() {
     let cfg = PipelineConfig {
         node: "n".into(),
         repeat_window_ms: 300_000,
+        idempotency_horizon_ms: 86_400_000,
         heartbeat_ms: 300_000,
         cell_resolution: h3o::Resolution::Nine,
         max_punch_keys: 1_000,
+        max_employees: 1_000_000,
         max_devices: 1_000,
     };
     let p = Pipeline::new(cfg, fences.clone(), T0);

@@ -34,9 +34,11 @@ fn pipeline() -> Pipeline {
     let cfg = PipelineConfig {
         node: "test-node".into(),
         repeat_window_ms: 5 * MIN,
+        idempotency_horizon_ms: 86_400_000,
         heartbeat_ms: 5 * MIN,
         cell_resolution: h3o::Resolution::Nine,
         max_punch_keys: 1_000,
+        max_employees: 1_000_000,
         max_devices: 1_000,
     };
     Pipeline::new(cfg, fences, T0)
@@ -279,15 +281,17 @@ fn full_dedup_window_answers_busy_instead_of_risking_a_double_count() {
     let cfg = PipelineConfig {
         node: "n".into(),
         repeat_window_ms: 5 * MIN,
+        idempotency_horizon_ms: 5 * MIN,
         heartbeat_ms: 5 * MIN,
         cell_resolution: h3o::Resolution::Nine,
         max_punch_keys: 4,
+        max_employees: 1_000_000,
         max_devices: 1_000,
     };
     let p = Pipeline::new(cfg, fences, T0);
     let s = Session::new("acme", "d");
     let mut fulls = 0;
-    for i in 0..4u8 {
+    for i in 0..5u8 {
         let mut fbb = FlatBufferBuilder::new();
         let bytes = punch_msg(i + 1, &format!("e-{i}"), HQ, T0)
             .encode_into(&mut fbb)
@@ -303,13 +307,9 @@ fn full_dedup_window_answers_busy_instead_of_risking_a_double_count() {
             fulls += 1;
         }
     }
-    assert!(
-        fulls >= 1,
-        "a window of 4 keys cannot hold 4 punches (ids + repeat keys)"
-    );
-    // Two windows later the punch ids and repeat keys are gone and punches
-    // flow again. (The per-employee rules memory lives longer than the
-    // window and shares the key budget, so this is an employee it knows.)
+    assert!(fulls >= 1, "a window of 4 punch ids cannot hold 5 punches");
+    // Two horizons later the punch ids and repeat keys are gone and punches
+    // flow again, for an employee the rules memory knows too.
     p.tick(T0 + 10 * MIN + 1);
     let (v, ..) = punch(
         &p,
@@ -333,7 +333,15 @@ fn replayed_log_restores_idempotency_after_a_restart() {
     let RecordBodyView::Punch(pr) = view.body() else {
         panic!()
     };
-    fresh.replay_punch(view.tenant(), &pr, view.gateway_time_ms(), view.record_id());
+    fresh
+        .replay_punch(
+            T0 + MIN,
+            view.tenant(),
+            &pr,
+            view.gateway_time_ms(),
+            view.record_id(),
+        )
+        .unwrap();
     let (v, _, id2, rec2) = punch(&fresh, T0 + MIN, &s, &msg);
     assert_eq!((v, id2), (Verdict::Accepted, id));
     assert!(rec2.is_none(), "no second record after a restart");
@@ -438,4 +446,163 @@ fn a_device_of_another_tenant_sees_no_transitions_for_fences_not_its_own() {
     pings(&p, T0, &s, T0, vec![fix(away, 0)]);
     let (o, _) = pings(&p, T0 + 1_000, &s, T0 + 1_000, vec![fix(HQ, 0)]);
     assert_eq!(o.events, 0, "hq-north belongs to acme");
+}
+
+fn pipeline_with(horizon_ms: i64, max_punch_keys: usize, max_employees: usize) -> Pipeline {
+    let set = FenceSet::from_parts([FenceSpec::circle(
+        "hq-north",
+        "acme",
+        Point::new(HQ.0, HQ.1).unwrap(),
+        200.0,
+    )]);
+    let fences = Arc::new(Fences::new(
+        FenceIndex::build(set, &IndexOptions::default()),
+        LoadOptions::default(),
+    ));
+    let cfg = PipelineConfig {
+        node: "n".into(),
+        repeat_window_ms: 5 * MIN,
+        idempotency_horizon_ms: horizon_ms,
+        heartbeat_ms: 5 * MIN,
+        cell_resolution: h3o::Resolution::Nine,
+        max_punch_keys,
+        max_employees,
+        max_devices: 1_000,
+    };
+    Pipeline::new(cfg, fences, T0)
+}
+
+#[test]
+fn resend_after_the_repeat_window_within_the_horizon_gets_the_same_ack() {
+    let p = pipeline_with(24 * 60 * MIN, 1_000, 1_000);
+    let s = Session::new("acme", "phone-1");
+    let msg = punch_msg(1, "e-1", HQ, T0);
+    let (v, _, id, rec) = punch(&p, T0, &s, &msg);
+    assert_eq!(v, Verdict::Accepted);
+    assert!(rec.is_some());
+    // The ack was lost; the phone retries 6 minutes, then 23 hours later
+    // (the housekeeping tick runs all along).
+    for later in [6 * MIN, 23 * 60 * MIN] {
+        p.tick(T0 + later);
+        let (v2, _, id2, rec2) = punch(&p, T0 + later, &s, &msg);
+        assert_eq!(
+            (v2, id2),
+            (Verdict::Accepted, id),
+            "resend after {later} ms"
+        );
+        assert!(rec2.is_none(), "no second record after {later} ms");
+    }
+    // Past the horizon the id is forgotten: a resend is a new punch.
+    let t = T0 + 24 * 60 * MIN + 1;
+    p.tick(t);
+    let (_, _, _, rec3) = punch(&p, t, &s, &punch_msg(1, "e-1", HQ, t));
+    assert!(
+        rec3.is_some(),
+        "a resend past the horizon is decided afresh"
+    );
+}
+
+#[test]
+fn a_wall_clock_step_neither_clears_nor_pins_punch_ids() {
+    let p = pipeline_with(60 * MIN, 1_000, 1_000);
+    let s = Session::new("acme", "phone-1");
+    let msg = punch_msg(1, "e-1", HQ, T0);
+    let (_, _, id, _) = punch(&p, T0, &s, &msg);
+    // NTP steps the wall clock two days ahead; one real minute has passed.
+    let wall = T0 + 2 * 24 * 60 * MIN;
+    p.tick_at(wall, T0 + MIN);
+    let (v, _, id2, rec) = punch(&p, wall, &s, &punch_msg(1, "e-1", HQ, wall));
+    assert_eq!((v, id2), (Verdict::Accepted, id));
+    assert!(rec.is_none(), "the step must not clear the punch id");
+    // The wall clock steps back to the start; real time goes past the horizon.
+    p.tick_at(T0, T0 + 61 * MIN);
+    let (_, _, _, rec) = punch(&p, T0, &s, &msg);
+    assert!(
+        rec.is_some(),
+        "the horizon runs on the monotonic clock, not the wall clock"
+    );
+}
+
+#[test]
+fn a_punch_the_log_refused_leaves_no_trace_in_the_employee_memory() {
+    let p = pipeline_with(60 * MIN, 1_000, 1_000);
+    let s = Session::new("acme", "phone-1");
+    let mut fbb = FlatBufferBuilder::new();
+    // Two zero-accuracy fixes at one spot flag the second as a replayed fix.
+    let mut a = punch_msg(1, "e-1", HQ, T0);
+    a.position = Some(Position::new(HQ.0, HQ.1, 0.0));
+    let bytes = a.encode_into(&mut fbb).to_vec();
+    let Ok(Request::Punch(view)) = parse_frame(&bytes, Channel::Stream, T0, &Limits::default())
+    else {
+        panic!()
+    };
+    let PunchDecision::Record { pending, .. } = p.punch(T0, &s, &view, &mut Scratch::default())
+    else {
+        panic!()
+    };
+    p.punch_failed(&pending);
+    let mut b = punch_msg(2, "e-1", HQ, T0 + MIN);
+    b.kind = PunchKind::Out;
+    b.position = Some(Position::new(HQ.0, HQ.1, 0.0));
+    let (_, _, _, rec) = punch(&p, T0 + MIN, &s, &b);
+    let rec = rec.unwrap();
+    let RecordBodyView::Punch(pr) = parse_record(&rec).unwrap().body() else {
+        panic!()
+    };
+    assert_eq!(
+        pr.anomaly_flags() & fencegate_schema::anomaly::ZERO_ACCURACY_REPEAT,
+        0,
+        "the refused punch's fix must not be remembered"
+    );
+    // Once durable, the memory does learn it.
+    let mut c = punch_msg(3, "e-1", HQ, T0 + 2 * MIN);
+    c.position = Some(Position::new(HQ.0, HQ.1, 0.0));
+    c.kind = PunchKind::In;
+    let rec = punch(&p, T0 + 2 * MIN, &s, &c).3.unwrap();
+    let RecordBodyView::Punch(pr) = parse_record(&rec).unwrap().body() else {
+        panic!()
+    };
+    assert_ne!(
+        pr.anomaly_flags() & fencegate_schema::anomaly::ZERO_ACCURACY_REPEAT,
+        0
+    );
+}
+
+#[test]
+fn a_full_employee_memory_judges_without_it_and_refuses_nobody() {
+    let p = pipeline_with(60 * MIN, 1_000, 1);
+    let s = Session::new("acme", "phone-1");
+    for i in 0..20u8 {
+        let (v, ..) = punch(&p, T0, &s, &punch_msg(i + 1, &format!("e-{i}"), HQ, T0));
+        assert_eq!(v, Verdict::Accepted, "employee {i}");
+    }
+}
+
+#[test]
+fn replay_that_does_not_fit_the_punch_ids_fails_instead_of_forgetting() {
+    let p = pipeline();
+    let s = Session::new("acme", "phone-1");
+    let mut records = Vec::new();
+    for i in 0..5u8 {
+        let t = T0 + i64::from(i) * 6 * MIN;
+        records.push(
+            punch(&p, t, &s, &punch_msg(i + 1, &format!("e-{i}"), HQ, t))
+                .3
+                .unwrap(),
+        );
+    }
+    let now = T0 + 31 * MIN;
+    let small = pipeline_with(24 * 60 * MIN, 4, 1_000);
+    let results: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let v = parse_record(r).unwrap();
+            let RecordBodyView::Punch(pr) = v.body() else {
+                panic!()
+            };
+            small.replay_punch(now, v.tenant(), &pr, v.gateway_time_ms(), v.record_id())
+        })
+        .collect();
+    assert!(results[..4].iter().all(Result::is_ok));
+    assert!(results[4].is_err(), "the fifth punch id does not fit");
 }

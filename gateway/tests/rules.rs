@@ -155,9 +155,11 @@ fn pipeline(t0: i64) -> Pipeline {
     let cfg = PipelineConfig {
         node: "test".into(),
         repeat_window_ms: 5 * MIN,
+        idempotency_horizon_ms: 86_400_000,
         heartbeat_ms: 5 * MIN,
         cell_resolution: h3o::Resolution::Nine,
         max_punch_keys: 10_000,
+        max_employees: 1_000_000,
         max_devices: 1_000,
     };
     let fences = Arc::new(Fences::new(index, LoadOptions::default()));
@@ -1187,7 +1189,14 @@ fn a_qr_code_stays_used_across_a_restart() {
     let RecordBodyView::Punch(pr) = rec.body() else {
         panic!("a punch record")
     };
-    p.replay_punch("acme", &pr, rec.gateway_time_ms(), rec.record_id());
+    p.replay_punch(
+        now + 10_000,
+        "acme",
+        &pr,
+        rec.gateway_time_ms(),
+        rec.record_id(),
+    )
+    .unwrap();
     let again = run_step(
         &p,
         2,

@@ -55,7 +55,7 @@ pub struct EmployeeState {
 }
 
 /// A punch as [`EmployeeState::observe`] sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Observed {
     /// Attendance time.
     pub at_ms: i64,
@@ -87,10 +87,11 @@ fn kind_slot(kind: PunchKind) -> usize {
 }
 
 impl EmployeeState {
-    /// Compares an accepted punch with the memory and updates it. `dual` is
-    /// the employee's group's rule; `counts` is false for a punch that will
-    /// be merged as a repeat (it is checked but does not become the
-    /// reference for later punches).
+    /// Compares an accepted punch with the memory and updates it: [`check`]
+    /// then [`remember`]. Used where the punch is already durable (replay).
+    ///
+    /// [`check`]: Self::check
+    /// [`remember`]: Self::remember
     pub fn observe(
         &mut self,
         rules: &TenantRules,
@@ -98,6 +99,46 @@ impl EmployeeState {
         p: &Observed,
         counts: bool,
     ) -> Observation {
+        let o = self.check(rules, dual, p);
+        self.remember(dual, p, counts);
+        o
+    }
+
+    /// Makes a punch part of the memory, once its record is durable (so a
+    /// punch the log refused never becomes the reference for later ones).
+    /// `counts` is false for a punch merged as a repeat: it does not become
+    /// the reference for later punches.
+    pub fn remember(&mut self, dual: Option<DualRule>, p: &Observed, counts: bool) {
+        if !counts {
+            return;
+        }
+        if let Some((lat, lon, acc)) = p.fix {
+            self.last_fix = Some(LastFix {
+                at_ms: p.at_ms,
+                lat,
+                lon,
+                accuracy_m: acc,
+            });
+        }
+        if let Some(d) = dual {
+            if !d.second.matches(p.method, p.auth) && d.first.matches(p.method, p.auth) {
+                self.first_factor[kind_slot(p.kind)] = Some(Mark {
+                    at_ms: p.at_ms,
+                    record_id: p.record_id,
+                });
+            }
+        }
+        if p.kind == PunchKind::In {
+            self.last_in = Some(Mark {
+                at_ms: p.at_ms,
+                record_id: p.record_id,
+            });
+        }
+    }
+
+    /// Compares a punch with the memory, changing nothing. `dual` is the
+    /// employee's group's rule.
+    pub fn check(&self, rules: &TenantRules, dual: Option<DualRule>, p: &Observed) -> Observation {
         let mut o = Observation::default();
         if let Some((lat, lon, acc)) = p.fix {
             if let Some(prev) = self.last_fix {
@@ -121,14 +162,6 @@ impl EmployeeState {
                     }
                 }
             }
-            if counts {
-                self.last_fix = Some(LastFix {
-                    at_ms: p.at_ms,
-                    lat,
-                    lon,
-                    accuracy_m: acc,
-                });
-            }
         }
         if p.kind == PunchKind::Out && rules.min_interval_ms > 0 {
             if let Some(m) = self.last_in {
@@ -151,18 +184,7 @@ impl EmployeeState {
                     }
                     _ => o.flags |= anomaly::DUAL_VERIFICATION_GAP,
                 }
-            } else if d.first.matches(p.method, p.auth) && counts {
-                self.first_factor[slot] = Some(Mark {
-                    at_ms: p.at_ms,
-                    record_id: p.record_id,
-                });
             }
-        }
-        if counts && p.kind == PunchKind::In {
-            self.last_in = Some(Mark {
-                at_ms: p.at_ms,
-                record_id: p.record_id,
-            });
         }
         o
     }
