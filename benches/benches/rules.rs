@@ -14,6 +14,7 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use fencegate::fences::Fences;
 use fencegate::pipeline::{Pipeline, PipelineConfig, PunchDecision, Scratch, Session};
 use fencegate::rules::config::{CompileContext, compile_text, fixed_qr_keys};
+use fencegate::rules::holidays::Calendars;
 use fencegate::rules::judge::{Location, judge};
 use fencegate::rules::state::{EmployeeState, Observed};
 use fencegate::rules::{AttendanceSettings, Rules, RulesHandle};
@@ -39,7 +40,7 @@ fn tenant_rules(id: &str) -> String {
         r#"
 [tenants.{id}]
 timezone = "Asia/Shanghai"
-holidays = ["holidays/cn-2025.toml"]
+holidays = ["cn-2025"]
 default_group = "office"
 min_interval_min = 30
 [tenants.{id}.groups.office]
@@ -74,7 +75,9 @@ terminals = ["term-1"]
 fn compile(text: &str, tenants: &[&str]) -> Rules {
     let mut keys = fixed_qr_keys(1);
     let mut ctx = CompileContext {
-        base_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../config"),
+        calendars: Calendars::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/holidays"),
+        ),
         settings: AttendanceSettings::default(),
         qr_key: &mut keys,
     };

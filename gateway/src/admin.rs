@@ -367,17 +367,9 @@ async fn put_fences(
     axum::Json(json!({ "version": version, "fences": count })).into_response()
 }
 
-/// Writes the file atomically: a crash leaves the old or the new file.
+/// Writes the fence file atomically and durably (see
+/// [`crate::persist::atomic_replace`]), keeping its mode.
 fn persist(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("geojson.tmp");
-    {
-        use std::io::Write as _;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    let mode = crate::persist::mode_of(path).unwrap_or(crate::persist::SHARED);
+    crate::persist::atomic_replace(path, text.as_bytes(), mode)
 }

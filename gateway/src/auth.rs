@@ -82,11 +82,21 @@ impl TenantKey {
         if !path.exists() && create {
             let mut key = [0u8; 32];
             rand::fill(&mut key);
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+            // Linked into place whole: a second process starting at the same
+            // moment reads this key or keeps its own, never an empty file.
+            if crate::persist::create_new(
+                path,
+                hex::encode(key).as_bytes(),
+                crate::persist::PRIVATE,
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "tenant key file {}: cannot create it: {e}; check that the folder is writable",
+                    path.display()
+                )
+            })? {
+                tracing::warn!(path = %path.display(), "generated a new tenant key");
             }
-            write_private(path, hex::encode(key).as_bytes())?;
-            tracing::warn!(path = %path.display(), "generated a new tenant key");
         }
         let text = std::fs::read_to_string(path).map_err(|e| {
             anyhow::anyhow!(
@@ -106,24 +116,6 @@ impl TenantKey {
     fn mac(&self) -> HmacSha256 {
         HmacSha256::new_from_slice(&self.0).expect("HMAC takes keys of any length")
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, data)
 }
 
 /// Every tenant's key: verifies tokens for any tenant, issues for one.

@@ -425,12 +425,18 @@ impl Default for RawLog {
 pub struct RawAttendance {
     /// The attendance rules file (time zones, schedules, holidays, sites,
     /// Wi-Fi, QR, terminals, employees; see config/rules.toml and
-    /// docs/ATTENDANCE.md). `PUT /v1/rules` rewrites it. Holiday calendar
-    /// paths in it are relative to its folder. Empty: no rules file, every
+    /// docs/ATTENDANCE.md). `PUT /v1/rules` changes it (a tenant token only
+    /// its own section, in place). Holiday calendars in it are names looked
+    /// up in `holidays_dir`. Empty: no rules file, every
     /// tenant is judged by the defaults (and `PUT /v1/rules` is refused).
     /// (With no config file at all, `<data_dir>/rules.toml` is used, seeded
     /// from the bundled example.)
     pub rules: Option<PathBuf>,
+    /// The operator's folder of holiday calendars (`<name>.toml` or
+    /// `<name>.csv`). Rules name calendars (`holidays = ["cn-2025"]`); a
+    /// name is looked up here and nowhere else, so tenants cannot make the
+    /// gateway read other files. `holidays/` beside the rules file unless set.
+    pub holidays_dir: Option<PathBuf>,
     /// Oldest offline punch accepted, in hours, judged by its device time;
     /// older ones are refused as `OfflineTooOld`.
     ///
@@ -456,6 +462,7 @@ impl Default for RawAttendance {
     fn default() -> Self {
         Self {
             rules: None,
+            holidays_dir: None,
             offline_window_h: 72,
             qr_step_s: 30,
             qr_skew_steps: 1,
@@ -469,6 +476,8 @@ impl Default for RawAttendance {
 pub struct AttendanceConfig {
     /// The rules file, if any.
     pub rules_path: Option<PathBuf>,
+    /// The calendar folder, if set (else `holidays/` beside the rules file).
+    pub holidays_dir: Option<PathBuf>,
     /// Settings handed to the rules.
     pub settings: crate::rules::AttendanceSettings,
     /// Whether the bundled example rules may seed a missing rules file.
@@ -806,6 +815,7 @@ impl Config {
             tenants,
             attendance: AttendanceConfig {
                 rules_path: raw.attendance.rules.clone(),
+                holidays_dir: raw.attendance.holidays_dir.clone(),
                 settings: crate::rules::AttendanceSettings {
                     offline_window_ms: raw.attendance.offline_window_h as i64 * 3_600_000,
                     qr_step_ms: raw.attendance.qr_step_s as i64 * 1_000,

@@ -15,6 +15,7 @@ pub mod edge;
 pub mod fences;
 pub mod log;
 pub mod metrics;
+pub mod persist;
 pub mod pipeline;
 pub mod record_json;
 pub mod rules;

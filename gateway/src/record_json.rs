@@ -1,6 +1,9 @@
-//! The JSON form of a downstream record, used by `fencegate log tail
-//! --json`, the JSON-lines and webhook sinks, and exports. Field names
-//! follow `schema/fbs/record.fbs` in snake case; ids are UUID-formatted hex.
+//! The one JSON form of a downstream record, used by `fencegate log tail
+//! --json`, the JSON-lines, webhook and NATS (`encoding = "json"`) sinks,
+//! `GET /v1/records` and `fencegate export --format json`. Field names follow
+//! `schema/fbs/record.fbs` in snake case; ids are UUID-formatted hex. Every
+//! punch carries `attendance_time_ms` and `terminal_auth`, as
+//! docs/ATTENDANCE.md promises.
 
 use fencegate_schema::{RecordBodyView, RecordView};
 use serde_json::{Value, json};
@@ -34,6 +37,16 @@ fn snake(name: Option<&str>) -> String {
     out
 }
 
+/// The time the rules judged a punch by, unix ms: its recorded
+/// `attendance_time_ms`, or the gateway time for records written before that
+/// field existed (it reads as 0 there).
+pub fn attendance_time_ms(r: &RecordView<'_>) -> i64 {
+    match r.attendance() {
+        Some(a) if a.attendance_time_ms != 0 => a.attendance_time_ms,
+        _ => r.gateway_time_ms(),
+    }
+}
+
 /// The record as a JSON object.
 pub fn record_json(r: &RecordView<'_>) -> Value {
     let mut v = json!({
@@ -52,6 +65,11 @@ pub fn record_json(r: &RecordView<'_>) -> Value {
             obj.insert("kind".into(), snake(p.kind().variant_name()).into());
             obj.insert("method".into(), snake(p.method().variant_name()).into());
             obj.insert("device_time_ms".into(), p.device_time_ms().into());
+            obj.insert("attendance_time_ms".into(), attendance_time_ms(r).into());
+            obj.insert(
+                "terminal_auth".into(),
+                snake(p.terminal_auth().variant_name()).into(),
+            );
             if let Some(pos) = p.position() {
                 obj.insert("lat".into(), pos.lat().into());
                 obj.insert("lon".into(), pos.lon().into());

@@ -116,8 +116,8 @@ fn admin_tokens(cfg: &Config) -> anyhow::Result<Vec<AdminToken>> {
         if !path.exists() {
             let mut raw = [0u8; 24];
             rand::fill(&mut raw);
-            std::fs::create_dir_all(&cfg.data_dir)?;
-            write_private(&path, &hex::encode(raw))?;
+            crate::persist::create_new(&path, hex::encode(raw).as_bytes(), crate::persist::PRIVATE)
+                .map_err(|e| anyhow::anyhow!("admin token {}: cannot create it: {e}; check that the data directory is writable", path.display()))?;
         }
         let secret = std::fs::read_to_string(&path)?.trim().to_owned();
         eprintln!(
@@ -131,23 +131,6 @@ fn admin_tokens(cfg: &Config) -> anyhow::Result<Vec<AdminToken>> {
         });
     }
     Ok(out)
-}
-
-#[cfg(unix)]
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
 }
 
 /// The log settings of a configuration.

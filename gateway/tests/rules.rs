@@ -13,6 +13,7 @@ use fencegate::fences::Fences;
 use fencegate::log::Lsn;
 use fencegate::pipeline::{Pipeline, PipelineConfig, PunchDecision, Scratch, Session};
 use fencegate::rules::config::{CompileContext, compile_text, fixed_qr_keys};
+use fencegate::rules::holidays::Calendars;
 use fencegate::rules::{AttendanceSettings, Rules, RulesHandle};
 use fencegate::sink::{Batch, Offered};
 use fencegate_schema::{
@@ -33,7 +34,7 @@ const BERLIN: (f64, f64) = (52.5096, 13.3760);
 const RULES: &str = r#"
 [tenants.acme]
 timezone = "Asia/Shanghai"
-holidays = ["holidays/cn-2025.toml"]
+holidays = ["cn-2025"]
 default_group = "office"
 out_of_range = "approval"
 accuracy = { policy = "tolerant", max_m = 150.0 }
@@ -126,7 +127,9 @@ terminals = ["term-berlin-depot"]
 fn rules() -> Rules {
     let mut keys = fixed_qr_keys(7);
     let mut ctx = CompileContext {
-        base_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../config"),
+        calendars: Calendars::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/holidays"),
+        ),
         settings: AttendanceSettings::default(),
         qr_key: &mut keys,
     };
@@ -1014,7 +1017,9 @@ fn a_swap_of_the_rules_applies_to_the_next_punch() {
     let text = RULES.replace("late_grace_min = 10", "late_grace_min = 45");
     let mut keys = fixed_qr_keys(7);
     let mut ctx = CompileContext {
-        base_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../config"),
+        calendars: Calendars::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/holidays"),
+        ),
         settings: AttendanceSettings::default(),
         qr_key: &mut keys,
     };
@@ -1071,7 +1076,9 @@ fn wifi_ssid_alone_is_never_trusted() {
     );
     let mut keys = fixed_qr_keys(7);
     let mut ctx = CompileContext {
-        base_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../config"),
+        calendars: Calendars::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/holidays"),
+        ),
         settings: AttendanceSettings::default(),
         qr_key: &mut keys,
     };

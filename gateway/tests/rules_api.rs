@@ -379,12 +379,27 @@ async fn a_supervisor_reads_only_their_departments_exceptions_in_their_tenant() 
     assert_eq!(pending["status"], "out_of_range_pending_approval");
     assert_eq!(pending["supervisor"], "E0100");
 
-    // Narrowing inside the scope works; widening it finds nothing or is refused.
+    // Narrowing inside the scope works; widening it is refused, never
+    // answered with an empty list the caller could take for "no records".
     let (_, body) = records(&node, "ops-lead", "status=out_of_range_pending_approval").await;
     assert_eq!(owners(&json(&body)), pairs(&[("acme", "E3001")]));
-    let (code, body) = records(&node, "ops-lead", "employee=E2001").await;
-    assert_eq!(code, 200);
-    assert_eq!(owners(&json(&body)), pairs(&[]), "another department");
+    let (code, other_dept) = records(&node, "ops-lead", "employee=E2001").await;
+    assert_eq!(code, 403, "another department: {other_dept}");
+    assert_eq!(
+        message(&other_dept),
+        "this supervisor token reads department 'ops' of tenant 'acme' only, and employee \"E2001\" is not in it; drop employee= or ask for an employee of 'ops'"
+    );
+    // An employee unknown to the rules is refused alike: the answer does not
+    // tell whether the id exists.
+    let (code, unknown) = records(&node, "ops-lead", "employee=E2002").await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        message(&unknown),
+        message(&other_dept).replace("E2001", "E2002")
+    );
+    let (code, body) = records(&node, "ops-lead", "employee=E3001").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(owners(&json(&body)), pairs(&[("acme", "E3001")]));
     let (code, body) = records(&node, "ops-lead", "status=normal&employee=E1001").await;
     assert_eq!(code, 200);
     assert_eq!(
@@ -779,7 +794,64 @@ async fn a_terminal_punches_for_many_employees_concurrently() {
         );
         assert_eq!(rec.attendance().unwrap().site, Some("sh"));
     }
+
+    // Every JSON form carries how the terminal identified the employee and
+    // the time the rules judged by (docs/ATTENDANCE.md), from the one
+    // record_json: the admin API, `export --format json`, `log tail --json`.
+    let (code, body) = records(&node, "ops", "tenant=acme&employee=E5007").await;
+    assert_eq!(code, 200, "{body}");
+    let api = json(&body)["records"][0].clone();
     node.running.shutdown(Duration::from_secs(2)).await;
+    let cfg_path = node.dir.path().join("fencegate.toml");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_fencegate"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let log_dir = dir.to_str().unwrap().to_owned();
+    let tailed = run(&["log", "tail", "--json", "--dir", &log_dir]);
+    let from = "1970-01-01T00:00:00Z".to_owned();
+    let to = format!("{}", now_ms() + 3_600_000);
+    let exported = run(&[
+        "export",
+        "--config",
+        cfg_path.to_str().unwrap(),
+        "--tenant",
+        "acme",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--format",
+        "json",
+        "--employee",
+        "E5007",
+    ]);
+    let tail_rec = tailed
+        .lines()
+        .map(json)
+        .find(|r| r["employee_id"] == "E5007")
+        .expect("log tail --json prints the punch");
+    let export_rec = json(exported.lines().next().expect("export prints the punch"));
+    for (form, r) in [
+        ("api", &api),
+        ("log tail", &tail_rec),
+        ("export", &export_rec),
+    ] {
+        assert_eq!(r["terminal_auth"], "face", "{form}: {r}");
+        let at = r["attendance_time_ms"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{form}: {r}"));
+        assert!(at > 0, "{form}: {r}");
+        assert_eq!(r["attendance_time_ms"], api["attendance_time_ms"], "{form}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1207,4 +1279,194 @@ async fn approvals_reach_the_tenants_approval_subject_with_routing() {
     assert_eq!(as_json, want("fgjson"));
     node.running.shutdown(Duration::from_secs(5)).await;
     nats.stop();
+}
+
+/// Hostile calendar references from a tenant admin (issue 12): a path
+/// outside the calendar folder, `../`, or a name that is a symlink in the
+/// folder. Each is refused with 422, the answer shows no byte of the file,
+/// and it is byte-identical whether the file exists or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_calendars_are_named_never_pathed() {
+    let (node, cfg_path) = node().await;
+    let dir = cfg_path.parent().unwrap().to_owned();
+    let rules_path = dir.join("rules.toml");
+    // The operator's folder (holidays/ beside the rules file) with one real
+    // calendar and a symlink to a file the gateway may read but must not show.
+    let calendars = dir.join("holidays");
+    std::fs::create_dir_all(&calendars).unwrap();
+    std::fs::write(
+        calendars.join("cn-2025.toml"),
+        include_str!("../../config/holidays/cn-2025.toml"),
+    )
+    .unwrap();
+    let secret = dir.join("secret.csv");
+    let write_secret =
+        || std::fs::write(&secret, "date,type,name\n2025-01-01,TOPSECRET,hunter2\n").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&secret, calendars.join("evil.csv")).unwrap();
+
+    let section = |holidays: &str| {
+        format!("[tenants.acme]\ntimezone = \"Asia/Shanghai\"\nholidays = [{holidays:?}]\n")
+    };
+    let hostile = [
+        secret.to_str().unwrap().to_owned(),
+        "../secret".to_owned(),
+        "../secret.csv".to_owned(),
+        "holidays/../../secret".to_owned(),
+        "evil".to_owned(),
+    ];
+    for name in &hostile {
+        write_secret();
+        let (code, present) = http(
+            &node,
+            "PUT",
+            "/v1/rules",
+            Some("acme-admin"),
+            Some(&section(name)),
+        )
+        .await;
+        assert_eq!(code, 422, "{name}: {present}");
+        for leaked in ["TOPSECRET", "hunter2", "No such file", "cannot read"] {
+            assert!(
+                !present.contains(leaked),
+                "{name} shows {leaked:?}: {present}"
+            );
+        }
+        std::fs::remove_file(&secret).unwrap();
+        let (code, missing) = http(
+            &node,
+            "PUT",
+            "/v1/rules",
+            Some("acme-admin"),
+            Some(&section(name)),
+        )
+        .await;
+        assert_eq!(code, 422, "{name}: {missing}");
+        assert_eq!(
+            present, missing,
+            "{name}: existing and missing files answer alike"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&rules_path).unwrap(),
+        RULES,
+        "refused changes leave the file alone"
+    );
+    // What the tenant is told: the name is not a calendar, and which are.
+    let (_, body) = http(
+        &node,
+        "PUT",
+        "/v1/rules",
+        Some("acme-admin"),
+        Some(&section("evil")),
+    )
+    .await;
+    assert_eq!(
+        message(&body),
+        "1 problem(s) in the rules; nothing was changed\ntenants.acme.holidays: there is no calendar named \"evil\"; the operator's calendars are: cn-2025"
+    );
+    let (_, body) = http(
+        &node,
+        "PUT",
+        "/v1/rules",
+        Some("acme-admin"),
+        Some(&section("../secret")),
+    )
+    .await;
+    assert!(
+        message(&body).contains("calendars are named, not pathed"),
+        "{body}"
+    );
+
+    // A name from the folder works, and inline dates join it.
+    let ok = format!(
+        "{}holiday_dates = {{ off = [\"2025-12-24\"] }}\n",
+        section("cn-2025")
+    );
+    let (code, body) = http(&node, "PUT", "/v1/rules", Some("acme-admin"), Some(&ok)).await;
+    assert_eq!(code, 200, "{body}");
+    node.running.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Compiling rules has no side effects: a refused PUT creates no QR key
+/// file; the same site in a valid PUT gets its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_rules_change_creates_no_qr_key() {
+    let (node, cfg_path) = node().await;
+    let key = cfg_path
+        .parent()
+        .unwrap()
+        .join("data/keys/qr/acme/gate-2.key");
+    let section = |tz: &str| {
+        format!("[tenants.acme]\ntimezone = {tz:?}\n\n[tenants.acme.sites.gate-2]\nqr = true\n")
+    };
+    for who in ["acme-admin", "ops"] {
+        let body = if who == "ops" {
+            format!(
+                "{}\n{}",
+                section("Mars/Base"),
+                "[tenants.globex]\ntimezone = \"UTC\"\n"
+            )
+        } else {
+            section("Mars/Base")
+        };
+        let (code, answer) = http(&node, "PUT", "/v1/rules", Some(who), Some(&body)).await;
+        assert_eq!(code, 422, "{who}: {answer}");
+        assert!(
+            !key.exists(),
+            "{who}: a refused change created {}",
+            key.display()
+        );
+        let mut left: Vec<_> = std::fs::read_dir(key.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["sh.key"], "{who}: only the applied file's key");
+    }
+    let (code, answer) = http(
+        &node,
+        "PUT",
+        "/v1/rules",
+        Some("acme-admin"),
+        Some(&section("Asia/Shanghai")),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    assert!(key.exists(), "an applied change creates the key");
+    let (code, body) = http(&node, "GET", "/v1/qr/gate-2", Some("acme-admin"), None).await;
+    assert_eq!(code, 200, "{body}");
+    node.running.shutdown(Duration::from_secs(2)).await;
+}
+
+/// A tenant PUT edits its own section in place: the operator's comments
+/// and every other tenant's section stay byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_change_keeps_the_rest_of_the_rules_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = write_config(dir.path());
+    let rules_path = cfg_path.with_file_name("rules.toml");
+    let header = "# Rules of this node. Owner: ops@example.com. Do not reorder.\n";
+    std::fs::write(&rules_path, format!("{header}{RULES}")).unwrap();
+    let cfg = Config::load(&cfg_path).unwrap_or_else(|e| panic!("{e}"));
+    let node = Node::start_with(dir, cfg).await;
+    let section = "[tenants.acme]\ntimezone = \"Asia/Shanghai\"\nout_of_range = \"reject\"\n";
+    let (code, body) = http(&node, "PUT", "/v1/rules", Some("acme-admin"), Some(section)).await;
+    assert_eq!(code, 200, "{body}");
+    let on_disk = std::fs::read_to_string(&rules_path).unwrap();
+    assert!(
+        on_disk.starts_with(header),
+        "the operator's header comment:\n{on_disk}"
+    );
+    let globex = &RULES[RULES.find("[tenants.globex]").unwrap()..];
+    assert!(
+        on_disk.ends_with(globex),
+        "globex's section, comment included, byte for byte:\n{on_disk}"
+    );
+    assert!(on_disk.contains("out_of_range = \"reject\""), "{on_disk}");
+    assert!(
+        !on_disk.contains("E3001"),
+        "acme's old section is replaced: {on_disk}"
+    );
+    node.running.shutdown(Duration::from_secs(2)).await;
 }

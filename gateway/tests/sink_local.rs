@@ -213,6 +213,12 @@ async fn jsonl_writes_one_line_per_record_and_latest_skips_the_backlog() {
         assert_eq!(line["record_id"], id.as_str());
         assert_eq!(line["type"], "punch");
         assert_eq!(line["verdict"], "accepted");
+        // docs/ATTENDANCE.md: every record carries both, the JSON form too.
+        assert_eq!(line["terminal_auth"], "none", "a GPS punch: {line}");
+        assert!(
+            line["attendance_time_ms"].as_i64().unwrap_or(0) > 0,
+            "{line}"
+        );
     }
     node.running.shutdown(Duration::from_secs(5)).await;
 }

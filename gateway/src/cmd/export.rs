@@ -7,6 +7,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use crate::config::Config;
+use crate::persist;
 use crate::rules::records::{self, RecordQuery, Source};
 
 /// Arguments of `fencegate export`.
@@ -31,7 +32,9 @@ pub struct ExportArgs {
     /// field, repeat_merged, rejected).
     #[arg(long)]
     pub status: Option<String>,
-    /// Write here instead of stdout.
+    /// Write here instead of stdout (`-` is stdout). A regular file is
+    /// replaced atomically once the export is complete; a device, FIFO or
+    /// symlink is written through.
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// Configuration file naming the data directory and rules (embedded
@@ -89,13 +92,12 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
         "log directory {} does not exist; pass --config for the node's configuration",
         cfg.log_dir.display()
     );
-    let out: Box<dyn std::io::Write> = match &args.output {
-        Some(p) => Box::new(
-            std::fs::File::create(p)
-                .map_err(|e| anyhow::anyhow!("--output {}: {e}", p.display()))?,
-        ),
-        None => Box::new(std::io::stdout().lock()),
-    };
+    // `-` or no --output: stdout. A regular file is staged and renamed over
+    // only once every record is written; a device, FIFO or symlink is written
+    // through (see crate::persist).
+    let target = args.output.clone().unwrap_or_else(|| PathBuf::from("-"));
+    let out = persist::Output::create(&target)
+        .map_err(|e| anyhow::anyhow!("--output {}: {e}", target.display()))?;
     let out = std::io::BufWriter::new(out);
     let mut sink = if csv {
         let mut w = csv::Writer::from_writer(out);
@@ -135,21 +137,31 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
             }
         },
     )?;
-    let flushed = match &mut sink {
-        Sink::Csv(w) => w.flush(),
-        Sink::Json(w) => w.flush(),
+    let finished = match failed {
+        // Dropping an unfinished staged output discards it; the old file stays.
+        Some(e) => Err(e),
+        None => finish(sink),
     };
-    match failed.or(flushed.err()) {
+    match finished {
         // A closed pipe (e.g. `| head`) is the reader's choice, not an error.
-        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-        Some(e) => return Err(e.into()),
-        None => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        Err(e) => return Err(anyhow::anyhow!("--output {}: {e}", target.display())),
+        Ok(()) => {}
     }
     eprintln!(
         "exported {} record(s); read {} of {} log segment(s) ({} records), the others skipped by the time index",
         stats.matched, stats.segments_read, stats.segments, stats.records_read
     );
     Ok(())
+}
+
+/// Flushes the output and commits it (the rename of a staged file).
+fn finish(sink: Sink<std::io::BufWriter<persist::Output>>) -> std::io::Result<()> {
+    let buf = match sink {
+        Sink::Csv(w) => w.into_inner().map_err(|e| e.into_error())?,
+        Sink::Json(w) => w,
+    };
+    buf.into_inner().map_err(|e| e.into_error())?.commit()
 }
 
 enum Sink<W: std::io::Write> {

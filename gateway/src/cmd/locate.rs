@@ -5,14 +5,16 @@
 //! (point, containing fence); a point inside no fence has no row. Without `--tenant` every
 //! tenant's fences are tested; fence ids are unique only per tenant, so add `--with-tenant`
 //! to tell same-named fences of different tenants apart. Output is written only once every
-//! line has been read and checked: to a temporary file beside `--out`, then renamed.
+//! line has been read and checked. A regular `--out` file (or a new one) is replaced
+//! atomically: written beside it, then renamed over it. A device (`/dev/null`), FIFO or
+//! symlink is written through and survives; `-` is stdout (see `crate::persist`).
 
 use std::io::Write;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use fencegate_spatial::{
     FenceIndex, FenceKey, FenceSet, IndexOptions, LoadOptions, Point, TenantKey,
 };
@@ -27,7 +29,8 @@ pub struct LocateArgs {
     /// Points to locate: CSV with the header `id,lat,lon`.
     #[arg(long)]
     pub points: PathBuf,
-    /// Where to write `id,fence_id` rows (stdout if omitted).
+    /// Where to write `id,fence_id` rows (stdout if omitted or `-`). A regular file is
+    /// replaced atomically; a device, FIFO or symlink is written through.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Only this tenant's fences (every tenant's if omitted).
@@ -108,7 +111,8 @@ pub fn locate(args: &LocateArgs) -> anyhow::Result<LocateSummary> {
     let located = locate_csv(&index, tenant, args.with_tenant, &input)
         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     match &args.out {
-        Some(path) => write_atomically(path, &located.csv)?,
+        Some(path) => crate::persist::write_output(path, &located.csv)
+            .with_context(|| format!("writing --out {}", path.display()))?,
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(&located.csv)?;
@@ -403,34 +407,6 @@ fn push_field(out: &mut Vec<u8>, field: &[u8]) {
     } else {
         out.extend_from_slice(field);
     }
-}
-
-/// Writes `data` to a temporary file beside `path` and renames it over `path`, so readers
-/// never see half a file and a failed run leaves no partial output.
-fn write_atomically(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("--out {} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        bail!("writing {}: {e}", path.display());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

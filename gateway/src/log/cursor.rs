@@ -1,8 +1,7 @@
 //! Named, persisted read positions: one per sink.
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -278,24 +277,12 @@ fn check_name(name: &str) -> Result<(), LogError> {
 /// Replaces the cursor file atomically: temp file, fsync, rename, folder
 /// fsync. A crash leaves the old or the new position, never a torn one.
 fn write_atomic(path: &Path, pos: Lsn) -> Result<(), LogError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("cursor");
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        writeln!(f, "{}", pos.0)?;
-        f.sync_all()
-    };
-    write().map_err(|e| LogError::io("write cursor", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| LogError::io("rename cursor into place", path, e))?;
-    segment::sync_dir(dir)
+    crate::persist::atomic_replace(
+        path,
+        format!("{}\n", pos.0).as_bytes(),
+        crate::persist::SHARED,
+    )
+    .map_err(|e| LogError::io("replace cursor", path, e))
 }
 
 #[cfg(test)]

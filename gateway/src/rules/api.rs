@@ -83,21 +83,25 @@ impl AttendanceApi {
 pub fn load(cfg: &Config) -> anyhow::Result<(Arc<RulesHandle>, RulesSource)> {
     let source = RulesSource {
         path: cfg.attendance.rules_path.clone(),
+        holidays_dir: cfg.attendance.holidays_dir.clone(),
         data_dir: cfg.data_dir.clone(),
         settings: cfg.attendance.settings.clone(),
         tenants: cfg.tenants.iter().map(|(t, _)| t.clone()).collect(),
     };
     if let (Some(path), true) = (&source.path, cfg.attendance.seed_sample_rules) {
         if !path.exists() {
-            let dir = super::config::base_dir_of(path);
-            std::fs::create_dir_all(dir.join("holidays"))?;
+            let dir = source.calendar_dir();
             for (name, text) in SAMPLE_HOLIDAYS {
-                std::fs::write(dir.join("holidays").join(name), text)?;
+                crate::persist::create_new(
+                    &dir.join(name),
+                    text.as_bytes(),
+                    crate::persist::SHARED,
+                )?;
             }
-            std::fs::write(path, SAMPLE_RULES)?;
+            crate::persist::create_new(path, SAMPLE_RULES.as_bytes(), crate::persist::SHARED)?;
         }
     }
-    let (rules, text) = source.load().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (rules, text) = source.load()?;
     Ok((Arc::new(RulesHandle::new(rules, text)), source))
 }
 
@@ -162,10 +166,24 @@ pub async fn put_rules(
     };
     let source = a.source.clone();
     let text = new_text.clone();
-    let compiled =
-        tokio::task::spawn_blocking(move || source.compile(&text, "PUT /v1/rules")).await;
+    // Compiling writes nothing; QR keys of new QR sites are created only
+    // once the change is known to be valid and is being applied.
+    let compiled = tokio::task::spawn_blocking(move || {
+        source
+            .compile(&text, "PUT /v1/rules")
+            .map(|c| source.apply_keys(c, &text, "PUT /v1/rules"))
+    })
+    .await;
     let rules = match compiled {
-        Ok(Ok(r)) => r,
+        Ok(Ok(Ok(r))) => r,
+        Ok(Ok(Err(e))) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "the rules are valid but their QR keys could not be created: {e:#}; nothing was changed"
+                ),
+            );
+        }
         Ok(Err(e)) => {
             a.metrics.changes_refused.increment(1);
             return (
@@ -300,7 +318,25 @@ pub async fn get_records(
         q.tenant = Some(own.to_owned());
     }
     match &token.role {
-        Role::Supervisor { department, .. } => {
+        Role::Supervisor { tenant, department } => {
+            // An employee outside the department (or unknown to the rules:
+            // the answer must not tell the two apart) is outside the scope.
+            if let Some(e) = asked_employee.as_deref() {
+                let rules = api(&state).rules.load();
+                let theirs = rules
+                    .tenant(tenant)
+                    .employees
+                    .get(e)
+                    .and_then(|x| x.department.clone());
+                if theirs.as_deref() != Some(department.as_str()) {
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "this supervisor token reads department '{department}' of tenant '{tenant}' only, and employee {e:?} is not in it; drop employee= or ask for an employee of '{department}'"
+                        ),
+                    );
+                }
+            }
             q.department = Some(department.clone());
             q.exceptions_only = true;
         }

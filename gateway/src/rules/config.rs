@@ -11,6 +11,7 @@ use std::sync::Arc;
 use jiff::tz::TimeZoneDatabase;
 use serde::{Deserialize, Serialize};
 
+use super::holidays::Calendars;
 use super::qr::QrKey;
 use super::schedule::{Schedule, Slot, TimeRules, day_of};
 use super::{
@@ -61,10 +62,14 @@ pub struct RawTenantRules {
     /// IANA time zone every schedule of the tenant is judged in, e.g.
     /// `"Asia/Shanghai"`. Required.
     pub timezone: String,
-    /// Holiday calendar files (`.toml` or `.csv`), relative to the rules
-    /// file's folder. Several may apply; their days are merged.
+    /// Holiday calendars by name, e.g. `["cn-2025"]`: files the operator
+    /// keeps in the calendar folder (`[attendance] holidays_dir`), never
+    /// paths. Several may apply; their days are merged with `holiday_dates`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub holidays: Vec<PathBuf>,
+    pub holidays: Vec<String>,
+    /// The tenant's own extra holidays and make-up workdays, inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holiday_dates: Option<RawHolidayDates>,
     /// Group for employees not listed under `employees` (or listed without
     /// a group). Required when any group is defined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,6 +109,18 @@ pub struct RawTenantRules {
     /// Sites by name (the same names as the fences' `site` property).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sites: BTreeMap<String, RawSite>,
+}
+
+/// `holiday_dates = { off = [...], workdays = [...] }`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHolidayDates {
+    /// Days off: `"YYYY-MM-DD"` or an inclusive `"YYYY-MM-DD..YYYY-MM-DD"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub off: Vec<String>,
+    /// Make-up workdays, in the same form.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workdays: Vec<String>,
 }
 
 /// `accuracy = { policy = "...", max_m = ... }`.
@@ -239,11 +256,11 @@ pub struct RawSite {
 /// Gets (or first creates) the QR key of a tenant's site.
 pub type QrKeySource<'a> = dyn FnMut(&str, &str) -> Result<[u8; 32], String> + 'a;
 
-/// What compiling needs from outside the text: where relative calendar
-/// paths start, and the QR key of a site.
+/// What compiling needs from outside the text: the operator's holiday
+/// calendars, and the QR key of a site.
 pub struct CompileContext<'a> {
-    /// Folder holiday calendar paths are relative to.
-    pub base_dir: PathBuf,
+    /// The calendars tenants may name (see [`Calendars`]).
+    pub calendars: Calendars,
     /// Node-wide settings.
     pub settings: AttendanceSettings,
     /// Returns the QR key of a tenant's site (loading or creating it).
@@ -253,7 +270,7 @@ pub struct CompileContext<'a> {
 impl fmt::Debug for CompileContext<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompileContext")
-            .field("base_dir", &self.base_dir)
+            .field("calendars", &self.calendars.names().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -544,15 +561,15 @@ fn compile_tenant(
             t.timezone
         )),
     }
-    for f in &t.holidays {
-        let path = if f.is_absolute() {
-            f.clone()
-        } else {
-            ctx.base_dir.join(f)
-        };
+    for name in &t.holidays {
         let mut local = Vec::new();
-        let h = Holidays::load(&path, &mut local);
+        if let Some(h) = ctx.calendars.get(name, &mut local) {
+            out.holidays.merge(h);
+        }
         p.extend(local.into_iter().map(|e| format!("{at}.holidays: {e}")));
+    }
+    if let Some(d) = &t.holiday_dates {
+        let h = Holidays::from_lists(&d.off, &d.workdays, &format!("{at}.holiday_dates"), p);
         out.holidays.merge(&h);
     }
     out.out_of_range = match t.out_of_range.as_deref() {
@@ -746,7 +763,9 @@ fn compile_tenant(
                 ));
             }
         }
-        let qr = if s.qr && valid_name(name) {
+        // The ids become a key path under the data directory: only valid ones
+        // (an invalid tenant id is already reported above or by `compile`).
+        let qr = if s.qr && valid_name(name) && crate::config::valid_tenant_id(id) {
             match (ctx.qr_key)(id, name) {
                 Ok(k) => Some(QrKeyed(QrKey::new(&k))),
                 Err(e) => {
@@ -797,7 +816,8 @@ pub fn compile(
     Ok(Rules::new(tenants, ctx.settings.clone()))
 }
 
-/// Where a rules file's relative holiday paths start.
+/// The folder a rules file is in (its default calendar folder is
+/// `holidays/` there).
 pub fn base_dir_of(path: &Path) -> PathBuf {
     path.parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -815,14 +835,6 @@ pub fn fixed_qr_keys(seed: u8) -> impl FnMut(&str, &str) -> Result<[u8; 32], Str
     }
 }
 
-/// A QR key source that loads (or creates) keys under `data_dir`.
-pub fn data_dir_qr_keys(data_dir: &Path) -> impl FnMut(&str, &str) -> Result<[u8; 32], String> {
-    let dir = data_dir.to_path_buf();
-    move |tenant, site| {
-        super::qr::load_or_create_key(&dir, tenant, site).map_err(|e| format!("{e:#}"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -830,7 +842,7 @@ mod tests {
     fn compile_str(text: &str) -> Result<Rules, RulesErrors> {
         let mut keys = fixed_qr_keys(1);
         let mut ctx = CompileContext {
-            base_dir: PathBuf::from("."),
+            calendars: Calendars::default(),
             settings: AttendanceSettings::default(),
             qr_key: &mut keys,
         };
@@ -907,7 +919,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let mut keys = fixed_qr_keys(1);
         let mut ctx = CompileContext {
-            base_dir: base_dir_of(&path),
+            calendars: Calendars::load(&base_dir_of(&path).join("holidays")),
             settings: AttendanceSettings::default(),
             qr_key: &mut keys,
         };

@@ -1,5 +1,15 @@
-//! Holiday calendars: days off and make-up workdays (调休), per tenant,
-//! imported from TOML or CSV files.
+//! Holiday calendars: days off and make-up workdays (调休), per tenant.
+//!
+//! Calendars are **named, not pathed**: the operator keeps calendar files in
+//! one folder (`[attendance] holidays_dir` in fencegate.toml, by default
+//! `holidays/` beside the rules file), and a tenant's rules refer to them by
+//! name (`holidays = ["cn-2025"]` is `cn-2025.toml` or `cn-2025.csv` there),
+//! plus optional inline dates. A name is checked against
+//! `^[a-z0-9][a-z0-9_-]{0,63}$` and looked up in the folder's listing, so no
+//! string from a rules file or a `PUT /v1/rules` body ever becomes a path.
+//! Only regular files are listed (a symlink in the folder is not a
+//! calendar), and problems in a file name its line or entry, never its
+//! content, so an error answer tells a tenant nothing about files.
 //!
 //! TOML:
 //!
@@ -64,59 +74,68 @@ impl Holidays {
     }
 
     /// Builds a calendar from date strings (`YYYY-MM-DD` or an inclusive
-    /// `YYYY-MM-DD..YYYY-MM-DD` range); every bad entry is reported, named
-    /// with `what`.
+    /// `YYYY-MM-DD..YYYY-MM-DD` range) written by the rules' author (inline
+    /// dates); every bad entry is reported, quoted, named with `what`.
     pub fn from_lists(
         off: &[String],
         make_up: &[String],
         what: &str,
         problems: &mut Vec<String>,
     ) -> Self {
+        let quoted = |field: &str, list: &[String]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|d| (format!("{field} entry {d:?}"), d.clone()))
+                .collect()
+        };
+        Self::build(
+            quoted("off", off),
+            quoted("workdays", make_up),
+            what,
+            true,
+            problems,
+        )
+    }
+
+    /// Builds a calendar from `(where, date)` entries. `quote_dates`: whether
+    /// a problem may show a date; false for files, whose content is never
+    /// shown (`where` names the line or list position instead).
+    fn build(
+        off: Vec<(String, String)>,
+        make_up: Vec<(String, String)>,
+        what: &str,
+        quote_dates: bool,
+        problems: &mut Vec<String>,
+    ) -> Self {
         let mut h = Holidays::default();
-        for (list, out, field) in [
-            (off, &mut h.off, "off"),
-            (make_up, &mut h.make_up, "workdays"),
-        ] {
-            for entry in list {
+        for (list, out) in [(&off, &mut h.off), (&make_up, &mut h.make_up)] {
+            for (at, entry) in list {
                 match parse_days(entry) {
                     Ok((a, b)) => out.extend(a..=b),
-                    Err(e) => problems.push(format!("{what}: {field} entry {entry:?}: {e}")),
+                    Err(e) => problems.push(format!("{what}: {at}: {e}")),
                 }
             }
         }
-        for d in &h.make_up {
-            if h.off.contains(d) {
+        let both: Vec<i32> = h
+            .make_up
+            .iter()
+            .copied()
+            .filter(|d| h.off.contains(d))
+            .collect();
+        if quote_dates {
+            for d in &both {
                 let (y, m, dd) = super::schedule::civil_from_day(*d);
                 problems.push(format!(
                     "{what}: {y:04}-{m:02}-{dd:02} is listed both as a holiday and as a make-up workday"
                 ));
             }
+        } else if !both.is_empty() {
+            problems.push(format!(
+                "{what}: {} day(s) are listed both as a holiday and as a make-up workday; list each day once",
+                both.len()
+            ));
         }
         h.finish();
         h
-    }
-
-    /// Reads a calendar file (`.toml` or `.csv`); problems are collected,
-    /// each naming the file and the line or entry.
-    pub fn load(path: &Path, problems: &mut Vec<String>) -> Self {
-        let what = path.display().to_string();
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => {
-                problems.push(format!("holiday calendar {what}: cannot read it: {e}"));
-                return Self::default();
-            }
-        };
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("toml") => Self::parse_toml(&text, &what, problems),
-            Some("csv") => Self::parse_csv(&text, &what, problems),
-            _ => {
-                problems.push(format!(
-                    "holiday calendar {what}: use a .toml or .csv file (see docs/ATTENDANCE.md)"
-                ));
-                Self::default()
-            }
-        }
     }
 
     /// Parses the TOML form.
@@ -133,16 +152,32 @@ impl Holidays {
             workdays: Vec<String>,
         }
         match toml::from_str::<Raw>(text) {
-            Ok(raw) => Self::from_lists(
-                &raw.off,
-                &raw.workdays,
-                &format!("holiday calendar {what}"),
-                problems,
-            ),
+            Ok(raw) => {
+                let label = |field: &str, list: &[String]| -> Vec<(String, String)> {
+                    list.iter()
+                        .enumerate()
+                        .map(|(i, d)| (format!("{field}[{i}]"), d.clone()))
+                        .collect()
+                };
+                Self::build(
+                    label("off", &raw.off),
+                    label("workdays", &raw.workdays),
+                    &format!("holiday calendar {what}"),
+                    false,
+                    problems,
+                )
+            }
             Err(e) => {
+                // The parser's message quotes the file; only the line is reported.
+                let line = e.span().map_or(0, |r| {
+                    text.as_bytes()[..r.start.min(text.len())]
+                        .iter()
+                        .filter(|&&b| b == b'\n')
+                        .count()
+                        + 1
+                });
                 problems.push(format!(
-                    "holiday calendar {what}: {}",
-                    e.to_string().trim_end().replace('\n', "\n    ")
+                    "holiday calendar {what}: line {line} is not valid; a calendar has `off` and `workdays` lists of \"YYYY-MM-DD\" dates (see docs/ATTENDANCE.md)"
                 ));
                 Self::default()
             }
@@ -151,8 +186,8 @@ impl Holidays {
 
     /// Parses the CSV form.
     pub fn parse_csv(text: &str, what: &str, problems: &mut Vec<String>) -> Self {
-        let mut off = Vec::new();
-        let mut make_up = Vec::new();
+        let mut off: Vec<(String, String)> = Vec::new();
+        let mut make_up: Vec<(String, String)> = Vec::new();
         let mut rdr = csv::ReaderBuilder::new()
             .comment(Some(b'#'))
             .flexible(true)
@@ -172,26 +207,155 @@ impl Holidays {
             let rec = match rec {
                 Ok(r) => r,
                 Err(e) => {
-                    problems.push(format!("holiday calendar {what}: {e}"));
+                    let line = e.position().map_or(0, csv::Position::line);
+                    problems.push(format!(
+                        "holiday calendar {what}: line {line} cannot be read as CSV"
+                    ));
                     continue;
                 }
             };
             let line = rec.position().map_or(0, csv::Position::line);
             let date = rec.get(0).unwrap_or("").to_owned();
             match rec.get(1).unwrap_or("") {
-                "off" => off.push(date),
-                "workday" => make_up.push(date),
-                other => problems.push(format!(
-                    "holiday calendar {what}: line {line}: type {other:?} is not `off` or `workday`"
+                "off" => off.push((format!("line {line}"), date)),
+                "workday" => make_up.push((format!("line {line}"), date)),
+                _ => problems.push(format!(
+                    "holiday calendar {what}: line {line}: the type is not `off` or `workday`"
                 )),
             }
         }
-        Self::from_lists(
-            &off,
-            &make_up,
+        Self::build(
+            off,
+            make_up,
             &format!("holiday calendar {what}"),
+            false,
             problems,
         )
+    }
+}
+
+/// Whether `name` is a calendar name: `^[a-z0-9][a-z0-9_-]{0,63}$`. No
+/// dots and no slashes, so a name can never leave the calendar folder.
+pub fn valid_calendar_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=64).contains(&b.len())
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+}
+
+/// One calendar of the operator's folder, compiled once per rules compile.
+#[derive(Debug, Clone)]
+struct Calendar {
+    /// File name in the folder, for the operator's messages.
+    file: String,
+    days: Holidays,
+    /// Problems in the file (content-free: lines and positions only).
+    problems: Vec<String>,
+}
+
+/// The operator's calendars: every regular `<name>.toml` / `<name>.csv` file
+/// of the calendar folder whose name is valid, looked up by name.
+#[derive(Debug, Clone, Default)]
+pub struct Calendars {
+    by_name: std::collections::BTreeMap<String, Calendar>,
+}
+
+impl Calendars {
+    /// Lists and parses the calendars in `dir`. A missing folder is an empty
+    /// catalogue (any name used is then unknown); symlinks, folders, other
+    /// extensions and invalid names are skipped, and a name present both as
+    /// `.toml` and `.csv` is a problem the operator must resolve.
+    pub fn load(dir: &Path) -> Self {
+        let mut by_name = std::collections::BTreeMap::new();
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return Self { by_name };
+        };
+        let mut files: Vec<(String, String, &'static str)> = Vec::new();
+        for ent in rd.flatten() {
+            // `file_type` does not follow symlinks: a link is never a calendar,
+            // so the folder cannot be made to point elsewhere.
+            if !ent.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let file = ent.file_name();
+            let Some(file) = file.to_str() else { continue };
+            let Some((name, ext)) = file.rsplit_once('.') else {
+                continue;
+            };
+            let ext = match ext {
+                "toml" => "toml",
+                "csv" => "csv",
+                _ => continue,
+            };
+            if valid_calendar_name(name) {
+                files.push((name.to_owned(), file.to_owned(), ext));
+            }
+        }
+        files.sort();
+        for (name, file, ext) in files {
+            let mut problems = Vec::new();
+            let what = format!("{name} ({file})");
+            let days = match std::fs::read_to_string(dir.join(&file)) {
+                Ok(text) if ext == "toml" => Holidays::parse_toml(&text, &what, &mut problems),
+                Ok(text) => Holidays::parse_csv(&text, &what, &mut problems),
+                Err(e) => {
+                    problems.push(format!(
+                        "holiday calendar {what}: cannot read it ({}); the operator must fix the file's permissions",
+                        e.kind()
+                    ));
+                    Holidays::default()
+                }
+            };
+            if let Some(first) = by_name.get(&name).map(|c: &Calendar| c.file.clone()) {
+                problems.push(format!(
+                    "holiday calendar {name}: both {first} and {file} exist; the operator must remove one"
+                ));
+            }
+            by_name.insert(
+                name,
+                Calendar {
+                    file,
+                    days,
+                    problems,
+                },
+            );
+        }
+        Self { by_name }
+    }
+
+    /// The names of the calendars, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    /// The calendar called `name`. The error names only `name`'s validity
+    /// and the catalogue, never a file, so it reads the same whether or not
+    /// a file of that name exists anywhere else.
+    pub fn get(&self, name: &str, problems: &mut Vec<String>) -> Option<&Holidays> {
+        if !valid_calendar_name(name) {
+            problems.push(format!(
+                "{name:?} is not a calendar name; calendars are named, not pathed: 1 to 64 characters of a-z, 0-9, '-' or '_', e.g. \"cn-2025\""
+            ));
+            return None;
+        }
+        let Some(c) = self.by_name.get(name) else {
+            let known: Vec<&str> = self.names().collect();
+            problems.push(format!(
+                "there is no calendar named {name:?}; the operator's calendars are: {}",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ));
+            return None;
+        };
+        if !c.problems.is_empty() {
+            problems.extend(c.problems.iter().cloned());
+            return None;
+        }
+        Some(&c.days)
     }
 }
 
@@ -252,8 +416,47 @@ mod tests {
         );
         assert!(h.is_off(day_number(2025, 10, 3)));
         assert_eq!(p.len(), 2, "{p:?}");
-        assert!(p[0].contains("line 5") && p[0].contains("holiday"), "{p:?}");
-        assert!(p[1].contains("2025-13-01"), "{p:?}");
+        assert!(p[0].contains("line 5"), "{p:?}");
+        assert!(p[1].contains("line 4"), "{p:?}");
+        // A file's content is never quoted back (a tenant could read files).
+        for shown in ["\"holiday\"", "2025-13-01", "Einheit"] {
+            assert!(!p.join("\n").contains(shown), "{shown} in {p:?}");
+        }
+    }
+
+    #[test]
+    fn calendars_are_named_regular_files_of_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("cn-2025.toml"), "off = [\"2025-10-01\"]\n").unwrap();
+        std::fs::write(d.join("Bad.csv"), "date,type\n").unwrap();
+        std::fs::write(d.join("notes.txt"), "x").unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("s.csv"), "date,type\n2025-01-01,off\n").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(outside.path().join("s.csv"), d.join("evil.csv")).unwrap();
+        let c = Calendars::load(d);
+        assert_eq!(c.names().collect::<Vec<_>>(), ["cn-2025"]);
+        let mut p = Vec::new();
+        assert!(
+            c.get("cn-2025", &mut p)
+                .unwrap()
+                .is_off(day_number(2025, 10, 1))
+        );
+        for bad in [
+            "../s",
+            "/etc/passwd",
+            "Bad",
+            "evil",
+            "cn-2025.toml",
+            "",
+            "-x",
+        ] {
+            assert!(c.get(bad, &mut p).is_none(), "{bad}");
+        }
+        assert_eq!(p.len(), 7, "{p:?}");
+        assert!(valid_calendar_name("a") && valid_calendar_name(&"a".repeat(64)));
+        assert!(!valid_calendar_name(&"a".repeat(65)) && !valid_calendar_name("_a"));
     }
 
     #[test]

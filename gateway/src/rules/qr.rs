@@ -125,30 +125,15 @@ pub fn key_path(data_dir: &Path, tenant: &str, site: &str) -> PathBuf {
         .join(format!("{site}.key"))
 }
 
-/// Reads a site's QR key (64 hex characters), creating a random one first
-/// when the file does not exist. Two processes creating it at once agree:
-/// the file is created exclusively and the loser reads the winner's key.
-pub fn load_or_create_key(data_dir: &Path, tenant: &str, site: &str) -> anyhow::Result<[u8; 32]> {
+/// Reads a site's QR key if its file exists (`None` when it does not);
+/// creates nothing, so compiling rules to check them has no side effects.
+pub fn read_key(data_dir: &Path, tenant: &str, site: &str) -> anyhow::Result<Option<[u8; 32]>> {
     let path = key_path(data_dir, tenant, site);
-    if !path.exists() {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut key = [0u8; 32];
-        rand::fill(&mut key);
-        match create_private(&path, hex::encode(key).as_bytes()) {
-            Ok(()) => tracing::info!(path = %path.display(), "generated a QR key"),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(anyhow::anyhow!(
-                    "QR key {}: cannot create it: {e}",
-                    path.display()
-                ));
-            }
-        }
-    }
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| anyhow::anyhow!("QR key {}: {e}", path.display()))?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(anyhow::anyhow!("QR key {}: {e}", path.display())),
+    };
     let mut key = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut key).map_err(|e| {
         anyhow::anyhow!(
@@ -156,30 +141,39 @@ pub fn load_or_create_key(data_dir: &Path, tenant: &str, site: &str) -> anyhow::
             path.display()
         )
     })?;
-    Ok(key)
+    Ok(Some(key))
 }
 
-#[cfg(unix)]
-fn create_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
-}
-
-#[cfg(not(unix))]
-fn create_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    f.write_all(data)
+/// Reads a site's QR key (64 hex characters), creating a random one first
+/// when the file does not exist. Two processes creating it at once agree:
+/// the file is linked into place whole and exclusively, and the loser reads
+/// the winner's key (never a half-written one).
+pub fn load_or_create_key(data_dir: &Path, tenant: &str, site: &str) -> anyhow::Result<[u8; 32]> {
+    let path = key_path(data_dir, tenant, site);
+    if !path.exists() {
+        let mut key = [0u8; 32];
+        rand::fill(&mut key);
+        match crate::persist::create_new(
+            &path,
+            hex::encode(key).as_bytes(),
+            crate::persist::PRIVATE,
+        ) {
+            Ok(true) => tracing::info!(path = %path.display(), "generated a QR key"),
+            Ok(false) => {}
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "QR key {}: cannot create it: {e}; check that the data directory is writable",
+                    path.display()
+                ));
+            }
+        }
+    }
+    read_key(data_dir, tenant, site)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "QR key {}: vanished right after it was created; check what else writes there",
+            path.display()
+        )
+    })
 }
 
 /// Renders a code as a QR symbol in Unicode half blocks, for a terminal.

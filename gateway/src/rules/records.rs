@@ -107,10 +107,7 @@ impl Source<'_> {
 /// The attendance time of a punch record (its gateway time for records
 /// written before the field existed).
 pub fn attendance_time(rec: &RecordView<'_>) -> i64 {
-    match rec.attendance() {
-        Some(a) if a.attendance_time_ms != 0 => a.attendance_time_ms,
-        _ => rec.gateway_time_ms(),
-    }
+    crate::record_json::attendance_time_ms(rec)
 }
 
 fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, u64)>> {
@@ -215,11 +212,9 @@ fn summary(
     }
     let s = summarise(src, first, end, bytes)?;
     // The cache is an optimisation: a read-only data dir only costs speed.
-    if std::fs::create_dir_all(index_dir).is_ok() {
-        let tmp = index_dir.join(format!(".{first:020}.{}.tmp", std::process::id()));
-        if std::fs::write(&tmp, serde_json::to_vec(&s).unwrap_or_default()).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
-        }
+    // Replaced whole, so a concurrent reader never parses half a summary.
+    if let Ok(bytes) = serde_json::to_vec(&s) {
+        let _ = crate::persist::atomic_replace(&path, &bytes, crate::persist::SHARED);
     }
     Ok(s)
 }
@@ -355,13 +350,13 @@ fn flag_names(flags: u64) -> Vec<&'static str> {
     out
 }
 
-/// The record as JSON: the `record_json` fields (attendance fields
-/// included) plus the attendance time, the anomaly flag names and the LSN.
+/// The record as JSON: the `record_json` fields (attendance fields,
+/// `attendance_time_ms` and `terminal_auth` included) plus the anomaly flag
+/// names and the LSN.
 pub fn to_json(lsn: Lsn, rec: &RecordView<'_>) -> Value {
     let mut v = record_json(rec);
     if let (RecordBodyView::Punch(p), Some(obj)) = (rec.body(), v.as_object_mut()) {
         obj.insert("lsn".into(), lsn.0.into());
-        obj.insert("attendance_time_ms".into(), attendance_time(rec).into());
         obj.insert("anomalies".into(), flag_names(p.anomaly_flags()).into());
     }
     v

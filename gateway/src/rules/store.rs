@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::config::{self, CompileContext, RawRules, RulesErrors};
+use super::holidays::Calendars;
 use super::{AttendanceSettings, Rules};
 
 /// The current rules, readable without locks from every task.
@@ -72,6 +73,9 @@ pub struct RulesSource {
     /// The rules file (`None`: no file; every tenant on the defaults, and
     /// `PUT /v1/rules` is refused).
     pub path: Option<PathBuf>,
+    /// The operator's calendar folder (`None`: `holidays/` beside the rules
+    /// file). Rules name calendars; names are looked up only here.
+    pub holidays_dir: Option<PathBuf>,
     /// Data directory (QR keys, audit log).
     pub data_dir: PathBuf,
     /// Node-wide settings.
@@ -80,41 +84,110 @@ pub struct RulesSource {
     pub tenants: Vec<String>,
 }
 
+/// Rules compiled without side effects, ready to be applied with
+/// [`RulesSource::apply_keys`].
+#[derive(Debug)]
+pub struct Compiled {
+    /// The compiled rules; a QR site whose key does not exist yet carries a
+    /// placeholder key until the keys are created.
+    pub rules: Rules,
+    /// `(tenant, site)` of QR sites whose key file does not exist yet.
+    pub missing_keys: Vec<(String, String)>,
+}
+
 impl RulesSource {
     /// The audit log of rule changes.
     pub fn audit_path(&self) -> PathBuf {
         self.data_dir.join("audit").join("rules.jsonl")
     }
 
-    /// Compiles `text` (every problem at once), loading or creating the QR
-    /// keys of QR sites under the data directory.
-    pub fn compile(&self, text: &str, source: &str) -> Result<Rules, RulesErrors> {
-        let tenants: Vec<&str> = self.tenants.iter().map(String::as_str).collect();
-        let mut keys = config::data_dir_qr_keys(&self.data_dir);
-        let mut ctx = CompileContext {
-            base_dir: self
-                .path
+    /// The calendar folder calendar names are looked up in.
+    pub fn calendar_dir(&self) -> PathBuf {
+        self.holidays_dir.clone().unwrap_or_else(|| {
+            self.path
                 .as_deref()
-                .map_or_else(|| PathBuf::from("."), config::base_dir_of),
+                .map_or_else(|| PathBuf::from("."), config::base_dir_of)
+                .join("holidays")
+        })
+    }
+
+    /// Compiles `text` (every problem at once). Reads the calendar folder
+    /// and existing QR keys, and writes nothing: a refused change leaves no
+    /// trace on disk. QR keys still missing are listed in the result.
+    pub fn compile(&self, text: &str, source: &str) -> Result<Compiled, RulesErrors> {
+        let tenants: Vec<&str> = self.tenants.iter().map(String::as_str).collect();
+        let missing = std::cell::RefCell::new(Vec::new());
+        let dir = self.data_dir.clone();
+        let mut keys = |tenant: &str, site: &str| -> Result<[u8; 32], String> {
+            match super::qr::read_key(&dir, tenant, site) {
+                Ok(Some(k)) => Ok(k),
+                Ok(None) => {
+                    missing
+                        .borrow_mut()
+                        .push((tenant.to_owned(), site.to_owned()));
+                    // Never used to judge a punch: apply_keys recompiles once
+                    // the real key exists.
+                    Ok([0; 32])
+                }
+                Err(e) => Err(format!("{e:#}")),
+            }
+        };
+        let mut ctx = CompileContext {
+            calendars: Calendars::load(&self.calendar_dir()),
             settings: self.settings.clone(),
             qr_key: &mut keys,
         };
-        config::compile_text(text, source, &tenants, &mut ctx)
+        let rules = config::compile_text(text, source, &tenants, &mut ctx)?;
+        let missing_keys = std::mem::take(&mut *missing.borrow_mut());
+        Ok(Compiled {
+            rules,
+            missing_keys,
+        })
     }
 
-    /// Loads and compiles the rules file (or the defaults without one).
-    pub fn load(&self) -> Result<(Rules, String), RulesErrors> {
+    /// Makes compiled rules live-ready: creates the QR keys they still miss
+    /// (the only write a rules change makes besides the rules file and the
+    /// audit log) and, when it did, compiles `text` again with the real keys.
+    /// Call it only for a change that is being applied.
+    pub fn apply_keys(
+        &self,
+        compiled: Compiled,
+        text: &str,
+        source: &str,
+    ) -> anyhow::Result<Rules> {
+        if compiled.missing_keys.is_empty() {
+            return Ok(compiled.rules);
+        }
+        for (tenant, site) in &compiled.missing_keys {
+            super::qr::load_or_create_key(&self.data_dir, tenant, site)?;
+        }
+        let again = self
+            .compile(text, source)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(
+            again.missing_keys.is_empty(),
+            "QR keys under {} vanished while the rules were applied; check what else writes there",
+            self.data_dir.display()
+        );
+        Ok(again.rules)
+    }
+
+    /// Loads and compiles the rules file (or the defaults without one),
+    /// creating missing QR keys: loading at start applies the file.
+    pub fn load(&self) -> anyhow::Result<(Rules, String)> {
         let Some(path) = &self.path else {
             return Ok((Rules::unconfigured(self.settings.clone()), String::new()));
         };
         let source = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| RulesErrors {
-            source: source.clone(),
-            problems: vec![format!(
-                "cannot read the rules file: {e}; point attendance.rules at a rules file (see config/rules.toml)"
-            )],
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!(
+                "{source}: cannot read the rules file: {e}; point attendance.rules at a rules file (see config/rules.toml)"
+            )
         })?;
-        let rules = self.compile(&text, &source)?;
+        let compiled = self
+            .compile(&text, &source)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let rules = self.apply_keys(compiled, &text, &source)?;
         Ok((rules, text))
     }
 }
@@ -198,47 +271,152 @@ pub fn read_audit(path: &Path) -> std::io::Result<Vec<AuditEntry>> {
         .collect())
 }
 
-/// Writes a file atomically: a temporary file, synced, renamed over.
+/// Writes the rules file atomically and durably (see
+/// [`crate::persist::atomic_replace`]), keeping its mode.
 pub fn persist(path: &Path, text: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("toml.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    let mode = crate::persist::mode_of(path).unwrap_or(crate::persist::SHARED);
+    crate::persist::atomic_replace(path, text.as_bytes(), mode)
 }
 
 /// Replaces tenant `tenant`'s section of `current` with the one in
 /// `incoming`, which must contain that tenant's section and nothing else.
+///
+/// The file is edited in place (`toml_edit`): every other line, the
+/// operator's comments and the other tenants' sections stay byte for byte,
+/// and the new section takes the old one's place (with the comment above its
+/// header), or goes at the end when the tenant had none.
 pub fn merge_tenant_section(current: &str, incoming: &str, tenant: &str) -> Result<String, String> {
-    let mut cur: toml::Table = toml::from_str(current).map_err(|e| {
+    use toml_edit::{DocumentMut, Item};
+    let mut cur: DocumentMut = current.parse().map_err(|e| {
         format!("the current rules file does not parse ({e}); a super admin must fix it")
     })?;
-    let inc: toml::Table =
-        toml::from_str(incoming).map_err(|e| format!("the body is not TOML: {e}"))?;
-    let Some(toml::Value::Table(tenants)) = inc.get("tenants") else {
-        return Err(format!(
-            "the body must hold one [tenants.{tenant}] section and nothing else"
-        ));
+    let inc: DocumentMut = incoming
+        .parse()
+        .map_err(|e| format!("the body is not TOML: {e}"))?;
+    let only_own = || {
+        format!("a '{tenant}' token may only submit a [tenants.{tenant}] section, and nothing else")
     };
-    if inc.len() != 1 || tenants.len() != 1 || !tenants.contains_key(tenant) {
-        return Err(format!(
-            "a '{tenant}' token may only submit a [tenants.{tenant}] section"
-        ));
+    let tenants_in = inc
+        .get("tenants")
+        .and_then(Item::as_table_like)
+        .ok_or_else(only_own)?;
+    if inc.len() != 1 || tenants_in.len() != 1 {
+        return Err(only_own());
     }
-    let section = tenants[tenant].clone();
+    let section = tenants_in.get(tenant).ok_or_else(only_own)?.clone();
+    if !section.is_table_like() {
+        return Err(only_own());
+    }
+
+    let prefix = [Step::Key("tenants".into()), Step::Key(tenant.into())];
+    let in_section = |p: &[Step]| p.starts_with(&prefix);
+    let before = table_order(cur.as_item());
+    let incoming_order: Vec<Vec<Step>> = table_order(inc.as_item())
+        .into_iter()
+        .filter(|p| in_section(p))
+        .collect();
+
     let all = cur
         .entry("tenants")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    let toml::Value::Table(all) = all else {
-        return Err("the current rules file's `tenants` is not a table".into());
+        .or_insert_with(|| {
+            let mut t = toml_edit::Table::new();
+            t.set_implicit(true);
+            Item::Table(t)
+        })
+        .as_table_like_mut()
+        .ok_or("the current rules file's `tenants` is not a table; a super admin must fix it")?;
+    // The comment above the old section's header is the operator's; keep it.
+    let old_prefix = all
+        .get(tenant)
+        .and_then(Item::as_table)
+        .and_then(|t| t.decor().prefix())
+        .and_then(|p| p.as_str())
+        .map(str::to_owned);
+    let _replaced = all.insert(tenant, section);
+    if let (Some(p), Some(t)) = (old_prefix, all.get_mut(tenant).and_then(Item::as_table_mut)) {
+        t.decor_mut().set_prefix(p);
+    }
+
+    // Tables are written in position order: renumber them so the new
+    // section's tables sit where the old section's first table was.
+    let at = before.iter().position(|p| in_section(p));
+    let mut order: Vec<Vec<Step>> = before.into_iter().filter(|p| !in_section(p)).collect();
+    let at = at.map_or(order.len(), |i| i.min(order.len()));
+    order.splice(at..at, incoming_order);
+    for (pos, path) in order.iter().enumerate() {
+        if let Some(t) = table_at_mut(cur.as_table_mut(), path) {
+            t.set_position(pos as isize);
+        }
+    }
+    Ok(cur.to_string())
+}
+
+/// One step of the path to a table in a `toml_edit` document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The paths of every `[table]` and `[[array]]` element, in the order
+/// `toml_edit` writes them (by position; an unpositioned table follows the
+/// one before it).
+fn table_order(root: &toml_edit::Item) -> Vec<Vec<Step>> {
+    fn walk(
+        t: &toml_edit::Table,
+        path: &mut Vec<Step>,
+        last: &mut isize,
+        out: &mut Vec<(isize, Vec<Step>)>,
+    ) {
+        if !t.is_dotted() {
+            if let Some(p) = t.position() {
+                *last = p;
+            }
+            out.push((*last, path.clone()));
+        }
+        for (k, v) in t.iter() {
+            path.push(Step::Key(k.to_owned()));
+            match v {
+                toml_edit::Item::Table(sub) => walk(sub, path, last, out),
+                toml_edit::Item::ArrayOfTables(a) => {
+                    for (i, sub) in a.iter().enumerate() {
+                        path.push(Step::Index(i));
+                        walk(sub, path, last, out);
+                        path.pop();
+                    }
+                }
+                _ => {}
+            }
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(t) = root.as_table() {
+        walk(t, &mut Vec::new(), &mut 0, &mut out);
+    }
+    out.sort_by_key(|(p, _)| *p);
+    out.into_iter().map(|(_, path)| path).collect()
+}
+
+/// The table at `path` under `t` (see [`table_order`]).
+fn table_at_mut<'a>(
+    t: &'a mut toml_edit::Table,
+    path: &[Step],
+) -> Option<&'a mut toml_edit::Table> {
+    let Some((step, rest)) = path.split_first() else {
+        return Some(t);
     };
-    all.insert(tenant.to_owned(), section);
-    toml::to_string(&cur).map_err(|e| format!("cannot write the merged rules: {e}"))
+    let Step::Key(k) = step else {
+        return None;
+    };
+    match t.get_mut(k)? {
+        toml_edit::Item::Table(sub) => table_at_mut(sub, rest),
+        toml_edit::Item::ArrayOfTables(a) => match rest.split_first() {
+            Some((Step::Index(i), rest)) => table_at_mut(a.get_mut(*i)?, rest),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// The section of one tenant, as TOML text (empty when it has none).
@@ -278,6 +456,31 @@ mod tests {
             only.contains("Europe/Berlin") && !only.contains("acme"),
             "{only}"
         );
+    }
+
+    #[test]
+    fn a_tenant_merge_keeps_the_rest_of_the_file_byte_for_byte() {
+        let cur = "# operator: do not remove\n\n# acme's section\n[tenants.acme]\ntimezone = \"Asia/Shanghai\" # local\n\n[tenants.acme.sites.hq]\nqr = true\n\n# globex, managed by ops\n[tenants.globex]\ntimezone = \"Europe/Berlin\"\n\n[tenants.globex.groups.office]\nschedule = \"free\"\n";
+        let merged = merge_tenant_section(
+            cur,
+            "[tenants.acme]\ntimezone = \"UTC\"\n\n[tenants.acme.groups.day]\nschedule = \"free\"\n",
+            "acme",
+        )
+        .unwrap();
+        let globex = &cur[cur.find("# globex").unwrap()..];
+        assert!(merged.starts_with("# operator: do not remove\n\n# acme's section\n[tenants.acme]\ntimezone = \"UTC\"\n"), "{merged}");
+        assert!(
+            merged.ends_with(globex),
+            "globex and its comment kept:\n{merged}"
+        );
+        assert!(
+            merged.contains("[tenants.acme.groups.day]") && !merged.contains("qr = true"),
+            "{merged}"
+        );
+        // A tenant with no section yet is appended.
+        let added = merge_tenant_section(cur, "[tenants.initech]\ntimezone = \"UTC\"\n", "initech")
+            .unwrap();
+        assert!(added.starts_with(cur), "{added}");
     }
 
     #[test]
