@@ -48,6 +48,17 @@ enum Command {
     Qr(cmd::qr::QrArgs),
     /// Export attendance records from the log as CSV or JSON lines.
     Export(cmd::export::ExportArgs),
+    /// Sink maintenance: records a sink refused for good.
+    #[command(subcommand)]
+    Sinks(SinksCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SinksCommand {
+    /// List a sink's dead-lettered records (JSON lines, without their bytes).
+    DeadLetter(cmd::sinks::DeadLetterArgs),
+    /// Deliver a sink's dead-lettered records again; those refused again stay.
+    ReplayDeadLetter(cmd::sinks::DeadLetterArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +141,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Qr(args) => {
             cmd::qr::qr(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sinks(SinksCommand::DeadLetter(args)) => {
+            cmd::sinks::list(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sinks(SinksCommand::ReplayDeadLetter(args)) => {
+            init_tracing();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(cmd::sinks::replay(&args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Export(args) => {

@@ -236,7 +236,12 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         eprintln!("log recovery: cut a torn tail: {t:?}");
     }
     // Register every sink's cursor before anything can run retention.
-    let forwarders = crate::sink::Forwarders::start(&cfg.sinks, &log, &cfg.node_name)?;
+    let forwarders = crate::sink::Forwarders::start(
+        &cfg.sinks,
+        &log,
+        &cfg.node_name,
+        &cfg.data_dir.join("dead-letter"),
+    )?;
     let (rules, rules_source) = crate::rules::api::load(cfg)?;
     let now = clock::unix_ms();
     let pipeline = Arc::new(Pipeline::with_rules(

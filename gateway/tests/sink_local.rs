@@ -222,3 +222,113 @@ async fn jsonl_writes_one_line_per_record_and_latest_skips_the_backlog() {
     }
     node.running.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A receiver that refuses (413) any batch holding the poison employee's
+/// punch, until it is fixed, and records what it accepted.
+#[derive(Default)]
+struct Picky {
+    accepted: Vec<String>,
+    refused: u32,
+    fixed: bool,
+}
+
+async fn picky(State(rx): State<Arc<Mutex<Picky>>>, body: axum::body::Bytes) -> StatusCode {
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let records = doc["records"].as_array().unwrap();
+    let mut rx = rx.lock().unwrap();
+    if !rx.fixed && records.iter().any(|r| r["employee_id"] == "poison") {
+        rx.refused += 1;
+        return StatusCode::PAYLOAD_TOO_LARGE;
+    }
+    for r in records {
+        rx.accepted
+            .push(r["record_id"].as_str().unwrap().to_owned());
+    }
+    StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_413_dead_letters_the_one_record_and_the_rest_flows_then_replays() {
+    let rx = Arc::new(Mutex::new(Picky::default()));
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(picky))
+        .with_state(rx.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hook.secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let sink = RawSink {
+        name: "erp".into(),
+        kind: "webhook".into(),
+        url: Some(format!("http://{addr}/hook")),
+        secret_file: Some(secret_file),
+        max_batch: Some(10),
+        batch_interval_ms: Some(200),
+        retry_initial_ms: Some(20),
+        retry_max_ms: Some(100),
+        ..RawSink::default()
+    };
+    let cfg = config_with(dir.path(), vec![sink], |_| {});
+    let node = Node::start_with(dir, cfg.clone()).await;
+    let c = node.client("acme", "terminal-1").await;
+    let mut acked = Vec::new();
+    let mut poison = None;
+    for i in 0..30u128 {
+        let employee = if i == 13 {
+            "poison".to_owned()
+        } else {
+            format!("d{i}")
+        };
+        let PunchReply::Ack(a) = c.punch(&punch(1 + i, &employee, HQ)).await.unwrap() else {
+            panic!("busy")
+        };
+        let id = uuid(&a.record_id.unwrap());
+        if i == 13 {
+            poison = Some(id);
+        } else {
+            acked.push(id);
+        }
+    }
+    let poison = poison.unwrap();
+    let h = node.running.sinks()[0].clone();
+    // Without dead-lettering the cursor would wait on the poison batch forever.
+    assert!(
+        wait_until(Duration::from_secs(20), || h.position()
+            == node.running.committed())
+        .await,
+        "the sink is stuck behind a record its receiver refuses: {h:?}"
+    );
+    {
+        let rx = rx.lock().unwrap();
+        assert!(rx.refused >= 2, "the batch, then the record alone");
+        let mut got = rx.accepted.clone();
+        got.sort();
+        let mut want = acked.clone();
+        want.sort();
+        assert_eq!(got, want, "every other record exactly once");
+    }
+    assert_eq!(h.dead_letters(), 1);
+    let dl = fencegate::sink::DeadLetter::new(&cfg.data_dir.join("dead-letter"), "erp");
+    let dead = dl.list().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].record_id, poison);
+    assert!(dead[0].error.contains("413"), "{}", dead[0].error);
+
+    // Still refused: a replay keeps it.
+    let r = fencegate::cmd::sinks::replay_sink(&cfg, "erp")
+        .await
+        .unwrap();
+    assert_eq!((r.replayed, r.kept), (0, 1));
+    // The receiver is fixed: the replay delivers it and empties the file.
+    rx.lock().unwrap().fixed = true;
+    let r = fencegate::cmd::sinks::replay_sink(&cfg, "erp")
+        .await
+        .unwrap();
+    assert_eq!((r.replayed, r.kept, r.unreachable), (1, 0, None));
+    assert!(dl.list().unwrap().is_empty());
+    assert!(rx.lock().unwrap().accepted.contains(&poison));
+    node.running.shutdown(Duration::from_secs(5)).await;
+}

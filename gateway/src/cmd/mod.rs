@@ -5,4 +5,5 @@ pub mod fences;
 pub mod locate;
 pub mod log;
 pub mod qr;
+pub mod sinks;
 pub mod token;

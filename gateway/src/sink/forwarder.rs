@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::dead_letter::{DeadLetter, DeadRecord};
 use super::health::{SinkHealth, SinkState};
 use super::{Backoff, Batch, Sink, SinkError};
 use crate::clock;
@@ -55,6 +56,7 @@ pub struct Forwarder<S> {
     cursor: Cursor,
     settings: ForwardSettings,
     health: Arc<SinkHealth>,
+    dead_letter: Option<DeadLetter>,
 }
 
 impl<S> std::fmt::Debug for Forwarder<S> {
@@ -87,7 +89,16 @@ impl<S: Sink> Forwarder<S> {
             cursor,
             settings,
             health,
+            dead_letter: None,
         }
+    }
+
+    /// Sends records the sink refuses for good ([`SinkError::is_permanent`])
+    /// to `dead_letter` and moves on. Without one, every failure is retried
+    /// (the cursor waits).
+    pub fn with_dead_letter(mut self, dead_letter: DeadLetter) -> Self {
+        self.dead_letter = Some(dead_letter);
+        self
     }
 
     /// [`Forwarder::run`], logging how it ended.
@@ -156,6 +167,7 @@ impl<S: Sink> Forwarder<S> {
             batch.seal();
             self.health.pending(batch.first_time_ms());
             let mut duplicates = 0;
+            let mut delivered = batch.len() as u64;
             if !batch.is_empty() {
                 loop {
                     let res = tokio::select! {
@@ -168,6 +180,16 @@ impl<S: Sink> Forwarder<S> {
                             backoff.reset();
                             break;
                         }
+                        Err(e) if e.is_permanent() && self.dead_letter.is_some() => {
+                            self.health.failed(&e, clock::unix_ms());
+                            match self.isolate(&batch, &mut backoff, stop).await {
+                                Some((ok, dup)) => {
+                                    (delivered, duplicates) = (ok, dup);
+                                    break;
+                                }
+                                None => return Exit::Stopped,
+                            }
+                        }
                         Err(e) => {
                             if self.pause(&e, &mut backoff, stop).await {
                                 return Exit::Stopped;
@@ -179,13 +201,90 @@ impl<S: Sink> Forwarder<S> {
             *next = batch.end_lsn();
             self.health.confirmed(
                 *next,
-                batch.len() as u64,
+                delivered,
                 duplicates,
                 batch.merged(),
                 batch.invalid(),
             );
             ckpt.maybe(*next, false);
         }
+    }
+
+    /// The sink refused `batch` for good: deliver it one record at a time,
+    /// so only the records it refuses are dead-lettered (durably, before the
+    /// cursor moves past them) and the rest go through. Transient failures
+    /// of a single record are retried as usual. Returns (delivered,
+    /// duplicates), or `None` when stopped.
+    async fn isolate(
+        &mut self,
+        batch: &Batch,
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+    ) -> Option<(u64, u64)> {
+        let dl = self.dead_letter.clone().expect("checked by the caller");
+        let (mut delivered, mut duplicates) = (0, 0);
+        let mut dead = Vec::new();
+        let mut one = Batch::new(batch.first_lsn(), 1);
+        for rec in batch.records() {
+            one.reset(rec.lsn());
+            one.offer(rec.lsn(), rec.time_ms(), rec.payload());
+            one.seal();
+            loop {
+                let res = tokio::select! {
+                    r = self.sink.deliver(&one) => r,
+                    () = stop.cancelled() => return None,
+                };
+                match res {
+                    Ok(d) => {
+                        delivered += 1;
+                        duplicates += d.duplicates;
+                        backoff.reset();
+                        break;
+                    }
+                    Err(e) if e.is_permanent() => {
+                        tracing::warn!(
+                            sink = %self.health.name(),
+                            lsn = %rec.lsn(),
+                            record_id = %hex::encode(rec.record_id()),
+                            error = %e,
+                            "the sink refused a record for good; it goes to the dead-letter file"
+                        );
+                        dead.push(DeadRecord::new(&rec, &e.to_string(), clock::unix_ms()));
+                        break;
+                    }
+                    Err(e) => {
+                        if self.pause(&e, backoff, stop).await {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+        // The dead letters must be durable before the cursor passes them:
+        // retention may then delete the only other copy.
+        let n = dead.len() as u64;
+        loop {
+            let (dl, dead) = (dl.clone(), dead.clone());
+            let res = tokio::task::spawn_blocking(move || dl.write(&dead)).await;
+            match res {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => {
+                    if self.pause(&SinkError::Io(e), backoff, stop).await {
+                        return None;
+                    }
+                }
+                Err(e) => {
+                    if self
+                        .pause(&SinkError::Other(e.to_string()), backoff, stop)
+                        .await
+                    {
+                        return None;
+                    }
+                }
+            }
+        }
+        self.health.dead_lettered(n);
+        Some((delivered, duplicates))
     }
 
     /// Records a failure and sleeps the backoff delay; true when stopped.

@@ -70,6 +70,9 @@ pub struct SinkStatus {
     pub delivered: u64,
     /// Failed delivery attempts since start.
     pub retries: u64,
+    /// Records the sink refused for good and that went to its dead-letter
+    /// file since start (`fencegate sinks dead-letter` lists them).
+    pub dead_lettered: u64,
     /// The position confirmed downstream (next LSN to deliver).
     pub position: u64,
     /// The most recent error, if any since start.
@@ -87,6 +90,7 @@ struct Handles {
     duplicates: Counter,
     skipped_merged: Counter,
     skipped_invalid: Counter,
+    dead_lettered: Counter,
     errors: [Counter; ERROR_KINDS.len()],
     lag_records: Gauge,
     lag_seconds: Gauge,
@@ -108,6 +112,7 @@ pub struct SinkHealth {
     pending_since_ms: AtomicU64,
     delivered: AtomicU64,
     retries: AtomicU64,
+    dead_lettered: AtomicU64,
     last_error: Mutex<Option<LastError>>,
     /// (delivered count, ms) at the previous monitor tick, for the rate.
     rate_mark: Mutex<(u64, i64)>,
@@ -138,6 +143,7 @@ impl SinkHealth {
             duplicates: counter!("fencegate_sink_duplicates_total", "sink" => n.clone()),
             skipped_merged: counter!("fencegate_sink_skipped_total", "sink" => n.clone(), "reason" => "repeat_merged"),
             skipped_invalid: counter!("fencegate_sink_skipped_total", "sink" => n.clone(), "reason" => "invalid"),
+            dead_lettered: counter!("fencegate_sink_dead_letter_total", "sink" => n.clone()),
             errors,
             lag_records: gauge!("fencegate_sink_lag_records", "sink" => n.clone()),
             lag_seconds: gauge!("fencegate_sink_lag_seconds", "sink" => n.clone()),
@@ -155,6 +161,7 @@ impl SinkHealth {
             pending_since_ms: AtomicU64::new(u64::MAX),
             delivered: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
             last_error: Mutex::new(None),
             rate_mark: Mutex::new((0, 0)),
             m,
@@ -259,6 +266,20 @@ impl SinkHealth {
         self.set_state(SinkState::Down);
     }
 
+    /// `n` records the sink refused for good were written to its
+    /// dead-letter file.
+    pub(crate) fn dead_lettered(&self, n: u64) {
+        if n > 0 {
+            self.dead_lettered.fetch_add(n, Ordering::Relaxed);
+            self.m.dead_lettered.increment(n);
+        }
+    }
+
+    /// Records sent to the dead-letter file since start.
+    pub fn dead_letters(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
+    }
+
     /// The persisted cursor moved to `pos`.
     pub(crate) fn persisted(&self, pos: Lsn) {
         self.m.position.set(pos.0 as f64);
@@ -275,6 +296,7 @@ impl SinkHealth {
             lag_seconds,
             delivered: self.delivered(),
             retries: self.retries(),
+            dead_lettered: self.dead_letters(),
             position: self.position().0,
             last_error: self.last_error(),
         }

@@ -22,6 +22,7 @@
 //! | `forwarder.rs` | the loop: read a batch, deliver with retries, checkpoint the cursor |
 //! | `batch.rs` | [`Batch`]: payloads in one buffer, per-record routing index |
 //! | `backoff.rs` | [`Backoff`]: exponential with jitter |
+//! | `dead_letter.rs` | [`DeadLetter`]: records a sink refused for good, kept per sink so the cursor moves on |
 //! | `health.rs` | [`SinkHealth`]: lag, rate, retries, last error; `/readyz` and `/metrics` |
 //! | `config.rs` | `[[sinks]]`: raw TOML, validation reporting every problem |
 //! | `nats.rs` | JetStream: stream create-or-verify, pipelined publishes, PubAck per record |
@@ -33,6 +34,7 @@
 mod backoff;
 mod batch;
 pub mod config;
+pub mod dead_letter;
 mod forwarder;
 mod health;
 pub mod jsonl;
@@ -49,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 pub use backoff::Backoff;
 pub use batch::{Batch, BatchRecord, Offered, RecordKind};
 pub use config::{RawSink, SinkConfig, SinkTarget};
+pub use dead_letter::{DeadLetter, DeadRecord};
 pub use forwarder::{ForwardSettings, Forwarder};
 pub use health::{LastError, SinkHealth, SinkState, SinkStatus};
 
@@ -84,9 +87,10 @@ pub trait Sink: Send + 'static {
     ) -> impl Future<Output = Result<Delivered, SinkError>> + Send;
 }
 
-/// Why a delivery attempt failed. Every failure is retried after a
-/// backoff; the variant picks the `kind` label of
-/// `fencegate_sink_errors_total`.
+/// Why a delivery attempt failed. A transient failure is retried after a
+/// backoff; a permanent one ([`SinkError::is_permanent`]) sends the records
+/// the sink refuses to its dead-letter file. The variant picks the `kind`
+/// label of `fencegate_sink_errors_total`.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// Could not connect to the downstream.
@@ -149,6 +153,23 @@ impl SinkError {
         }
     }
 
+    /// Whether retrying the same records can never succeed: an HTTP 4xx
+    /// other than 408 (timeout), 425 (too early) and 429 (too many
+    /// requests), i.e. the receiver refuses the content itself (400, 413,
+    /// 422, ...). The forwarder then delivers the batch record by record
+    /// and dead-letters only the records refused, instead of retrying one
+    /// poison batch forever while the log fills. Everything else (network,
+    /// timeouts, 5xx, JetStream refusals, which are stream settings an
+    /// operator fixes) is transient.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Http { status, .. } => {
+                (400..500).contains(status) && !matches!(status, 408 | 425 | 429)
+            }
+            _ => false,
+        }
+    }
+
     /// How long the downstream asked us to wait, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -180,8 +201,14 @@ impl Forwarders {
     /// Registers every sink's cursor (before retention may run), removes
     /// cursors of sinks no longer configured, builds the sinks (resolving
     /// secrets) and starts one forwarder per sink. Must run inside a tokio
-    /// runtime. `node` names this gateway to downstreams.
-    pub fn start(sinks: &[SinkConfig], log: &LogHandle, node: &str) -> anyhow::Result<Self> {
+    /// runtime. `node` names this gateway to downstreams; records a sink
+    /// refuses for good go to `<dead_letter_dir>/<sink>.jsonl`.
+    pub fn start(
+        sinks: &[SinkConfig],
+        log: &LogHandle,
+        node: &str,
+        dead_letter_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
         let cursors: Vec<_> = sinks
             .iter()
             .map(|s| {
@@ -199,25 +226,10 @@ impl Forwarders {
         for (s, cursor) in sinks.iter().zip(cursors) {
             let health = Arc::new(SinkHealth::new(&s.name, s.target.kind(), cursor.position()));
             let settings = s.forward.clone();
-            let task = match &s.target {
-                SinkTarget::Nats(c) => {
-                    let sink = nats::NatsSink::new(c.clone(), node)
-                        .with_context(|| format!("sink '{}'", s.name))?;
-                    let f = Forwarder::new(sink, log.clone(), cursor, settings, health.clone());
-                    tokio::spawn(f.run_logged(stop.clone()))
-                }
-                SinkTarget::Webhook(c) => {
-                    let sink = webhook::WebhookSink::new(c.clone(), node)
-                        .with_context(|| format!("sink '{}'", s.name))?;
-                    let f = Forwarder::new(sink, log.clone(), cursor, settings, health.clone());
-                    tokio::spawn(f.run_logged(stop.clone()))
-                }
-                SinkTarget::Jsonl(c) => {
-                    let sink = jsonl::JsonlSink::new(c.clone());
-                    let f = Forwarder::new(sink, log.clone(), cursor, settings, health.clone());
-                    tokio::spawn(f.run_logged(stop.clone()))
-                }
-            };
+            let sink = AnySink::build(s, node)?;
+            let f = Forwarder::new(sink, log.clone(), cursor, settings, health.clone())
+                .with_dead_letter(DeadLetter::new(dead_letter_dir, &s.name));
+            let task = tokio::spawn(f.run_logged(stop.clone()));
             out.health.push(health);
             out.tasks.push(task);
         }
@@ -242,6 +254,46 @@ impl Forwarders {
         let all = futures::future::join_all(self.tasks);
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!("sink forwarders did not stop within {grace:?}");
+        }
+    }
+}
+
+/// One configured sink of any kind, so the forwarder and the dead-letter
+/// replay build sinks the same way.
+#[derive(Debug)]
+pub enum AnySink {
+    /// NATS JetStream (boxed: it is by far the largest, and built once).
+    Nats(Box<nats::NatsSink>),
+    /// HTTP webhook.
+    Webhook(webhook::WebhookSink),
+    /// JSON lines.
+    Jsonl(jsonl::JsonlSink),
+}
+
+impl AnySink {
+    /// Builds the sink `s` describes (resolving its secrets). `node` names
+    /// this gateway to downstreams.
+    pub fn build(s: &SinkConfig, node: &str) -> anyhow::Result<Self> {
+        Ok(match &s.target {
+            SinkTarget::Nats(c) => Self::Nats(Box::new(
+                nats::NatsSink::new(c.clone(), node)
+                    .with_context(|| format!("sink '{}'", s.name))?,
+            )),
+            SinkTarget::Webhook(c) => Self::Webhook(
+                webhook::WebhookSink::new(c.clone(), node)
+                    .with_context(|| format!("sink '{}'", s.name))?,
+            ),
+            SinkTarget::Jsonl(c) => Self::Jsonl(jsonl::JsonlSink::new(c.clone())),
+        })
+    }
+}
+
+impl Sink for AnySink {
+    async fn deliver(&mut self, batch: &Batch) -> Result<Delivered, SinkError> {
+        match self {
+            Self::Nats(s) => s.deliver(batch).await,
+            Self::Webhook(s) => s.deliver(batch).await,
+            Self::Jsonl(s) => s.deliver(batch).await,
         }
     }
 }
