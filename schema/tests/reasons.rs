@@ -825,3 +825,45 @@ fn replies_and_records_refuse_the_wrong_identifier_missing_fields_and_unknown_bo
         "PingRecord.device_id is required"
     );
 }
+
+/// PROTOCOL §5.5: a rejected punch's ack echoes its `punch_id` whenever the
+/// frame could be read far enough to find it. Red if the gateway's helper
+/// gives up on semantic rejections, or reads an id out of a frame the
+/// verifier refused.
+#[test]
+fn rejected_punches_echo_their_id_when_it_can_be_read() {
+    use fencegate_schema::punch_id_of;
+    let id = punch().punch_id;
+    let semantic = [
+        Reason::MissingField,
+        Reason::FieldTooLong,
+        Reason::NotFinite,
+        Reason::LatitudeOutOfRange,
+        Reason::LongitudeOutOfRange,
+        Reason::NegativeAccuracy,
+        Reason::FutureTimestamp,
+        Reason::StaleTimestamp,
+        Reason::UnknownEnumValue,
+        Reason::PositionRequired,
+    ];
+    let mut echoed = Vec::new();
+    for c in cases().into_iter().filter(|c| c.channel == Channel::Stream) {
+        let got = punch_id_of(&c.buf, &c.limits);
+        if let Some(g) = got {
+            assert_eq!(g, id, "case '{}' echoed another id", c.name);
+            echoed.push(c.reason);
+        }
+        if matches!(
+            c.reason,
+            Reason::Oversize | Reason::Malformed | Reason::UnknownBody | Reason::InvalidPunchId
+        ) {
+            assert_eq!(got, None, "case '{}': nothing readable to echo", c.name);
+        }
+    }
+    for r in semantic {
+        assert!(
+            echoed.contains(&r),
+            "no {r:?} punch case echoed its id: {echoed:?}"
+        );
+    }
+}
