@@ -306,38 +306,28 @@ async fn bad_credentials_close_the_connection_with_their_code_and_reason_name() 
 async fn a_punch_in_0rtt_is_accepted_and_its_replay_gets_the_same_ack() {
     let node = Node::start().await;
     let token = node.token("acme", "phone-1");
-    // A first, full handshake leaves a ticket with the client.
+    // A first, full handshake leaves a ticket with the client. Every
+    // connection stays open to the end: its ticket comes after its
+    // handshake, and each resumption uses one ticket up.
     let first = node.connector.connect(&token, "phone-1").await.unwrap();
-    // The ticket is sent once the handshake completes; give it time to land.
-    ack(first.punch(&punch(99, "e-9", HQ)).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    first.close();
+    let mut open = vec![first];
 
     let p = punch(7, "e-7", HQ);
-    let in_0rtt = |p: fencegate_schema::PunchMsg| {
-        let node = &node;
-        let token = token.clone();
-        async move {
-            let (c, accepted) = node
-                .connector
-                .connect_0rtt()
-                .expect("a resumable ticket with early data");
-            // Hello and punch go out before the handshake completes: both
-            // streams are opened and written in the first flight.
-            let (hello, reply) = tokio::join!(c.hello(&token, "phone-1"), c.punch(&p));
-            hello.unwrap();
-            let reply = reply.unwrap();
-            assert!(accepted.await, "the gateway refused the 0-RTT data");
-            // Each resumption uses its ticket up; wait for the next one.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            c.close();
-            ack(reply)
-        }
+    let mut in_0rtt = async |p: &fencegate_schema::PunchMsg| {
+        let (c, accepted) = common::connect_0rtt(&node).await;
+        // Hello and punch go out before the handshake completes: both
+        // streams are opened and written in the first flight.
+        let (hello, reply) = tokio::join!(c.hello(&token, "phone-1"), c.punch(p));
+        hello.unwrap();
+        let reply = reply.unwrap();
+        assert!(accepted.await, "the gateway refused the 0-RTT data");
+        open.push(c);
+        ack(reply)
     };
-    let a = in_0rtt(p.clone()).await;
+    let a = in_0rtt(&p).await;
     assert_eq!(a.verdict, Verdict::Accepted);
     assert_eq!(a.punch_id, Some(p.punch_id));
-    let replay = in_0rtt(p.clone()).await;
+    let replay = in_0rtt(&p).await;
     assert_eq!(
         (replay.verdict, replay.record_id),
         (a.verdict, a.record_id),
@@ -349,6 +339,9 @@ async fn a_punch_in_0rtt_is_accepted_and_its_replay_gets_the_same_ack() {
         1,
         "the replay made no record"
     );
+    for c in open {
+        c.close();
+    }
     node.running.shutdown(Duration::from_secs(2)).await;
 }
 
