@@ -452,10 +452,12 @@ async fn authenticate(ctx: &EdgeContext, conn: &quinn::Connection) -> Option<Ses
             return None;
         }
         Err(_) => {
+            // A Hello still unfinished at the deadline is no Hello in time
+            // (PROTOCOL §3): the same code as no Hello stream at all.
             close_with(
                 conn,
-                close::PROTOCOL_VIOLATION,
-                reason_name(Reason::Malformed),
+                close::AUTH_TIMEOUT,
+                "AUTH_TIMEOUT",
                 &"the Hello stream was not finished within the auth timeout",
             );
             return None;
@@ -533,7 +535,8 @@ async fn handle_connection(ctx: &Arc<EdgeContext>, conn: quinn::Connection, setu
         tokio::select! {
             biased;
             () = ctx.shutdown.cancelled() => {
-                close_with(&conn, close::SHUTTING_DOWN, reason_name(Reason::ShuttingDown), &"gateway shutting down");
+                let phrase = reason_name(Reason::ShuttingDown);
+                close_with(&conn, close::SHUTTING_DOWN, phrase, &"gateway shutting down");
                 break;
             }
             r = conn.read_datagram() => match r {
