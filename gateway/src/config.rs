@@ -169,9 +169,19 @@ pub struct RawQuic {
     pub auth_timeout_ms: u64,
     /// Accept 0-RTT data from resumed sessions. Safe because punch ids are
     /// idempotent: a replayed 0-RTT punch gets the same ack and no new record.
+    /// On, resumption is stateful (tickets are ids into a cache of
+    /// `session_cache` sessions, as RFC 8446 requires for early data); off,
+    /// tickets are stateless and the cache is unused.
     ///
     /// `true` unless set.
     pub zero_rtt: bool,
+    /// With `zero_rtt`: most resumable sessions the node keeps in memory,
+    /// one per device that connected recently (about 200 bytes each, so
+    /// 65536 take about 13 MB). A device whose session was evicted (the
+    /// oldest go first) pays one full handshake, without 0-RTT.
+    ///
+    /// `65536` unless set.
+    pub session_cache: usize,
     /// Punches being processed at once across the node; beyond it new
     /// streams are answered `Busy` with a retry-after.
     ///
@@ -199,6 +209,7 @@ impl Default for RawQuic {
             datagram_buffer: 65_536,
             auth_timeout_ms: 5_000,
             zero_rtt: true,
+            session_cache: 65_536,
             max_inflight_punches: 65_536,
         }
     }
@@ -628,6 +639,11 @@ impl Config {
         }
         if q.connection_window < q.stream_window {
             p.push("quic.connection_window must be at least quic.stream_window".into());
+        }
+        if q.zero_rtt && q.session_cache == 0 {
+            p.push(
+                "quic.session_cache must be at least 1 with quic.zero_rtt = true (0-RTT needs the session cache); set zero_rtt = false to turn it off".into(),
+            );
         }
         if q.max_handshakes_in_flight == 0 {
             p.push("quic.max_handshakes_in_flight must be at least 1".into());

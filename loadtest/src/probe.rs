@@ -47,15 +47,19 @@ impl Scrape {
     pub fn by_label(&self, name: &str, label: &str) -> BTreeMap<String, f64> {
         let prefix = format!("{name}{{");
         let key = format!("{label}=\"");
-        self.0
-            .iter()
-            .filter(|(k, _)| k.starts_with(&prefix))
-            .filter_map(|(k, v)| {
-                let start = k.find(&key)? + key.len();
-                let end = k[start..].find('"')? + start;
-                Some((k[start..end].to_owned(), *v))
-            })
-            .collect()
+        let mut out = BTreeMap::new();
+        // Summed: series that differ in another label (the `channel` of
+        // `fencegate_refused_total`) share this label's value.
+        for (k, v) in self.0.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+            let Some(start) = k.find(&key).map(|i| i + key.len()) else {
+                continue;
+            };
+            let Some(end) = k[start..].find('"').map(|i| i + start) else {
+                continue;
+            };
+            *out.entry(k[start..end].to_owned()).or_insert(0.0) += *v;
+        }
+        out
     }
 }
 

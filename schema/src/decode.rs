@@ -66,6 +66,7 @@ impl ReplyView<'_> {
                 max_batch_fixes: a.max_batch_fixes(),
                 max_frame_bytes: a.max_frame_bytes(),
                 repeat_window_s: a.repeat_window_s(),
+                max_accuracy_m: a.max_accuracy_m(),
             }),
             ReplyView::PunchAck(a) => ReplyMsg::PunchAck(PunchAckMsg {
                 punch_id: a.punch_id().map(|u| u.0),

@@ -270,7 +270,7 @@ impl Request<'_> {
 // ---------------------------------------------------------------- replies
 
 /// `HelloAck`: the connection is authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HelloAckMsg {
     /// Gateway clock, unix ms.
     pub server_time_ms: i64,
@@ -280,6 +280,9 @@ pub struct HelloAckMsg {
     pub max_frame_bytes: u32,
     /// Repeat-merge window, seconds.
     pub repeat_window_s: u32,
+    /// The tenant's GPS accuracy cap, metres (a worse fix is refused as
+    /// `AccuracyTooLow`); 0 = no cap.
+    pub max_accuracy_m: f32,
 }
 
 /// `PunchAck`, owned. Encode on the hot path with [`PunchAckRef`].
@@ -371,6 +374,7 @@ impl HelloAckMsg {
                 max_batch_fixes: self.max_batch_fixes,
                 max_frame_bytes: self.max_frame_bytes,
                 repeat_window_s: self.repeat_window_s,
+                max_accuracy_m: self.max_accuracy_m,
             },
         );
         finish_reply(fbb, ReplyBody::HelloAck, ack.as_union_value())

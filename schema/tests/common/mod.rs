@@ -180,12 +180,20 @@ pub fn arb_verdict() -> impl Strategy<Value = Verdict> {
 }
 
 pub fn arb_hello_ack() -> impl Strategy<Value = HelloAckMsg> {
-    (any::<i64>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(t, f, b, w)| HelloAckMsg {
-        server_time_ms: t,
-        max_batch_fixes: f,
-        max_frame_bytes: b,
-        repeat_window_s: w,
-    })
+    (
+        any::<i64>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        0.0f32..10_000.0,
+    )
+        .prop_map(|(t, f, b, w, m)| HelloAckMsg {
+            server_time_ms: t,
+            max_batch_fixes: f,
+            max_frame_bytes: b,
+            repeat_window_s: w,
+            max_accuracy_m: m,
+        })
 }
 
 pub fn arb_punch_ack() -> impl Strategy<Value = PunchAckMsg> {
