@@ -226,6 +226,22 @@ pub struct RawAdmin {
     pub listen: String,
     /// Bearer tokens allowed to call `/v1/...`. Health and metrics need none.
     pub tokens: Vec<RawAdminToken>,
+    /// Most `GET /v1/records` queries running at once; more are answered
+    /// 429 with `Retry-After`, so readers cannot take the node's blocking
+    /// threads and disk from the log and the forwarders.
+    ///
+    /// `4` unless set.
+    pub max_concurrent_queries: usize,
+    /// Longest one records query may run. Past it the answer ends early
+    /// and says where to resume (`next_after`).
+    ///
+    /// `10` unless set.
+    pub query_timeout_s: u64,
+    /// Most log records one records query reads (matching or not). Past it
+    /// the answer ends early and says where to resume.
+    ///
+    /// `5000000` unless set.
+    pub max_scan_records: u64,
 }
 
 impl Default for RawAdmin {
@@ -233,6 +249,31 @@ impl Default for RawAdmin {
         Self {
             listen: "127.0.0.1:9464".into(),
             tokens: Vec::new(),
+            max_concurrent_queries: 4,
+            query_timeout_s: 10,
+            max_scan_records: 5_000_000,
+        }
+    }
+}
+
+/// Bounds on the admin API's records queries (from `[admin]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Most queries at once.
+    pub max_concurrent: usize,
+    /// Longest one query runs.
+    pub timeout: Duration,
+    /// Most records one query reads.
+    pub max_scan: u64,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        let r = RawAdmin::default();
+        Self {
+            max_concurrent: r.max_concurrent_queries,
+            timeout: Duration::from_secs(r.query_timeout_s),
+            max_scan: r.max_scan_records,
         }
     }
 }
@@ -521,6 +562,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Admin tokens (secrets resolved at start, not here).
     pub admin_tokens: Vec<RawAdminToken>,
+    /// Bounds on records queries.
+    pub admin_queries: QueryLimits,
     /// Fence settings.
     pub fences: RawFences,
     /// Whether the bundled sample fences may stand in for a missing file.
@@ -653,6 +696,15 @@ impl Config {
         }
         if q.max_inflight_punches == 0 {
             p.push("quic.max_inflight_punches must be at least 1".into());
+        }
+        if raw.admin.max_concurrent_queries == 0
+            || raw.admin.query_timeout_s == 0
+            || raw.admin.max_scan_records == 0
+        {
+            p.push(
+                "admin.max_concurrent_queries, admin.query_timeout_s and admin.max_scan_records must be at least 1 (defaults 4, 10, 5000000)"
+                    .into(),
+            );
         }
         for (i, t) in raw.admin.tokens.iter().enumerate() {
             let at = format!("admin.tokens[{i}] ('{}')", t.name);
@@ -822,6 +874,11 @@ impl Config {
             quic_listen,
             quic: raw.quic,
             admin_listen,
+            admin_queries: QueryLimits {
+                max_concurrent: raw.admin.max_concurrent_queries,
+                timeout: Duration::from_secs(raw.admin.query_timeout_s),
+                max_scan: raw.admin.max_scan_records,
+            },
             admin_tokens: raw.admin.tokens,
             fences: raw.fences,
             allow_sample_fences: false,

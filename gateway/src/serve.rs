@@ -300,6 +300,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             rules,
             rules_source,
             cfg.data_dir.join("index").join("records"),
+            cfg.admin_queries,
         )),
         sinks: forwarders.health().to_vec(),
     });
