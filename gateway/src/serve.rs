@@ -246,12 +246,15 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let forwarders = crate::sink::Forwarders::start(&cfg.sinks, &log, &cfg.node_name)?;
     let (rules, rules_source) = crate::rules::api::load(cfg)?;
     let now = clock::unix_ms();
-    let pipeline = Arc::new(Pipeline::with_rules(
-        PipelineConfig::from_config(cfg),
-        fences.clone(),
-        rules.clone(),
-        now,
-    ));
+    let pipeline = Arc::new(
+        Pipeline::with_rules(
+            PipelineConfig::from_config(cfg),
+            fences.clone(),
+            rules.clone(),
+            now,
+        )
+        .with_ping_events(crate::pipeline::PingEventSettings::from_config(cfg)),
+    );
     let replayed = replay(&pipeline, &log, now)?;
     tracing::info!(entries = report.entries, replayed, next = %report.next_lsn, "log recovered");
 

@@ -132,8 +132,8 @@ fn dechunk(mut body: &str) -> String {
 /// What the gateway counted during a run (the difference of two scrapes).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GatewayCounts {
-    /// Ping fixes by outcome (`forwarded`, `suppressed`, `stale`,
-    /// `untracked`).
+    /// Ping fixes by outcome (`forwarded`, `suppressed`, `late`,
+    /// `duplicate`, and `untracked`, a subset of `forwarded`).
     pub pings: BTreeMap<String, u64>,
     /// Ping fixes the gateway processed (all outcomes).
     pub pings_processed: u64,
@@ -173,7 +173,12 @@ impl GatewayCounts {
         let by = |n: &str, l: &str| diff(&before.by_label(n, l), &after.by_label(n, l));
         let pings = by("fencegate_pings_total", "outcome");
         Self {
-            pings_processed: pings.values().sum(),
+            // `untracked` fixes are also counted as `forwarded`.
+            pings_processed: pings
+                .iter()
+                .filter(|(k, _)| k.as_str() != "untracked")
+                .map(|(_, v)| v)
+                .sum(),
             pings,
             fence_events: d("fencegate_fence_events_total"),
             punches: by("fencegate_punches_total", "verdict"),

@@ -279,9 +279,10 @@ pub fn arb_ping_record() -> impl Strategy<Value = PingRecordMsg> {
         any::<u64>(),
         arb_fence_ids(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(device_id, time_ms, p, h3_cell, fence_ids, heartbeat)| PingRecordMsg {
+            |(device_id, time_ms, p, h3_cell, fence_ids, heartbeat, late)| PingRecordMsg {
                 device_id,
                 time_ms,
                 lat: p.lat(),
@@ -290,6 +291,7 @@ pub fn arb_ping_record() -> impl Strategy<Value = PingRecordMsg> {
                 h3_cell,
                 fence_ids,
                 heartbeat,
+                late,
             },
         )
 }
@@ -298,18 +300,18 @@ pub fn arb_fence_event() -> impl Strategy<Value = FenceEventMsg> {
     (
         arb_id(),
         arb_id(),
-        any::<bool>(),
+        prop_oneof![
+            Just(Transition::Enter),
+            Just(Transition::Exit),
+            Just(Transition::Inside)
+        ],
         any::<i64>(),
         arb_position(),
     )
-        .prop_map(|(device_id, fence_id, exit, time_ms, p)| FenceEventMsg {
+        .prop_map(|(device_id, fence_id, transition, time_ms, p)| FenceEventMsg {
             device_id,
             fence_id,
-            transition: if exit {
-                Transition::Exit
-            } else {
-                Transition::Enter
-            },
+            transition,
             time_ms,
             lat: p.lat(),
             lon: p.lon(),
