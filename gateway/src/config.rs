@@ -409,7 +409,9 @@ fn compile_pings(raw: &RawPings, tenants: &[RawTenant], p: &mut Vec<String>) -> 
                 "{at}dwell_s = {d} is out of range; use 0 (off) to {MAX_DWELL_S} seconds"
             ));
         }
-        if let Some(m) = margin.filter(|m| !(m.is_finite() && (0.0..=MAX_EXIT_MARGIN_M).contains(m))) {
+        if let Some(m) =
+            margin.filter(|m| !(m.is_finite() && (0.0..=MAX_EXIT_MARGIN_M).contains(m)))
+        {
             p.push(format!(
                 "{at}exit_margin_m = {m} is out of range; use 0 to {MAX_EXIT_MARGIN_M} metres, or leave it out for plain containment"
             ));
@@ -943,9 +945,7 @@ mod tests {
     fn pings_overrides_merge_over_the_node_defaults_and_errors_name_the_fix() {
         let base = "[[tenants]]\nid = \"acme\"\n[[tenants]]\nid = \"globex\"\n";
         let c = Config::parse(
-            &format!(
-                "[pings]\ndwell_s = 30\n[pings.tenants.acme]\nexit_margin_m = 25.0\n{base}"
-            ),
+            &format!("[pings]\ndwell_s = 30\n[pings.tenants.acme]\nexit_margin_m = 25.0\n{base}"),
             "t.toml",
         )
         .unwrap();

@@ -203,12 +203,16 @@ struct DeviceState {
     members: Box<[Arc<str>]>,
     /// Changes of membership seen but not yet emitted (`dwell_ms`): the
     /// fence and the time of the first fix of the unbroken run showing it.
-    pending: Box<[(Arc<str>, i64)]>,
+    pending: Box<[Pending]>,
     /// Bits of the last located position and the snapshot it was located
     /// in: a device reporting the same position reuses the answer.
     position: (u64, u64),
     snapshot: u64,
 }
+
+/// A membership change awaiting `dwell_ms`: the fence, and the fix time
+/// its unbroken run began.
+type Pending = (Arc<str>, i64);
 
 /// What a fix is to its device's live state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,15 +245,15 @@ fn event_order(t: Transition) -> u8 {
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 fn membership_step(
     members: &mut Box<[Arc<str>]>,
-    pending: &mut Box<[(Arc<str>, i64)]>,
+    pending: &mut Box<[Pending]>,
     located: &[Arc<str>],
     time_ms: i64,
     dwell_ms: i64,
     exit_counts: impl Fn(&str) -> bool,
     events: &mut Vec<(Arc<str>, Transition)>,
-    scratch: (&mut Vec<Arc<str>>, &mut Vec<(Arc<str>, i64)>),
+    next: &mut Vec<Arc<str>>,
+    keep: &mut Vec<Pending>,
 ) {
-    let (next, keep) = scratch;
     keep.clear();
     let mut decide = |f: &Arc<str>, t: Transition| {
         // A change keeps the time its unbroken run began; a run that broke
@@ -368,7 +372,7 @@ pub struct Scratch {
     events: Vec<(Arc<str>, Transition)>,
     /// Builders for a device's new membership and pending changes.
     members: Vec<Arc<str>>,
-    pending: Vec<(Arc<str>, i64)>,
+    pending: Vec<Pending>,
     /// The slot label (`2025-03-04/day`) of the punch being decided.
     label: String,
 }
@@ -1071,13 +1075,14 @@ impl Pipeline {
                         rules.dwell_ms,
                         exit_counts,
                         &mut scratch.events,
-                        (&mut scratch.members, &mut scratch.pending),
+                        &mut scratch.members,
+                        &mut scratch.pending,
                     );
                 }
                 if scratch.events.len() > 1 {
-                    scratch
-                        .events
-                        .sort_unstable_by(|a, b| (event_order(a.1), &a.0).cmp(&(event_order(b.1), &b.0)));
+                    scratch.events.sort_unstable_by(|a, b| {
+                        (event_order(a.1), &a.0).cmp(&(event_order(b.1), &b.0))
+                    });
                 }
                 if fresh || relocated || st.cell != cell || !scratch.events.is_empty() {
                     forward = true;

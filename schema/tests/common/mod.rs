@@ -308,14 +308,16 @@ pub fn arb_fence_event() -> impl Strategy<Value = FenceEventMsg> {
         any::<i64>(),
         arb_position(),
     )
-        .prop_map(|(device_id, fence_id, transition, time_ms, p)| FenceEventMsg {
-            device_id,
-            fence_id,
-            transition,
-            time_ms,
-            lat: p.lat(),
-            lon: p.lon(),
-        })
+        .prop_map(
+            |(device_id, fence_id, transition, time_ms, p)| FenceEventMsg {
+                device_id,
+                fence_id,
+                transition,
+                time_ms,
+                lat: p.lat(),
+                lon: p.lon(),
+            },
+        )
 }
 
 pub fn arb_record() -> impl Strategy<Value = RecordMsg> {
