@@ -213,11 +213,12 @@ mod tests {
             "# TYPE x counter\nfencegate_pings_total{outcome=\"forwarded\"} 10\nfencegate_busy_total 1\n",
         );
         let after = Scrape::parse(
-            "fencegate_pings_total{outcome=\"forwarded\"} 25\nfencegate_pings_total{outcome=\"suppressed\"} 5\nfencegate_busy_total 4\nfencegate_connections 7\n",
+            "fencegate_pings_total{outcome=\"forwarded\"} 25\nfencegate_pings_total{outcome=\"suppressed\"} 5\nfencegate_pings_total{outcome=\"untracked\"} 3\nfencegate_busy_total 4\nfencegate_connections 7\n",
         );
         let c = GatewayCounts::between(&before, &after);
         assert_eq!(c.pings["forwarded"], 15);
         assert_eq!(c.pings["suppressed"], 5);
+        // Untracked fixes are part of the forwarded ones, not counted twice.
         assert_eq!(c.pings_processed, 20);
         assert_eq!(c.busy, 3);
         assert_eq!(c.connections, 7);
