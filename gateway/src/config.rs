@@ -54,6 +54,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// Duplicate and repeat suppression.
     pub dedup: RawDedup,
+    /// Fence events from pings: debounce and exit hysteresis.
+    pub pings: RawPings,
     /// The durable on-disk log every acknowledged record is written to.
     pub log: RawLog,
     /// The tenants this node serves. Each gets its own device-token key.
@@ -427,6 +429,97 @@ impl Default for RawDedup {
     }
 }
 
+/// `[pings]`: fence events from location pings. Both settings are off
+/// unless set, and then every membership change is an Enter or Exit at the
+/// first fix that shows it.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPings {
+    /// Seconds a fence membership change must persist, measured in fix
+    /// time, before its Enter or Exit is emitted: a device jittering across
+    /// an edge for less than this emits nothing.
+    ///
+    /// `0` (off) unless set; at most 86400.
+    pub dwell_s: u64,
+    /// Accuracy-aware exit hysteresis, metres: a device in a fence counts
+    /// as having left it only at a fix whose distance outside the fence's
+    /// edge minus the fix's accuracy exceeds this margin. `0` still makes
+    /// exits accuracy-aware.
+    ///
+    /// Off (plain containment) unless set; 0 to 10000.
+    pub exit_margin_m: Option<f64>,
+    /// Per-tenant overrides (`[pings.tenants.acme]`); a setting left out
+    /// there keeps the node-wide value.
+    pub tenants: std::collections::BTreeMap<String, RawPingsTenant>,
+}
+
+/// `[pings.tenants.<id>]`: one tenant's overrides of `[pings]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPingsTenant {
+    /// See [`RawPings::dwell_s`].
+    pub dwell_s: Option<u64>,
+    /// See [`RawPings::exit_margin_m`].
+    pub exit_margin_m: Option<f64>,
+}
+
+/// Compiled `[pings]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct PingsConfig {
+    /// The node-wide fence event rules.
+    pub default: crate::pipeline::FenceEventRules,
+    /// Tenants with their own rules (overrides merged over the default).
+    pub tenants: Vec<(String, crate::pipeline::FenceEventRules)>,
+}
+
+/// The longest `dwell_s`: beyond a day the device state has long expired.
+const MAX_DWELL_S: u64 = 86_400;
+/// The largest `exit_margin_m`, metres.
+const MAX_EXIT_MARGIN_M: f64 = 10_000.0;
+
+fn compile_pings(raw: &RawPings, tenants: &[RawTenant], p: &mut Vec<String>) -> PingsConfig {
+    let check = |p: &mut Vec<String>, at: &str, dwell: Option<u64>, margin: Option<f64>| {
+        if let Some(d) = dwell.filter(|&d| d > MAX_DWELL_S) {
+            p.push(format!(
+                "{at}dwell_s = {d} is out of range; use 0 (off) to {MAX_DWELL_S} seconds"
+            ));
+        }
+        if let Some(m) =
+            margin.filter(|m| !(m.is_finite() && (0.0..=MAX_EXIT_MARGIN_M).contains(m)))
+        {
+            p.push(format!(
+                "{at}exit_margin_m = {m} is out of range; use 0 to {MAX_EXIT_MARGIN_M} metres, or leave it out for plain containment"
+            ));
+        }
+    };
+    check(p, "pings.", Some(raw.dwell_s), raw.exit_margin_m);
+    let default = crate::pipeline::FenceEventRules {
+        dwell_ms: raw.dwell_s as i64 * 1_000,
+        exit_margin_m: raw.exit_margin_m,
+    };
+    let mut out = Vec::new();
+    for (id, t) in &raw.tenants {
+        let at = format!("pings.tenants.{id}.");
+        if !tenants.iter().any(|k| &k.id == id) {
+            p.push(format!(
+                "pings.tenants.{id}: no [[tenants]] block has id {id:?}; add one or remove the override"
+            ));
+        }
+        check(p, &at, t.dwell_s, t.exit_margin_m);
+        out.push((
+            id.clone(),
+            crate::pipeline::FenceEventRules {
+                dwell_ms: t.dwell_s.map_or(default.dwell_ms, |d| d as i64 * 1_000),
+                exit_margin_m: t.exit_margin_m.or(default.exit_margin_m),
+            },
+        ));
+    }
+    PingsConfig {
+        default,
+        tenants: out,
+    }
+}
+
 /// `[log]`: the durable log.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -572,6 +665,8 @@ pub struct Config {
     pub limits: RawLimits,
     /// Dedup settings.
     pub dedup: RawDedup,
+    /// Fence event debounce and hysteresis (`[pings]`).
+    pub pings: PingsConfig,
     /// Log directory (resolved).
     pub log_dir: PathBuf,
     /// Log settings.
@@ -848,6 +943,7 @@ impl Config {
                 p.push(format!("tenants[{i}]: id {:?} appears twice", t.id));
             }
         }
+        let pings = compile_pings(&raw.pings, &raw.tenants, &mut p);
         let sinks = crate::sink::config::compile(&raw.sinks, &mut p);
         if !p.is_empty() {
             return Err(ConfigErrors {
@@ -884,6 +980,7 @@ impl Config {
             allow_sample_fences: false,
             limits: raw.limits,
             dedup: raw.dedup,
+            pings,
             log: raw.log,
             tenants,
             attendance: AttendanceConfig {
@@ -968,6 +1065,46 @@ mod tests {
             assert!(all.contains(needle), "missing {needle} in:\n{all}");
         }
         assert!(err.problems.len() >= 6);
+    }
+
+    #[test]
+    fn pings_overrides_merge_over_the_node_defaults_and_errors_name_the_fix() {
+        let base = "[[tenants]]\nid = \"acme\"\n[[tenants]]\nid = \"globex\"\n";
+        let c = Config::parse(
+            &format!("[pings]\ndwell_s = 30\n[pings.tenants.acme]\nexit_margin_m = 25.0\n{base}"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.pings.default.dwell_ms, 30_000);
+        assert_eq!(c.pings.default.exit_margin_m, None);
+        assert_eq!(
+            c.pings.tenants,
+            [(
+                "acme".to_owned(),
+                crate::pipeline::FenceEventRules {
+                    dwell_ms: 30_000,
+                    exit_margin_m: Some(25.0)
+                }
+            )]
+        );
+        let off = Config::parse(base, "t.toml").unwrap();
+        assert_eq!(off.pings.default, Default::default(), "off unless set");
+
+        let err = Config::parse(
+            &format!(
+                "[pings]\ndwell_s = 100000\nexit_margin_m = -1.0\n[pings.tenants.initech]\ndwell_s = 5\n{base}"
+            ),
+            "t.toml",
+        )
+        .unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "pings.dwell_s = 100000 is out of range",
+            "pings.exit_margin_m = -1 is out of range",
+            "pings.tenants.initech: no [[tenants]] block",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in:\n{all}");
+        }
     }
 
     #[test]

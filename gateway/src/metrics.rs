@@ -18,7 +18,8 @@ pub struct PipelineMetrics {
     punch_rejected: Counter,
     ping_forwarded: Counter,
     ping_suppressed: Counter,
-    ping_stale: Counter,
+    ping_late: Counter,
+    ping_duplicate: Counter,
     ping_untracked: Counter,
     fence_events: Counter,
     /// Resends answered from the idempotency window.
@@ -43,7 +44,8 @@ impl PipelineMetrics {
             punch_rejected: punch("rejected"),
             ping_forwarded: ping("forwarded"),
             ping_suppressed: ping("suppressed"),
-            ping_stale: ping("stale"),
+            ping_late: ping("late"),
+            ping_duplicate: ping("duplicate"),
             ping_untracked: ping("untracked"),
             fence_events: counter!("fencegate_fence_events_total"),
             dedup_hits: counter!("fencegate_dedup_hits_total"),
@@ -67,7 +69,8 @@ impl PipelineMetrics {
     pub fn pings(&self, o: &PingOutcome) {
         self.ping_forwarded.increment(u64::from(o.forwarded));
         self.ping_suppressed.increment(u64::from(o.suppressed));
-        self.ping_stale.increment(u64::from(o.stale));
+        self.ping_late.increment(u64::from(o.late));
+        self.ping_duplicate.increment(u64::from(o.duplicates));
         self.ping_untracked.increment(u64::from(o.untracked));
         self.fence_events.increment(u64::from(o.events));
     }

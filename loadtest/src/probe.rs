@@ -136,8 +136,8 @@ fn dechunk(mut body: &str) -> String {
 /// What the gateway counted during a run (the difference of two scrapes).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GatewayCounts {
-    /// Ping fixes by outcome (`forwarded`, `suppressed`, `stale`,
-    /// `untracked`).
+    /// Ping fixes by outcome (`forwarded`, `suppressed`, `late`,
+    /// `duplicate`, and `untracked`, a subset of `forwarded`).
     pub pings: BTreeMap<String, u64>,
     /// Ping fixes the gateway processed (all outcomes).
     pub pings_processed: u64,
@@ -177,7 +177,12 @@ impl GatewayCounts {
         let by = |n: &str, l: &str| diff(&before.by_label(n, l), &after.by_label(n, l));
         let pings = by("fencegate_pings_total", "outcome");
         Self {
-            pings_processed: pings.values().sum(),
+            // `untracked` fixes are also counted as `forwarded`.
+            pings_processed: pings
+                .iter()
+                .filter(|(k, _)| k.as_str() != "untracked")
+                .map(|(_, v)| v)
+                .sum(),
             pings,
             fence_events: d("fencegate_fence_events_total"),
             punches: by("fencegate_punches_total", "verdict"),
@@ -212,11 +217,12 @@ mod tests {
             "# TYPE x counter\nfencegate_pings_total{outcome=\"forwarded\"} 10\nfencegate_busy_total 1\n",
         );
         let after = Scrape::parse(
-            "fencegate_pings_total{outcome=\"forwarded\"} 25\nfencegate_pings_total{outcome=\"suppressed\"} 5\nfencegate_busy_total 4\nfencegate_connections 7\n",
+            "fencegate_pings_total{outcome=\"forwarded\"} 25\nfencegate_pings_total{outcome=\"suppressed\"} 5\nfencegate_pings_total{outcome=\"untracked\"} 3\nfencegate_busy_total 4\nfencegate_connections 7\n",
         );
         let c = GatewayCounts::between(&before, &after);
         assert_eq!(c.pings["forwarded"], 15);
         assert_eq!(c.pings["suppressed"], 5);
+        // Untracked fixes are part of the forwarded ones, not counted twice.
         assert_eq!(c.pings_processed, 20);
         assert_eq!(c.busy, 3);
         assert_eq!(c.connections, 7);

@@ -215,6 +215,7 @@ impl<'a> RecordView<'a> {
                 h3_cell: p.h3_cell(),
                 fence_ids: strings(p.fence_ids()),
                 heartbeat: p.heartbeat(),
+                late: p.late(),
             }),
             RecordBodyView::FenceEvent(e) => RecordBodyMsg::FenceEvent(FenceEventMsg {
                 device_id: e.device_id().to_owned(),

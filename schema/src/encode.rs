@@ -543,6 +543,10 @@ pub struct PingRecordMsg {
     pub fence_ids: Vec<String>,
     /// Sent because the heartbeat interval elapsed.
     pub heartbeat: bool,
+    /// A fix at or before the device's newest (offline history uploaded
+    /// later): recorded as history only, it never moved live state or
+    /// emitted a fence event.
+    pub late: bool,
 }
 
 /// A fence transition, owned.
@@ -552,7 +556,7 @@ pub struct FenceEventMsg {
     pub device_id: String,
     /// Fence crossed.
     pub fence_id: String,
-    /// Enter or exit.
+    /// Enter or exit, or `Inside` for a device's starting state.
     pub transition: Transition,
     /// Time of the fix that showed the crossing, unix ms.
     pub time_ms: i64,
@@ -649,6 +653,8 @@ pub struct PingRecordRef<'a, S: AsRef<str> = &'a str> {
     pub fence_ids: &'a [S],
     /// See [`PingRecordMsg::heartbeat`].
     pub heartbeat: bool,
+    /// See [`PingRecordMsg::late`].
+    pub late: bool,
 }
 
 /// A fence transition, borrowed; fields as in [`FenceEventMsg`].
@@ -771,6 +777,7 @@ impl<S: AsRef<str>> RecordRef<'_, S> {
                         h3_cell: p.h3_cell,
                         fence_ids,
                         heartbeat: p.heartbeat,
+                        late: p.late,
                     },
                 );
                 (RecordBody::PingRecord, rec.as_union_value())
@@ -845,6 +852,7 @@ impl RecordMsg {
                 h3_cell: p.h3_cell,
                 fence_ids: &p.fence_ids,
                 heartbeat: p.heartbeat,
+                late: p.late,
             }),
             RecordBodyMsg::FenceEvent(e) => RecordBodyRef::FenceEvent(FenceEventRef {
                 device_id: &e.device_id,

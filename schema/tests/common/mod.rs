@@ -287,9 +287,10 @@ pub fn arb_ping_record() -> impl Strategy<Value = PingRecordMsg> {
         any::<u64>(),
         arb_fence_ids(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(device_id, time_ms, p, h3_cell, fence_ids, heartbeat)| PingRecordMsg {
+            |(device_id, time_ms, p, h3_cell, fence_ids, heartbeat, late)| PingRecordMsg {
                 device_id,
                 time_ms,
                 lat: p.lat(),
@@ -298,6 +299,7 @@ pub fn arb_ping_record() -> impl Strategy<Value = PingRecordMsg> {
                 h3_cell,
                 fence_ids,
                 heartbeat,
+                late,
             },
         )
 }
@@ -306,22 +308,24 @@ pub fn arb_fence_event() -> impl Strategy<Value = FenceEventMsg> {
     (
         arb_id(),
         arb_id(),
-        any::<bool>(),
+        prop_oneof![
+            Just(Transition::Enter),
+            Just(Transition::Exit),
+            Just(Transition::Inside)
+        ],
         any::<i64>(),
         arb_position(),
     )
-        .prop_map(|(device_id, fence_id, exit, time_ms, p)| FenceEventMsg {
-            device_id,
-            fence_id,
-            transition: if exit {
-                Transition::Exit
-            } else {
-                Transition::Enter
+        .prop_map(
+            |(device_id, fence_id, transition, time_ms, p)| FenceEventMsg {
+                device_id,
+                fence_id,
+                transition,
+                time_ms,
+                lat: p.lat(),
+                lon: p.lon(),
             },
-            time_ms,
-            lat: p.lat(),
-            lon: p.lon(),
-        })
+        )
 }
 
 pub fn arb_record() -> impl Strategy<Value = RecordMsg> {
