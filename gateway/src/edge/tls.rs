@@ -74,34 +74,27 @@ pub fn dev_identity(dir: &Path, names: &[String]) -> anyhow::Result<ServerIdenti
             .with_context(|| format!("cannot create the TLS directory {}", dir.display()))?;
         let ck = rcgen::generate_simple_self_signed(names.to_vec())
             .context("cannot generate a dev certificate")?;
-        write_private(&key_path, ck.signing_key.serialize_pem().as_bytes())?;
-        std::fs::write(&cert_path, ck.cert.pem())
-            .with_context(|| format!("cannot write {}", cert_path.display()))?;
+        // Key first, certificate last, each replaced whole and durably: once
+        // the certificate exists, a matching key is on disk, so a crash
+        // between the two (or a torn write) never leaves a pair that fails
+        // to load or does not match.
+        crate::persist::atomic_replace(
+            &key_path,
+            ck.signing_key.serialize_pem().as_bytes(),
+            crate::persist::PRIVATE,
+        )
+        .with_context(|| format!("cannot write {}", key_path.display()))?;
+        crate::persist::atomic_replace(
+            &cert_path,
+            ck.cert.pem().as_bytes(),
+            crate::persist::SHARED,
+        )
+        .with_context(|| format!("cannot write {}", cert_path.display()))?;
         tracing::info!(path = %cert_path.display(), "made a self-signed dev certificate");
     }
     let mut id = load_identity(&cert_path, &key_path)?;
     id.dev = true;
     Ok(id)
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(data)?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    std::fs::write(path, data).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The crypto provider of both sides: ring, with TLS 1.3's SHA-256 suites

@@ -170,7 +170,8 @@ pub mod fencegate {
             pub const ImpossibleSpeed: Self = Self(1);
             /// Repeated fixes with exactly zero accuracy (a spoofing signature).
             pub const ZeroAccuracyRepeat: Self = Self(2);
-            /// The employee punched from a device not seen for them before.
+            /// The employee has devices bound to them in the tenant's rules and
+            /// punched from another device that is not a registered terminal.
             pub const UnusualDevice: Self = Self(3);
             /// Device time and gateway time disagree by more than the allowed skew.
             pub const ClockSkew: Self = Self(4);
