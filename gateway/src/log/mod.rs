@@ -105,6 +105,9 @@ mod reader;
 mod recovery;
 mod retention;
 mod segment;
+#[doc(hidden)]
+pub mod sim;
+mod storage;
 mod writer;
 
 use std::fmt;
@@ -118,6 +121,7 @@ pub use reader::{Entry, LogReader};
 pub use recovery::{RecoveryReport, Truncation};
 pub use retention::RetentionReport;
 pub use segment::SegmentInfo;
+pub use storage::{FsStorage, Storage, StorageFile};
 
 /// Log sequence number: the position of an entry in the log. The first
 /// entry of a new log is 0 and every append takes the next number.
