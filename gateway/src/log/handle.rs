@@ -308,8 +308,7 @@ impl LogHandle {
         }
         let cursors = Cursors::load(&dir, rec.next_lsn)?;
         let max_unsynced = cfg.max_batch_bytes as u32;
-        let (file, path) =
-            segment::create_segment(&*storage, &dir, rec.next_lsn, max_unsynced)?;
+        let (file, path) = segment::create_segment(&*storage, &dir, rec.next_lsn, max_unsynced)?;
         let active = SegmentInfo {
             first_lsn: rec.next_lsn,
             end_lsn: rec.next_lsn,

@@ -139,8 +139,8 @@ impl State {
                             let at = start + self.below(keep);
                             let n = (1 + self.below(64)).min(bytes.len() - at);
                             let zero = self.below(2) == 0;
-                            for i in at..at + n {
-                                bytes[i] = if zero { 0 } else { next(&mut self.rng) as u8 };
+                            for b in &mut bytes[at..at + n] {
+                                *b = if zero { 0 } else { next(&mut self.rng) as u8 };
                             }
                         }
                     }
@@ -423,7 +423,11 @@ mod tests {
         let tails: Vec<Vec<u8>> = (0..32).map(tail).collect();
         assert_eq!(tails[5], tail(5));
         assert!(tails.iter().any(Vec::is_empty));
-        assert!(tails.iter().any(|t| !t.is_empty() && t.iter().all(|&b| b == 0xAA)));
+        assert!(
+            tails
+                .iter()
+                .any(|t| !t.is_empty() && t.iter().all(|&b| b == 0xAA))
+        );
         assert!(tails.iter().any(|t| t.iter().any(|&b| b != 0xAA)));
     }
 }
