@@ -17,8 +17,8 @@
 //! - [`LogReader`] reads committed entries from any LSN across segments, and
 //!   can wait for new commits (follow mode).
 //! - [`Storage`] is where segment files live: [`FsStorage`] (the default, used
-  by [`LogHandle::open`]) or any other through [`LogHandle::open_with`].
-- [`Cursor`] is a named, persisted position (one per sink). Retention
+//!   by [`LogHandle::open`]) or any other through [`LogHandle::open_with`].
+//! - [`Cursor`] is a named, persisted position (one per sink). Retention
 //!   ([`LogHandle::retain`]) never deletes a segment a cursor has not passed.
 //!
 //! # On-disk format (version 1, all integers little-endian)
@@ -93,10 +93,10 @@
 //!   `fdatasync` the kernel may have dropped the dirty pages and a retry
 //!   could report success for lost data. Reopening recovers.
 //! - A cursor is persisted before retention may act on its new position.
-- This is tested against simulated power loss, not only `SIGKILL`: the
-  segment I/O goes through [`Storage`], and `tests/log_power_loss.rs` runs
-  the writer on a disk that drops every unsynced byte and folder entry at a
-  random operation (see "Power-loss simulation" in docs/OPERATIONS.md).
+//! - This is tested against simulated power loss, not only `SIGKILL`: the
+//!   segment I/O goes through [`Storage`], and `tests/log_power_loss.rs` runs
+//!   the writer on a disk that drops every unsynced byte and folder entry at a
+//!   random operation (see "Power-loss simulation" in docs/OPERATIONS.md).
 //!
 //! Appends that were written but failed or not yet answered may still be in
 //! the log after a restart: delivery is at least once, and downstream
