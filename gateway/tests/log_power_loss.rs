@@ -6,8 +6,8 @@
 //! entry) not yet synced when the power goes, tearing the last write as a
 //! real disk may. Per seed: a few "generations" of random appends, batches
 //! and retention on a stepped writer (the same group-commit code the writer
-//! thread runs), a power cut at a random storage operation, then recovery
-//! from what survived. Checked after every recovery:
+//! thread runs), a power cut at a random storage operation (sometimes during
+//! recovery itself), then recovery from what survived. Checked after every recovery:
 //!
 //! - every acknowledged record is there, once, at the LSN it was given;
 //! - nothing is there that was never appended (no garbage), and records are
@@ -71,6 +71,7 @@ struct Tally {
     generations: u64,
     acked: u64,
     cuts_mid_io: u64,
+    cuts_in_recovery: u64,
     torn_tails_cut: u64,
     unacked_recovered: u64,
     retained_segments: u64,
@@ -189,7 +190,21 @@ fn run_seed(seed: u64, dir: &Path, t: &mut Tally) -> Result<(), String> {
     let generations = 1 + rng.below(3);
     for _ in 0..generations {
         t.generations += 1;
-        let log = open_and_verify(&cfg, &disk, &mut m, t)?;
+        // Sometimes the power fails again during recovery itself (while it
+        // cuts a torn tail, removes temporary files or creates the new
+        // segment); the next recovery must cope with what that left.
+        let cut_in_recovery = rng.below(8) == 0;
+        if cut_in_recovery {
+            disk.cut_power_at_op(disk.ops() + 1 + rng.below(12));
+        }
+        let opened = open_and_verify(&cfg, &disk, &mut m, t);
+        if cut_in_recovery && disk.power_lost() {
+            t.cuts_in_recovery += 1;
+            drop(opened);
+            disk = disk.reboot(rng.next());
+            continue;
+        }
+        let log = opened?;
         let segments_before = log.segments().len();
         let mut retained = 0;
         // Power fails at a random storage operation of this generation, or
@@ -346,6 +361,7 @@ fn power_loss_never_loses_an_acked_record() {
         // Guard against a simulation that silently stopped testing anything.
         assert!(t.acked > 10_000, "{t:?}");
         assert!(t.cuts_mid_io > 300, "{t:?}");
+        assert!(t.cuts_in_recovery > 100, "{t:?}");
         assert!(t.torn_tails_cut > 100, "{t:?}");
         assert!(t.unacked_recovered > 0, "{t:?}");
         assert!(t.retained_segments > 0 && t.rolls > 0, "{t:?}");
