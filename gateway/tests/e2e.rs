@@ -472,7 +472,7 @@ async fn connections_beyond_the_set_up_bound_are_refused_until_one_authenticates
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::config(dir.path());
     cfg.quic.max_handshakes_in_flight = 1;
-    cfg.quic.auth_timeout_ms = 30_000;
+    cfg.quic.hello_timeout_ms = 30_000;
     let node = Node::start_with(dir, cfg).await;
     // A connection that has shaken hands but not sent its Hello still holds
     // the only set-up slot ...
