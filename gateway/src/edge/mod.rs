@@ -981,3 +981,29 @@ fn log_busy(e: &LogError) -> Answer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::PingBucket;
+
+    #[test]
+    fn ping_bucket_lets_the_burst_through_then_the_rate() {
+        let mut b = PingBucket::new(1, 10, 0);
+        assert_eq!((0..100).filter(|_| b.take(0)).count(), 10, "the burst");
+        assert!(!b.take(999), "less than a second refills nothing whole");
+        assert!(b.take(1_000), "one second refills one");
+        assert!(!b.take(1_000));
+        // A long silence refills the burst, never more.
+        assert_eq!((0..100).filter(|_| b.take(3_600_000)).count(), 10);
+    }
+
+    #[test]
+    fn ping_bucket_survives_a_wall_clock_step_back() {
+        let mut b = PingBucket::new(2, 1, 10_000_000);
+        assert!(b.take(10_000_000));
+        // The clock steps back an hour: no refill for the step, and the
+        // rate resumes from the new time instead of waiting an hour.
+        assert!(!b.take(6_400_000));
+        assert!(b.take(6_400_500));
+    }
+}
