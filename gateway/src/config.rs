@@ -165,10 +165,38 @@ pub struct RawQuic {
     ///
     /// `65536` unless set.
     pub datagram_buffer: usize,
-    /// Milliseconds a new connection has to present its Hello.
+    /// Milliseconds a new connection has, from the end of its handshake,
+    /// to open its Hello stream and finish it; past it the connection is
+    /// closed `AUTH_TIMEOUT`. Short, because a connection waiting for its
+    /// Hello holds one of `max_handshakes_in_flight` set-up slots.
     ///
-    /// `5000` unless set.
-    pub auth_timeout_ms: u64,
+    /// `2000` unless set.
+    pub hello_timeout_ms: u64,
+    /// The old name of `hello_timeout_ms` (it was 5000 by default). Still
+    /// parsed so that an old file gets a message naming the new setting
+    /// rather than "unknown field"; setting it is an error.
+    pub auth_timeout_ms: Option<u64>,
+    /// Milliseconds a punch stream has, from being opened, to deliver its
+    /// whole frame and FIN. The frame is read before the stream takes one
+    /// of `max_inflight_punches`, so a stream that never finishes holds no
+    /// node-wide slot; past the deadline it is reset with
+    /// `PROTOCOL_VIOLATION` and counted.
+    ///
+    /// `2000` unless set.
+    pub stream_read_timeout_ms: u64,
+    /// Ping datagrams per second one connection (one device) may send in
+    /// steady state (docs/PROTOCOL.md §10 asks for one); datagrams beyond
+    /// the rate and `ping_burst` are dropped unread and counted in
+    /// `fencegate_datagrams_dropped_total{reason="rate_limit"}`.
+    ///
+    /// `1` unless set.
+    pub ping_datagrams_per_s: u32,
+    /// Ping datagrams a connection may send at once above the rate (the
+    /// token bucket's depth): room for a reconnect's catch-up or a batch
+    /// split in two.
+    ///
+    /// `10` unless set.
+    pub ping_burst: u32,
     /// Accept 0-RTT data from resumed sessions. Safe because punch ids are
     /// idempotent: a replayed 0-RTT punch gets the same ack and no new record.
     /// On, resumption is stateful (tickets are ids into a cache of
@@ -209,7 +237,11 @@ impl Default for RawQuic {
             stream_window: 65_536,
             connection_window: 262_144,
             datagram_buffer: 65_536,
-            auth_timeout_ms: 5_000,
+            hello_timeout_ms: 2_000,
+            auth_timeout_ms: None,
+            stream_read_timeout_ms: 2_000,
+            ping_datagrams_per_s: 1,
+            ping_burst: 10,
             zero_rtt: true,
             session_cache: 65_536,
             max_inflight_punches: 65_536,
@@ -786,8 +818,34 @@ impl Config {
         if q.max_handshakes_in_flight == 0 {
             p.push("quic.max_handshakes_in_flight must be at least 1".into());
         }
-        if q.auth_timeout_ms == 0 {
-            p.push("quic.auth_timeout_ms must be at least 1".into());
+        if let Some(ms) = q.auth_timeout_ms {
+            p.push(format!(
+                "quic.auth_timeout_ms = {ms} was renamed: write `hello_timeout_ms = {ms}` instead (default 2000)"
+            ));
+        }
+        if !(1..=60_000).contains(&q.hello_timeout_ms) {
+            p.push(format!(
+                "quic.hello_timeout_ms = {} is out of range; use 1 to 60000 (default 2000)",
+                q.hello_timeout_ms
+            ));
+        }
+        if !(1..=60_000).contains(&q.stream_read_timeout_ms) {
+            p.push(format!(
+                "quic.stream_read_timeout_ms = {} is out of range; use 1 to 60000 (default 2000)",
+                q.stream_read_timeout_ms
+            ));
+        }
+        if q.ping_datagrams_per_s == 0 || q.ping_datagrams_per_s > 1_000_000 {
+            p.push(format!(
+                "quic.ping_datagrams_per_s = {} is out of range; use 1 to 1000000 (default 1, docs/PROTOCOL.md §10)",
+                q.ping_datagrams_per_s
+            ));
+        }
+        if q.ping_burst == 0 || q.ping_burst > 1_000_000 {
+            p.push(format!(
+                "quic.ping_burst = {} is out of range; use 1 to 1000000 (default 10)",
+                q.ping_burst
+            ));
         }
         if q.max_inflight_punches == 0 {
             p.push("quic.max_inflight_punches must be at least 1".into());
@@ -1065,6 +1123,38 @@ mod tests {
             assert!(all.contains(needle), "missing {needle} in:\n{all}");
         }
         assert!(err.problems.len() >= 6);
+    }
+
+    #[test]
+    fn edge_budgets_default_and_errors_name_the_setting_and_fix() {
+        let base = "[[tenants]]\nid = \"acme\"\n";
+        let c = Config::parse(base, "t.toml").unwrap();
+        assert_eq!(
+            (
+                c.quic.hello_timeout_ms,
+                c.quic.stream_read_timeout_ms,
+                c.quic.ping_datagrams_per_s,
+                c.quic.ping_burst
+            ),
+            (2_000, 2_000, 1, 10)
+        );
+        let err = Config::parse(
+            &format!(
+                "[quic]\nauth_timeout_ms = 5000\nhello_timeout_ms = 0\nstream_read_timeout_ms = 0\nping_datagrams_per_s = 0\nping_burst = 0\n{base}"
+            ),
+            "t.toml",
+        )
+        .unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "write `hello_timeout_ms = 5000` instead",
+            "quic.hello_timeout_ms = 0 is out of range",
+            "quic.stream_read_timeout_ms = 0 is out of range",
+            "quic.ping_datagrams_per_s = 0 is out of range",
+            "quic.ping_burst = 0 is out of range",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in:\n{all}");
+        }
     }
 
     #[test]

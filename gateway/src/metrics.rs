@@ -119,11 +119,30 @@ pub struct EdgeMetrics {
     /// Handshakes refused because too many were already in progress
     /// (`quic.max_handshakes_in_flight`): load shed at a peak.
     pub handshakes_shed: Counter,
+    /// Connections that finished their handshake but sent no Hello, closed
+    /// `AUTH_TIMEOUT` to make room for a new connection when the set-up
+    /// bound was full.
+    pub handshakes_evicted: Counter,
     /// Connections closed for a bad credential.
     pub auth_failures: Counter,
-    /// Datagrams dropped because the connection's buffer was full or the
-    /// node was shedding load.
+    /// `fencegate_datagrams_dropped_total{reason="log_busy"}`: ping batches
+    /// (datagram or backlog) the log could not take.
     pub datagrams_dropped: Counter,
+    /// `fencegate_datagrams_dropped_total{reason="rate_limit"}`: datagrams
+    /// over the connection's `quic.ping_datagrams_per_s` and burst.
+    pub datagrams_rate_limited: Counter,
+    /// `fencegate_datagrams_dropped_total{reason="buffer_full"}`: datagrams
+    /// quinn discarded because the connection's receive buffer
+    /// (`quic.datagram_buffer`) was full, or left unread at its close;
+    /// added when the connection ends.
+    pub datagrams_buffer_full: Counter,
+    /// `fencegate_edge_timeouts_total{cause="hello"}`: connections closed
+    /// `AUTH_TIMEOUT` because no Hello came within `quic.hello_timeout_ms`.
+    pub hello_timeouts: Counter,
+    /// `fencegate_edge_timeouts_total{cause="punch_stream"}`: punch streams
+    /// reset because their frame did not end within
+    /// `quic.stream_read_timeout_ms`.
+    pub punch_stream_timeouts: Counter,
     /// Streams answered `Busy`.
     pub busy: Counter,
     /// `fencegate_refused_total{channel, reason}`, indexed by
@@ -161,8 +180,13 @@ impl EdgeMetrics {
             handshakes_resumed: counter!("fencegate_handshakes_total", "kind" => "resumed"),
             handshakes_failed: counter!("fencegate_handshakes_total", "kind" => "failed"),
             handshakes_shed: counter!("fencegate_handshakes_total", "kind" => "shed"),
+            handshakes_evicted: counter!("fencegate_handshakes_total", "kind" => "evicted"),
             auth_failures: counter!("fencegate_auth_failures_total"),
-            datagrams_dropped: counter!("fencegate_datagrams_dropped_total"),
+            datagrams_dropped: counter!("fencegate_datagrams_dropped_total", "reason" => "log_busy"),
+            datagrams_rate_limited: counter!("fencegate_datagrams_dropped_total", "reason" => "rate_limit"),
+            datagrams_buffer_full: counter!("fencegate_datagrams_dropped_total", "reason" => "buffer_full"),
+            hello_timeouts: counter!("fencegate_edge_timeouts_total", "cause" => "hello"),
+            punch_stream_timeouts: counter!("fencegate_edge_timeouts_total", "cause" => "punch_stream"),
             busy: counter!("fencegate_busy_total"),
             refused,
             punch_rejected: counter!("fencegate_punches_total", "verdict" => "rejected"),

@@ -272,7 +272,10 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         max_connections: cfg.quic.max_connections,
         retry_above_handshakes_per_s: cfg.quic.retry_above_handshakes_per_s,
         max_handshakes_in_flight: cfg.quic.max_handshakes_in_flight,
-        auth_timeout: Duration::from_millis(cfg.quic.auth_timeout_ms),
+        hello_timeout: Duration::from_millis(cfg.quic.hello_timeout_ms),
+        stream_read_timeout: Duration::from_millis(cfg.quic.stream_read_timeout_ms),
+        ping_datagrams_per_s: cfg.quic.ping_datagrams_per_s,
+        ping_burst: cfg.quic.ping_burst,
         zero_rtt: cfg.quic.zero_rtt,
         repeat_window_s: cfg.dedup.repeat_window_s as u32,
     };

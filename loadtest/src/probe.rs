@@ -187,7 +187,10 @@ impl GatewayCounts {
             fence_events: d("fencegate_fence_events_total"),
             punches: by("fencegate_punches_total", "verdict"),
             refused: by("fencegate_refused_total", "reason"),
-            datagrams_dropped: d("fencegate_datagrams_dropped_total"),
+            // Summed over `reason` (log_busy, rate_limit, buffer_full).
+            datagrams_dropped: by("fencegate_datagrams_dropped_total", "reason")
+                .values()
+                .sum(),
             busy: d("fencegate_busy_total"),
             handshakes: by("fencegate_handshakes_total", "kind"),
             connections: after.get("fencegate_connections").max(0.0) as u64,

@@ -12,10 +12,11 @@
 pub mod tls;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use fencegate_schema::{
@@ -48,6 +49,13 @@ const IN_FLIGHT_RETRY_MS: u32 = 50;
 const OVERLOAD_RETRY_MS: u32 = 200;
 /// Retry-after when the log is at its size cap.
 const LOG_FULL_RETRY_MS: u32 = 5_000;
+/// How long a connection must have waited for its Hello after its
+/// handshake before it may be evicted to make room for a new one. A client
+/// sends its Hello right after the handshake (or in 0-RTT), so one that is
+/// still silent after this is idle, not slow; a shorter grace would, at a
+/// 9:00 peak, close connections whose Hello is one round trip away and
+/// waste their key exchange.
+const HELLO_EVICT_GRACE: Duration = Duration::from_millis(200);
 
 /// Everything a connection task needs, shared by all of them.
 #[derive(Debug)]
@@ -67,6 +75,7 @@ pub struct EdgeContext {
     inflight: Arc<Semaphore>,
     connections: AtomicUsize,
     handshaking: Arc<AtomicUsize>,
+    awaiting_hello: AwaitingHello,
     handshake_second: AtomicI64,
     handshakes_this_second: AtomicU32,
     /// Cancelled when the node shuts down.
@@ -85,8 +94,16 @@ pub struct EdgeSettings {
     /// Connections in set-up (handshake and Hello) above which new ones are
     /// refused.
     pub max_handshakes_in_flight: usize,
-    /// Time a connection has to present its Hello.
-    pub auth_timeout: Duration,
+    /// Time a connection has, from the end of its handshake, to open and
+    /// finish its Hello stream (`quic.hello_timeout_ms`).
+    pub hello_timeout: Duration,
+    /// Time a punch stream has to deliver its frame and FIN, before it may
+    /// take a node-wide in-flight slot (`quic.stream_read_timeout_ms`).
+    pub stream_read_timeout: Duration,
+    /// Ping datagrams per second per connection (`quic.ping_datagrams_per_s`).
+    pub ping_datagrams_per_s: u32,
+    /// Ping datagrams allowed at once above the rate (`quic.ping_burst`).
+    pub ping_burst: u32,
     /// Whether to accept 0-RTT.
     pub zero_rtt: bool,
     /// Repeat window reported in HelloAck, seconds.
@@ -113,6 +130,7 @@ impl EdgeContext {
             inflight: Arc::new(Semaphore::new(max_inflight_punches)),
             connections: AtomicUsize::new(0),
             handshaking: Arc::new(AtomicUsize::new(0)),
+            awaiting_hello: AwaitingHello::default(),
             handshake_second: AtomicI64::new(0),
             handshakes_this_second: AtomicU32::new(0),
             shutdown: CancellationToken::new(),
@@ -299,12 +317,28 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
             continue;
         }
         if ctx.handshaking() >= ctx.settings.max_handshakes_in_flight {
-            // Shedding here costs one Initial packet. Accepting would queue
-            // the handshake behind hundreds of others, past the point where
-            // its client gives up, and spend a key exchange for nothing.
-            ctx.metrics.handshakes_shed.increment(1);
-            incoming.refuse();
-            continue;
+            if let Some(idle) = ctx.awaiting_hello.evict_oldest(clock::instant()) {
+                // The bound is full and one of its holders finished its
+                // handshake long enough ago to have sent a Hello: it is
+                // idle (or hostile), and keeping it would lock real devices
+                // out until its Hello deadline. Its task sees the close and
+                // frees the slot; this connection takes it meanwhile.
+                ctx.metrics.handshakes_evicted.increment(1);
+                close_with(
+                    &idle,
+                    close::AUTH_TIMEOUT,
+                    "AUTH_TIMEOUT",
+                    &"evicted: no Hello while the set-up bound was full",
+                );
+            } else {
+                // Shedding here costs one Initial packet. Accepting would
+                // queue the handshake behind hundreds of others, past the
+                // point where its client gives up, and spend a key exchange
+                // for nothing.
+                ctx.metrics.handshakes_shed.increment(1);
+                incoming.refuse();
+                continue;
+            }
         }
         if !incoming.remote_address_validated()
             && incoming.may_retry()
@@ -377,6 +411,103 @@ impl Drop for Handshaking {
     }
 }
 
+/// Connections that finished their handshake and have not yet sent their
+/// Hello, oldest first: the candidates for eviction when the set-up bound
+/// is full. A lock per connection set-up, never per record.
+#[derive(Debug, Default)]
+struct AwaitingHello {
+    next: AtomicU64,
+    conns: Mutex<BTreeMap<u64, (Instant, quinn::Connection)>>,
+}
+
+impl AwaitingHello {
+    /// Registers `conn` as waiting for its Hello since `since`; the guard
+    /// removes it when the Hello arrives or the connection ends.
+    fn register(&self, conn: &quinn::Connection, since: Instant) -> AwaitingGuard<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, (since, conn.clone()));
+        AwaitingGuard { reg: self, id }
+    }
+
+    /// Takes out the connection that has waited longest for its Hello, if
+    /// it has waited at least [`HELLO_EVICT_GRACE`].
+    fn evict_oldest(&self, now: Instant) -> Option<quinn::Connection> {
+        let mut m = self.lock();
+        let (&id, (since, _)) = m.first_key_value()?;
+        if now.saturating_duration_since(*since) < HELLO_EVICT_GRACE {
+            return None;
+        }
+        m.remove(&id).map(|(_, c)| c)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (Instant, quinn::Connection)>> {
+        // The map stays consistent even if a holder panicked: every
+        // operation on it is a single insert or remove.
+        self.conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Removes one connection from [`AwaitingHello`] when dropped.
+struct AwaitingGuard<'a> {
+    reg: &'a AwaitingHello,
+    id: u64,
+}
+
+impl Drop for AwaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.reg.lock().remove(&self.id);
+    }
+}
+
+/// A token bucket for one connection's ping datagrams, in thousandths of a
+/// datagram so that integer arithmetic refills it exactly. It lives on the
+/// connection task's stack: no lock, no allocation, and the time it is
+/// given is the one clock read each datagram already costs.
+#[derive(Debug, Clone, Copy)]
+struct PingBucket {
+    level: u64,
+    cap: u64,
+    /// Thousandths of a datagram per millisecond = datagrams per second.
+    per_ms: u64,
+    last_ms: i64,
+}
+
+impl PingBucket {
+    const ONE: u64 = 1_000;
+
+    /// A full bucket: a device may send its burst at once after connecting.
+    fn new(per_s: u32, burst: u32, now_ms: i64) -> Self {
+        let cap = u64::from(burst.max(1)) * Self::ONE;
+        Self {
+            level: cap,
+            cap,
+            per_ms: u64::from(per_s),
+            last_ms: now_ms,
+        }
+    }
+
+    /// Refills for the time since the last datagram and takes one token;
+    /// false when the datagram is over the rate. A wall clock stepped back
+    /// refills nothing and restarts from the new time, so a step never
+    /// starves a device for longer than the step's own refill.
+    fn take(&mut self, now_ms: i64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.last_ms).max(0) as u64;
+        self.last_ms = now_ms;
+        self.level = self
+            .level
+            .saturating_add(elapsed.saturating_mul(self.per_ms))
+            .min(self.cap);
+        if self.level >= Self::ONE {
+            self.level -= Self::ONE;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// The close code and `Reason` of a refused credential. A device id that
 /// differs from the token's is a bad token: the token is bound to the
 /// device it was issued for (docs/PROTOCOL.md §3).
@@ -411,30 +542,32 @@ fn varint(code: u32) -> VarInt {
     VarInt::from_u32(code)
 }
 
-/// Authenticates the connection with its first bidirectional stream.
+/// Why the Hello stream could not be read.
+enum HelloStreamError {
+    /// The connection ended (the client left, or it was evicted).
+    Gone,
+    /// The stream was opened but could not be read to its end.
+    Read(quinn::ReadToEndError),
+}
+
+/// Authenticates the connection with its first bidirectional stream, which
+/// must be opened and finished within `hello_timeout` of the handshake: one
+/// deadline for both, so a client cannot double it by opening the stream
+/// late and then trickling it.
 async fn authenticate(ctx: &EdgeContext, conn: &quinn::Connection) -> Option<Session> {
-    let first = tokio::time::timeout(ctx.settings.auth_timeout, conn.accept_bi()).await;
-    let (mut send, mut recv) = match first {
-        Ok(Ok(s)) => s,
-        Ok(Err(_)) => return None,
-        Err(_) => {
-            close_with(
-                conn,
-                close::AUTH_TIMEOUT,
-                "AUTH_TIMEOUT",
-                &"no Hello within the auth timeout",
-            );
-            return None;
-        }
+    let hello_stream = async {
+        let (send, mut recv) = conn.accept_bi().await.map_err(|_| HelloStreamError::Gone)?;
+        let buf = recv
+            .read_to_end(ctx.limits.max_frame_bytes)
+            .await
+            .map_err(HelloStreamError::Read)?;
+        Ok((send, buf))
     };
-    let buf = match tokio::time::timeout(
-        ctx.settings.auth_timeout,
-        recv.read_to_end(ctx.limits.max_frame_bytes),
-    )
-    .await
+    let (mut send, buf) = match tokio::time::timeout(ctx.settings.hello_timeout, hello_stream).await
     {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
+        Ok(Ok(s)) => s,
+        Ok(Err(HelloStreamError::Gone)) => return None,
+        Ok(Err(HelloStreamError::Read(e))) => {
             // A stream reset or lost connection is the client going away,
             // not a refused frame: only an oversized Hello is counted.
             let r = if matches!(e, quinn::ReadToEndError::TooLong) {
@@ -452,13 +585,14 @@ async fn authenticate(ctx: &EdgeContext, conn: &quinn::Connection) -> Option<Ses
             return None;
         }
         Err(_) => {
-            // A Hello still unfinished at the deadline is no Hello in time
-            // (PROTOCOL §3): the same code as no Hello stream at all.
+            // No Hello stream, or one still unfinished at the deadline: no
+            // Hello in time (PROTOCOL §3), one code for both.
+            ctx.metrics.hello_timeouts.increment(1);
             close_with(
                 conn,
                 close::AUTH_TIMEOUT,
                 "AUTH_TIMEOUT",
-                &"the Hello stream was not finished within the auth timeout",
+                &"no finished Hello within quic.hello_timeout_ms",
             );
             return None;
         }
@@ -524,13 +658,23 @@ async fn authenticate(ctx: &EdgeContext, conn: &quinn::Connection) -> Option<Ses
 }
 
 async fn handle_connection(ctx: &Arc<EdgeContext>, conn: quinn::Connection, setup: Handshaking) {
+    let waiting = ctx.awaiting_hello.register(&conn, clock::instant());
     let Some(session) = authenticate(ctx, &conn).await else {
         return;
     };
     // Set up: from here on the connection no longer counts against
-    // `max_handshakes_in_flight`.
+    // `max_handshakes_in_flight` and cannot be evicted.
+    drop(waiting);
     drop(setup);
     let session = Arc::new(session);
+    let mut bucket = PingBucket::new(
+        ctx.settings.ping_datagrams_per_s,
+        ctx.settings.ping_burst,
+        clock::unix_ms(),
+    );
+    // Datagrams taken from quinn, to tell at the end how many it discarded
+    // from a full receive buffer (it drops the oldest without telling).
+    let mut datagrams_read: u64 = 0;
     loop {
         tokio::select! {
             biased;
@@ -540,7 +684,10 @@ async fn handle_connection(ctx: &Arc<EdgeContext>, conn: quinn::Connection, setu
                 break;
             }
             r = conn.read_datagram() => match r {
-                Ok(d) => on_datagram(ctx, &session, &d),
+                Ok(d) => {
+                    datagrams_read += 1;
+                    on_datagram(ctx, &session, &mut bucket, &d);
+                }
                 Err(_) => break,
             },
             r = conn.accept_bi() => match r {
@@ -559,11 +706,21 @@ async fn handle_connection(ctx: &Arc<EdgeContext>, conn: quinn::Connection, setu
             },
         }
     }
+    let received = conn.stats().frame_rx.datagram;
+    ctx.metrics
+        .datagrams_buffer_full
+        .increment(received.saturating_sub(datagrams_read));
 }
 
-fn on_datagram(ctx: &EdgeContext, session: &Session, data: &[u8]) {
-    let t0 = clock::instant();
+fn on_datagram(ctx: &EdgeContext, session: &Session, bucket: &mut PingBucket, data: &[u8]) {
     let now_ms = clock::unix_ms();
+    if !bucket.take(now_ms) {
+        // Over the device's rate (PROTOCOL §10): dropped before it costs a
+        // parse, a lookup or a log write.
+        ctx.metrics.datagrams_rate_limited.increment(1);
+        return;
+    }
+    let t0 = clock::instant();
     let batch = match parse_frame(data, Channel::Datagram, now_ms, &ctx.limits) {
         Ok(Request::PingBatch(b)) => b,
         Ok(_) => {
@@ -660,6 +817,8 @@ async fn on_backlog_stream(ctx: &EdgeContext, session: &Session, mut recv: quinn
 enum Answer {
     Ack(Option<[u8; 16]>, AckInfo),
     Busy(u32, Reason),
+    /// The frame did not end in time: reset the stream, no reply.
+    Reset,
 }
 
 async fn on_punch_stream(
@@ -670,6 +829,13 @@ async fn on_punch_stream(
 ) {
     let t0 = clock::instant();
     let answer = decide_punch(ctx, session, &mut recv).await;
+    if matches!(answer, Answer::Reset) {
+        // The client sees its stream reset with PROTOCOL_VIOLATION and
+        // resends the punch (same id) on a new stream (PROTOCOL §10).
+        let _ = recv.stop(varint(close::PROTOCOL_VIOLATION));
+        let _ = send.reset(varint(close::PROTOCOL_VIOLATION));
+        return;
+    }
     let bytes = REPLY.with(|b| {
         let mut b = b.borrow_mut();
         match &answer {
@@ -694,6 +860,7 @@ async fn on_punch_stream(
                 .encode_into(&mut b)
                 .to_vec()
             }
+            Answer::Reset => unreachable!("answered above"),
         }
     });
     if send.write_all(&bytes).await.is_ok() {
@@ -718,23 +885,37 @@ async fn decide_punch(
     session: &Session,
     recv: &mut quinn::RecvStream,
 ) -> Answer {
+    // Read the whole frame, on a deadline, before taking anything
+    // node-wide: a stream that never finishes then holds only its own
+    // stream slot (at most `quic.max_bidi_streams` per connection, the
+    // QUIC stream limit) and its frame buffer (at most 4096 bytes), for at
+    // most `stream_read_timeout`, never one of `max_inflight_punches`.
+    let read = tokio::time::timeout(
+        ctx.settings.stream_read_timeout,
+        recv.read_to_end(ctx.limits.max_frame_bytes),
+    )
+    .await;
+    let buf = match read {
+        Err(_) => {
+            ctx.metrics.punch_stream_timeouts.increment(1);
+            return Answer::Reset;
+        }
+        Ok(Ok(b)) => b,
+        Ok(Err(quinn::ReadToEndError::TooLong)) => {
+            ctx.metrics.refused(RefusedOn::Punch, Reason::Oversize);
+            return Answer::Ack(None, rejected(Reason::Oversize));
+        }
+        Ok(Err(_)) => {
+            ctx.metrics.refused(RefusedOn::Punch, Reason::Malformed);
+            return Answer::Ack(None, rejected(Reason::Malformed));
+        }
+    };
     let Ok(_permit) = ctx.inflight.clone().try_acquire_owned() else {
         return Answer::Busy(OVERLOAD_RETRY_MS, Reason::Overloaded);
     };
     if ctx.shutdown.is_cancelled() {
         return Answer::Busy(OVERLOAD_RETRY_MS, Reason::ShuttingDown);
     }
-    let buf = match recv.read_to_end(ctx.limits.max_frame_bytes).await {
-        Ok(b) => b,
-        Err(quinn::ReadToEndError::TooLong) => {
-            ctx.metrics.refused(RefusedOn::Punch, Reason::Oversize);
-            return Answer::Ack(None, rejected(Reason::Oversize));
-        }
-        Err(_) => {
-            ctx.metrics.refused(RefusedOn::Punch, Reason::Malformed);
-            return Answer::Ack(None, rejected(Reason::Malformed));
-        }
-    };
     let now_ms = clock::unix_ms();
     let t_pipe = clock::instant();
     let punch = match parse_frame(&buf, Channel::Stream, now_ms, &ctx.limits) {
@@ -798,5 +979,31 @@ fn log_busy(e: &LogError) -> Answer {
             tracing::error!(error = %e, "log append failed");
             Answer::Busy(LOG_FULL_RETRY_MS, Reason::InternalError)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PingBucket;
+
+    #[test]
+    fn ping_bucket_lets_the_burst_through_then_the_rate() {
+        let mut b = PingBucket::new(1, 10, 0);
+        assert_eq!((0..100).filter(|_| b.take(0)).count(), 10, "the burst");
+        assert!(!b.take(999), "less than a second refills nothing whole");
+        assert!(b.take(1_000), "one second refills one");
+        assert!(!b.take(1_000));
+        // A long silence refills the burst, never more.
+        assert_eq!((0..100).filter(|_| b.take(3_600_000)).count(), 10);
+    }
+
+    #[test]
+    fn ping_bucket_survives_a_wall_clock_step_back() {
+        let mut b = PingBucket::new(2, 1, 10_000_000);
+        assert!(b.take(10_000_000));
+        // The clock steps back an hour: no refill for the step, and the
+        // rate resumes from the new time instead of waiting an hour.
+        assert!(!b.take(6_400_000));
+        assert!(b.take(6_400_500));
     }
 }

@@ -1,0 +1,190 @@
+//! Attacks on the edge found from outside with one device token or none
+//! (issue 12, "budgets, not global cliffs"): each test is named after the
+//! attack and checks that the attacker spends only its own budget, never
+//! a node-wide one another device needs. Loopback only, a few connections
+//! and a few seconds each.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{HQ, Node, now_ms, punch};
+use fencegate::client::PunchReply;
+use fencegate_schema::{Fix, PingBatchMsg, RecordBodyMsg, Verdict, close};
+use flatbuffers::FlatBufferBuilder;
+
+/// The current value of one exported series (`name{labels}`), 0 if absent.
+/// The recorder is process-wide, so callers compare before and after.
+fn metric(series: &str) -> f64 {
+    fencegate::serve::prometheus()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The code of the application close that ended `conn`, waiting at most 5 s.
+async fn close_code(conn: &quinn::Connection) -> Option<u64> {
+    match tokio::time::timeout(Duration::from_secs(5), conn.closed()).await {
+        Ok(quinn::ConnectionError::ApplicationClosed(c)) => Some(c.error_code.into_inner()),
+        _ => None,
+    }
+}
+
+/// Today's bug: a punch stream took its node-wide permit before an
+/// untimed read, so streams that never FIN held every permit and every
+/// other device was answered Busy/Overloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_punch_streams_without_fin_do_not_starve_another_device() {
+    const SLOTS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.quic.max_inflight_punches = SLOTS;
+    cfg.quic.stream_read_timeout_ms = 1_500;
+    let node = Node::start_with(dir, cfg).await;
+    let timeouts = r#"fencegate_edge_timeouts_total{cause="punch_stream"}"#;
+    let timeouts_before = metric(timeouts);
+
+    // The attacker: one authenticated device holding as many punch streams
+    // as the node has in-flight slots, 40 bytes each and never a FIN.
+    let attacker = node.client("acme", "hostile-1").await;
+    let mut held = Vec::new();
+    for _ in 0..SLOTS {
+        let (mut send, recv) = attacker.connection().open_bi().await.unwrap();
+        send.write_all(&[0x42; 40]).await.unwrap();
+        // Kept, not dropped: dropping a send stream would finish it.
+        held.push((send, recv));
+    }
+    // Let the gateway accept every held stream before the victim punches.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let victim = node.client("acme", "phone-1").await;
+    let reply = tokio::time::timeout(Duration::from_secs(1), victim.punch(&punch(1, "e-1", HQ)))
+        .await
+        .expect("the victim's punch is answered promptly")
+        .unwrap();
+    match reply {
+        PunchReply::Ack(a) => assert_eq!(a.verdict, Verdict::Accepted),
+        other => panic!("held streams must not take node-wide slots: {other:?}"),
+    }
+
+    // The held streams are reset at the read deadline, with the documented
+    // code, and counted.
+    let (_, recv) = &mut held[0];
+    let r = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(4096))
+        .await
+        .expect("a held stream is reset at quic.stream_read_timeout_ms");
+    match r {
+        Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
+            assert_eq!(code.into_inner(), u64::from(close::PROTOCOL_VIOLATION));
+        }
+        other => panic!("expected a reset with PROTOCOL_VIOLATION, got {other:?}"),
+    }
+    assert!(metric(timeouts) - timeouts_before >= 1.0);
+    node.running.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Today's bug: connections that finished the handshake and never sent a
+/// Hello held every set-up slot until the Hello deadline, and every real
+/// device was refused meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_handshakes_filling_the_set_up_bound_do_not_lock_out_real_devices() {
+    const SET_UP: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.quic.max_handshakes_in_flight = SET_UP;
+    // Long, so that getting in cannot be the deadline freeing a slot.
+    cfg.quic.hello_timeout_ms = 30_000;
+    let node = Node::start_with(dir, cfg).await;
+    let evicted = r#"fencegate_handshakes_total{kind="evicted"}"#;
+    let evicted_before = metric(evicted);
+
+    let mut silent = Vec::new();
+    for _ in 0..SET_UP {
+        silent.push(node.connector.handshake().await.unwrap());
+    }
+    // Past the eviction grace: these are idle, not one round trip from
+    // their Hello.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    for (i, device) in ["phone-1", "phone-2"].into_iter().enumerate() {
+        if i > 0 {
+            // The attacker refills the bound after each eviction.
+            silent.push(node.connector.handshake().await.unwrap());
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        let c = node
+            .connector
+            .connect(&node.token("acme", device), device)
+            .await
+            .expect("a real device gets in while idle handshakes fill the set-up bound");
+        let r = c
+            .punch(&punch(i as u128 + 1, &format!("e-{i}"), HQ))
+            .await
+            .unwrap();
+        assert_eq!(r.verdict(), Some(Verdict::Accepted), "{r:?}");
+        // The oldest silent connection made room, closed AUTH_TIMEOUT
+        // (the refill is younger than every original one).
+        assert_eq!(
+            close_code(silent[i].connection()).await,
+            Some(u64::from(close::AUTH_TIMEOUT))
+        );
+    }
+    assert!(metric(evicted) - evicted_before >= 2.0);
+    node.running.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Today's bug: nothing enforced PROTOCOL §10's one datagram per second
+/// per device, so one device could write pings into the durable log as
+/// fast as it could send them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_flood_above_the_device_rate_is_dropped_and_counted() {
+    const SENT: usize = 200;
+    let node = Node::start().await;
+    let (rate, burst) = (
+        f64::from(node.cfg.quic.ping_datagrams_per_s),
+        f64::from(node.cfg.quic.ping_burst),
+    );
+    let dropped = r#"fencegate_datagrams_dropped_total{reason="rate_limit"}"#;
+    let dropped_before = metric(dropped);
+
+    let c = node.client("acme", "tracker-1").await;
+    let mut fbb = FlatBufferBuilder::new();
+    // Two spots 15 km apart, outside every fence: each fix leaves the last
+    // one's cell, so the pipeline forwards every ping it is given.
+    let spots = [(31.30, 121.60), (31.40, 121.70)];
+    let started = tokio::time::Instant::now();
+    for i in 0..SENT {
+        let (lat, lon) = spots[i % 2];
+        let batch = PingBatchMsg {
+            device_seq: 0,
+            base_time_ms: now_ms(),
+            fixes: vec![Fix::new((lat * 1e7) as i32, (lon * 1e7) as i32, 0, 50, 0)],
+        };
+        c.ping(&batch, &mut fbb).unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    // Let the gateway drain what it received.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let logged = node
+        .records()
+        .into_iter()
+        .filter(|r| matches!(&r.body, RecordBodyMsg::Ping(p) if p.device_id == "tracker-1"))
+        .count();
+    // The burst, plus the rate over the flood (and the drain), plus one
+    // for a refill landing on the boundary.
+    let allowed = (burst + rate * (elapsed_s + 0.5).ceil() + 1.0) as usize;
+    assert!(logged >= 1, "the rate limit must not drop everything");
+    assert!(
+        logged <= allowed,
+        "{logged} pings logged from {SENT} datagrams in {elapsed_s:.2} s; at most {allowed} allowed"
+    );
+    let counted = metric(dropped) - dropped_before;
+    assert!(
+        counted >= (SENT - allowed - 20) as f64,
+        "every datagram over the rate is counted: {counted}"
+    );
+    node.running.shutdown(Duration::from_secs(2)).await;
+}
