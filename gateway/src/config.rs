@@ -172,6 +172,15 @@ pub struct RawQuic {
     ///
     /// `2000` unless set.
     pub hello_timeout_ms: u64,
+    /// Milliseconds a connection must have waited for its Hello before it
+    /// may be closed to make room for a new one when
+    /// `max_handshakes_in_flight` is full. A client sends its Hello right
+    /// after the handshake, so one silent for longer is idle, not slow; a
+    /// shorter grace would close, at a 9:00 peak, connections whose Hello
+    /// is one round trip away.
+    ///
+    /// `200` unless set.
+    pub hello_evict_grace_ms: u64,
     /// The old name of `hello_timeout_ms` (it was 5000 by default). Still
     /// parsed so that an old file gets a message naming the new setting
     /// rather than "unknown field"; setting it is an error.
@@ -238,6 +247,7 @@ impl Default for RawQuic {
             connection_window: 262_144,
             datagram_buffer: 65_536,
             hello_timeout_ms: 2_000,
+            hello_evict_grace_ms: 200,
             auth_timeout_ms: None,
             stream_read_timeout_ms: 2_000,
             ping_datagrams_per_s: 1,

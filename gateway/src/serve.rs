@@ -273,6 +273,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         retry_above_handshakes_per_s: cfg.quic.retry_above_handshakes_per_s,
         max_handshakes_in_flight: cfg.quic.max_handshakes_in_flight,
         hello_timeout: Duration::from_millis(cfg.quic.hello_timeout_ms),
+        hello_evict_grace: Duration::from_millis(cfg.quic.hello_evict_grace_ms),
         stream_read_timeout: Duration::from_millis(cfg.quic.stream_read_timeout_ms),
         ping_datagrams_per_s: cfg.quic.ping_datagrams_per_s,
         ping_burst: cfg.quic.ping_burst,

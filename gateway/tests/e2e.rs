@@ -473,10 +473,12 @@ async fn connections_beyond_the_set_up_bound_are_refused_until_one_authenticates
     let mut cfg = common::config(dir.path());
     cfg.quic.max_handshakes_in_flight = 1;
     cfg.quic.hello_timeout_ms = 30_000;
+    // Long enough that a loaded machine cannot reach it during the test.
+    cfg.quic.hello_evict_grace_ms = 30_000;
     let node = Node::start_with(dir, cfg).await;
     // A connection that has shaken hands but not sent its Hello still holds
-    // the only set-up slot, and within the 200 ms eviction grace it is not
-    // closed to make room (hostile_edge.rs covers the eviction after it) ...
+    // the only set-up slot, and within the eviction grace it is not closed
+    // to make room (hostile_edge.rs covers the eviction after it) ...
     let silent = node.connector.handshake().await.unwrap();
     let e = node
         .connector

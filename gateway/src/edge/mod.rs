@@ -49,13 +49,6 @@ const IN_FLIGHT_RETRY_MS: u32 = 50;
 const OVERLOAD_RETRY_MS: u32 = 200;
 /// Retry-after when the log is at its size cap.
 const LOG_FULL_RETRY_MS: u32 = 5_000;
-/// How long a connection must have waited for its Hello after its
-/// handshake before it may be evicted to make room for a new one. A client
-/// sends its Hello right after the handshake (or in 0-RTT), so one that is
-/// still silent after this is idle, not slow; a shorter grace would, at a
-/// 9:00 peak, close connections whose Hello is one round trip away and
-/// waste their key exchange.
-const HELLO_EVICT_GRACE: Duration = Duration::from_millis(200);
 
 /// Everything a connection task needs, shared by all of them.
 #[derive(Debug)]
@@ -97,6 +90,9 @@ pub struct EdgeSettings {
     /// Time a connection has, from the end of its handshake, to open and
     /// finish its Hello stream (`quic.hello_timeout_ms`).
     pub hello_timeout: Duration,
+    /// How long a connection must have waited for its Hello before it may
+    /// be evicted to make room (`quic.hello_evict_grace_ms`).
+    pub hello_evict_grace: Duration,
     /// Time a punch stream has to deliver its frame and FIN, before it may
     /// take a node-wide in-flight slot (`quic.stream_read_timeout_ms`).
     pub stream_read_timeout: Duration,
@@ -317,7 +313,10 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
             continue;
         }
         if ctx.handshaking() >= ctx.settings.max_handshakes_in_flight {
-            if let Some(idle) = ctx.awaiting_hello.evict_oldest(clock::instant()) {
+            if let Some(idle) = ctx
+                .awaiting_hello
+                .evict_oldest(clock::instant(), ctx.settings.hello_evict_grace)
+            {
                 // The bound is full and one of its holders finished its
                 // handshake long enough ago to have sent a Hello: it is
                 // idle (or hostile), and keeping it would lock real devices
@@ -430,11 +429,11 @@ impl AwaitingHello {
     }
 
     /// Takes out the connection that has waited longest for its Hello, if
-    /// it has waited at least [`HELLO_EVICT_GRACE`].
-    fn evict_oldest(&self, now: Instant) -> Option<quinn::Connection> {
+    /// it has waited at least `grace`.
+    fn evict_oldest(&self, now: Instant, grace: Duration) -> Option<quinn::Connection> {
         let mut m = self.lock();
         let (&id, (since, _)) = m.first_key_value()?;
-        if now.saturating_duration_since(*since) < HELLO_EVICT_GRACE {
+        if now.saturating_duration_since(*since) < grace {
             return None;
         }
         m.remove(&id).map(|(_, c)| c)
