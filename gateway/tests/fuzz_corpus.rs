@@ -106,6 +106,13 @@ fn device_token_survives_seeds_and_mutants() {
 }
 
 #[test]
+fn qr_payload_survives_seeds_and_mutants() {
+    let (seeds, mutants) = run("qr_payload", harness::qr_payload);
+    assert!(seeds > 0, "no QR seed parses");
+    assert!(mutants > 0);
+}
+
+#[test]
 fn tenant_rules_survive_seeds_and_mutants() {
     let (seeds, _) = run("tenant_rules", harness::tenant_rules);
     assert!(seeds > 0, "no rules seed compiles");

@@ -14,6 +14,7 @@ use fencegate::auth::{AuthError, Keyring, TenantKey, parse_ttl};
 use fencegate::backlog::{self, split_backlog};
 use fencegate::rules::config::{CompileContext, compile_text, fixed_qr_keys};
 use fencegate::rules::holidays::Calendars;
+use fencegate::rules::qr::{self, QrKey};
 use fencegate::rules::records::{parse_status, parse_time};
 use fencegate::rules::store::{merge_tenant_section, tenant_section, tenants_changed};
 use fencegate::rules::{AttendanceSettings, api::SAMPLE_HOLIDAYS, api::SAMPLE_RULES};
@@ -243,6 +244,75 @@ pub fn device_token(data: &[u8]) -> bool {
         assert!(
             check_verify(ring, &changed, None).is_none(),
             "a changed token verified: {changed:?} (issued {token:?})"
+        );
+    }
+    true
+}
+
+// --------------------------------------------------------------------- qr
+
+/// A punch's QR payload (`rules::qr::parse`, then the tag check the judge
+/// runs), as scanned from a screen and sent by the device.
+///
+/// Byte 0, bit 0 clear: the rest is the payload. Set: a real code for the
+/// site named by the next `(byte0 >> 1) % 32` bytes and step from the
+/// following 8 is made, must parse back to exactly its fields and verify,
+/// and is then mutated by the rest: a changed code that still verifies must
+/// be a respelling of the same site and step, never another one. Returns
+/// whether the payload parsed.
+pub fn qr_payload(data: &[u8]) -> bool {
+    let Some((m, rest)) = mode(data) else {
+        return false;
+    };
+    let key = QrKey::new(&[5; 32]);
+    let verifies = |payload: &str| {
+        qr::parse(payload).is_some_and(|c| qr::tags_equal(&c.tag, &key.tag("acme", c.site, c.step)))
+    };
+    if m & 1 == 0 {
+        let payload = String::from_utf8_lossy(rest);
+        let Some(c) = qr::parse(&payload) else {
+            return false;
+        };
+        assert!(!c.site.is_empty() && !c.site.contains(':'));
+        // The canonical spelling of what was scanned reads back the same.
+        let canonical = format!(
+            "{}:{}:{}:{}",
+            qr::PREFIX,
+            c.site,
+            c.step,
+            hex::encode(c.tag)
+        );
+        assert_eq!(qr::parse(&canonical), Some(c));
+        let _ = verifies(&payload);
+        return true;
+    }
+    let n = (usize::from(m >> 1) % 32).min(rest.len());
+    let (site, rest) = rest.split_at(n);
+    let site = String::from_utf8_lossy(site);
+    let (step, edits) = match rest.split_first_chunk::<8>() {
+        Some((s, e)) => (i64::from_le_bytes(*s), e),
+        None => (0, rest),
+    };
+    let code = key.code("acme", &site, step);
+    let Some(c) = qr::parse(&code) else {
+        // Only a site the format cannot carry fails to parse back.
+        assert!(site.is_empty() || site.contains(':'), "{code:?}");
+        return false;
+    };
+    assert_eq!((c.site, c.step), (&*site, step));
+    assert!(verifies(&code), "a made code does not verify: {code:?}");
+    let mut bytes = code.clone().into_bytes();
+    mutate(&mut bytes, edits);
+    let changed = String::from_utf8_lossy(&bytes);
+    if verifies(&changed) {
+        // Another spelling of the same code (hex case, surrounding blanks,
+        // a `+` or leading zeros in the step) is fine; another site or
+        // step with a valid tag would be a forgery.
+        let d = qr::parse(&changed).expect("it verified");
+        assert_eq!(
+            (d.site, d.step),
+            (c.site, c.step),
+            "a changed code verified: {changed:?} (made {code:?})"
         );
     }
     true
