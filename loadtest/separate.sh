@@ -62,7 +62,7 @@ if [[ -n ${FENCEGATE_EXTRA_CONFIG:-} ]]; then printf '%b\n' "$FENCEGATE_EXTRA_CO
 gw=$!
 fp=
 for _ in $(seq 1 300); do
-    fp=$(sed -n 's/.*certificate SHA-256 \([0-9A-F:]*\).*/\1/p' "$dir/serve.log")
+    fp=$(sed -n 's/.*certificate SHA-256 \([0-9a-f]*\).*/\1/p' "$dir/serve.log")
     [[ -n $fp ]] && break
     kill -0 "$gw" 2>/dev/null || { cat "$dir/serve.log" >&2; exit 1; }
     sleep 0.1

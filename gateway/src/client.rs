@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use fencegate_schema::{
-    FrameMsg, HelloMsg, PingBatchMsg, PunchAckMsg, PunchMsg, Reason, ReplyMsg, ReplyView, Verdict,
-    parse_reply,
+    FrameMsg, HelloAckMsg, HelloMsg, PingBatchMsg, PunchAckMsg, PunchMsg, Reason, ReplyMsg,
+    Verdict, parse_reply,
 };
 use flatbuffers::FlatBufferBuilder;
 
@@ -179,7 +179,7 @@ impl Connector {
                     // sent again once the handshake completes.
                     let client = Client { conn };
                     match client.hello(token, device).await {
-                        Ok(()) => return Ok(client),
+                        Ok(_) => return Ok(client),
                         Err(e) if accepted.await => return Err(e),
                         Err(_) => {
                             client.hello(token, device).await?;
@@ -198,6 +198,22 @@ impl Connector {
         let client = self.handshake_started(connecting).await?;
         client.hello(token, device).await?;
         Ok(client)
+    }
+
+    /// Starts a resumed connection and returns it at once, before the
+    /// handshake completes, so that what the caller sends next (its Hello,
+    /// then punches right behind it) goes out as 0-RTT data. The second
+    /// value resolves to whether the gateway accepted the early data; if it
+    /// did not, quinn fails the streams and the caller resends on a new
+    /// connection. Fails when there is no ticket to resume with (connect
+    /// normally first) or this connector was made without `zero_rtt`.
+    pub fn connect_0rtt(&self) -> anyhow::Result<(Client, quinn::ZeroRttAccepted)> {
+        match self.start()?.into_0rtt() {
+            Ok((conn, accepted)) => Ok((Client { conn }, accepted)),
+            Err(_) => anyhow::bail!(
+                "no 0-RTT: no session ticket from this gateway yet (connect once first), or the connector was made without zero_rtt"
+            ),
+        }
     }
 
     /// Completes a QUIC handshake without authenticating, so a caller can
@@ -246,9 +262,10 @@ impl Client {
     }
 
     /// Authenticates the connection: sends the Hello on the first
-    /// bidirectional stream and waits for the HelloAck. [`Connector::connect`]
-    /// does this; call it yourself after [`Connector::handshake`].
-    pub async fn hello(&self, token: &str, device: &str) -> anyhow::Result<()> {
+    /// bidirectional stream and waits for the HelloAck, which it returns
+    /// (the connection's limits). [`Connector::connect`] does this; call it
+    /// yourself after [`Connector::handshake`] or [`Connector::connect_0rtt`].
+    pub async fn hello(&self, token: &str, device: &str) -> anyhow::Result<HelloAckMsg> {
         let mut fbb = FlatBufferBuilder::new();
         let frame = FrameMsg::Hello(HelloMsg {
             token: token.to_owned(),
@@ -258,10 +275,11 @@ impl Client {
         .encode_into(&mut fbb)
         .to_vec();
         let reply = self.request(&frame).await?;
-        match parse_reply(&reply) {
-            Ok(ReplyView::HelloAck(_)) => Ok(()),
-            Ok(other) => anyhow::bail!("expected HelloAck, got {other:?}"),
-            Err(r) => anyhow::bail!("unreadable HelloAck: {r:?}"),
+        let view =
+            parse_reply(&reply).map_err(|r| anyhow::anyhow!("unreadable HelloAck: {r:?}"))?;
+        match view.to_msg() {
+            ReplyMsg::HelloAck(a) => Ok(a),
+            other => anyhow::bail!("expected HelloAck, got {other:?}"),
         }
     }
 

@@ -54,6 +54,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// Duplicate and repeat suppression.
     pub dedup: RawDedup,
+    /// Fence events from pings: debounce and exit hysteresis.
+    pub pings: RawPings,
     /// The durable on-disk log every acknowledged record is written to.
     pub log: RawLog,
     /// The tenants this node serves. Each gets its own device-token key.
@@ -169,9 +171,19 @@ pub struct RawQuic {
     pub auth_timeout_ms: u64,
     /// Accept 0-RTT data from resumed sessions. Safe because punch ids are
     /// idempotent: a replayed 0-RTT punch gets the same ack and no new record.
+    /// On, resumption is stateful (tickets are ids into a cache of
+    /// `session_cache` sessions, as RFC 8446 requires for early data); off,
+    /// tickets are stateless and the cache is unused.
     ///
     /// `true` unless set.
     pub zero_rtt: bool,
+    /// With `zero_rtt`: most resumable sessions the node keeps in memory,
+    /// one per device that connected recently (about 200 bytes each, so
+    /// 65536 take about 13 MB). A device whose session was evicted (the
+    /// oldest go first) pays one full handshake, without 0-RTT.
+    ///
+    /// `65536` unless set.
+    pub session_cache: usize,
     /// Punches being processed at once across the node; beyond it new
     /// streams are answered `Busy` with a retry-after.
     ///
@@ -199,6 +211,7 @@ impl Default for RawQuic {
             datagram_buffer: 65_536,
             auth_timeout_ms: 5_000,
             zero_rtt: true,
+            session_cache: 65_536,
             max_inflight_punches: 65_536,
         }
     }
@@ -215,6 +228,22 @@ pub struct RawAdmin {
     pub listen: String,
     /// Bearer tokens allowed to call `/v1/...`. Health and metrics need none.
     pub tokens: Vec<RawAdminToken>,
+    /// Most `GET /v1/records` queries running at once; more are answered
+    /// 429 with `Retry-After`, so readers cannot take the node's blocking
+    /// threads and disk from the log and the forwarders.
+    ///
+    /// `4` unless set.
+    pub max_concurrent_queries: usize,
+    /// Longest one records query may run. Past it the answer ends early
+    /// and says where to resume (`next_after`).
+    ///
+    /// `10` unless set.
+    pub query_timeout_s: u64,
+    /// Most log records one records query reads (matching or not). Past it
+    /// the answer ends early and says where to resume.
+    ///
+    /// `5000000` unless set.
+    pub max_scan_records: u64,
 }
 
 impl Default for RawAdmin {
@@ -222,6 +251,31 @@ impl Default for RawAdmin {
         Self {
             listen: "127.0.0.1:9464".into(),
             tokens: Vec::new(),
+            max_concurrent_queries: 4,
+            query_timeout_s: 10,
+            max_scan_records: 5_000_000,
+        }
+    }
+}
+
+/// Bounds on the admin API's records queries (from `[admin]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Most queries at once.
+    pub max_concurrent: usize,
+    /// Longest one query runs.
+    pub timeout: Duration,
+    /// Most records one query reads.
+    pub max_scan: u64,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        let r = RawAdmin::default();
+        Self {
+            max_concurrent: r.max_concurrent_queries,
+            timeout: Duration::from_secs(r.query_timeout_s),
+            max_scan: r.max_scan_records,
         }
     }
 }
@@ -375,6 +429,97 @@ impl Default for RawDedup {
     }
 }
 
+/// `[pings]`: fence events from location pings. Both settings are off
+/// unless set, and then every membership change is an Enter or Exit at the
+/// first fix that shows it.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPings {
+    /// Seconds a fence membership change must persist, measured in fix
+    /// time, before its Enter or Exit is emitted: a device jittering across
+    /// an edge for less than this emits nothing.
+    ///
+    /// `0` (off) unless set; at most 86400.
+    pub dwell_s: u64,
+    /// Accuracy-aware exit hysteresis, metres: a device in a fence counts
+    /// as having left it only at a fix whose distance outside the fence's
+    /// edge minus the fix's accuracy exceeds this margin. `0` still makes
+    /// exits accuracy-aware.
+    ///
+    /// Off (plain containment) unless set; 0 to 10000.
+    pub exit_margin_m: Option<f64>,
+    /// Per-tenant overrides (`[pings.tenants.acme]`); a setting left out
+    /// there keeps the node-wide value.
+    pub tenants: std::collections::BTreeMap<String, RawPingsTenant>,
+}
+
+/// `[pings.tenants.<id>]`: one tenant's overrides of `[pings]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPingsTenant {
+    /// See [`RawPings::dwell_s`].
+    pub dwell_s: Option<u64>,
+    /// See [`RawPings::exit_margin_m`].
+    pub exit_margin_m: Option<f64>,
+}
+
+/// Compiled `[pings]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct PingsConfig {
+    /// The node-wide fence event rules.
+    pub default: crate::pipeline::FenceEventRules,
+    /// Tenants with their own rules (overrides merged over the default).
+    pub tenants: Vec<(String, crate::pipeline::FenceEventRules)>,
+}
+
+/// The longest `dwell_s`: beyond a day the device state has long expired.
+const MAX_DWELL_S: u64 = 86_400;
+/// The largest `exit_margin_m`, metres.
+const MAX_EXIT_MARGIN_M: f64 = 10_000.0;
+
+fn compile_pings(raw: &RawPings, tenants: &[RawTenant], p: &mut Vec<String>) -> PingsConfig {
+    let check = |p: &mut Vec<String>, at: &str, dwell: Option<u64>, margin: Option<f64>| {
+        if let Some(d) = dwell.filter(|&d| d > MAX_DWELL_S) {
+            p.push(format!(
+                "{at}dwell_s = {d} is out of range; use 0 (off) to {MAX_DWELL_S} seconds"
+            ));
+        }
+        if let Some(m) =
+            margin.filter(|m| !(m.is_finite() && (0.0..=MAX_EXIT_MARGIN_M).contains(m)))
+        {
+            p.push(format!(
+                "{at}exit_margin_m = {m} is out of range; use 0 to {MAX_EXIT_MARGIN_M} metres, or leave it out for plain containment"
+            ));
+        }
+    };
+    check(p, "pings.", Some(raw.dwell_s), raw.exit_margin_m);
+    let default = crate::pipeline::FenceEventRules {
+        dwell_ms: raw.dwell_s as i64 * 1_000,
+        exit_margin_m: raw.exit_margin_m,
+    };
+    let mut out = Vec::new();
+    for (id, t) in &raw.tenants {
+        let at = format!("pings.tenants.{id}.");
+        if !tenants.iter().any(|k| &k.id == id) {
+            p.push(format!(
+                "pings.tenants.{id}: no [[tenants]] block has id {id:?}; add one or remove the override"
+            ));
+        }
+        check(p, &at, t.dwell_s, t.exit_margin_m);
+        out.push((
+            id.clone(),
+            crate::pipeline::FenceEventRules {
+                dwell_ms: t.dwell_s.map_or(default.dwell_ms, |d| d as i64 * 1_000),
+                exit_margin_m: t.exit_margin_m.or(default.exit_margin_m),
+            },
+        ));
+    }
+    PingsConfig {
+        default,
+        tenants: out,
+    }
+}
+
 /// `[log]`: the durable log.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -510,6 +655,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Admin tokens (secrets resolved at start, not here).
     pub admin_tokens: Vec<RawAdminToken>,
+    /// Bounds on records queries.
+    pub admin_queries: QueryLimits,
     /// Fence settings.
     pub fences: RawFences,
     /// Whether the bundled sample fences may stand in for a missing file.
@@ -518,6 +665,8 @@ pub struct Config {
     pub limits: RawLimits,
     /// Dedup settings.
     pub dedup: RawDedup,
+    /// Fence event debounce and hysteresis (`[pings]`).
+    pub pings: PingsConfig,
     /// Log directory (resolved).
     pub log_dir: PathBuf,
     /// Log settings.
@@ -629,6 +778,11 @@ impl Config {
         if q.connection_window < q.stream_window {
             p.push("quic.connection_window must be at least quic.stream_window".into());
         }
+        if q.zero_rtt && q.session_cache == 0 {
+            p.push(
+                "quic.session_cache must be at least 1 with quic.zero_rtt = true (0-RTT needs the session cache); set zero_rtt = false to turn it off".into(),
+            );
+        }
         if q.max_handshakes_in_flight == 0 {
             p.push("quic.max_handshakes_in_flight must be at least 1".into());
         }
@@ -637,6 +791,15 @@ impl Config {
         }
         if q.max_inflight_punches == 0 {
             p.push("quic.max_inflight_punches must be at least 1".into());
+        }
+        if raw.admin.max_concurrent_queries == 0
+            || raw.admin.query_timeout_s == 0
+            || raw.admin.max_scan_records == 0
+        {
+            p.push(
+                "admin.max_concurrent_queries, admin.query_timeout_s and admin.max_scan_records must be at least 1 (defaults 4, 10, 5000000)"
+                    .into(),
+            );
         }
         for (i, t) in raw.admin.tokens.iter().enumerate() {
             let at = format!("admin.tokens[{i}] ('{}')", t.name);
@@ -780,6 +943,7 @@ impl Config {
                 p.push(format!("tenants[{i}]: id {:?} appears twice", t.id));
             }
         }
+        let pings = compile_pings(&raw.pings, &raw.tenants, &mut p);
         let sinks = crate::sink::config::compile(&raw.sinks, &mut p);
         if !p.is_empty() {
             return Err(ConfigErrors {
@@ -806,11 +970,17 @@ impl Config {
             quic_listen,
             quic: raw.quic,
             admin_listen,
+            admin_queries: QueryLimits {
+                max_concurrent: raw.admin.max_concurrent_queries,
+                timeout: Duration::from_secs(raw.admin.query_timeout_s),
+                max_scan: raw.admin.max_scan_records,
+            },
             admin_tokens: raw.admin.tokens,
             fences: raw.fences,
             allow_sample_fences: false,
             limits: raw.limits,
             dedup: raw.dedup,
+            pings,
             log: raw.log,
             tenants,
             attendance: AttendanceConfig {
@@ -895,6 +1065,46 @@ mod tests {
             assert!(all.contains(needle), "missing {needle} in:\n{all}");
         }
         assert!(err.problems.len() >= 6);
+    }
+
+    #[test]
+    fn pings_overrides_merge_over_the_node_defaults_and_errors_name_the_fix() {
+        let base = "[[tenants]]\nid = \"acme\"\n[[tenants]]\nid = \"globex\"\n";
+        let c = Config::parse(
+            &format!("[pings]\ndwell_s = 30\n[pings.tenants.acme]\nexit_margin_m = 25.0\n{base}"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.pings.default.dwell_ms, 30_000);
+        assert_eq!(c.pings.default.exit_margin_m, None);
+        assert_eq!(
+            c.pings.tenants,
+            [(
+                "acme".to_owned(),
+                crate::pipeline::FenceEventRules {
+                    dwell_ms: 30_000,
+                    exit_margin_m: Some(25.0)
+                }
+            )]
+        );
+        let off = Config::parse(base, "t.toml").unwrap();
+        assert_eq!(off.pings.default, Default::default(), "off unless set");
+
+        let err = Config::parse(
+            &format!(
+                "[pings]\ndwell_s = 100000\nexit_margin_m = -1.0\n[pings.tenants.initech]\ndwell_s = 5\n{base}"
+            ),
+            "t.toml",
+        )
+        .unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "pings.dwell_s = 100000 is out of range",
+            "pings.exit_margin_m = -1 is out of range",
+            "pings.tenants.initech: no [[tenants]] block",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in:\n{all}");
+        }
     }
 
     #[test]

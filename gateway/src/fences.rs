@@ -5,12 +5,13 @@
 //! fence id as an `Arc<str>` (a reference-count increment) instead of
 //! copying the string on the hot path.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, Guard};
 use fencegate_spatial::{
-    FenceIndex, FenceKey, FenceSet, IndexOptions, LoadError, LoadOptions, TenantKey,
+    Fence, FenceIndex, FenceKey, FenceSet, IndexOptions, LoadError, LoadOptions, TenantKey,
 };
 
 /// The sample fences bundled into the binary, used by `fencegate serve` on
@@ -22,17 +23,32 @@ pub const SAMPLE_FENCES: &str = include_str!("../../config/fences.geojson");
 pub struct FenceSnapshot {
     index: FenceIndex,
     ids: Vec<Arc<str>>,
+    /// Per tenant (by [`TenantKey::index`]): fence id → position in load
+    /// order. Ping state remembers fences by id across snapshot swaps; the
+    /// exit margin needs the geometry of a fence the device was last inside.
+    by_id: Vec<HashMap<Arc<str>, u32>>,
     version: u64,
 }
 
 impl FenceSnapshot {
     fn new(index: FenceIndex, version: u64) -> Self {
-        let ids = index.fences().iter().map(|f| Arc::from(f.id())).collect();
+        let ids: Vec<Arc<str>> = index.fences().iter().map(|f| Arc::from(f.id())).collect();
+        let mut by_id = vec![HashMap::new(); index.tenants().len()];
+        for (i, (f, id)) in index.fences().iter().zip(&ids).enumerate() {
+            by_id[f.tenant().index()].insert(id.clone(), i as u32);
+        }
         Self {
             index,
             ids,
+            by_id,
             version,
         }
+    }
+
+    /// The fence of `tenant` with id `id` in this snapshot, if it exists.
+    pub fn fence_by_id(&self, tenant: TenantKey, id: &str) -> Option<&Fence> {
+        let i = *self.by_id.get(tenant.index())?.get(id)?;
+        Some(&self.index.fences()[i as usize])
     }
 
     /// The spatial index.

@@ -1,5 +1,6 @@
 //! The `fencegate` binary: serve, check configs and fences, issue device
-//! tokens, locate points in batch, and read the durable log.
+//! tokens, locate points in batch, read the durable log, and print the
+//! certificate fingerprint devices pin.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,16 @@ enum Command {
     /// Sink maintenance: records a sink refused for good.
     #[command(subcommand)]
     Sinks(SinksCommand),
+    /// The TLS certificate devices pin.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Print the served certificate's SHA-256 fingerprint (64 lowercase hex
+    /// digits), the value a development client pins.
+    Fingerprint(cmd::cert::FingerprintArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,6 +168,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Export(args) => {
             cmd::export::export(&args)?; // prints its own summary to stderr
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cert(CertCommand::Fingerprint(args)) => {
+            cmd::cert::fingerprint_cmd(&args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Log(LogCommand::Tail(args)) => {

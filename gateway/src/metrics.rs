@@ -18,7 +18,8 @@ pub struct PipelineMetrics {
     punch_rejected: Counter,
     ping_forwarded: Counter,
     ping_suppressed: Counter,
-    ping_stale: Counter,
+    ping_late: Counter,
+    ping_duplicate: Counter,
     ping_untracked: Counter,
     fence_events: Counter,
     /// Resends answered from the idempotency window.
@@ -43,7 +44,8 @@ impl PipelineMetrics {
             punch_rejected: punch("rejected"),
             ping_forwarded: ping("forwarded"),
             ping_suppressed: ping("suppressed"),
-            ping_stale: ping("stale"),
+            ping_late: ping("late"),
+            ping_duplicate: ping("duplicate"),
             ping_untracked: ping("untracked"),
             fence_events: counter!("fencegate_fence_events_total"),
             dedup_hits: counter!("fencegate_dedup_hits_total"),
@@ -67,9 +69,37 @@ impl PipelineMetrics {
     pub fn pings(&self, o: &PingOutcome) {
         self.ping_forwarded.increment(u64::from(o.forwarded));
         self.ping_suppressed.increment(u64::from(o.suppressed));
-        self.ping_stale.increment(u64::from(o.stale));
+        self.ping_late.increment(u64::from(o.late));
+        self.ping_duplicate.increment(u64::from(o.duplicates));
         self.ping_untracked.increment(u64::from(o.untracked));
         self.fence_events.increment(u64::from(o.events));
+    }
+}
+
+/// Where a refused frame arrived: the `channel` label of
+/// `fencegate_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedOn {
+    /// The Hello stream (the connection is closed).
+    Hello,
+    /// A punch stream (answered `PunchAck` `Rejected`).
+    Punch,
+    /// A ping datagram (dropped, no reply).
+    Datagram,
+    /// A backlog frame on a unidirectional stream (dropped, no reply).
+    Backlog,
+}
+
+impl RefusedOn {
+    const ALL: [Self; 4] = [Self::Hello, Self::Punch, Self::Datagram, Self::Backlog];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Hello => "hello",
+            Self::Punch => "punch",
+            Self::Datagram => "datagram",
+            Self::Backlog => "backlog",
+        }
     }
 }
 
@@ -80,8 +110,9 @@ pub struct EdgeMetrics {
     pub connections: Gauge,
     /// Completed handshakes, full and resumed alike.
     pub handshakes_completed: Counter,
-    /// Resumed handshakes (a session ticket decrypted); a subset of the
-    /// completed ones, so full = completed − resumed.
+    /// Resumed handshakes (a session ticket decrypted, or found in the
+    /// session cache); a subset of the completed ones, so full = completed
+    /// − resumed.
     pub handshakes_resumed: Counter,
     /// Handshakes that failed, or were refused at the connection cap.
     pub handshakes_failed: Counter,
@@ -95,7 +126,13 @@ pub struct EdgeMetrics {
     pub datagrams_dropped: Counter,
     /// Streams answered `Busy`.
     pub busy: Counter,
-    refused: Vec<Option<Counter>>,
+    /// `fencegate_refused_total{channel, reason}`, indexed by
+    /// `RefusedOn as usize`, then by reason code.
+    refused: [Vec<Option<Counter>>; 4],
+    /// `fencegate_punches_total{verdict="rejected"}`: the same series the
+    /// pipeline counts policy rejections in, so the verdict counter covers
+    /// every `Rejected` ack, validation rejections included.
+    punch_rejected: Counter,
     /// Punch frame in → ack out, seconds (includes the log commit).
     pub punch_ack_seconds: Histogram,
     /// Time inside the pipeline per message, seconds.
@@ -104,13 +141,20 @@ pub struct EdgeMetrics {
 
 impl EdgeMetrics {
     /// Registers the handles with the global recorder, one refusal counter
-    /// per reason code.
+    /// per channel and reason code, so counting never looks a name up.
     pub fn register() -> Self {
-        let mut refused = vec![None; usize::from(Reason::ENUM_MAX) + 1];
-        for r in Reason::ENUM_VALUES {
-            let name = r.variant_name().unwrap_or("unknown");
-            refused[usize::from(r.0)] = Some(counter!("fencegate_refused_total", "reason" => name));
-        }
+        let refused = RefusedOn::ALL.map(|on| {
+            let mut by_reason = vec![None; usize::from(Reason::ENUM_MAX) + 1];
+            for r in Reason::ENUM_VALUES {
+                let name = r.variant_name().unwrap_or("unknown");
+                by_reason[usize::from(r.0)] = Some(counter!(
+                    "fencegate_refused_total",
+                    "channel" => on.label(),
+                    "reason" => name
+                ));
+            }
+            by_reason
+        });
         Self {
             connections: gauge!("fencegate_connections"),
             handshakes_completed: counter!("fencegate_handshakes_total", "kind" => "completed"),
@@ -121,15 +165,20 @@ impl EdgeMetrics {
             datagrams_dropped: counter!("fencegate_datagrams_dropped_total"),
             busy: counter!("fencegate_busy_total"),
             refused,
+            punch_rejected: counter!("fencegate_punches_total", "verdict" => "rejected"),
             punch_ack_seconds: histogram!("fencegate_punch_ack_seconds"),
             pipeline_seconds: histogram!("fencegate_pipeline_seconds"),
         }
     }
 
-    /// Counts one refused frame by reason code.
-    pub fn refused(&self, r: Reason) {
-        if let Some(Some(c)) = self.refused.get(usize::from(r.0)) {
+    /// Counts one frame refused by validation on `on`, by reason code. A
+    /// refused punch is also a `Rejected` punch.
+    pub fn refused(&self, on: RefusedOn, r: Reason) {
+        if let Some(Some(c)) = self.refused[on as usize].get(usize::from(r.0)) {
             c.increment(1);
+        }
+        if on == RefusedOn::Punch {
+            self.punch_rejected.increment(1);
         }
     }
 }

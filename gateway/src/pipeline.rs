@@ -17,6 +17,7 @@ use fencegate_schema::{
     PunchKind, PunchMethod, PunchRecordRef, PunchView, Reason, RecordBodyRef, RecordRef,
     TerminalAuth, Transition, Verdict,
 };
+use fencegate_spatial::hash::FastMap;
 use fencegate_spatial::{Classification, FenceKey, Point};
 use flatbuffers::FlatBufferBuilder;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
@@ -129,16 +130,187 @@ struct RepeatEntry {
     record_id: [u8; 16],
 }
 
+/// Fence event rules of one tenant: debounce and exit hysteresis. Both are
+/// off unless configured (`[pings]` in fencegate.toml), and then every
+/// membership change is emitted at the first fix that shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FenceEventRules {
+    /// A membership change must persist this long, measured in fix time,
+    /// before its Enter or Exit is emitted: a device jittering across an
+    /// edge for less than this emits nothing. 0 emits at once.
+    pub dwell_ms: i64,
+    /// Accuracy-aware exit hysteresis. When set, a fence the device is in
+    /// counts as left only at a fix whose distance outside the fence's edge
+    /// minus its accuracy exceeds this many metres; a fence that no longer
+    /// exists is left at once. `None`: plain containment.
+    pub exit_margin_m: Option<f64>,
+}
+
+/// Fence event rules for every tenant: the node-wide rules and per-tenant
+/// overrides, resolved once per ping batch.
+#[derive(Debug, Clone, Default)]
+pub struct PingEventSettings {
+    default: FenceEventRules,
+    /// Keyed by the tenant's hash, the same one [`Session`] computes once
+    /// per connection, so a batch looks its tenant up without hashing text.
+    tenants: FastMap<u64, FenceEventRules>,
+}
+
+impl PingEventSettings {
+    /// `default` for every tenant except those in `overrides`.
+    pub fn new<'a>(
+        default: FenceEventRules,
+        overrides: impl IntoIterator<Item = (&'a str, FenceEventRules)>,
+    ) -> Self {
+        Self {
+            default,
+            tenants: overrides
+                .into_iter()
+                .map(|(t, r)| (xxh3_64(t.as_bytes()), r))
+                .collect(),
+        }
+    }
+
+    /// Settings from a compiled gateway configuration (`[pings]`).
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        Self::new(
+            cfg.pings.default,
+            cfg.pings.tenants.iter().map(|(t, r)| (t.as_str(), *r)),
+        )
+    }
+
+    /// The rules of `tenant`.
+    pub fn for_tenant(&self, tenant: &str) -> FenceEventRules {
+        self.by_tag(xxh3_64(tenant.as_bytes()))
+    }
+
+    fn by_tag(&self, tenant_tag: u64) -> FenceEventRules {
+        if self.tenants.is_empty() {
+            return self.default;
+        }
+        self.tenants
+            .get(&tenant_tag)
+            .copied()
+            .unwrap_or(self.default)
+    }
+}
+
+/// A device's live ping state: where it was at its newest fix, and which
+/// fences downstream was told it is in.
 #[derive(Debug, Clone, Default)]
 struct DeviceState {
+    /// Time of the newest fix; a fix at or before it is late (history).
     last_fix_ms: i64,
     last_forward_ms: i64,
     cell: u64,
-    fences: Box<[Arc<str>]>,
+    /// Fences containing the newest fix: what ping suppression compares.
+    located: Box<[Arc<str>]>,
+    /// The membership downstream was told (Inside, Enter, Exit). Differs
+    /// from `located` only while a change is debounced (`dwell_ms`) or held
+    /// by the exit margin.
+    members: Box<[Arc<str>]>,
+    /// Changes of membership seen but not yet emitted (`dwell_ms`): the
+    /// fence and the time of the first fix of the unbroken run showing it.
+    pending: Box<[Pending]>,
     /// Bits of the last located position and the snapshot it was located
     /// in: a device reporting the same position reuses the answer.
     position: (u64, u64),
     snapshot: u64,
+}
+
+/// A membership change awaiting `dwell_ms`: the fence, and the fix time
+/// its unbroken run began.
+type Pending = (Arc<str>, i64);
+
+/// What a fix is to its device's live state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FixKind {
+    /// Newer than the live state: may move it and emit events.
+    Live,
+    /// At or before the newest fix but not a copy of it: history.
+    Late,
+    /// The newest fix again (a resent datagram): dropped.
+    Duplicate,
+}
+
+/// Sort key putting a fix's events in their emitted order: exits before
+/// enters (a consumer never sees a device in two fences it is switching
+/// between), then by fence id so the order does not depend on the index.
+fn event_order(t: Transition) -> u8 {
+    match t {
+        Transition::Exit => 0,
+        Transition::Enter => 1,
+        _ => 2,
+    }
+}
+
+/// Moves a device's told membership `members` toward the fences `located`
+/// at a live fix of `time_ms`, under `rules`, and pushes the transitions to
+/// emit into `events`. `exit_counts(id)` says whether this fix is clearly
+/// enough outside fence `id` for an exit (the exit margin). `next` and
+/// `keep` are scratch; `members` and `pending` are reallocated only when
+/// they change, which is at transitions and debounce starts, not per fix.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+fn membership_step(
+    members: &mut Box<[Arc<str>]>,
+    pending: &mut Box<[Pending]>,
+    located: &[Arc<str>],
+    time_ms: i64,
+    dwell_ms: i64,
+    exit_counts: impl Fn(&str) -> bool,
+    events: &mut Vec<(Arc<str>, Transition)>,
+    next: &mut Vec<Arc<str>>,
+    keep: &mut Vec<Pending>,
+) {
+    keep.clear();
+    let mut decide = |f: &Arc<str>, t: Transition| {
+        // A change keeps the time its unbroken run began; a run that broke
+        // (the fix agreed with `members` again) was dropped from `pending`.
+        let since = pending
+            .iter()
+            .find(|(p, _)| p == f)
+            .map_or(time_ms, |(_, s)| *s);
+        if time_ms - since >= dwell_ms {
+            events.push((f.clone(), t));
+        } else {
+            keep.push((f.clone(), since));
+        }
+    };
+    for m in members.iter() {
+        if !contains(located, m) && exit_counts(m) {
+            decide(m, Transition::Exit);
+        }
+    }
+    for l in located {
+        if !contains(members, l) {
+            decide(l, Transition::Enter);
+        }
+    }
+    if !events.is_empty() {
+        next.clear();
+        next.extend(
+            members
+                .iter()
+                .filter(|m| !events.iter().any(|(e, _)| e == *m))
+                .cloned(),
+        );
+        next.extend(
+            events
+                .iter()
+                .filter(|(_, t)| *t == Transition::Enter)
+                .map(|(e, _)| e.clone()),
+        );
+        *members = next.as_slice().into();
+        next.clear();
+    }
+    if pending[..] != keep[..] {
+        *pending = keep.as_slice().into();
+    }
+    keep.clear();
+}
+
+fn contains(set: &[Arc<str>], f: &Arc<str>) -> bool {
+    set.iter().any(|x| Arc::ptr_eq(x, f) || x == f)
 }
 
 type PunchKey = (u64, u128);
@@ -195,18 +367,23 @@ pub enum PunchDecision<'b> {
     Full,
 }
 
-/// Counts of what one ping batch produced.
+/// Counts of what one ping batch produced. Every fix is counted in exactly
+/// one of `forwarded`, `suppressed`, `late` and `duplicates`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PingOutcome {
-    /// Fixes forwarded as ping records (moves, heartbeats, transitions).
+    /// Live fixes forwarded as ping records (moves, heartbeats, transitions).
     pub forwarded: u32,
-    /// Fixes suppressed as repeats.
+    /// Live fixes suppressed as repeats.
     pub suppressed: u32,
-    /// Enter/exit events emitted.
+    /// Fence events emitted (Enter, Exit and the starting-state Inside).
     pub events: u32,
-    /// Fixes older than the device's newest (late or duplicated datagrams).
-    pub stale: u32,
-    /// Fixes of devices beyond `max_devices`, forwarded unsuppressed.
+    /// Fixes at or before the device's newest (offline history, reordered
+    /// datagrams): logged as ping records flagged `late`, never suppressed.
+    pub late: u32,
+    /// Copies of the device's newest fix (a resent datagram), dropped.
+    pub duplicates: u32,
+    /// Fixes of devices beyond `max_devices`, forwarded unsuppressed (a
+    /// subset of `forwarded`).
     pub untracked: u32,
 }
 
@@ -215,7 +392,11 @@ pub struct Scratch {
     fbb: FlatBufferBuilder<'static>,
     keys: Vec<FenceKey>,
     ids: Vec<Arc<str>>,
-    ids_prev: Vec<Arc<str>>,
+    /// Fence events of the fix being decided, in emitted order.
+    events: Vec<(Arc<str>, Transition)>,
+    /// Builders for a device's new membership and pending changes.
+    members: Vec<Arc<str>>,
+    pending: Vec<Pending>,
     /// The slot label (`2025-03-04/day`) of the punch being decided.
     label: String,
 }
@@ -226,7 +407,9 @@ impl Default for Scratch {
             fbb: FlatBufferBuilder::with_capacity(1024),
             keys: Vec::with_capacity(16),
             ids: Vec::with_capacity(16),
-            ids_prev: Vec::with_capacity(16),
+            events: Vec::with_capacity(16),
+            members: Vec::with_capacity(16),
+            pending: Vec::with_capacity(16),
             label: String::with_capacity(96),
         }
     }
@@ -274,6 +457,8 @@ pub struct Pipeline {
     /// Read once per punch (an atomic load, not a clock read); its one
     /// second of staleness is nothing next to a 24 h horizon.
     mono_ms: AtomicI64,
+    /// Debounce and exit hysteresis of fence events, per tenant.
+    ping_events: PingEventSettings,
     metrics: PipelineMetrics,
     rules_metrics: RulesMetrics,
 }
@@ -345,12 +530,25 @@ impl Pipeline {
             employees: WindowMap::new(EMPLOYEE_MEMORY_MS, cfg.max_employees, now_ms),
             qr_uses: WindowMap::new(qr_window.max(1), cfg.max_employees, now_ms),
             mono_ms: AtomicI64::new(now_ms),
+            ping_events: PingEventSettings::default(),
             metrics: PipelineMetrics::register(),
             rules_metrics: RulesMetrics::register(),
             rules,
             fences,
             cfg,
         }
+    }
+
+    /// This pipeline with fence event debounce and exit hysteresis set
+    /// (both off unless this is called).
+    pub fn with_ping_events(mut self, settings: PingEventSettings) -> Self {
+        self.ping_events = settings;
+        self
+    }
+
+    /// The fence event rules this pipeline applies.
+    pub fn ping_events(&self) -> &PingEventSettings {
+        &self.ping_events
     }
 
     /// The fence snapshots this pipeline reads.
@@ -866,7 +1064,16 @@ impl Pipeline {
     }
 
     /// Processes one verified ping batch from `session`, pushing every
-    /// record to forward (pings and enter/exit events) into `sink`.
+    /// record to forward into `sink`: ping records and fence events.
+    ///
+    /// A live fix (newer than the device's newest) may move the device's
+    /// state: it emits `Inside` per containing fence when the gateway held no
+    /// state for the device, else an `Exit` or `Enter` per fence its
+    /// membership lost or gained (after the tenant's [`FenceEventRules`]),
+    /// and its ping record is suppressed while the device stays in its cell
+    /// and fences, up to the heartbeat. A late fix (at or before the newest:
+    /// offline history) is always logged, flagged `late`, and changes
+    /// nothing.
     pub fn pings(
         &self,
         now_ms: i64,
@@ -877,6 +1084,7 @@ impl Pipeline {
     ) -> PingOutcome {
         let snap = self.fences.load();
         let tenant = snap.tenant(&session.tenant);
+        let rules = self.ping_events.by_tag(session.tenant_tag);
         let mut out = PingOutcome::default();
         let dkey = (session.tenant_tag, session.device_tag);
         let version = snap.version();
@@ -894,16 +1102,39 @@ impl Pipeline {
             let position = (fix.lat.to_bits(), fix.lon.to_bits());
             scratch.keys.clear();
             scratch.ids.clear();
-            scratch.ids_prev.clear();
+            scratch.events.clear();
             let mut cell = 0;
             let mut heartbeat = false;
             let mut forward = false;
+            // An exit counts at once unless the exit margin holds the
+            // device in: then only when the fix, less its accuracy, is more
+            // than the margin outside the fence's edge. A fence gone from
+            // the snapshot has no edge to be near.
+            let exit_counts = |id: &str| -> bool {
+                let Some(margin) = rules.exit_margin_m else {
+                    return true;
+                };
+                let Some(f) = tenant.and_then(|t| snap.fence_by_id(t, id)) else {
+                    return true;
+                };
+                let p = Point::new(fix.lat, fix.lon).expect("the parser checked the range");
+                f.distance_m(p) - f64::from(fix.accuracy_m) > margin
+            };
             // Decide under the device's entry lock, then build records after.
             let tracked = self.devices.with(dkey, |slot| {
                 let st = slot.get_or_insert_with(DeviceState::default);
                 let fresh = st.last_fix_ms == 0 && st.last_forward_ms == 0;
                 if !fresh && fix.time_ms <= st.last_fix_ms {
-                    return false; // late or duplicated fix
+                    // Only a copy of the newest fix is dropped: the state
+                    // remembers no older ones (memory stays one entry per
+                    // device), so an older fix sent twice is logged twice
+                    // with the same record id, and downstream drops the
+                    // second by that id.
+                    return if fix.time_ms == st.last_fix_ms && st.position == position {
+                        FixKind::Duplicate
+                    } else {
+                        FixKind::Late
+                    };
                 }
                 // A device that has not moved reuses its last answer: no
                 // locate and no H3 cell, together most of a fix's cost.
@@ -913,21 +1144,44 @@ impl Pipeline {
                 } else {
                     locate(scratch, fix.lat, fix.lon)
                 };
-                let same_fences = unmoved || same_set(&st.fences, &scratch.ids);
-                if fresh || !same_fences || st.cell != cell {
+                let located: &[Arc<str>] = if unmoved { &st.located } else { &scratch.ids };
+                let relocated = !unmoved && !same_set(&st.located, located);
+                if fresh {
+                    // No live state (first contact, restart, expiry): the
+                    // device's starting state, not a transition.
+                    scratch
+                        .events
+                        .extend(located.iter().map(|f| (f.clone(), Transition::Inside)));
+                    st.members = located.into();
+                } else if !st.pending.is_empty() || !same_set(&st.members, located) {
+                    membership_step(
+                        &mut st.members,
+                        &mut st.pending,
+                        located,
+                        fix.time_ms,
+                        rules.dwell_ms,
+                        exit_counts,
+                        &mut scratch.events,
+                        &mut scratch.members,
+                        &mut scratch.pending,
+                    );
+                }
+                if scratch.events.len() > 1 {
+                    scratch.events.sort_unstable_by(|a, b| {
+                        (event_order(a.1), &a.0).cmp(&(event_order(b.1), &b.0))
+                    });
+                }
+                if fresh || relocated || st.cell != cell || !scratch.events.is_empty() {
                     forward = true;
                 } else if fix.time_ms - st.last_forward_ms >= self.cfg.heartbeat_ms {
                     forward = true;
                     heartbeat = true;
                 }
                 if unmoved && forward {
-                    scratch.ids.extend(st.fences.iter().cloned());
+                    scratch.ids.extend(st.located.iter().cloned());
                 }
-                if !fresh && !same_fences {
-                    scratch.ids_prev.extend(st.fences.iter().cloned());
-                    st.fences = scratch.ids.as_slice().into();
-                } else if fresh {
-                    st.fences = scratch.ids.as_slice().into();
+                if fresh || relocated {
+                    st.located = scratch.ids.as_slice().into();
                 }
                 st.last_fix_ms = fix.time_ms;
                 st.cell = cell;
@@ -936,65 +1190,67 @@ impl Pipeline {
                 if forward {
                     st.last_forward_ms = fix.time_ms;
                 }
-                true
+                FixKind::Live
             });
-            if tracked.is_err() {
-                cell = locate(scratch, fix.lat, fix.lon);
-            }
+            let mut late = false;
             match tracked {
-                Ok(false) => {
-                    out.stale += 1;
+                Ok(FixKind::Live) => {}
+                Ok(FixKind::Duplicate) => {
+                    out.duplicates += 1;
                     continue;
                 }
-                Ok(true) => {}
+                Ok(FixKind::Late) => {
+                    // History: located like any fix (outside the lock),
+                    // logged, and nothing else.
+                    cell = locate(scratch, fix.lat, fix.lon);
+                    late = true;
+                    out.late += 1;
+                }
                 Err(_) => {
+                    // No state to compare with: forwarded as is, and no
+                    // events (an Inside per fix would flood downstream).
+                    cell = locate(scratch, fix.lat, fix.lon);
                     out.untracked += 1;
-                    forward = true;
                 }
             }
-            if !forward {
+            if !(forward || late || tracked.is_err()) {
                 out.suppressed += 1;
                 continue;
             }
             let time = fix.time_ms.to_le_bytes();
             let lat_b = fix.lat.to_le_bytes();
             let lon_b = fix.lon.to_le_bytes();
-            // Transitions first, so a consumer sees the exit before the ping
-            // that is already outside.
-            for (set, other, transition) in [
-                (&scratch.ids_prev, &scratch.ids, Transition::Exit),
-                (&scratch.ids, &scratch.ids_prev, Transition::Enter),
-            ] {
-                if scratch.ids_prev.is_empty() && transition == Transition::Exit {
-                    continue;
-                }
-                for f in set.iter().filter(|f| !other.iter().any(|o| o == *f)) {
-                    let rid = record_id(&[
-                        b"event",
-                        session.tenant.as_bytes(),
-                        session.device.as_bytes(),
-                        f.as_bytes(),
-                        &[transition.0],
-                        &time,
-                    ]);
-                    let rec = RecordRef::<&str> {
-                        record_id: rid,
-                        tenant: &session.tenant,
-                        gateway_time_ms: now_ms,
-                        node: Some(&self.cfg.node),
-                        body: RecordBodyRef::FenceEvent(FenceEventRef {
-                            device_id: &session.device,
-                            fence_id: f,
-                            transition,
-                            time_ms: fix.time_ms,
-                            lat: fix.lat,
-                            lon: fix.lon,
-                        }),
-                    };
-                    sink.push(rec.encode_into(&mut scratch.fbb), now_ms);
-                    out.events += 1;
-                }
+            // Events first, so a consumer sees the exit before the ping that
+            // is already outside.
+            for (f, transition) in &scratch.events {
+                let rid = record_id(&[
+                    b"event",
+                    session.tenant.as_bytes(),
+                    session.device.as_bytes(),
+                    f.as_bytes(),
+                    &[transition.0],
+                    &time,
+                ]);
+                let rec = RecordRef::<&str> {
+                    record_id: rid,
+                    tenant: &session.tenant,
+                    gateway_time_ms: now_ms,
+                    node: Some(&self.cfg.node),
+                    body: RecordBodyRef::FenceEvent(FenceEventRef {
+                        device_id: &session.device,
+                        fence_id: f,
+                        transition: *transition,
+                        time_ms: fix.time_ms,
+                        lat: fix.lat,
+                        lon: fix.lon,
+                    }),
+                };
+                sink.push(rec.encode_into(&mut scratch.fbb), now_ms);
+                out.events += 1;
             }
+            // The same id whether the fix arrives live or late, so a fix
+            // forwarded live and uploaded again in a backlog is one record
+            // downstream.
             let rid = record_id(&[
                 b"ping",
                 session.tenant.as_bytes(),
@@ -1017,10 +1273,13 @@ impl Pipeline {
                     h3_cell: cell,
                     fence_ids: &scratch.ids,
                     heartbeat,
+                    late,
                 }),
             };
             sink.push(rec.encode_into(&mut scratch.fbb), now_ms);
-            out.forwarded += 1;
+            if !late {
+                out.forwarded += 1;
+            }
         }
         self.metrics.pings(&out);
         out

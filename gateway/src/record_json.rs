@@ -118,6 +118,7 @@ pub fn record_json(r: &RecordView<'_>) -> Value {
                 .unwrap_or_default();
             obj.insert("fence_ids".into(), fences.into());
             obj.insert("heartbeat".into(), p.heartbeat().into());
+            obj.insert("late".into(), p.late().into());
         }
         RecordBodyView::FenceEvent(e) => {
             obj.insert("type".into(), "event".into());

@@ -244,12 +244,15 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     )?;
     let (rules, rules_source) = crate::rules::api::load(cfg)?;
     let now = clock::unix_ms();
-    let pipeline = Arc::new(Pipeline::with_rules(
-        PipelineConfig::from_config(cfg),
-        fences.clone(),
-        rules.clone(),
-        now,
-    ));
+    let pipeline = Arc::new(
+        Pipeline::with_rules(
+            PipelineConfig::from_config(cfg),
+            fences.clone(),
+            rules.clone(),
+            now,
+        )
+        .with_ping_events(crate::pipeline::PingEventSettings::from_config(cfg)),
+    );
     let mono = clock::MonoMs::starting_at(now);
     let replay_started = clock::instant();
     let replayed = replay(&pipeline, &log, now)?;
@@ -300,6 +303,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             rules,
             rules_source,
             cfg.data_dir.join("index").join("records"),
+            cfg.admin_queries,
         )),
         sinks: forwarders.health().to_vec(),
     });

@@ -155,16 +155,20 @@ async fn every_bad_frame_gets_its_reason_code_and_leaves_no_record() {
         }
         other => panic!("{other:?}"),
     };
+    // Readable punches echo their id even when rejected (PROTOCOL §5.5).
+    let echoed = |r: &PunchReply| match r {
+        PunchReply::Ack(a) => a.punch_id,
+        PunchReply::Busy { .. } => None,
+    };
     let raw = |bytes: Vec<u8>| {
         let c = c.clone();
         async move {
             fencegate::client::decode_punch_reply(&c.raw_request(&bytes).await.unwrap()).unwrap()
         }
     };
-    assert_eq!(
-        reject(raw(b"definitely not a flatbuffer".to_vec()).await),
-        Reason::Malformed
-    );
+    let r = raw(b"definitely not a flatbuffer".to_vec()).await;
+    assert_eq!(echoed(&r), None, "nothing readable to echo");
+    assert_eq!(reject(r), Reason::Malformed);
     assert_eq!(reject(raw(vec![0u8; 5_000]).await), Reason::Oversize);
     let mut fbb = FlatBufferBuilder::new();
     let batch = PingBatchMsg {
@@ -185,7 +189,13 @@ async fn every_bad_frame_gets_its_reason_code_and_leaves_no_record() {
 
     let mut p = punch(1, "e-1", HQ);
     p.device_time_ms = now_ms() + 3_600_000;
-    assert_eq!(reject(c.punch(&p).await.unwrap()), Reason::FutureTimestamp);
+    let r = c.punch(&p).await.unwrap();
+    assert_eq!(
+        echoed(&r),
+        Some(p.punch_id),
+        "semantic rejection echoes the id"
+    );
+    assert_eq!(reject(r), Reason::FutureTimestamp);
     let mut p = punch(2, "e-1", (91.0, 0.0));
     p.position = Some(fencegate_schema::Position::new(91.0, 0.0, 5.0));
     assert_eq!(
@@ -196,10 +206,14 @@ async fn every_bad_frame_gets_its_reason_code_and_leaves_no_record() {
     p.position = Some(fencegate_schema::Position::new(HQ.0, f64::NAN, 5.0));
     assert_eq!(reject(c.punch(&p).await.unwrap()), Reason::NotFinite);
     let p = punch(0, "e-1", HQ);
-    assert_eq!(reject(c.punch(&p).await.unwrap()), Reason::InvalidPunchId);
+    let r = c.punch(&p).await.unwrap();
+    assert_eq!(echoed(&r), None, "an all-zero id is not an id");
+    assert_eq!(reject(r), Reason::InvalidPunchId);
     let mut p = punch(4, "e-1", HQ);
     p.employee_id = "x".repeat(500);
-    assert_eq!(reject(c.punch(&p).await.unwrap()), Reason::FieldTooLong);
+    let r = c.punch(&p).await.unwrap();
+    assert_eq!(echoed(&r), Some(p.punch_id));
+    assert_eq!(reject(r), Reason::FieldTooLong);
 
     // Nobody else's traffic noticed: the connection still works.
     assert_eq!(
@@ -210,27 +224,41 @@ async fn every_bad_frame_gets_its_reason_code_and_leaves_no_record() {
     node.running.shutdown(Duration::from_secs(2)).await;
 }
 
+/// The close code and reason phrase a refused Hello gets.
+async fn refused_hello(node: &Node, token: &str, device: &str) -> (u64, String) {
+    let c = node.connector.handshake().await.unwrap();
+    c.hello(token, device).await.unwrap_err();
+    match c.connection().closed().await {
+        quinn::ConnectionError::ApplicationClosed(a) => (
+            a.error_code.into_inner(),
+            String::from_utf8(a.reason.to_vec()).unwrap(),
+        ),
+        other => panic!("expected an application close, got {other:?}"),
+    }
+}
+
+/// PROTOCOL §3/§8: the close code says what to do and the reason phrase is
+/// exactly the `Reason` name. Red if a credential maps to another code, or
+/// the phrase is prose again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_credentials_close_the_connection_with_their_code() {
+async fn bad_credentials_close_the_connection_with_their_code_and_reason_name() {
     let node = Node::start().await;
-    let code_of = |e: anyhow::Error| {
-        let text = format!("{e:#}");
-        // quinn reports "closed by peer: <code>" in its error text.
-        text
-    };
-    // A token for phone-1 presented by phone-2.
+    let code = |c: u32| u64::from(c);
+    // A token for phone-1 presented by phone-2: the token is bound to its device.
     let t = node.token("acme", "phone-1");
-    let e = node.connector.connect(&t, "phone-2").await.unwrap_err();
-    assert!(
-        code_of(e).contains(&format!("{}", close::BAD_TOKEN)),
+    assert_eq!(
+        refused_hello(&node, &t, "phone-2").await,
+        (code(close::BAD_TOKEN), "BadToken".into()),
         "device mismatch"
     );
     // A tampered token.
     let mut bad = t.clone();
     bad.pop();
     bad.push(if t.ends_with('A') { 'B' } else { 'A' });
-    let e = node.connector.connect(&bad, "phone-1").await.unwrap_err();
-    assert!(code_of(e).contains(&format!("{}", close::BAD_TOKEN)));
+    assert_eq!(
+        refused_hello(&node, &bad, "phone-1").await,
+        (code(close::BAD_TOKEN), "BadToken".into())
+    );
     // A tenant this node does not serve (a key of its own).
     let mut foreign = fencegate::auth::Keyring::default();
     foreign.insert(
@@ -238,13 +266,82 @@ async fn bad_credentials_close_the_connection_with_their_code() {
         fencegate::auth::TenantKey::new(vec![3; 32]).unwrap(),
     );
     let ft = foreign.issue("initech", "d", now_ms() / 1000 + 60).unwrap();
-    let e = node.connector.connect(&ft, "d").await.unwrap_err();
-    assert!(code_of(e).contains(&format!("{}", close::WRONG_TENANT)));
+    assert_eq!(
+        refused_hello(&node, &ft, "d").await,
+        (code(close::WRONG_TENANT), "WrongTenant".into())
+    );
     // An expired token.
     let ring = fencegate::serve::keyring(&node.cfg).unwrap();
     let old = ring.issue("acme", "phone-1", now_ms() / 1000 - 1).unwrap();
-    let e = node.connector.connect(&old, "phone-1").await.unwrap_err();
-    assert!(code_of(e).contains(&format!("{}", close::TOKEN_EXPIRED)));
+    assert_eq!(
+        refused_hello(&node, &old, "phone-1").await,
+        (code(close::TOKEN_EXPIRED), "TokenExpired".into())
+    );
+    // A Hello that fails validation: PROTOCOL_VIOLATION, phrase = its reason.
+    assert_eq!(
+        refused_hello(&node, &"t".repeat(2_000), "phone-1").await,
+        (code(close::PROTOCOL_VIOLATION), "FieldTooLong".into())
+    );
+    // A punch where the Hello belongs.
+    let c = node.connector.handshake().await.unwrap();
+    let mut fbb = FlatBufferBuilder::new();
+    let frame = punch(1, "e-1", HQ).encode_into(&mut fbb).to_vec();
+    c.raw_request(&frame).await.unwrap_err();
+    match c.connection().closed().await {
+        quinn::ConnectionError::ApplicationClosed(a) => {
+            assert_eq!(a.error_code.into_inner(), code(close::NOT_AUTHENTICATED));
+            assert_eq!(&a.reason[..], b"NotAuthenticated");
+        }
+        other => panic!("{other:?}"),
+    }
+    node.running.shutdown(Duration::from_secs(2)).await;
+}
+
+/// PROTOCOL §2: a resumed connection carries its Hello and a punch in
+/// 0-RTT, and a replay of that punch (the same punch id, again in 0-RTT on
+/// another resumed connection) gets the same ack and makes no record. Red
+/// if the gateway's tickets cannot carry early data (stateless tickets:
+/// `accepted` resolves false), or if the replay is recorded twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_punch_in_0rtt_is_accepted_and_its_replay_gets_the_same_ack() {
+    let node = Node::start().await;
+    let token = node.token("acme", "phone-1");
+    // A first, full handshake leaves a ticket with the client. Every
+    // connection stays open to the end: its ticket comes after its
+    // handshake, and each resumption uses one ticket up.
+    let first = node.connector.connect(&token, "phone-1").await.unwrap();
+    let mut open = vec![first];
+
+    let p = punch(7, "e-7", HQ);
+    let mut in_0rtt = async |p: &fencegate_schema::PunchMsg| {
+        let (c, accepted) = common::connect_0rtt(&node).await;
+        // Hello and punch go out before the handshake completes: both
+        // streams are opened and written in the first flight.
+        let (hello, reply) = tokio::join!(c.hello(&token, "phone-1"), c.punch(p));
+        hello.unwrap();
+        let reply = reply.unwrap();
+        assert!(accepted.await, "the gateway refused the 0-RTT data");
+        open.push(c);
+        ack(reply)
+    };
+    let a = in_0rtt(&p).await;
+    assert_eq!(a.verdict, Verdict::Accepted);
+    assert_eq!(a.punch_id, Some(p.punch_id));
+    let replay = in_0rtt(&p).await;
+    assert_eq!(
+        (replay.verdict, replay.record_id),
+        (a.verdict, a.record_id),
+        "a replayed 0-RTT punch gets the first ack"
+    );
+    let recs = punch_records(&node);
+    assert_eq!(
+        recs.iter().filter(|r| r.punch_id == p.punch_id).count(),
+        1,
+        "the replay made no record"
+    );
+    for c in open {
+        c.close();
+    }
     node.running.shutdown(Duration::from_secs(2)).await;
 }
 

@@ -407,9 +407,9 @@ fn standing_still_is_suppressed_until_the_heartbeat() {
     );
     assert_eq!((o.forwarded, o.suppressed), (1, 2));
     assert_eq!(recs.len(), 1);
-    // A duplicated datagram is stale, not forwarded again.
-    let (o, _) = pings(&p, T0, &s, T0, vec![fix(away, 2_000)]);
-    assert_eq!(o.stale, 1);
+    // A duplicated datagram is dropped, not forwarded again.
+    let (o, recs) = pings(&p, T0, &s, T0, vec![fix(away, 2_000)]);
+    assert_eq!((o.duplicates, o.late, recs.len()), (1, 0, 0));
     // Just under five minutes: still suppressed. At five: a heartbeat.
     let (o, _) = pings(&p, T0 + 5 * MIN, &s, T0 + 5 * MIN - 1, vec![fix(away, 0)]);
     assert_eq!(o.suppressed, 1);

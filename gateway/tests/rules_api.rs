@@ -112,10 +112,15 @@ fn secret(name: &str) -> &'static str {
 
 /// Writes a configuration file (fences, rules, tokens) into `dir`.
 fn write_config(dir: &Path) -> std::path::PathBuf {
+    write_config_with(dir, "")
+}
+
+/// [`write_config`] with extra `[admin]` settings.
+fn write_config_with(dir: &Path, admin: &str) -> std::path::PathBuf {
     std::fs::write(dir.join("fences.geojson"), common::FENCES).unwrap();
     std::fs::write(dir.join("rules.toml"), RULES).unwrap();
     let mut text = format!(
-        "[node]\ndata_dir = {:?}\n[quic]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[node]\ndata_dir = {:?}\n[quic]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{admin}\n",
         dir.join("data")
     );
     for (name, role, secret) in TOKENS {
@@ -187,11 +192,30 @@ async fn http_at(
     s.read_to_end(&mut buf).await.unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
     let code = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     (code, body)
+}
+
+/// The body of a `Transfer-Encoding: chunked` answer (streamed answers).
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
 }
 
 fn json(body: &str) -> Value {
@@ -1468,5 +1492,79 @@ async fn a_tenant_change_keeps_the_rest_of_the_rules_file() {
         !on_disk.contains("E3001"),
         "acme's old section is replaced: {on_disk}"
     );
+    node.running.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_records_query_from_zero_is_bounded_and_pages_to_the_whole_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config_with(dir.path(), "max_scan_records = 25");
+    let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let node = Node::start_with(dir, cfg).await;
+    // 90 punches of others, then E1001's two.
+    let c = node.client("acme", "terminal-1").await;
+    for i in 0..90u128 {
+        ack(c
+            .punch(&punch(100 + i, &format!("X{i}"), HQ))
+            .await
+            .unwrap());
+    }
+    punch_some(&node).await;
+
+    // An employee asks for everything since 1970: each answer reads at
+    // most 25 records and says where to resume; paging ends with exactly
+    // their own two records, each once.
+    let mut after: Option<u64> = None;
+    let mut mine = Vec::new();
+    let mut pages = 0;
+    loop {
+        let q = after.map_or(String::new(), |a| format!("after={a}"));
+        let (code, body) = records(&node, "e1001", &q).await;
+        assert_eq!(code, 200, "{body}");
+        let v = json(&body);
+        let stats = &v["stats"];
+        assert!(
+            stats["records_read"].as_u64().unwrap() <= 25,
+            "one query read more than admin.max_scan_records: {stats}"
+        );
+        for r in v["records"].as_array().unwrap() {
+            mine.push(r["record_id"].as_str().unwrap().to_owned());
+        }
+        pages += 1;
+        assert!(pages < 20, "paging does not end: {stats}");
+        if stats["truncated"] == false {
+            break;
+        }
+        assert_eq!(stats["cut"], "scan");
+        let next = stats["next_after"]
+            .as_u64()
+            .expect("a cut answer says where to resume");
+        assert!(
+            after.is_none_or(|a| next > a),
+            "paging must advance: {stats}"
+        );
+        after = Some(next);
+    }
+    assert!(
+        pages >= 4,
+        "98 records at 25 a query take at least 4 queries"
+    );
+    let mut uniq = mine.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!((mine.len(), uniq.len()), (2, 2), "{mine:?}");
+
+    // The same bounds hold for CSV, whose end says where to resume.
+    let (code, body) = records(&node, "e1001", "format=csv").await;
+    assert_eq!(code, 200);
+    let last = body.lines().last().unwrap();
+    assert!(
+        last.starts_with("#truncated,cut=scan,next_after="),
+        "{last}"
+    );
+    // A bad resume point is a clear error.
+    let (code, body) = records(&node, "e1001", "after=soon").await;
+    assert_eq!(code, 400);
+    assert!(body.contains("after"), "{body}");
     node.running.shutdown(Duration::from_secs(2)).await;
 }

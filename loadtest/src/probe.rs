@@ -47,15 +47,19 @@ impl Scrape {
     pub fn by_label(&self, name: &str, label: &str) -> BTreeMap<String, f64> {
         let prefix = format!("{name}{{");
         let key = format!("{label}=\"");
-        self.0
-            .iter()
-            .filter(|(k, _)| k.starts_with(&prefix))
-            .filter_map(|(k, v)| {
-                let start = k.find(&key)? + key.len();
-                let end = k[start..].find('"')? + start;
-                Some((k[start..end].to_owned(), *v))
-            })
-            .collect()
+        let mut out = BTreeMap::new();
+        // Summed: series that differ in another label (the `channel` of
+        // `fencegate_refused_total`) share this label's value.
+        for (k, v) in self.0.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+            let Some(start) = k.find(&key).map(|i| i + key.len()) else {
+                continue;
+            };
+            let Some(end) = k[start..].find('"').map(|i| i + start) else {
+                continue;
+            };
+            *out.entry(k[start..end].to_owned()).or_insert(0.0) += *v;
+        }
+        out
     }
 }
 
@@ -132,8 +136,8 @@ fn dechunk(mut body: &str) -> String {
 /// What the gateway counted during a run (the difference of two scrapes).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GatewayCounts {
-    /// Ping fixes by outcome (`forwarded`, `suppressed`, `stale`,
-    /// `untracked`).
+    /// Ping fixes by outcome (`forwarded`, `suppressed`, `late`,
+    /// `duplicate`, and `untracked`, a subset of `forwarded`).
     pub pings: BTreeMap<String, u64>,
     /// Ping fixes the gateway processed (all outcomes).
     pub pings_processed: u64,
@@ -173,7 +177,12 @@ impl GatewayCounts {
         let by = |n: &str, l: &str| diff(&before.by_label(n, l), &after.by_label(n, l));
         let pings = by("fencegate_pings_total", "outcome");
         Self {
-            pings_processed: pings.values().sum(),
+            // `untracked` fixes are also counted as `forwarded`.
+            pings_processed: pings
+                .iter()
+                .filter(|(k, _)| k.as_str() != "untracked")
+                .map(|(_, v)| v)
+                .sum(),
             pings,
             fence_events: d("fencegate_fence_events_total"),
             punches: by("fencegate_punches_total", "verdict"),
@@ -208,11 +217,12 @@ mod tests {
             "# TYPE x counter\nfencegate_pings_total{outcome=\"forwarded\"} 10\nfencegate_busy_total 1\n",
         );
         let after = Scrape::parse(
-            "fencegate_pings_total{outcome=\"forwarded\"} 25\nfencegate_pings_total{outcome=\"suppressed\"} 5\nfencegate_busy_total 4\nfencegate_connections 7\n",
+            "fencegate_pings_total{outcome=\"forwarded\"} 25\nfencegate_pings_total{outcome=\"suppressed\"} 5\nfencegate_pings_total{outcome=\"untracked\"} 3\nfencegate_busy_total 4\nfencegate_connections 7\n",
         );
         let c = GatewayCounts::between(&before, &after);
         assert_eq!(c.pings["forwarded"], 15);
         assert_eq!(c.pings["suppressed"], 5);
+        // Untracked fixes are part of the forwarded ones, not counted twice.
         assert_eq!(c.pings_processed, 20);
         assert_eq!(c.busy, 3);
         assert_eq!(c.connections, 7);

@@ -204,9 +204,8 @@ impl Target {
                 }
             },
             (None, Some(fp)) => {
-                let hex: String = fp.chars().filter(|c| *c != ':').collect();
-                if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                    Some(Trust::Pinned(fingerprint_form(&hex)))
+                if let Some(hex) = fencegate::edge::tls::normalize_fingerprint(fp) {
+                    Some(Trust::Pinned(hex))
                 } else {
                     problems.push(format!(
                         "--fingerprint {fp}: not a SHA-256 fingerprint; copy the one `fencegate serve` prints (64 hex digits, colons optional)"
@@ -303,15 +302,6 @@ impl Drop for Target {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-fn fingerprint_form(hex: &str) -> String {
-    hex.to_ascii_uppercase()
-        .as_bytes()
-        .chunks(2)
-        .map(|c| std::str::from_utf8(c).expect("hex is ascii"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn load_roots(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {

@@ -66,6 +66,7 @@ impl ReplyView<'_> {
                 max_batch_fixes: a.max_batch_fixes(),
                 max_frame_bytes: a.max_frame_bytes(),
                 repeat_window_s: a.repeat_window_s(),
+                max_accuracy_m: a.max_accuracy_m(),
             }),
             ReplyView::PunchAck(a) => ReplyMsg::PunchAck(PunchAckMsg {
                 punch_id: a.punch_id().map(|u| u.0),
@@ -214,6 +215,7 @@ impl<'a> RecordView<'a> {
                 h3_cell: p.h3_cell(),
                 fence_ids: strings(p.fence_ids()),
                 heartbeat: p.heartbeat(),
+                late: p.late(),
             }),
             RecordBodyView::FenceEvent(e) => RecordBodyMsg::FenceEvent(FenceEventMsg {
                 device_id: e.device_id().to_owned(),

@@ -270,7 +270,7 @@ impl Request<'_> {
 // ---------------------------------------------------------------- replies
 
 /// `HelloAck`: the connection is authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HelloAckMsg {
     /// Gateway clock, unix ms.
     pub server_time_ms: i64,
@@ -280,6 +280,9 @@ pub struct HelloAckMsg {
     pub max_frame_bytes: u32,
     /// Repeat-merge window, seconds.
     pub repeat_window_s: u32,
+    /// The tenant's GPS accuracy cap, metres (a worse fix is refused as
+    /// `AccuracyTooLow`); 0 = no cap.
+    pub max_accuracy_m: f32,
 }
 
 /// `PunchAck`, owned. Encode on the hot path with [`PunchAckRef`].
@@ -371,6 +374,7 @@ impl HelloAckMsg {
                 max_batch_fixes: self.max_batch_fixes,
                 max_frame_bytes: self.max_frame_bytes,
                 repeat_window_s: self.repeat_window_s,
+                max_accuracy_m: self.max_accuracy_m,
             },
         );
         finish_reply(fbb, ReplyBody::HelloAck, ack.as_union_value())
@@ -539,6 +543,10 @@ pub struct PingRecordMsg {
     pub fence_ids: Vec<String>,
     /// Sent because the heartbeat interval elapsed.
     pub heartbeat: bool,
+    /// A fix at or before the device's newest (offline history uploaded
+    /// later): recorded as history only, it never moved live state or
+    /// emitted a fence event.
+    pub late: bool,
 }
 
 /// A fence transition, owned.
@@ -548,7 +556,7 @@ pub struct FenceEventMsg {
     pub device_id: String,
     /// Fence crossed.
     pub fence_id: String,
-    /// Enter or exit.
+    /// Enter or exit, or `Inside` for a device's starting state.
     pub transition: Transition,
     /// Time of the fix that showed the crossing, unix ms.
     pub time_ms: i64,
@@ -645,6 +653,8 @@ pub struct PingRecordRef<'a, S: AsRef<str> = &'a str> {
     pub fence_ids: &'a [S],
     /// See [`PingRecordMsg::heartbeat`].
     pub heartbeat: bool,
+    /// See [`PingRecordMsg::late`].
+    pub late: bool,
 }
 
 /// A fence transition, borrowed; fields as in [`FenceEventMsg`].
@@ -767,6 +777,7 @@ impl<S: AsRef<str>> RecordRef<'_, S> {
                         h3_cell: p.h3_cell,
                         fence_ids,
                         heartbeat: p.heartbeat,
+                        late: p.late,
                     },
                 );
                 (RecordBody::PingRecord, rec.as_union_value())
@@ -841,6 +852,7 @@ impl RecordMsg {
                 h3_cell: p.h3_cell,
                 fence_ids: &p.fence_ids,
                 heartbeat: p.heartbeat,
+                late: p.late,
             }),
             RecordBodyMsg::FenceEvent(e) => RecordBodyRef::FenceEvent(FenceEventRef {
                 device_id: &e.device_id,

@@ -35,7 +35,7 @@ pub use generated::*;
 pub use limits::{Channel, Limits};
 pub use parse::{
     FIX_FLAG_MOCK, FixIter, FixReading, HelloView, LAT_E7_MAX, LON_E7_MAX, PingBatchView,
-    PunchView, Request, parse_frame,
+    PunchView, Request, parse_frame, punch_id_of,
 };
 pub use reason::ClientAction;
 

@@ -81,6 +81,27 @@ pub fn parse_frame<'a>(
     }
 }
 
+/// The punch id of a punch frame that [`parse_frame`] refused, for the
+/// `PunchAck` of the rejection: `Some` whenever the frame passes the
+/// structural checks (size, identifier, verifier: `punch_id` and
+/// `employee_id` are present) and its body is a `Punch` with a non-zero id,
+/// whatever semantic check it failed afterwards. `None` for `Oversize`,
+/// `Malformed`, `MissingField` from the verifier, `UnknownBody`,
+/// non-punch bodies and `InvalidPunchId`.
+///
+/// Runs the verifier again; it is meant for the (rare) rejection path, so
+/// the accepted path pays nothing for it.
+#[must_use]
+pub fn punch_id_of(buf: &[u8], limits: &Limits) -> Option<[u8; 16]> {
+    if buf.len() > limits.max_bytes(Channel::Stream) {
+        return None;
+    }
+    check_identifier(buf, FRAME_IDENTIFIER).ok()?;
+    let frame = root_as_frame_with_opts(&limits.verifier_options(), buf).ok()?;
+    let id = frame.body_as_punch()?.punch_id().0;
+    (id != [0; 16]).then_some(id)
+}
+
 /// Checks the 4-byte file identifier after the root offset. The flatbuffers
 /// helper for this asserts on short input, so it is done by hand.
 pub(crate) fn check_identifier(buf: &[u8], ident: &str) -> Result<(), Reason> {

@@ -825,3 +825,89 @@ fn replies_and_records_refuse_the_wrong_identifier_missing_fields_and_unknown_bo
         "PingRecord.device_id is required"
     );
 }
+
+/// PROTOCOL §5.5: a rejected punch's ack echoes its `punch_id` whenever the
+/// frame could be read far enough to find it. Red if the gateway's helper
+/// gives up on semantic rejections, or reads an id out of a frame the
+/// verifier refused.
+#[test]
+fn rejected_punches_echo_their_id_when_it_can_be_read() {
+    use fencegate_schema::punch_id_of;
+    let id = punch().punch_id;
+    let semantic = [
+        Reason::MissingField,
+        Reason::FieldTooLong,
+        Reason::NotFinite,
+        Reason::LatitudeOutOfRange,
+        Reason::LongitudeOutOfRange,
+        Reason::NegativeAccuracy,
+        Reason::FutureTimestamp,
+        Reason::StaleTimestamp,
+        Reason::UnknownEnumValue,
+        Reason::PositionRequired,
+    ];
+    let mut echoed = Vec::new();
+    for c in cases().into_iter().filter(|c| c.channel == Channel::Stream) {
+        let got = punch_id_of(&c.buf, &c.limits);
+        if let Some(g) = got {
+            assert_eq!(g, id, "case '{}' echoed another id", c.name);
+            echoed.push(c.reason);
+        }
+        if matches!(
+            c.reason,
+            Reason::Oversize | Reason::Malformed | Reason::UnknownBody | Reason::InvalidPunchId
+        ) {
+            assert_eq!(got, None, "case '{}': nothing readable to echo", c.name);
+        }
+    }
+    for r in semantic {
+        assert!(
+            echoed.contains(&r),
+            "no {r:?} punch case echoed its id: {echoed:?}"
+        );
+    }
+}
+
+/// Every close code is a row of PROTOCOL §8's table, value and name. Red
+/// when a code is added to `close` without documenting it.
+#[test]
+fn every_close_code_is_documented() {
+    let doc = include_str!("../../docs/PROTOCOL.md");
+    for (code, name) in fencegate_schema::close::ALL {
+        let row = format!("| 0x{code:02x} | `{name}` |");
+        assert!(
+            doc.contains(&row),
+            "docs/PROTOCOL.md lacks the close code row starting {row:?}"
+        );
+    }
+}
+
+/// Every field of the reply tables is a row of PROTOCOL §5.5. Red when a
+/// field is appended to `reply.fbs` (as `HelloAck.max_accuracy_m` was)
+/// without telling client authors what it means.
+#[test]
+fn every_reply_field_is_documented() {
+    let doc = include_str!("../../docs/PROTOCOL.md");
+    let fbs = include_str!("../fbs/reply.fbs");
+    let mut fields = 0;
+    for table in ["HelloAck", "PunchAck", "Busy"] {
+        let start = fbs
+            .find(&format!("table {table} {{"))
+            .unwrap_or_else(|| panic!("table {table} in reply.fbs"));
+        let body = &fbs[start..start + fbs[start..].find('}').unwrap()];
+        for line in body.lines().skip(1) {
+            let line = line.trim();
+            if line.starts_with("//") || line.is_empty() {
+                continue;
+            }
+            let name = line.split(':').next().unwrap().trim();
+            let row = format!("| `{name}` |");
+            assert!(
+                doc.contains(&row),
+                "docs/PROTOCOL.md lacks a row for {table}.{name}"
+            );
+            fields += 1;
+        }
+    }
+    assert!(fields >= 15, "parsed only {fields} fields of reply.fbs");
+}

@@ -115,6 +115,7 @@ fn borrowed_record_with_str_fence_ids_encodes_like_the_owned_one() {
             h3_cell: 0x08a2_a107_2b59_ffff,
             fence_ids: &fences,
             heartbeat: false,
+            late: true,
         }),
     };
     let owned = RecordMsg {
@@ -131,6 +132,7 @@ fn borrowed_record_with_str_fence_ids_encodes_like_the_owned_one() {
             h3_cell: 0x08a2_a107_2b59_ffff,
             fence_ids: fences.iter().map(|s| (*s).to_owned()).collect(),
             heartbeat: false,
+            late: true,
         }),
     };
     let mut a = FlatBufferBuilder::new();

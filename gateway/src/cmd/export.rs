@@ -79,6 +79,9 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
             None => None,
         },
         limit: usize::MAX,
+        after_lsn: None,
+        max_scan: 0,
+        deadline: None,
         ..RecordQuery::default()
     };
     anyhow::ensure!(
@@ -115,7 +118,7 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
         &q,
         &mut |lsn, rec| {
             if failed.is_some() {
-                return;
+                return false;
             }
             let r = match &mut sink {
                 Sink::Csv(w) => match records::csv_row(rec, &tz) {
@@ -134,7 +137,9 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
             };
             if let Err(e) = r {
                 failed = Some(e);
+                return false;
             }
+            true
         },
     )?;
     let finished = match failed {

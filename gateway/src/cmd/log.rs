@@ -88,17 +88,22 @@ fn summary(lsn: Lsn, rec: &fencegate_schema::RecordView<'_>) -> String {
             p.distance_m(),
         ),
         RecordBodyView::Ping(p) => format!(
-            "{head}ping device={} {:.6},{:.6} fences={}{}",
+            "{head}ping device={} {:.6},{:.6} fences={}{}{}",
             p.device_id(),
             p.lat(),
             p.lon(),
             p.fence_ids().map(|f| f.len()).unwrap_or(0),
-            if p.heartbeat() { " heartbeat" } else { "" }
+            if p.heartbeat() { " heartbeat" } else { "" },
+            if p.late() { " late" } else { "" }
         ),
         RecordBodyView::FenceEvent(e) => format!(
-            "{head}event device={} {:?} {}",
+            "{head}event device={} {} {}",
             e.device_id(),
-            e.transition(),
+            // enter / exit / inside, the same words as the JSON output.
+            e.transition()
+                .variant_name()
+                .unwrap_or("unknown")
+                .to_ascii_lowercase(),
             e.fence_id()
         ),
     }

@@ -1,5 +1,6 @@
 //! The `fencegate` subcommands, one file each; `main.rs` only dispatches.
 
+pub mod cert;
 pub mod export;
 pub mod fences;
 pub mod locate;

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use fencegate_schema::{
     BusyMsg, Channel, HelloAckMsg, Limits, PunchAckRef, Reason, ReplyMsg, Request, Verdict, close,
-    parse_frame,
+    parse_frame, punch_id_of,
 };
 use flatbuffers::FlatBufferBuilder;
 use quinn::VarInt;
@@ -32,8 +32,9 @@ use crate::auth::{AuthError, Keyring};
 use crate::backlog;
 use crate::clock;
 use crate::log::{LogError, LogHandle, RecordBatch};
-use crate::metrics::EdgeMetrics;
+use crate::metrics::{EdgeMetrics, RefusedOn};
 use crate::pipeline::{AckInfo, Pipeline, PunchDecision, Scratch, Session};
+use crate::rules::AccuracyPolicy;
 
 thread_local! {
     /// Per-worker-thread buffers: the pipeline runs synchronously between
@@ -187,17 +188,52 @@ impl rustls::server::ProducesTickets for CountingTicketer {
     }
 }
 
+/// Counts resumed handshakes with stateful tickets (0-RTT on): a ticket id
+/// found in the cache is a resumption.
+#[derive(Debug)]
+struct CountingStore {
+    inner: Arc<dyn rustls::server::StoresServerSessions>,
+    resumed: metrics::Counter,
+}
+
+impl rustls::server::StoresServerSessions for CountingStore {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.inner.put(key, value)
+    }
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.inner.get(key)
+    }
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        // TLS 1.3 takes the session out, so a ticket resumes once.
+        let r = self.inner.take(key);
+        if r.is_some() {
+            self.resumed.increment(1);
+        }
+        r
+    }
+    fn can_cache(&self) -> bool {
+        self.inner.can_cache()
+    }
+}
+
 /// Builds the quinn server configuration.
 pub fn server_config(
     id: &tls::ServerIdentity,
     q: &crate::config::RawQuic,
     metrics: &EdgeMetrics,
 ) -> anyhow::Result<quinn::ServerConfig> {
-    let mut crypto = tls::server_crypto(id, q.zero_rtt)?;
-    crypto.ticketer = Arc::new(CountingTicketer {
-        inner: crypto.ticketer.clone(),
-        resumed: metrics.handshakes_resumed.clone(),
-    });
+    let mut crypto = tls::server_crypto(id, q.zero_rtt, q.session_cache)?;
+    if crypto.ticketer.enabled() {
+        crypto.ticketer = Arc::new(CountingTicketer {
+            inner: crypto.ticketer.clone(),
+            resumed: metrics.handshakes_resumed.clone(),
+        });
+    } else {
+        crypto.session_storage = Arc::new(CountingStore {
+            inner: crypto.session_storage.clone(),
+            resumed: metrics.handshakes_resumed.clone(),
+        });
+    }
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .context("the TLS configuration cannot serve QUIC")?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -342,12 +378,34 @@ impl Drop for Handshaking {
     }
 }
 
-fn close_code(e: AuthError) -> VarInt {
-    varint(match e {
-        AuthError::BadToken | AuthError::DeviceMismatch => close::BAD_TOKEN,
-        AuthError::Expired => close::TOKEN_EXPIRED,
-        AuthError::WrongTenant => close::WRONG_TENANT,
-    })
+/// The close code and `Reason` of a refused credential. A device id that
+/// differs from the token's is a bad token: the token is bound to the
+/// device it was issued for (docs/PROTOCOL.md §3).
+fn auth_close(e: AuthError) -> (u32, Reason) {
+    match e {
+        AuthError::BadToken | AuthError::DeviceMismatch => (close::BAD_TOKEN, Reason::BadToken),
+        AuthError::Expired => (close::TOKEN_EXPIRED, Reason::TokenExpired),
+        AuthError::WrongTenant => (close::WRONG_TENANT, Reason::WrongTenant),
+    }
+}
+
+/// Closes `conn` with `code` and, as the reason phrase, exactly the name
+/// docs/PROTOCOL.md §8 promises (a `Reason` name such as `TokenExpired`, or
+/// the close code's own name where no `Reason` fits): clients may match
+/// on it. The human explanation goes to the log instead.
+fn close_with(
+    conn: &quinn::Connection,
+    code: u32,
+    phrase: &'static str,
+    why: &dyn std::fmt::Display,
+) {
+    tracing::debug!(remote = %conn.remote_address(), code, phrase, "closing connection: {why}");
+    conn.close(varint(code), phrase.as_bytes());
+}
+
+/// The phrase for a close caused by `r`: its name.
+fn reason_name(r: Reason) -> &'static str {
+    r.variant_name().unwrap_or("InternalError")
 }
 
 fn varint(code: u32) -> VarInt {
@@ -361,9 +419,11 @@ async fn authenticate(ctx: &EdgeContext, conn: &quinn::Connection) -> Option<Ses
         Ok(Ok(s)) => s,
         Ok(Err(_)) => return None,
         Err(_) => {
-            conn.close(
-                varint(close::AUTH_TIMEOUT),
-                b"no Hello within the auth timeout",
+            close_with(
+                conn,
+                close::AUTH_TIMEOUT,
+                "AUTH_TIMEOUT",
+                &"no Hello within the auth timeout",
             );
             return None;
         }
@@ -375,8 +435,32 @@ async fn authenticate(ctx: &EdgeContext, conn: &quinn::Connection) -> Option<Ses
     .await
     {
         Ok(Ok(b)) => b,
-        Ok(Err(_)) | Err(_) => {
-            conn.close(varint(close::PROTOCOL_VIOLATION), b"unreadable Hello");
+        Ok(Err(e)) => {
+            // A stream reset or lost connection is the client going away,
+            // not a refused frame: only an oversized Hello is counted.
+            let r = if matches!(e, quinn::ReadToEndError::TooLong) {
+                ctx.metrics.refused(RefusedOn::Hello, Reason::Oversize);
+                Reason::Oversize
+            } else {
+                Reason::Malformed
+            };
+            close_with(
+                conn,
+                close::PROTOCOL_VIOLATION,
+                reason_name(r),
+                &format_args!("unreadable Hello stream: {e}"),
+            );
+            return None;
+        }
+        Err(_) => {
+            // A Hello still unfinished at the deadline is no Hello in time
+            // (PROTOCOL §3): the same code as no Hello stream at all.
+            close_with(
+                conn,
+                close::AUTH_TIMEOUT,
+                "AUTH_TIMEOUT",
+                &"the Hello stream was not finished within the auth timeout",
+            );
             return None;
         }
     };
@@ -384,16 +468,24 @@ async fn authenticate(ctx: &EdgeContext, conn: &quinn::Connection) -> Option<Ses
     let hello = match parse_frame(&buf, Channel::Stream, now_ms, &ctx.limits) {
         Ok(Request::Hello(h)) => h,
         Ok(_) => {
-            ctx.metrics.refused(Reason::NotAuthenticated);
-            conn.close(
-                varint(close::NOT_AUTHENTICATED),
-                b"the first stream must carry a Hello",
+            ctx.metrics
+                .refused(RefusedOn::Hello, Reason::NotAuthenticated);
+            close_with(
+                conn,
+                close::NOT_AUTHENTICATED,
+                reason_name(Reason::NotAuthenticated),
+                &"the first stream must carry a Hello",
             );
             return None;
         }
         Err(r) => {
-            ctx.metrics.refused(r);
-            conn.close(varint(close::PROTOCOL_VIOLATION), b"malformed Hello");
+            ctx.metrics.refused(RefusedOn::Hello, r);
+            close_with(
+                conn,
+                close::PROTOCOL_VIOLATION,
+                reason_name(r),
+                &format_args!("the Hello fails validation ({r:?})"),
+            );
             return None;
         }
     };
@@ -403,11 +495,19 @@ async fn authenticate(ctx: &EdgeContext, conn: &quinn::Connection) -> Option<Ses
     {
         Ok(id) => {
             let session = Session::new(&id.tenant, &id.device);
+            // The cap in force now; a rules change later applies to the
+            // punches, not to this (informational) copy.
+            let max_accuracy_m = match ctx.pipeline.rules().load().tenant(&id.tenant).accuracy {
+                AccuracyPolicy::Tolerant { max_m } | AccuracyPolicy::Strict { max_m } => {
+                    max_m.unwrap_or(0.0)
+                }
+            };
             let ack = ReplyMsg::HelloAck(HelloAckMsg {
                 server_time_ms: now_ms,
                 max_batch_fixes: ctx.limits.max_batch_fixes as u32,
                 max_frame_bytes: ctx.limits.max_frame_bytes as u32,
                 repeat_window_s: ctx.settings.repeat_window_s,
+                max_accuracy_m,
             });
             let bytes = REPLY.with(|b| ack.encode_into(&mut b.borrow_mut()).to_vec());
             if send.write_all(&bytes).await.is_err() || send.finish().is_err() {
@@ -417,7 +517,8 @@ async fn authenticate(ctx: &EdgeContext, conn: &quinn::Connection) -> Option<Ses
         }
         Err(e) => {
             ctx.metrics.auth_failures.increment(1);
-            conn.close(close_code(e), e.to_string().as_bytes());
+            let (code, reason) = auth_close(e);
+            close_with(conn, code, reason_name(reason), &e);
             None
         }
     }
@@ -435,7 +536,8 @@ async fn handle_connection(ctx: &Arc<EdgeContext>, conn: quinn::Connection, setu
         tokio::select! {
             biased;
             () = ctx.shutdown.cancelled() => {
-                conn.close(varint(close::SHUTTING_DOWN), b"gateway shutting down");
+                let phrase = reason_name(Reason::ShuttingDown);
+                close_with(&conn, close::SHUTTING_DOWN, phrase, &"gateway shutting down");
                 break;
             }
             r = conn.read_datagram() => match r {
@@ -466,11 +568,12 @@ fn on_datagram(ctx: &EdgeContext, session: &Session, data: &[u8]) {
     let batch = match parse_frame(data, Channel::Datagram, now_ms, &ctx.limits) {
         Ok(Request::PingBatch(b)) => b,
         Ok(_) => {
-            ctx.metrics.refused(Reason::WrongChannel);
+            ctx.metrics
+                .refused(RefusedOn::Datagram, Reason::WrongChannel);
             return;
         }
         Err(r) => {
-            ctx.metrics.refused(r);
+            ctx.metrics.refused(RefusedOn::Datagram, r);
             return;
         }
     };
@@ -502,7 +605,7 @@ async fn on_backlog_stream(ctx: &EdgeContext, session: &Session, mut recv: quinn
             Ok(()) => {}
             Err(quinn::ReadExactError::FinishedEarly(0)) => return,
             Err(_) => {
-                ctx.metrics.refused(Reason::Malformed);
+                ctx.metrics.refused(RefusedOn::Backlog, Reason::Malformed);
                 let _ = recv.stop(varint(close::PROTOCOL_VIOLATION));
                 return;
             }
@@ -510,25 +613,26 @@ async fn on_backlog_stream(ctx: &EdgeContext, session: &Session, mut recv: quinn
         let len = match backlog::frame_len(len, ctx.limits.max_backlog_frame_bytes) {
             Ok(len) => len,
             Err(r) => {
-                ctx.metrics.refused(r);
+                ctx.metrics.refused(RefusedOn::Backlog, r);
                 let _ = recv.stop(varint(close::PROTOCOL_VIOLATION));
                 return;
             }
         };
         buf.resize(len, 0);
         if recv.read_exact(&mut buf).await.is_err() {
-            ctx.metrics.refused(Reason::Malformed);
+            ctx.metrics.refused(RefusedOn::Backlog, Reason::Malformed);
             return;
         }
         let now_ms = clock::unix_ms();
         let batch = match parse_frame(&buf, Channel::Backlog, now_ms, &ctx.limits) {
             Ok(Request::PingBatch(b)) => b,
             Ok(_) => {
-                ctx.metrics.refused(Reason::WrongChannel);
+                ctx.metrics
+                    .refused(RefusedOn::Backlog, Reason::WrongChannel);
                 continue;
             }
             Err(r) => {
-                ctx.metrics.refused(r);
+                ctx.metrics.refused(RefusedOn::Backlog, r);
                 continue;
             }
         };
@@ -626,11 +730,11 @@ async fn decide_punch(
     let buf = match recv.read_to_end(ctx.limits.max_frame_bytes).await {
         Ok(b) => b,
         Err(quinn::ReadToEndError::TooLong) => {
-            ctx.metrics.refused(Reason::Oversize);
+            ctx.metrics.refused(RefusedOn::Punch, Reason::Oversize);
             return Answer::Ack(None, rejected(Reason::Oversize));
         }
         Err(_) => {
-            ctx.metrics.refused(Reason::Malformed);
+            ctx.metrics.refused(RefusedOn::Punch, Reason::Malformed);
             return Answer::Ack(None, rejected(Reason::Malformed));
         }
     };
@@ -639,12 +743,14 @@ async fn decide_punch(
     let punch = match parse_frame(&buf, Channel::Stream, now_ms, &ctx.limits) {
         Ok(Request::Punch(p)) => p,
         Ok(_) => {
-            ctx.metrics.refused(Reason::WrongChannel);
+            ctx.metrics.refused(RefusedOn::Punch, Reason::WrongChannel);
             return Answer::Ack(None, rejected(Reason::WrongChannel));
         }
         Err(r) => {
-            ctx.metrics.refused(r);
-            return Answer::Ack(None, rejected(r));
+            ctx.metrics.refused(RefusedOn::Punch, r);
+            // Echo the id whenever the frame is readable enough to hold
+            // one, so the client can match the rejection to its punch.
+            return Answer::Ack(punch_id_of(&buf, &ctx.limits), rejected(r));
         }
     };
     let punch_id = Some(punch.punch_id());

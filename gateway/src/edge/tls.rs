@@ -24,16 +24,23 @@ pub struct ServerIdentity {
     pub dev: bool,
 }
 
-/// SHA-256 of a DER certificate as colon-separated upper-case hex, the form
-/// `openssl x509 -fingerprint -sha256` prints.
+/// SHA-256 of a DER certificate as 64 lowercase hex digits, the form
+/// docs/PROTOCOL.md §2 specifies for pinning (and `sha256sum` prints).
 pub fn fingerprint(der: &[u8]) -> String {
-    let digest = sha2::Sha256::digest(der);
-    let hex = hex::encode_upper(digest);
-    hex.as_bytes()
-        .chunks(2)
-        .map(|c| std::str::from_utf8(c).expect("hex is ascii"))
-        .collect::<Vec<_>>()
-        .join(":")
+    hex::encode(sha2::Sha256::digest(der))
+}
+
+/// A fingerprint as a user may paste it (any case, colons optional, as
+/// `openssl x509 -fingerprint -sha256` prints it) in the canonical form of
+/// [`fingerprint`], or `None` when it is not 64 hex digits.
+pub fn normalize_fingerprint(text: &str) -> Option<String> {
+    let hex: String = text
+        .trim()
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
 }
 
 /// Loads a PEM chain and key from the operator's files.
@@ -67,34 +74,27 @@ pub fn dev_identity(dir: &Path, names: &[String]) -> anyhow::Result<ServerIdenti
             .with_context(|| format!("cannot create the TLS directory {}", dir.display()))?;
         let ck = rcgen::generate_simple_self_signed(names.to_vec())
             .context("cannot generate a dev certificate")?;
-        write_private(&key_path, ck.signing_key.serialize_pem().as_bytes())?;
-        std::fs::write(&cert_path, ck.cert.pem())
-            .with_context(|| format!("cannot write {}", cert_path.display()))?;
+        // Key first, certificate last, each replaced whole and durably: once
+        // the certificate exists, a matching key is on disk, so a crash
+        // between the two (or a torn write) never leaves a pair that fails
+        // to load or does not match.
+        crate::persist::atomic_replace(
+            &key_path,
+            ck.signing_key.serialize_pem().as_bytes(),
+            crate::persist::PRIVATE,
+        )
+        .with_context(|| format!("cannot write {}", key_path.display()))?;
+        crate::persist::atomic_replace(
+            &cert_path,
+            ck.cert.pem().as_bytes(),
+            crate::persist::SHARED,
+        )
+        .with_context(|| format!("cannot write {}", cert_path.display()))?;
         tracing::info!(path = %cert_path.display(), "made a self-signed dev certificate");
     }
     let mut id = load_identity(&cert_path, &key_path)?;
     id.dev = true;
     Ok(id)
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(data)?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    std::fs::write(path, data).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The crypto provider of both sides: ring, with TLS 1.3's SHA-256 suites
@@ -114,9 +114,20 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Builds the rustls server configuration: TLS 1.3 only (QUIC requires it),
-/// ALPN `fencegate/1`, stateless session tickets so phones resume without a
-/// full handshake, and 0-RTT when `zero_rtt` is set.
-pub fn server_crypto(id: &ServerIdentity, zero_rtt: bool) -> anyhow::Result<rustls::ServerConfig> {
+/// ALPN `fencegate/1`, session resumption, and 0-RTT when `zero_rtt` is set.
+///
+/// With `zero_rtt`, resumption is stateful: tickets are ids into a server
+/// cache of at most `session_cache` sessions (`quic.session_cache`), each
+/// taken out on use. RFC 8446 §8.1 allows early data only that way (a
+/// stateless ticket can be replayed any number of times), and rustls
+/// refuses 0-RTT with stateless tickets, logging a warning for every
+/// ticket it issues. Without `zero_rtt`, tickets are stateless (encrypted
+/// with a rotating key, no memory per client).
+pub fn server_crypto(
+    id: &ServerIdentity,
+    zero_rtt: bool,
+    session_cache: usize,
+) -> anyhow::Result<rustls::ServerConfig> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 is unavailable")?
@@ -126,15 +137,20 @@ pub fn server_crypto(id: &ServerIdentity, zero_rtt: bool) -> anyhow::Result<rust
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     // Old or foreign clients may list SHA-384 first; the server's order wins.
     cfg.ignore_client_order = true;
-    // Tickets keep no per-client state on the server, which matters at
-    // tens of thousands of phones; the cache covers clients that want ids.
-    cfg.ticketer =
-        rustls::crypto::ring::Ticketer::new().context("cannot make a session ticketer")?;
-    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(65_536);
-    cfg.send_tls13_tickets = 2;
     if zero_rtt {
+        // The builder's ticketer never produces tickets, so rustls issues
+        // ids into `session_storage`: the stateful resumption 0-RTT needs.
+        cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(session_cache.max(1));
+        // One ticket per connection: each resumption takes its ticket out
+        // of the cache and the new connection brings the next one, so a
+        // second ticket would only halve the phones the cache holds.
+        cfg.send_tls13_tickets = 1;
         // quinn requires exactly u32::MAX here to enable 0-RTT.
         cfg.max_early_data_size = u32::MAX;
+    } else {
+        cfg.ticketer =
+            rustls::crypto::ring::Ticketer::new().context("cannot make a session ticketer")?;
+        cfg.send_tls13_tickets = 2;
     }
     Ok(cfg)
 }
@@ -166,7 +182,9 @@ pub fn client_crypto(trust: Trust, zero_rtt: bool) -> anyhow::Result<rustls::Cli
         Trust::Pinned(fp) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
-                fingerprint: fp.to_ascii_uppercase(),
+                // An unparsable pin matches no certificate, so the
+                // handshake fails with the verifier's message.
+                fingerprint: normalize_fingerprint(&fp).unwrap_or(fp),
                 provider,
             }))
             .with_no_client_auth(),
@@ -252,8 +270,8 @@ mod tests {
             a.fingerprint, b.fingerprint,
             "second start reuses the certificate"
         );
-        assert_eq!(a.fingerprint.len(), 32 * 3 - 1);
-        server_crypto(&a, true).unwrap();
+        assert_eq!(a.fingerprint.len(), 64);
+        server_crypto(&a, true, 16).unwrap();
         client_crypto(Trust::Pinned(a.fingerprint.clone()), true).unwrap();
     }
 
@@ -269,15 +287,33 @@ mod tests {
         assert!(names.contains(&rustls::CipherSuite::TLS13_AES_256_GCM_SHA384));
         let dir = tempfile::tempdir().unwrap();
         let id = dev_identity(dir.path(), &["localhost".to_string()]).unwrap();
-        assert!(server_crypto(&id, false).unwrap().ignore_client_order);
+        assert!(server_crypto(&id, false, 16).unwrap().ignore_client_order);
     }
 
     #[test]
     fn fingerprint_format() {
         assert_eq!(
             fingerprint(b""),
-            "E3:B0:C4:42:98:FC:1C:14:9A:FB:F4:C8:99:6F:B9:24:27:AE:41:E4:64:9B:93:4C:A4:95:99:1B:78:52:B8:55"
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+        let colons = "E3:B0:C4:42:98:FC:1C:14:9A:FB:F4:C8:99:6F:B9:24:27:AE:41:E4:64:9B:93:4C:A4:95:99:1B:78:52:B8:55";
+        assert_eq!(normalize_fingerprint(colons), Some(fingerprint(b"")));
+        assert_eq!(normalize_fingerprint("e3b0"), None);
+    }
+
+    /// rustls refuses early data with stateless tickets and logs a warning
+    /// for every ticket it issues; 0-RTT needs the stateful cache.
+    #[test]
+    fn zero_rtt_uses_stateful_tickets_and_stateless_tickets_offer_no_early_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = dev_identity(dir.path(), &["localhost".to_string()]).unwrap();
+        let on = server_crypto(&id, true, 16).unwrap();
+        assert!(!on.ticketer.enabled(), "0-RTT needs stateful resumption");
+        assert!(on.session_storage.can_cache());
+        assert_eq!(on.max_early_data_size, u32::MAX, "quinn's 0-RTT value");
+        let off = server_crypto(&id, false, 16).unwrap();
+        assert!(off.ticketer.enabled());
+        assert_eq!(off.max_early_data_size, 0);
     }
 
     #[test]

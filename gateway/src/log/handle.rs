@@ -19,12 +19,15 @@ use super::reader::LogReader;
 use super::recovery::{self, RecoveryReport};
 use super::retention::{self, RetentionReport};
 use super::segment::{self, SegmentInfo};
+use super::storage::{FsStorage, Storage};
 use super::writer::{self, Msg, Outcome, Request, Writer};
 use super::{LogConfig, LogError, Lsn, LsnRange};
 
 /// State shared by the handle, the writer, readers and cursors.
 pub(crate) struct Shared {
     pub cfg: LogConfig,
+    /// Where the segment files live.
+    pub storage: Arc<dyn Storage>,
     /// Every segment on disk, oldest first; the last one is active.
     pub segments: Mutex<Vec<SegmentInfo>>,
     pub used_bytes: AtomicU64,
@@ -188,22 +191,39 @@ pub struct LogHandle {
 struct HandleInner {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writer: Mutex<WriterSlot>,
+}
+
+/// Who runs the writer.
+enum WriterSlot {
+    /// Its own thread (production).
+    Thread(JoinHandle<()>),
+    /// The caller, through [`LogHandle::step`] (the power-loss simulation).
+    Stepped(Box<Writer>),
+    /// Stopped by [`LogHandle::close`].
+    Stopped,
 }
 
 impl HandleInner {
     fn shutdown(&self) {
-        let join = self
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(join) = join {
-            // Queued behind every earlier append, so those are committed first.
-            let _ = self.tx.send(Msg::Shutdown);
-            if join.join().is_err() {
-                tracing::error!("durable log writer thread panicked");
+        let slot = std::mem::replace(
+            &mut *self.writer.lock().unwrap_or_else(PoisonError::into_inner),
+            WriterSlot::Stopped,
+        );
+        match slot {
+            WriterSlot::Thread(join) => {
+                // Queued behind every earlier append, so those are committed first.
+                let _ = self.tx.send(Msg::Shutdown);
+                if join.join().is_err() {
+                    tracing::error!("durable log writer thread panicked");
+                }
             }
+            WriterSlot::Stepped(mut w) => {
+                // Commit what was submitted, as the thread does on shutdown.
+                while w.step() {}
+                w.finish();
+            }
+            WriterSlot::Stopped => {}
         }
     }
 }
@@ -227,13 +247,60 @@ impl LogHandle {
     /// it (see the module docs), loads the cursors, starts a new segment and
     /// the writer thread. Register the metrics recorder before calling this.
     pub fn open(cfg: LogConfig) -> Result<(Self, RecoveryReport), LogError> {
+        Self::open_with(cfg, Arc::new(FsStorage))
+    }
+
+    /// Like [`LogHandle::open`], with the segment files kept in `storage`
+    /// instead of the local file system. The lock file and the cursors stay
+    /// on the local file system in `cfg.dir`.
+    pub fn open_with(
+        cfg: LogConfig,
+        storage: Arc<dyn Storage>,
+    ) -> Result<(Self, RecoveryReport), LogError> {
+        Self::open_inner(cfg, storage, true)
+    }
+
+    /// Like [`LogHandle::open_with`] but without a writer thread: nothing is
+    /// committed until the caller calls [`LogHandle::step`]. For the
+    /// deterministic power-loss simulation; `max_batch_delay` should be zero
+    /// there, because a step waits for it.
+    #[doc(hidden)]
+    pub fn open_stepped(
+        cfg: LogConfig,
+        storage: Arc<dyn Storage>,
+    ) -> Result<(Self, RecoveryReport), LogError> {
+        Self::open_inner(cfg, storage, false)
+    }
+
+    /// Runs one group commit of a log opened with
+    /// [`LogHandle::open_stepped`]: the same code the writer thread runs for
+    /// one batch. Returns whether an append was waiting (always `false` for
+    /// a log with a writer thread).
+    #[doc(hidden)]
+    pub fn step(&self) -> bool {
+        match &mut *self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            WriterSlot::Stepped(w) => w.step(),
+            WriterSlot::Thread(_) | WriterSlot::Stopped => false,
+        }
+    }
+
+    fn open_inner(
+        cfg: LogConfig,
+        storage: Arc<dyn Storage>,
+        thread: bool,
+    ) -> Result<(Self, RecoveryReport), LogError> {
         cfg.validate()?;
         let dir = cfg.dir.clone();
         let cursor_dir = dir.join("cursors");
         fs::create_dir_all(&cursor_dir)
             .map_err(|e| LogError::io("create log folder", &cursor_dir, e))?;
         let lock = DirLock::acquire(&dir)?;
-        let rec = recovery::recover(&dir)?;
+        let rec = recovery::recover(&*storage, &dir)?;
         let metrics = LogMetrics::register();
         if let Some(t) = &rec.report.truncation {
             metrics.truncated_bytes.increment(t.bytes);
@@ -241,7 +308,7 @@ impl LogHandle {
         }
         let cursors = Cursors::load(&dir, rec.next_lsn)?;
         let max_unsynced = cfg.max_batch_bytes as u32;
-        let (file, path) = segment::create_segment(&dir, rec.next_lsn, max_unsynced)?;
+        let (file, path) = segment::create_segment(&*storage, &dir, rec.next_lsn, max_unsynced)?;
         let active = SegmentInfo {
             first_lsn: rec.next_lsn,
             end_lsn: rec.next_lsn,
@@ -268,6 +335,7 @@ impl LogHandle {
             cursors,
             metrics,
             cfg,
+            storage,
         });
         let w = Writer {
             rx,
@@ -284,14 +352,19 @@ impl LogHandle {
             carry: None,
             _lock: lock,
         };
-        let join = std::thread::Builder::new()
-            .name("fencegate-log".into())
-            .spawn(move || w.run())
-            .map_err(|e| LogError::io("spawn writer thread for", &dir, e))?;
+        let slot = if thread {
+            let join = std::thread::Builder::new()
+                .name("fencegate-log".into())
+                .spawn(move || w.run())
+                .map_err(|e| LogError::io("spawn writer thread for", &dir, e))?;
+            WriterSlot::Thread(join)
+        } else {
+            WriterSlot::Stepped(Box::new(w))
+        };
         let inner = HandleInner {
             tx,
             shared,
-            writer: Mutex::new(Some(join)),
+            writer: Mutex::new(slot),
         };
         Ok((
             Self {

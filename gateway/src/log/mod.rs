@@ -16,6 +16,8 @@
 //!   size cap answers [`LogError::Full`].
 //! - [`LogReader`] reads committed entries from any LSN across segments, and
 //!   can wait for new commits (follow mode).
+//! - [`Storage`] is where segment files live: [`FsStorage`] (the default, used
+//!   by [`LogHandle::open`]) or any other through [`LogHandle::open_with`].
 //! - [`Cursor`] is a named, persisted position (one per sink). Retention
 //!   ([`LogHandle::retain`]) never deletes a segment a cursor has not passed.
 //!
@@ -91,6 +93,10 @@
 //!   `fdatasync` the kernel may have dropped the dirty pages and a retry
 //!   could report success for lost data. Reopening recovers.
 //! - A cursor is persisted before retention may act on its new position.
+//! - This is tested against simulated power loss, not only `SIGKILL`: the
+//!   segment I/O goes through [`Storage`], and `tests/log_power_loss.rs` runs
+//!   the writer on a disk that drops every unsynced byte and folder entry at a
+//!   random operation (see "Power-loss simulation" in docs/OPERATIONS.md).
 //!
 //! Appends that were written but failed or not yet answered may still be in
 //! the log after a restart: delivery is at least once, and downstream
@@ -105,6 +111,9 @@ mod reader;
 mod recovery;
 mod retention;
 mod segment;
+#[doc(hidden)]
+pub mod sim;
+mod storage;
 mod writer;
 
 use std::fmt;
@@ -118,6 +127,7 @@ pub use reader::{Entry, LogReader};
 pub use recovery::{RecoveryReport, Truncation};
 pub use retention::RetentionReport;
 pub use segment::SegmentInfo;
+pub use storage::{FsStorage, Storage, StorageFile};
 
 /// Log sequence number: the position of an entry in the log. The first
 /// entry of a new log is 0 and every append takes the next number.

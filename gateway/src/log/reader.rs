@@ -1,7 +1,6 @@
 //! Sequential reader over the log's segments.
 
-use std::fs::File;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +12,7 @@ use super::format::{
 };
 use super::handle::Shared;
 use super::segment;
+use super::storage::{FsStorage, Storage, StorageFile};
 use super::{LogError, Lsn};
 
 /// One entry as stored: its LSN, the time the appender gave and the
@@ -45,11 +45,12 @@ enum Bound {
 /// a blocking thread.
 pub struct LogReader {
     dir: PathBuf,
+    storage: Arc<dyn Storage>,
     bound: Bound,
     /// Entries below this are skipped (the requested start).
     from: Lsn,
     /// Current segment file and its path.
-    file: Option<(File, PathBuf)>,
+    file: Option<(Box<dyn StorageFile>, PathBuf)>,
     /// First LSN of the current segment.
     cur_first: Lsn,
     /// LSN of the next entry in the current file.
@@ -63,6 +64,20 @@ pub struct LogReader {
 
 const READ_CHUNK: usize = 256 << 10;
 
+/// Fills `buf` from `f` (a short file is `UnexpectedEof`), like
+/// [`std::io::Read::read_exact`].
+fn read_exact(f: &mut dyn StorageFile, mut buf: &mut [u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match f.read(buf) {
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 impl std::fmt::Debug for LogReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogReader")
@@ -75,7 +90,12 @@ impl std::fmt::Debug for LogReader {
 impl LogReader {
     pub(crate) fn in_process(shared: Arc<Shared>, from: Lsn) -> Result<Self, LogError> {
         let rx = shared.committed.clone();
-        Self::open(shared.cfg.dir.clone(), from, Bound::Committed(rx))
+        Self::open(
+            shared.storage.clone(),
+            shared.cfg.dir.clone(),
+            from,
+            Bound::Committed(rx),
+        )
     }
 
     /// Opens a reader on a log folder without the writer: for tools, which
@@ -83,13 +103,19 @@ impl LogReader {
     /// intact entry on disk (an entry being written may show up a poll
     /// later), and [`LogReader::wait`] polls every `poll`.
     pub fn open_dir(dir: impl Into<PathBuf>, from: Lsn, poll: Duration) -> Result<Self, LogError> {
-        Self::open(dir.into(), from, Bound::Files { poll })
+        Self::open(Arc::new(FsStorage), dir.into(), from, Bound::Files { poll })
     }
 
-    fn open(dir: PathBuf, from: Lsn, bound: Bound) -> Result<Self, LogError> {
-        let segs = segment::list_segments(&dir)?;
+    fn open(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        from: Lsn,
+        bound: Bound,
+    ) -> Result<Self, LogError> {
+        let segs = segment::list_segments(&*storage, &dir)?;
         let mut r = Self {
             dir,
+            storage,
             bound,
             from,
             file: None,
@@ -132,10 +158,12 @@ impl LogReader {
     /// Opens the segment starting at `first` and positions at its first entry.
     fn open_segment(&mut self, first: Lsn) -> Result<(), LogError> {
         let path = segment::segment_path(&self.dir, first);
-        let mut f = File::open(&path).map_err(|e| LogError::io("open segment", &path, e))?;
+        let mut f = self
+            .storage
+            .open_read(&path)
+            .map_err(|e| LogError::io("open segment", &path, e))?;
         let mut h = [0u8; SEGMENT_HEADER_LEN];
-        f.read_exact(&mut h)
-            .map_err(|e| LogError::io("read segment header", &path, e))?;
+        read_exact(&mut *f, &mut h).map_err(|e| LogError::io("read segment header", &path, e))?;
         let header = SegmentHeader::decode(&h).map_err(|r| LogError::Corrupt {
             path: path.clone(),
             offset: 0,
@@ -188,24 +216,15 @@ impl LogReader {
 
     /// Whether a segment file starting at the reader's next LSN exists.
     fn next_segment_exists(&self) -> bool {
-        segment::segment_path(&self.dir, self.next).exists()
+        self.storage
+            .exists(&segment::segment_path(&self.dir, self.next))
     }
 
     /// Whether the current segment's name now points at another file.
     fn replaced(&self) -> bool {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            let Some((f, path)) = &self.file else {
-                return false;
-            };
-            match (f.metadata(), std::fs::metadata(path)) {
-                (Ok(a), Ok(b)) => a.ino() != b.ino() || a.dev() != b.dev(),
-                _ => false,
-            }
-        }
-        #[cfg(not(unix))]
-        false
+        self.file
+            .as_ref()
+            .is_some_and(|(f, path)| f.replaced_at(path))
     }
 
     /// Whether any segment after the current one exists (then damage in the
@@ -216,7 +235,7 @@ impl LogReader {
             .and_then(Path::file_name)
             .and_then(|n| n.to_str())
             .and_then(segment::parse_segment_name);
-        Ok(segment::list_segments(&self.dir)?
+        Ok(segment::list_segments(&*self.storage, &self.dir)?
             .into_iter()
             .any(|s| first.is_none_or(|f| s > f)))
     }
@@ -247,7 +266,7 @@ impl LogReader {
                         return match self.bound {
                             Bound::Files { .. } => Ok(None),
                             Bound::Committed(_) => {
-                                let oldest = segment::list_segments(&self.dir)?
+                                let oldest = segment::list_segments(&*self.storage, &self.dir)?
                                     .first()
                                     .copied()
                                     .unwrap_or(self.next);

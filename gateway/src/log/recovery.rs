@@ -1,12 +1,11 @@
 //! Recovery on open: verify every segment, cut a torn tail, report.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, Check, ENTRY_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader};
 use super::segment::{self, SegmentInfo};
+use super::storage::Storage;
 use super::{LogError, Lsn};
 
 /// What recovery found and changed when the log was opened.
@@ -79,9 +78,9 @@ pub(crate) struct Recovered {
 }
 
 /// Scans `dir` (which must exist and be locked by the caller).
-pub(crate) fn recover(dir: &Path) -> Result<Recovered, LogError> {
-    let removed_files = remove_temp_files(dir)?;
-    let firsts = segment::list_segments(dir)?;
+pub(crate) fn recover(storage: &dyn Storage, dir: &Path) -> Result<Recovered, LogError> {
+    let removed_files = remove_temp_files(storage, dir)?;
+    let firsts = segment::list_segments(storage, dir)?;
     let mut segments = Vec::with_capacity(firsts.len());
     let mut truncation = None;
     let mut expected: Option<Lsn> = None;
@@ -89,9 +88,8 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, LogError> {
     for (i, &first) in firsts.iter().enumerate() {
         let path = segment::segment_path(dir, first);
         let is_last = i + 1 == firsts.len();
-        buf.clear();
-        fs::File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut buf))
+        storage
+            .read_all(&path, &mut buf)
             .map_err(|e| LogError::io("read segment", &path, e))?;
         let corrupt = |offset: usize, reason: String| LogError::Corrupt {
             path: path.clone(),
@@ -156,13 +154,8 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, LogError> {
                     ),
                 ));
             }
-            OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .and_then(|f| {
-                    f.set_len(off as u64)?;
-                    f.sync_all()
-                })
+            storage
+                .truncate_synced(&path, off as u64)
                 .map_err(|e| LogError::io("truncate torn tail of", &path, e))?;
             truncation = Some(Truncation {
                 segment: path.clone(),
@@ -236,22 +229,22 @@ fn scan_tail(buf: &[u8], cut: usize, expect: Lsn, max_unsynced: usize) -> TailSc
 }
 
 /// Removes `.*.tmp` leftovers of interrupted segment creations and cursor
-/// stores.
-fn remove_temp_files(dir: &Path) -> Result<Vec<PathBuf>, LogError> {
+/// stores. Both folders go through `storage` (which is the local file system
+/// in production; a simulated disk holds no cursor files).
+fn remove_temp_files(storage: &dyn Storage, dir: &Path) -> Result<Vec<PathBuf>, LogError> {
     let mut removed = Vec::new();
     for d in [dir.to_path_buf(), dir.join("cursors")] {
-        let rd = match fs::read_dir(&d) {
-            Ok(rd) => rd,
+        let names = match storage.list(&d) {
+            Ok(names) => names,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(LogError::io("list", &d, e)),
         };
-        for ent in rd {
-            let ent = ent.map_err(|e| LogError::io("list", &d, e))?;
-            let name = ent.file_name();
-            let Some(name) = name.to_str() else { continue };
+        for name in names {
             if name.starts_with('.') && name.ends_with(".tmp") {
-                let p = ent.path();
-                fs::remove_file(&p).map_err(|e| LogError::io("remove temporary file", &p, e))?;
+                let p = d.join(name);
+                storage
+                    .remove(&p)
+                    .map_err(|e| LogError::io("remove temporary file", &p, e))?;
                 removed.push(p);
             }
         }

@@ -1,7 +1,6 @@
 //! Retention: delete the oldest closed segments by size and age, never
 //! past a cursor.
 
-use std::fs;
 use std::sync::atomic::Ordering;
 
 use super::cursor::Cursors;
@@ -65,7 +64,7 @@ pub(crate) fn retain(shared: &Shared, now_ms: u64) -> Result<RetentionReport, Lo
     let mut first_err = None;
     for v in &victims {
         let path = segment::segment_path(&cfg.dir, v.first_lsn);
-        match fs::remove_file(&path) {
+        match shared.storage.remove(&path) {
             Ok(()) => {
                 shared.used_bytes.fetch_sub(v.bytes, Ordering::AcqRel);
                 report.deleted_segments += 1;
@@ -85,7 +84,10 @@ pub(crate) fn retain(shared: &Shared, now_ms: u64) -> Result<RetentionReport, Lo
             .metrics
             .used_bytes
             .set(shared.used_bytes.load(Ordering::Relaxed) as f64);
-        segment::sync_dir(&cfg.dir)?;
+        shared
+            .storage
+            .sync_dir(&cfg.dir)
+            .map_err(|e| LogError::io("fsync folder", &cfg.dir, e))?;
     }
     match first_err {
         Some(e) => Err(e),

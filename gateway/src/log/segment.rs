@@ -1,10 +1,10 @@
 //! Segment files: names, listing, creation and the in-memory summary.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::format::SegmentHeader;
+use super::storage::{Storage, StorageFile};
 use super::{LogError, Lsn};
 
 /// Summary of one segment, kept in memory for retention and time queries.
@@ -51,21 +51,18 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<Lsn> {
 }
 
 /// Lists the segments in `dir`, sorted by first LSN.
-pub(crate) fn list_segments(dir: &Path) -> Result<Vec<Lsn>, LogError> {
-    let mut out = Vec::new();
-    let rd = fs::read_dir(dir).map_err(|e| LogError::io("list", dir, e))?;
-    for ent in rd {
-        let ent = ent.map_err(|e| LogError::io("list", dir, e))?;
-        if let Some(lsn) = ent.file_name().to_str().and_then(parse_segment_name) {
-            out.push(lsn);
-        }
-    }
+pub(crate) fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<Lsn>, LogError> {
+    let names = storage
+        .list(dir)
+        .map_err(|e| LogError::io("list", dir, e))?;
+    let mut out: Vec<Lsn> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
     out.sort_unstable();
     Ok(out)
 }
 
-/// Syncs a folder so that file creations, renames and deletions in it are
-/// durable.
+/// Syncs a folder on the local file system so that file creations, renames
+/// and deletions in it are durable (the cursors folder; segment folders go
+/// through [`Storage::sync_dir`]).
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -76,10 +73,11 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
 /// sync, rename, folder sync) and returns it open for appending, positioned
 /// after the header.
 pub(crate) fn create_segment(
+    storage: &dyn Storage,
     dir: &Path,
     first: Lsn,
     max_unsynced: u32,
-) -> Result<(File, PathBuf), LogError> {
+) -> Result<(Box<dyn StorageFile>, PathBuf), LogError> {
     let path = segment_path(dir, first);
     let tmp = dir.join(format!(".{}.tmp", segment_name(first)));
     let header = SegmentHeader {
@@ -87,21 +85,17 @@ pub(crate) fn create_segment(
         max_unsynced,
     }
     .encode();
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(&header)?;
-        f.sync_all()
-    };
-    write().map_err(|e| LogError::io("create segment", &tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| LogError::io("rename segment into place", &path, e))?;
-    sync_dir(dir)?;
-    let file = OpenOptions::new()
-        .append(true)
-        .open(&path)
+    storage
+        .create_synced(&tmp, &header)
+        .map_err(|e| LogError::io("create segment", &tmp, e))?;
+    storage
+        .rename(&tmp, &path)
+        .map_err(|e| LogError::io("rename segment into place", &path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| LogError::io("fsync folder", dir, e))?;
+    let file = storage
+        .open_append(&path)
         .map_err(|e| LogError::io("open segment", &path, e))?;
     Ok((file, path))
 }

@@ -6,8 +6,6 @@
 //! one `write`, calls `fdatasync` once, publishes the new committed LSN and
 //! only then completes every append of the batch.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -20,6 +18,7 @@ use super::format::{self, SEGMENT_HEADER_LEN};
 use super::handle::Shared;
 use super::lock::DirLock;
 use super::segment::{self, SegmentInfo};
+use super::storage::StorageFile;
 use super::{LogError, Lsn};
 
 /// Reads the monotonic clock. The log writer is an I/O edge like the QUIC
@@ -62,7 +61,9 @@ pub(crate) struct Writer {
     pub rx: Receiver<Msg>,
     pub committed: tokio::sync::watch::Sender<Lsn>,
     pub shared: Arc<Shared>,
-    pub file: File,
+    /// The active segment, through the log's [`super::Storage`]: one
+    /// virtual `append` and one `sync_data` per batch.
+    pub file: Box<dyn StorageFile>,
     pub path: PathBuf,
     /// Summary of the active segment (mirrored into `shared.segments`).
     pub active: SegmentInfo,
@@ -76,10 +77,10 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// The writer thread's loop: block for an append, commit a batch,
+    /// repeat until shutdown.
     pub(crate) fn run(mut self) {
-        let delay = self.shared.cfg.max_batch_delay;
-        let mut shutdown = false;
-        while !shutdown {
+        loop {
             let first = match self.carry.take() {
                 Some(r) => r,
                 None => match self.rx.recv() {
@@ -87,38 +88,71 @@ impl Writer {
                     Ok(Msg::Shutdown) | Err(_) => break,
                 },
             };
-            self.take(first);
-            let deadline = (!delay.is_zero()).then(|| monotonic_now() + delay);
-            while !self.batch_full() {
-                let msg = match deadline {
-                    None => match self.rx.try_recv() {
-                        Ok(m) => m,
-                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                    },
-                    Some(d) => match self
-                        .rx
-                        .recv_timeout(d.saturating_duration_since(monotonic_now()))
-                    {
-                        Ok(m) => m,
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                    },
-                };
-                match msg {
-                    Msg::Append(r) if self.fits(&r) => self.take(r),
-                    Msg::Append(r) => {
-                        self.carry = Some(r);
-                        break;
-                    }
-                    Msg::Shutdown => {
-                        shutdown = true;
-                        break;
-                    }
+            if self.cycle(first) {
+                break;
+            }
+        }
+        self.finish();
+        // Dropping `rx` fails every append still queued with `Closed`.
+    }
+
+    /// One group commit driven by the caller instead of the thread (the
+    /// power-loss simulation uses it to be deterministic): if an append is
+    /// queued, gathers a batch exactly as [`Writer::run`] does and commits
+    /// it. Returns whether there was anything to do.
+    pub(crate) fn step(&mut self) -> bool {
+        let first = match self.carry.take() {
+            Some(r) => r,
+            None => match self.rx.try_recv() {
+                Ok(Msg::Append(r)) => r,
+                Ok(Msg::Shutdown) | Err(_) => return false,
+            },
+        };
+        // A stepped writer is never sent `Shutdown`; its owner stops stepping.
+        let _ = self.cycle(first);
+        true
+    }
+
+    /// Gathers a batch starting with `first` and commits it. Returns whether
+    /// a shutdown was received while gathering.
+    fn cycle(&mut self, first: Request) -> bool {
+        let delay = self.shared.cfg.max_batch_delay;
+        let mut shutdown = false;
+        self.take(first);
+        let deadline = (!delay.is_zero()).then(|| monotonic_now() + delay);
+        while !self.batch_full() {
+            let msg = match deadline {
+                None => match self.rx.try_recv() {
+                    Ok(m) => m,
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                },
+                Some(d) => match self
+                    .rx
+                    .recv_timeout(d.saturating_duration_since(monotonic_now()))
+                {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            match msg {
+                Msg::Append(r) if self.fits(&r) => self.take(r),
+                Msg::Append(r) => {
+                    self.carry = Some(r);
+                    break;
+                }
+                Msg::Shutdown => {
+                    shutdown = true;
+                    break;
                 }
             }
-            self.commit();
         }
+        self.commit();
+        shutdown
+    }
+
+    /// Marks the log closed (a stepped writer's owner calls it when done).
+    pub(crate) fn finish(&self) {
         self.shared.closed.store(true, Ordering::Release);
-        // Dropping `rx` fails every append still queued with `Closed`.
     }
 
     fn take(&mut self, r: Request) {
@@ -219,7 +253,7 @@ impl Writer {
             return Ok(());
         }
         self.file
-            .write_all(&self.buf)
+            .append(&self.buf)
             .map_err(|e| LogError::io("write segment", &self.path, e))?;
         let t0 = monotonic_now();
         self.file
@@ -245,8 +279,12 @@ impl Writer {
         self.flush_and_sync()?;
         self.active.end_lsn = next;
         let dir = &self.shared.cfg.dir;
-        let (file, path) =
-            segment::create_segment(dir, next, self.shared.cfg.max_batch_bytes as u32)?;
+        let (file, path) = segment::create_segment(
+            &*self.shared.storage,
+            dir,
+            next,
+            self.shared.cfg.max_batch_bytes as u32,
+        )?;
         let sealed = std::mem::replace(
             &mut self.active,
             SegmentInfo {

@@ -61,11 +61,20 @@ pub struct AttendanceApi {
     pub metrics: RulesMetrics,
     /// The per-segment time index of records.
     pub index_dir: PathBuf,
+    /// Bounds on records queries.
+    pub query_limits: crate::config::QueryLimits,
+    /// One permit per records query running.
+    pub queries: Arc<tokio::sync::Semaphore>,
 }
 
 impl AttendanceApi {
     /// The routes' state.
-    pub fn new(rules: Arc<RulesHandle>, source: RulesSource, index_dir: PathBuf) -> Self {
+    pub fn new(
+        rules: Arc<RulesHandle>,
+        source: RulesSource,
+        index_dir: PathBuf,
+        query_limits: crate::config::QueryLimits,
+    ) -> Self {
         let metrics = RulesMetrics::register();
         metrics.version.set(rules.version() as f64);
         Self {
@@ -74,6 +83,8 @@ impl AttendanceApi {
             update: tokio::sync::Mutex::new(()),
             metrics,
             index_dir,
+            queries: Arc::new(tokio::sync::Semaphore::new(query_limits.max_concurrent)),
+            query_limits,
         }
     }
 }
@@ -290,10 +301,10 @@ pub async fn get_records(
     for k in params.keys() {
         if !matches!(
             k.as_str(),
-            "tenant" | "from" | "to" | "employee" | "status" | "limit" | "format"
+            "tenant" | "from" | "to" | "employee" | "status" | "limit" | "format" | "after"
         ) {
             return bad_request(format!(
-                "unknown parameter {k:?}; use tenant, from, to, employee, status, limit, format"
+                "unknown parameter {k:?}; use tenant, from, to, employee, status, limit, format, after"
             ));
         }
     }
@@ -397,49 +408,166 @@ pub async fn get_records(
         Some("csv") => true,
         Some(f) => return bad_request(format!("format {f:?} is unknown; use json or csv")),
     };
-    let log = state.log.clone();
-    let index_dir = api(&state).index_dir.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let mut json_rows = Vec::new();
-        let mut csv_out = csv::Writer::from_writer(Vec::new());
-        if csv {
-            let _ = csv_out.write_record(records::CSV_HEADER);
-        }
-        let stats = records::query(Source::Handle(&log), &index_dir, &q, &mut |lsn, rec| {
-            if csv {
-                if let Some(row) = records::csv_row(rec, &tz) {
-                    let _ = csv_out.write_record(&row);
-                }
-            } else {
-                json_rows.push(records::to_json(lsn, rec));
-            }
-        });
-        (stats, json_rows, csv_out.into_inner().unwrap_or_default())
-    })
-    .await;
-    let (stats, rows, csv_bytes) = match result {
-        Ok((Ok(s), rows, bytes)) => (s, rows, bytes),
-        Ok((Err(e), ..)) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("reading the log: {e}"),
+    q.after_lsn = match params.get("after").map(|a| a.parse::<u64>()) {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(_)) => {
+            return bad_request(
+                "after must be the next_after of a cut answer (a log position, a whole number)",
             );
         }
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    if csv {
-        let mut resp = csv_bytes.into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/csv; charset=utf-8"),
+    let a = api(&state);
+    let Ok(permit) = a.queries.clone().try_acquire_owned() else {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{} records queries are running, the most admin.max_concurrent_queries allows; retry in a second",
+                a.query_limits.max_concurrent
+            ),
         );
-        resp.headers_mut().insert(
-            "x-records-truncated",
-            HeaderValue::from(u16::from(stats.truncated)),
-        );
-        return resp;
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    q.max_scan = a.query_limits.max_scan;
+    let deadline = clock::instant() + a.query_limits.timeout;
+    q.deadline = Some(deadline);
+    let log = state.log.clone();
+    let index_dir = a.index_dir.clone();
+    // The answer streams: rows go out in chunks through a small channel as
+    // the log is read, so memory per query is a few chunks whatever the
+    // limit, and a slow reader slows the scan instead of piling rows up.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut out = ChunkOut {
+            tx,
+            rt,
+            deadline,
+            buf: Vec::with_capacity(CHUNK_BYTES + 4_096),
+            open: true,
+        };
+        // One small CSV writer per row, appending to the chunk (a row is
+        // quoted by the csv crate, never by hand).
+        let csv_row = |buf: &mut Vec<u8>, row: &[String]| {
+            let mut w = csv::WriterBuilder::new()
+                .buffer_capacity(512)
+                .from_writer(buf);
+            let _ = w.write_record(row);
+            let _ = w.flush();
+        };
+        if csv {
+            let header: Vec<String> = records::CSV_HEADER
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect();
+            csv_row(&mut out.buf, &header);
+        } else {
+            out.buf.extend_from_slice(b"{\"records\":[");
+        }
+        let mut first = true;
+        let result = records::query(Source::Handle(&log), &index_dir, &q, &mut |lsn, rec| {
+            if csv {
+                if let Some(row) = records::csv_row(rec, &tz) {
+                    csv_row(&mut out.buf, &row);
+                }
+            } else {
+                if !first {
+                    out.buf.push(b',');
+                }
+                first = false;
+                let _ = serde_json::to_writer(&mut out.buf, &records::to_json(lsn, rec));
+            }
+            out.flush_if_full()
+        });
+        // The end says how the answer went: the stats (with `truncated`,
+        // `cut` and `next_after`), or the error that ended it, since the
+        // status line went out with the first chunk.
+        let (stats, failure) = match result {
+            Ok(s) => (s, None),
+            Err(e) => (
+                records::QueryStats::default(),
+                Some(format!("reading the log: {e}")),
+            ),
+        };
+        if csv {
+            if let Some(e) = &failure {
+                out.buf.extend_from_slice(
+                    format!("#error,{}\n", e.replace(['\n', ','], " ")).as_bytes(),
+                );
+            } else if stats.truncated {
+                let next = stats.next_after.map_or(String::new(), |n| n.to_string());
+                let cut = stats.cut.map_or("limit", records::Cut::name);
+                out.buf.extend_from_slice(
+                    format!("#truncated,cut={cut},next_after={next}\n").as_bytes(),
+                );
+            }
+        } else {
+            out.buf.extend_from_slice(b"],\"stats\":");
+            let _ = serde_json::to_writer(&mut out.buf, &stats);
+            if let Some(e) = &failure {
+                out.buf.extend_from_slice(b",\"error\":");
+                let _ = serde_json::to_writer(&mut out.buf, e);
+            }
+            out.buf.push(b'}');
+        }
+        out.flush();
+    });
+    let body = axum::body::Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }));
+    let content_type = if csv {
+        "text/csv; charset=utf-8"
+    } else {
+        "application/json"
+    };
+    let mut resp = body.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// Bytes gathered before a chunk of a records answer is sent.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// The sending end of a streamed records answer, on a blocking thread.
+struct ChunkOut {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    rt: tokio::runtime::Handle,
+    deadline: std::time::Instant,
+    buf: Vec<u8>,
+    open: bool,
+}
+
+impl ChunkOut {
+    /// Sends what is gathered once it fills a chunk; false once the reader
+    /// is gone or too slow to take the answer before the deadline.
+    fn flush_if_full(&mut self) -> bool {
+        if self.buf.len() >= CHUNK_BYTES {
+            self.flush();
+        }
+        self.open
     }
-    axum::Json(json!({ "records": rows, "stats": stats })).into_response()
+
+    /// Sends what is gathered. A reader slower than the deadline loses the
+    /// rest: the query's thread and permit are never held longer.
+    fn flush(&mut self) {
+        if !self.open || self.buf.is_empty() {
+            return;
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(CHUNK_BYTES + 4_096),
+        ));
+        let left = self.deadline.saturating_duration_since(clock::instant());
+        let tx = &self.tx;
+        let sent = self
+            .rt
+            .block_on(async { tokio::time::timeout(left, tx.send(Ok(chunk))).await });
+        self.open = matches!(sent, Ok(Ok(())));
+    }
 }
 
 /// `GET /v1/qr/{site}?tenant&format`: the site's current QR code.

@@ -45,6 +45,41 @@ pub struct RecordQuery {
     pub exceptions_only: bool,
     /// Stop after this many matches.
     pub limit: usize,
+    /// Resume after this LSN (the `next_after` of a cut answer): records
+    /// at or below it are skipped.
+    pub after_lsn: Option<u64>,
+    /// Stop after reading this many records (matching or not), so one
+    /// query cannot read the whole log. `0`: no bound (tools).
+    pub max_scan: u64,
+    /// Stop at this instant. Checked every few thousand records, so the
+    /// clock is not read per record.
+    pub deadline: Option<std::time::Instant>,
+}
+
+/// Why a query stopped before the end of its range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cut {
+    /// `limit` matches were returned.
+    Limit,
+    /// `max_scan` records were read.
+    Scan,
+    /// The deadline passed.
+    Time,
+    /// The receiver of the answer went away.
+    Closed,
+}
+
+impl Cut {
+    /// The name in answers (`cut` of the stats).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Limit => "limit",
+            Self::Scan => "scan",
+            Self::Time => "time",
+            Self::Closed => "closed",
+        }
+    }
 }
 
 /// How a query went.
@@ -58,8 +93,12 @@ pub struct QueryStats {
     pub records_read: u64,
     /// Records returned.
     pub matched: usize,
-    /// Whether `limit` cut the result.
+    /// Whether the answer was cut before the end of the range.
     pub truncated: bool,
+    /// Why it was cut.
+    pub cut: Option<Cut>,
+    /// When cut: pass this as `after` to get the rest.
+    pub next_after: Option<u64>,
 }
 
 /// The cached summary of one sealed segment.
@@ -274,15 +313,18 @@ pub fn matches(q: &RecordQuery, rec: &RecordView<'_>) -> bool {
     true
 }
 
+/// How many records are read between two looks at the deadline.
+const DEADLINE_EVERY: u64 = 4_096;
+
 /// Runs a query, calling `out` with each matching record and its LSN in
-/// log order. `margin_ms` is how far attendance times may precede the time
-/// their segment was written (the offline window plus clock skew); it is
-/// only used for segments without a summary.
+/// log order; `out` returns false to stop (its receiver went away). Stops
+/// early at `limit` matches, `max_scan` records read or the deadline, and
+/// then says where to resume (`next_after`).
 pub fn query(
     src: Source<'_>,
     index_dir: &Path,
     q: &RecordQuery,
-    out: &mut dyn FnMut(Lsn, &RecordView<'_>),
+    out: &mut dyn FnMut(Lsn, &RecordView<'_>) -> bool,
 ) -> Result<QueryStats, LogError> {
     let dir = src.dir();
     let segs = list_segments(&dir).map_err(|e| LogError::io("list", &dir, e))?;
@@ -291,8 +333,12 @@ pub fn query(
         segments: segs.len(),
         ..QueryStats::default()
     };
+    let after = q.after_lsn;
     for (i, &(first, bytes)) in segs.iter().enumerate() {
         let next = segs.get(i + 1).map(|s| s.0);
+        if next.is_some_and(|end| after.is_some_and(|a| end <= a + 1)) {
+            continue; // wholly at or before `after`
+        }
         if let Some(end) = next {
             let s = summary(src, index_dir, first, end, bytes)?;
             let overlaps = match (s.min_at_ms, s.max_at_ms) {
@@ -308,23 +354,43 @@ pub fn query(
             }
         }
         stats.segments_read += 1;
-        let mut done = false;
-        scan_segment(src, first, next, &mut |lsn, payload| {
+        let start = after.map_or(first, |a| first.max(a + 1));
+        let mut last = None;
+        scan_segment(src, start, next, &mut |lsn, payload| {
+            if q.max_scan > 0 && stats.records_read >= q.max_scan {
+                stats.cut = Some(Cut::Scan);
+                return false;
+            }
+            if stats.records_read % DEADLINE_EVERY == DEADLINE_EVERY - 1
+                && q.deadline.is_some_and(|d| crate::clock::instant() >= d)
+            {
+                stats.cut = Some(Cut::Time);
+                return false;
+            }
             stats.records_read += 1;
             if let Ok(rec) = parse_record(payload) {
                 if matches(q, &rec) {
                     if stats.matched >= q.limit {
-                        stats.truncated = true;
-                        done = true;
+                        stats.cut = Some(Cut::Limit);
                         return false;
                     }
                     stats.matched += 1;
-                    out(lsn, &rec);
+                    if !out(lsn, &rec) {
+                        stats.cut = Some(Cut::Closed);
+                        last = Some(lsn.0);
+                        return false;
+                    }
                 }
             }
+            last = Some(lsn.0);
             true
         })?;
-        if done {
+        if stats.cut.is_some() {
+            stats.truncated = true;
+            // Resume after the last record handled in full; when nothing of
+            // this segment was, after whatever preceded it.
+            // (None only when cut before LSN 0: resume without `after`.)
+            stats.next_after = last.or(after).or(first.checked_sub(1));
             break;
         }
     }

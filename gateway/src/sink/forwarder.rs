@@ -320,7 +320,7 @@ impl<S: Sink> Forwarder<S> {
         let s = &self.settings;
         let mut deadline: Option<Instant> = None;
         loop {
-            let full = read_available(reader, batch, s)?;
+            let full = off_the_reactor(|| read_available(reader, batch, s))?;
             if batch.entries() > 0 && deadline.is_none() && !s.linger.is_zero() {
                 deadline = Some(Instant::now() + s.linger);
             }
@@ -371,6 +371,18 @@ fn read_available(
         }
     }
     Ok(true)
+}
+
+/// Runs blocking log reads so they do not stall the runtime's worker: a
+/// catch-up after an outage reads gigabytes, which would otherwise hold a
+/// worker (and the QUIC connections on it) for as long. On a multi-thread
+/// runtime the worker's other tasks move elsewhere while `f` runs; a
+/// current-thread runtime (tests) has no other worker, so `f` just runs.
+fn off_the_reactor<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

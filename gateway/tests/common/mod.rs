@@ -109,6 +109,20 @@ impl Node {
     }
 }
 
+/// Starts a 0-RTT connection as soon as the connector holds a ticket
+/// allowing early data. A ticket arrives after the handshake that issues
+/// it completes, so keep that connection open until this returns; waits up
+/// to 5 s (a loaded CI machine) instead of guessing a sleep.
+pub async fn connect_0rtt(node: &Node) -> (Client, quinn::ZeroRttAccepted) {
+    for _ in 0..250 {
+        if let Ok(started) = node.connector.connect_0rtt() {
+            return started;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no session ticket allowing 0-RTT from the gateway within 5 s");
+}
+
 pub fn read_records(dir: &Path) -> Vec<RecordMsg> {
     let mut reader = LogReader::open_dir(dir, Lsn(0), Duration::from_millis(10)).unwrap();
     let mut out = Vec::new();

@@ -327,14 +327,21 @@ pub mod fencegate {
         pub struct Verdict(pub u8);
         #[allow(non_upper_case_globals)]
         impl Verdict {
-            /// Recorded as a new attendance record.
+            /// Recorded as a new attendance record. `reason` is None, or OutOfRange /
+            /// NoFences for a punch outside every fence under the tenant's
+            /// `out_of_range = "field"` policy (a field punch).
             pub const Accepted: Self = Self(0);
             /// Merged into an accepted punch of the same employee and kind made
-            /// within the repeat window; record_id is the first punch's record.
+            /// within the repeat window: record_id is the first punch's record. The
+            /// repeat is logged as its own record (verdict RepeatMerged, merged_into
+            /// the first punch's record), not as a new attendance event.
             pub const RepeatMerged: Self = Self(1);
             /// Recorded, but outside every fence: pending a supervisor's approval.
             pub const OutOfRange: Self = Self(2);
-            /// Not recorded; `reason` says why.
+            /// Refused; `reason` says why. A policy rejection (reasons 200-299) is
+            /// recorded, with a record id, so supervisors see refused punches; a
+            /// validation rejection (reasons 1-99) is not recorded and has no
+            /// record id.
             pub const Rejected: Self = Self(3);
 
             pub const ENUM_MIN: u8 = 0;

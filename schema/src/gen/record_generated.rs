@@ -170,7 +170,8 @@ pub mod fencegate {
             pub const ImpossibleSpeed: Self = Self(1);
             /// Repeated fixes with exactly zero accuracy (a spoofing signature).
             pub const ZeroAccuracyRepeat: Self = Self(2);
-            /// The employee punched from a device not seen for them before.
+            /// The employee has devices bound to them in the tenant's rules and
+            /// punched from another device that is not a registered terminal.
             pub const UnusualDevice: Self = Self(3);
             /// Device time and gateway time disagree by more than the allowed skew.
             pub const ClockSkew: Self = Self(4);
@@ -265,31 +266,38 @@ pub mod fencegate {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_TRANSITION: u8 = 1;
+        pub const ENUM_MAX_TRANSITION: u8 = 2;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_TRANSITION: [Transition; 2] = [Transition::Enter, Transition::Exit];
+        pub const ENUM_VALUES_TRANSITION: [Transition; 3] =
+            [Transition::Enter, Transition::Exit, Transition::Inside];
 
-        /// Direction of a fence transition.
+        /// Direction of a fence transition, or the device's starting state.
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
         #[repr(transparent)]
         pub struct Transition(pub u8);
         #[allow(non_upper_case_globals)]
         impl Transition {
+            /// The device's fence membership gained this fence.
             pub const Enter: Self = Self(0);
+            /// The device's fence membership lost this fence.
             pub const Exit: Self = Self(1);
+            /// The device was found inside this fence at its first fix after the
+            /// gateway held no live state for it; not a transition.
+            pub const Inside: Self = Self(2);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 1;
-            pub const ENUM_VALUES: &'static [Self] = &[Self::Enter, Self::Exit];
+            pub const ENUM_MAX: u8 = 2;
+            pub const ENUM_VALUES: &'static [Self] = &[Self::Enter, Self::Exit, Self::Inside];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
                 match self {
                     Self::Enter => Some("Enter"),
                     Self::Exit => Some("Exit"),
+                    Self::Inside => Some("Inside"),
                     _ => None,
                 }
             }
@@ -1257,6 +1265,7 @@ pub mod fencegate {
             pub const VT_H3_CELL: ::flatbuffers::VOffsetT = 14;
             pub const VT_FENCE_IDS: ::flatbuffers::VOffsetT = 16;
             pub const VT_HEARTBEAT: ::flatbuffers::VOffsetT = 18;
+            pub const VT_LATE: ::flatbuffers::VOffsetT = 20;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1284,6 +1293,7 @@ pub mod fencegate {
                 if let Some(x) = args.device_id {
                     builder.add_device_id(x);
                 }
+                builder.add_late(args.late);
                 builder.add_heartbeat(args.heartbeat);
                 builder.finish()
             }
@@ -1375,6 +1385,20 @@ pub mod fencegate {
                         .unwrap()
                 }
             }
+            /// A fix at or before the device's newest fix (offline history uploaded
+            /// later): recorded as history and located against fences, but it never
+            /// moved the device's live state, emitted a fence event or was suppressed.
+            #[inline]
+            pub fn late(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(PingRecord::VT_LATE, Some(false))
+                        .unwrap()
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for PingRecord<'_> {
@@ -1398,6 +1422,7 @@ pub mod fencegate {
                         ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>,
                     >>("fence_ids", Self::VT_FENCE_IDS, false)?
                     .visit_field::<bool>("heartbeat", Self::VT_HEARTBEAT, false)?
+                    .visit_field::<bool>("late", Self::VT_LATE, false)?
                     .finish();
                 Ok(())
             }
@@ -1415,6 +1440,7 @@ pub mod fencegate {
                 >,
             >,
             pub heartbeat: bool,
+            pub late: bool,
         }
         impl<'a> Default for PingRecordArgs<'a> {
             #[inline]
@@ -1428,6 +1454,7 @@ pub mod fencegate {
                     h3_cell: 0,
                     fence_ids: None,
                     heartbeat: false,
+                    late: false,
                 }
             }
         }
@@ -1485,6 +1512,11 @@ pub mod fencegate {
                     .push_slot::<bool>(PingRecord::VT_HEARTBEAT, heartbeat, false);
             }
             #[inline]
+            pub fn add_late(&mut self, late: bool) {
+                self.fbb_
+                    .push_slot::<bool>(PingRecord::VT_LATE, late, false);
+            }
+            #[inline]
             pub fn new(
                 _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
             ) -> PingRecordBuilder<'a, 'b, A> {
@@ -1513,6 +1545,7 @@ pub mod fencegate {
                 ds.field("h3_cell", &self.h3_cell());
                 ds.field("fence_ids", &self.fence_ids());
                 ds.field("heartbeat", &self.heartbeat());
+                ds.field("late", &self.late());
                 ds.finish()
             }
         }

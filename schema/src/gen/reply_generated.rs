@@ -136,6 +136,7 @@ pub mod fencegate {
             pub const VT_MAX_BATCH_FIXES: ::flatbuffers::VOffsetT = 6;
             pub const VT_MAX_FRAME_BYTES: ::flatbuffers::VOffsetT = 8;
             pub const VT_REPEAT_WINDOW_S: ::flatbuffers::VOffsetT = 10;
+            pub const VT_MAX_ACCURACY_M: ::flatbuffers::VOffsetT = 12;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -153,6 +154,7 @@ pub mod fencegate {
             ) -> ::flatbuffers::WIPOffset<HelloAck<'bldr>> {
                 let mut builder = HelloAckBuilder::new(_fbb);
                 builder.add_server_time_ms(args.server_time_ms);
+                builder.add_max_accuracy_m(args.max_accuracy_m);
                 builder.add_repeat_window_s(args.repeat_window_s);
                 builder.add_max_frame_bytes(args.max_frame_bytes);
                 builder.add_max_batch_fixes(args.max_batch_fixes);
@@ -207,6 +209,21 @@ pub mod fencegate {
                         .unwrap()
                 }
             }
+            /// The tenant's largest accepted GPS accuracy radius, metres, when the
+            /// Hello was accepted: a Gps punch whose accuracy_m is above it is
+            /// refused as AccuracyTooLow. 0 means no limit. (Added in v1; an older
+            /// gateway omits it, which reads as 0.)
+            #[inline]
+            pub fn max_accuracy_m(&self) -> f32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<f32>(HelloAck::VT_MAX_ACCURACY_M, Some(0.0))
+                        .unwrap()
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for HelloAck<'_> {
@@ -220,6 +237,7 @@ pub mod fencegate {
                     .visit_field::<u32>("max_batch_fixes", Self::VT_MAX_BATCH_FIXES, false)?
                     .visit_field::<u32>("max_frame_bytes", Self::VT_MAX_FRAME_BYTES, false)?
                     .visit_field::<u32>("repeat_window_s", Self::VT_REPEAT_WINDOW_S, false)?
+                    .visit_field::<f32>("max_accuracy_m", Self::VT_MAX_ACCURACY_M, false)?
                     .finish();
                 Ok(())
             }
@@ -229,6 +247,7 @@ pub mod fencegate {
             pub max_batch_fixes: u32,
             pub max_frame_bytes: u32,
             pub repeat_window_s: u32,
+            pub max_accuracy_m: f32,
         }
         impl<'a> Default for HelloAckArgs {
             #[inline]
@@ -238,6 +257,7 @@ pub mod fencegate {
                     max_batch_fixes: 0,
                     max_frame_bytes: 0,
                     repeat_window_s: 0,
+                    max_accuracy_m: 0.0,
                 }
             }
         }
@@ -268,6 +288,11 @@ pub mod fencegate {
                     .push_slot::<u32>(HelloAck::VT_REPEAT_WINDOW_S, repeat_window_s, 0);
             }
             #[inline]
+            pub fn add_max_accuracy_m(&mut self, max_accuracy_m: f32) {
+                self.fbb_
+                    .push_slot::<f32>(HelloAck::VT_MAX_ACCURACY_M, max_accuracy_m, 0.0);
+            }
+            #[inline]
             pub fn new(
                 _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
             ) -> HelloAckBuilder<'a, 'b, A> {
@@ -291,6 +316,7 @@ pub mod fencegate {
                 ds.field("max_batch_fixes", &self.max_batch_fixes());
                 ds.field("max_frame_bytes", &self.max_frame_bytes());
                 ds.field("repeat_window_s", &self.repeat_window_s());
+                ds.field("max_accuracy_m", &self.max_accuracy_m());
                 ds.finish()
             }
         }
@@ -356,7 +382,8 @@ pub mod fencegate {
                 builder.finish()
             }
 
-            /// The punch this answers; absent when the frame could not be read.
+            /// The punch this answers; absent only when the frame could not be read
+            /// far enough to find a non-zero punch id.
             #[inline]
             pub fn punch_id(&self) -> Option<&'a Uuid> {
                 // Safety:
@@ -365,7 +392,7 @@ pub mod fencegate {
                 unsafe { self._tab.get::<Uuid>(PunchAck::VT_PUNCH_ID, None) }
             }
             /// The durable record (for RepeatMerged: the first punch's record);
-            /// absent when nothing was recorded.
+            /// absent when nothing was recorded (a validation rejection).
             #[inline]
             pub fn record_id(&self) -> Option<&'a Uuid> {
                 // Safety:

@@ -180,12 +180,20 @@ pub fn arb_verdict() -> impl Strategy<Value = Verdict> {
 }
 
 pub fn arb_hello_ack() -> impl Strategy<Value = HelloAckMsg> {
-    (any::<i64>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(t, f, b, w)| HelloAckMsg {
-        server_time_ms: t,
-        max_batch_fixes: f,
-        max_frame_bytes: b,
-        repeat_window_s: w,
-    })
+    (
+        any::<i64>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        0.0f32..10_000.0,
+    )
+        .prop_map(|(t, f, b, w, m)| HelloAckMsg {
+            server_time_ms: t,
+            max_batch_fixes: f,
+            max_frame_bytes: b,
+            repeat_window_s: w,
+            max_accuracy_m: m,
+        })
 }
 
 pub fn arb_punch_ack() -> impl Strategy<Value = PunchAckMsg> {
@@ -279,9 +287,10 @@ pub fn arb_ping_record() -> impl Strategy<Value = PingRecordMsg> {
         any::<u64>(),
         arb_fence_ids(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(device_id, time_ms, p, h3_cell, fence_ids, heartbeat)| PingRecordMsg {
+            |(device_id, time_ms, p, h3_cell, fence_ids, heartbeat, late)| PingRecordMsg {
                 device_id,
                 time_ms,
                 lat: p.lat(),
@@ -290,6 +299,7 @@ pub fn arb_ping_record() -> impl Strategy<Value = PingRecordMsg> {
                 h3_cell,
                 fence_ids,
                 heartbeat,
+                late,
             },
         )
 }
@@ -298,22 +308,24 @@ pub fn arb_fence_event() -> impl Strategy<Value = FenceEventMsg> {
     (
         arb_id(),
         arb_id(),
-        any::<bool>(),
+        prop_oneof![
+            Just(Transition::Enter),
+            Just(Transition::Exit),
+            Just(Transition::Inside)
+        ],
         any::<i64>(),
         arb_position(),
     )
-        .prop_map(|(device_id, fence_id, exit, time_ms, p)| FenceEventMsg {
-            device_id,
-            fence_id,
-            transition: if exit {
-                Transition::Exit
-            } else {
-                Transition::Enter
+        .prop_map(
+            |(device_id, fence_id, transition, time_ms, p)| FenceEventMsg {
+                device_id,
+                fence_id,
+                transition,
+                time_ms,
+                lat: p.lat(),
+                lon: p.lon(),
             },
-            time_ms,
-            lat: p.lat(),
-            lon: p.lon(),
-        })
+        )
 }
 
 pub fn arb_record() -> impl Strategy<Value = RecordMsg> {
