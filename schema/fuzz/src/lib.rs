@@ -59,6 +59,7 @@ fn base(which: u8) -> Vec<u8> {
                 h3_cell: 42,
                 fence_ids: vec!["a".into(), "bb".into()],
                 heartbeat: true,
+                late: true,
             }),
         }
         .encode_into(&mut fbb)
