@@ -1,7 +1,9 @@
 //! The body of the schema's fuzz target: the verify-once parsers,
 //! `parse_frame` on every channel, plus `parse_reply` and `parse_record`.
 //! Whatever a parser accepts is read in full, so an unchecked read of a bad
-//! buffer would crash here, and must re-verify after a round trip.
+//! buffer would crash here, and must re-verify after a round trip; and
+//! `punch_id_of`, which reads the id of a refused punch, runs on every
+//! stream input.
 //!
 //! The same file is compiled into `schema/tests/fuzz_corpus.rs` (through
 //! `#[path]`), so CI runs exactly this body over the committed seeds and
@@ -10,7 +12,8 @@
 
 use fencegate_schema::{
     Channel, Fix, Limits, PingBatchMsg, PingRecordMsg, Position, PunchKind, PunchMethod, PunchMsg,
-    RecordBodyMsg, RecordMsg, Request, TerminalAuth, parse_frame, parse_record, parse_reply,
+    Reason, RecordBodyMsg, RecordMsg, Request, TerminalAuth, parse_frame, parse_record,
+    parse_reply, punch_id_of,
 };
 
 /// The gateway clock the parsers run at, unix ms.
@@ -75,7 +78,22 @@ fn exercise(buf: &[u8], channel: Channel) -> bool {
     let limits = Limits::default();
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
     let mut accepted = false;
-    if let Ok(req) = parse_frame(buf, channel, NOW, &limits) {
+    let parsed = parse_frame(buf, channel, NOW, &limits);
+    if channel == Channel::Stream {
+        // The id a rejection's ack echoes is read from a frame that failed
+        // validation, so it must hold up on any bytes, and agree with the
+        // parser: the punch's own id when accepted, none when the frame
+        // failed the structural checks.
+        let id = punch_id_of(buf, &limits);
+        match parsed {
+            Ok(Request::Punch(p)) => assert_eq!(id, Some(p.punch_id())),
+            Ok(_) | Err(Reason::Oversize | Reason::Malformed | Reason::UnknownBody) => {
+                assert_eq!(id, None, "an id echoed for a frame that is no punch")
+            }
+            Err(_) => {}
+        }
+    }
+    if let Ok(req) = parsed {
         accepted = true;
         if let Request::PingBatch(b) = req {
             assert_eq!(b.fixes().count(), b.len());
