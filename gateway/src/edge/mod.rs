@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, Keyring};
+use crate::backlog;
 use crate::clock;
 use crate::log::{LogError, LogHandle, RecordBatch};
 use crate::metrics::{EdgeMetrics, RefusedOn};
@@ -755,7 +756,7 @@ fn on_datagram(ctx: &EdgeContext, session: &Session, bucket: &mut PingBucket, da
 async fn on_backlog_stream(ctx: &EdgeContext, session: &Session, mut recv: quinn::RecvStream) {
     let mut buf = Vec::new();
     loop {
-        let mut len = [0u8; 4];
+        let mut len = [0u8; backlog::LEN_PREFIX];
         match recv.read_exact(&mut len).await {
             Ok(()) => {}
             Err(quinn::ReadExactError::FinishedEarly(0)) => return,
@@ -765,12 +766,14 @@ async fn on_backlog_stream(ctx: &EdgeContext, session: &Session, mut recv: quinn
                 return;
             }
         }
-        let len = u32::from_le_bytes(len) as usize;
-        if len > ctx.limits.max_backlog_frame_bytes {
-            ctx.metrics.refused(RefusedOn::Backlog, Reason::Oversize);
-            let _ = recv.stop(varint(close::PROTOCOL_VIOLATION));
-            return;
-        }
+        let len = match backlog::frame_len(len, ctx.limits.max_backlog_frame_bytes) {
+            Ok(len) => len,
+            Err(r) => {
+                ctx.metrics.refused(RefusedOn::Backlog, r);
+                let _ = recv.stop(varint(close::PROTOCOL_VIOLATION));
+                return;
+            }
+        };
         buf.resize(len, 0);
         if recv.read_exact(&mut buf).await.is_err() {
             ctx.metrics.refused(RefusedOn::Backlog, Reason::Malformed);

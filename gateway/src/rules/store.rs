@@ -287,12 +287,11 @@ pub fn persist(path: &Path, text: &str) -> std::io::Result<()> {
 /// header), or goes at the end when the tenant had none.
 pub fn merge_tenant_section(current: &str, incoming: &str, tenant: &str) -> Result<String, String> {
     use toml_edit::{DocumentMut, Item};
-    let mut cur: DocumentMut = current.parse().map_err(|e| {
+    let mut cur: DocumentMut = parse_document(current).map_err(|e| {
         format!("the current rules file does not parse ({e}); a super admin must fix it")
     })?;
-    let inc: DocumentMut = incoming
-        .parse()
-        .map_err(|e| format!("the body is not TOML: {e}"))?;
+    let inc: DocumentMut =
+        parse_document(incoming).map_err(|e| format!("the body is not TOML: {e}"))?;
     let only_own = || {
         format!("a '{tenant}' token may only submit a [tenants.{tenant}] section, and nothing else")
     };
@@ -349,6 +348,18 @@ pub fn merge_tenant_section(current: &str, incoming: &str, tenant: &str) -> Resu
         }
     }
     Ok(cur.to_string())
+}
+
+/// Parses text as an editable TOML document. toml_edit 0.23.10 panics
+/// ("all items have spans") on some malformed input instead of failing,
+/// e.g. `=={` then a line `.` (found by the `tenant_rules` fuzz target);
+/// the text is a tenant's request body, so the panic is caught and
+/// answered as the parse error it should have been.
+fn parse_document(text: &str) -> Result<toml_edit::DocumentMut, String> {
+    match std::panic::catch_unwind(|| text.parse::<toml_edit::DocumentMut>()) {
+        Ok(parsed) => parsed.map_err(|e| e.to_string()),
+        Err(_) => Err("the TOML parser gave up on it (malformed TOML)".to_owned()),
+    }
 }
 
 /// One step of the path to a table in a `toml_edit` document.
@@ -481,6 +492,21 @@ mod tests {
         let added = merge_tenant_section(cur, "[tenants.initech]\ntimezone = \"UTC\"\n", "initech")
             .unwrap();
         assert!(added.starts_with(cur), "{added}");
+    }
+
+    /// Regression (fuzzing, `tenant_rules`): this body made toml_edit panic
+    /// inside `merge_tenant_section`, so a tenant's PUT killed its request
+    /// task instead of getting a 403 that names the problem.
+    #[test]
+    fn a_body_that_crashes_the_toml_parser_is_refused_not_a_panic() {
+        let cur = "[tenants.acme]\ntimezone = \"UTC\"\n";
+        for body in ["=={\n.", "=={\n .", "=={\n .n.n"] {
+            let e = merge_tenant_section(cur, body, "acme").unwrap_err();
+            assert!(e.starts_with("the body is not TOML"), "{e}");
+        }
+        // The same text as a whole (super admin) file goes through `toml`,
+        // which refuses it without panicking.
+        assert!(toml::from_str::<RawRules>("=={\n.").is_err());
     }
 
     #[test]
