@@ -124,7 +124,7 @@ pub use cursor::{Cursor, CursorStart};
 pub use handle::{LogHandle, LogStats, Pending, RecordBatch};
 pub use metrics::LogMetrics;
 pub use reader::{Entry, LogReader};
-pub use recovery::{RecoveryReport, Truncation};
+pub use recovery::{QuarantinedSegment, RecoveryReport, Truncation};
 pub use retention::RetentionReport;
 pub use segment::SegmentInfo;
 pub use storage::{FsStorage, Storage, StorageFile};
