@@ -4,7 +4,7 @@
 //! | route | auth | what |
 //! |---|---|---|
 //! | `GET /healthz` | none | the process is up |
-//! | `GET /readyz` | none | fences loaded and the log writable (503 otherwise); `"status": "degraded"` (still 200) while a sink is down |
+//! | `GET /readyz` | none | fences loaded and the log writable (503 otherwise); `"status": "degraded"` (still 200) while a sink is down or the log quarantined a segment at start (`log_quarantined`) |
 //! | `GET /metrics` | none | Prometheus text format |
 //! | `GET /v1/fences` | super or tenant | the fences as GeoJSON (a tenant token sees only its own) |
 //! | `PUT /v1/fences` | super or tenant | validate, persist and swap in new fences (a tenant token replaces only its own) |
@@ -225,7 +225,27 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
         .filter(|h| h.is_down())
         .map(|h| h.name())
         .collect();
-    let status = match (problems.is_empty(), down.is_empty()) {
+    // Segments moved aside at open held only records every sink had
+    // forwarded, so they do not make the node unready; they degrade it so
+    // an operator looks at the disk that damaged them.
+    let quarantined: Vec<_> = state
+        .log
+        .quarantined()
+        .iter()
+        .map(|q| {
+            json!({
+                "path": q.path.display().to_string(),
+                "first_lsn": q.first_lsn.0,
+                "end_lsn": q.end_lsn.0,
+                "damaged": q.damaged,
+                "reason": q.reason,
+            })
+        })
+        .collect();
+    let status = match (
+        problems.is_empty(),
+        down.is_empty() && quarantined.is_empty(),
+    ) {
         (false, _) => "unavailable",
         (true, false) => "degraded",
         (true, true) => "ready",
@@ -239,6 +259,7 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
         "problems": problems,
         "sinks_down": down,
         "sinks": sinks,
+        "log_quarantined": quarantined,
     });
     let status = if problems.is_empty() {
         StatusCode::OK

@@ -16,7 +16,7 @@ use super::format::{self, ENTRY_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::lock::DirLock;
 use super::metrics::LogMetrics;
 use super::reader::LogReader;
-use super::recovery::{self, RecoveryReport};
+use super::recovery::{self, QuarantinedSegment, RecoveryReport};
 use super::retention::{self, RetentionReport};
 use super::segment::{self, SegmentInfo};
 use super::storage::{FsStorage, Storage};
@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub stats: StatCounters,
     pub cursors: Cursors,
     pub metrics: LogMetrics,
+    /// Segments moved aside when the log was opened (for `/readyz`).
+    pub quarantined: Vec<QuarantinedSegment>,
 }
 
 impl Shared {
@@ -300,13 +302,20 @@ impl LogHandle {
         fs::create_dir_all(&cursor_dir)
             .map_err(|e| LogError::io("create log folder", &cursor_dir, e))?;
         let lock = DirLock::acquire(&dir)?;
-        let rec = recovery::recover(&*storage, &dir)?;
+        let mut rec = recovery::recover(&*storage, &dir)?;
         let metrics = LogMetrics::register();
         if let Some(t) = &rec.report.truncation {
             metrics.truncated_bytes.increment(t.bytes);
             tracing::warn!(report = %rec.report, "durable log cut a torn tail");
         }
         let cursors = Cursors::load(&dir, rec.next_lsn)?;
+        recovery::settle_damage(&*storage, &dir, &mut rec, &cursors.list())?;
+        if !rec.report.quarantined.is_empty() {
+            metrics
+                .segments_quarantined
+                .increment(rec.report.quarantined.len() as u64);
+            tracing::error!(report = %rec.report, "durable log quarantined segments at open");
+        }
         let max_unsynced = cfg.max_batch_bytes as u32;
         let (file, path) = segment::create_segment(&*storage, &dir, rec.next_lsn, max_unsynced)?;
         let active = SegmentInfo {
@@ -334,6 +343,7 @@ impl LogHandle {
             stats: StatCounters::default(),
             cursors,
             metrics,
+            quarantined: rec.report.quarantined.clone(),
             cfg,
             storage,
         });
@@ -345,6 +355,7 @@ impl LogHandle {
             path,
             active,
             next_lsn: rec.next_lsn,
+            seg_crc: 0,
             buf: Vec::with_capacity(shared.cfg.max_batch_bytes.min(8 << 20)),
             batch: Vec::with_capacity(shared.cfg.max_batch_records.min(65536)),
             batch_bytes: 0,
@@ -543,6 +554,14 @@ impl LogHandle {
             && !sh.closed.load(Ordering::Acquire)
             && self.used_bytes() + (ENTRY_HEADER_LEN + sh.cfg.max_record_bytes) as u64
                 <= sh.cfg.max_bytes
+    }
+
+    /// Segments moved aside (renamed to `*.seg.quarantined`) when the log
+    /// was opened, because a sealed segment failed its check after every
+    /// cursor had passed it. Empty on a healthy log; `/readyz` shows it so
+    /// an operator looks at the disk.
+    pub fn quarantined(&self) -> &[QuarantinedSegment] {
+        &self.shared().quarantined
     }
 
     /// Counters since open.

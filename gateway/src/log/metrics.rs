@@ -34,6 +34,8 @@ pub struct LogMetrics {
     pub segments_deleted: Counter,
     /// Failed writes or syncs (each stops the writer).
     pub write_errors: Counter,
+    /// Segments moved aside at open (damaged, or older than a damaged one).
+    pub segments_quarantined: Counter,
 }
 
 impl LogMetrics {
@@ -95,6 +97,11 @@ impl LogMetrics {
             Unit::Count,
             "Failed writes or syncs (each stops the writer)"
         );
+        metrics::describe_counter!(
+            "fencegate_log_segments_quarantined_total",
+            Unit::Count,
+            "Segments moved aside at open because a sealed segment failed its check after every cursor passed it"
+        );
         Self {
             commit_latency: metrics::histogram!("fencegate_log_commit_latency_seconds"),
             batch_records: metrics::histogram!("fencegate_log_batch_records"),
@@ -109,6 +116,7 @@ impl LogMetrics {
             rejected_full: metrics::counter!("fencegate_log_rejected_total", "reason" => "full"),
             segments_deleted: metrics::counter!("fencegate_log_segments_deleted_total"),
             write_errors: metrics::counter!("fencegate_log_write_errors_total"),
+            segments_quarantined: metrics::counter!("fencegate_log_segments_quarantined_total"),
         }
     }
 }

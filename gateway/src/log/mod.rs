@@ -52,18 +52,62 @@
 //! The stored time drives age retention and the per-segment time range
 //! ([`SegmentInfo`]), so a query for one day can skip segments outside it.
 //!
+//! A sealed segment (one the writer rolled away from, or the previous run's
+//! last segment once recovery verified it) has a 64-byte footer in the
+//! sidecar file `<first LSN, 20 digits>.seg.footer`:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `FGLOGFTR` |
+//! | 8 | 2 | format version (1) |
+//! | 10 | 6 | flags and reserved (0) |
+//! | 16 | 8 | first LSN (equals the segment's name) |
+//! | 24 | 8 | end LSN: one past the last entry (entry count = end - first) |
+//! | 32 | 8 | segment file length in bytes, header included |
+//! | 40 | 8 | smallest entry time (ms since the Unix epoch) |
+//! | 48 | 8 | largest entry time |
+//! | 56 | 4 | CRC32C of the segment's entries (every byte after its header) |
+//! | 60 | 4 | CRC32C of bytes 0..60 |
+//!
+//! It is written like a new segment (temporary name, sync, rename, folder
+//! sync) after the segment's last entry is synced and before the next
+//! segment is created. A sidecar rather than bytes at the end of the
+//! segment keeps the segment format, readers and older builds unchanged:
+//! an older build ignores `.footer` files (this one removes footers whose
+//! segment is gone). A footer is only ever written for a non-empty segment.
+//!
 //! A cursor file holds the cursor's next LSN as decimal text and a newline.
 //! It is replaced atomically: write `.<name>.tmp`, fsync, rename, fsync
 //! the folder.
 //!
 //! # Recovery
 //!
-//! On open every segment is scanned and every CRC verified:
+//! Open reads the last segment in full and, for every other (sealed)
+//! segment with a valid footer, only the footer, the 32-byte header and the
+//! file length: start-up time no longer grows with the log (measured in
+//! docs/PERFORMANCE.md, "Log start-up"). Entry CRCs of trusted segments are
+//! still checked by every [`LogReader`] that reads them.
 //!
-//! - In a segment that is not the last, any bad or short entry, a bad header
-//!   or a gap in LSNs between segments is an error naming the file and the
-//!   offset ([`LogError::Corrupt`]). Those bytes were synced and
-//!   acknowledged, so dropping them silently would lose data.
+//! - A sealed segment without a footer (written by an older build, or its
+//!   footer lost to a crash) or with a footer that fails its own CRC is
+//!   read and CRC-checked in full once, and given a footer.
+//! - A sealed segment fails its check when its header is bad, any entry in
+//!   it is bad or short (full check), or its length or first LSN differs
+//!   from its footer. Those bytes were synced and acknowledged, so it is
+//!   never silently dropped:
+//!   - if every persisted cursor has passed it (is at or beyond the next
+//!     segment's first LSN), nothing is owed downstream: it is renamed to
+//!     `<first LSN>.seg.quarantined`, together with every older segment (so
+//!     the log stays one contiguous LSN range; those are intact and also
+//!     passed by every cursor), logged at error level, counted in
+//!     `fencegate_log_segments_quarantined_total` and listed in
+//!     [`RecoveryReport::quarantined`] and [`LogHandle::quarantined`]
+//!     (`/readyz` shows "degraded");
+//!   - otherwise open fails with [`LogError::Corrupt`] naming the file, the
+//!     offset, the cursors still behind and the fix (restore the file, or
+//!     give the records up by moving those cursors past it). Starting
+//!     without records a sink has not received would lose them silently.
+//! - A gap in LSNs between segments is an error ([`LogError::Corrupt`]).
 //! - In the last segment, the first bad or incomplete entry starts the torn
 //!   tail. Everything from it to the end of the file is cut, and the
 //!   [`RecoveryReport`] says what: file, offset, bytes, and how many intact
@@ -93,6 +137,10 @@
 //!   `fdatasync` the kernel may have dropped the dirty pages and a retry
 //!   could report success for lost data. Reopening recovers.
 //! - A cursor is persisted before retention may act on its new position.
+//! - A footer is durable before the next segment exists, and trusted only
+//!   if its CRC, first LSN and the file length agree; a crash while writing
+//!   one leaves a temporary file (removed at open) and a segment that is
+//!   verified in full instead.
 //! - This is tested against simulated power loss, not only `SIGKILL`: the
 //!   segment I/O goes through [`Storage`], and `tests/log_power_loss.rs` runs
 //!   the writer on a disk that drops every unsynced byte and folder entry at a
@@ -124,7 +172,7 @@ pub use cursor::{Cursor, CursorStart};
 pub use handle::{LogHandle, LogStats, Pending, RecordBatch};
 pub use metrics::LogMetrics;
 pub use reader::{Entry, LogReader};
-pub use recovery::{RecoveryReport, Truncation};
+pub use recovery::{QuarantinedSegment, RecoveryReport, Truncation};
 pub use retention::RetentionReport;
 pub use segment::SegmentInfo;
 pub use storage::{FsStorage, Storage, StorageFile};

@@ -63,6 +63,16 @@ pub(crate) fn retain(shared: &Shared, now_ms: u64) -> Result<RetentionReport, Lo
     // opened a deleted segment keeps reading it.
     let mut first_err = None;
     for v in &victims {
+        // Footer first: a crash between the two leaves a segment without a
+        // footer (verified in full once at the next open), never a footer
+        // that a later segment of the same name could be mistaken for.
+        let footer = segment::footer_path(&cfg.dir, v.first_lsn);
+        if shared.storage.exists(&footer) {
+            if let Err(e) = shared.storage.remove(&footer) {
+                first_err.get_or_insert(LogError::io("delete segment footer", footer, e));
+                continue;
+            }
+        }
         let path = segment::segment_path(&cfg.dir, v.first_lsn);
         match shared.storage.remove(&path) {
             Ok(()) => {

@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::format::SegmentHeader;
+use super::format::{SegmentFooter, SegmentHeader};
 use super::storage::{Storage, StorageFile};
 use super::{LogError, Lsn};
 
@@ -39,6 +39,44 @@ pub(crate) fn segment_name(lsn: Lsn) -> String {
 /// Path of the segment starting at `lsn`.
 pub(crate) fn segment_path(dir: &Path, lsn: Lsn) -> PathBuf {
     dir.join(segment_name(lsn))
+}
+
+/// Path of the footer sidecar of the segment starting at `lsn`
+/// (`<first LSN>.seg.footer`; see [`SegmentFooter`]).
+pub(crate) fn footer_path(dir: &Path, lsn: Lsn) -> PathBuf {
+    dir.join(format!("{}.footer", segment_name(lsn)))
+}
+
+/// Where a segment that failed its check at open is moved
+/// (`<first LSN>.seg.quarantined`): out of the log, kept for inspection.
+pub(crate) fn quarantine_path(dir: &Path, lsn: Lsn) -> PathBuf {
+    dir.join(format!("{}.quarantined", segment_name(lsn)))
+}
+
+/// Parses a footer file name back to its segment's first LSN.
+pub(crate) fn parse_footer_name(name: &str) -> Option<Lsn> {
+    parse_segment_name(name.strip_suffix(".footer")?)
+}
+
+/// Writes the footer of a sealed segment durably: temporary name, sync,
+/// rename, folder sync. A power cut leaves either no footer (recovery then
+/// verifies the segment fully) or a complete one, never a torn one.
+pub(crate) fn write_footer(
+    storage: &dyn Storage,
+    dir: &Path,
+    footer: &SegmentFooter,
+) -> Result<(), LogError> {
+    let path = footer_path(dir, footer.first_lsn);
+    let tmp = dir.join(format!(".{}.footer.tmp", segment_name(footer.first_lsn)));
+    storage
+        .create_synced(&tmp, &footer.encode())
+        .map_err(|e| LogError::io("create segment footer", &tmp, e))?;
+    storage
+        .rename(&tmp, &path)
+        .map_err(|e| LogError::io("rename segment footer into place", &path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| LogError::io("fsync folder", dir, e))
 }
 
 /// Parses a segment file name back to its first LSN.
@@ -80,6 +118,16 @@ pub(crate) fn create_segment(
 ) -> Result<(Box<dyn StorageFile>, PathBuf), LogError> {
     let path = segment_path(dir, first);
     let tmp = dir.join(format!(".{}.tmp", segment_name(first)));
+    // An empty segment is replaced under the same name at the next open; a
+    // footer left for that name (by a build that wrote one for an empty
+    // segment, or by hand) would describe the wrong file. The folder sync
+    // below makes the removal durable before any entry is written.
+    let footer = footer_path(dir, first);
+    if storage.exists(&footer) {
+        storage
+            .remove(&footer)
+            .map_err(|e| LogError::io("remove stale segment footer", &footer, e))?;
+    }
     let header = SegmentHeader {
         first_lsn: first,
         max_unsynced,

@@ -363,6 +363,12 @@ impl Storage for SimDisk {
     fn exists(&self, path: &Path) -> bool {
         self.lock().names.contains_key(path)
     }
+
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        let mut st = self.lock();
+        st.op()?;
+        Ok(st.file_mut(path)?.data.len() as u64)
+    }
 }
 
 #[cfg(test)]

@@ -57,6 +57,9 @@ pub trait Storage: Send + Sync + 'static {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Whether a file exists at `path`.
     fn exists(&self, path: &Path) -> bool;
+    /// Length of the file at `path` in bytes. Recovery compares it with a
+    /// sealed segment's footer instead of reading the segment.
+    fn file_len(&self, path: &Path) -> io::Result<u64>;
 }
 
 /// The production storage: plain files, `fdatasync`, folder `fsync`.
@@ -148,5 +151,9 @@ impl Storage for FsStorage {
 
     fn exists(&self, path: &Path) -> bool {
         path.exists()
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(fs::metadata(path)?.len())
     }
 }

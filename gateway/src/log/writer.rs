@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::format::{self, SEGMENT_HEADER_LEN};
+use super::format::{self, SEGMENT_HEADER_LEN, SegmentFooter};
 use super::handle::Shared;
 use super::lock::DirLock;
 use super::segment::{self, SegmentInfo};
@@ -68,6 +68,9 @@ pub(crate) struct Writer {
     /// Summary of the active segment (mirrored into `shared.segments`).
     pub active: SegmentInfo,
     pub next_lsn: Lsn,
+    /// CRC32C of the active segment's entries so far, for its footer. One
+    /// hardware CRC pass over each batch's bytes, per batch, not per record.
+    pub seg_crc: u32,
     pub buf: Vec<u8>,
     pub batch: Vec<Request>,
     pub batch_bytes: usize,
@@ -269,16 +272,31 @@ impl Writer {
             .bytes_written
             .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
         self.active.bytes += self.buf.len() as u64;
+        self.seg_crc = crc32c::crc32c_append(self.seg_crc, &self.buf);
         self.buf.clear();
         Ok(())
     }
 
-    /// Seals the active segment (its pending bytes synced) and starts a new
-    /// one at `next`.
+    /// Seals the active segment (its pending bytes synced, then its footer
+    /// written durably) and starts a new one at `next`. The footer is
+    /// durable before the next segment exists, so a segment followed by
+    /// another one never has a footer that its own bytes contradict.
     fn roll(&mut self, next: Lsn) -> Result<(), LogError> {
         self.flush_and_sync()?;
         self.active.end_lsn = next;
         let dir = &self.shared.cfg.dir;
+        // `roll` is only called for a segment holding entries, so both
+        // times are set; the fallback keeps the footer valid regardless.
+        let footer = SegmentFooter {
+            first_lsn: self.active.first_lsn,
+            end_lsn: next,
+            seg_len: self.active.bytes,
+            min_time_ms: self.active.min_time_ms.unwrap_or(0),
+            max_time_ms: self.active.max_time_ms.unwrap_or(0),
+            entries_crc: self.seg_crc,
+        };
+        segment::write_footer(&*self.shared.storage, dir, &footer)?;
+        self.seg_crc = 0;
         let (file, path) = segment::create_segment(
             &*self.shared.storage,
             dir,
