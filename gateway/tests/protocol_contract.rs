@@ -101,25 +101,11 @@ async fn get(node: &Node, path: &str, auth: bool) -> (u16, String, String) {
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        dechunk(body)
+        common::dechunk(body)
     } else {
         body.to_owned()
     };
     (code, ctype, body)
-}
-
-/// The body of a `Transfer-Encoding: chunked` answer.
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = &after[n + 2..];
-    }
-    out
 }
 
 fn json(body: &str) -> Value {

@@ -197,25 +197,11 @@ async fn http_at(
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
     let body = if chunked {
-        dechunk(body)
+        common::dechunk(body)
     } else {
         body.to_owned()
     };
     (code, body)
-}
-
-/// The body of a `Transfer-Encoding: chunked` answer (streamed answers).
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = &after[n + 2..];
-    }
-    out
 }
 
 fn json(body: &str) -> Value {

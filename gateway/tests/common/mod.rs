@@ -156,3 +156,18 @@ pub fn punch(id: u128, employee: &str, at: (f64, f64)) -> PunchMsg {
         mock_location: false,
     }
 }
+
+/// The body of a `Transfer-Encoding: chunked` HTTP/1.1 answer (the admin
+/// API streams records answers), for the tests' minimal HTTP clients.
+pub fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
