@@ -18,9 +18,8 @@
 //! Run: `cargo bench -p fencegate-benches --bench forward -- --warm-up-time 1 --measurement-time 10`
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fencegate::log::{CursorStart, LogConfig, LogHandle, RecordBatch};
@@ -38,44 +37,22 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const N: u32 = 100_000;
 
+/// A nats-server with its store in a temp folder that lives as long as it.
 struct Nats {
-    child: Child,
+    /// Kept for its `Drop`, which stops the server.
+    _server: fencegate_testkit::NatsServer,
     pid: String,
     url: String,
     _store: tempfile::TempDir,
 }
 
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn nats_server() -> Nats {
     let store = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(store.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server is installed (apt-get install nats-server)");
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let server = fencegate_testkit::NatsServer::start(store.path());
     Nats {
-        pid: child.id().to_string(),
-        child,
-        url: format!("nats://127.0.0.1:{port}"),
+        pid: server.pid().expect("running").to_string(),
+        url: server.url(),
+        _server: server,
         _store: store,
     }
 }
@@ -156,10 +133,6 @@ fn preload(dir: PathBuf) -> LogHandle {
 
 /// Forwards the whole log once into a fresh stream; returns the time taken
 /// and adds the CPU the server and this process used meanwhile to `cpu`.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "a bench times with the monotonic clock"
-)]
 async fn forward_once(
     log: &LogHandle,
     url: &str,
@@ -189,7 +162,7 @@ async fn forward_once(
     };
     let stop = CancellationToken::new();
     let (s0, b0) = (cpu_s(server_pid), cpu_s("self"));
-    let t0 = Instant::now();
+    let t0 = fencegate_benches::clock::now();
     let task = tokio::spawn(
         Forwarder::new(sink, log.clone(), cursor, settings, health.clone()).run(stop.clone()),
     );

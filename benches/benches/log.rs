@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fencegate::log::{LogConfig, LogError, LogHandle, Pending, RecordBatch};
@@ -58,10 +58,9 @@ fn settle(inflight: &mut VecDeque<Pending>) {
 
 /// Appends `records` records from `PRODUCERS` threads, `per_append` records
 /// per append, keeping up to `window` appends in flight per thread.
-#[allow(clippy::disallowed_methods, reason = "a bench times itself")]
 fn run(log: &LogHandle, records: u64, per_append: usize, window: usize) -> Duration {
     let payload = [0x5au8; RECORD];
-    let start = Instant::now();
+    let start = fencegate_benches::clock::now();
     std::thread::scope(|s| {
         for _ in 0..PRODUCERS {
             s.spawn(|| {

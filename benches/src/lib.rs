@@ -3,6 +3,8 @@
 //! Synthetic fence sets clustered around real city centres, and probe points mostly near
 //! fences, both deterministic for a seed so runs compare like with like.
 
+pub mod clock;
+
 use std::fmt::Write as _;
 
 use fencegate_spatial::{FenceSet, LoadOptions, Point};

@@ -20,6 +20,17 @@ pub fn instant() -> std::time::Instant {
     std::time::Instant::now()
 }
 
+/// A tokio instant, for timers in async tasks (sink lingers and deadlines).
+/// tokio's clock is the monotonic clock, except that tests may pause and
+/// advance it, which is why timers use it rather than [`instant`].
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the one tokio clock read; timers in forwarders and sinks"
+)]
+pub fn tokio_now() -> tokio::time::Instant {
+    tokio::time::Instant::now()
+}
+
 /// Monotonic milliseconds on the wall clock's scale: equal to the wall
 /// clock when made, then advanced only by elapsed time. Expiry that must not
 /// follow a wall-clock step (punch-id idempotency) runs on it, while records

@@ -153,7 +153,7 @@ async fn ping_flood_above_the_device_rate_is_dropped_and_counted() {
     // Two spots 15 km apart, outside every fence: each fix leaves the last
     // one's cell, so the pipeline forwards every ping it is given.
     let spots = [(31.30, 121.60), (31.40, 121.70)];
-    let started = tokio::time::Instant::now();
+    let started = fencegate::clock::tokio_now();
     for i in 0..SENT {
         let (lat, lon) = spots[i % 2];
         let batch = PingBatchMsg {

@@ -314,12 +314,8 @@ fn run_seed(seed: u64, dir: &Path, t: &mut Tally) -> Result<(), String> {
 
 /// Reads the clock only to print how long the run took; the simulation
 /// itself never looks at time (the log's writer only times its fsyncs).
-#[allow(
-    clippy::disallowed_methods,
-    reason = "reports the run time; does not influence the simulation"
-)]
 fn wall_clock() -> Instant {
-    Instant::now()
+    fencegate::clock::instant()
 }
 
 /// Runs `seeds` (or only `FENCEGATE_SIM_SEED` if set) and panics with the

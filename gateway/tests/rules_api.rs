@@ -20,8 +20,9 @@ use fencegate::client::PunchReply;
 use fencegate::config::Config;
 use fencegate::sink::RawSink;
 use fencegate_schema::{PunchAckMsg, PunchMethod, PunchMsg, Reason, TerminalAuth, Verdict};
+use fencegate_testkit::NatsServer;
 use serde_json::Value;
-use sink_rig::{NatsServer, config_with, nats_sink, read_stream, wait_until};
+use sink_rig::{config_with, nats_sink, read_stream, wait_until};
 
 const RULES: &str = r#"
 [tenants.acme]

@@ -19,7 +19,8 @@ use common::{HQ, now_ms, punch};
 use fencegate::client::{Connector, PunchReply};
 use fencegate::edge::tls::Trust;
 use fencegate::record_json::uuid;
-use sink_rig::{NatsServer, punch_ids, read_stream, stream_len};
+use fencegate_testkit::NatsServer;
+use sink_rig::{punch_ids, read_stream, stream_len};
 
 fn write_config(dir: &Path, nats_url: &str) -> std::path::PathBuf {
     std::fs::write(dir.join("fences.geojson"), common::FENCES).unwrap();

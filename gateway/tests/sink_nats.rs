@@ -15,9 +15,10 @@ use fencegate::client::PunchReply;
 use fencegate::record_json::uuid;
 use fencegate::sink::{RawSink, SinkState};
 use fencegate_schema::{AttendanceStatus, Reason, Verdict, parse_record};
+use fencegate_testkit::NatsServer;
 use sink_rig::{
-    NatsServer, config_with, encode, nats_sink, preload, punch_ids, punch_record, read_stream,
-    readyz, stream_len, wait_until,
+    config_with, encode, nats_sink, preload, punch_ids, punch_record, read_stream, readyz,
+    stream_len, wait_until,
 };
 
 const STREAM: &str = "FENCEGATE";
@@ -276,7 +277,7 @@ async fn outage(outage: Duration) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     nats.stop();
-    let down_at = tokio::time::Instant::now();
+    let down_at = fencegate::clock::tokio_now();
     let acked_before = load.count();
     let mut max_lag = 0;
     while down_at.elapsed() < outage {
@@ -295,7 +296,7 @@ async fn outage(outage: Duration) {
     );
 
     nats.restart();
-    let up_at = tokio::time::Instant::now();
+    let up_at = fencegate::clock::tokio_now();
     // Caught up while still ingesting: the oldest undelivered record is
     // fresh again (lag in records is then just the records in flight).
     let caught_up = wait_until(outage * 3, || {
@@ -551,7 +552,7 @@ async fn the_ops_stream_definition_satisfies_the_sink() {
 
     // And the cluster config parses.
     let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/nats/nats-server.conf");
-    let out = std::process::Command::new(sink_rig::nats_server_binary())
+    let out = std::process::Command::new(fencegate_testkit::nats_server_binary())
         .args(["-c", conf, "-t"])
         .output()
         .unwrap();

@@ -489,7 +489,7 @@ pub async fn audit_jetstream(
         device_prefix,
         false,
     );
-    let deadline = tokio::time::Instant::now() + spec.wait;
+    let deadline = crate::clock::tokio_now() + spec.wait;
     let mut bad_ids = 0u64;
     loop {
         let mut batch = consumer
@@ -537,7 +537,7 @@ pub async fn audit_jetstream(
             rec.see(seen);
         }
         if got == 0 {
-            if rec.complete() || tokio::time::Instant::now() >= deadline {
+            if rec.complete() || crate::clock::tokio_now() >= deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

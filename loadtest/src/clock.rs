@@ -22,3 +22,12 @@ pub fn unix_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// A tokio instant, for deadlines of async loops (the audit's wait).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the load harness is a binary; its async loops have deadlines"
+)]
+pub fn tokio_now() -> tokio::time::Instant {
+    tokio::time::Instant::now()
+}

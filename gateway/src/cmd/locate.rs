@@ -69,9 +69,8 @@ impl LocateSummary {
     }
 }
 
-#[allow(clippy::disallowed_methods, reason = "CLI reports wall time")]
 fn now() -> Instant {
-    Instant::now()
+    crate::clock::instant()
 }
 
 /// Runs `fencegate locate` and prints the summary to stderr.

@@ -23,13 +23,8 @@ use super::{LogError, Lsn};
 
 /// Reads the monotonic clock. The log writer is an I/O edge like the QUIC
 /// endpoint: it bounds the batch delay and times `fdatasync` for metrics.
-/// This is the only place in the log that reads the clock.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "the log writer is an I/O edge; it times fsync and the batch delay"
-)]
 pub(crate) fn monotonic_now() -> Instant {
-    Instant::now()
+    crate::clock::instant()
 }
 
 /// A message to the writer.

@@ -322,12 +322,12 @@ impl<S: Sink> Forwarder<S> {
         loop {
             let full = off_the_reactor(|| read_available(reader, batch, s))?;
             if batch.entries() > 0 && deadline.is_none() && !s.linger.is_zero() {
-                deadline = Some(Instant::now() + s.linger);
+                deadline = Some(crate::clock::tokio_now() + s.linger);
             }
             if full || (batch.entries() > 0 && s.linger.is_zero()) {
                 return Ok(None);
             }
-            if deadline.is_some_and(|d| d <= Instant::now()) {
+            if deadline.is_some_and(|d| d <= crate::clock::tokio_now()) {
                 return Ok(None);
             }
             if batch.entries() == 0 {
@@ -422,7 +422,7 @@ impl Checkpoint {
             health,
             interval,
             stored,
-            last: Instant::now(),
+            last: crate::clock::tokio_now(),
             inflight: None,
         }
     }
@@ -460,7 +460,7 @@ impl Checkpoint {
         if !force && self.last.elapsed() < self.interval {
             return;
         }
-        self.last = Instant::now();
+        self.last = crate::clock::tokio_now();
         let (cursor, log) = (self.cursor.clone(), self.log.clone());
         self.inflight = Some(tokio::task::spawn_blocking(move || {
             cursor.store(pos)?;

@@ -141,7 +141,7 @@ struct Window {
 impl Window {
     fn touch(&mut self) {
         if std::mem::take(&mut self.acked) {
-            self.progress_at = Instant::now();
+            self.progress_at = crate::clock::tokio_now();
         }
     }
 
@@ -553,7 +553,7 @@ impl NatsSink {
         let Some(mut acks) = self.conn.as_mut().and_then(|c| c.acks.take()) else {
             unreachable!("ready() subscribes the inbox")
         };
-        let now = Instant::now();
+        let now = crate::clock::tokio_now();
         let deadline = now + self.cfg.timeout;
         match &mut self.timer {
             Some(t) => t.as_mut().reset(deadline),
@@ -589,7 +589,7 @@ impl NatsSink {
 /// yet, re-arms `timer` for that moment.
 fn expired(timer: &mut Pin<Box<Sleep>>, progress_at: Instant, timeout: Duration) -> bool {
     let deadline = progress_at + timeout;
-    if Instant::now() >= deadline {
+    if crate::clock::tokio_now() >= deadline {
         return true;
     }
     timer.as_mut().reset(deadline);

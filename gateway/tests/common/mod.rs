@@ -132,12 +132,8 @@ pub fn read_records(dir: &Path) -> Vec<RecordMsg> {
     out
 }
 
-#[allow(clippy::disallowed_methods, reason = "tests stand in for the edge")]
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    fencegate::clock::unix_ms()
 }
 
 pub fn punch(id: u128, employee: &str, at: (f64, f64)) -> PunchMsg {

@@ -8,9 +8,7 @@
 )]
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -18,118 +16,6 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use fencegate::config::{Config, RawConfig, RawTenant};
 use fencegate::sink::RawSink;
 use futures::StreamExt as _;
-
-/// A `nats-server` child process with JetStream on, on 127.0.0.1.
-pub struct NatsServer {
-    pub port: u16,
-    pub store: PathBuf,
-    child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn nats_server_binary() -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain([
-        "/usr/sbin",
-        "/usr/bin",
-        "/usr/local/bin",
-    ]) {
-        let p = Path::new(dir).join("nats-server");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "nats-server is not installed: the JetStream tests need it. Run the tests with `bash .ci/test` \
-         (it installs Debian's nats-server) or `apt-get install nats-server`"
-    );
-}
-
-impl NatsServer {
-    /// Starts a server with its store in `store`.
-    pub fn start(store: &Path) -> Self {
-        let mut s = Self {
-            port: free_port(),
-            store: store.to_owned(),
-            child: None,
-        };
-        s.spawn();
-        s
-    }
-
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new(nats_server_binary())
-            .args(["-js", "-a", "127.0.0.1", "-p"])
-            .arg(self.port.to_string())
-            .arg("-sd")
-            .arg(&self.store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        self.child = Some(child);
-        // Ready once it accepts TCP and JetStream answers (the store may
-        // take a moment to recover after a kill).
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!(
-            "nats-server did not listen on port {} within 5 s",
-            self.port
-        );
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops the server gracefully (SIGTERM), waiting for it to exit.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // Our child is not reaped yet, so its pid cannot have been reused.
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            for _ in 0..200 {
-                if c.try_wait().unwrap().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Kills the server without warning (SIGKILL).
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts it again on the same port with the same store.
-    pub fn restart(&mut self) {
-        self.spawn();
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A node config like `common::config`, with `sinks` and log settings.
 pub fn config_with(dir: &Path, sinks: Vec<RawSink>, log: impl FnOnce(&mut RawConfig)) -> Config {
@@ -247,8 +133,8 @@ pub fn punch_ids(stored: &[Stored]) -> HashMap<String, usize> {
 
 /// Polls `f` every 20 ms until it returns true or `within` passes.
 pub async fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
+    let deadline = fencegate::clock::tokio_now() + within;
+    while fencegate::clock::tokio_now() < deadline {
         if f() {
             return true;
         }
