@@ -28,6 +28,10 @@ enum Command {
         /// Configuration file (see config/fencegate.toml).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// This node's name in every record, overriding `node.name`: lets
+        /// identical replicas (a Kubernetes StatefulSet) share one config.
+        #[arg(long, env = "FENCEGATE_NODE_NAME")]
+        node_name: Option<String>,
     },
     /// Validate a configuration file and list every problem.
     CheckConfig {
@@ -55,6 +59,9 @@ enum Command {
     /// The TLS certificate devices pin.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Ask a running node whether it is alive (or, with --ready, ready):
+    /// exit 0 on HTTP 200, 1 otherwise. For container health checks.
+    Health(cmd::health::HealthArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,12 +119,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => {
+        Command::Serve { config, node_name } => {
             init_tracing();
-            let cfg = match config {
+            let mut cfg = match config {
                 Some(p) => Config::load(&p)?,
                 None => Config::embedded_defaults(),
             };
+            if let Some(name) = node_name {
+                anyhow::ensure!(
+                    (1..=64).contains(&name.len()),
+                    "--node-name (FENCEGATE_NODE_NAME) {name:?} must be 1 to 64 characters, e.g. fencegate-0"
+                );
+                cfg.node_name = name;
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -174,6 +188,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cmd::cert::fingerprint_cmd(&args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Health(args) => Ok(if cmd::health::health(&args)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
         Command::Log(LogCommand::Tail(args)) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
