@@ -1,10 +1,13 @@
 //! Test support shared by the gateway's tests, the benches and the load
 //! harness's tests: one way to start a real `nats-server -js` on a free
-//! loopback port with its own store, and to stop, kill and restart it.
+//! loopback port with its own store, and to stop, kill and restart it; a
+//! 3-node JetStream cluster of them ([`NatsCluster`]); and `fencegate serve`
+//! processes ([`GatewayProcess`]) for multi-node tests.
 //! Before this crate each of those carried its own copy, and the copies had
 //! drifted (different readiness waits, one without the install hint).
 
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -143,9 +146,268 @@ impl Drop for NatsServer {
     }
 }
 
+/// One node of a [`NatsCluster`]: a server started from its own config file.
+struct ClusterNode {
+    config: PathBuf,
+    port: u16,
+    monitor: u16,
+    child: Option<Child>,
+}
+
+/// A JetStream cluster of `n` `nats-server` processes on loopback (routes
+/// between them on free ports), each with its own store. Dropping it kills
+/// every node.
+pub struct NatsCluster {
+    nodes: Vec<ClusterNode>,
+}
+
+impl NatsCluster {
+    /// Starts `n` (3 or more for replicated streams) clustered servers under
+    /// `dir` and waits until every one reports JetStream healthy (a meta
+    /// leader elected, its stores current).
+    ///
+    /// # Panics
+    /// When the binary is missing or the cluster is not healthy within 20 s.
+    pub fn start(dir: &Path, n: usize) -> Self {
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let route_list = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut nodes = Vec::with_capacity(n);
+        for (i, route) in routes.iter().enumerate() {
+            let node_dir = dir.join(format!("n{i}"));
+            std::fs::create_dir_all(&node_dir).expect("create the node's folder");
+            let (port, monitor) = (free_port(), free_port());
+            let config = node_dir.join("nats-server.conf");
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{i}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
+                     jetstream {{ store_dir: \"{store}\" }}\n\
+                     cluster {{ name: fencegate-test, listen: 127.0.0.1:{route}, routes: [{route_list}] }}\n",
+                    store = node_dir.join("js").display(),
+                ),
+            )
+            .expect("write the node's config");
+            nodes.push(ClusterNode {
+                config,
+                port,
+                monitor,
+                child: None,
+            });
+        }
+        let mut c = Self { nodes };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        for i in 0..n {
+            c.wait_healthy(i, Duration::from_secs(20));
+        }
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        assert!(node.child.is_none(), "node n{i} is already running");
+        node.child = Some(
+            Command::new(nats_server_binary())
+                .arg("-c")
+                .arg(&node.config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server starts"),
+        );
+    }
+
+    /// Waits until node `i` answers `/healthz` with 200 (JetStream ready).
+    ///
+    /// # Panics
+    /// When it does not within `within`.
+    pub fn wait_healthy(&self, i: usize, within: Duration) {
+        let deadline = std::time::Duration::from_millis(50);
+        let tries = (within.as_millis() / deadline.as_millis()).max(1);
+        for _ in 0..tries {
+            if http_status(self.nodes[i].monitor, "/healthz") == Some(200) {
+                return;
+            }
+            std::thread::sleep(deadline);
+        }
+        panic!("nats-server n{i} was not healthy within {within:?}");
+    }
+
+    /// The client URLs of every node, comma-separated (what a client or a
+    /// fencegate sink `url` takes for a cluster).
+    pub fn urls(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| self.url(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The client URL of node `i`.
+    pub fn url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    /// Kills node `i` without warning (SIGKILL).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts node `i` again with its store and waits until it is healthy.
+    pub fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        self.wait_healthy(i, Duration::from_secs(20));
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// The status code of `GET path` on 127.0.0.1:`port`, or `None` when
+/// nothing answers.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = [0u8; 32];
+    let n = s.read(&mut head).ok()?;
+    std::str::from_utf8(&head[..n])
+        .ok()?
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A `fencegate serve` process, started from a config file, with the
+/// addresses and certificate fingerprint its start-up banner prints.
+/// Dropping it kills the process.
+pub struct GatewayProcess {
+    child: Option<Child>,
+    /// The QUIC address devices connect to.
+    pub quic: SocketAddr,
+    /// The admin API address.
+    pub admin: SocketAddr,
+    /// The served certificate's SHA-256 fingerprint (hex), for pinning.
+    pub fingerprint: String,
+}
+
+impl GatewayProcess {
+    /// Starts `bin serve --config config` (with `env` added) and reads the
+    /// banner. Tests pass `env!("CARGO_BIN_EXE_fencegate")` as `bin`.
+    ///
+    /// # Panics
+    /// When the process exits before printing its banner.
+    pub fn spawn(bin: &Path, config: &Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--config"])
+            .arg(config)
+            .env("FENCEGATE_LOG", "warn")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("fencegate serve starts");
+        let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+        let (mut quic, mut admin, mut fp) = (None, None, None);
+        let mut seen = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.expect("banner is UTF-8");
+            let t = line.trim();
+            if let Some(rest) = t.strip_prefix("QUIC") {
+                quic = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            }
+            if let Some(rest) = t.strip_prefix("admin  http://") {
+                admin = rest.trim().parse().ok();
+            }
+            if let Some(rest) = t.strip_prefix("certificate SHA-256 ") {
+                fp = Some(rest.trim().to_owned());
+            }
+            if line.starts_with("Issue a device token") {
+                break;
+            }
+            seen.push(line);
+        }
+        // Keep draining stderr so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let (Some(quic), Some(admin), Some(fingerprint)) = (quic, admin, fp) else {
+            let _ = child.kill();
+            panic!(
+                "fencegate serve --config {} did not print its banner:\n{}",
+                config.display(),
+                seen.join("\n")
+            );
+        };
+        Self {
+            child: Some(child),
+            quic,
+            admin,
+            fingerprint,
+        }
+    }
+
+    /// Kills the process without warning (SIGKILL), like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops it gracefully (SIGTERM: the drain) and waits up to 30 s.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            for _ in 0..1200 {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Three clustered nodes come up healthy; one killed and restarted
+    /// comes back healthy.
+    #[test]
+    fn a_three_node_cluster_survives_a_node_kill() {
+        let dir = std::env::temp_dir().join(format!("fg-testkit-cluster-{}", std::process::id()));
+        let mut c = NatsCluster::start(&dir, 3);
+        assert_eq!(c.urls().split(',').count(), 3);
+        c.kill(1);
+        assert!(http_status(c.nodes[1].monitor, "/healthz").is_none());
+        c.restart(1);
+        drop(c);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     /// Start, stop (the port closes), restart on the same port, kill.
     #[test]
