@@ -1,0 +1,171 @@
+//! The SRE files under `ops/` that read the gateway's metrics: the Grafana
+//! dashboard (`ops/grafana/fencegate.json`). Every query must parse as
+//! PromQL (`promtool`) and every metric it names must be one a running node
+//! actually exports: a renamed metric or a histogram rendered as a summary
+//! turns a panel silently empty, and this test red.
+
+mod common;
+mod sink_rig;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{HQ, Node, punch};
+use fencegate::client::PunchReply;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("gateway/ has a parent")
+        .to_path_buf()
+}
+
+fn promtool() -> PathBuf {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/bin", "/usr/local/bin"])
+    {
+        let p = Path::new(dir).join("promtool");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "promtool is not installed: run the tests with `bash .ci/test` (it installs Debian's \
+         prometheus package) or `apt-get install prometheus`"
+    );
+}
+
+/// Every PromQL expression of the dashboard's panels.
+fn dashboard_exprs() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join("ops/grafana/fencegate.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut out = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            out.push((
+                p["title"].as_str().unwrap_or("?").to_string(),
+                t["expr"]
+                    .as_str()
+                    .expect("a target has an expr")
+                    .to_string(),
+            ));
+        }
+    }
+    // The node variable's query names a metric too.
+    for v in dash["templating"]["list"].as_array().into_iter().flatten() {
+        if let Some(q) = v["query"].as_str() {
+            if q.contains("fencegate_") {
+                out.push(("variable".into(), q.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// The `fencegate_*` names in an expression, histogram suffixes included.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let b = expr.as_bytes();
+    let mut i = 0;
+    while let Some(at) = expr[i..].find("fencegate_") {
+        let start = i + at;
+        let mut end = start;
+        while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+            end += 1;
+        }
+        out.insert(expr[start..end].to_string());
+        i = end;
+    }
+    out
+}
+
+#[test]
+fn dashboard_queries_are_valid_promql() {
+    let exprs = dashboard_exprs();
+    assert!(exprs.len() >= 15, "only {} queries", exprs.len());
+    // promtool checks PromQL inside rule files: one recording rule per
+    // query, with Grafana's variables replaced by what they expand to.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, (_, e)) in exprs.iter().enumerate() {
+        if e.starts_with("label_values(") {
+            continue;
+        }
+        let e = e
+            .replace("$__rate_interval", "5m")
+            .replace("$instance", ".*");
+        rules.push_str(&format!(
+            "      - record: dashboard:q{i}\n        expr: {}\n",
+            serde_json::to_string(&e).unwrap()
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dashboard-rules.yml");
+    std::fs::write(&path, rules).unwrap();
+    let out = Command::new(promtool())
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules on the dashboard's queries:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_reads_is_exported() {
+    // A node with a sink, so the per-sink metrics are exported too.
+    let dir = tempfile::tempdir().unwrap();
+    let sink = fencegate::sink::RawSink {
+        name: "files".into(),
+        kind: "jsonl".into(),
+        path: Some(dir.path().join("out.jsonl")),
+        ..fencegate::sink::RawSink::default()
+    };
+    let cfg = sink_rig::config_with(dir.path(), vec![sink], |_| {});
+    let node = Node::start_with(dir, cfg).await;
+    // Exercise the punch path once so its histograms have samples.
+    let c = node.client("acme", "phone-1").await;
+    let r = c.punch(&punch(1, "E1", HQ)).await.unwrap();
+    assert!(matches!(r, PunchReply::Ack(_)), "{r:?}");
+    let text = reqwest::get(format!("http://{}/metrics", node.running.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exported: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let mut missing = Vec::new();
+    for (title, e) in dashboard_exprs() {
+        for m in metric_names(&e) {
+            if !exported.contains(m.as_str()) {
+                missing.push(format!("{m} (panel '{title}')"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the dashboard reads metrics the gateway does not export:\n  {}\nexported: {exported:?}",
+        missing.join("\n  ")
+    );
+}
+
+#[test]
+fn the_name_scan_finds_histogram_series() {
+    let names = metric_names(
+        "histogram_quantile(0.99, sum by (le) (rate(fencegate_punch_ack_seconds_bucket{a=\"b\"}[5m])))",
+    );
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["fencegate_punch_ack_seconds_bucket"]
+    );
+}
