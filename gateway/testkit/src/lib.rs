@@ -291,6 +291,169 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
         .ok()
 }
 
+/// The folder of PostgreSQL's server programs (`initdb`, `postgres`):
+/// Debian keeps them in `/usr/lib/postgresql/<major>/bin`, off `PATH`.
+///
+/// # Panics
+/// When no server is installed, with the command that installs it.
+pub fn postgres_bin_dir() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").is_file())
+        .collect();
+    // The newest major version first.
+    found.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    found.pop().unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL is not installed: the PostgreSQL tests need it. Run the tests with \
+             `bash .ci/test` (it installs Debian's postgresql) or `apt-get install postgresql`"
+        )
+    })
+}
+
+/// A throwaway PostgreSQL server: its own cluster in a folder the caller
+/// owns, on a free loopback port, trust authentication for the `postgres`
+/// role, no fsync (a test database need not survive a power cut). Stopped
+/// (fast shutdown) when dropped.
+///
+/// PostgreSQL refuses to run as root; when the tests run as root the server
+/// runs as the `postgres` system user (Debian's package creates it), and
+/// the folder is handed to that user.
+pub struct Postgres {
+    /// The port on 127.0.0.1.
+    pub port: u16,
+    data: PathBuf,
+    bin: PathBuf,
+    as_user: Option<&'static str>,
+    child: Option<Child>,
+}
+
+impl Postgres {
+    /// `initdb` a cluster in `dir` and start it; returns once it accepts
+    /// connections.
+    ///
+    /// # Panics
+    /// When PostgreSQL is missing or does not start within 20 s.
+    pub fn start(dir: &Path) -> Self {
+        let bin = postgres_bin_dir();
+        let data = dir.join("pgdata");
+        let as_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+            || std::fs::metadata("/proc/self")
+                .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+                .unwrap_or(false);
+        let as_user = as_root.then_some("postgres");
+        std::fs::create_dir_all(dir).expect("create the PostgreSQL folder");
+        if let Some(u) = as_user {
+            let ok = Command::new("chown")
+                .args(["-R", &format!("{u}:{u}")])
+                .arg(dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chown {} to {u}", dir.display());
+        }
+        let run = |cmd: &Path| -> Command {
+            match as_user {
+                Some(u) => {
+                    let mut c = Command::new("runuser");
+                    c.args(["-u", u, "--"]).arg(cmd);
+                    c
+                }
+                None => Command::new(cmd),
+            }
+        };
+        let out = run(&bin.join("initdb"))
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .expect("initdb runs");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let child = run(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k", ""])
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=50"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("postgres starts");
+        let mut pg = Self {
+            port,
+            data,
+            bin,
+            as_user,
+            child: Some(child),
+        };
+        for _ in 0..400 {
+            if pg.ready() {
+                return pg;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pg.stop();
+        panic!("PostgreSQL did not accept connections on 127.0.0.1:{port} within 20 s");
+    }
+
+    /// Whether the server accepts connections (`pg_isready`).
+    fn ready(&self) -> bool {
+        Command::new(self.bin.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// A connection URL for the `postgres` database and role.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server (fast shutdown) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let mut cmd = match self.as_user {
+                Some(u) => {
+                    let mut c = Command::new("runuser");
+                    c.args(["-u", u, "--"]).arg(self.bin.join("pg_ctl"));
+                    c
+                }
+                None => Command::new(self.bin.join("pg_ctl")),
+            };
+            let stopped = cmd
+                .arg("-D")
+                .arg(&self.data)
+                .args(["stop", "-m", "fast", "-w", "-t", "10"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !stopped {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// A `fencegate serve` process, started from a config file, with the
 /// addresses and certificate fingerprint its start-up banner prints.
 /// Dropping it kills the process.
@@ -406,6 +569,50 @@ mod tests {
         assert!(http_status(c.nodes[1].monitor, "/healthz").is_none());
         c.restart(1);
         drop(c);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A throwaway PostgreSQL accepts connections, and its port closes
+    /// when it is dropped.
+    #[test]
+    fn postgres_starts_and_stops() {
+        let dir = std::env::temp_dir().join(format!("fg-testkit-pg-{}", std::process::id()));
+        let pg = Postgres::start(&dir);
+        let port = pg.port;
+        assert!(pg.url().ends_with("/postgres"));
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+        let out = Command::new(postgres_bin_dir().join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-tAc",
+                "select 6*7",
+            ])
+            .output();
+        // psql lives in /usr/bin on Debian, not beside the server programs.
+        let out = match out {
+            Ok(o) => o,
+            Err(_) => Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-tAc",
+                    "select 6*7",
+                ])
+                .output()
+                .expect("psql runs"),
+        };
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+        drop(pg);
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 
