@@ -9,6 +9,7 @@ pub mod auth;
 pub mod backlog;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod dedup;
