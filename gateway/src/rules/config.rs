@@ -97,6 +97,14 @@ pub struct RawTenantRules {
     /// `300` unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub impossible_speed_kmh: Option<f64>,
+    /// A Wi-Fi, QR or terminal punch that also carries a GPS position
+    /// further than this many metres (after subtracting the fix's accuracy)
+    /// from the site its evidence verified, or inside only fences of other
+    /// sites, is flagged `EvidenceMismatch`; 0 turns it off.
+    ///
+    /// `1000` unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_max_distance_m: Option<f64>,
     /// Attendance groups by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub groups: BTreeMap<String, RawGroup>,
@@ -661,6 +669,16 @@ fn compile_tenant(
             ));
         } else {
             out.impossible_speed_mps = kmh / 3.6;
+        }
+    }
+
+    if let Some(m) = t.evidence_max_distance_m {
+        if !(m.is_finite() && m >= 0.0) {
+            p.push(format!(
+                "{at}: evidence_max_distance_m = {m} must be 0 (off) or a positive number of metres"
+            ));
+        } else {
+            out.evidence_max_distance_m = m;
         }
     }
 
