@@ -55,6 +55,16 @@ enum Command {
     /// The TLS certificate devices pin.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Holiday calendars.
+    #[command(subcommand)]
+    Holidays(HolidaysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum HolidaysCommand {
+    /// Convert a downloaded holiday-cn or feiertage-api file into a calendar
+    /// of the calendar folder.
+    Import(cmd::holidays::ImportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +156,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Fences(FencesCommand::Check(args)) => cmd::fences::fences_check(&args),
+        Command::Holidays(HolidaysCommand::Import(args)) => {
+            cmd::holidays::import(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Locate(args) => {
             cmd::locate::locate(&args)?; // prints its own summary to stderr
             Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 pub mod cert;
 pub mod export;
 pub mod fences;
+pub mod holidays;
 pub mod locate;
 pub mod log;
 pub mod qr;
