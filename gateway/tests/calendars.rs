@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use fencegate::cmd::holidays::convert;
+use fencegate::rules::AttendanceSettings;
 use fencegate::rules::config::{CompileContext, base_dir_of, compile_text, fixed_qr_keys};
 use fencegate::rules::holidays::{Calendars, Coverage, Holidays, calendar_reports};
 use fencegate::rules::schedule::day_number;
-use fencegate::rules::AttendanceSettings;
 
 fn t(s: &str) -> i64 {
     s.parse::<jiff::Timestamp>().unwrap().as_millisecond()
@@ -42,7 +42,10 @@ fn coverage_runs_through_consecutive_years_and_notes_provisional_ones() {
     assert_eq!(c.covered_days, day_number(2028, 1, 1) - nov1);
     assert_eq!(c.provisional_from, Some(day_number(2027, 1, 1)));
     // Beyond the horizon a provisional year is not reported yet.
-    assert_eq!(h.coverage(day_number(2026, 6, 1), 60).provisional_from, None);
+    assert_eq!(
+        h.coverage(day_number(2026, 6, 1), 60).provisional_from,
+        None
+    );
     // A gap year ends the coverage.
     let mut gap = Holidays::default();
     gap.merge(&csv);
@@ -54,7 +57,10 @@ fn coverage_runs_through_consecutive_years_and_notes_provisional_ones() {
     // A year covered for good is not provisional.
     let mut both = y2027.clone();
     both.merge(&Holidays::parse_toml("years = [2027]", "x", &mut p));
-    assert_eq!(both.coverage(day_number(2027, 1, 1), 60).provisional_from, None);
+    assert_eq!(
+        both.coverage(day_number(2027, 1, 1), 60).provisional_from,
+        None
+    );
 }
 
 /// The shipped example rules with the shipped calendars.
@@ -72,10 +78,9 @@ fn sample(text: &str) -> fencegate::rules::Rules {
 
 #[test]
 fn the_shipped_calendars_cover_2025_to_2027_and_say_2027_is_provisional() {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules.toml"),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules.toml"))
+            .unwrap();
     let rules = sample(&text);
     let acme = rules.tenant("acme");
     // 2026's arrangement: Spring Festival 9 days, a Saturday make-up day.
@@ -89,17 +94,22 @@ fn the_shipped_calendars_cover_2025_to_2027_and_say_2027_is_provisional() {
     // December 2026: acme's 2027 is provisional; globex's Berlin 2027 is law.
     let reports = calendar_reports(&rules, t("2026-12-02T00:00:00Z"), 60);
     let acme = reports.iter().find(|r| r.tenant == "acme").unwrap();
-    assert!(acme.warning.as_deref().unwrap().contains("provisional"), "{acme:?}");
+    assert!(
+        acme.warning.as_deref().unwrap().contains("provisional"),
+        "{acme:?}"
+    );
     let globex = reports.iter().find(|r| r.tenant == "globex").unwrap();
     assert_eq!(globex.warning, None);
     // With only 2025 named, the calendar has run out: a warning naming the fix.
-    let old = text
-        .replace(r#"["cn-2025", "cn-2026", "cn-2027"]"#, r#"["cn-2025"]"#);
+    let old = text.replace(r#"["cn-2025", "cn-2026", "cn-2027"]"#, r#"["cn-2025"]"#);
     let reports = calendar_reports(&sample(&old), t("2025-11-15T00:00:00Z"), 60);
     let acme = reports.iter().find(|r| r.tenant == "acme").unwrap();
     assert_eq!(acme.coverage.covered_days, 47);
     let w = acme.warning.as_deref().unwrap();
-    assert!(w.contains("2025-12-31") && w.contains("holidays import"), "{w}");
+    assert!(
+        w.contains("2025-12-31") && w.contains("holidays import"),
+        "{w}"
+    );
     let reports = calendar_reports(&sample(&old), t("2026-12-02T00:00:00Z"), 60);
     let acme = reports.iter().find(|r| r.tenant == "acme").unwrap();
     assert_eq!(acme.coverage.covered_days, 0);
@@ -122,14 +132,32 @@ fn holiday_cn_imports_with_make_up_days() {
 
 #[test]
 fn an_unpublished_year_and_bad_sources_are_refused() {
-    let e = convert("holiday-cn", r#"{"year": 2027, "papers": [], "days": []}"#, "cn-2027")
-        .unwrap_err();
+    let e = convert(
+        "holiday-cn",
+        r#"{"year": 2027, "papers": [], "days": []}"#,
+        "cn-2027",
+    )
+    .unwrap_err();
     assert!(e.contains("not published"), "{e}");
-    let e = convert("holiday-cn", r#"{"year": 2027, "days": [{"name": "x", "date": "2027-13-01", "isOffDay": true}]}"#, "cn-2027").unwrap_err();
+    let e = convert(
+        "holiday-cn",
+        r#"{"year": 2027, "days": [{"name": "x", "date": "2027-13-01", "isOffDay": true}]}"#,
+        "cn-2027",
+    )
+    .unwrap_err();
     assert!(e.contains("cannot use"), "{e}");
-    let e = convert("holiday-cn", r#"{"year": 2027, "days": [{"name": "x", "date": "2028-01-01", "isOffDay": true}]}"#, "cn-2027").unwrap_err();
+    let e = convert(
+        "holiday-cn",
+        r#"{"year": 2027, "days": [{"name": "x", "date": "2028-01-01", "isOffDay": true}]}"#,
+        "cn-2027",
+    )
+    .unwrap_err();
     assert!(e.contains("mixes years"), "{e}");
-    assert!(convert("ics", "{}", "x").unwrap_err().contains("holiday-cn or feiertage-api"));
+    assert!(
+        convert("ics", "{}", "x")
+            .unwrap_err()
+            .contains("holiday-cn or feiertage-api")
+    );
 }
 
 #[test]

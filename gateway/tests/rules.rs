@@ -1280,7 +1280,11 @@ fn evidence_far_from_the_verified_site_is_flagged() {
     scenario(
         "gps is not evidence-checked",
         &[step(now, "E5009", IN, gps(far))
-            .want(Verdict::OutOfRange, Reason::OutOfRange, S::OutOfRangePendingApproval)
+            .want(
+                Verdict::OutOfRange,
+                Reason::OutOfRange,
+                S::OutOfRangePendingApproval,
+            )
             .not_flags(anomaly::EVIDENCE_MISMATCH)],
     );
 }

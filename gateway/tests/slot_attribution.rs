@@ -112,53 +112,287 @@ fn peer_table_of_slot_attribution() {
     // 2025-03-03 and 2025-03-04 and rests on the 5th and 6th.
     let cases: &[(&str, PunchKind, &str, &str, S)] = &[
         // The case: 11:00 is 2.5 hours late for the morning slot.
-        ("lab", IN, "2025-03-04T11:00:00", "2025-03-04/morning", S::Late),
-        ("lab", IN, "2025-03-04T08:00:00", "2025-03-04/morning", S::Normal),
-        ("lab", IN, "2025-03-04T08:35:59", "2025-03-04/morning", S::Normal),
-        ("lab", IN, "2025-03-04T08:36:00", "2025-03-04/morning", S::Late),
-        ("lab", IN, "2025-03-04T11:59:59", "2025-03-04/morning", S::Late),
+        (
+            "lab",
+            IN,
+            "2025-03-04T11:00:00",
+            "2025-03-04/morning",
+            S::Late,
+        ),
+        (
+            "lab",
+            IN,
+            "2025-03-04T08:00:00",
+            "2025-03-04/morning",
+            S::Normal,
+        ),
+        (
+            "lab",
+            IN,
+            "2025-03-04T08:35:59",
+            "2025-03-04/morning",
+            S::Normal,
+        ),
+        (
+            "lab",
+            IN,
+            "2025-03-04T08:36:00",
+            "2025-03-04/morning",
+            S::Late,
+        ),
+        (
+            "lab",
+            IN,
+            "2025-03-04T11:59:59",
+            "2025-03-04/morning",
+            S::Late,
+        ),
         // The afternoon's clock-in window opens when the morning ends.
-        ("lab", IN, "2025-03-04T12:00:00", "2025-03-04/afternoon", S::Normal),
-        ("lab", IN, "2025-03-04T12:40:00", "2025-03-04/afternoon", S::Normal),
-        ("lab", IN, "2025-03-04T13:06:00", "2025-03-04/afternoon", S::Late),
+        (
+            "lab",
+            IN,
+            "2025-03-04T12:00:00",
+            "2025-03-04/afternoon",
+            S::Normal,
+        ),
+        (
+            "lab",
+            IN,
+            "2025-03-04T12:40:00",
+            "2025-03-04/afternoon",
+            S::Normal,
+        ),
+        (
+            "lab",
+            IN,
+            "2025-03-04T13:06:00",
+            "2025-03-04/afternoon",
+            S::Late,
+        ),
         // Before the first window (08:30 - 4 h) or after the last slot ends.
-        ("lab", IN, "2025-03-04T04:29:00", "2025-03-04/outside", S::Normal),
-        ("lab", IN, "2025-03-04T17:30:00", "2025-03-04/outside", S::Normal),
+        (
+            "lab",
+            IN,
+            "2025-03-04T04:29:00",
+            "2025-03-04/outside",
+            S::Normal,
+        ),
+        (
+            "lab",
+            IN,
+            "2025-03-04T17:30:00",
+            "2025-03-04/outside",
+            S::Normal,
+        ),
         // Clock-outs: the morning's window ends where the afternoon starts.
-        ("lab", OUT, "2025-03-04T11:00:00", "2025-03-04/morning", S::EarlyLeave),
-        ("lab", OUT, "2025-03-04T12:00:00", "2025-03-04/morning", S::Normal),
-        ("lab", OUT, "2025-03-04T13:00:00", "2025-03-04/morning", S::Normal),
-        ("lab", OUT, "2025-03-04T13:01:00", "2025-03-04/afternoon", S::EarlyLeave),
-        ("lab", OUT, "2025-03-04T17:30:00", "2025-03-04/afternoon", S::Normal),
-        ("lab", OUT, "2025-03-04T21:00:00", "2025-03-04/afternoon", S::Normal),
-        ("lab", OUT, "2025-03-04T08:00:00", "2025-03-04/outside", S::Normal),
+        (
+            "lab",
+            OUT,
+            "2025-03-04T11:00:00",
+            "2025-03-04/morning",
+            S::EarlyLeave,
+        ),
+        (
+            "lab",
+            OUT,
+            "2025-03-04T12:00:00",
+            "2025-03-04/morning",
+            S::Normal,
+        ),
+        (
+            "lab",
+            OUT,
+            "2025-03-04T13:00:00",
+            "2025-03-04/morning",
+            S::Normal,
+        ),
+        (
+            "lab",
+            OUT,
+            "2025-03-04T13:01:00",
+            "2025-03-04/afternoon",
+            S::EarlyLeave,
+        ),
+        (
+            "lab",
+            OUT,
+            "2025-03-04T17:30:00",
+            "2025-03-04/afternoon",
+            S::Normal,
+        ),
+        (
+            "lab",
+            OUT,
+            "2025-03-04T21:00:00",
+            "2025-03-04/afternoon",
+            S::Normal,
+        ),
+        (
+            "lab",
+            OUT,
+            "2025-03-04T08:00:00",
+            "2025-03-04/outside",
+            S::Normal,
+        ),
         // The seed's 9:10 grace, and a late arrival stays in its slot.
-        ("office", IN, "2025-03-04T09:10:59", "2025-03-04/day", S::Normal),
-        ("office", IN, "2025-03-04T09:11:00", "2025-03-04/day", S::Late),
-        ("office", IN, "2025-03-04T15:00:00", "2025-03-04/day", S::Late),
-        ("office", IN, "2025-03-04T18:30:00", "2025-03-04/outside", S::Normal),
-        ("office", OUT, "2025-03-04T17:59:00", "2025-03-04/day", S::EarlyLeave),
+        (
+            "office",
+            IN,
+            "2025-03-04T09:10:59",
+            "2025-03-04/day",
+            S::Normal,
+        ),
+        (
+            "office",
+            IN,
+            "2025-03-04T09:11:00",
+            "2025-03-04/day",
+            S::Late,
+        ),
+        (
+            "office",
+            IN,
+            "2025-03-04T15:00:00",
+            "2025-03-04/day",
+            S::Late,
+        ),
+        (
+            "office",
+            IN,
+            "2025-03-04T18:30:00",
+            "2025-03-04/outside",
+            S::Normal,
+        ),
+        (
+            "office",
+            OUT,
+            "2025-03-04T17:59:00",
+            "2025-03-04/day",
+            S::EarlyLeave,
+        ),
         // A clock-out after midnight is the previous workday's (12 h).
-        ("office", OUT, "2025-03-05T02:00:00", "2025-03-04/day", S::Normal),
-        ("office", OUT, "2025-03-05T06:01:00", "2025-03-05/outside", S::Normal),
+        (
+            "office",
+            OUT,
+            "2025-03-05T02:00:00",
+            "2025-03-04/day",
+            S::Normal,
+        ),
+        (
+            "office",
+            OUT,
+            "2025-03-05T06:01:00",
+            "2025-03-05/outside",
+            S::Normal,
+        ),
         // Saturday and National Day: rest.
-        ("office", IN, "2025-03-08T10:00:00", "2025-03-08/rest", S::Normal),
-        ("office", IN, "2025-10-01T09:30:00", "2025-10-01/rest", S::Normal),
+        (
+            "office",
+            IN,
+            "2025-03-08T10:00:00",
+            "2025-03-08/rest",
+            S::Normal,
+        ),
+        (
+            "office",
+            IN,
+            "2025-10-01T09:30:00",
+            "2025-10-01/rest",
+            S::Normal,
+        ),
         // The guard's cross-midnight shift: the date is the shift's start.
-        ("guards", IN, "2025-03-04T21:55:00", "2025-03-04/night", S::Normal),
-        ("guards", IN, "2025-03-05T01:00:00", "2025-03-04/night", S::Late),
-        ("guards", OUT, "2025-03-05T05:30:00", "2025-03-04/night", S::EarlyLeave),
-        ("guards", OUT, "2025-03-05T07:00:00", "2025-03-04/night", S::Normal),
-        ("guards", IN, "2025-03-06T23:00:00", "2025-03-06/rest", S::Normal),
+        (
+            "guards",
+            IN,
+            "2025-03-04T21:55:00",
+            "2025-03-04/night",
+            S::Normal,
+        ),
+        (
+            "guards",
+            IN,
+            "2025-03-05T01:00:00",
+            "2025-03-04/night",
+            S::Late,
+        ),
+        (
+            "guards",
+            OUT,
+            "2025-03-05T05:30:00",
+            "2025-03-04/night",
+            S::EarlyLeave,
+        ),
+        (
+            "guards",
+            OUT,
+            "2025-03-05T07:00:00",
+            "2025-03-04/night",
+            S::Normal,
+        ),
+        (
+            "guards",
+            IN,
+            "2025-03-06T23:00:00",
+            "2025-03-06/rest",
+            S::Normal,
+        ),
         // Back-to-back slots with narrow windows.
-        ("tight", IN, "2025-03-04T04:59:00", "2025-03-04/outside", S::Normal),
-        ("tight", IN, "2025-03-04T05:00:00", "2025-03-04/early", S::Normal),
-        ("tight", IN, "2025-03-04T13:59:00", "2025-03-04/early", S::Late),
-        ("tight", IN, "2025-03-04T14:00:00", "2025-03-04/late", S::Normal),
-        ("tight", OUT, "2025-03-04T14:00:00", "2025-03-04/early", S::Normal),
-        ("tight", OUT, "2025-03-04T14:01:00", "2025-03-04/late", S::EarlyLeave),
-        ("tight", OUT, "2025-03-05T00:00:00", "2025-03-04/late", S::Normal),
-        ("tight", OUT, "2025-03-05T00:01:00", "2025-03-05/outside", S::Normal),
+        (
+            "tight",
+            IN,
+            "2025-03-04T04:59:00",
+            "2025-03-04/outside",
+            S::Normal,
+        ),
+        (
+            "tight",
+            IN,
+            "2025-03-04T05:00:00",
+            "2025-03-04/early",
+            S::Normal,
+        ),
+        (
+            "tight",
+            IN,
+            "2025-03-04T13:59:00",
+            "2025-03-04/early",
+            S::Late,
+        ),
+        (
+            "tight",
+            IN,
+            "2025-03-04T14:00:00",
+            "2025-03-04/late",
+            S::Normal,
+        ),
+        (
+            "tight",
+            OUT,
+            "2025-03-04T14:00:00",
+            "2025-03-04/early",
+            S::Normal,
+        ),
+        (
+            "tight",
+            OUT,
+            "2025-03-04T14:01:00",
+            "2025-03-04/late",
+            S::EarlyLeave,
+        ),
+        (
+            "tight",
+            OUT,
+            "2025-03-05T00:00:00",
+            "2025-03-04/late",
+            S::Normal,
+        ),
+        (
+            "tight",
+            OUT,
+            "2025-03-05T00:01:00",
+            "2025-03-05/outside",
+            S::Normal,
+        ),
     ];
     let mut bad = Vec::new();
     for &(g, kind, at, label, status) in cases {
@@ -200,7 +434,11 @@ fn oracle(tenant: &TenantRules, g: &TimeRules, kind: PunchKind, at: i64) -> (Opt
     let mut all = Vec::new();
     for day in today - 4..=today + 4 {
         for (i, s) in g.slots_on(day, &tenant.holidays).iter().enumerate() {
-            let end_day = if s.end_min > s.start_min { day } else { day + 1 };
+            let end_day = if s.end_min > s.start_min {
+                day
+            } else {
+                day + 1
+            };
             all.push(Instance {
                 day,
                 index: g.slot_index(day, i),
@@ -220,9 +458,7 @@ fn oracle(tenant: &TenantRules, g: &TimeRules, kind: PunchKind, at: i64) -> (Opt
         };
         if hit {
             let status = match kind {
-                PunchKind::Out if at < x.end - i64::from(g.early_grace_min) * MIN => {
-                    S::EarlyLeave
-                }
+                PunchKind::Out if at < x.end - i64::from(g.early_grace_min) * MIN => S::EarlyLeave,
                 PunchKind::Out => S::Normal,
                 _ if at >= x.start + (i64::from(g.late_grace_min) + 1) * MIN => S::Late,
                 _ => S::Normal,

@@ -97,7 +97,9 @@ pub fn convert(format: &str, text: &str, name: &str) -> Result<String, String> {
                 .collect::<String>();
             (
                 doc.year,
-                format!("holiday-cn (NateScarlet/holiday-cn), from the State Council's notices:\n{papers}"),
+                format!(
+                    "holiday-cn (NateScarlet/holiday-cn), from the State Council's notices:\n{papers}"
+                ),
                 off,
                 work,
             )
@@ -107,7 +109,10 @@ pub fn convert(format: &str, text: &str, name: &str) -> Result<String, String> {
                 format!("not a feiertage-api answer ({e}); download https://feiertage-api.de/api/?jahr=<year>&nur_land=<state>")
             })?;
             if doc.is_empty() {
-                return Err("the feiertage-api answer lists no days; check the year and state asked for".into());
+                return Err(
+                    "the feiertage-api answer lists no days; check the year and state asked for"
+                        .into(),
+                );
             }
             let mut off: Vec<(String, String)> = doc
                 .into_iter()

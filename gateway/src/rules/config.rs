@@ -207,6 +207,14 @@ pub struct RawGroup {
     /// Off (only late) unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub late_missing_min: Option<u32>,
+    /// Minutes after the day's last slot ends (after midnight on a day
+    /// without slots) at which the day's results close: missing punches and
+    /// absences become final. A punch that arrives later (an offline
+    /// upload) still reopens and recomputes the day. 0 to 2880.
+    ///
+    /// `out_after_min` unless set (when no clock-out can count any more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_after_min: Option<u32>,
 }
 
 /// A slot or shift.
@@ -570,6 +578,12 @@ fn compile_group(name: &str, g: &RawGroup, at: &str, p: &mut Vec<String>) -> Gro
             ));
         }
     }
+    if g.close_after_min.is_some_and(|v| v > 2880) {
+        p.push(format!(
+            "{at}: close_after_min = {} is above 2880 (two days); results close at most two days after the last slot",
+            g.close_after_min.unwrap_or(0)
+        ));
+    }
     if let Some(v) = g.late_missing_min {
         if !(1..=720).contains(&v) {
             p.push(format!(
@@ -586,11 +600,22 @@ fn compile_group(name: &str, g: &RawGroup, at: &str, p: &mut Vec<String>) -> Gro
             observe_holidays,
             in_before_min: g
                 .in_before_min
-                .map_or(super::schedule::DEFAULT_IN_BEFORE_MIN, |v| v.min(720) as i32),
+                .map_or(super::schedule::DEFAULT_IN_BEFORE_MIN, |v| {
+                    v.min(720) as i32
+                }),
             out_after_min: g
                 .out_after_min
-                .map_or(super::schedule::DEFAULT_OUT_AFTER_MIN, |v| v.min(720) as i32),
+                .map_or(super::schedule::DEFAULT_OUT_AFTER_MIN, |v| {
+                    v.min(720) as i32
+                }),
             late_missing_min: g.late_missing_min.map(|v| v.min(720) as i32),
+            close_after_min: g.close_after_min.map_or(
+                g.out_after_min
+                    .map_or(super::schedule::DEFAULT_OUT_AFTER_MIN, |v| {
+                        v.min(720) as i32
+                    }),
+                |v| v.min(2880) as i32,
+            ),
         },
         dual,
     }

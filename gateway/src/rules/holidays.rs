@@ -300,7 +300,6 @@ impl Holidays {
         )
     }
 
-
     /// Parses the CSV form.
     pub fn parse_csv(text: &str, what: &str, problems: &mut Vec<String>) -> Self {
         let mut off: Vec<(String, String)> = Vec::new();

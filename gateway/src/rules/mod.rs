@@ -11,6 +11,8 @@
 //! - [`state`]: what the pipeline remembers per employee between punches
 //!   (anti-cheat, minimum interval, dual verification) and QR uses.
 //! - [`judge`]: the per-punch decision, pure and allocation-free.
+//! - [`day`]: day results (slot statuses, late/early/worked/overtime
+//!   minutes, close times) from an employee's punches, pure.
 //! - [`records`]: `GET /v1/records` and `fencegate export`, read from the
 //!   durable log through a per-segment time index.
 //! - [`store`]: the live snapshot, atomic swaps and the audit log of changes.
@@ -20,6 +22,7 @@
 
 pub mod api;
 pub mod config;
+pub mod day;
 pub mod holidays;
 pub mod judge;
 pub mod qr;

@@ -99,6 +99,8 @@ pub struct TimeRules {
     /// on the record but counts as a missing clock-in in the day results
     /// (DingTalk's 旷工迟到). `None`: it is only late.
     pub late_missing_min: Option<i32>,
+    /// Minutes after the day's last slot ends at which its results close.
+    pub close_after_min: i32,
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
@@ -252,6 +254,7 @@ impl TimeRules {
             in_before_min: DEFAULT_IN_BEFORE_MIN,
             out_after_min: DEFAULT_OUT_AFTER_MIN,
             late_missing_min: None,
+            close_after_min: DEFAULT_OUT_AFTER_MIN,
         }
     }
 
@@ -388,14 +391,7 @@ impl TimeRules {
                 ..rest
             };
         };
-        let local = |day: i32, minute: i32| i64::from(day) * DAY_MS + i64::from(minute) * 60_000;
-        let start_ms = table.local_to_instant(tz, local(day, slot.start_min));
-        let end_day = if slot.end_min > slot.start_min {
-            day
-        } else {
-            day + 1
-        };
-        let end_ms = table.local_to_instant(tz, local(end_day, slot.end_min));
+        let (start_ms, end_ms) = slot_instants(tz, table, day, slot);
         let status = match kind {
             PunchKind::Out => {
                 if at_ms >= end_ms - i64::from(self.early_grace_min) * 60_000 {
@@ -458,6 +454,27 @@ impl TimeRules {
             let _ = write!(out, "{y:04}-{m:02}-{d:02}/{name}");
         }
     }
+}
+
+/// The start and end instants (unix ms) of `slot` worked on `day` (the
+/// start's date) in `tz`, with its offset table `table`.
+pub fn slot_instants(tz: &TimeZone, table: &TzTable, day: i32, slot: &Slot) -> (i64, i64) {
+    let local = |day: i32, minute: i32| i64::from(day) * DAY_MS + i64::from(minute) * 60_000;
+    let start_ms = table.local_to_instant(tz, local(day, slot.start_min));
+    let end_day = if slot.end_min > slot.start_min {
+        day
+    } else {
+        day + 1
+    };
+    (
+        start_ms,
+        table.local_to_instant(tz, local(end_day, slot.end_min)),
+    )
+}
+
+/// The instant (unix ms) of local midnight starting `day` in `tz`.
+pub fn midnight_ms(tz: &TimeZone, table: &TzTable, day: i32) -> i64 {
+    table.local_to_instant(tz, i64::from(day) * DAY_MS)
 }
 
 /// The instant of wall-clock `minute` on `day` in `tz`. A time skipped by a
