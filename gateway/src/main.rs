@@ -58,6 +58,16 @@ enum Command {
     /// Holiday calendars.
     #[command(subcommand)]
     Holidays(HolidaysCommand),
+    /// Attendance results (day results materialized from the log).
+    #[command(subcommand)]
+    Results(ResultsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ResultsCommand {
+    /// Empty the results store and rebuild it from the durable log (stop
+    /// the node first).
+    Rebuild(cmd::results::RebuildArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +166,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Fences(FencesCommand::Check(args)) => cmd::fences::fences_check(&args),
+        Command::Results(ResultsCommand::Rebuild(args)) => {
+            cmd::results::rebuild(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Holidays(HolidaysCommand::Import(args)) => {
             cmd::holidays::import(&args)?;
             Ok(ExitCode::SUCCESS)

@@ -13,6 +13,7 @@
 //! | `GET /v1/rules/audit` | super or tenant | the audit log of rule changes (a tenant token sees changes to its section) |
 //! | `GET /v1/records` | every role | attendance records from the log: super and tenant tokens read their tenants', a supervisor its department's anomalies and pending approvals, an employee their own |
 //! | `GET /v1/qr/{site}` | super or tenant | the site's current QR code (JSON, `?format=svg` for a screen, `?format=text`) |
+//! | `GET /v1/days` | every role | day results (`tenant`, `date`, optional `department`, `employee`) from the results store, scoped as `/v1/records` (`days.rs`) |
 //!
 //! No route changes a record: the log is append-only, for every role
 //! including the super admin (a correction is a new punch or an approval
@@ -20,6 +21,8 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+
+pub mod days;
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -115,6 +118,9 @@ pub struct AdminState {
     /// Health of each sink's forwarder: a sink that is down makes
     /// `/readyz` say "degraded" (still 200) while the log has room.
     pub sinks: Vec<Arc<crate::sink::SinkHealth>>,
+    /// The day results store (`GET /v1/days`); `None` where results are not
+    /// materialized.
+    pub results: Option<crate::results::ResultsStore>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -137,6 +143,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/rules/audit", get(crate::rules::api::get_audit))
         .route("/v1/records", get(crate::rules::api::get_records))
         .route("/v1/qr/{site}", get(crate::rules::api::get_qr))
+        .route("/v1/days", get(days::get_days))
         .with_state(state)
 }
 

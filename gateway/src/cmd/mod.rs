@@ -7,5 +7,6 @@ pub mod holidays;
 pub mod locate;
 pub mod log;
 pub mod qr;
+pub mod results;
 pub mod sinks;
 pub mod token;
