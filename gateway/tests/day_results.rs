@@ -317,11 +317,15 @@ struct Punch<'a> {
 }
 
 fn record(p: &Punch<'_>) -> Vec<u8> {
+    record_in("acme", p)
+}
+
+fn record_in(tenant: &str, p: &Punch<'_>) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::new();
     let offline = p.received != p.at;
     let r = RecordRef {
         record_id: p.id.to_be_bytes(),
-        tenant: "acme",
+        tenant,
         gateway_time_ms: p.received,
         node: Some("n1"),
         body: RecordBodyRef::Punch(PunchRecordRef {
@@ -569,4 +573,24 @@ async fn a_rebuild_from_the_log_equals_the_incremental_results() {
         .unwrap();
     assert_eq!(row(&sat, "E2", "").status, "rest_day");
     log.close();
+}
+
+#[tokio::test]
+async fn a_tenant_without_rules_keeps_its_own_name_in_the_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Materializer::new(store(dir.path(), "r.sqlite").await, handle());
+    let at = t("2025-03-04T09:00:00Z");
+    let p = Punch {
+        id: 9,
+        employee: "X1",
+        kind: IN,
+        at,
+        received: at,
+    };
+    m.apply(&[(0, record_in("initech", &p))], 1, at).await.unwrap();
+    let rows = m.store().days("initech", "2025-03-04", None, None).await.unwrap();
+    // Judged by the defaults (UTC, free schedule): a normal day.
+    assert_eq!(row(&rows, "X1", "").status, "normal");
+    assert!(m.store().days("", "2025-03-04", None, None).await.unwrap().is_empty());
+    assert_eq!(m.store().position().await.unwrap(), 1);
 }

@@ -29,7 +29,7 @@ use super::store::{DayRow, PunchRow, ResultsStore, Tx};
 use crate::log::{CursorStart, LogError, LogHandle, LogReader, Lsn};
 use crate::rules::day::{self, DayResult};
 use crate::rules::schedule::{civil_from_day, midnight_ms};
-use crate::rules::{Rules, RulesHandle, TenantRules};
+use crate::rules::{Rules, RulesHandle};
 
 /// Most log entries applied in one transaction.
 const BATCH: usize = 4_096;
@@ -312,7 +312,7 @@ fn off_the_reactor<R>(f: impl FnOnce() -> R) -> R {
 
 /// The rows of one employee's day from a result.
 fn rows_of(
-    t: &TenantRules,
+    tenant: &str,
     employee: &str,
     group: &str,
     r: &DayResult,
@@ -321,7 +321,7 @@ fn rows_of(
 ) -> Vec<DayRow> {
     let date = date_string(r.day);
     let base = DayRow {
-        tenant: t.id.to_string(),
+        tenant: tenant.to_owned(),
         employee: employee.to_owned(),
         date,
         slot: String::new(),
@@ -377,7 +377,9 @@ async fn recompute(
     let department = listed
         .and_then(|e| e.department.as_deref())
         .map(str::to_owned);
-    let rows = rows_of(t, employee, &group.name, &result, closed, department);
+    // The tenant as the record names it: a tenant without a section in the
+    // rules is judged by the defaults, whose id is empty.
+    let rows = rows_of(tenant, employee, &group.name, &result, closed, department);
     let old = ResultsStore::rows_of_day(tx, tenant, employee, &date_string(d)).await?;
     for mut row in rows {
         if let Some(o) = old.iter().find(|o| o.slot == row.slot) {
