@@ -20,8 +20,8 @@ use fencegate::rules::holidays::Calendars;
 use fencegate::rules::schedule::day_number;
 use fencegate::rules::{AttendanceSettings, Rules, RulesHandle};
 use fencegate_schema::{
-    AttendanceRef, AttendanceStatus, PunchKind, PunchMethod, PunchRecordRef, Reason,
-    RecordBodyRef, RecordRef, Verdict,
+    AttendanceRef, AttendanceStatus, PunchKind, PunchMethod, PunchRecordRef, Reason, RecordBodyRef,
+    RecordRef, Verdict,
 };
 use flatbuffers::FlatBufferBuilder;
 
@@ -113,7 +113,10 @@ fn records() -> Vec<(u64, Vec<u8>)> {
                 department: Some("ops"),
                 ..AttendanceRef::default()
             };
-            out.push((out.len() as u64, r.encode_with_attendance(&att, &mut fbb).to_vec()));
+            out.push((
+                out.len() as u64,
+                r.encode_with_attendance(&att, &mut fbb).to_vec(),
+            ));
         }
     }
     out

@@ -587,10 +587,22 @@ async fn a_tenant_without_rules_keeps_its_own_name_in_the_results() {
         at,
         received: at,
     };
-    m.apply(&[(0, record_in("initech", &p))], 1, at).await.unwrap();
-    let rows = m.store().days("initech", "2025-03-04", None, None).await.unwrap();
+    m.apply(&[(0, record_in("initech", &p))], 1, at)
+        .await
+        .unwrap();
+    let rows = m
+        .store()
+        .days("initech", "2025-03-04", None, None)
+        .await
+        .unwrap();
     // Judged by the defaults (UTC, free schedule): a normal day.
     assert_eq!(row(&rows, "X1", "").status, "normal");
-    assert!(m.store().days("", "2025-03-04", None, None).await.unwrap().is_empty());
+    assert!(
+        m.store()
+            .days("", "2025-03-04", None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(m.store().position().await.unwrap(), 1);
 }
