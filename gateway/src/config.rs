@@ -643,6 +643,12 @@ pub struct RawAttendance {
     ///
     /// `300` unless set.
     pub clock_skew_s: u64,
+    /// Where day results are materialized (docs/ATTENDANCE.md, "Day
+    /// results"): a `postgres://` URL, or a SQLite file path (relative to
+    /// the working directory), created when missing.
+    ///
+    /// `<data_dir>/results.sqlite` unless set.
+    pub results: Option<String>,
 }
 
 impl Default for RawAttendance {
@@ -654,6 +660,7 @@ impl Default for RawAttendance {
             qr_step_s: 30,
             qr_skew_steps: 1,
             clock_skew_s: 300,
+            results: None,
         }
     }
 }
@@ -669,6 +676,8 @@ pub struct AttendanceConfig {
     pub settings: crate::rules::AttendanceSettings,
     /// Whether the bundled example rules may seed a missing rules file.
     pub seed_sample_rules: bool,
+    /// The results store's URL (`sqlite://...` or `postgres://...`).
+    pub results_url: String,
 }
 
 /// `[[tenants]]`: one tenant.
@@ -1061,6 +1070,15 @@ impl Config {
                     clock_skew_ms: raw.attendance.clock_skew_s as i64 * 1_000,
                 },
                 seed_sample_rules: false,
+                results_url: match raw.attendance.results.as_deref() {
+                    Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                        u.to_owned()
+                    }
+                    Some(path) => crate::results::store::sqlite_url(Path::new(path)),
+                    None => {
+                        crate::results::store::sqlite_url(&raw.node.data_dir.join("results.sqlite"))
+                    }
+                },
             },
             sinks,
         })

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod persist;
 pub mod pipeline;
 pub mod record_json;
+pub mod results;
 pub mod rules;
 pub mod serve;
 pub mod sink;

@@ -62,6 +62,26 @@ enum Command {
     /// Ask a running node whether it is alive (or, with --ready, ready):
     /// exit 0 on HTTP 200, 1 otherwise. For container health checks.
     Health(cmd::health::HealthArgs),
+    /// Holiday calendars.
+    #[command(subcommand)]
+    Holidays(HolidaysCommand),
+    /// Attendance results (day results materialized from the log).
+    #[command(subcommand)]
+    Results(ResultsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ResultsCommand {
+    /// Empty the results store and rebuild it from the durable log (stop
+    /// the node first).
+    Rebuild(cmd::results::RebuildArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum HolidaysCommand {
+    /// Convert a downloaded holiday-cn or feiertage-api file into a calendar
+    /// of the calendar folder.
+    Import(cmd::holidays::ImportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +180,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Fences(FencesCommand::Check(args)) => cmd::fences::fences_check(&args),
+        Command::Results(ResultsCommand::Rebuild(args)) => {
+            cmd::results::rebuild(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Holidays(HolidaysCommand::Import(args)) => {
+            cmd::holidays::import(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Locate(args) => {
             cmd::locate::locate(&args)?; // prints its own summary to stderr
             Ok(ExitCode::SUCCESS)

@@ -642,6 +642,7 @@ impl Pipeline {
         let method = punch.method();
         let lookup = gps_lookup(tenant_rules.accuracy, method, position.map_or(0.0, |p| p.2));
         let mut location = Location::NotUsed;
+        let mut informational = Location::NotUsed;
         let mut fence_site = None;
         if let Some((lat, lon, acc)) = position {
             let point = Point::new(lat, lon).expect("the parser checked the range");
@@ -703,7 +704,9 @@ impl Pipeline {
             };
             if lookup == GpsLookup::Informational {
                 // Wi-Fi, QR and terminal punches are verified by their own
-                // evidence; a position they carry is recorded, not judged.
+                // evidence; a position they carry is recorded, not judged
+                // (but compared with the verified site below).
+                informational = location;
                 location = Location::NotUsed;
             }
         }
@@ -722,6 +725,23 @@ impl Pipeline {
         ack.reason = j.reason;
         let mut status = j.status;
         let mut flags = j.flags;
+        if let (Some(site), Some((_, _, acc))) = (j.site, position) {
+            let name = &*tenant_rules.sites[usize::from(site)].name;
+            let at_site = informational == Location::Inside
+                && scratch
+                    .keys
+                    .iter()
+                    .any(|k| snap.index().fence(*k).site() == Some(name));
+            if crate::rules::judge::evidence_disagrees(
+                tenant_rules,
+                informational,
+                at_site,
+                ack.distance_m,
+                acc,
+            ) {
+                flags |= fencegate_schema::anomaly::EVIDENCE_MISMATCH;
+            }
+        }
         let at_ms = j.at_ms;
         let emp_tag = xxh3_64(punch.employee_id().as_bytes());
 

@@ -295,6 +295,26 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         tokio::spawn(edge::run_endpoint(ctx.clone(), ep.clone()));
     }
 
+    // Day results: a materialized view of the log (docs/ATTENDANCE.md, "Day
+    // results"). Its cursor is registered before retention can run.
+    log.cursor("results", crate::log::CursorStart::Oldest)
+        .map_err(|e| anyhow::anyhow!("results cursor: {e}"))?;
+    let results = crate::results::ResultsStore::open(&cfg.attendance.results_url)
+        .await
+        .with_context(|| {
+            format!(
+                "attendance.results {}: cannot open the results store; fix the path or URL, or remove the setting for <data_dir>/results.sqlite",
+                cfg.attendance.results_url
+            )
+        })?;
+    tokio::spawn(
+        crate::results::Materializer::new(results.clone(), rules.clone()).run(
+            log.clone(),
+            ctx.shutdown.clone(),
+            Duration::from_secs(60),
+        ),
+    );
+
     let admin = Arc::new(AdminState {
         fences: fences.clone(),
         fences_geojson: ArcSwap::from_pointee(fence_text),
@@ -310,6 +330,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             cfg.admin_queries,
         )),
         sinks: forwarders.health().to_vec(),
+        results: Some(results),
     });
     let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
         .await

@@ -219,6 +219,8 @@ struct Step {
     /// Flags that must be set, and flags that must not be.
     flags: u64,
     not_flags: u64,
+    /// A position sent with a Wi-Fi, QR or terminal punch (and accuracy).
+    extra_position: Option<((f64, f64), f32)>,
 }
 
 fn step(now: i64, employee: &'static str, kind: PunchKind, how: How) -> Step {
@@ -236,6 +238,7 @@ fn step(now: i64, employee: &'static str, kind: PunchKind, how: How) -> Step {
         slot: None,
         flags: 0,
         not_flags: 0,
+        extra_position: None,
     }
 }
 
@@ -272,6 +275,10 @@ impl Step {
     }
     fn mock(mut self) -> Self {
         self.mock = true;
+        self
+    }
+    fn with_position(mut self, at: (f64, f64), accuracy_m: f32) -> Self {
+        self.extra_position = Some((at, accuracy_m));
         self
     }
 }
@@ -313,6 +320,9 @@ fn run_step(p: &Pipeline, id: u128, s: &Step) -> Outcome {
             msg.method = PunchMethod::Terminal;
             msg.terminal_auth = *auth;
         }
+    }
+    if let Some((at, acc)) = s.extra_position {
+        msg.position = Some(Position::new(at.0, at.1, acc));
     }
     let mut fbb = FlatBufferBuilder::new();
     let bytes = msg.encode_into(&mut fbb).to_vec();
@@ -1222,5 +1232,59 @@ fn a_qr_code_stays_used_across_a_restart() {
     assert_eq!(
         (other.verdict, other.reason),
         (Verdict::Accepted, Reason::None)
+    );
+}
+
+#[test]
+fn evidence_far_from_the_verified_site_is_flagged() {
+    // The Shanghai access point and terminal verify site "shanghai"; a GPS
+    // position sent along is compared with that site (threshold 1000 m,
+    // after the fix's accuracy).
+    let now = t("2025-03-04T09:00:00+08:00");
+    let ap = [0xac, 0x84, 0xc6, 1, 2, 3];
+    // About 50 km west of the office, and about 700 m north of it.
+    let far = (HQ.0, HQ.1 - 0.52);
+    let near = (HQ.0 + 0.0063, HQ.1);
+    scenario(
+        "evidence",
+        &[
+            step(now, "E5001", IN, How::Wifi(ap))
+                .with_position(HQ, 10.0)
+                .not_flags(anomaly::EVIDENCE_MISMATCH),
+            step(now, "E5002", IN, How::Wifi(ap))
+                .with_position(far, 10.0)
+                .flags(anomaly::EVIDENCE_MISMATCH),
+            step(now, "E5003", IN, How::Wifi(ap))
+                .with_position(near, 10.0)
+                .not_flags(anomaly::EVIDENCE_MISMATCH),
+            // Inside the Shenzhen campus: the position names another site.
+            step(now, "E5004", IN, How::Wifi(ap))
+                .with_position(SZ, 10.0)
+                .flags(anomaly::EVIDENCE_MISMATCH),
+            step(now, "E5005", IN, How::Terminal(TerminalAuth::Face))
+                .from("acme", "term-sh-lab")
+                .with_position(far, 10.0)
+                .flags(anomaly::EVIDENCE_MISMATCH),
+            step(now, "E5006", IN, How::Qr(qr("acme", "shanghai", now)))
+                .with_position(far, 10.0)
+                .flags(anomaly::EVIDENCE_MISMATCH),
+            // A poor fix whose accuracy disc reaches the site is not flagged.
+            step(now, "E5007", IN, How::Wifi(ap))
+                .with_position((HQ.0 + 0.018, HQ.1), 1_500.0)
+                .not_flags(anomaly::EVIDENCE_MISMATCH),
+            // No position at all: nothing to compare.
+            step(now, "E5008", IN, How::Wifi(ap)).not_flags(anomaly::EVIDENCE_MISMATCH),
+        ],
+    );
+    // A GPS punch is judged by its fence, never by this flag.
+    scenario(
+        "gps is not evidence-checked",
+        &[step(now, "E5009", IN, gps(far))
+            .want(
+                Verdict::OutOfRange,
+                Reason::OutOfRange,
+                S::OutOfRangePendingApproval,
+            )
+            .not_flags(anomaly::EVIDENCE_MISMATCH)],
     );
 }

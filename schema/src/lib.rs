@@ -59,4 +59,7 @@ pub mod anomaly {
     /// Dual verification: the second factor came too long after the first,
     /// or without one.
     pub const DUAL_VERIFICATION_GAP: u64 = 1 << AnomalyBit::DualVerificationGap.0;
+    /// A Wi-Fi, QR or terminal punch carried a GPS position far from the
+    /// site its evidence verified.
+    pub const EVIDENCE_MISMATCH: u64 = 1 << AnomalyBit::EvidenceMismatch.0;
 }

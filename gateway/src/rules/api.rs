@@ -32,14 +32,30 @@ use crate::metrics::RulesMetrics;
 /// on embedded defaults.
 pub const SAMPLE_RULES: &str = include_str!("../../../config/rules.toml");
 /// The holiday calendars the example rules refer to, by file name.
-pub const SAMPLE_HOLIDAYS: [(&str, &str); 2] = [
+pub const SAMPLE_HOLIDAYS: [(&str, &str); 6] = [
     (
         "cn-2025.toml",
         include_str!("../../../config/holidays/cn-2025.toml"),
     ),
     (
+        "cn-2026.toml",
+        include_str!("../../../config/holidays/cn-2026.toml"),
+    ),
+    (
+        "cn-2027.toml",
+        include_str!("../../../config/holidays/cn-2027.toml"),
+    ),
+    (
         "de-be-2025.csv",
         include_str!("../../../config/holidays/de-be-2025.csv"),
+    ),
+    (
+        "de-be-2026.csv",
+        include_str!("../../../config/holidays/de-be-2026.csv"),
+    ),
+    (
+        "de-be-2027.csv",
+        include_str!("../../../config/holidays/de-be-2027.csv"),
     ),
 ];
 

@@ -97,6 +97,14 @@ pub struct RawTenantRules {
     /// `300` unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub impossible_speed_kmh: Option<f64>,
+    /// A Wi-Fi, QR or terminal punch that also carries a GPS position
+    /// further than this many metres (after subtracting the fix's accuracy)
+    /// from the site its evidence verified, or inside only fences of other
+    /// sites, is flagged `EvidenceMismatch`; 0 turns it off.
+    ///
+    /// `1000` unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_max_distance_m: Option<f64>,
     /// Attendance groups by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub groups: BTreeMap<String, RawGroup>,
@@ -179,6 +187,34 @@ pub struct RawGroup {
     /// Dual verification for this group's employees.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dual: Option<RawDual>,
+    /// Minutes before a slot's start from which a clock-in counts for that
+    /// slot (never before the previous slot's end); earlier clock-ins are
+    /// outside every window (label `<date>/outside`). 0 to 720.
+    ///
+    /// `240` unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_before_min: Option<u32>,
+    /// Minutes after a slot's end until which a clock-out counts for that
+    /// slot (never after the next slot's start). 0 to 720.
+    ///
+    /// `720` unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_after_min: Option<u32>,
+    /// A clock-in this many minutes or more after its slot's start is still
+    /// `late` on the record but counts as a missing clock-in in the day
+    /// results (DingTalk's 旷工迟到). 1 to 720.
+    ///
+    /// Off (only late) unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_missing_min: Option<u32>,
+    /// Minutes after the day's last slot ends (after midnight on a day
+    /// without slots) at which the day's results close: missing punches and
+    /// absences become final. A punch that arrives later (an offline
+    /// upload) still reopens and recomputes the day. 0 to 2880.
+    ///
+    /// `out_after_min` unless set (when no clock-out can count any more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_after_min: Option<u32>,
 }
 
 /// A slot or shift.
@@ -531,6 +567,30 @@ fn compile_group(name: &str, g: &RawGroup, at: &str, p: &mut Vec<String>) -> Gro
     let observe_holidays = g
         .observe_holidays
         .unwrap_or(matches!(schedule, Schedule::Fixed { .. }));
+    for (v, field) in [
+        (g.in_before_min, "in_before_min"),
+        (g.out_after_min, "out_after_min"),
+    ] {
+        if v.is_some_and(|v| v > 720) {
+            p.push(format!(
+                "{at}: {field} = {} is above 720; a punch window reaches at most 12 hours past its slot",
+                v.unwrap_or(0)
+            ));
+        }
+    }
+    if g.close_after_min.is_some_and(|v| v > 2880) {
+        p.push(format!(
+            "{at}: close_after_min = {} is above 2880 (two days); results close at most two days after the last slot",
+            g.close_after_min.unwrap_or(0)
+        ));
+    }
+    if let Some(v) = g.late_missing_min {
+        if !(1..=720).contains(&v) {
+            p.push(format!(
+                "{at}: late_missing_min = {v} is out of range; use 1 to 720, or leave it out to count every late clock-in as late"
+            ));
+        }
+    }
     Group {
         name: name.into(),
         time: TimeRules {
@@ -538,6 +598,24 @@ fn compile_group(name: &str, g: &RawGroup, at: &str, p: &mut Vec<String>) -> Gro
             late_grace_min: g.late_grace_min as i32,
             early_grace_min: g.early_grace_min as i32,
             observe_holidays,
+            in_before_min: g
+                .in_before_min
+                .map_or(super::schedule::DEFAULT_IN_BEFORE_MIN, |v| {
+                    v.min(720) as i32
+                }),
+            out_after_min: g
+                .out_after_min
+                .map_or(super::schedule::DEFAULT_OUT_AFTER_MIN, |v| {
+                    v.min(720) as i32
+                }),
+            late_missing_min: g.late_missing_min.map(|v| v.min(720) as i32),
+            close_after_min: g.close_after_min.map_or(
+                g.out_after_min
+                    .map_or(super::schedule::DEFAULT_OUT_AFTER_MIN, |v| {
+                        v.min(720) as i32
+                    }),
+                |v| v.min(2880) as i32,
+            ),
         },
         dual,
     }
@@ -616,6 +694,16 @@ fn compile_tenant(
             ));
         } else {
             out.impossible_speed_mps = kmh / 3.6;
+        }
+    }
+
+    if let Some(m) = t.evidence_max_distance_m {
+        if !(m.is_finite() && m >= 0.0) {
+            p.push(format!(
+                "{at}: evidence_max_distance_m = {m} must be 0 (off) or a positive number of metres"
+            ));
+        } else {
+            out.evidence_max_distance_m = m;
         }
     }
 

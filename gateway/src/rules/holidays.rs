@@ -27,6 +27,12 @@
 //! ```
 //!
 //! `type` is `off` (a holiday) or `workday` (a make-up workday).
+//!
+//! A calendar covers the years it lists a day of, or those its TOML
+//! `years = [...]` names; `provisional = true` marks a year whose official
+//! arrangement was not published yet. [`calendar_reports`] tells
+//! `/readyz` and the metrics how far each tenant's calendars reach, so a
+//! calendar never runs out silently.
 
 use std::path::Path;
 
@@ -41,6 +47,25 @@ use super::schedule::day_of;
 pub struct Holidays {
     off: Vec<i32>,
     make_up: Vec<i32>,
+    /// Years a calendar *file* covers (its `years`, or every year it lists
+    /// a day of), sorted. Inline dates cover nothing: a tenant's one extra
+    /// day does not make a year's statutory calendar present.
+    years: Vec<i32>,
+    /// Years covered only provisionally (`provisional = true`: the official
+    /// arrangement was not published when the file was written).
+    provisional: Vec<i32>,
+}
+
+/// How far a tenant's holiday calendars reach from a given day: what
+/// `/readyz` and the `fencegate_holiday_calendar_*` metrics report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coverage {
+    /// Days from today (inclusive) that the calendars cover without a gap;
+    /// 0 when today's year has no calendar.
+    pub covered_days: i32,
+    /// The first day within the horizon whose year is covered only by a
+    /// provisional calendar.
+    pub provisional_from: Option<i32>,
 }
 
 impl Holidays {
@@ -63,14 +88,69 @@ impl Holidays {
     pub fn merge(&mut self, other: &Holidays) {
         self.off.extend_from_slice(&other.off);
         self.make_up.extend_from_slice(&other.make_up);
+        self.years.extend_from_slice(&other.years);
+        self.provisional.extend_from_slice(&other.provisional);
         self.finish();
     }
 
     fn finish(&mut self) {
-        self.off.sort_unstable();
-        self.off.dedup();
-        self.make_up.sort_unstable();
-        self.make_up.dedup();
+        for v in [
+            &mut self.off,
+            &mut self.make_up,
+            &mut self.years,
+            &mut self.provisional,
+        ] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        // A year some calendar covers for good is not provisional.
+        let (years, provisional) = (&self.years, &mut self.provisional);
+        provisional.retain(|y| !years.contains(y));
+    }
+
+    /// Every holiday and make-up workday, as day numbers.
+    pub fn days(&self) -> impl Iterator<Item = i32> + '_ {
+        self.off.iter().chain(&self.make_up).copied()
+    }
+
+    /// Whether any calendar file applies (inline dates alone do not count).
+    pub fn has_calendar(&self) -> bool {
+        !self.years.is_empty() || !self.provisional.is_empty()
+    }
+
+    /// How far the calendars reach from `today` (a day number), looking
+    /// `horizon_days` ahead for provisional years.
+    pub fn coverage(&self, today: i32, horizon_days: i32) -> Coverage {
+        let covered = |y: i32| self.years.contains(&y) || self.provisional.contains(&y);
+        let (mut y, _, _) = super::schedule::civil_from_day(today);
+        let mut covered_days = 0;
+        if covered(y) {
+            while covered(y + 1) {
+                y += 1;
+            }
+            covered_days = super::schedule::day_number(y + 1, 1, 1) - today;
+        }
+        let end = today + horizon_days.min(covered_days);
+        let mut provisional_from = None;
+        for &p in &self.provisional {
+            let first = super::schedule::day_number(p, 1, 1).max(today);
+            if first < end && provisional_from.is_none_or(|d| first < d) {
+                provisional_from = Some(first);
+            }
+        }
+        Coverage {
+            covered_days,
+            provisional_from,
+        }
+    }
+
+    /// Marks every year this calendar lists a day of as covered (a file
+    /// without an explicit `years`).
+    fn cover_own_years(&mut self) {
+        for &d in self.off.iter().chain(&self.make_up) {
+            self.years.push(super::schedule::civil_from_day(d).0);
+        }
+        self.finish();
     }
 
     /// Builds a calendar from date strings (`YYYY-MM-DD` or an inclusive
@@ -150,22 +230,36 @@ impl Holidays {
             off: Vec<String>,
             #[serde(default)]
             workdays: Vec<String>,
+            /// Years the file covers; every year it lists a day of unless set.
+            #[serde(default)]
+            years: Option<Vec<i32>>,
+            /// The official arrangement was not published yet: the days are
+            /// the statutory ones only, and readiness says so.
+            #[serde(default)]
+            provisional: bool,
         }
         match toml::from_str::<Raw>(text) {
             Ok(raw) => {
-                let label = |field: &str, list: &[String]| -> Vec<(String, String)> {
-                    list.iter()
-                        .enumerate()
-                        .map(|(i, d)| (format!("{field}[{i}]"), d.clone()))
-                        .collect()
-                };
-                Self::build(
-                    label("off", &raw.off),
-                    label("workdays", &raw.workdays),
-                    &format!("holiday calendar {what}"),
-                    false,
-                    problems,
-                )
+                let mut h = Self::toml_days(&raw.off, &raw.workdays, what, problems);
+                match &raw.years {
+                    Some(years) => {
+                        for &y in years {
+                            if (1970..=9999).contains(&y) {
+                                h.years.push(y);
+                            } else {
+                                problems.push(format!(
+                                    "holiday calendar {what}: years has an entry outside 1970 to 9999"
+                                ));
+                            }
+                        }
+                        h.finish();
+                    }
+                    None => h.cover_own_years(),
+                }
+                if raw.provisional {
+                    h.provisional = std::mem::take(&mut h.years);
+                }
+                h
             }
             Err(e) => {
                 // The parser's message quotes the file; only the line is reported.
@@ -182,6 +276,28 @@ impl Holidays {
                 Self::default()
             }
         }
+    }
+
+    /// The days of a TOML calendar, problems named by list position.
+    fn toml_days(
+        off: &[String],
+        workdays: &[String],
+        what: &str,
+        problems: &mut Vec<String>,
+    ) -> Self {
+        let label = |field: &str, list: &[String]| -> Vec<(String, String)> {
+            list.iter()
+                .enumerate()
+                .map(|(i, d)| (format!("{field}[{i}]"), d.clone()))
+                .collect()
+        };
+        Self::build(
+            label("off", off),
+            label("workdays", workdays),
+            &format!("holiday calendar {what}"),
+            false,
+            problems,
+        )
     }
 
     /// Parses the CSV form.
@@ -224,14 +340,87 @@ impl Holidays {
                 )),
             }
         }
-        Self::build(
+        let mut h = Self::build(
             off,
             make_up,
             &format!("holiday calendar {what}"),
             false,
             problems,
-        )
+        );
+        h.cover_own_years();
+        h
     }
+}
+
+/// How many days ahead every tenant's holiday calendars must reach before
+/// `/readyz` stops warning.
+pub const CALENDAR_HORIZON_DAYS: i32 = 60;
+
+/// One tenant's calendar coverage, with a warning when it runs out within
+/// the horizon or is provisional there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalendarReport {
+    /// Tenant id.
+    pub tenant: String,
+    /// How far its calendars reach.
+    pub coverage: Coverage,
+    /// What an operator should do, when anything.
+    pub warning: Option<String>,
+}
+
+fn date_string(day: i32) -> String {
+    let (y, m, d) = super::schedule::civil_from_day(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The calendar coverage of every tenant that names at least one calendar
+/// file, at `now_ms` (each tenant's "today" in its own zone), looking
+/// `horizon_days` ahead. Tenants without calendars observe none and are
+/// not reported.
+pub fn calendar_reports(
+    rules: &super::Rules,
+    now_ms: i64,
+    horizon_days: i32,
+) -> Vec<CalendarReport> {
+    let mut out = Vec::new();
+    let mut ids: Vec<&str> = rules.tenant_ids().collect();
+    ids.sort_unstable();
+    for id in ids {
+        let t = rules.tenant(id);
+        if !t.holidays.has_calendar() {
+            continue;
+        }
+        let local = now_ms + t.tz_table.offset_ms(&t.tz, now_ms);
+        let today = local.div_euclid(86_400_000) as i32;
+        let coverage = t.holidays.coverage(today, horizon_days);
+        let warning = if coverage.covered_days < horizon_days {
+            Some(if coverage.covered_days == 0 {
+                format!(
+                    "tenant {id}: no holiday calendar covers today ({}); add this year's calendar to the calendar folder ([attendance] holidays_dir; `fencegate holidays import`, docs/ATTENDANCE.md) and name it in the tenant's `holidays`",
+                    date_string(today)
+                )
+            } else {
+                format!(
+                    "tenant {id}: the holiday calendars end on {}, in {} day(s); add next year's calendar to the calendar folder ([attendance] holidays_dir; `fencegate holidays import`, docs/ATTENDANCE.md) and name it in the tenant's `holidays`",
+                    date_string(today + coverage.covered_days - 1),
+                    coverage.covered_days
+                )
+            })
+        } else {
+            coverage.provisional_from.map(|d| {
+                format!(
+                    "tenant {id}: the holiday calendar from {} is provisional (statutory days only, no make-up workdays); import the official arrangement when it is published (`fencegate holidays import`, docs/ATTENDANCE.md)",
+                    date_string(d)
+                )
+            })
+        };
+        out.push(CalendarReport {
+            tenant: id.to_owned(),
+            coverage,
+            warning,
+        });
+    }
+    out
 }
 
 /// Whether `name` is a calendar name: `^[a-z0-9][a-z0-9_-]{0,63}$`. No

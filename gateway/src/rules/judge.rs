@@ -274,6 +274,37 @@ pub enum GpsLookup {
     Strict,
 }
 
+/// Whether the GPS position a Wi-Fi, QR or terminal punch carried
+/// disagrees with the site its evidence verified (`EvidenceMismatch`).
+/// `located` is the position's lookup in the tenant's fences (before the
+/// pipeline discards it as informational), `at_site` whether any fence
+/// containing it belongs to the verified site, `distance_m` the distance to
+/// the tenant's nearest fence when outside all of them.
+///
+/// Outside every fence, the distance to the tenant's *nearest* fence is a
+/// lower bound of the distance to the verified site's fences, so a flag is
+/// never raised for a position within the threshold of the site; inside
+/// fences that all belong to other sites is a disagreement whatever the
+/// distance (the position names another site). No lookup (a tenant with no
+/// fences) raises nothing.
+pub fn evidence_disagrees(
+    tenant: &TenantRules,
+    located: Location,
+    at_site: bool,
+    distance_m: f32,
+    accuracy_m: f32,
+) -> bool {
+    let max = tenant.evidence_max_distance_m;
+    if max <= 0.0 {
+        return false;
+    }
+    match located {
+        Location::Inside => !at_site,
+        Location::Outside => f64::from(distance_m) - f64::from(accuracy_m.max(0.0)) > max,
+        _ => false,
+    }
+}
+
 /// Whether a punch kind is a clock-out.
 pub fn is_out(kind: PunchKind) -> bool {
     kind == PunchKind::Out

@@ -11,6 +11,8 @@
 //! - [`state`]: what the pipeline remembers per employee between punches
 //!   (anti-cheat, minimum interval, dual verification) and QR uses.
 //! - [`judge`]: the per-punch decision, pure and allocation-free.
+//! - [`day`]: day results (slot statuses, late/early/worked/overtime
+//!   minutes, close times) from an employee's punches, pure.
 //! - [`records`]: `GET /v1/records` and `fencegate export`, read from the
 //!   durable log through a per-segment time index.
 //! - [`store`]: the live snapshot, atomic swaps and the audit log of changes.
@@ -20,6 +22,7 @@
 
 pub mod api;
 pub mod config;
+pub mod day;
 pub mod holidays;
 pub mod judge;
 pub mod qr;
@@ -44,6 +47,12 @@ pub use store::RulesHandle;
 /// The maps are built from the operator's rules and only looked up per
 /// punch, so a device choosing keys cannot grow them or make them collide.
 pub use fencegate_spatial::hash::FastMap;
+
+/// How far (metres) a position carried by a Wi-Fi, QR or terminal punch may
+/// be from the verified site before it is flagged `EvidenceMismatch`, unless
+/// the tenant sets `evidence_max_distance_m`: well beyond a Wi-Fi access
+/// point's range plus a poor fix, well below a commute.
+pub const DEFAULT_EVIDENCE_MAX_DISTANCE_M: f64 = 1_000.0;
 
 /// Node-wide attendance settings from the gateway configuration
 /// (`[attendance]` in fencegate.toml).
@@ -222,6 +231,10 @@ pub struct TenantRules {
     /// Implied speed between consecutive punch fixes of one employee above
     /// which `ImpossibleSpeed` is flagged, in metres per second (0: off).
     pub impossible_speed_mps: f64,
+    /// A Wi-Fi, QR or terminal punch whose position is further than this
+    /// from the site its evidence verified is flagged `EvidenceMismatch`,
+    /// metres (0: off).
+    pub evidence_max_distance_m: f64,
 }
 
 impl TenantRules {
@@ -249,6 +262,7 @@ impl TenantRules {
             accuracy: AccuracyPolicy::Tolerant { max_m: None },
             min_interval_ms: 0,
             impossible_speed_mps: 300.0 / 3.6,
+            evidence_max_distance_m: DEFAULT_EVIDENCE_MAX_DISTANCE_M,
         }
     }
 

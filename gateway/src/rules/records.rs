@@ -409,6 +409,7 @@ fn flag_names(flags: u64) -> Vec<&'static str> {
                 Some("ClockSkew") => "clock_skew",
                 Some("Offline") => "offline",
                 Some("DualVerificationGap") => "dual_verification_gap",
+                Some("EvidenceMismatch") => "evidence_mismatch",
                 _ => "unknown",
             });
         }

@@ -20,10 +20,13 @@ use jiff::tz::TimeZone;
 use super::holidays::Holidays;
 
 /// Minutes in a day.
-const DAY_MIN: i32 = 24 * 60;
-/// A punch further than this from every slot of the neighbouring days is an
-/// off-schedule punch (a rest day or a holiday): recorded as normal.
-const MAX_SLOT_DISTANCE_MIN: i32 = 12 * 60;
+pub const DAY_MIN: i32 = 24 * 60;
+/// How long before a slot's start a clock-in counts for it, unless the
+/// group sets `in_before_min` (DingTalk's example setting: 4 hours).
+pub const DEFAULT_IN_BEFORE_MIN: i32 = 4 * 60;
+/// How long after a slot's end a clock-out counts for it, unless the group
+/// sets `out_after_min` (DingTalk's limit when none is set: 12 hours).
+pub const DEFAULT_OUT_AFTER_MIN: i32 = 12 * 60;
 
 /// One working slot: a start and an end in wall-clock minutes after
 /// midnight. An end at or before the start ends on the next day
@@ -86,6 +89,18 @@ pub struct TimeRules {
     /// Whether the tenant's holiday calendar applies (holidays off, make-up
     /// workdays on).
     pub observe_holidays: bool,
+    /// Minutes before a slot's start from which a clock-in counts for it
+    /// (never before the previous slot's end). At most 720.
+    pub in_before_min: i32,
+    /// Minutes after a slot's end until which a clock-out counts for it
+    /// (never after the next slot's start). At most 720.
+    pub out_after_min: i32,
+    /// A clock-in this many minutes or more after its slot's start is late
+    /// on the record but counts as a missing clock-in in the day results
+    /// (DingTalk's 旷工迟到). `None`: it is only late.
+    pub late_missing_min: Option<i32>,
+    /// Minutes after the day's last slot ends at which its results close.
+    pub close_after_min: i32,
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
@@ -216,8 +231,12 @@ pub struct Timing {
     pub status: AttendanceStatus,
     /// Day number of the slot's (start) date.
     pub day: i32,
-    /// The slot's index in its schedule (`None`: rest day or free schedule).
+    /// The slot's index in its schedule (`None`: rest day, free schedule,
+    /// or a workday punch outside every slot's window).
     pub slot: Option<u8>,
+    /// A punch on a workday that falls in no slot's window (label
+    /// `<date>/outside`): recorded as normal, attributed to no slot.
+    pub outside: bool,
     /// The slot's start and end as unix ms (0 when there is no slot).
     pub start_ms: i64,
     /// See `start_ms`.
@@ -232,11 +251,17 @@ impl TimeRules {
             late_grace_min: 0,
             early_grace_min: 0,
             observe_holidays: false,
+            in_before_min: DEFAULT_IN_BEFORE_MIN,
+            out_after_min: DEFAULT_OUT_AFTER_MIN,
+            late_missing_min: None,
+            close_after_min: DEFAULT_OUT_AFTER_MIN,
         }
     }
 
-    /// The slots worked on `day`, if it is a workday.
-    fn slots_on(&self, day: i32, holidays: &Holidays) -> &[Slot] {
+    /// The slots worked on `day` (a day number), empty on a rest day or a
+    /// holiday; the slot indices of day results come from
+    /// [`TimeRules::slot_index`].
+    pub fn slots_on(&self, day: i32, holidays: &Holidays) -> &[Slot] {
         match &self.schedule {
             Schedule::Free => &[],
             Schedule::Fixed { workdays, slots } => {
@@ -267,8 +292,9 @@ impl TimeRules {
         }
     }
 
-    /// The slot list the indices of [`Timing::slot`] refer to on `day`.
-    fn slot_index(&self, day: i32, within_day: usize) -> u8 {
+    /// The index, as in [`Timing::slot`], of the `within_day`-th slot of
+    /// [`TimeRules::slots_on`]`(day)`.
+    pub fn slot_index(&self, day: i32, within_day: usize) -> u8 {
         match &self.schedule {
             Schedule::Shift {
                 rotation, anchor, ..
@@ -306,40 +332,66 @@ impl TimeRules {
             status: AttendanceStatus::Normal,
             day: today,
             slot: None,
+            outside: false,
             start_ms: 0,
             end_ms: 0,
         };
         if matches!(self.schedule, Schedule::Free) {
             return rest;
         }
-        // Pick the slot whose start (clock-in) or end (clock-out) is nearest
-        // in wall-clock minutes, among yesterday's, today's and tomorrow's.
-        let mut best: Option<(i32, i32, usize, &Slot)> = None; // (distance, day, index, slot)
-        for offset in -1..=1 {
+        // Attribution by window, as the peers do: a clock-in belongs to the
+        // slot whose window [start - in_before, end) contains it, a clock-out
+        // to the slot whose window (start, end + out_after] does. Windows
+        // never reach over a neighbouring slot: a clock-in window starts no
+        // earlier than the previous slot's end, a clock-out window ends no
+        // later than the next slot's start. So a late arrival is late for
+        // its own slot, never early for a later one. Slot instances of
+        // yesterday, today and tomorrow are visited in time order (slots
+        // are sorted by start, and windows are at most 12 hours).
+        let is_out = kind == PunchKind::Out;
+        let fits = |prev_end: i32, s: i32, e: i32, next_start: i32| {
+            if is_out {
+                now_min > s && now_min <= (e + self.out_after_min).min(next_start)
+            } else {
+                now_min >= (s - self.in_before_min).max(prev_end) && now_min < e
+            }
+        };
+        let mut found: Option<(i32, usize, &Slot)> = None;
+        let mut workday = false;
+        // (day, index, slot, start, end) of the instance under test, and the
+        // end of the one before it.
+        let mut cur: Option<(i32, usize, &Slot, i32, i32)> = None;
+        let mut prev_end = i32::MIN;
+        'days: for offset in -1..=1 {
             let day = today + offset;
-            for (i, slot) in self.slots_on(day, holidays).iter().enumerate() {
-                let start = offset * DAY_MIN + slot.start_min;
-                let mark = match kind {
-                    PunchKind::Out => start + slot.len_min(),
-                    _ => start,
-                };
-                let dist = (now_min - mark).abs();
-                if dist <= MAX_SLOT_DISTANCE_MIN && best.is_none_or(|(d, ..)| dist < d) {
-                    best = Some((dist, day, i, slot));
+            let slots = self.slots_on(day, holidays);
+            workday |= offset == 0 && !slots.is_empty();
+            for (i, slot) in slots.iter().enumerate() {
+                let s = offset * DAY_MIN + slot.start_min;
+                if let Some((cd, ci, cs, cstart, cend)) = cur {
+                    if fits(prev_end, cstart, cend, s) {
+                        found = Some((cd, ci, cs));
+                        break 'days;
+                    }
+                    prev_end = cend;
+                }
+                cur = Some((day, i, slot, s, s + slot.len_min()));
+            }
+        }
+        if found.is_none() {
+            if let Some((cd, ci, cs, cstart, cend)) = cur {
+                if fits(prev_end, cstart, cend, i32::MAX) {
+                    found = Some((cd, ci, cs));
                 }
             }
         }
-        let Some((_, day, i, slot)) = best else {
-            return rest;
+        let Some((day, i, slot)) = found else {
+            return Timing {
+                outside: workday,
+                ..rest
+            };
         };
-        let local = |day: i32, minute: i32| i64::from(day) * DAY_MS + i64::from(minute) * 60_000;
-        let start_ms = table.local_to_instant(tz, local(day, slot.start_min));
-        let end_day = if slot.end_min > slot.start_min {
-            day
-        } else {
-            day + 1
-        };
-        let end_ms = table.local_to_instant(tz, local(end_day, slot.end_min));
+        let (start_ms, end_ms) = slot_instants(tz, table, day, slot);
         let status = match kind {
             PunchKind::Out => {
                 if at_ms >= end_ms - i64::from(self.early_grace_min) * 60_000 {
@@ -362,19 +414,22 @@ impl TimeRules {
             status,
             day,
             slot: Some(self.slot_index(day, i)),
+            outside: false,
             start_ms,
             end_ms,
         }
     }
 
     /// Writes the record's slot label, `YYYY-MM-DD/<slot>` (`/rest` on a
-    /// day off, `/free` for a free schedule), into `out`.
+    /// day off, `/outside` for a workday punch in no slot's window, `/free`
+    /// for a free schedule), into `out`.
     pub fn write_label(&self, timing: &Timing, out: &mut String) {
         out.clear();
         let (y, m, d) = civil_from_day(timing.day);
         let name = match (timing.slot, &self.schedule) {
             (_, Schedule::Free) => "free",
             (Some(i), _) => self.slot_name(i),
+            (None, _) if timing.outside => "outside",
             (None, _) => "rest",
         };
         if (0..=9_999).contains(&y) {
@@ -399,6 +454,27 @@ impl TimeRules {
             let _ = write!(out, "{y:04}-{m:02}-{d:02}/{name}");
         }
     }
+}
+
+/// The start and end instants (unix ms) of `slot` worked on `day` (the
+/// start's date) in `tz`, with its offset table `table`.
+pub fn slot_instants(tz: &TimeZone, table: &TzTable, day: i32, slot: &Slot) -> (i64, i64) {
+    let local = |day: i32, minute: i32| i64::from(day) * DAY_MS + i64::from(minute) * 60_000;
+    let start_ms = table.local_to_instant(tz, local(day, slot.start_min));
+    let end_day = if slot.end_min > slot.start_min {
+        day
+    } else {
+        day + 1
+    };
+    (
+        start_ms,
+        table.local_to_instant(tz, local(end_day, slot.end_min)),
+    )
+}
+
+/// The instant (unix ms) of local midnight starting `day` in `tz`.
+pub fn midnight_ms(tz: &TimeZone, table: &TzTable, day: i32) -> i64 {
+    table.local_to_instant(tz, i64::from(day) * DAY_MS)
 }
 
 /// The instant of wall-clock `minute` on `day` in `tz`. A time skipped by a
@@ -480,6 +556,7 @@ mod tests {
             status: AttendanceStatus::Normal,
             day: day_number(2025, 3, 4),
             slot: None,
+            outside: false,
             start_ms: 0,
             end_ms: 0,
         };

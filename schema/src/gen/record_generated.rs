@@ -141,13 +141,13 @@ pub mod fencegate {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_ANOMALY_BIT: u8 = 6;
+        pub const ENUM_MAX_ANOMALY_BIT: u8 = 7;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_ANOMALY_BIT: [AnomalyBit; 7] = [
+        pub const ENUM_VALUES_ANOMALY_BIT: [AnomalyBit; 8] = [
             AnomalyBit::MockLocation,
             AnomalyBit::ImpossibleSpeed,
             AnomalyBit::ZeroAccuracyRepeat,
@@ -155,6 +155,7 @@ pub mod fencegate {
             AnomalyBit::ClockSkew,
             AnomalyBit::Offline,
             AnomalyBit::DualVerificationGap,
+            AnomalyBit::EvidenceMismatch,
         ];
 
         /// Bit positions in PunchRecord.anomaly_flags: bit n is set when
@@ -180,9 +181,13 @@ pub mod fencegate {
             /// Dual verification: the second factor came more than the allowed
             /// minutes after the first, or with no first factor at all.
             pub const DualVerificationGap: Self = Self(6);
+            /// A Wi-Fi, QR or terminal punch also carried a GPS position far (more
+            /// than the tenant's `evidence_max_distance_m`, after its accuracy) from
+            /// the site that evidence verified.
+            pub const EvidenceMismatch: Self = Self(7);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 6;
+            pub const ENUM_MAX: u8 = 7;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::MockLocation,
                 Self::ImpossibleSpeed,
@@ -191,6 +196,7 @@ pub mod fencegate {
                 Self::ClockSkew,
                 Self::Offline,
                 Self::DualVerificationGap,
+                Self::EvidenceMismatch,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -202,6 +208,7 @@ pub mod fencegate {
                     Self::ClockSkew => Some("ClockSkew"),
                     Self::Offline => Some("Offline"),
                     Self::DualVerificationGap => Some("DualVerificationGap"),
+                    Self::EvidenceMismatch => Some("EvidenceMismatch"),
                     _ => None,
                 }
             }

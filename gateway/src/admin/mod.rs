@@ -4,7 +4,7 @@
 //! | route | auth | what |
 //! |---|---|---|
 //! | `GET /healthz` | none | the process is up |
-//! | `GET /readyz` | none | fences loaded and the log writable (503 otherwise); `"status": "degraded"` (still 200) while a sink is down or the log quarantined a segment at start (`log_quarantined`) |
+//! | `GET /readyz` | none | fences loaded and the log writable (503 otherwise); `"status": "degraded"` (still 200) while a sink is down, the log quarantined a segment at start (`log_quarantined`), or a tenant's holiday calendars end or turn provisional within 60 days (`calendar_warnings`) |
 //! | `GET /metrics` | none | Prometheus text format |
 //! | `GET /v1/fences` | super or tenant | the fences as GeoJSON (a tenant token sees only its own) |
 //! | `PUT /v1/fences` | super or tenant | validate, persist and swap in new fences (a tenant token replaces only its own) |
@@ -13,6 +13,7 @@
 //! | `GET /v1/rules/audit` | super or tenant | the audit log of rule changes (a tenant token sees changes to its section) |
 //! | `GET /v1/records` | every role | attendance records from the log: super and tenant tokens read their tenants', a supervisor its department's anomalies and pending approvals, an employee their own |
 //! | `GET /v1/qr/{site}` | super or tenant | the site's current QR code (JSON, `?format=svg` for a screen, `?format=text`) |
+//! | `GET /v1/days` | every role | day results (`tenant`, `date`, optional `department`, `employee`) from the results store, scoped as `/v1/records` (`days.rs`) |
 //!
 //! No route changes a record: the log is append-only, for every role
 //! including the super admin (a correction is a new punch or an approval
@@ -20,6 +21,8 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+
+pub mod days;
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -115,6 +118,9 @@ pub struct AdminState {
     /// Health of each sink's forwarder: a sink that is down makes
     /// `/readyz` say "degraded" (still 200) while the log has room.
     pub sinks: Vec<Arc<crate::sink::SinkHealth>>,
+    /// The day results store (`GET /v1/days`); `None` where results are not
+    /// materialized.
+    pub results: Option<crate::results::ResultsStore>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -137,6 +143,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/rules/audit", get(crate::rules::api::get_audit))
         .route("/v1/records", get(crate::rules::api::get_records))
         .route("/v1/qr/{site}", get(crate::rules::api::get_qr))
+        .route("/v1/days", get(days::get_days))
         .with_state(state)
 }
 
@@ -242,9 +249,16 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
             })
         })
         .collect();
+    // Holiday calendars that run out (or turn provisional) within 60 days
+    // degrade the node: punches are still judged, but a holiday or make-up
+    // workday past the end would be judged as an ordinary day.
+    let calendar_warnings: Vec<String> = calendar_reports(&state, now)
+        .into_iter()
+        .filter_map(|r| r.warning)
+        .collect();
     let status = match (
         problems.is_empty(),
-        down.is_empty() && quarantined.is_empty(),
+        down.is_empty() && quarantined.is_empty() && calendar_warnings.is_empty(),
     ) {
         (false, _) => "unavailable",
         (true, false) => "degraded",
@@ -260,6 +274,7 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
         "sinks_down": down,
         "sinks": sinks,
         "log_quarantined": quarantined,
+        "calendar_warnings": calendar_warnings,
     });
     let status = if problems.is_empty() {
         StatusCode::OK
@@ -269,7 +284,32 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// Every tenant's calendar coverage now, and the gauges set from it:
+/// `fencegate_holiday_calendar_min_days_covered` (the fewest days ahead any
+/// tenant's calendars reach) and `fencegate_holiday_calendar_warnings` (how
+/// many tenants' calendars end or turn provisional within 60 days). No
+/// tenant label: `/readyz` names them. Computed when asked (a handful of
+/// tenants), never per record.
+fn calendar_reports(
+    state: &AdminState,
+    now_ms: i64,
+) -> Vec<crate::rules::holidays::CalendarReport> {
+    use crate::rules::holidays::{CALENDAR_HORIZON_DAYS, calendar_reports};
+    let rules = state.attendance.rules.load();
+    let reports = calendar_reports(&rules, now_ms, CALENDAR_HORIZON_DAYS);
+    let min = reports
+        .iter()
+        .map(|r| r.coverage.covered_days)
+        .min()
+        .unwrap_or(0);
+    let warned = reports.iter().filter(|r| r.warning.is_some()).count();
+    metrics::gauge!("fencegate_holiday_calendar_min_days_covered").set(f64::from(min));
+    metrics::gauge!("fencegate_holiday_calendar_warnings").set(warned as f64);
+    reports
+}
+
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    calendar_reports(&state, crate::clock::unix_ms());
     let mut resp = state.prometheus.render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

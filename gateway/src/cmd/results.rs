@@ -1,0 +1,61 @@
+//! `fencegate results rebuild`: recreates the day results from the durable
+//! log (DESIGN.md, contract 8: results are a view that can always be
+//! rebuilt). It reads the log folder with the log's own folder reader, from
+//! the oldest entry still stored, into an emptied results store, then
+//! closes every day whose time has come.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::log::{LogError, LogReader, Lsn};
+use crate::results::{Materializer, ResultsStore};
+
+/// Arguments of `fencegate results rebuild`.
+#[derive(Debug, clap::Args)]
+pub struct RebuildArgs {
+    /// Configuration file naming the data directory, log, rules and results
+    /// store (embedded defaults if omitted).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Runs the rebuild and prints a summary on stderr. Stop the node first:
+/// its materializer would otherwise go on from its own position in the
+/// emptied store.
+pub fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
+    let cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded_defaults(),
+    };
+    let (rules, _) = crate::rules::api::load(&cfg)?;
+    let dir = cfg.log_dir.clone();
+    let poll = Duration::from_millis(100);
+    let mut reader = match LogReader::open_dir(&dir, Lsn(0), poll) {
+        Err(LogError::Trimmed { oldest, .. }) => LogReader::open_dir(&dir, oldest, poll)?,
+        other => other?,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (applied, closed) = rt.block_on(async {
+        let store = ResultsStore::open(&cfg.attendance.results_url).await?;
+        store.clear().await?;
+        let m = Materializer::new(store, Arc::clone(&rules));
+        let now = crate::clock::unix_ms();
+        let applied = m.drain(&mut reader, now).await?;
+        let closed = m.close_due(now).await?;
+        anyhow::Ok((applied, closed))
+    })?;
+    eprintln!(
+        "rebuilt day results in {} from {}: {} log entries, {} punches, {} employee days recomputed, {} closed",
+        cfg.attendance.results_url,
+        dir.display(),
+        applied.entries,
+        applied.punches,
+        applied.days,
+        closed
+    );
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! The materializer: log records in, day results out.
+//!
+//! It reads the durable log from its own position, which is committed in
+//! the same transaction as the rows those records produced, so a crash
+//! re-reads at most one batch and re-reading is harmless (a punch already
+//! stored is skipped, and a day is always recomputed from every punch the
+//! store holds for it, never adjusted). A `results` cursor in the log
+//! follows that position so retention never deletes what is not yet
+//! materialized.
+//!
+//! Each punch touches the day its slot belongs to ([`day::attributed_day`]);
+//! that day is recomputed with the pure [`day::compute`]. Days also *close*:
+//! at `close_after_min` after a group's last slot of the day,
+//! [`Materializer::close_due`] writes a row for every employee the rules
+//! list in the group (the roster), so someone who never punched is
+//! `absent`, and marks the rows closed. A punch that arrives after that (an
+//! offline upload) recomputes the closed day again and bumps its
+//! `revision`. Closing starts at the day of a tenant's first punch in the
+//! log, so a rebuild from the same log produces the same rows.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fencegate_schema::{RecordBodyView, parse_record};
+use tokio_util::sync::CancellationToken;
+
+use super::store::{DayRow, PunchRow, ResultsStore, Tx};
+use crate::log::{CursorStart, LogError, LogHandle, LogReader, Lsn};
+use crate::rules::day::{self, DayResult};
+use crate::rules::schedule::{civil_from_day, midnight_ms};
+use crate::rules::{Rules, RulesHandle};
+
+/// Most log entries applied in one transaction.
+const BATCH: usize = 4_096;
+
+/// A failure of the materializer: the store, or the log.
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError {
+    /// The results database refused a statement.
+    #[error("results store: {0}")]
+    Store(#[from] sqlx::Error),
+    /// The log could not be read.
+    #[error("durable log: {0}")]
+    Log(#[from] LogError),
+}
+
+/// What one call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Log entries read.
+    pub entries: usize,
+    /// Punch records stored (new ones).
+    pub punches: usize,
+    /// Employee days recomputed.
+    pub days: usize,
+}
+
+/// Turns log records into day results in a [`ResultsStore`].
+#[derive(Debug, Clone)]
+pub struct Materializer {
+    store: ResultsStore,
+    rules: Arc<RulesHandle>,
+}
+
+fn date_string(day: i32) -> String {
+    let (y, m, d) = civil_from_day(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+impl Materializer {
+    /// A materializer writing to `store`, judging by the live `rules`.
+    pub fn new(store: ResultsStore, rules: Arc<RulesHandle>) -> Self {
+        Self { store, rules }
+    }
+
+    /// The store it writes.
+    pub fn store(&self) -> &ResultsStore {
+        &self.store
+    }
+
+    /// Applies log entries `(lsn, record bytes)` and records `next` as the
+    /// position to read from afterwards, in one transaction. Entries that
+    /// are not punch records are skipped.
+    pub async fn apply(
+        &self,
+        entries: &[(u64, Vec<u8>)],
+        next: u64,
+        now_ms: i64,
+    ) -> Result<Applied, MaterializeError> {
+        let rules = self.rules.load();
+        let mut tx = self.store.begin().await?;
+        let mut touched: BTreeSet<(String, String, i32)> = BTreeSet::new();
+        let mut out = Applied {
+            entries: entries.len(),
+            ..Applied::default()
+        };
+        for (lsn, bytes) in entries {
+            let Ok(view) = parse_record(bytes) else {
+                continue;
+            };
+            let RecordBodyView::Punch(p) = view.body() else {
+                continue;
+            };
+            let att = view.attendance().unwrap_or_default();
+            let at_ms = if att.attendance_time_ms != 0 {
+                att.attendance_time_ms
+            } else {
+                view.gateway_time_ms()
+            };
+            let tenant = view.tenant();
+            let row = PunchRow {
+                record_id: crate::record_json::uuid(&view.record_id()),
+                lsn: *lsn as i64,
+                tenant: tenant.to_owned(),
+                employee: p.employee_id().to_owned(),
+                kind: p.kind(),
+                at_ms,
+                verdict: p.verdict(),
+                status: p.status(),
+                needs_approval: att.needs_approval,
+                flags: p.anomaly_flags() as i64,
+                department: att.department.map(str::to_owned),
+                slot: p.slot().map(str::to_owned),
+            };
+            if ResultsStore::insert_punch(&mut tx, &row).await? {
+                out.punches += 1;
+            }
+            let t = rules.tenant(tenant);
+            let group = t.group_of(t.employee(&row.employee));
+            let d = day::attributed_day(t, group, row.kind, at_ms);
+            // Closing starts at the tenant's first day seen; an earlier day
+            // (an old offline punch) moves the start back and re-closes.
+            let key = format!("start:{tenant}");
+            match ResultsStore::meta(&mut tx, &key).await? {
+                Some(s) if s <= i64::from(d) => {}
+                Some(_) => {
+                    ResultsStore::set_meta(&mut tx, &key, i64::from(d)).await?;
+                    ResultsStore::lower_closed(&mut tx, tenant, i64::from(d) - 1).await?;
+                }
+                None => ResultsStore::set_meta(&mut tx, &key, i64::from(d)).await?,
+            }
+            touched.insert((tenant.to_owned(), row.employee, d));
+        }
+        for (tenant, employee, d) in &touched {
+            recompute(&mut tx, &rules, tenant, employee, *d, now_ms).await?;
+            out.days += 1;
+        }
+        ResultsStore::set_meta(&mut tx, "next_lsn", next as i64).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Closes every day whose close time has passed by `now_ms`: each
+    /// employee of the group's roster (and anyone with a row that day) gets
+    /// the day recomputed as closed. Returns the employee days written.
+    pub async fn close_due(&self, now_ms: i64) -> Result<usize, MaterializeError> {
+        let rules = self.rules.load();
+        let mut written = 0;
+        let mut tenants: Vec<&str> = rules.tenant_ids().collect();
+        tenants.sort_unstable();
+        for tenant in tenants {
+            let t = rules.tenant(tenant);
+            let mut tx = self.store.begin().await?;
+            let Some(start) = ResultsStore::meta(&mut tx, &format!("start:{tenant}")).await? else {
+                tx.commit().await?;
+                continue;
+            };
+            let local = now_ms + t.tz_table.offset_ms(&t.tz, now_ms);
+            let today = local.div_euclid(86_400_000) as i32;
+            for (gi, group) in t.groups.iter().enumerate() {
+                let key = format!("closed:{tenant}:{}", group.name);
+                let mut next = ResultsStore::meta(&mut tx, &key)
+                    .await?
+                    .map_or(start as i32, |c| c as i32 + 1);
+                let mut roster: Vec<&str> = t
+                    .employees
+                    .iter()
+                    .filter(|(_, e)| usize::from(e.group) == gi)
+                    .map(|(id, _)| &**id)
+                    .collect();
+                roster.sort_unstable();
+                while next <= today && day::close_ms(t, group, next) <= now_ms {
+                    let date = date_string(next);
+                    let mut who: BTreeSet<String> =
+                        roster.iter().map(|s| (*s).to_owned()).collect();
+                    who.extend(
+                        ResultsStore::employees_on(&mut tx, tenant, &date, &group.name).await?,
+                    );
+                    for e in &who {
+                        recompute(&mut tx, &rules, tenant, e, next, now_ms).await?;
+                        written += 1;
+                    }
+                    ResultsStore::set_meta(&mut tx, &key, i64::from(next)).await?;
+                    next += 1;
+                }
+            }
+            tx.commit().await?;
+        }
+        Ok(written)
+    }
+
+    /// Reads every entry `reader` has and applies it, batch by batch;
+    /// returns the totals (for `fencegate results rebuild`).
+    pub async fn drain(
+        &self,
+        reader: &mut LogReader,
+        now_ms: i64,
+    ) -> Result<Applied, MaterializeError> {
+        let mut total = Applied::default();
+        loop {
+            let batch = read_batch(reader)?;
+            if batch.is_empty() {
+                return Ok(total);
+            }
+            let a = self.apply(&batch, reader.position().0, now_ms).await?;
+            total.entries += a.entries;
+            total.punches += a.punches;
+            total.days += a.days;
+        }
+    }
+
+    /// Follows the log of a running node until `stop`: applies new records
+    /// as they commit and closes due days every `tick`. Errors are logged
+    /// and retried after a pause; results are a view, so the node keeps
+    /// acknowledging punches whatever happens here.
+    pub async fn run(self, log: LogHandle, stop: CancellationToken, tick: Duration) {
+        loop {
+            match self.follow(&log, &stop, tick).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "results materializer failed; retrying in 5 s (results lag, punches are unaffected)");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn follow(
+        &self,
+        log: &LogHandle,
+        stop: &CancellationToken,
+        tick: Duration,
+    ) -> Result<(), MaterializeError> {
+        // The log cursor holds retention back; the position committed with
+        // the rows decides where to read.
+        let cursor = log.cursor("results", CursorStart::Oldest)?;
+        let mut from = Lsn(self.store.position().await?);
+        if from < log.oldest() {
+            if from.0 > 0 {
+                tracing::warn!(
+                    position = from.0,
+                    oldest = log.oldest().0,
+                    "results are behind the oldest log entry; the missing records cannot be materialized (run `fencegate results rebuild` to start over)"
+                );
+            }
+            from = log.oldest();
+        }
+        let mut reader = log.reader(from)?;
+        self.close_due(crate::clock::unix_ms()).await?;
+        let mut last_close = tokio::time::Instant::now();
+        loop {
+            let batch = off_the_reactor(|| read_batch(&mut reader))?;
+            if !batch.is_empty() {
+                let next = reader.position().0;
+                self.apply(&batch, next, crate::clock::unix_ms()).await?;
+                cursor.store_async(Lsn(next)).await?;
+            }
+            if last_close.elapsed() >= tick {
+                self.close_due(crate::clock::unix_ms()).await?;
+                last_close = tokio::time::Instant::now();
+            }
+            if batch.len() == BATCH {
+                continue;
+            }
+            tokio::select! {
+                r = reader.wait() => match r {
+                    Ok(()) => {}
+                    Err(LogError::Closed) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                },
+                () = tokio::time::sleep(tick) => {}
+                () = stop.cancelled() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Up to [`BATCH`] entries the reader has now, copied out.
+fn read_batch(reader: &mut LogReader) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+    let mut out = Vec::new();
+    while out.len() < BATCH {
+        match reader.next_entry()? {
+            Some(e) => out.push((e.lsn.0, e.payload.to_vec())),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Runs blocking log reads off the async worker on a multi-thread runtime
+/// (as the sink forwarders do).
+fn off_the_reactor<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The rows of one employee's day from a result.
+fn rows_of(
+    tenant: &str,
+    employee: &str,
+    group: &str,
+    r: &DayResult,
+    closed: bool,
+    department: Option<String>,
+) -> Vec<DayRow> {
+    let date = date_string(r.day);
+    let base = DayRow {
+        tenant: tenant.to_owned(),
+        employee: employee.to_owned(),
+        date,
+        slot: String::new(),
+        department,
+        group: group.to_owned(),
+        status: r.status.as_str().to_owned(),
+        late_min: i64::from(r.late_min),
+        early_min: i64::from(r.early_min),
+        worked_min: i64::from(r.worked_min),
+        overtime_min: i64::from(r.overtime_min),
+        in_ms: r.slots.iter().filter_map(|s| s.in_ms).min(),
+        out_ms: r.slots.iter().filter_map(|s| s.out_ms).max(),
+        closed,
+        revision: 0,
+    };
+    let mut rows = vec![base.clone()];
+    for s in &r.slots {
+        rows.push(DayRow {
+            slot: s.name.clone(),
+            status: s.status.as_str().to_owned(),
+            late_min: i64::from(s.late_min),
+            early_min: i64::from(s.early_min),
+            worked_min: i64::from(s.worked_min),
+            overtime_min: i64::from(s.overtime_min),
+            in_ms: s.in_ms,
+            out_ms: s.out_ms,
+            ..base.clone()
+        });
+    }
+    rows
+}
+
+/// Recomputes one employee's day from every punch the store holds near it
+/// and writes its rows, bumping the revision of rows that changed.
+async fn recompute(
+    tx: &mut Tx,
+    rules: &Rules,
+    tenant: &str,
+    employee: &str,
+    d: i32,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let t = rules.tenant(tenant);
+    let listed = t.employee(employee);
+    let group = t.group_of(listed);
+    // Punches that can count for day d lie within a day of it either side
+    // (windows reach at most 12 hours past a slot).
+    let from = midnight_ms(&t.tz, &t.tz_table, d - 1);
+    let to = midnight_ms(&t.tz, &t.tz_table, d + 2);
+    let punches = ResultsStore::punches_of(tx, tenant, employee, from, to).await?;
+    let result = day::compute(t, group, d, &punches);
+    let closed = now_ms >= result.close_ms;
+    let department = listed
+        .and_then(|e| e.department.as_deref())
+        .map(str::to_owned);
+    // The tenant as the record names it: a tenant without a section in the
+    // rules is judged by the defaults, whose id is empty.
+    let rows = rows_of(tenant, employee, &group.name, &result, closed, department);
+    let old = ResultsStore::rows_of_day(tx, tenant, employee, &date_string(d)).await?;
+    for mut row in rows {
+        if let Some(o) = old.iter().find(|o| o.slot == row.slot) {
+            if o.same_result(&row) {
+                continue;
+            }
+            row.revision = o.revision + 1;
+        }
+        ResultsStore::upsert_row(tx, &row).await?;
+    }
+    for o in &old {
+        if o.slot.is_empty() || result.slots.iter().any(|s| s.name == o.slot) {
+            continue;
+        }
+        ResultsStore::delete_row(tx, o).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! Attendance results: day results materialized from the durable log into
+//! SQL (DESIGN.md, contract 8: a view that can always be rebuilt).
+//!
+//! - [`store`]: the SQL store (sqlx `Any`: a SQLite file in the data
+//!   directory by default, or PostgreSQL by URL), one schema
+//!   (`schema.sql`) and one set of plain queries for both.
+//! - [`materialize`]: reads the log from its own position (committed in
+//!   the same transaction as the rows), recomputes the days a punch
+//!   touches with the pure [`crate::rules::day`], and closes days when
+//!   their time comes.
+//!
+//! The HTTP route is `crate::admin::days`, the CLI `fencegate results
+//! rebuild` (`crate::cmd::results`). See docs/ATTENDANCE.md ("Day results").
+
+pub mod materialize;
+pub mod store;
+
+pub use materialize::Materializer;
+pub use store::{DayRow, ResultsStore};

@@ -1,0 +1,446 @@
+//! The results store: sqlx's `Any` driver over a SQLite file (the embedded
+//! default, `<data_dir>/results.sqlite`) or PostgreSQL (a `postgres://`
+//! URL). One schema (`schema.sql`) and one set of plain queries serve both:
+//! `$n` placeholders (SQLite reads `$NNN` as the n-th argument), `ON
+//! CONFLICT ... DO UPDATE`, and only BIGINT and TEXT columns, so no query
+//! depends on the engine.
+
+use std::path::Path;
+
+use fencegate_schema::{AttendanceStatus, PunchKind, Verdict};
+use serde::Serialize;
+use sqlx::AnyPool;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, Row, Transaction};
+
+use crate::rules::day::DayPunch;
+
+/// The schema, statement by statement (`;`-separated, comments allowed).
+pub const SCHEMA: &str = include_str!("schema.sql");
+
+/// One row of `day_results`: a slot of an employee's day, or the whole day
+/// (`slot` empty).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DayRow {
+    /// Tenant id.
+    pub tenant: String,
+    /// Employee id.
+    pub employee: String,
+    /// The day, `YYYY-MM-DD` in the tenant's zone (a cross-midnight shift's
+    /// start date).
+    pub date: String,
+    /// Slot name; empty for the day row.
+    pub slot: String,
+    /// Department from the rules (or the punch record).
+    pub department: Option<String>,
+    /// Attendance group.
+    pub group: String,
+    /// Status (docs/ATTENDANCE.md, "Day results").
+    pub status: String,
+    /// Minutes late.
+    pub late_min: i64,
+    /// Minutes left early.
+    pub early_min: i64,
+    /// Minutes worked.
+    pub worked_min: i64,
+    /// Minutes of overtime.
+    pub overtime_min: i64,
+    /// First clock-in counted, unix ms.
+    pub in_ms: Option<i64>,
+    /// Last clock-out counted, unix ms.
+    pub out_ms: Option<i64>,
+    /// Whether the day has closed (missing and absent are final).
+    pub closed: bool,
+    /// How many times the row changed after it was first written.
+    pub revision: i64,
+}
+
+impl DayRow {
+    /// Whether two rows say the same thing (everything but the revision).
+    pub fn same_result(&self, other: &DayRow) -> bool {
+        DayRow {
+            revision: 0,
+            ..self.clone()
+        } == DayRow {
+            revision: 0,
+            ..other.clone()
+        }
+    }
+}
+
+/// A punch record as stored in `punches`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PunchRow {
+    /// Record id, UUID text.
+    pub record_id: String,
+    /// Its position in the log.
+    pub lsn: i64,
+    /// Tenant id.
+    pub tenant: String,
+    /// Employee id.
+    pub employee: String,
+    /// Clock-in or clock-out.
+    pub kind: PunchKind,
+    /// Attendance time, unix ms.
+    pub at_ms: i64,
+    /// Verdict.
+    pub verdict: Verdict,
+    /// Status.
+    pub status: AttendanceStatus,
+    /// Waits for a supervisor.
+    pub needs_approval: bool,
+    /// Anomaly flags.
+    pub flags: i64,
+    /// Department on the record.
+    pub department: Option<String>,
+    /// Slot label on the record.
+    pub slot: Option<String>,
+}
+
+/// The results database.
+#[derive(Debug, Clone)]
+pub struct ResultsStore {
+    pool: AnyPool,
+}
+
+/// A transaction on the results store.
+pub type Tx = Transaction<'static, Any>;
+
+/// The URL of a SQLite results file at `path` (created when missing).
+pub fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Accepted => "accepted",
+        Verdict::RepeatMerged => "repeat_merged",
+        Verdict::OutOfRange => "out_of_range",
+        _ => "rejected",
+    }
+}
+
+fn verdict_of(s: &str) -> Verdict {
+    match s {
+        "accepted" => Verdict::Accepted,
+        "repeat_merged" => Verdict::RepeatMerged,
+        "out_of_range" => Verdict::OutOfRange,
+        _ => Verdict::Rejected,
+    }
+}
+
+/// The status column's spelling (the record API's names).
+fn status_name(s: AttendanceStatus) -> &'static str {
+    match s {
+        AttendanceStatus::Normal => "normal",
+        AttendanceStatus::Late => "late",
+        AttendanceStatus::EarlyLeave => "early_leave",
+        AttendanceStatus::OutOfRangePendingApproval => "out_of_range_pending_approval",
+        AttendanceStatus::Field => "field",
+        AttendanceStatus::RepeatMerged => "repeat_merged",
+        AttendanceStatus::Rejected => "rejected",
+        _ => "unclassified",
+    }
+}
+
+fn status_of(s: &str) -> AttendanceStatus {
+    match s {
+        "normal" => AttendanceStatus::Normal,
+        "late" => AttendanceStatus::Late,
+        "early_leave" => AttendanceStatus::EarlyLeave,
+        "out_of_range_pending_approval" => AttendanceStatus::OutOfRangePendingApproval,
+        "field" => AttendanceStatus::Field,
+        "repeat_merged" => AttendanceStatus::RepeatMerged,
+        "rejected" => AttendanceStatus::Rejected,
+        _ => AttendanceStatus::Unclassified,
+    }
+}
+
+fn day_row(r: &AnyRow) -> Result<DayRow, sqlx::Error> {
+    Ok(DayRow {
+        tenant: r.try_get("tenant")?,
+        employee: r.try_get("employee")?,
+        date: r.try_get("date")?,
+        slot: r.try_get("slot")?,
+        department: r.try_get("department")?,
+        group: r.try_get("grp")?,
+        status: r.try_get("status")?,
+        late_min: r.try_get("late_min")?,
+        early_min: r.try_get("early_min")?,
+        worked_min: r.try_get("worked_min")?,
+        overtime_min: r.try_get("overtime_min")?,
+        in_ms: r.try_get("in_ms")?,
+        out_ms: r.try_get("out_ms")?,
+        closed: r.try_get::<i64, _>("closed")? != 0,
+        revision: r.try_get("revision")?,
+    })
+}
+
+const DAY_COLUMNS: &str = "tenant, employee, date, slot, department, grp, status, late_min, early_min, worked_min, overtime_min, in_ms, out_ms, closed, revision";
+
+impl ResultsStore {
+    /// Connects to `url` (`sqlite://...` or `postgres://...`) and creates
+    /// the schema when missing.
+    pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        // SQLite allows one writer: one connection, so writers queue here
+        // instead of failing with "database is locked".
+        let max = if url.starts_with("sqlite:") { 1 } else { 4 };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .connect(url)
+            .await?;
+        for stmt in SCHEMA.split(';') {
+            let code = stmt
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            if !code.trim().is_empty() {
+                sqlx::query(&code).execute(&pool).await?;
+            }
+        }
+        Ok(Self { pool })
+    }
+
+    /// Opens the SQLite file at `path`.
+    pub async fn open_sqlite(path: &Path) -> Result<Self, sqlx::Error> {
+        Self::open(&sqlite_url(path)).await
+    }
+
+    /// Starts a transaction.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    /// Deletes every row (before a rebuild).
+    pub async fn clear(&self) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        for t in ["day_results", "punches", "results_meta"] {
+            sqlx::query(&format!("DELETE FROM {t}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// A value of `results_meta`.
+    pub async fn meta(tx: &mut Tx, key: &str) -> Result<Option<i64>, sqlx::Error> {
+        let row = sqlx::query("SELECT value FROM results_meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+        row.map(|r| r.try_get::<i64, _>("value")).transpose()
+    }
+
+    /// Sets a value of `results_meta`.
+    pub async fn set_meta(tx: &mut Tx, key: &str, value: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO results_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Lowers every `closed:<tenant>:*` mark above `value` to it (an
+    /// earlier day appeared: close it, and the ones after, again).
+    pub async fn lower_closed(tx: &mut Tx, tenant: &str, value: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE results_meta SET value = $1 WHERE key LIKE $2 AND value > $1")
+            .bind(value)
+            .bind(format!("closed:{tenant}:%"))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The materializer's position (the next LSN to read), 0 when new.
+    pub async fn position(&self) -> Result<u64, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let v = Self::meta(&mut tx, "next_lsn").await?;
+        tx.commit().await?;
+        Ok(v.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Stores a punch; a record already stored (re-read after a crash) is
+    /// left as it is. Returns whether it was new.
+    pub async fn insert_punch(tx: &mut Tx, p: &PunchRow) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "INSERT INTO punches (record_id, lsn, tenant, employee, kind, at_ms, verdict, status, needs_approval, decision, flags, department, slot) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12) ON CONFLICT (record_id) DO NOTHING",
+        )
+        .bind(&p.record_id)
+        .bind(p.lsn)
+        .bind(&p.tenant)
+        .bind(&p.employee)
+        .bind(if p.kind == PunchKind::Out { "out" } else { "in" })
+        .bind(p.at_ms)
+        .bind(verdict_name(p.verdict))
+        .bind(status_name(p.status))
+        .bind(i64::from(p.needs_approval))
+        .bind(p.flags)
+        .bind(p.department.clone())
+        .bind(p.slot.clone())
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// An employee's punches with attendance time in `[from_ms, to_ms)`.
+    pub async fn punches_of(
+        tx: &mut Tx,
+        tenant: &str,
+        employee: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<DayPunch>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT kind, at_ms, verdict, status, needs_approval, decision FROM punches \
+             WHERE tenant = $1 AND employee = $2 AND at_ms >= $3 AND at_ms < $4 ORDER BY at_ms, record_id",
+        )
+        .bind(tenant)
+        .bind(employee)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&mut **tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                let verdict: String = r.try_get("verdict")?;
+                let status: String = r.try_get("status")?;
+                let decision: Option<i64> = r.try_get("decision")?;
+                Ok(DayPunch {
+                    kind: if kind == "out" {
+                        PunchKind::Out
+                    } else {
+                        PunchKind::In
+                    },
+                    at_ms: r.try_get("at_ms")?,
+                    verdict: verdict_of(&verdict),
+                    status: status_of(&status),
+                    needs_approval: r.try_get::<i64, _>("needs_approval")? != 0,
+                    decision: decision.map(|d| d != 0),
+                })
+            })
+            .collect()
+    }
+
+    /// The rows of one employee's day.
+    pub async fn rows_of_day(
+        tx: &mut Tx,
+        tenant: &str,
+        employee: &str,
+        date: &str,
+    ) -> Result<Vec<DayRow>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DAY_COLUMNS} FROM day_results WHERE tenant = $1 AND employee = $2 AND date = $3"
+        ))
+        .bind(tenant)
+        .bind(employee)
+        .bind(date)
+        .fetch_all(&mut **tx)
+        .await?;
+        rows.iter().map(day_row).collect()
+    }
+
+    /// Employees with a row for `date` in group `group` (to close days of
+    /// employees the roster does not list).
+    pub async fn employees_on(
+        tx: &mut Tx,
+        tenant: &str,
+        date: &str,
+        group: &str,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT employee FROM day_results WHERE tenant = $1 AND date = $2 AND grp = $3 AND slot = ''",
+        )
+        .bind(tenant)
+        .bind(date)
+        .bind(group)
+        .fetch_all(&mut **tx)
+        .await?;
+        rows.iter().map(|r| r.try_get("employee")).collect()
+    }
+
+    /// Writes a row (insert or replace).
+    pub async fn upsert_row(tx: &mut Tx, r: &DayRow) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "INSERT INTO day_results ({DAY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             ON CONFLICT (tenant, employee, date, slot) DO UPDATE SET department = excluded.department, grp = excluded.grp, \
+             status = excluded.status, late_min = excluded.late_min, early_min = excluded.early_min, worked_min = excluded.worked_min, \
+             overtime_min = excluded.overtime_min, in_ms = excluded.in_ms, out_ms = excluded.out_ms, closed = excluded.closed, \
+             revision = excluded.revision"
+        ))
+        .bind(&r.tenant)
+        .bind(&r.employee)
+        .bind(&r.date)
+        .bind(&r.slot)
+        .bind(r.department.clone())
+        .bind(&r.group)
+        .bind(&r.status)
+        .bind(r.late_min)
+        .bind(r.early_min)
+        .bind(r.worked_min)
+        .bind(r.overtime_min)
+        .bind(r.in_ms)
+        .bind(r.out_ms)
+        .bind(i64::from(r.closed))
+        .bind(r.revision)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes rows of a day whose slot no longer exists (the rules
+    /// changed the day's slots).
+    pub async fn delete_row(tx: &mut Tx, r: &DayRow) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "DELETE FROM day_results WHERE tenant = $1 AND employee = $2 AND date = $3 AND slot = $4",
+        )
+        .bind(&r.tenant)
+        .bind(&r.employee)
+        .bind(&r.date)
+        .bind(&r.slot)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The rows of `tenant` on `date`, optionally of one department or one
+    /// employee, ordered by employee then slot (the day row first).
+    pub async fn days(
+        &self,
+        tenant: &str,
+        date: &str,
+        department: Option<&str>,
+        employee: Option<&str>,
+    ) -> Result<Vec<DayRow>, sqlx::Error> {
+        // Empty strings stand for "any": one statement for every filter.
+        let rows = sqlx::query(&format!(
+            "SELECT {DAY_COLUMNS} FROM day_results WHERE tenant = $1 AND date = $2 \
+             AND ($3 = '' OR department = $4) AND ($5 = '' OR employee = $6) ORDER BY employee, slot"
+        ))
+        .bind(tenant)
+        .bind(date)
+        .bind(department.unwrap_or(""))
+        .bind(department.unwrap_or(""))
+        .bind(employee.unwrap_or(""))
+        .bind(employee.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(day_row).collect()
+    }
+
+    /// Every day row of the store, sorted (for comparing a rebuild).
+    pub async fn all_rows(&self) -> Result<Vec<DayRow>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DAY_COLUMNS} FROM day_results ORDER BY tenant, date, employee, slot"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(day_row).collect()
+    }
+}
