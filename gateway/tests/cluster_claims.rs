@@ -76,7 +76,10 @@ async fn cluster_claims_one_winner_per_key_windows_expire_and_outages_answer() {
     let mut one = Vec::new();
     for i in 1_000..1_200u128 {
         let t0 = fencegate::clock::instant();
-        assert_eq!(a.claim_punch("acme", &i.to_be_bytes(), [1; 16]).await, Claim::Won);
+        assert_eq!(
+            a.claim_punch("acme", &i.to_be_bytes(), [1; 16]).await,
+            Claim::Won
+        );
         one.push(t0.elapsed());
     }
     one.sort();

@@ -261,7 +261,7 @@ impl Materializer {
         }
         let mut reader = log.reader(from)?;
         self.close_due(crate::clock::unix_ms()).await?;
-        let mut last_close = tokio::time::Instant::now();
+        let mut last_close = crate::clock::tokio_now();
         loop {
             let batch = off_the_reactor(|| read_batch(&mut reader))?;
             if !batch.is_empty() {
@@ -271,7 +271,7 @@ impl Materializer {
             }
             if last_close.elapsed() >= tick {
                 self.close_due(crate::clock::unix_ms()).await?;
-                last_close = tokio::time::Instant::now();
+                last_close = crate::clock::tokio_now();
             }
             if batch.len() == BATCH {
                 continue;
