@@ -9,6 +9,7 @@
 //! Only this module (through [`crate::clock`]) reads the clock and touches
 //! sockets; it hands `now` and verified frames to the [`Pipeline`].
 
+pub mod admission;
 pub mod tls;
 
 use std::cell::RefCell;
@@ -32,10 +33,11 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AuthError, Keyring};
 use crate::backlog;
 use crate::clock;
-use crate::log::{LogError, LogHandle, RecordBatch};
+use crate::log::{LogError, LogHandle, PingAppendError, RecordBatch};
 use crate::metrics::{EdgeMetrics, RefusedOn};
 use crate::pipeline::{AckInfo, Pipeline, PunchDecision, Scratch, Session};
 use crate::rules::AccuracyPolicy;
+use admission::{Admission, AdmissionSettings};
 
 thread_local! {
     /// Per-worker-thread buffers: the pipeline runs synchronously between
@@ -66,6 +68,9 @@ pub struct EdgeContext {
     pub settings: EdgeSettings,
     /// Metric handles.
     pub metrics: EdgeMetrics,
+    /// Admission control on the node's own queueing delay; tests may feed
+    /// it samples to drive it deterministically.
+    pub admission: Admission,
     inflight: Arc<Semaphore>,
     connections: AtomicUsize,
     handshaking: Arc<AtomicUsize>,
@@ -105,6 +110,8 @@ pub struct EdgeSettings {
     pub zero_rtt: bool,
     /// Repeat window reported in HelloAck, seconds.
     pub repeat_window_s: u32,
+    /// Admission control (`quic.admission_*`).
+    pub admission: AdmissionSettings,
 }
 
 impl EdgeContext {
@@ -117,6 +124,7 @@ impl EdgeContext {
         settings: EdgeSettings,
         max_inflight_punches: usize,
     ) -> Self {
+        let admission = settings.admission;
         Self {
             pipeline,
             log,
@@ -124,6 +132,7 @@ impl EdgeContext {
             limits,
             settings,
             metrics: EdgeMetrics::register(),
+            admission: Admission::new(admission, clock::instant()),
             inflight: Arc::new(Semaphore::new(max_inflight_punches)),
             connections: AtomicUsize::new(0),
             handshaking: Arc::new(AtomicUsize::new(0)),
@@ -313,10 +322,22 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
             incoming.refuse();
             continue;
         }
+        // One clock read per connection attempt: admission's `now`, and the
+        // start of this connection's wait for the runtime.
+        let arrived = clock::instant();
+        if ctx.admission.overloaded(arrived) {
+            // The node's own queue stood above target for a whole interval:
+            // refuse before any key exchange (the client sees
+            // CONNECTION_REFUSED and backs off, docs/PROTOCOL.md §9). A
+            // refused Initial costs a fraction of a handshake.
+            ctx.metrics.shed(RefusedOn::Connection, Reason::Overloaded);
+            incoming.refuse();
+            continue;
+        }
         if ctx.handshaking() >= ctx.settings.max_handshakes_in_flight {
             if let Some(idle) = ctx
                 .awaiting_hello
-                .evict_oldest(clock::instant(), ctx.settings.hello_evict_grace)
+                .evict_oldest(arrived, ctx.settings.hello_evict_grace)
             {
                 // The bound is full and one of its holders finished its
                 // handshake long enough ago to have sent a Hello: it is
@@ -351,6 +372,11 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
         let ctx2 = ctx.clone();
         let handshaking = Handshaking::start(&ctx.handshaking);
         ctx.tasks.spawn(async move {
+            // How long the runtime kept this task waiting: node-side
+            // queueing a client cannot inflate.
+            let started = clock::instant();
+            ctx2.admission
+                .observe(started, started.saturating_duration_since(arrived));
             let connecting = match incoming.accept() {
                 Ok(c) => c,
                 Err(e) => {
@@ -743,10 +769,16 @@ fn on_datagram(ctx: &EdgeContext, session: &Session, bucket: &mut PingBucket, da
         return;
     }
     // Pings are not acknowledged, so the datagram path does not wait for the
-    // commit; a log that cannot take the batch drops it, counted.
-    if let Err(e) = ctx.log.append_batch(records) {
-        ctx.metrics.datagrams_dropped.increment(1);
-        tracing::debug!(error = %e, "ping batch dropped");
+    // commit; a log that cannot take the batch drops it, counted. Pings
+    // yield to punches: above the writer's ping watermark, or with the log
+    // down to the punches' reserve, the batch is shed first.
+    match ctx.log.append_pings(records) {
+        Ok(_) => {}
+        Err(PingAppendError::Shed) => ctx.metrics.datagrams_shed.increment(1),
+        Err(PingAppendError::Log(e)) => {
+            ctx.metrics.datagrams_dropped.increment(1);
+            tracing::debug!(error = %e, "ping batch dropped");
+        }
     }
 }
 
@@ -830,7 +862,7 @@ async fn on_punch_stream(
     mut recv: quinn::RecvStream,
 ) {
     let t0 = clock::instant();
-    let answer = decide_punch(ctx, session, &mut recv).await;
+    let (answer, read_at) = decide_punch(ctx, session, &mut recv).await;
     if matches!(answer, Answer::Reset) {
         // The client sees its stream reset with PROTOCOL_VIOLATION and
         // resends the punch (same id) on a new stream (PROTOCOL §10).
@@ -865,10 +897,20 @@ async fn on_punch_stream(
             Answer::Reset => unreachable!("answered above"),
         }
     });
+    // One clock read for both the latency metric and admission's sample.
+    let done = clock::instant();
+    if let Some(read_at) = read_at {
+        // Only decided punches are samples: a cheap Busy would pull the
+        // window's minimum down and hide a standing queue.
+        ctx.admission
+            .observe(done, done.saturating_duration_since(read_at));
+    }
     if send.write_all(&bytes).await.is_ok() {
         let _ = send.finish();
     }
-    ctx.metrics.punch_ack_seconds.record(t0.elapsed());
+    ctx.metrics
+        .punch_ack_seconds
+        .record(done.saturating_duration_since(t0));
 }
 
 fn rejected(reason: Reason) -> AckInfo {
@@ -882,10 +924,23 @@ fn rejected(reason: Reason) -> AckInfo {
     }
 }
 
+/// Decides one punch stream; with a decided punch, also the instant its
+/// frame had been read (the start of its sojourn in the node).
 async fn decide_punch(
     ctx: &EdgeContext,
     session: &Session,
     recv: &mut quinn::RecvStream,
+) -> (Answer, Option<Instant>) {
+    let mut read_at = None;
+    let answer = decide_punch_inner(ctx, session, recv, &mut read_at).await;
+    (answer, read_at)
+}
+
+async fn decide_punch_inner(
+    ctx: &EdgeContext,
+    session: &Session,
+    recv: &mut quinn::RecvStream,
+    read_at: &mut Option<Instant>,
 ) -> Answer {
     // Read the whole frame, on a deadline, before taking anything
     // node-wide: a stream that never finishes then holds only its own
@@ -912,14 +967,25 @@ async fn decide_punch(
             return Answer::Ack(None, rejected(Reason::Malformed));
         }
     };
+    let t_pipe = clock::instant();
+    if ctx.admission.overloaded(t_pipe) {
+        // Shed before the parse, the pipeline and the log: the cheapest
+        // answer the client can act on (docs/PROTOCOL.md §9).
+        ctx.metrics.shed(RefusedOn::Punch, Reason::Overloaded);
+        let retry = ctx.admission.settings().retry_after.as_millis();
+        return Answer::Busy(
+            u32::try_from(retry).unwrap_or(u32::MAX),
+            Reason::Overloaded,
+        );
+    }
     let Ok(_permit) = ctx.inflight.clone().try_acquire_owned() else {
+        ctx.metrics.shed(RefusedOn::Punch, Reason::Overloaded);
         return Answer::Busy(OVERLOAD_RETRY_MS, Reason::Overloaded);
     };
     if ctx.shutdown.is_cancelled() {
         return Answer::Busy(OVERLOAD_RETRY_MS, Reason::ShuttingDown);
     }
     let now_ms = clock::unix_ms();
-    let t_pipe = clock::instant();
     let punch = match parse_frame(&buf, Channel::Stream, now_ms, &ctx.limits) {
         Ok(Request::Punch(p)) => p,
         Ok(_) => {
@@ -962,6 +1028,7 @@ async fn decide_punch(
     };
     match commit.await {
         Ok(_) => {
+            *read_at = Some(t_pipe);
             ctx.pipeline.punch_durable(&pending, ack.verdict);
             Answer::Ack(punch_id, ack)
         }

@@ -1,0 +1,207 @@
+//! Admission control keyed on the node's own queueing delay (CoDel-style).
+//!
+//! The edge reports how long node-side work waited (`observe`): a punch's
+//! sojourn from its frame being read to its ack being ready (log commit
+//! included), and a new connection's wait from its `Incoming` to its task
+//! first running (the runtime's run queue). Neither includes time the
+//! client controls, so a slow or hostile client cannot talk the node into
+//! refusing others.
+//!
+//! Time is cut into windows of `interval`. A window whose *smallest* delay
+//! stayed above `target` means a standing queue, not a burst (a burst
+//! drains within the window and leaves at least one quick sample), and the
+//! node is overloaded for the whole next window: it refuses new connections
+//! before any key exchange and answers new punches on open connections
+//! `Busy` with a retry-after. A window without samples clears the state, so
+//! the controller fails open and keeps probing: refusing everything yields
+//! no samples, and the next window admits again.
+//!
+//! It is pure: callers pass `now` (an instant they already read for their
+//! own latency metric), and state is three atomics, so there is no lock,
+//! allocation or clock read per record.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Settings of the admission controller (`[quic] admission_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionSettings {
+    /// Queueing delay the node tolerates; zero turns admission control off.
+    pub target: Duration,
+    /// Window over which the smallest delay must stay above `target` before
+    /// the node sheds load, and for which it then sheds.
+    pub interval: Duration,
+    /// Retry-after sent in `Busy` to punches shed while overloaded.
+    pub retry_after: Duration,
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        Self {
+            target: Duration::from_millis(50),
+            interval: Duration::from_millis(100),
+            retry_after: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The controller: see the module docs.
+#[derive(Debug)]
+pub struct Admission {
+    settings: AdmissionSettings,
+    /// Instants are stored as microseconds since this one.
+    epoch: Instant,
+    /// Start of the current window, µs since `epoch`.
+    window_start_us: AtomicU64,
+    /// Smallest delay seen in the current window, µs; `u64::MAX` when none.
+    window_min_us: AtomicU64,
+    /// Verdict of the last finished window.
+    overloaded: AtomicBool,
+}
+
+impl Admission {
+    /// A controller whose first window starts at `now`.
+    pub fn new(settings: AdmissionSettings, now: Instant) -> Self {
+        Self {
+            settings,
+            epoch: now,
+            window_start_us: AtomicU64::new(0),
+            window_min_us: AtomicU64::new(u64::MAX),
+            overloaded: AtomicBool::new(false),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &AdmissionSettings {
+        &self.settings
+    }
+
+    /// Whether the controller is on (a non-zero target).
+    pub fn enabled(&self) -> bool {
+        !self.settings.target.is_zero()
+    }
+
+    /// Reports that node-side work waited `delay`, at `now`.
+    pub fn observe(&self, now: Instant, delay: Duration) {
+        if !self.enabled() {
+            return;
+        }
+        // Roll first, so the sample lands in the window it belongs to and
+        // one slow sample after a quiet spell is judged with its window's
+        // others, not alone.
+        self.roll(now);
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX - 1);
+        self.window_min_us.fetch_min(us, Ordering::Relaxed);
+    }
+
+    /// Whether to shed new work at `now`.
+    pub fn overloaded(&self, now: Instant) -> bool {
+        if !self.enabled() {
+            return false;
+        }
+        self.roll(now);
+        self.overloaded.load(Ordering::Relaxed)
+    }
+
+    /// Closes the current window if `interval` has passed: its smallest
+    /// delay decides the next window. One thread wins the compare-exchange;
+    /// the others see the new window.
+    fn roll(&self, now: Instant) {
+        let t = u64::try_from(now.saturating_duration_since(self.epoch).as_micros())
+            .unwrap_or(u64::MAX);
+        let start = self.window_start_us.load(Ordering::Relaxed);
+        let interval = u64::try_from(self.settings.interval.as_micros()).unwrap_or(u64::MAX);
+        if t < start.saturating_add(interval) {
+            return;
+        }
+        if self
+            .window_start_us
+            .compare_exchange(start, t, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let min = self.window_min_us.swap(u64::MAX, Ordering::AcqRel);
+        // A window that ended more than one interval ago says nothing about
+        // now, and one without samples means nothing waited: both admit.
+        let stale = t >= start.saturating_add(interval.saturating_mul(2));
+        let target = u64::try_from(self.settings.target.as_micros()).unwrap_or(u64::MAX);
+        let over = !stale && min != u64::MAX && min > target;
+        self.overloaded.store(over, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn ctl(t0: Instant) -> Admission {
+        Admission::new(
+            AdmissionSettings {
+                target: ms(50),
+                interval: ms(100),
+                retry_after: ms(500),
+            },
+            t0,
+        )
+    }
+
+    #[test]
+    fn a_window_whose_every_delay_is_over_target_sheds_the_next_window() {
+        let t0 = crate::clock::instant();
+        let a = ctl(t0);
+        for i in 0..10 {
+            a.observe(t0 + ms(i * 10), ms(80));
+        }
+        assert!(!a.overloaded(t0 + ms(99)), "judged only when the window ends");
+        assert!(a.overloaded(t0 + ms(100)));
+        assert!(a.overloaded(t0 + ms(150)), "for the whole next window");
+    }
+
+    #[test]
+    fn one_quick_sample_means_a_burst_not_a_standing_queue() {
+        let t0 = crate::clock::instant();
+        let a = ctl(t0);
+        for i in 0..10 {
+            a.observe(t0 + ms(i * 10), ms(if i == 7 { 5 } else { 900 }));
+        }
+        assert!(!a.overloaded(t0 + ms(100)));
+    }
+
+    #[test]
+    fn a_window_without_samples_admits_again() {
+        let t0 = crate::clock::instant();
+        let a = ctl(t0);
+        a.observe(t0 + ms(10), ms(500));
+        assert!(a.overloaded(t0 + ms(110)));
+        // Shedding everything yields no samples: the next window probes.
+        assert!(!a.overloaded(t0 + ms(210)));
+    }
+
+    #[test]
+    fn a_verdict_from_long_ago_is_stale() {
+        let t0 = crate::clock::instant();
+        let a = ctl(t0);
+        a.observe(t0 + ms(10), ms(500));
+        // Nothing checked for a second: the old window says nothing now.
+        assert!(!a.overloaded(t0 + ms(1_000)));
+    }
+
+    #[test]
+    fn a_zero_target_turns_it_off() {
+        let t0 = crate::clock::instant();
+        let a = Admission::new(
+            AdmissionSettings {
+                target: Duration::ZERO,
+                ..AdmissionSettings::default()
+            },
+            t0,
+        );
+        a.observe(t0, Duration::from_secs(10));
+        assert!(!a.overloaded(t0 + Duration::from_secs(1)));
+    }
+}
