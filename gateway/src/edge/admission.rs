@@ -1,11 +1,14 @@
 //! Admission control keyed on the node's own queueing delay (CoDel-style).
 //!
-//! The edge reports how long node-side work waited (`observe`): a punch's
-//! sojourn from its frame being read to its ack being ready (log commit
-//! included), and a new connection's wait from its `Incoming` to its task
-//! first running (the runtime's run queue). Neither includes time the
-//! client controls, so a slow or hostile client cannot talk the node into
-//! refusing others.
+//! The edge runs two controllers and reports to each how long work took
+//! (`observe`): a punch's sojourn from its frame being read to its ack
+//! being ready (log commit included), and a new connection's set-up from
+//! its `Incoming` to its authenticated Hello. Under CPU overload the
+//! handshakes in flight share the cores and each one slows: the queue is
+//! the set of handshakes in progress, not a line in front of them, so the
+//! set-up time is the delay that shows it. One round trip of it is the
+//! client's; the window's minimum (below) keeps a slow or hostile client
+//! from counting unless every set-up of the window is slow too.
 //!
 //! Time is cut into windows of `interval`. A window whose *smallest* delay
 //! stayed above `target` means a standing queue, not a burst (a burst

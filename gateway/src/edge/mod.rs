@@ -68,9 +68,12 @@ pub struct EdgeContext {
     pub settings: EdgeSettings,
     /// Metric handles.
     pub metrics: EdgeMetrics,
-    /// Admission control on the node's own queueing delay; tests may feed
-    /// it samples to drive it deterministically.
+    /// Admission control on connection set-up delay (`Incoming` → Hello
+    /// authenticated): refuses new connections while over target.
     pub admission: Admission,
+    /// Admission control on punch sojourn (frame read → ack ready): refuses
+    /// new connections and answers new punches `Busy` while over target.
+    pub punch_admission: Admission,
     inflight: Arc<Semaphore>,
     connections: AtomicUsize,
     handshaking: Arc<AtomicUsize>,
@@ -133,6 +136,7 @@ impl EdgeContext {
             settings,
             metrics: EdgeMetrics::register(),
             admission: Admission::new(admission, clock::instant()),
+            punch_admission: Admission::new(admission, clock::instant()),
             inflight: Arc::new(Semaphore::new(max_inflight_punches)),
             connections: AtomicUsize::new(0),
             handshaking: Arc::new(AtomicUsize::new(0)),
@@ -325,7 +329,7 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
         // One clock read per connection attempt: admission's `now`, and the
         // start of this connection's wait for the runtime.
         let arrived = clock::instant();
-        if ctx.admission.overloaded(arrived) {
+        if ctx.admission.overloaded(arrived) || ctx.punch_admission.overloaded(arrived) {
             // The node's own queue stood above target for a whole interval:
             // refuse before any key exchange (the client sees
             // CONNECTION_REFUSED and backs off, docs/PROTOCOL.md §9). A
@@ -372,11 +376,6 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
         let ctx2 = ctx.clone();
         let handshaking = Handshaking::start(&ctx.handshaking);
         ctx.tasks.spawn(async move {
-            // How long the runtime kept this task waiting: node-side
-            // queueing a client cannot inflate.
-            let started = clock::instant();
-            ctx2.admission
-                .observe(started, started.saturating_duration_since(arrived));
             let connecting = match incoming.accept() {
                 Ok(c) => c,
                 Err(e) => {
@@ -410,7 +409,7 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
             ctx2.metrics.handshakes_completed.increment(1);
             ctx2.connections.fetch_add(1, Ordering::Relaxed);
             ctx2.metrics.connections.increment(1.0);
-            handle_connection(&ctx2, conn, handshaking).await;
+            handle_connection(&ctx2, conn, handshaking, arrived).await;
             ctx2.connections.fetch_sub(1, Ordering::Relaxed);
             ctx2.metrics.connections.decrement(1.0);
         });
@@ -683,11 +682,23 @@ async fn authenticate(ctx: &EdgeContext, conn: &quinn::Connection) -> Option<Ses
     }
 }
 
-async fn handle_connection(ctx: &Arc<EdgeContext>, conn: quinn::Connection, setup: Handshaking) {
+async fn handle_connection(
+    ctx: &Arc<EdgeContext>,
+    conn: quinn::Connection,
+    setup: Handshaking,
+    arrived: Instant,
+) {
     let waiting = ctx.awaiting_hello.register(&conn, clock::instant());
     let Some(session) = authenticate(ctx, &conn).await else {
         return;
     };
+    // Set-up delay for admission control: under overload the handshakes
+    // in flight share the CPU and each one slows (the queue is the set of
+    // handshakes, not a line before them). One round trip of it is the
+    // client's; the window's minimum keeps one slow client from counting.
+    let authed = clock::instant();
+    ctx.admission
+        .observe(authed, authed.saturating_duration_since(arrived));
     // Set up: from here on the connection no longer counts against
     // `max_handshakes_in_flight` and cannot be evicted.
     drop(waiting);
@@ -902,7 +913,7 @@ async fn on_punch_stream(
     if let Some(read_at) = read_at {
         // Only decided punches are samples: a cheap Busy would pull the
         // window's minimum down and hide a standing queue.
-        ctx.admission
+        ctx.punch_admission
             .observe(done, done.saturating_duration_since(read_at));
     }
     if send.write_all(&bytes).await.is_ok() {
@@ -968,11 +979,11 @@ async fn decide_punch_inner(
         }
     };
     let t_pipe = clock::instant();
-    if ctx.admission.overloaded(t_pipe) {
+    if ctx.punch_admission.overloaded(t_pipe) {
         // Shed before the parse, the pipeline and the log: the cheapest
         // answer the client can act on (docs/PROTOCOL.md §9).
         ctx.metrics.shed(RefusedOn::Punch, Reason::Overloaded);
-        let retry = ctx.admission.settings().retry_after.as_millis();
+        let retry = ctx.punch_admission.settings().retry_after.as_millis();
         return Answer::Busy(
             u32::try_from(retry).unwrap_or(u32::MAX),
             Reason::Overloaded,
