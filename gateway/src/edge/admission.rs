@@ -19,11 +19,20 @@
 //! the controller fails open and keeps probing: refusing everything yields
 //! no samples, and the next window admits again.
 //!
+//! For connections a verdict per window is too coarse: the window that
+//! admits would let every waiting client's retry in at once, and that
+//! burst would be the next standing queue. So the set-up controller also
+//! keeps a limit on connections in set-up, adjusted per window (AIMD): a
+//! window over target cuts it by a quarter, a window under target whose
+//! set-ups came near the limit raises it by an eighth. Under CPU overload
+//! the set-up time is about the count in set-up × the CPU each needs, so
+//! the limit settles where set-ups take about `target`.
+//!
 //! It is pure: callers pass `now` (an instant they already read for their
 //! own latency metric), and state is three atomics, so there is no lock,
 //! allocation or clock read per record.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Settings of the admission controller (`[quic] admission_*`).
@@ -60,7 +69,22 @@ pub struct Admission {
     window_min_us: AtomicU64,
     /// Verdict of the last finished window.
     overloaded: AtomicBool,
+    /// Most connections in set-up admitted at once (see the module docs).
+    limit: AtomicUsize,
+    /// Largest in-set-up count seen in the current window.
+    peak: AtomicUsize,
+    /// Bounds of `limit`.
+    min_limit: usize,
+    max_limit: usize,
 }
+
+/// The set-up limit a node starts with: low enough that a 9:00 burst on a
+/// fresh node does not start as a pile of slow handshakes, and raised by an
+/// eighth per window while set-ups stay quick.
+const INITIAL_LIMIT: usize = 64;
+/// The limit is never cut below this, so a node keeps admitting (and
+/// measuring) however slow its set-ups are.
+const MIN_LIMIT: usize = 8;
 
 impl Admission {
     /// A controller whose first window starts at `now`.
@@ -71,7 +95,36 @@ impl Admission {
             window_start_us: AtomicU64::new(0),
             window_min_us: AtomicU64::new(u64::MAX),
             overloaded: AtomicBool::new(false),
+            limit: AtomicUsize::new(INITIAL_LIMIT),
+            peak: AtomicUsize::new(0),
+            min_limit: MIN_LIMIT,
+            max_limit: usize::MAX,
         }
+    }
+
+    /// The same, with the set-up limit never above `max` (the hard bound,
+    /// `quic.max_handshakes_in_flight`).
+    pub fn with_max_limit(mut self, max: usize) -> Self {
+        self.max_limit = max.max(self.min_limit);
+        self.limit = AtomicUsize::new(INITIAL_LIMIT.clamp(self.min_limit, self.max_limit));
+        self
+    }
+
+    /// Whether to admit a new connection at `now`, with `in_setup`
+    /// connections already in set-up: below the current limit and not
+    /// overloaded.
+    pub fn admit(&self, now: Instant, in_setup: usize) -> bool {
+        if !self.enabled() {
+            return true;
+        }
+        self.roll(now);
+        self.peak.fetch_max(in_setup + 1, Ordering::Relaxed);
+        in_setup < self.limit.load(Ordering::Relaxed)
+    }
+
+    /// The current set-up limit.
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
     }
 
     /// The settings in force.
@@ -131,6 +184,16 @@ impl Admission {
         let target = u64::try_from(self.settings.target.as_micros()).unwrap_or(u64::MAX);
         let over = !stale && min != u64::MAX && min > target;
         self.overloaded.store(over, Ordering::Relaxed);
+        let peak = self.peak.swap(0, Ordering::Relaxed);
+        let limit = self.limit.load(Ordering::Relaxed);
+        let next = if over {
+            (limit - limit / 4).max(self.min_limit)
+        } else if !stale && min != u64::MAX && peak * 2 >= limit {
+            (limit + (limit / 8).max(1)).min(self.max_limit)
+        } else {
+            limit
+        };
+        self.limit.store(next, Ordering::Relaxed);
     }
 }
 
@@ -192,6 +255,40 @@ mod tests {
         a.observe(t0 + ms(10), ms(500));
         // Nothing checked for a second: the old window says nothing now.
         assert!(!a.overloaded(t0 + ms(1_000)));
+    }
+
+    #[test]
+    fn the_set_up_limit_falls_while_over_target_and_rises_while_used_and_quick() {
+        let t0 = crate::clock::instant();
+        // One window per 100 ms step: a sample, then a connection attempt
+        // with `in_setup` already in set-up; the next step's first call
+        // closes the window.
+        let step = |a: &Admission, i: u64, delay: u64, in_setup: Option<usize>| {
+            let t = t0 + ms(100 * i);
+            a.observe(t, ms(delay));
+            a.admit(t + ms(1), in_setup.unwrap_or(a.limit() - 1))
+        };
+        let a = ctl(t0).with_max_limit(100);
+        assert_eq!(a.limit(), 64);
+        assert!(a.admit(t0, 63));
+        assert!(!a.admit(t0, 64), "at the limit");
+        // Slow windows: 64 → 48 → 36 → 27.
+        for i in 1..=4 {
+            step(&a, i, 200, None);
+        }
+        assert_eq!(a.limit(), 27);
+        assert!(!a.admit(t0 + ms(402), 27));
+        // Quick windows that use the limit raise it, up to the hard bound.
+        for i in 5..40 {
+            assert!(step(&a, i, 5, None));
+        }
+        assert_eq!(a.limit(), 100);
+        // Quick windows that leave it unused do not.
+        let b = ctl(t0);
+        for i in 1..10 {
+            assert!(step(&b, i, 5, Some(1)));
+        }
+        assert_eq!(b.limit(), 64);
     }
 
     #[test]

@@ -128,6 +128,7 @@ impl EdgeContext {
         max_inflight_punches: usize,
     ) -> Self {
         let admission = settings.admission;
+        let max_setup = settings.max_handshakes_in_flight;
         Self {
             pipeline,
             log,
@@ -135,7 +136,8 @@ impl EdgeContext {
             limits,
             settings,
             metrics: EdgeMetrics::register(),
-            admission: Admission::new(admission, clock::instant()),
+            admission: Admission::new(admission, clock::instant())
+                .with_max_limit(max_setup),
             punch_admission: Admission::new(admission, clock::instant()),
             inflight: Arc::new(Semaphore::new(max_inflight_punches)),
             connections: AtomicUsize::new(0),
@@ -329,7 +331,9 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
         // One clock read per connection attempt: admission's `now`, and the
         // start of this connection's wait for the runtime.
         let arrived = clock::instant();
-        if ctx.admission.overloaded(arrived) || ctx.punch_admission.overloaded(arrived) {
+        if !ctx.admission.admit(arrived, ctx.handshaking())
+            || ctx.punch_admission.overloaded(arrived)
+        {
             // The node's own queue stood above target for a whole interval:
             // refuse before any key exchange (the client sees
             // CONNECTION_REFUSED and backs off, docs/PROTOCOL.md §9). A
