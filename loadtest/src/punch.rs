@@ -311,9 +311,15 @@ async fn attempt(
                     }
                     Ok(Err(e)) => {
                         // CONNECTION_REFUSED carries no retry-after: the
-                        // documented base, doubled per failure, full jitter.
+                        // documented refused base, doubled per failure,
+                        // full jitter.
                         ctx.series.error(clock::now(), &error_kind("connect", &e));
-                        tokio::time::sleep(backoff.next_wait(None, rng.f64())).await;
+                        let wait = if fencegate::client::is_refused(&e) {
+                            backoff.next_wait_refused(rng.f64())
+                        } else {
+                            backoff.next_wait(None, rng.f64())
+                        };
+                        tokio::time::sleep(wait).await;
                         continue;
                     }
                     Err(_) => continue,

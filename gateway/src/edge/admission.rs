@@ -81,10 +81,10 @@ pub struct Admission {
 /// The set-up limit a node starts with: low enough that a 9:00 burst on a
 /// fresh node does not start as a pile of slow handshakes, and raised by an
 /// eighth per window while set-ups stay quick.
-const INITIAL_LIMIT: usize = 64;
+const INITIAL_LIMIT: usize = 128;
 /// The limit is never cut below this, so a node keeps admitting (and
 /// measuring) however slow its set-ups are.
-const MIN_LIMIT: usize = 8;
+const MIN_LIMIT: usize = 32;
 
 impl Admission {
     /// A controller whose first window starts at `now`.
@@ -268,27 +268,31 @@ mod tests {
             a.observe(t, ms(delay));
             a.admit(t + ms(1), in_setup.unwrap_or(a.limit() - 1))
         };
-        let a = ctl(t0).with_max_limit(100);
-        assert_eq!(a.limit(), 64);
-        assert!(a.admit(t0, 63));
-        assert!(!a.admit(t0, 64), "at the limit");
-        // Slow windows: 64 → 48 → 36 → 27.
+        let a = ctl(t0).with_max_limit(200);
+        assert_eq!(a.limit(), 128);
+        assert!(a.admit(t0, 127));
+        assert!(!a.admit(t0, 128), "at the limit");
+        // Slow windows: 128 → 96 → 72 → 54, then the floor.
         for i in 1..=4 {
             step(&a, i, 200, None);
         }
-        assert_eq!(a.limit(), 27);
-        assert!(!a.admit(t0 + ms(402), 27));
+        assert_eq!(a.limit(), 54);
+        assert!(!a.admit(t0 + ms(402), 54));
+        for i in 5..=20 {
+            step(&a, i, 200, None);
+        }
+        assert_eq!(a.limit(), MIN_LIMIT);
         // Quick windows that use the limit raise it, up to the hard bound.
-        for i in 5..40 {
+        for i in 21..60 {
             assert!(step(&a, i, 5, None));
         }
-        assert_eq!(a.limit(), 100);
+        assert_eq!(a.limit(), 200);
         // Quick windows that leave it unused do not.
         let b = ctl(t0);
         for i in 1..10 {
             assert!(step(&b, i, 5, Some(1)));
         }
-        assert_eq!(b.limit(), 64);
+        assert_eq!(b.limit(), INITIAL_LIMIT);
     }
 
     #[test]
