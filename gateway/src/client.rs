@@ -591,7 +591,11 @@ mod tests {
             .map(|_| b.next_wait(None, 0.999_999).as_millis() as u64)
             .collect();
         assert_eq!(tops, [999, 1_999, 3_999, 7_999, 15_999, 29_999, 29_999]);
-        assert_eq!(b.next_wait(None, 0.0), Duration::ZERO, "full jitter reaches 0");
+        assert_eq!(
+            b.next_wait(None, 0.0),
+            Duration::ZERO,
+            "full jitter reaches 0"
+        );
         b.reset();
         assert_eq!(b.failures(), 0);
     }
@@ -602,7 +606,11 @@ mod tests {
         assert_eq!(b.next_wait_refused(0.5), Duration::from_secs(2));
         assert_eq!(b.next_wait_refused(0.5), Duration::from_secs(4));
         assert_eq!(b.next_wait_refused(0.999_999).as_secs(), 15, "up to 16 s");
-        assert_eq!(b.next_wait_refused(0.999_999).as_secs(), 29, "capped at 30 s");
+        assert_eq!(
+            b.next_wait_refused(0.999_999).as_secs(),
+            29,
+            "capped at 30 s"
+        );
     }
 
     #[test]
@@ -612,6 +620,9 @@ mod tests {
         assert_eq!(b.next_wait(Some(ra), 0.0), ra);
         // The window grows from the retry-after, not from the base.
         assert_eq!(b.next_wait(Some(ra), 0.5), ra + Duration::from_millis(500));
-        assert_eq!(b.next_wait(Some(ra), 0.5), ra + Duration::from_millis(1_000));
+        assert_eq!(
+            b.next_wait(Some(ra), 0.5),
+            ra + Duration::from_millis(1_000)
+        );
     }
 }

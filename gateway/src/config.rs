@@ -882,9 +882,7 @@ impl Config {
         if q.max_inflight_punches == 0 {
             p.push("quic.max_inflight_punches must be at least 1".into());
         }
-        if q.admission_target_ms > 0
-            && !(1..=60_000).contains(&q.admission_interval_ms)
-        {
+        if q.admission_target_ms > 0 && !(1..=60_000).contains(&q.admission_interval_ms) {
             p.push(format!(
                 "quic.admission_interval_ms = {} is out of range; use 1 to 60000 (default 100), or set quic.admission_target_ms = 0 to turn admission control off",
                 q.admission_interval_ms

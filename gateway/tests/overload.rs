@@ -72,7 +72,8 @@ fn pings_are_shed_before_a_punch_is_refused_when_the_writer_queue_fills() {
         p.wait().expect("every queued punch is made durable");
     }
     for p in queued_pings {
-        p.wait().expect("pings queued before the watermark are kept");
+        p.wait()
+            .expect("pings queued before the watermark are kept");
     }
 }
 
@@ -147,7 +148,11 @@ async fn ping_flood_during_punches_is_shed_and_counted_and_every_punch_is_acked(
     // cell, so the pipeline logs every fix it is given.
     let fixes: Vec<Fix> = (0..32)
         .map(|i| {
-            let (lat, lon) = if i % 2 == 0 { (31.30, 121.60) } else { (31.40, 121.70) };
+            let (lat, lon) = if i % 2 == 0 {
+                (31.30, 121.60)
+            } else {
+                (31.40, 121.70)
+            };
             Fix::new((lat * 1e7) as i32, (lon * 1e7) as i32, i * 10, 50, 0)
         })
         .collect();
@@ -250,10 +255,12 @@ async fn admission_refuses_new_connections_when_the_queueing_delay_is_over_targe
         .await
         .err()
         .expect("a new connection is refused while the node is over target");
-    let code = refused.chain().find_map(|c| match c.downcast_ref::<quinn::ConnectionError>() {
-        Some(quinn::ConnectionError::ConnectionClosed(c)) => Some(c.error_code),
-        _ => None,
-    });
+    let code = refused
+        .chain()
+        .find_map(|c| match c.downcast_ref::<quinn::ConnectionError>() {
+            Some(quinn::ConnectionError::ConnectionClosed(c)) => Some(c.error_code),
+            _ => None,
+        });
     assert_eq!(
         code,
         Some(quinn::TransportErrorCode::CONNECTION_REFUSED),

@@ -59,8 +59,7 @@ fn json_and_html_reports_with_audit_and_resumption() {
     // Every punch was acked once, by one admitted attempt, while offered
     // or after: goodput is acked-while-offered per offered second.
     assert_eq!(
-        r["punches"]["admitted_latency_ms"]["count"],
-        r["punches"]["acked"],
+        r["punches"]["admitted_latency_ms"]["count"], r["punches"]["acked"],
         "one admitted attempt per acked punch"
     );
     assert!(r["punches"]["goodput_rate"].as_f64().unwrap() > 0.0);

@@ -223,7 +223,10 @@ mod tests {
         for i in 0..10 {
             a.observe(t0 + ms(i * 10), ms(80));
         }
-        assert!(!a.overloaded(t0 + ms(99)), "judged only when the window ends");
+        assert!(
+            !a.overloaded(t0 + ms(99)),
+            "judged only when the window ends"
+        );
         assert!(a.overloaded(t0 + ms(100)));
         assert!(a.overloaded(t0 + ms(150)), "for the whole next window");
     }

@@ -136,8 +136,7 @@ impl EdgeContext {
             limits,
             settings,
             metrics: EdgeMetrics::register(),
-            admission: Admission::new(admission, clock::instant())
-                .with_max_limit(max_setup),
+            admission: Admission::new(admission, clock::instant()).with_max_limit(max_setup),
             punch_admission: Admission::new(admission, clock::instant()),
             inflight: Arc::new(Semaphore::new(max_inflight_punches)),
             connections: AtomicUsize::new(0),
@@ -988,10 +987,7 @@ async fn decide_punch_inner(
         // answer the client can act on (docs/PROTOCOL.md §9).
         ctx.metrics.shed(RefusedOn::Punch, Reason::Overloaded);
         let retry = ctx.punch_admission.settings().retry_after.as_millis();
-        return Answer::Busy(
-            u32::try_from(retry).unwrap_or(u32::MAX),
-            Reason::Overloaded,
-        );
+        return Answer::Busy(u32::try_from(retry).unwrap_or(u32::MAX), Reason::Overloaded);
     }
     let Ok(_permit) = ctx.inflight.clone().try_acquire_owned() else {
         ctx.metrics.shed(RefusedOn::Punch, Reason::Overloaded);
