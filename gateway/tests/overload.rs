@@ -249,12 +249,13 @@ async fn admission_refuses_new_connections_when_the_queueing_delay_is_over_targe
 
     // Past the end of that window: the node is overloaded for the next one.
     tokio::time::sleep_until(sent + Duration::from_millis(INTERVAL_MS + 100)).await;
-    let refused = node
+    let Err(refused) = node
         .connector
         .connect(&node.token("acme", "phone-b"), "phone-b")
         .await
-        .err()
-        .expect("a new connection is refused while the node is over target");
+    else {
+        panic!("a new connection is refused while the node is over target");
+    };
     let code = refused
         .chain()
         .find_map(|c| match c.downcast_ref::<quinn::ConnectionError>() {
