@@ -213,7 +213,7 @@ async fn ping_flood_during_punches_is_shed_and_counted_and_every_punch_is_acked(
 /// punches on open connections get a cheap `Busy` with the retry-after,
 /// both counted by reason; once the interval passes without samples the
 /// node admits again. The delay is made real and deterministic by holding
-/// the log writer under one punch. Red without admission control (the new
+/// the log writer under a window of punches. Red without admission control (the new
 /// connection gets in).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_refuses_new_connections_when_the_queueing_delay_is_over_target() {
@@ -229,23 +229,32 @@ async fn admission_refuses_new_connections_when_the_queueing_delay_is_over_targe
     let punch_shed = r#"fencegate_refused_total{channel="punch",reason="Overloaded"}"#;
     let (conn_before, punch_before) = (metric(conn_refused), metric(punch_shed));
 
-    let a = node.client("acme", "phone-a").await;
-    // Let the window holding A's own (quick) connection sample close, so
-    // the next window holds only the slow punch.
+    // Enough devices for a window of punches (a lone slow punch on a
+    // quiet node is not overload), each within its stream limit.
+    let mut devices = Vec::new();
+    for d in 0..3 {
+        devices.push(node.client("acme", &format!("phone-{d}")).await);
+    }
+    let a = devices[0].clone();
+    // Let the window holding the (quick) connection samples close.
     tokio::time::sleep(Duration::from_millis(INTERVAL_MS + 100)).await;
 
-    // One punch whose commit waits HELD_MS: a sojourn far over target, and
-    // the only sample of its window.
+    // 24 punches whose commit waits HELD_MS: sojourns far over target, the
+    // only samples of their window.
     let hold = node.running.edge.log.hold_writer();
     let sent = tokio::time::Instant::now();
-    let slow = {
-        let a = a.clone();
-        tokio::spawn(async move { a.punch(&punch(1, "e-1", HQ)).await })
-    };
+    let slow: Vec<_> = (0..24u128)
+        .map(|i| {
+            let c = devices[i as usize % devices.len()].clone();
+            tokio::spawn(async move { c.punch(&punch(10 + i, &format!("e-{i}"), HQ)).await })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_millis(HELD_MS)).await;
     drop(hold);
-    let r = slow.await.unwrap().unwrap();
-    assert_eq!(r.verdict(), Some(Verdict::Accepted), "{r:?}");
+    for s in slow {
+        let r = s.await.unwrap().unwrap();
+        assert_eq!(r.verdict(), Some(Verdict::Accepted), "{r:?}");
+    }
 
     // Past the end of that window: the node is overloaded for the next one.
     tokio::time::sleep_until(sent + Duration::from_millis(INTERVAL_MS + 100)).await;
@@ -267,7 +276,7 @@ async fn admission_refuses_new_connections_when_the_queueing_delay_is_over_targe
         Some(quinn::TransportErrorCode::CONNECTION_REFUSED),
         "{refused:#}"
     );
-    match a.punch(&punch(2, "e-2", HQ)).await.unwrap() {
+    match a.punch(&punch(2, "e-100", HQ)).await.unwrap() {
         PunchReply::Busy {
             retry_after_ms,
             reason,
@@ -283,7 +292,7 @@ async fn admission_refuses_new_connections_when_the_queueing_delay_is_over_targe
     // Shedding leaves no samples: a window later the node admits again.
     tokio::time::sleep(Duration::from_millis(2 * INTERVAL_MS + 100)).await;
     let b = node.client("acme", "phone-b").await;
-    let r = b.punch(&punch(2, "e-2", HQ)).await.unwrap();
+    let r = b.punch(&punch(2, "e-100", HQ)).await.unwrap();
     assert_eq!(r.verdict(), Some(Verdict::Accepted), "{r:?}");
     node.running.shutdown(Duration::from_secs(2)).await;
 }

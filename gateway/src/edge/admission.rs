@@ -10,8 +10,9 @@
 //! client's; the window's minimum (below) keeps a slow or hostile client
 //! from counting unless every set-up of the window is slow too.
 //!
-//! Time is cut into windows of `interval`. A window whose *smallest* delay
-//! stayed above `target` means a standing queue, not a burst (a burst
+//! Time is cut into windows of `interval`. A window of at least
+//! [`MIN_SAMPLES`] samples whose *smallest* delay stayed above `target`
+//! means a standing queue, not a burst or a lone slow request (a burst
 //! drains within the window and leaves at least one quick sample), and the
 //! node is overloaded for the whole next window: it refuses new connections
 //! before any key exchange and answers new punches on open connections
@@ -32,7 +33,7 @@
 //! own latency metric), and state is three atomics, so there is no lock,
 //! allocation or clock read per record.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Settings of the admission controller (`[quic] admission_*`).
@@ -67,6 +68,8 @@ pub struct Admission {
     window_start_us: AtomicU64,
     /// Smallest delay seen in the current window, µs; `u64::MAX` when none.
     window_min_us: AtomicU64,
+    /// Samples in the current window.
+    window_samples: AtomicU32,
     /// Verdict of the last finished window.
     overloaded: AtomicBool,
     /// Most connections in set-up admitted at once (see the module docs).
@@ -82,6 +85,10 @@ pub struct Admission {
 /// fresh node does not start as a pile of slow handshakes, and raised by an
 /// eighth per window while set-ups stay quick.
 const INITIAL_LIMIT: usize = 128;
+/// Fewest samples in a window for it to count as overloaded: at the
+/// rates where overload happens (hundreds of punches or set-ups per second)
+/// a 100 ms window holds dozens.
+pub const MIN_SAMPLES: u32 = 16;
 /// The limit is never cut below this, so a node keeps admitting (and
 /// measuring) however slow its set-ups are.
 const MIN_LIMIT: usize = 32;
@@ -94,6 +101,7 @@ impl Admission {
             epoch: now,
             window_start_us: AtomicU64::new(0),
             window_min_us: AtomicU64::new(u64::MAX),
+            window_samples: AtomicU32::new(0),
             overloaded: AtomicBool::new(false),
             limit: AtomicUsize::new(INITIAL_LIMIT),
             peak: AtomicUsize::new(0),
@@ -148,6 +156,7 @@ impl Admission {
         self.roll(now);
         let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX - 1);
         self.window_min_us.fetch_min(us, Ordering::Relaxed);
+        self.window_samples.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether to shed new work at `now`.
@@ -178,11 +187,14 @@ impl Admission {
             return;
         }
         let min = self.window_min_us.swap(u64::MAX, Ordering::AcqRel);
+        let samples = self.window_samples.swap(0, Ordering::AcqRel);
         // A window that ended more than one interval ago says nothing about
         // now, and one without samples means nothing waited: both admit.
         let stale = t >= start.saturating_add(interval.saturating_mul(2));
         let target = u64::try_from(self.settings.target.as_micros()).unwrap_or(u64::MAX);
-        let over = !stale && min != u64::MAX && min > target;
+        // A standing queue needs traffic: a few slow requests on an idle
+        // node (a slow fsync, a debug build) are not overload.
+        let over = !stale && samples >= MIN_SAMPLES && min > target;
         self.overloaded.store(over, Ordering::Relaxed);
         let peak = self.peak.swap(0, Ordering::Relaxed);
         let limit = self.limit.load(Ordering::Relaxed);
@@ -220,8 +232,8 @@ mod tests {
     fn a_window_whose_every_delay_is_over_target_sheds_the_next_window() {
         let t0 = crate::clock::instant();
         let a = ctl(t0);
-        for i in 0..10 {
-            a.observe(t0 + ms(i * 10), ms(80));
+        for i in 0..20 {
+            a.observe(t0 + ms(i * 5), ms(80));
         }
         assert!(
             !a.overloaded(t0 + ms(99)),
@@ -235,17 +247,34 @@ mod tests {
     fn one_quick_sample_means_a_burst_not_a_standing_queue() {
         let t0 = crate::clock::instant();
         let a = ctl(t0);
-        for i in 0..10 {
-            a.observe(t0 + ms(i * 10), ms(if i == 7 { 5 } else { 900 }));
+        for i in 0..20 {
+            a.observe(t0 + ms(i * 5), ms(if i == 7 { 5 } else { 900 }));
         }
         assert!(!a.overloaded(t0 + ms(100)));
+    }
+
+    /// `MIN_SAMPLES` slow samples at `at`.
+    fn slow(a: &Admission, at: Instant, delay: Duration) {
+        for _ in 0..MIN_SAMPLES {
+            a.observe(at, delay);
+        }
+    }
+
+    #[test]
+    fn a_few_slow_requests_on_a_quiet_node_are_not_overload() {
+        let t0 = crate::clock::instant();
+        let a = ctl(t0);
+        for _ in 0..MIN_SAMPLES - 1 {
+            a.observe(t0 + ms(10), ms(500));
+        }
+        assert!(!a.overloaded(t0 + ms(110)));
     }
 
     #[test]
     fn a_window_without_samples_admits_again() {
         let t0 = crate::clock::instant();
         let a = ctl(t0);
-        a.observe(t0 + ms(10), ms(500));
+        slow(&a, t0 + ms(10), ms(500));
         assert!(a.overloaded(t0 + ms(110)));
         // Shedding everything yields no samples: the next window probes.
         assert!(!a.overloaded(t0 + ms(210)));
@@ -255,7 +284,7 @@ mod tests {
     fn a_verdict_from_long_ago_is_stale() {
         let t0 = crate::clock::instant();
         let a = ctl(t0);
-        a.observe(t0 + ms(10), ms(500));
+        slow(&a, t0 + ms(10), ms(500));
         // Nothing checked for a second: the old window says nothing now.
         assert!(!a.overloaded(t0 + ms(1_000)));
     }
@@ -268,7 +297,7 @@ mod tests {
         // closes the window.
         let step = |a: &Admission, i: u64, delay: u64, in_setup: Option<usize>| {
             let t = t0 + ms(100 * i);
-            a.observe(t, ms(delay));
+            slow(a, t, ms(delay));
             a.admit(t + ms(1), in_setup.unwrap_or(a.limit() - 1))
         };
         let a = ctl(t0).with_max_limit(200);
