@@ -476,3 +476,153 @@ pub fn decode_punch_reply(reply: &[u8]) -> anyhow::Result<PunchReply> {
         other => anyhow::bail!("expected PunchAck or Busy, got {other:?}"),
     }
 }
+
+/// The retry schedule of docs/PROTOCOL.md §9, "Backoff and jitter", as a
+/// device SDK should run it: exponential backoff with full jitter that
+/// honours the gateway's retry-after. Pure (the caller passes a uniform
+/// random number), so it can be tested and reused by any client.
+///
+/// After the `n`-th consecutive failure (`n` from 0) the wait is
+/// `retry_after + uniform[0, min(cap, unit × 2^n))`, where `unit` is the
+/// `Busy`'s `retry_after_ms` when there is one, the refused base (4 s)
+/// after a refused connection (`CONNECTION_REFUSED`, which carries no
+/// retry-after: the gateway refuses only when overloaded, see
+/// [`is_refused`]), and `base` (1 s) after a lost connection, a timeout or
+/// a reset; `retry_after` is 0 without a `Busy`.
+/// A success resets `n`. Full jitter spreads the devices refused in the
+/// same instant over the whole window, so their retries do not arrive as a
+/// second spike; the doubling makes a crowd back off until the gateway
+/// admits it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    /// The window after the first failure without a retry-after.
+    pub const BASE: Duration = Duration::from_secs(1);
+    /// The largest window.
+    pub const CAP: Duration = Duration::from_secs(30);
+    /// The window after the first refused connection. A gateway refuses
+    /// only when its own queue stands above target, and with thousands of
+    /// devices refused at once, each retry costs it (and the device) a new
+    /// key share and Initial packet: come back in seconds, not
+    /// milliseconds.
+    pub const REFUSED_BASE: Duration = Duration::from_secs(4);
+    /// The documented schedule: [`Backoff::BASE`], [`Backoff::CAP`].
+    pub fn new() -> Self {
+        Self::with(Self::BASE, Self::CAP)
+    }
+
+    /// A schedule with another base and cap (tests, time-compressed loads).
+    pub fn with(base: Duration, cap: Duration) -> Self {
+        Self {
+            base,
+            cap,
+            failures: 0,
+        }
+    }
+
+    /// The wait before the next attempt, after a failure; `retry_after` is
+    /// the `Busy`'s, `None` for anything else; `uniform` is a random number
+    /// in [0, 1).
+    pub fn next_wait(&mut self, retry_after: Option<Duration>, uniform: f64) -> Duration {
+        let unit = retry_after.filter(|d| !d.is_zero()).unwrap_or(self.base);
+        self.wait(retry_after.unwrap_or_default(), unit, uniform)
+    }
+
+    /// The wait after a refused connection (`CONNECTION_REFUSED`, see
+    /// [`is_refused`]): no retry-after, [`Backoff::REFUSED_BASE`] as the
+    /// unit (scaled like `base` in a [`Backoff::with`] schedule).
+    pub fn next_wait_refused(&mut self, uniform: f64) -> Duration {
+        let unit = Self::REFUSED_BASE.mul_f64(self.base.as_secs_f64() / Self::BASE.as_secs_f64());
+        self.wait(Duration::ZERO, unit, uniform)
+    }
+
+    fn wait(&mut self, retry_after: Duration, unit: Duration, uniform: f64) -> Duration {
+        let window = unit
+            .saturating_mul(1u32 << self.failures.min(20))
+            .min(self.cap);
+        self.failures = self.failures.saturating_add(1);
+        retry_after + window.mul_f64(uniform.clamp(0.0, 1.0))
+    }
+
+    /// Consecutive failures so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Starts over after a success.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Whether a connect failed because the gateway refused the connection
+/// before its handshake (QUIC `CONNECTION_REFUSED`): it is overloaded, so
+/// back off with [`Backoff::next_wait_refused`].
+pub fn is_refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<quinn::ConnectionError>(),
+            Some(quinn::ConnectionError::ConnectionClosed(cc))
+                if cc.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED
+        )
+    })
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_windows_double_up_to_the_cap_with_full_jitter() {
+        let mut b = Backoff::new();
+        // The top of each window (uniform just below 1), then its bottom.
+        let tops: Vec<u64> = (0..7)
+            .map(|_| b.next_wait(None, 0.999_999).as_millis() as u64)
+            .collect();
+        assert_eq!(tops, [999, 1_999, 3_999, 7_999, 15_999, 29_999, 29_999]);
+        assert_eq!(
+            b.next_wait(None, 0.0),
+            Duration::ZERO,
+            "full jitter reaches 0"
+        );
+        b.reset();
+        assert_eq!(b.failures(), 0);
+    }
+
+    #[test]
+    fn a_refused_connection_backs_off_from_the_refused_base() {
+        let mut b = Backoff::new();
+        assert_eq!(b.next_wait_refused(0.5), Duration::from_secs(2));
+        assert_eq!(b.next_wait_refused(0.5), Duration::from_secs(4));
+        assert_eq!(b.next_wait_refused(0.999_999).as_secs(), 15, "up to 16 s");
+        assert_eq!(
+            b.next_wait_refused(0.999_999).as_secs(),
+            29,
+            "capped at 30 s"
+        );
+    }
+
+    #[test]
+    fn backoff_never_waits_less_than_the_retry_after() {
+        let mut b = Backoff::new();
+        let ra = Duration::from_millis(500);
+        assert_eq!(b.next_wait(Some(ra), 0.0), ra);
+        // The window grows from the retry-after, not from the base.
+        assert_eq!(b.next_wait(Some(ra), 0.5), ra + Duration::from_millis(500));
+        assert_eq!(
+            b.next_wait(Some(ra), 0.5),
+            ra + Duration::from_millis(1_000)
+        );
+    }
+}

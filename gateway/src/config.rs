@@ -226,6 +226,25 @@ pub struct RawQuic {
     ///
     /// `65536` unless set.
     pub max_inflight_punches: usize,
+    /// Admission control's target queueing delay, in milliseconds: when
+    /// every punch sojourn (frame read → ack ready) and every new
+    /// connection's wait for the runtime stayed above it for a whole
+    /// `admission_interval_ms`, the node refuses new connections before any
+    /// key exchange (`CONNECTION_REFUSED`) and answers new punches `Busy`
+    /// for the next interval (docs/PROTOCOL.md §10). `0` turns it off.
+    ///
+    /// `50` unless set.
+    pub admission_target_ms: u64,
+    /// Admission control's window, in milliseconds (see
+    /// `admission_target_ms`).
+    ///
+    /// `100` unless set.
+    pub admission_interval_ms: u64,
+    /// Retry-after, in milliseconds, of the `Busy` sent to punches shed by
+    /// admission control.
+    ///
+    /// `500` unless set.
+    pub admission_retry_after_ms: u32,
 }
 
 impl Default for RawQuic {
@@ -255,6 +274,9 @@ impl Default for RawQuic {
             zero_rtt: true,
             session_cache: 65_536,
             max_inflight_punches: 65_536,
+            admission_target_ms: 50,
+            admission_interval_ms: 100,
+            admission_retry_after_ms: 500,
         }
     }
 }
@@ -868,6 +890,12 @@ impl Config {
         }
         if q.max_inflight_punches == 0 {
             p.push("quic.max_inflight_punches must be at least 1".into());
+        }
+        if q.admission_target_ms > 0 && !(1..=60_000).contains(&q.admission_interval_ms) {
+            p.push(format!(
+                "quic.admission_interval_ms = {} is out of range; use 1 to 60000 (default 100), or set quic.admission_target_ms = 0 to turn admission control off",
+                q.admission_interval_ms
+            ));
         }
         if raw.admin.max_concurrent_queries == 0
             || raw.admin.query_timeout_s == 0

@@ -88,10 +88,18 @@ pub enum RefusedOn {
     Datagram,
     /// A backlog frame on a unidirectional stream (dropped, no reply).
     Backlog,
+    /// A new connection refused before its handshake (admission control).
+    Connection,
 }
 
 impl RefusedOn {
-    const ALL: [Self; 4] = [Self::Hello, Self::Punch, Self::Datagram, Self::Backlog];
+    const ALL: [Self; 5] = [
+        Self::Hello,
+        Self::Punch,
+        Self::Datagram,
+        Self::Backlog,
+        Self::Connection,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -99,6 +107,7 @@ impl RefusedOn {
             Self::Punch => "punch",
             Self::Datagram => "datagram",
             Self::Backlog => "backlog",
+            Self::Connection => "connection",
         }
     }
 }
@@ -136,6 +145,11 @@ pub struct EdgeMetrics {
     /// (`quic.datagram_buffer`) was full, or left unread at its close;
     /// added when the connection ends.
     pub datagrams_buffer_full: Counter,
+    /// `fencegate_datagrams_dropped_total{reason="shed"}`: ping batches
+    /// refused because the log writer's queue was above the pings'
+    /// watermark or the log's free space was down to the punches' reserve
+    /// (punches come first).
+    pub datagrams_shed: Counter,
     /// `fencegate_edge_timeouts_total{cause="hello"}`: connections closed
     /// `AUTH_TIMEOUT` because no Hello came within `quic.hello_timeout_ms`.
     pub hello_timeouts: Counter,
@@ -147,7 +161,7 @@ pub struct EdgeMetrics {
     pub busy: Counter,
     /// `fencegate_refused_total{channel, reason}`, indexed by
     /// `RefusedOn as usize`, then by reason code.
-    refused: [Vec<Option<Counter>>; 4],
+    refused: [Vec<Option<Counter>>; 5],
     /// `fencegate_punches_total{verdict="rejected"}`: the same series the
     /// pipeline counts policy rejections in, so the verdict counter covers
     /// every `Rejected` ack, validation rejections included.
@@ -185,6 +199,7 @@ impl EdgeMetrics {
             datagrams_dropped: counter!("fencegate_datagrams_dropped_total", "reason" => "log_busy"),
             datagrams_rate_limited: counter!("fencegate_datagrams_dropped_total", "reason" => "rate_limit"),
             datagrams_buffer_full: counter!("fencegate_datagrams_dropped_total", "reason" => "buffer_full"),
+            datagrams_shed: counter!("fencegate_datagrams_dropped_total", "reason" => "shed"),
             hello_timeouts: counter!("fencegate_edge_timeouts_total", "cause" => "hello"),
             punch_stream_timeouts: counter!("fencegate_edge_timeouts_total", "cause" => "punch_stream"),
             busy: counter!("fencegate_busy_total"),
@@ -203,6 +218,17 @@ impl EdgeMetrics {
         }
         if on == RefusedOn::Punch {
             self.punch_rejected.increment(1);
+        }
+    }
+
+    /// Counts one request shed under load on `on` (a connection refused, a
+    /// punch answered `Busy`), by reason, in the same
+    /// `fencegate_refused_total{channel,reason}` series; unlike
+    /// [`EdgeMetrics::refused`] it is no verdict, so `Rejected` is not
+    /// counted.
+    pub fn shed(&self, on: RefusedOn, r: Reason) {
+        if let Some(Some(c)) = self.refused[on as usize].get(usize::from(r.0)) {
+            c.increment(1);
         }
     }
 }

@@ -279,6 +279,11 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         ping_burst: cfg.quic.ping_burst,
         zero_rtt: cfg.quic.zero_rtt,
         repeat_window_s: cfg.dedup.repeat_window_s as u32,
+        admission: edge::admission::AdmissionSettings {
+            target: Duration::from_millis(cfg.quic.admission_target_ms),
+            interval: Duration::from_millis(cfg.quic.admission_interval_ms),
+            retry_after: Duration::from_millis(u64::from(cfg.quic.admission_retry_after_ms)),
+        },
     };
     let ctx = Arc::new(EdgeContext::new(
         pipeline.clone(),

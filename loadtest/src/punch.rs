@@ -4,13 +4,15 @@
 //! protocol tells phones to (docs/PROTOCOL.md §9).
 //!
 //! Open loop: employee `i` is due at the curve's time for it, whatever
-//! happened to the others, and its latency runs from that time.
+//! happened to the others, and its latency runs from that time. Retries
+//! follow the SDK schedule ([`fencegate::client::Backoff`]): full jitter,
+//! the gateway's retry-after honoured, in real time (not compressed).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fencegate::client::{Client, Connector, PunchReply};
+use fencegate::client::{Backoff, Client, Connector, PunchReply};
 use fencegate_schema::{
     Position, PunchAckMsg, PunchKind, PunchMethod, PunchMsg, TerminalAuth, Verdict,
 };
@@ -30,10 +32,6 @@ use crate::world::{self, Curve, PunchClass, World};
 /// How far ahead an invalid punch's clock runs (beyond the 5-minute skew
 /// the gateway allows).
 const FUTURE_SKEW_MS: i64 = 3_600_000;
-/// First backoff after a failed connection or stream (docs/PROTOCOL.md §9).
-const BACKOFF: Duration = Duration::from_secs(1);
-/// Longest backoff.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Everything the employee tasks share.
 #[derive(Debug)]
@@ -56,6 +54,13 @@ pub struct PunchCtx {
     pub ids: Arc<RunIds>,
     /// Intended send time → ack.
     pub series: Arc<Series>,
+    /// The acked attempt's own start → ack: from its connection's start
+    /// when the attempt connected, else from its punch's send.
+    pub admitted: Arc<Series>,
+    /// When each final ack came, for the goodput over the offered window.
+    pub ack_times: Mutex<Vec<Instant>>,
+    /// First and last intended send of the schedule, set when it ends.
+    pub offer_window: Mutex<Option<(Instant, Instant)>>,
     /// Connection set-up: handshake and Hello.
     pub connect: Arc<Series>,
     /// The acks, for the audit.
@@ -118,6 +123,7 @@ pub async fn run(ctx: Arc<PunchCtx>, s: PunchSchedule) {
     let sem = Arc::new(Semaphore::new(s.max_in_flight));
     let mut tasks = JoinSet::new();
     let mut waited = Duration::ZERO;
+    let mut window: Option<(Instant, Instant)> = None;
     for i in 0..s.employees {
         let sim = s.curve.employee_time(i, s.employees, ctx.seed);
         let at = s.t0 + Duration::from_secs_f64(sim / ctx.speed);
@@ -129,6 +135,7 @@ pub async fn run(ctx: Arc<PunchCtx>, s: PunchSchedule) {
             tokio::time::sleep_until(at.into()).await;
         }
         ctx.series.offered(at, 1);
+        window = Some((window.map_or(at, |w| w.0), at));
         ctx.outcomes().employees_offered += 1;
         let permit = match sem.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -146,6 +153,7 @@ pub async fn run(ctx: Arc<PunchCtx>, s: PunchSchedule) {
         tasks.spawn(employee(ctx.clone(), i, at, permit));
         while tasks.try_join_next().is_some() {}
     }
+    *ctx.offer_window.lock().unwrap_or_else(|p| p.into_inner()) = window;
     let _ = tokio::time::timeout_at(s.hard_end.into(), async {
         while tasks.join_next().await.is_some() {}
     })
@@ -156,8 +164,25 @@ pub async fn run(ctx: Arc<PunchCtx>, s: PunchSchedule) {
     tasks.abort_all();
 }
 
-fn jitter(d: Duration, r: &mut Rng) -> Duration {
-    d.mul_f64(1.0 + r.f64())
+/// Acked punches per second over the offered window (first to last
+/// intended send): what the gateway delivered while it was offered load,
+/// not what it caught up on afterwards.
+pub fn goodput_rate(ctx: &PunchCtx) -> f64 {
+    let Some((first, last)) = *ctx.offer_window.lock().unwrap_or_else(|p| p.into_inner()) else {
+        return 0.0;
+    };
+    let span = last.saturating_duration_since(first).as_secs_f64();
+    if span <= 0.0 {
+        return 0.0;
+    }
+    let acked = ctx
+        .ack_times
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|&&t| t <= last)
+        .count();
+    acked as f64 / span
 }
 
 async fn employee(ctx: Arc<PunchCtx>, i: u64, intended: Instant, _permit: OwnedSemaphorePermit) {
@@ -254,11 +279,13 @@ async fn attempt(
     rng: &mut Rng,
 ) -> Option<(PunchAckMsg, Instant)> {
     let deadline = intended + ctx.timeout;
-    let mut backoff = BACKOFF;
+    let mut backoff = Backoff::new();
     let mut conn: Option<Client> = None;
     let mut resent = false;
     loop {
         let now = clock::now();
+        // This attempt's own start, for the admitted latency.
+        let attempt_start = now;
         if now >= deadline {
             ctx.series.error(now, "timeout: no final ack");
             ctx.outcomes().unacked += 1;
@@ -283,9 +310,16 @@ async fn attempt(
                         c
                     }
                     Ok(Err(e)) => {
+                        // CONNECTION_REFUSED carries no retry-after: the
+                        // documented refused base, doubled per failure,
+                        // full jitter.
                         ctx.series.error(clock::now(), &error_kind("connect", &e));
-                        tokio::time::sleep(jitter(backoff, rng)).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        let wait = if fencegate::client::is_refused(&e) {
+                            backoff.next_wait_refused(rng.f64())
+                        } else {
+                            backoff.next_wait(None, rng.f64())
+                        };
+                        tokio::time::sleep(wait).await;
                         continue;
                     }
                     Err(_) => continue,
@@ -317,6 +351,11 @@ async fn attempt(
                 let at = clock::now();
                 client.close();
                 ctx.series.done(intended, at, 1);
+                ctx.admitted.done(attempt_start, at, 1);
+                ctx.ack_times
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(at);
                 if a.punch_id.is_some_and(|p| p != msg.punch_id) {
                     ctx.series.error(at, "ack names another punch id");
                 }
@@ -355,15 +394,14 @@ async fn attempt(
                     format!("busy: {reason:?}")
                 };
                 ctx.series.error(clock::now(), &kind);
-                let wait = Duration::from_millis(u64::from(retry_after_ms.max(1)));
-                tokio::time::sleep(jitter(wait, rng)).await;
+                let retry_after = Duration::from_millis(u64::from(retry_after_ms));
+                tokio::time::sleep(backoff.next_wait(Some(retry_after), rng.f64())).await;
             }
             Ok(Err(e)) => {
                 ctx.series.error(clock::now(), &error_kind("punch", &e));
                 client.close();
                 conn = None;
-                tokio::time::sleep(jitter(backoff, rng)).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(backoff.next_wait(None, rng.f64())).await;
             }
         }
     }

@@ -92,12 +92,20 @@ pub struct PunchReport {
     pub absorbed_s: f64,
     /// `acked / absorbed_s`.
     pub achieved_rate: f64,
+    /// Punches acked while load was offered, per second of the offered
+    /// window (first to last intended send): the goodput under overload,
+    /// excluding the catch-up after the offer ends.
+    pub goodput_rate: f64,
     /// The curve's time compression.
     pub speed: f64,
     /// Handshake mode.
     pub handshake: String,
     /// Intended send → ack.
     pub latency_ms: Latency,
+    /// For the attempt that was acked, its own start → ack (from its
+    /// connection's start when it connected, else from its punch's send):
+    /// what an admitted request costs, retries and backoff excluded.
+    pub admitted_latency_ms: Latency,
     /// Handshake and Hello, per connection.
     pub connect_ms: Latency,
     /// Errors by kind.
@@ -237,6 +245,14 @@ impl Report {
                 p.acked,
                 p.achieved_rate,
                 &p.latency_ms,
+            );
+            row(
+                &mut o,
+                "  admitted attempt",
+                None,
+                p.admitted_latency_ms.count,
+                p.goodput_rate,
+                &p.admitted_latency_ms,
             );
             row(
                 &mut o,

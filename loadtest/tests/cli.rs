@@ -51,7 +51,18 @@ fn json_and_html_reports_with_audit_and_resumption() {
     }
     for p in ["p50", "p90", "p99", "p999", "max"] {
         assert!(r["latency_ms"][p].is_number(), "latency_ms.{p}");
+        assert!(
+            r["punches"]["admitted_latency_ms"][p].is_number(),
+            "punches.admitted_latency_ms.{p}"
+        );
     }
+    // Every punch was acked once, by one admitted attempt, while offered
+    // or after: goodput is acked-while-offered per offered second.
+    assert_eq!(
+        r["punches"]["admitted_latency_ms"]["count"], r["punches"]["acked"],
+        "one admitted attempt per acked punch"
+    );
+    assert!(r["punches"]["goodput_rate"].as_f64().unwrap() > 0.0);
     assert_eq!(r["scenario"], "peak-0900");
     assert_eq!(r["lost"], 0);
     assert_eq!(r["duplicated"], 0);

@@ -9,6 +9,7 @@
 //! Only this module (through [`crate::clock`]) reads the clock and touches
 //! sockets; it hands `now` and verified frames to the [`Pipeline`].
 
+pub mod admission;
 pub mod tls;
 
 use std::cell::RefCell;
@@ -32,10 +33,11 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AuthError, Keyring};
 use crate::backlog;
 use crate::clock;
-use crate::log::{LogError, LogHandle, RecordBatch};
+use crate::log::{LogError, LogHandle, PingAppendError, RecordBatch};
 use crate::metrics::{EdgeMetrics, RefusedOn};
 use crate::pipeline::{AckInfo, Pipeline, PunchDecision, Scratch, Session};
 use crate::rules::AccuracyPolicy;
+use admission::{Admission, AdmissionSettings};
 
 thread_local! {
     /// Per-worker-thread buffers: the pipeline runs synchronously between
@@ -66,6 +68,12 @@ pub struct EdgeContext {
     pub settings: EdgeSettings,
     /// Metric handles.
     pub metrics: EdgeMetrics,
+    /// Admission control on connection set-up delay (`Incoming` → Hello
+    /// authenticated): refuses new connections while over target.
+    pub admission: Admission,
+    /// Admission control on punch sojourn (frame read → ack ready): refuses
+    /// new connections and answers new punches `Busy` while over target.
+    pub punch_admission: Admission,
     inflight: Arc<Semaphore>,
     connections: AtomicUsize,
     handshaking: Arc<AtomicUsize>,
@@ -105,6 +113,8 @@ pub struct EdgeSettings {
     pub zero_rtt: bool,
     /// Repeat window reported in HelloAck, seconds.
     pub repeat_window_s: u32,
+    /// Admission control (`quic.admission_*`).
+    pub admission: AdmissionSettings,
 }
 
 impl EdgeContext {
@@ -117,6 +127,8 @@ impl EdgeContext {
         settings: EdgeSettings,
         max_inflight_punches: usize,
     ) -> Self {
+        let admission = settings.admission;
+        let max_setup = settings.max_handshakes_in_flight;
         Self {
             pipeline,
             log,
@@ -124,6 +136,8 @@ impl EdgeContext {
             limits,
             settings,
             metrics: EdgeMetrics::register(),
+            admission: Admission::new(admission, clock::instant()).with_max_limit(max_setup),
+            punch_admission: Admission::new(admission, clock::instant()),
             inflight: Arc::new(Semaphore::new(max_inflight_punches)),
             connections: AtomicUsize::new(0),
             handshaking: Arc::new(AtomicUsize::new(0)),
@@ -313,10 +327,24 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
             incoming.refuse();
             continue;
         }
+        // One clock read per connection attempt: admission's `now`, and the
+        // start of this connection's wait for the runtime.
+        let arrived = clock::instant();
+        if !ctx.admission.admit(arrived, ctx.handshaking())
+            || ctx.punch_admission.overloaded(arrived)
+        {
+            // The node's own queue stood above target for a whole interval:
+            // refuse before any key exchange (the client sees
+            // CONNECTION_REFUSED and backs off, docs/PROTOCOL.md §9). A
+            // refused Initial costs a fraction of a handshake.
+            ctx.metrics.shed(RefusedOn::Connection, Reason::Overloaded);
+            incoming.refuse();
+            continue;
+        }
         if ctx.handshaking() >= ctx.settings.max_handshakes_in_flight {
             if let Some(idle) = ctx
                 .awaiting_hello
-                .evict_oldest(clock::instant(), ctx.settings.hello_evict_grace)
+                .evict_oldest(arrived, ctx.settings.hello_evict_grace)
             {
                 // The bound is full and one of its holders finished its
                 // handshake long enough ago to have sent a Hello: it is
@@ -384,7 +412,7 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
             ctx2.metrics.handshakes_completed.increment(1);
             ctx2.connections.fetch_add(1, Ordering::Relaxed);
             ctx2.metrics.connections.increment(1.0);
-            handle_connection(&ctx2, conn, handshaking).await;
+            handle_connection(&ctx2, conn, handshaking, arrived).await;
             ctx2.connections.fetch_sub(1, Ordering::Relaxed);
             ctx2.metrics.connections.decrement(1.0);
         });
@@ -657,11 +685,23 @@ async fn authenticate(ctx: &EdgeContext, conn: &quinn::Connection) -> Option<Ses
     }
 }
 
-async fn handle_connection(ctx: &Arc<EdgeContext>, conn: quinn::Connection, setup: Handshaking) {
+async fn handle_connection(
+    ctx: &Arc<EdgeContext>,
+    conn: quinn::Connection,
+    setup: Handshaking,
+    arrived: Instant,
+) {
     let waiting = ctx.awaiting_hello.register(&conn, clock::instant());
     let Some(session) = authenticate(ctx, &conn).await else {
         return;
     };
+    // Set-up delay for admission control: under overload the handshakes
+    // in flight share the CPU and each one slows (the queue is the set of
+    // handshakes, not a line before them). One round trip of it is the
+    // client's; the window's minimum keeps one slow client from counting.
+    let authed = clock::instant();
+    ctx.admission
+        .observe(authed, authed.saturating_duration_since(arrived));
     // Set up: from here on the connection no longer counts against
     // `max_handshakes_in_flight` and cannot be evicted.
     drop(waiting);
@@ -743,10 +783,16 @@ fn on_datagram(ctx: &EdgeContext, session: &Session, bucket: &mut PingBucket, da
         return;
     }
     // Pings are not acknowledged, so the datagram path does not wait for the
-    // commit; a log that cannot take the batch drops it, counted.
-    if let Err(e) = ctx.log.append_batch(records) {
-        ctx.metrics.datagrams_dropped.increment(1);
-        tracing::debug!(error = %e, "ping batch dropped");
+    // commit; a log that cannot take the batch drops it, counted. Pings
+    // yield to punches: above the writer's ping watermark, or with the log
+    // down to the punches' reserve, the batch is shed first.
+    match ctx.log.append_pings(records) {
+        Ok(_) => {}
+        Err(PingAppendError::Shed) => ctx.metrics.datagrams_shed.increment(1),
+        Err(PingAppendError::Log(e)) => {
+            ctx.metrics.datagrams_dropped.increment(1);
+            tracing::debug!(error = %e, "ping batch dropped");
+        }
     }
 }
 
@@ -830,7 +876,7 @@ async fn on_punch_stream(
     mut recv: quinn::RecvStream,
 ) {
     let t0 = clock::instant();
-    let answer = decide_punch(ctx, session, &mut recv).await;
+    let (answer, read_at) = decide_punch(ctx, session, &mut recv).await;
     if matches!(answer, Answer::Reset) {
         // The client sees its stream reset with PROTOCOL_VIOLATION and
         // resends the punch (same id) on a new stream (PROTOCOL §10).
@@ -865,10 +911,20 @@ async fn on_punch_stream(
             Answer::Reset => unreachable!("answered above"),
         }
     });
+    // One clock read for both the latency metric and admission's sample.
+    let done = clock::instant();
+    if let Some(read_at) = read_at {
+        // Only decided punches are samples: a cheap Busy would pull the
+        // window's minimum down and hide a standing queue.
+        ctx.punch_admission
+            .observe(done, done.saturating_duration_since(read_at));
+    }
     if send.write_all(&bytes).await.is_ok() {
         let _ = send.finish();
     }
-    ctx.metrics.punch_ack_seconds.record(t0.elapsed());
+    ctx.metrics
+        .punch_ack_seconds
+        .record(done.saturating_duration_since(t0));
 }
 
 fn rejected(reason: Reason) -> AckInfo {
@@ -882,10 +938,23 @@ fn rejected(reason: Reason) -> AckInfo {
     }
 }
 
+/// Decides one punch stream; with a decided punch, also the instant its
+/// frame had been read (the start of its sojourn in the node).
 async fn decide_punch(
     ctx: &EdgeContext,
     session: &Session,
     recv: &mut quinn::RecvStream,
+) -> (Answer, Option<Instant>) {
+    let mut read_at = None;
+    let answer = decide_punch_inner(ctx, session, recv, &mut read_at).await;
+    (answer, read_at)
+}
+
+async fn decide_punch_inner(
+    ctx: &EdgeContext,
+    session: &Session,
+    recv: &mut quinn::RecvStream,
+    read_at: &mut Option<Instant>,
 ) -> Answer {
     // Read the whole frame, on a deadline, before taking anything
     // node-wide: a stream that never finishes then holds only its own
@@ -912,14 +981,22 @@ async fn decide_punch(
             return Answer::Ack(None, rejected(Reason::Malformed));
         }
     };
+    let t_pipe = clock::instant();
+    if ctx.punch_admission.overloaded(t_pipe) {
+        // Shed before the parse, the pipeline and the log: the cheapest
+        // answer the client can act on (docs/PROTOCOL.md §9).
+        ctx.metrics.shed(RefusedOn::Punch, Reason::Overloaded);
+        let retry = ctx.punch_admission.settings().retry_after.as_millis();
+        return Answer::Busy(u32::try_from(retry).unwrap_or(u32::MAX), Reason::Overloaded);
+    }
     let Ok(_permit) = ctx.inflight.clone().try_acquire_owned() else {
+        ctx.metrics.shed(RefusedOn::Punch, Reason::Overloaded);
         return Answer::Busy(OVERLOAD_RETRY_MS, Reason::Overloaded);
     };
     if ctx.shutdown.is_cancelled() {
         return Answer::Busy(OVERLOAD_RETRY_MS, Reason::ShuttingDown);
     }
     let now_ms = clock::unix_ms();
-    let t_pipe = clock::instant();
     let punch = match parse_frame(&buf, Channel::Stream, now_ms, &ctx.limits) {
         Ok(Request::Punch(p)) => p,
         Ok(_) => {
@@ -962,6 +1039,7 @@ async fn decide_punch(
     };
     match commit.await {
         Ok(_) => {
+            *read_at = Some(t_pipe);
             ctx.pipeline.punch_durable(&pending, ack.verdict);
             Answer::Ack(punch_id, ack)
         }

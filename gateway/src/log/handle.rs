@@ -32,6 +32,12 @@ pub(crate) struct Shared {
     pub segments: Mutex<Vec<SegmentInfo>>,
     pub used_bytes: AtomicU64,
     pub queued_bytes: AtomicUsize,
+    /// Appends waiting for the writer (submitted, not yet taken into a
+    /// batch), for the pings' watermark.
+    pub queued_requests: AtomicUsize,
+    /// Test hook ([`LogHandle::hold_writer`]): while set, the writer takes
+    /// no new batch, so a test can fill the queue deterministically.
+    pub held: AtomicBool,
     /// LSN after the last synced entry. The writer owns the sender, so
     /// followers see the watch close when the writer stops.
     pub committed: watch::Receiver<Lsn>,
@@ -141,6 +147,26 @@ impl RecordBatch {
         self.buf.clear();
         self.count = 0;
         self.max_payload = 0;
+    }
+}
+
+/// Why [`LogHandle::append_pings`] did not queue a ping batch.
+#[derive(Debug)]
+pub enum PingAppendError {
+    /// Shed to keep the writer and the log's last space for punches.
+    Shed,
+    /// The log refused it as it would any append.
+    Log(LogError),
+}
+
+/// Holds the writer while alive (see [`LogHandle::hold_writer`]).
+#[doc(hidden)]
+#[must_use = "the writer resumes when the hold is dropped"]
+pub struct WriterHold<'a>(&'a LogHandle);
+
+impl Drop for WriterHold<'_> {
+    fn drop(&mut self) {
+        self.0.shared().held.store(false, Ordering::Release);
     }
 }
 
@@ -337,6 +363,8 @@ impl LogHandle {
             segments: Mutex::new(segments),
             used_bytes: AtomicU64::new(used),
             queued_bytes: AtomicUsize::new(0),
+            queued_requests: AtomicUsize::new(0),
+            held: AtomicBool::new(false),
             committed,
             failed: OnceLock::new(),
             closed: AtomicBool::new(false),
@@ -417,6 +445,46 @@ impl LogHandle {
         self.submit(batch.buf, batch.count, false)
     }
 
+    /// Submits a batch of pings, which yield to punches: it is shed (nothing
+    /// queued, [`PingAppendError::Shed`]) when the writer's queue is above
+    /// the pings' watermark (half of one group commit's bytes, or half of
+    /// `queue_capacity` appends) or when the log's free space is down to
+    /// the punches' reserve (the last sixteenth of `max_bytes`). Punches,
+    /// appended with [`LogHandle::append`], may use the whole queue and the
+    /// whole log: a ping flood fills at most half of any group commit and
+    /// cannot make the log full for punches. One load of two counters per
+    /// batch, no lock.
+    pub fn append_pings(&self, batch: RecordBatch) -> Result<Pending, PingAppendError> {
+        self.check_batch(&batch).map_err(PingAppendError::Log)?;
+        if self.sheds_pings(batch.buf.len()) {
+            return Err(PingAppendError::Shed);
+        }
+        self.submit(batch.buf, batch.count, false)
+            .map_err(PingAppendError::Log)
+    }
+
+    /// Whether a ping batch of `len` bytes would be shed now (see
+    /// [`LogHandle::append_pings`]).
+    pub fn sheds_pings(&self, len: usize) -> bool {
+        let sh = self.shared();
+        let cfg = &sh.cfg;
+        let watermark_bytes = cfg.max_queued_bytes.min(cfg.max_batch_bytes) / 2;
+        let watermark_requests = (cfg.queue_capacity / 2).max(1);
+        let reserve = cfg.max_bytes / 16;
+        sh.queued_bytes.load(Ordering::Relaxed) + len > watermark_bytes
+            || sh.queued_requests.load(Ordering::Relaxed) >= watermark_requests
+            || sh.used_bytes.load(Ordering::Relaxed) + len as u64 + reserve > cfg.max_bytes
+    }
+
+    /// Test hook: the writer takes no new batch until the returned guard is
+    /// dropped, so appends queue up (each test that uses it shows pings
+    /// shed while punches still queue). Appends already in a batch finish.
+    #[doc(hidden)]
+    pub fn hold_writer(&self) -> WriterHold<'_> {
+        self.shared().held.store(true, Ordering::Release);
+        WriterHold(self)
+    }
+
     /// Appends one record and blocks until it is synced, waiting for queue
     /// space instead of failing with `Busy`. For benches and tools; not for
     /// async code.
@@ -485,6 +553,7 @@ impl LogHandle {
             sh.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             return Err(self.busy());
         }
+        sh.queued_requests.fetch_add(1, Ordering::Relaxed);
         let req = Request {
             buf,
             count,
@@ -508,6 +577,7 @@ impl LogHandle {
         };
         if let Err(e) = sent {
             sh.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            sh.queued_requests.fetch_sub(1, Ordering::Relaxed);
             return Err(e);
         }
         Ok(Pending { rx, count })

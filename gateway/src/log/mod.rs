@@ -169,7 +169,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cursor::{Cursor, CursorStart};
-pub use handle::{LogHandle, LogStats, Pending, RecordBatch};
+pub use handle::{LogHandle, LogStats, Pending, PingAppendError, RecordBatch, WriterHold};
 pub use metrics::LogMetrics;
 pub use reader::{Entry, LogReader};
 pub use recovery::{QuarantinedSegment, RecoveryReport, Truncation};

@@ -86,6 +86,11 @@ impl Writer {
                     Ok(Msg::Shutdown) | Err(_) => break,
                 },
             };
+            // Test hook (`LogHandle::hold_writer`): one atomic load per
+            // batch when unused.
+            while self.shared.held.load(Ordering::Acquire) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             if self.cycle(first) {
                 break;
             }
@@ -157,6 +162,7 @@ impl Writer {
         self.shared
             .queued_bytes
             .fetch_sub(r.buf.len(), Ordering::Relaxed);
+        self.shared.queued_requests.fetch_sub(1, Ordering::Relaxed);
         self.batch_bytes += r.buf.len();
         self.batch_records += r.count as usize;
         self.batch.push(r);

@@ -1,0 +1,343 @@
+//! Admission control keyed on the node's own queueing delay (CoDel-style).
+//!
+//! The edge runs two controllers and reports to each how long work took
+//! (`observe`): a punch's sojourn from its frame being read to its ack
+//! being ready (log commit included), and a new connection's set-up from
+//! its `Incoming` to its authenticated Hello. Under CPU overload the
+//! handshakes in flight share the cores and each one slows: the queue is
+//! the set of handshakes in progress, not a line in front of them, so the
+//! set-up time is the delay that shows it. One round trip of it is the
+//! client's; the window's minimum (below) keeps a slow or hostile client
+//! from counting unless every set-up of the window is slow too.
+//!
+//! Time is cut into windows of `interval`. A window of at least
+//! [`MIN_SAMPLES`] samples whose *smallest* delay stayed above `target`
+//! means a standing queue, not a burst or a lone slow request (a burst
+//! drains within the window and leaves at least one quick sample), and the
+//! node is overloaded for the whole next window: it refuses new connections
+//! before any key exchange and answers new punches on open connections
+//! `Busy` with a retry-after. A window without samples clears the state, so
+//! the controller fails open and keeps probing: refusing everything yields
+//! no samples, and the next window admits again.
+//!
+//! For connections a verdict per window is too coarse: the window that
+//! admits would let every waiting client's retry in at once, and that
+//! burst would be the next standing queue. So the set-up controller also
+//! keeps a limit on connections in set-up, adjusted per window (AIMD): a
+//! window over target cuts it by a quarter, a window under target whose
+//! set-ups came near the limit raises it by an eighth. Under CPU overload
+//! the set-up time is about the count in set-up × the CPU each needs, so
+//! the limit settles where set-ups take about `target`.
+//!
+//! It is pure: callers pass `now` (an instant they already read for their
+//! own latency metric), and state is three atomics, so there is no lock,
+//! allocation or clock read per record.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Settings of the admission controller (`[quic] admission_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionSettings {
+    /// Queueing delay the node tolerates; zero turns admission control off.
+    pub target: Duration,
+    /// Window over which the smallest delay must stay above `target` before
+    /// the node sheds load, and for which it then sheds.
+    pub interval: Duration,
+    /// Retry-after sent in `Busy` to punches shed while overloaded.
+    pub retry_after: Duration,
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        Self {
+            target: Duration::from_millis(50),
+            interval: Duration::from_millis(100),
+            retry_after: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The controller: see the module docs.
+#[derive(Debug)]
+pub struct Admission {
+    settings: AdmissionSettings,
+    /// Instants are stored as microseconds since this one.
+    epoch: Instant,
+    /// Start of the current window, µs since `epoch`.
+    window_start_us: AtomicU64,
+    /// Smallest delay seen in the current window, µs; `u64::MAX` when none.
+    window_min_us: AtomicU64,
+    /// Samples in the current window.
+    window_samples: AtomicU32,
+    /// Verdict of the last finished window.
+    overloaded: AtomicBool,
+    /// Most connections in set-up admitted at once (see the module docs).
+    limit: AtomicUsize,
+    /// Largest in-set-up count seen in the current window.
+    peak: AtomicUsize,
+    /// Bounds of `limit`.
+    min_limit: usize,
+    max_limit: usize,
+}
+
+/// The set-up limit a node starts with: low enough that a 9:00 burst on a
+/// fresh node does not start as a pile of slow handshakes, and raised by an
+/// eighth per window while set-ups stay quick.
+const INITIAL_LIMIT: usize = 128;
+/// Fewest samples in a window for it to count as overloaded: at the
+/// rates where overload happens (hundreds of punches or set-ups per second)
+/// a 100 ms window holds dozens.
+pub const MIN_SAMPLES: u32 = 16;
+/// The limit is never cut below this, so a node keeps admitting (and
+/// measuring) however slow its set-ups are.
+const MIN_LIMIT: usize = 32;
+
+impl Admission {
+    /// A controller whose first window starts at `now`.
+    pub fn new(settings: AdmissionSettings, now: Instant) -> Self {
+        Self {
+            settings,
+            epoch: now,
+            window_start_us: AtomicU64::new(0),
+            window_min_us: AtomicU64::new(u64::MAX),
+            window_samples: AtomicU32::new(0),
+            overloaded: AtomicBool::new(false),
+            limit: AtomicUsize::new(INITIAL_LIMIT),
+            peak: AtomicUsize::new(0),
+            min_limit: MIN_LIMIT,
+            max_limit: usize::MAX,
+        }
+    }
+
+    /// The same, with the set-up limit never above `max` (the hard bound,
+    /// `quic.max_handshakes_in_flight`).
+    pub fn with_max_limit(mut self, max: usize) -> Self {
+        self.max_limit = max.max(self.min_limit);
+        self.limit = AtomicUsize::new(INITIAL_LIMIT.clamp(self.min_limit, self.max_limit));
+        self
+    }
+
+    /// Whether to admit a new connection at `now`, with `in_setup`
+    /// connections already in set-up: below the current limit and not
+    /// overloaded.
+    pub fn admit(&self, now: Instant, in_setup: usize) -> bool {
+        if !self.enabled() {
+            return true;
+        }
+        self.roll(now);
+        self.peak.fetch_max(in_setup + 1, Ordering::Relaxed);
+        in_setup < self.limit.load(Ordering::Relaxed)
+    }
+
+    /// The current set-up limit.
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &AdmissionSettings {
+        &self.settings
+    }
+
+    /// Whether the controller is on (a non-zero target).
+    pub fn enabled(&self) -> bool {
+        !self.settings.target.is_zero()
+    }
+
+    /// Reports that node-side work waited `delay`, at `now`.
+    pub fn observe(&self, now: Instant, delay: Duration) {
+        if !self.enabled() {
+            return;
+        }
+        // Roll first, so the sample lands in the window it belongs to and
+        // one slow sample after a quiet spell is judged with its window's
+        // others, not alone.
+        self.roll(now);
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX - 1);
+        self.window_min_us.fetch_min(us, Ordering::Relaxed);
+        self.window_samples.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether to shed new work at `now`.
+    pub fn overloaded(&self, now: Instant) -> bool {
+        if !self.enabled() {
+            return false;
+        }
+        self.roll(now);
+        self.overloaded.load(Ordering::Relaxed)
+    }
+
+    /// Closes the current window if `interval` has passed: its smallest
+    /// delay decides the next window. One thread wins the compare-exchange;
+    /// the others see the new window.
+    fn roll(&self, now: Instant) {
+        let t = u64::try_from(now.saturating_duration_since(self.epoch).as_micros())
+            .unwrap_or(u64::MAX);
+        let start = self.window_start_us.load(Ordering::Relaxed);
+        let interval = u64::try_from(self.settings.interval.as_micros()).unwrap_or(u64::MAX);
+        if t < start.saturating_add(interval) {
+            return;
+        }
+        if self
+            .window_start_us
+            .compare_exchange(start, t, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let min = self.window_min_us.swap(u64::MAX, Ordering::AcqRel);
+        let samples = self.window_samples.swap(0, Ordering::AcqRel);
+        // A window that ended more than one interval ago says nothing about
+        // now, and one without samples means nothing waited: both admit.
+        let stale = t >= start.saturating_add(interval.saturating_mul(2));
+        let target = u64::try_from(self.settings.target.as_micros()).unwrap_or(u64::MAX);
+        // A standing queue needs traffic: a few slow requests on an idle
+        // node (a slow fsync, a debug build) are not overload.
+        let over = !stale && samples >= MIN_SAMPLES && min > target;
+        self.overloaded.store(over, Ordering::Relaxed);
+        let peak = self.peak.swap(0, Ordering::Relaxed);
+        let limit = self.limit.load(Ordering::Relaxed);
+        let next = if over {
+            (limit - limit / 4).max(self.min_limit)
+        } else if !stale && min != u64::MAX && peak * 2 >= limit {
+            (limit + (limit / 8).max(1)).min(self.max_limit)
+        } else {
+            limit
+        };
+        self.limit.store(next, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn ctl(t0: Instant) -> Admission {
+        Admission::new(
+            AdmissionSettings {
+                target: ms(50),
+                interval: ms(100),
+                retry_after: ms(500),
+            },
+            t0,
+        )
+    }
+
+    #[test]
+    fn a_window_whose_every_delay_is_over_target_sheds_the_next_window() {
+        let t0 = crate::clock::instant();
+        let a = ctl(t0);
+        for i in 0..20 {
+            a.observe(t0 + ms(i * 5), ms(80));
+        }
+        assert!(
+            !a.overloaded(t0 + ms(99)),
+            "judged only when the window ends"
+        );
+        assert!(a.overloaded(t0 + ms(100)));
+        assert!(a.overloaded(t0 + ms(150)), "for the whole next window");
+    }
+
+    #[test]
+    fn one_quick_sample_means_a_burst_not_a_standing_queue() {
+        let t0 = crate::clock::instant();
+        let a = ctl(t0);
+        for i in 0..20 {
+            a.observe(t0 + ms(i * 5), ms(if i == 7 { 5 } else { 900 }));
+        }
+        assert!(!a.overloaded(t0 + ms(100)));
+    }
+
+    /// `MIN_SAMPLES` slow samples at `at`.
+    fn slow(a: &Admission, at: Instant, delay: Duration) {
+        for _ in 0..MIN_SAMPLES {
+            a.observe(at, delay);
+        }
+    }
+
+    #[test]
+    fn a_few_slow_requests_on_a_quiet_node_are_not_overload() {
+        let t0 = crate::clock::instant();
+        let a = ctl(t0);
+        for _ in 0..MIN_SAMPLES - 1 {
+            a.observe(t0 + ms(10), ms(500));
+        }
+        assert!(!a.overloaded(t0 + ms(110)));
+    }
+
+    #[test]
+    fn a_window_without_samples_admits_again() {
+        let t0 = crate::clock::instant();
+        let a = ctl(t0);
+        slow(&a, t0 + ms(10), ms(500));
+        assert!(a.overloaded(t0 + ms(110)));
+        // Shedding everything yields no samples: the next window probes.
+        assert!(!a.overloaded(t0 + ms(210)));
+    }
+
+    #[test]
+    fn a_verdict_from_long_ago_is_stale() {
+        let t0 = crate::clock::instant();
+        let a = ctl(t0);
+        slow(&a, t0 + ms(10), ms(500));
+        // Nothing checked for a second: the old window says nothing now.
+        assert!(!a.overloaded(t0 + ms(1_000)));
+    }
+
+    #[test]
+    fn the_set_up_limit_falls_while_over_target_and_rises_while_used_and_quick() {
+        let t0 = crate::clock::instant();
+        // One window per 100 ms step: a sample, then a connection attempt
+        // with `in_setup` already in set-up; the next step's first call
+        // closes the window.
+        let step = |a: &Admission, i: u64, delay: u64, in_setup: Option<usize>| {
+            let t = t0 + ms(100 * i);
+            slow(a, t, ms(delay));
+            a.admit(t + ms(1), in_setup.unwrap_or(a.limit() - 1))
+        };
+        let a = ctl(t0).with_max_limit(200);
+        assert_eq!(a.limit(), 128);
+        assert!(a.admit(t0, 127));
+        assert!(!a.admit(t0, 128), "at the limit");
+        // Slow windows: 128 → 96 → 72 → 54, then the floor.
+        for i in 1..=4 {
+            step(&a, i, 200, None);
+        }
+        assert_eq!(a.limit(), 54);
+        assert!(!a.admit(t0 + ms(402), 54));
+        for i in 5..=20 {
+            step(&a, i, 200, None);
+        }
+        assert_eq!(a.limit(), MIN_LIMIT);
+        // Quick windows that use the limit raise it, up to the hard bound.
+        for i in 21..60 {
+            assert!(step(&a, i, 5, None));
+        }
+        assert_eq!(a.limit(), 200);
+        // Quick windows that leave it unused do not.
+        let b = ctl(t0);
+        for i in 1..10 {
+            assert!(step(&b, i, 5, Some(1)));
+        }
+        assert_eq!(b.limit(), INITIAL_LIMIT);
+    }
+
+    #[test]
+    fn a_zero_target_turns_it_off() {
+        let t0 = crate::clock::instant();
+        let a = Admission::new(
+            AdmissionSettings {
+                target: Duration::ZERO,
+                ..AdmissionSettings::default()
+            },
+            t0,
+        );
+        a.observe(t0, Duration::from_secs(10));
+        assert!(!a.overloaded(t0 + Duration::from_secs(1)));
+    }
+}
