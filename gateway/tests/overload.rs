@@ -161,11 +161,11 @@ async fn ping_flood_during_punches_is_shed_and_counted_and_every_punch_is_acked(
         base_time_ms: now_ms(),
         fixes,
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = fencegate::clock::tokio_now() + Duration::from_secs(20);
     let mut sent = 0u64;
     while metric(shed) <= shed_before {
         assert!(
-            tokio::time::Instant::now() < deadline,
+            fencegate::clock::tokio_now() < deadline,
             "no ping shed after {sent} datagrams"
         );
         for c in &flooders {
@@ -242,7 +242,7 @@ async fn admission_refuses_new_connections_when_the_queueing_delay_is_over_targe
     // 24 punches whose commit waits HELD_MS: sojourns far over target, the
     // only samples of their window.
     let hold = node.running.edge.log.hold_writer();
-    let sent = tokio::time::Instant::now();
+    let sent = fencegate::clock::tokio_now();
     let slow: Vec<_> = (0..24u128)
         .map(|i| {
             let c = devices[i as usize % devices.len()].clone();
