@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use fencegate_schema::{
-    AttendanceRef, AttendanceStatus, FenceEventRef, FixReading, PingBatchView, PingRecordRef, Position,
-    PunchKind, PunchMethod, PunchRecordRef, PunchView, Reason, RecordBodyRef, RecordRef,
+    AttendanceRef, AttendanceStatus, FenceEventRef, FixReading, PingBatchView, PingRecordRef,
+    Position, PunchKind, PunchMethod, PunchRecordRef, PunchView, Reason, RecordBodyRef, RecordRef,
     TerminalAuth, Transition, Verdict,
 };
 use fencegate_spatial::hash::FastMap;
@@ -1347,7 +1347,9 @@ impl Pipeline {
         b.fixes.extend(batch.fixes());
 
         // 1. A copy of the device's state (read lock, released at once).
-        let view = self.devices.get(&dkey, |st| Some(StateView::of(st, version)));
+        let view = self
+            .devices
+            .get(&dkey, |st| Some(StateView::of(st, version)));
         // 2. Cells and fences of every fix, no lock held.
         b.answer(&snap, tenant, self.cfg.cell_resolution, view.as_ref());
 
@@ -1725,7 +1727,8 @@ impl BatchScratch {
             if !same_pos && !cell_box.contains(fix.lat, fix.lon) {
                 let c = u64::from(fencegate_spatial::cell_of(p, res));
                 if c != cell || !known {
-                    cell_box = CellBox::of(fencegate_spatial::CellIndex::try_from(c).expect("a cell"));
+                    cell_box =
+                        CellBox::of(fencegate_spatial::CellIndex::try_from(c).expect("a cell"));
                 }
                 cell = c;
             }
@@ -1758,7 +1761,10 @@ impl BatchScratch {
             self.answers.push(Answer {
                 cell,
                 cell_box,
-                grid: GridCell { key, uniform: false },
+                grid: GridCell {
+                    key,
+                    uniform: false,
+                },
                 loc: match s {
                     Src::Known(l) => l,
                     _ => Loc::Keys(0, 0),
@@ -1826,8 +1832,10 @@ impl BatchScratch {
         self.ranges.truncate(base);
         self.cells.truncate(base);
         let start = self.keys.len() as u32;
-        self.ranges.resize(base + self.queries.len(), (start, start));
-        self.cells.resize(base + self.queries.len(), GridCell::default());
+        self.ranges
+            .resize(base + self.queries.len(), (start, start));
+        self.cells
+            .resize(base + self.queries.len(), GridCell::default());
         let (ranges, cells, keys) = (&mut self.ranges, &mut self.cells, &mut self.keys);
         index.locate_batch_cells(
             &self.queries,
@@ -1843,7 +1851,6 @@ impl BatchScratch {
             |q, c| cells[base + q] = c,
         );
     }
-
 }
 
 /// Appends the fence ids of `loc` to `out`: `state` for [`Loc::State`],
@@ -1864,7 +1871,6 @@ fn push_ids(
         ),
     }
 }
-
 
 fn same_set(a: &[Arc<str>], b: &[Arc<str>]) -> bool {
     a.len() == b.len()
