@@ -18,7 +18,7 @@ use fencegate_schema::{
     TerminalAuth, Transition, Verdict,
 };
 use fencegate_spatial::hash::FastMap;
-use fencegate_spatial::{CellBox, Classification, FenceKey, GridCell, Point, TenantKey};
+use fencegate_spatial::{CellBox, CellShape, Classification, FenceKey, GridCell, Point, TenantKey};
 use flatbuffers::FlatBufferBuilder;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
@@ -1710,7 +1710,11 @@ impl BatchScratch {
         let mut known = view.is_some_and(|v| !v.fresh);
         let mut pos = view.map_or((0, 0), |v| v.position);
         let mut cell = view.map_or(0, |v| v.cell);
-        let mut cell_box = view.map_or(CellBox::EMPTY, |v| v.cell_box);
+        // The previous cell's shape, built only once a device lingers in a
+        // cell (a second conversion gave the same cell), so a device that
+        // changes cell at every fix pays no boundary computation.
+        let mut shape = view.map_or(CellShape::EMPTY, |v| CellShape::from_box(v.cell_box));
+        let mut shaped = view.is_some_and(|v| !v.fresh && !v.cell_box.is_empty());
         let mut grid = view.map_or(GridCell::default(), |v| v.grid);
         // Some(true): the reference's grid cell is known uniform;
         // None: pending on lookup `head`.
@@ -1724,11 +1728,15 @@ impl BatchScratch {
             let p = Point::new(fix.lat, fix.lon).expect("the parser checked the range");
             let here = (fix.lat.to_bits(), fix.lon.to_bits());
             let same_pos = known && here == pos;
-            if !same_pos && !cell_box.contains(fix.lat, fix.lon) {
+            if !same_pos && !shape.contains(fix.lat, fix.lon) {
                 let c = u64::from(fencegate_spatial::cell_of(p, res));
                 if c != cell || !known {
-                    cell_box =
-                        CellBox::of(fencegate_spatial::CellIndex::try_from(c).expect("a cell"));
+                    shape = CellShape::EMPTY;
+                    shaped = false;
+                } else if !shaped {
+                    shape =
+                        CellShape::of(fencegate_spatial::CellIndex::try_from(c).expect("a cell"));
+                    shaped = true;
                 }
                 cell = c;
             }
@@ -1760,7 +1768,7 @@ impl BatchScratch {
             self.src.push(s);
             self.answers.push(Answer {
                 cell,
-                cell_box,
+                cell_box: shape.cell_box,
                 grid: GridCell {
                     key,
                     uniform: false,

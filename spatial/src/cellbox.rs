@@ -13,6 +13,10 @@ use h3o::{CellIndex, LatLng};
 
 use crate::point::unit;
 
+/// Most vertices of an H3 cell's boundary (a pentagon or hexagon with
+/// distortion vertices where it crosses an icosahedron edge).
+const MAX_VERTS: usize = 10;
+
 /// How much of the cell's inscribed radius the box may use. The rest is a
 /// margin for rounding in H3's own assignment of points near an edge and
 /// in the conversions here; `tests/cellbox.rs` checks points on the box's
@@ -64,7 +68,7 @@ impl CellBox {
     };
 
     /// A box inside `cell`. Costs about as much as one H3 conversion
-    /// (the cell's boundary), so compute it when a device enters a new
+    /// (the cell's boundary), so compute it when a device lingers in a
     /// cell, not per fix.
     ///
     /// Why it is inside: the cell is bounded by great-circle arcs between
@@ -73,26 +77,12 @@ impl CellBox {
     /// the cell. The box is then sized by the haversine formula so that
     /// every point of it is within that radius of the centre.
     pub fn of(cell: CellIndex) -> Self {
-        let centre = LatLng::from(cell);
-        let c = unit(centre.lat(), centre.lng());
-        let verts: Vec<[f64; 3]> = cell
-            .boundary()
-            .iter()
-            .map(|v| unit(v.lat(), v.lng()))
-            .collect();
-        if verts.len() < 3 {
-            return Self::EMPTY;
-        }
-        let mut r = f64::INFINITY;
-        for (k, a) in verts.iter().enumerate() {
-            let b = &verts[(k + 1) % verts.len()];
-            let n = cross(a, b);
-            let len = dot(&n, &n).sqrt();
-            if len == 0.0 || !len.is_finite() {
-                return Self::EMPTY;
-            }
-            r = r.min((dot(&c, &n) / len).abs().min(1.0).asin());
-        }
+        CellShape::of(cell).cell_box
+    }
+
+    /// The box for a cell whose centre is `centre` and inscribed radius
+    /// (radians) is `r`.
+    fn around(centre: LatLng, r: f64) -> Self {
         let r = r * SAFETY;
         // Latitude half-extent; the longitude half-extent gets the rest of
         // the radius (0.7 keeps the box near square at the centre).
@@ -151,5 +141,118 @@ impl CellBox {
             (lm, ob),
             (lm, om),
         ]
+    }
+}
+
+/// An H3 cell as the intersection of the hemispheres its edges bound:
+/// a sound "is this point in the cell?" (exact for a convex cell, less a
+/// thin margin), at the cost of
+/// a unit vector (two `sin_cos`) and a dot product per edge instead of an
+/// H3 conversion. It also carries the cell's [`CellBox`], checked first.
+/// Too big to keep per device (the box is what a device's state keeps);
+/// made for a batch of fixes.
+#[derive(Clone, Copy, Debug)]
+pub struct CellShape {
+    /// The cell's box, checked first (no trigonometry).
+    pub cell_box: CellBox,
+    /// Inward edge normals, unit length; `n` of them are used (0: the
+    /// cell is not described, only the box answers).
+    normals: [[f64; 3]; MAX_VERTS],
+    n: usize,
+    /// How far inside every edge (sine of the angle) a point must be.
+    margin: f64,
+}
+
+impl CellShape {
+    /// A shape that contains nothing.
+    pub const EMPTY: Self = Self {
+        cell_box: CellBox::EMPTY,
+        normals: [[0.0; 3]; MAX_VERTS],
+        n: 0,
+        margin: 0.0,
+    };
+
+    /// The shape of `cell`: its boundary's great-circle edges.
+    ///
+    /// Why the test is sound: between consecutive boundary vertices a
+    /// cell's edge is a straight line in H3's gnomonic projection, that is
+    /// a great-circle arc, and the points on the inner side of every edge
+    /// (the polygon's kernel) lie inside the polygon, convex or not; for a
+    /// convex cell they are the whole cell. A point must be inside every edge by a
+    /// margin of 0.5 % of the cell's inscribed radius, for rounding in
+    /// H3's own assignment (`tests/cells.rs` checks against `cell_of`).
+    pub fn of(cell: CellIndex) -> Self {
+        let centre = LatLng::from(cell);
+        let c = unit(centre.lat(), centre.lng());
+        let boundary = cell.boundary();
+        let nv = boundary.len();
+        if !(3..=MAX_VERTS).contains(&nv) {
+            return Self::EMPTY;
+        }
+        let mut verts = [[0.0; 3]; MAX_VERTS];
+        for (v, ll) in verts.iter_mut().zip(boundary.iter()) {
+            *v = unit(ll.lat(), ll.lng());
+        }
+        let mut normals = [[0.0; 3]; MAX_VERTS];
+        let mut r = f64::INFINITY;
+        for k in 0..nv {
+            // a × (b − a) = a × b, but from the short difference vector, so
+            // the normal of a centimetre edge keeps full precision (a × b
+            // of two nearly equal unit vectors loses it to cancellation).
+            let (a, b) = (&verts[k], &verts[(k + 1) % nv]);
+            let mut n = cross(a, &[b[0] - a[0], b[1] - a[1], b[2] - a[2]]);
+            let len = dot(&n, &n).sqrt();
+            if len == 0.0 || !len.is_finite() {
+                return Self::EMPTY;
+            }
+            n = n.map(|x| x / len);
+            normals[k] = n;
+            r = r.min(dot(&c, &n).abs().min(1.0).asin());
+        }
+        let cell_box = CellBox::around(centre, r);
+        // The boundary winds one way, so every edge's normal points to the
+        // same side; inward is the centre's side. A point inside every edge
+        // is in the polygon's kernel, which lies inside the polygon even if
+        // a distortion vertex makes it concave. A centre on the wrong side
+        // of some edge leaves only the box.
+        let inward = if dot(&c, &normals[0]) < 0.0 {
+            -1.0
+        } else {
+            1.0
+        };
+        for n in &mut normals[..nv] {
+            *n = n.map(|x| x * inward);
+        }
+        let consistent = normals[..nv].iter().all(|n| dot(&c, n) > 0.0);
+        Self {
+            cell_box,
+            normals,
+            n: if consistent && r > 0.0 { nv } else { 0 },
+            margin: (r * (1.0 - SAFETY)).sin(),
+        }
+    }
+
+    /// Whether the point (degrees) is in the shape, and therefore in its
+    /// cell.
+    #[inline]
+    pub fn contains(&self, lat: f64, lon: f64) -> bool {
+        if self.cell_box.contains(lat, lon) {
+            return true;
+        }
+        if self.n == 0 {
+            return false;
+        }
+        let p = unit(lat, lon);
+        self.normals[..self.n]
+            .iter()
+            .all(|n| dot(&p, n) >= self.margin)
+    }
+
+    /// A shape that is only `cell_box` (what a device's state keeps).
+    pub fn from_box(cell_box: CellBox) -> Self {
+        Self {
+            cell_box,
+            ..Self::EMPTY
+        }
     }
 }

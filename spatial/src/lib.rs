@@ -18,7 +18,7 @@ mod load;
 mod point;
 mod shared;
 
-pub use cellbox::CellBox;
+pub use cellbox::{CellBox, CellShape};
 pub use fence::{Circle, Fence, FenceKey, FenceKind, Shape, TenantKey};
 pub use geom::{LonLat, PolygonPart, Rect};
 pub use h3o::{CellIndex, Resolution};

@@ -4,8 +4,8 @@
 //! fences as any other point of that cell (checked against `locate`).
 
 use fencegate_spatial::{
-    CellBox, FenceIndex, FenceKey, FenceSet, FenceSpec, GridCell, IndexOptions, Point, Resolution,
-    cell_of,
+    CellBox, CellShape, FenceIndex, FenceKey, FenceSet, FenceSpec, GridCell, IndexOptions, Point,
+    Resolution, cell_of,
 };
 use proptest::prelude::*;
 
@@ -38,6 +38,65 @@ proptest! {
                 prop_assert_eq!(cell_of(q, res), cell, "({}, {}) in the box of {}", la, lo, cell);
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// Points hugging a cell's edges from both sides, and near its
+    /// vertices: every one the shape contains maps to the cell. Red if the
+    /// edge normals pointed the wrong way or the margin were dropped.
+    #[test]
+    fn cell_shape_contains_only_its_cell(
+        lat in -89.9..89.9f64,
+        lon in -180.0..180.0f64,
+        res in resolution(),
+        ts in prop::collection::vec((0usize..10, 0.0..=1.0f64, 0.97..1.03f64), 24),
+    ) {
+        let p = Point::new(lat, lon).unwrap();
+        let cell = cell_of(p, res);
+        let shape = CellShape::of(cell);
+        let c = h3o::LatLng::from(cell);
+        let verts: Vec<(f64, f64)> = cell.boundary().iter().map(|v| (v.lat(), v.lng())).collect();
+        let mut inside = 0u32;
+        for &(k, u, t) in &ts {
+            let (a, b) = (verts[k % verts.len()], verts[(k + 1) % verts.len()]);
+            if (a.1 - b.1).abs() > 180.0 || (a.1 - c.lng()).abs() > 180.0 {
+                continue; // across the antimeridian: lon/lat interpolation is meaningless
+            }
+            // A point on the edge a–b, then pulled toward or pushed away from the centre.
+            let (el, eo) = (a.0 + (b.0 - a.0) * u, a.1 + (b.1 - a.1) * u);
+            let (ql, qo) = (c.lat() + (el - c.lat()) * t, c.lng() + (eo - c.lng()) * t);
+            let Ok(q) = Point::new(ql, qo) else { continue };
+            if shape.contains(ql, qo) {
+                inside += 1;
+                prop_assert_eq!(cell_of(q, res), cell, "({}, {}) in the shape of {}", ql, qo, cell);
+            }
+        }
+        let _ = inside;
+    }
+}
+
+#[test]
+fn cell_shape_covers_nearly_all_of_a_cell() {
+    // The point of the shape: a fix anywhere but the outer 1 % of a cell
+    // keeps the cell without a conversion.
+    let cell = cell_of(Point::new(31.2304, 121.4737).unwrap(), Resolution::Nine);
+    let shape = CellShape::of(cell);
+    let c = h3o::LatLng::from(cell);
+    let verts: Vec<h3o::LatLng> = cell.boundary().iter().copied().collect();
+    for v in &verts {
+        let (l, o) = (
+            c.lat() + (v.lat() - c.lat()) * 0.97,
+            c.lng() + (v.lng() - c.lng()) * 0.97,
+        );
+        assert!(shape.contains(l, o), "near vertex {v:?}");
+        let (l, o) = (
+            c.lat() + (v.lat() - c.lat()) * 1.03,
+            c.lng() + (v.lng() - c.lng()) * 1.03,
+        );
+        assert!(!shape.contains(l, o), "beyond vertex {v:?}");
     }
 }
 
