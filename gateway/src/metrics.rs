@@ -136,6 +136,10 @@ pub struct EdgeMetrics {
     /// (`quic.datagram_buffer`) was full, or left unread at its close;
     /// added when the connection ends.
     pub datagrams_buffer_full: Counter,
+    /// `fencegate_datagrams_dropped_total{reason="kernel"}`: datagrams the
+    /// kernel dropped because a QUIC socket's receive buffer was full
+    /// (sampled from procfs once a second, `edge/drops.rs`).
+    pub datagrams_kernel: Counter,
     /// `fencegate_edge_timeouts_total{cause="hello"}`: connections closed
     /// `AUTH_TIMEOUT` because no Hello came within `quic.hello_timeout_ms`.
     pub hello_timeouts: Counter,
@@ -185,6 +189,7 @@ impl EdgeMetrics {
             datagrams_dropped: counter!("fencegate_datagrams_dropped_total", "reason" => "log_busy"),
             datagrams_rate_limited: counter!("fencegate_datagrams_dropped_total", "reason" => "rate_limit"),
             datagrams_buffer_full: counter!("fencegate_datagrams_dropped_total", "reason" => "buffer_full"),
+            datagrams_kernel: counter!("fencegate_datagrams_dropped_total", "reason" => "kernel"),
             hello_timeouts: counter!("fencegate_edge_timeouts_total", "cause" => "hello"),
             punch_stream_timeouts: counter!("fencegate_edge_timeouts_total", "cause" => "punch_stream"),
             busy: counter!("fencegate_busy_total"),

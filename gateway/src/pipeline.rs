@@ -94,6 +94,12 @@ impl Session {
             device_tag: xxh3_64(device.as_bytes()),
         }
     }
+
+    /// The (tenant, device) hashes: a key for per-device state kept
+    /// outside the pipeline (the edge's ping rate buckets).
+    pub fn device_key(&self) -> (u64, u64) {
+        (self.tenant_tag, self.device_tag)
+    }
 }
 
 /// What the ack of a punch says; kept so every resend gets the same one.
