@@ -88,7 +88,10 @@ impl CellBox {
         // the radius (0.7 keeps the box near square at the centre).
         let a = 0.7 * r;
         let phi0 = centre.lat_radians();
-        if !(r > 0.0) || phi0.abs() + a >= std::f64::consts::FRAC_PI_2 {
+        // `r > 0` is false for NaN too: no box then.
+        if r.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+            || phi0.abs() + a >= std::f64::consts::FRAC_PI_2
+        {
             return Self::EMPTY;
         }
         // Largest cos(latitude) over the box's latitudes.
@@ -100,7 +103,7 @@ impl CellBox {
         };
         // hav(d) = hav(Δφ) + cos φ cos φ0 hav(Δλ) ≤ hav(a) + cmax cos φ0 hav(b) ≤ hav(r).
         let room = (hav(r) - hav(a)) / (cmax * phi0.cos());
-        if !(room > 0.0) {
+        if room.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return Self::EMPTY;
         }
         let b = 2.0 * room.min(1.0).sqrt().asin();
@@ -121,7 +124,7 @@ impl CellBox {
 
     /// Whether the box contains no point.
     pub fn is_empty(&self) -> bool {
-        !(self.min_lat <= self.max_lat && self.min_lon <= self.max_lon)
+        self.min_lat > self.max_lat || self.min_lon > self.max_lon
     }
 
     /// The corners and edge midpoints, then the centre: points a test can
