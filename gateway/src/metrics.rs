@@ -30,6 +30,9 @@ pub struct PipelineMetrics {
     pub dedup_keys: Gauge,
     /// Devices whose last ping is held.
     pub devices: Gauge,
+    /// `fencegate_dedup_devices_evicted_total`: devices forgotten to make
+    /// room for a new one when `dedup.max_devices` was reached.
+    pub devices_evicted: Counter,
 }
 
 impl PipelineMetrics {
@@ -52,6 +55,7 @@ impl PipelineMetrics {
             dedup_full: counter!("fencegate_dedup_full_total"),
             dedup_keys: gauge!("fencegate_dedup_keys"),
             devices: gauge!("fencegate_dedup_devices"),
+            devices_evicted: counter!("fencegate_dedup_devices_evicted_total"),
         }
     }
 

@@ -1356,6 +1356,14 @@ impl Pipeline {
         let view = self
             .devices
             .get(&dkey, |st| Some(StateView::of(st, version)));
+        // The memory is best effort: a new device makes room by forgetting
+        // one not seen for longest (by generation) rather than going
+        // untracked. A race can still fill the map; that batch is then
+        // forwarded untracked, as before.
+        if view.is_none() && self.devices.len() >= self.cfg.max_devices && self.devices.evict_one()
+        {
+            self.metrics.devices_evicted.increment(1);
+        }
         // 2. Cells and fences of every fix, no lock held.
         b.answer(&snap, tenant, self.cfg.cell_resolution, view.as_ref());
 

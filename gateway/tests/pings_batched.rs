@@ -350,3 +350,54 @@ fn a_long_drive_in_full_batches_equals_the_per_fix_path() {
         assert!(n > 10, "the drive forwarded {n} records");
     }
 }
+
+/// The ping-suppression memory is best effort: when `max_devices` is
+/// reached, a new device makes room by forgetting one not seen since the
+/// last rotation, and is tracked (its Inside event, then suppression)
+/// instead of forwarded untracked. Red without the eviction: the third
+/// device is untracked.
+#[test]
+fn a_full_device_memory_forgets_a_stale_device_instead_of_tracking_none() {
+    let fences = Arc::new(Fences::new(variant(0), LoadOptions::default()));
+    let cfg = PipelineConfig {
+        max_devices: 2,
+        ..config(9, 300_000)
+    };
+    let p = Pipeline::new(cfg, fences, T0);
+    let inside = ((BASE.0 * 1e7) as i32 + 1_000, (BASE.1 * 1e7) as i32);
+    let mut scratch = Scratch::default();
+    let mut one = |s: &Session, t: i64| {
+        let msg = PingBatchMsg {
+            device_seq: 0,
+            base_time_ms: t,
+            fixes: vec![Fix::new(inside.0, inside.1, 0, 50, 0)],
+        };
+        let mut fbb = FlatBufferBuilder::new();
+        let bytes = msg.encode_into(&mut fbb).to_vec();
+        let Ok(Request::PingBatch(view)) =
+            parse_frame(&bytes, Channel::Datagram, t, &Limits::default())
+        else {
+            panic!("test batch must parse")
+        };
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        p.pings(t, s, &view, &mut scratch, &mut out)
+    };
+    let (a, b, c) = (
+        Session::new("acme", "stale"),
+        Session::new("acme", "fresh"),
+        Session::new("acme", "new"),
+    );
+    assert_eq!(one(&a, T0).events, 1);
+    // An hour on (the device memory's window), `stale` is in the previous
+    // generation; `fresh` is seen now.
+    let later = T0 + 3_600_000;
+    p.tick(later);
+    assert_eq!(one(&b, later).events, 1);
+    let o = one(&c, later + 1_000);
+    assert_eq!(o.untracked, 0, "{o:?}");
+    assert_eq!(o.events, 1, "the new device's starting state");
+    // `fresh` kept its state: its next fix is suppressed, no new Inside.
+    let o = one(&b, later + 2_000);
+    assert_eq!((o.suppressed, o.events), (1, 0), "{o:?}");
+    assert_eq!(p.dedup_sizes().1, 2);
+}
