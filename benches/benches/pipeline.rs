@@ -1,5 +1,6 @@
 //! The pipeline alone, at 100k fences: per ping fix (locate, H3 cell,
-//! suppression, record encoding when forwarded) and per punch (idempotency,
+//! suppression, record encoding when forwarded; batched against the
+//! per-fix path in the same run) and per punch (idempotency,
 //! locate, repeat merge, record encoding). Frames are parsed outside the
 //! timed loop; `benches/schema.rs` measures parsing.
 //!
@@ -55,15 +56,30 @@ fn fix(lat: f64, lon: f64, off: u32) -> Fix {
     Fix::new((lat * 1e7) as i32, (lon * 1e7) as i32, off, 50, 0)
 }
 
-/// A fleet of 10k devices, each round one device sends one 64-fix batch
-/// later than its previous one. "moving": every fix is somewhere else, so
-/// every fix is located, compared and forwarded (the worst case).
-/// "standing": every fix of a device is at its own fixed spot, so after its
-/// first batch everything is suppressed (the common case for parked assets).
+/// How the fixes of a device move between one fix and the next.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    /// Every fix somewhere else (km apart): every fix converted to a new H3
+    /// cell, looked up and forwarded. The worst case.
+    Teleporting,
+    /// Driving at 15 m/s with a fix a second: a new H3 cell (resolution 9)
+    /// every ten or so fixes.
+    Driving,
+    /// Parked, with 1–3 m of GPS jitter on every fix.
+    Jittering,
+    /// Every fix at exactly the same spot (the common case for parked
+    /// assets whose receiver reports a held position).
+    Standing,
+}
+
+/// A fleet of 10k devices; each round one device sends one 64-fix batch
+/// later than its previous one. Each path is run through the batched
+/// `pings` and, in the same run, through `pings_per_fix` (the path before
+/// it, kept as the baseline) on its own pipeline.
 fn bench_pings(c: &mut Criterion) {
     const DEVICES: usize = 10_000;
+    const M_PER_DEG: f64 = 111_195.0;
     let n = 100_000;
-    let p = pipeline(n);
     let probes = synthetic_points(DEVICES * 4, 7, &synthetic_fences(n, 42));
     let sessions: Vec<Session> = (0..DEVICES)
         .map(|d| Session::new(&tenant_name(probes[d].tenant), &format!("truck-{d}")))
@@ -71,50 +87,102 @@ fn bench_pings(c: &mut Criterion) {
     let limits = Limits::default();
     let mut group = c.benchmark_group("pipeline/ping");
     group.throughput(Throughput::Elements(64));
-    for moving in [true, false] {
-        let name = if moving { "moving" } else { "standing" };
-        let mut scratch = Scratch::default();
-        let mut sink = CountingSink(0);
-        let mut fbb = FlatBufferBuilder::new();
-        let mut round: usize = 0;
-        group.bench_function(
-            BenchmarkId::new(name, "64 fixes/batch, 10k devices, 100k fences"),
-            |b| {
-                b.iter_batched(
-                    || {
-                        round += 1;
-                        let d = round % DEVICES;
-                        let base = T0 + (round / DEVICES) as i64 * 64_000;
-                        let fixes = (0..64)
-                            .map(|i| {
-                                let pr = if moving {
-                                    probes[(d * 4 + i + round) % probes.len()]
-                                } else {
-                                    probes[d]
-                                };
-                                fix(pr.point.lat(), pr.point.lon(), i as u32 * 1_000)
-                            })
-                            .collect();
-                        let msg = PingBatchMsg {
-                            device_seq: round as u64,
-                            base_time_ms: base,
-                            fixes,
-                        };
-                        (d, msg.encode_into(&mut fbb).to_vec(), base + 64_000)
-                    },
-                    |(d, bytes, now)| {
-                        // Parsing is included: it is part of every datagram's cost.
-                        let Ok(Request::PingBatch(view)) =
-                            parse_frame(&bytes, Channel::Datagram, now, &limits)
-                        else {
-                            unreachable!()
-                        };
-                        black_box(p.pings(now, &sessions[d], &view, &mut scratch, &mut sink))
-                    },
-                    BatchSize::SmallInput,
-                );
-            },
-        );
+    let paths = [
+        (Path::Teleporting, "moving"),
+        (Path::Driving, "driving"),
+        (Path::Jittering, "jittering"),
+        (Path::Standing, "standing"),
+    ];
+    for (path, name) in paths {
+        for batched in [true, false] {
+            let p = pipeline(n);
+            let mut scratch = Scratch::default();
+            let mut sink = CountingSink(0);
+            let mut fbb = FlatBufferBuilder::new();
+            let mut round: usize = 0;
+            // Where each device is, and its heading (radians).
+            let mut at: Vec<(f64, f64, f64)> = (0..DEVICES)
+                .map(|d| (probes[d].point.lat(), probes[d].point.lon(), d as f64 * 0.7))
+                .collect();
+            let how = if batched {
+                "batched"
+            } else {
+                "per-fix (before)"
+            };
+            group.bench_function(
+                BenchmarkId::new(
+                    name,
+                    format!("{how}, 64 fixes/batch, 10k devices, 100k fences"),
+                ),
+                |b| {
+                    b.iter_batched(
+                        || {
+                            round += 1;
+                            let d = round % DEVICES;
+                            let base = T0 + (round / DEVICES) as i64 * 64_000;
+                            let fixes = (0..64)
+                                .map(|i| {
+                                    let (lat, lon) = match path {
+                                        Path::Teleporting => {
+                                            let pr = probes[(d * 4 + i + round) % probes.len()];
+                                            (pr.point.lat(), pr.point.lon())
+                                        }
+                                        Path::Driving => {
+                                            let (lat, lon, h) = &mut at[d];
+                                            *lat += 15.0 / M_PER_DEG * h.cos();
+                                            *lon += 15.0 / (M_PER_DEG * lat.to_radians().cos())
+                                                * h.sin();
+                                            (*lat, *lon)
+                                        }
+                                        Path::Jittering => {
+                                            let (lat, lon, _) = at[d];
+                                            let j = ((round * 64 + i) % 7) as f64 - 3.0;
+                                            (lat + j / M_PER_DEG, lon - j / M_PER_DEG)
+                                        }
+                                        Path::Standing => {
+                                            (probes[d].point.lat(), probes[d].point.lon())
+                                        }
+                                    };
+                                    fix(lat, lon, i as u32 * 1_000)
+                                })
+                                .collect();
+                            let msg = PingBatchMsg {
+                                device_seq: round as u64,
+                                base_time_ms: base,
+                                fixes,
+                            };
+                            (d, msg.encode_into(&mut fbb).to_vec(), base + 64_000)
+                        },
+                        |(d, bytes, now)| {
+                            // Parsing is included: it is part of every datagram's cost.
+                            let Ok(Request::PingBatch(view)) =
+                                parse_frame(&bytes, Channel::Datagram, now, &limits)
+                            else {
+                                unreachable!()
+                            };
+                            if batched {
+                                black_box(p.pings(
+                                    now,
+                                    &sessions[d],
+                                    &view,
+                                    &mut scratch,
+                                    &mut sink,
+                                ))
+                            } else {
+                                black_box(p.pings_per_fix(
+                                    now,
+                                    &sessions[d],
+                                    &view,
+                                    &mut scratch,
+                                    &mut sink,
+                                ))
+                            }
+                        },
+                        BatchSize::SmallInput,
+                    );
+                },
+            );
+        }
     }
     group.finish();
 }

@@ -193,6 +193,27 @@ impl<K: Eq + Hash + Clone, V: Clone> WindowMap<K, V> {
         }
     }
 
+    /// Removes one key the map has not seen since its last rotation (one
+    /// of the previous generation; of the current one only when that is
+    /// empty): a best-effort "least recently seen" for a map that should
+    /// make room rather than refuse (the ping-suppression memory). Costs a
+    /// scan for a non-empty shard, so call it only when the map is full.
+    /// Returns whether a key was removed.
+    pub fn evict_one(&self) -> bool {
+        let g = self.current.load(Ordering::Acquire);
+        for generation in [g - 1, g] {
+            let map = &self.gens[Self::slot(generation)];
+            let key = map.iter().next().map(|e| e.key().clone());
+            if let Some(k) = key {
+                if map.remove(&k).is_some() {
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Removes `key` if its live value satisfies `pred`.
     pub fn remove_if(&self, key: &K, pred: impl Fn(&V) -> bool) {
         let g = self.current.load(Ordering::Acquire);
@@ -362,6 +383,24 @@ mod tests {
         m.with(1, |s| *s = Some(1)).unwrap();
         assert_eq!(m.with(2, |s| *s = Some(2)), Err(Full(1)));
         assert_eq!(m.with(1, |s| s.map(|v| v + 1)), Ok(Some(2)));
+    }
+
+    #[test]
+    fn evict_one_takes_a_key_not_seen_since_the_last_rotation() {
+        let m: WindowMap<u32, i64> = WindowMap::new(1_000, 2, 0);
+        m.insert(1, 0).unwrap();
+        m.rotate(1_000);
+        // Key 2 is seen in the new window, key 1 was not.
+        m.insert(2, 1_000).unwrap();
+        assert_eq!(m.insert(3, 1_000), Err(Full(2)));
+        assert!(m.evict_one());
+        assert_eq!(m.get(&1, live(1_000)), None, "the stale key went");
+        assert_eq!(m.get(&2, live(1_000)), Some(1_000), "the fresh key stayed");
+        m.insert(3, 1_000).unwrap();
+        assert_eq!(m.len(), 2);
+        // With no stale key, a current one goes rather than nothing.
+        assert!(m.evict_one());
+        assert_eq!(m.len(), 1);
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct PipelineMetrics {
     pub dedup_keys: Gauge,
     /// Devices whose last ping is held.
     pub devices: Gauge,
+    /// `fencegate_dedup_devices_evicted_total`: devices forgotten to make
+    /// room for a new one when `dedup.max_devices` was reached.
+    pub devices_evicted: Counter,
 }
 
 impl PipelineMetrics {
@@ -52,6 +55,7 @@ impl PipelineMetrics {
             dedup_full: counter!("fencegate_dedup_full_total"),
             dedup_keys: gauge!("fencegate_dedup_keys"),
             devices: gauge!("fencegate_dedup_devices"),
+            devices_evicted: counter!("fencegate_dedup_devices_evicted_total"),
         }
     }
 
@@ -150,6 +154,10 @@ pub struct EdgeMetrics {
     /// watermark or the log's free space was down to the punches' reserve
     /// (punches come first).
     pub datagrams_shed: Counter,
+    /// `fencegate_datagrams_dropped_total{reason="kernel"}`: datagrams the
+    /// kernel dropped because a QUIC socket's receive buffer was full
+    /// (sampled from procfs once a second, `edge/drops.rs`).
+    pub datagrams_kernel: Counter,
     /// `fencegate_edge_timeouts_total{cause="hello"}`: connections closed
     /// `AUTH_TIMEOUT` because no Hello came within `quic.hello_timeout_ms`.
     pub hello_timeouts: Counter,
@@ -200,6 +208,7 @@ impl EdgeMetrics {
             datagrams_rate_limited: counter!("fencegate_datagrams_dropped_total", "reason" => "rate_limit"),
             datagrams_buffer_full: counter!("fencegate_datagrams_dropped_total", "reason" => "buffer_full"),
             datagrams_shed: counter!("fencegate_datagrams_dropped_total", "reason" => "shed"),
+            datagrams_kernel: counter!("fencegate_datagrams_dropped_total", "reason" => "kernel"),
             hello_timeouts: counter!("fencegate_edge_timeouts_total", "cause" => "hello"),
             punch_stream_timeouts: counter!("fencegate_edge_timeouts_total", "cause" => "punch_stream"),
             busy: counter!("fencegate_busy_total"),

@@ -13,17 +13,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use fencegate_schema::{
-    AttendanceRef, AttendanceStatus, FenceEventRef, PingBatchView, PingRecordRef, Position,
-    PunchKind, PunchMethod, PunchRecordRef, PunchView, Reason, RecordBodyRef, RecordRef,
+    AttendanceRef, AttendanceStatus, FenceEventRef, FixReading, PingBatchView, PingRecordRef,
+    Position, PunchKind, PunchMethod, PunchRecordRef, PunchView, Reason, RecordBodyRef, RecordRef,
     TerminalAuth, Transition, Verdict,
 };
 use fencegate_spatial::hash::FastMap;
-use fencegate_spatial::{Classification, FenceKey, Point};
+use fencegate_spatial::{CellBox, CellShape, Classification, FenceKey, GridCell, Point, TenantKey};
 use flatbuffers::FlatBufferBuilder;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use crate::dedup::WindowMap;
-use crate::fences::Fences;
+use crate::fences::{FenceSnapshot, Fences};
 use crate::metrics::{PipelineMetrics, RulesMetrics};
 use crate::rules::judge::{GpsLookup, Location, gps_lookup, judge};
 use crate::rules::state::{EMPLOYEE_MEMORY_MS, EmployeeState, Observed, QrUseKey};
@@ -93,6 +93,12 @@ impl Session {
             tenant_tag: xxh3_64(tenant.as_bytes()),
             device_tag: xxh3_64(device.as_bytes()),
         }
+    }
+
+    /// The (tenant, device) hashes: a key for per-device state kept
+    /// outside the pipeline (the edge's ping rate buckets).
+    pub fn device_key(&self) -> (u64, u64) {
+        (self.tenant_tag, self.device_tag)
     }
 }
 
@@ -216,6 +222,15 @@ struct DeviceState {
     /// in: a device reporting the same position reuses the answer.
     position: (u64, u64),
     snapshot: u64,
+    /// The lookup-grid cell of the newest live fix: when uniform, a fix in
+    /// the same grid cell has the same fences (`located`) without a lookup.
+    grid: GridCell,
+    /// A box inside the H3 cell `cell`: a fix in it has that cell without
+    /// an H3 conversion.
+    cell_box: CellBox,
+    /// Bumped by every batch that decided fixes of this device, so a batch
+    /// prepared from a copy of the state can tell the copy is still current.
+    seq: u32,
 }
 
 /// A membership change awaiting `dwell_ms`: the fence, and the fix time
@@ -399,6 +414,8 @@ pub struct Scratch {
     pending: Vec<Pending>,
     /// The slot label (`2025-03-04/day`) of the punch being decided.
     label: String,
+    /// The ping batch being decided: its fixes and their answers.
+    batch: BatchScratch,
 }
 
 impl Default for Scratch {
@@ -411,6 +428,7 @@ impl Default for Scratch {
             members: Vec::with_capacity(16),
             pending: Vec::with_capacity(16),
             label: String::with_capacity(96),
+            batch: BatchScratch::default(),
         }
     }
 }
@@ -1094,7 +1112,16 @@ impl Pipeline {
     /// and fences, up to the heartbeat. A late fix (at or before the newest:
     /// offline history) is always logged, flagged `late`, and changes
     /// nothing.
-    pub fn pings(
+    ///
+    /// This is the per-fix path the batched [`Pipeline::pings`] replaced:
+    /// it takes the device's entry lock and looks the position up (under
+    /// that lock) for every fix that moved, and converts every such fix to
+    /// an H3 cell. Kept as the oracle of the differential test
+    /// (`tests/pings_batched.rs`) and the same-run baseline of the pipeline
+    /// bench; do not mix it with `pings` on one pipeline (it does not keep
+    /// the state `pings` uses to skip work).
+    #[doc(hidden)]
+    pub fn pings_per_fix(
         &self,
         now_ms: i64,
         session: &Session,
@@ -1303,6 +1330,587 @@ impl Pipeline {
         }
         self.metrics.pings(&out);
         out
+    }
+
+    /// Processes one verified ping batch from `session`, pushing every
+    /// record to forward into `sink`: ping records and fence events.
+    ///
+    /// A live fix (newer than the device's newest) may move the device's
+    /// state: it emits `Inside` per containing fence when the gateway held no
+    /// state for the device, else an `Exit` or `Enter` per fence its
+    /// membership lost or gained (after the tenant's [`FenceEventRules`]),
+    /// and its ping record is suppressed while the device stays in its cell
+    /// and fences, up to the heartbeat. A late fix (at or before the newest:
+    /// offline history) is always logged, flagged `late`, and changes
+    /// nothing.
+    ///
+    /// The work per fix is proportional to what changed: a fix inside the
+    /// box of the previous fix's H3 cell ([`CellBox`]) keeps that cell
+    /// without a conversion, and a fix in the same uniform lookup-grid cell
+    /// keeps the previous fences without a lookup; the lookups a batch does
+    /// need are issued together ([`FenceIndex::locate_batch_cells`]) before
+    /// the device's state is locked, and the state is locked once per batch,
+    /// not per fix. The answers equal [`Pipeline::pings_per_fix`]'s
+    /// (`tests/pings_batched.rs`).
+    ///
+    /// [`FenceIndex::locate_batch_cells`]: fencegate_spatial::FenceIndex::locate_batch_cells
+    pub fn pings(
+        &self,
+        now_ms: i64,
+        session: &Session,
+        batch: &PingBatchView<'_>,
+        scratch: &mut Scratch,
+        sink: &mut impl RecordSink,
+    ) -> PingOutcome {
+        let snap = self.fences.load();
+        let tenant = snap.tenant(&session.tenant);
+        let rules = self.ping_events.by_tag(session.tenant_tag);
+        let mut out = PingOutcome::default();
+        let dkey = (session.tenant_tag, session.device_tag);
+        let version = snap.version();
+        let b = &mut scratch.batch;
+        b.fixes.clear();
+        b.fixes.extend(batch.fixes());
+
+        // 1. A copy of the device's state (read lock, released at once).
+        let view = self
+            .devices
+            .get(&dkey, |st| Some(StateView::of(st, version)));
+        // The memory is best effort: a new device makes room by forgetting
+        // one not seen for longest (by generation) rather than going
+        // untracked. A race can still fill the map; that batch is then
+        // forwarded untracked, as before.
+        if view.is_none() && self.devices.len() >= self.cfg.max_devices && self.devices.evict_one()
+        {
+            self.metrics.devices_evicted.increment(1);
+        }
+        // 2. Cells and fences of every fix, no lock held.
+        b.answer(&snap, tenant, self.cfg.cell_resolution, view.as_ref());
+
+        // 3. Decide every fix under the device's entry lock, taken once.
+        scratch.ids.clear();
+        scratch.events.clear();
+        b.decided.clear();
+        let Scratch {
+            batch: b,
+            ids,
+            events: fix_events,
+            members,
+            pending,
+            ..
+        } = scratch;
+        let res = self.cfg.cell_resolution;
+        let tracked = self.devices.with(dkey, |slot| {
+            let st = slot.get_or_insert_with(DeviceState::default);
+            // The answers that say "the fences the state holds" were made
+            // from a copy; if another batch of this device moved the state
+            // since (two connections, or datagrams racing a backlog), make
+            // them again from the state as it is: rare, and then under the
+            // lock.
+            if b.uses_state && view.is_none_or(|v| v.seq != st.seq) {
+                let now = StateView::of(st, version);
+                b.answer(&snap, tenant, res, Some(&now));
+            }
+            // Which answer `st.located` is the list of: `Loc::State` until a
+            // lookup's answer replaces it.
+            let mut current = Loc::State;
+            for i in 0..b.fixes.len() {
+                let fix = b.fixes[i];
+                let a = b.answers[i];
+                let position = (fix.lat.to_bits(), fix.lon.to_bits());
+                let fresh = st.last_fix_ms == 0 && st.last_forward_ms == 0;
+                if !fresh && fix.time_ms <= st.last_fix_ms {
+                    // See `pings_per_fix`: only a copy of the newest fix is
+                    // dropped; an older one is history.
+                    if fix.time_ms == st.last_fix_ms && st.position == position {
+                        out.duplicates += 1;
+                    } else {
+                        let ids_at = ids.len();
+                        push_ids(&b.keys, a.loc, &snap, &st.located, ids);
+                        out.late += 1;
+                        b.decided.push(Decided {
+                            fix: i as u32,
+                            kind: Kind::Late,
+                            cell: a.cell,
+                            ids: (ids_at as u32, ids.len() as u32),
+                            events: (0, 0),
+                        });
+                    }
+                    continue;
+                }
+                let exit_counts = |id: &str| -> bool {
+                    let Some(margin) = rules.exit_margin_m else {
+                        return true;
+                    };
+                    let Some(f) = tenant.and_then(|t| snap.fence_by_id(t, id)) else {
+                        return true;
+                    };
+                    let p = Point::new(fix.lat, fix.lon).expect("the parser checked the range");
+                    f.distance_m(p) - f64::from(fix.accuracy_m) > margin
+                };
+                // The same fences as the state holds: no list to build.
+                let same = !fresh && a.loc == current && st.snapshot == version;
+                b.located.clear();
+                if !same {
+                    push_ids(&b.keys, a.loc, &snap, &st.located, &mut b.located);
+                }
+                let located: &[Arc<str>] = if same { &st.located } else { &b.located };
+                let relocated = !same && !same_set(&st.located, located);
+                let mut ev = std::mem::take(fix_events);
+                ev.clear();
+                if fresh {
+                    ev.extend(located.iter().map(|f| (f.clone(), Transition::Inside)));
+                    st.members = located.into();
+                } else if !st.pending.is_empty() || !same_set(&st.members, located) {
+                    membership_step(
+                        &mut st.members,
+                        &mut st.pending,
+                        located,
+                        fix.time_ms,
+                        rules.dwell_ms,
+                        exit_counts,
+                        &mut ev,
+                        members,
+                        pending,
+                    );
+                }
+                if ev.len() > 1 {
+                    ev.sort_unstable_by(|a, b| {
+                        (event_order(a.1), &a.0).cmp(&(event_order(b.1), &b.0))
+                    });
+                }
+                let mut kind = Kind::Suppressed;
+                if fresh || relocated || st.cell != a.cell || !ev.is_empty() {
+                    kind = Kind::Forward;
+                } else if fix.time_ms - st.last_forward_ms >= self.cfg.heartbeat_ms {
+                    kind = Kind::Heartbeat;
+                }
+                let ids_at = ids.len();
+                if kind != Kind::Suppressed {
+                    ids.extend(located.iter().cloned());
+                    st.last_forward_ms = fix.time_ms;
+                }
+                // The state keeps the exact list of its newest fix, so a
+                // later fix reusing it gets the list a lookup would give.
+                if !same && (fresh || st.located[..] != b.located[..]) {
+                    st.located = b.located.as_slice().into();
+                }
+                if !same {
+                    current = a.loc;
+                }
+                st.last_fix_ms = fix.time_ms;
+                st.cell = a.cell;
+                st.cell_box = a.cell_box;
+                st.grid = a.grid;
+                st.position = position;
+                st.snapshot = version;
+                let ev_at = b.events.len();
+                b.events.append(&mut ev);
+                *fix_events = ev;
+                if kind == Kind::Suppressed {
+                    out.suppressed += 1;
+                } else {
+                    b.decided.push(Decided {
+                        fix: i as u32,
+                        kind,
+                        cell: a.cell,
+                        ids: (ids_at as u32, ids.len() as u32),
+                        events: (ev_at as u32, b.events.len() as u32),
+                    });
+                }
+            }
+            st.seq = st.seq.wrapping_add(1);
+        });
+        if tracked.is_err() {
+            // No state to compare with (`dedup.max_devices` reached):
+            // every fix forwarded as is, and no events (an Inside per fix
+            // would flood downstream).
+            if b.uses_state {
+                b.answer(&snap, tenant, res, None);
+            }
+            for i in 0..b.fixes.len() {
+                let ids_at = ids.len();
+                push_ids(&b.keys, b.answers[i].loc, &snap, &[], ids);
+                out.untracked += 1;
+                b.decided.push(Decided {
+                    fix: i as u32,
+                    kind: Kind::Untracked,
+                    cell: b.answers[i].cell,
+                    ids: (ids_at as u32, ids.len() as u32),
+                    events: (0, 0),
+                });
+            }
+        }
+
+        // 4. Records, after the lock.
+        for d in &b.decided {
+            let fix = b.fixes[d.fix as usize];
+            let time = fix.time_ms.to_le_bytes();
+            // Events first, so a consumer sees the exit before the ping that
+            // is already outside.
+            for (f, transition) in &b.events[d.events.0 as usize..d.events.1 as usize] {
+                let rid = record_id(&[
+                    b"event",
+                    session.tenant.as_bytes(),
+                    session.device.as_bytes(),
+                    f.as_bytes(),
+                    &[transition.0],
+                    &time,
+                ]);
+                let rec = RecordRef::<&str> {
+                    record_id: rid,
+                    tenant: &session.tenant,
+                    gateway_time_ms: now_ms,
+                    node: Some(&self.cfg.node),
+                    body: RecordBodyRef::FenceEvent(FenceEventRef {
+                        device_id: &session.device,
+                        fence_id: f,
+                        transition: *transition,
+                        time_ms: fix.time_ms,
+                        lat: fix.lat,
+                        lon: fix.lon,
+                    }),
+                };
+                sink.push(rec.encode_into(&mut scratch.fbb), now_ms);
+                out.events += 1;
+            }
+            let rid = record_id(&[
+                b"ping",
+                session.tenant.as_bytes(),
+                session.device.as_bytes(),
+                &time,
+                &fix.lat.to_le_bytes(),
+                &fix.lon.to_le_bytes(),
+            ]);
+            let late = d.kind == Kind::Late;
+            let rec = RecordRef {
+                record_id: rid,
+                tenant: &session.tenant,
+                gateway_time_ms: now_ms,
+                node: Some(&self.cfg.node),
+                body: RecordBodyRef::Ping(PingRecordRef {
+                    device_id: &session.device,
+                    time_ms: fix.time_ms,
+                    lat: fix.lat,
+                    lon: fix.lon,
+                    accuracy_m: fix.accuracy_m,
+                    h3_cell: d.cell,
+                    fence_ids: &scratch.ids[d.ids.0 as usize..d.ids.1 as usize],
+                    heartbeat: d.kind == Kind::Heartbeat,
+                    late,
+                }),
+            };
+            sink.push(rec.encode_into(&mut scratch.fbb), now_ms);
+            if !late {
+                out.forwarded += 1;
+            }
+        }
+        b.events.clear();
+        scratch.ids.clear();
+        self.metrics.pings(&out);
+        out
+    }
+}
+
+/// Where a fix's fences come from, decided before the device's state is
+/// locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loc {
+    /// The list the device's state holds for its newest live fix
+    /// (`DeviceState::located`): the fix is at the same position or in the
+    /// same uniform grid cell.
+    State,
+    /// `BatchScratch::keys[start..end]`: looked up for this batch.
+    Keys(u32, u32),
+}
+
+/// A fix's H3 cell and fences, as decided before the lock.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    cell: u64,
+    /// A box inside `cell`, for the next fix's cheap check.
+    cell_box: CellBox,
+    grid: GridCell,
+    loc: Loc,
+}
+
+/// How a fix's fences were found in the first pass of [`BatchScratch::answer`].
+#[derive(Debug, Clone, Copy)]
+enum Src {
+    /// Known at once (the state's list).
+    Known(Loc),
+    /// The answer of lookup `q` of the first round.
+    Query(u32),
+    /// In the grid cell of lookup `q`, at another position: that answer if
+    /// the cell turns out uniform, else a lookup of its own.
+    SameCell(u32),
+    /// At the position of fix `i` (an earlier fix): its answer.
+    SameAs(u32),
+}
+
+/// What the device's state looked like when a batch began.
+#[derive(Debug, Clone, Copy)]
+struct StateView {
+    seq: u32,
+    position: (u64, u64),
+    cell: u64,
+    cell_box: CellBox,
+    grid: GridCell,
+    /// The state holds no fix yet: nothing in it describes a position.
+    fresh: bool,
+    /// `located` holds the fences of `position` in this snapshot.
+    located_valid: bool,
+}
+
+impl StateView {
+    fn of(st: &DeviceState, version: u64) -> Self {
+        let fresh = st.last_fix_ms == 0 && st.last_forward_ms == 0;
+        Self {
+            seq: st.seq,
+            position: st.position,
+            cell: st.cell,
+            cell_box: if fresh { CellBox::EMPTY } else { st.cell_box },
+            grid: st.grid,
+            fresh,
+            located_valid: !fresh && st.snapshot == version,
+        }
+    }
+}
+
+/// What a decided fix becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Suppressed,
+    Forward,
+    Heartbeat,
+    Late,
+    Untracked,
+}
+
+/// A fix that becomes records: where its fence ids and events are in the
+/// batch's flat lists.
+#[derive(Debug, Clone, Copy)]
+struct Decided {
+    fix: u32,
+    kind: Kind,
+    cell: u64,
+    ids: (u32, u32),
+    events: (u32, u32),
+}
+
+/// Per-task buffers of the ping path, reused from batch to batch.
+#[derive(Default)]
+struct BatchScratch {
+    fixes: Vec<FixReading>,
+    answers: Vec<Answer>,
+    src: Vec<Src>,
+    /// Lookups of the current round, and which fix each one is for.
+    queries: Vec<(Point, Option<TenantKey>)>,
+    query_fix: Vec<u32>,
+    /// Per lookup of the first round: its fences in `keys`, and its grid cell.
+    ranges: Vec<(u32, u32)>,
+    cells: Vec<GridCell>,
+    keys: Vec<FenceKey>,
+    /// Whether an answer is `Loc::State` (then it needs the state unchanged).
+    uses_state: bool,
+    /// The fences of the fix being decided, when they are not the state's.
+    located: Vec<Arc<str>>,
+    events: Vec<(Arc<str>, Transition)>,
+    decided: Vec<Decided>,
+}
+
+impl BatchScratch {
+    /// Finds the H3 cell and fences of every fix in `self.fixes`, doing only
+    /// the work the previous fix (or, for the first, the state `view`)
+    /// cannot prove unnecessary: an H3 conversion when the fix is outside
+    /// the previous cell's box, a lookup when it is neither at the previous
+    /// position nor in the previous fix's uniform grid cell. Lookups run
+    /// in at most two `locate_batch_cells` calls.
+    fn answer(
+        &mut self,
+        snap: &FenceSnapshot,
+        tenant: Option<TenantKey>,
+        res: h3o::Resolution,
+        view: Option<&StateView>,
+    ) {
+        let index = snap.index();
+        self.answers.clear();
+        self.src.clear();
+        self.queries.clear();
+        self.query_fix.clear();
+        self.keys.clear();
+        self.uses_state = false;
+        // The reference: the previous fix, or the state for the first.
+        let mut known = view.is_some_and(|v| !v.fresh);
+        let mut pos = view.map_or((0, 0), |v| v.position);
+        let mut cell = view.map_or(0, |v| v.cell);
+        // The previous cell's shape, built only once a device lingers in a
+        // cell (a second conversion gave the same cell), so a device that
+        // changes cell at every fix pays no boundary computation.
+        let mut shape = view.map_or(CellShape::EMPTY, |v| CellShape::from_box(v.cell_box));
+        let mut shaped = view.is_some_and(|v| !v.fresh && !v.cell_box.is_empty());
+        let mut grid = view.map_or(GridCell::default(), |v| v.grid);
+        // Some(true): the reference's grid cell is known uniform;
+        // None: pending on lookup `head`.
+        let mut uniform = Some(view.is_some_and(|v| v.located_valid && v.grid.uniform));
+        let mut src = match view {
+            Some(v) if v.located_valid => Some(Src::Known(Loc::State)),
+            _ => None,
+        };
+        let mut head = 0u32;
+        for (i, fix) in self.fixes.iter().enumerate() {
+            let p = Point::new(fix.lat, fix.lon).expect("the parser checked the range");
+            let here = (fix.lat.to_bits(), fix.lon.to_bits());
+            let same_pos = known && here == pos;
+            if !same_pos && !shape.contains(fix.lat, fix.lon) {
+                let c = u64::from(fencegate_spatial::cell_of(p, res));
+                if c != cell || !known {
+                    shape = CellShape::EMPTY;
+                    shaped = false;
+                } else if !shaped {
+                    shape =
+                        CellShape::of(fencegate_spatial::CellIndex::try_from(c).expect("a cell"));
+                    shaped = true;
+                }
+                cell = c;
+            }
+            let key = index.grid_cell_key(p);
+            let s = match (tenant, src) {
+                // No fences for the tenant: nothing to look up.
+                (None, _) => Src::Known(Loc::Keys(0, 0)),
+                (_, Some(prev)) if same_pos => match prev {
+                    Src::Known(l) => Src::Known(l),
+                    _ => Src::SameAs(i as u32 - 1),
+                },
+                (_, Some(Src::Known(l))) if key == grid.key && uniform == Some(true) => {
+                    Src::Known(l)
+                }
+                (_, Some(_)) if key == grid.key && uniform.is_none() => Src::SameCell(head),
+                _ => {
+                    head = self.queries.len() as u32;
+                    self.queries.push((p, tenant));
+                    self.query_fix.push(i as u32);
+                    uniform = None;
+                    Src::Query(head)
+                }
+            };
+            self.uses_state |= matches!(s, Src::Known(Loc::State));
+            grid.key = key;
+            known = true;
+            pos = here;
+            src = Some(s);
+            self.src.push(s);
+            self.answers.push(Answer {
+                cell,
+                cell_box: shape.cell_box,
+                grid: GridCell {
+                    key,
+                    uniform: false,
+                },
+                loc: match s {
+                    Src::Known(l) => l,
+                    _ => Loc::Keys(0, 0),
+                },
+            });
+        }
+        if let Some(v) = view.filter(|v| v.located_valid) {
+            // Answers reusing the state's list are in the state's grid cell.
+            for (a, s) in self.answers.iter_mut().zip(&self.src) {
+                if matches!(s, Src::Known(Loc::State)) {
+                    a.grid = v.grid;
+                }
+            }
+        }
+        if self.queries.is_empty() {
+            return;
+        }
+        // First round: one lookup per grid cell the batch entered.
+        self.lookup(index, 0);
+        let first = self.queries.len();
+        self.queries.clear();
+        self.query_fix.clear();
+        for i in 0..self.answers.len() {
+            match self.src[i] {
+                Src::Query(q) => {
+                    let (s, e) = self.ranges[q as usize];
+                    self.answers[i].loc = Loc::Keys(s, e);
+                    self.answers[i].grid = self.cells[q as usize];
+                }
+                Src::SameCell(q) if self.cells[q as usize].uniform => {
+                    let (s, e) = self.ranges[q as usize];
+                    self.answers[i].loc = Loc::Keys(s, e);
+                    self.answers[i].grid = self.cells[q as usize];
+                }
+                Src::SameCell(_) => {
+                    let f = &self.fixes[i];
+                    let p = Point::new(f.lat, f.lon).expect("the parser checked the range");
+                    self.queries.push((p, tenant));
+                    self.query_fix.push(i as u32);
+                }
+                _ => {}
+            }
+        }
+        if !self.queries.is_empty() {
+            // Second round: positions in grid cells that were not uniform.
+            self.lookup(index, first);
+            for (q, &i) in self.query_fix.iter().enumerate() {
+                let (s, e) = self.ranges[first + q];
+                self.answers[i as usize].loc = Loc::Keys(s, e);
+                self.answers[i as usize].grid = self.cells[first + q];
+            }
+        }
+        for i in 0..self.answers.len() {
+            if let Src::SameAs(j) = self.src[i] {
+                let a = self.answers[j as usize];
+                self.answers[i].loc = a.loc;
+                self.answers[i].grid = a.grid;
+            }
+        }
+    }
+
+    /// Looks up `self.queries`, appending each one's fences to `keys` and
+    /// its range and grid cell at `ranges[base + q]`, `cells[base + q]`.
+    fn lookup(&mut self, index: &fencegate_spatial::FenceIndex, base: usize) {
+        self.ranges.truncate(base);
+        self.cells.truncate(base);
+        let start = self.keys.len() as u32;
+        self.ranges
+            .resize(base + self.queries.len(), (start, start));
+        self.cells
+            .resize(base + self.queries.len(), GridCell::default());
+        let (ranges, cells, keys) = (&mut self.ranges, &mut self.cells, &mut self.keys);
+        index.locate_batch_cells(
+            &self.queries,
+            |q, k| {
+                let r = &mut ranges[base + q];
+                if r.0 == r.1 {
+                    r.0 = keys.len() as u32;
+                    r.1 = r.0;
+                }
+                keys.push(k);
+                r.1 += 1;
+            },
+            |q, c| cells[base + q] = c,
+        );
+    }
+}
+
+/// Appends the fence ids of `loc` to `out`: `state` for [`Loc::State`],
+/// else the looked-up `keys` it names.
+fn push_ids(
+    keys: &[FenceKey],
+    loc: Loc,
+    snap: &FenceSnapshot,
+    state: &[Arc<str>],
+    out: &mut Vec<Arc<str>>,
+) {
+    match loc {
+        Loc::State => out.extend(state.iter().cloned()),
+        Loc::Keys(s, e) => out.extend(
+            keys[s as usize..e as usize]
+                .iter()
+                .map(|k| snap.id(*k).clone()),
+        ),
     }
 }
 

@@ -124,6 +124,16 @@ impl Query {
     }
 }
 
+/// A point's cell of the lookup grid, as reported by [`FenceIndex::locate_batch_cells`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GridCell {
+    /// The cell's key ([`FenceIndex::grid_cell_key`]).
+    pub key: u64,
+    /// Every point with this key has the same fences (of the queried tenant) as the queried
+    /// point: the cell's list holds only fences covering all of it.
+    pub uniform: bool,
+}
+
 /// An immutable snapshot of every tenant's fences with a lookup structure. Build it off the
 /// hot path ([`FenceIndex::build`]) and publish it with [`SharedIndex`](crate::SharedIndex).
 ///
@@ -141,6 +151,9 @@ pub struct FenceIndex {
     cover: CellCover,
     /// Fences not in `cover` (too many cells); probed on every cell-based lookup.
     oversize: RTree<TreeEntry>,
+    /// By tenant: whether any of its fences is in `oversize`, which a grid cell's run does not
+    /// list, so no grid cell of that tenant is [`GridCell::uniform`].
+    oversize_tenant: Vec<bool>,
     strategy: Strategy,
     all_tenant_lists: bool,
     cells_per_degree: f64,
@@ -289,6 +302,7 @@ impl FenceIndex {
             rtree_tenant,
             cover: CellCover::default(),
             oversize: RTree::new(),
+            oversize_tenant: Vec::new(),
             strategy: opts.strategy,
             all_tenant_lists: opts.all_tenant_lists,
             cells_per_degree: s,
@@ -415,6 +429,11 @@ impl FenceIndex {
             full,
             partial,
         };
+        let mut oversize_tenant = vec![false; self.tenants.len()];
+        for e in &oversize {
+            oversize_tenant[e.data.tenant as usize] = true;
+        }
+        self.oversize_tenant = oversize_tenant;
         self.oversize = RTree::bulk_load(oversize);
     }
 
@@ -687,6 +706,13 @@ impl FenceIndex {
         true
     }
 
+    /// The key of the lookup grid cell `p` falls in: two multiplications, no memory access.
+    /// Two points with the same key and a [`GridCell::uniform`] cell have the same answer.
+    #[inline]
+    pub fn grid_cell_key(&self, p: Point) -> u64 {
+        self.grid_key(p)
+    }
+
     /// Calls `visit` with every fence containing `p` (of `tenant`, or of every tenant when
     /// `None`) until it returns false.
     #[inline]
@@ -801,7 +827,21 @@ impl FenceIndex {
     pub fn locate_batch(
         &self,
         queries: &[(Point, Option<TenantKey>)],
+        hit: impl FnMut(usize, FenceKey),
+    ) {
+        self.locate_batch_cells(queries, hit, |_, _| {});
+    }
+
+    /// [`locate_batch`](Self::locate_batch), also telling for each query (in order, after its
+    /// hits) the lookup grid cell its point fell in and whether that cell is uniform: every
+    /// point of it has the same answer as this one. The ping path uses it to skip the lookup
+    /// of a device's next fix in the same cell. Never uniform for strategies other than
+    /// [`Strategy::Grid`], for all-tenant queries, or for a tenant with oversize fences.
+    pub fn locate_batch_cells(
+        &self,
+        queries: &[(Point, Option<TenantKey>)],
         mut hit: impl FnMut(usize, FenceKey),
+        mut cell: impl FnMut(usize, GridCell),
     ) {
         const GROUP: usize = 16;
         const SLOW: u32 = u32::MAX;
@@ -812,6 +852,13 @@ impl FenceIndex {
                     hit(i, FenceKey(f));
                     true
                 });
+                cell(
+                    i,
+                    GridCell {
+                        key: self.grid_key(p),
+                        uniform: false,
+                    },
+                );
             }
             return;
         }
@@ -840,16 +887,29 @@ impl FenceIndex {
             std::hint::black_box(touch);
             for (j, &(p, t)) in group.iter().enumerate() {
                 let i = g * GROUP + j;
+                let key = self.grid_key(p);
                 if starts[j] == SLOW {
                     self.visit(p, t, |f| {
                         hit(i, FenceKey(f));
                         true
                     });
+                    cell(
+                        i,
+                        GridCell {
+                            key,
+                            uniform: false,
+                        },
+                    );
                     continue;
                 }
                 let mut q = Query { p, unit: None };
+                // Uniform: the run lists only fences covering the whole cell (no exact test
+                // decides anything), and no oversize fence of the tenant can add one.
+                let mut uniform =
+                    t.is_some_and(|t| self.oversize_tenant.get(t.index()) == Some(&false));
                 if starts[j] != NONE {
                     for e in &self.cover.entries[starts[j] as usize..] {
+                        uniform &= e.kind == FULL;
                         if self.test(e, &mut q) {
                             hit(i, FenceKey(e.fence));
                         }
@@ -867,6 +927,7 @@ impl FenceIndex {
                         }
                     }
                 }
+                cell(i, GridCell { key, uniform });
             }
         }
     }

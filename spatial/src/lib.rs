@@ -8,6 +8,7 @@
 //! from its centre is at most its radius on a sphere of [`EARTH_RADIUS_M`]; polygon edges are
 //! straight lines in lon/lat (RFC 7946); a point on a boundary is inside.
 
+mod cellbox;
 mod cover;
 mod fence;
 mod geom;
@@ -17,10 +18,11 @@ mod load;
 mod point;
 mod shared;
 
+pub use cellbox::{CellBox, CellShape};
 pub use fence::{Circle, Fence, FenceKey, FenceKind, Shape, TenantKey};
 pub use geom::{LonLat, PolygonPart, Rect};
 pub use h3o::{CellIndex, Resolution};
-pub use index::{Classification, FenceIndex, IndexOptions, IndexStats, Strategy};
+pub use index::{Classification, FenceIndex, GridCell, IndexOptions, IndexStats, Strategy};
 pub use load::{
     FenceError, FenceErrorKind, FenceSet, FenceSpec, LoadError, LoadOptions, LoadReport,
 };

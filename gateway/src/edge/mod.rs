@@ -10,6 +10,8 @@
 //! sockets; it hands `now` and verified frames to the [`Pipeline`].
 
 pub mod admission;
+pub mod drops;
+pub mod ping_rate;
 pub mod tls;
 
 use std::cell::RefCell;
@@ -84,6 +86,8 @@ pub struct EdgeContext {
     pub shutdown: CancellationToken,
     /// Tracks every connection and stream task, for draining.
     pub tasks: TaskTracker,
+    /// Ping datagram token buckets, one per device across its connections.
+    pub ping_buckets: ping_rate::DeviceBuckets,
 }
 
 /// Edge settings, taken from `[quic]`.
@@ -146,6 +150,7 @@ impl EdgeContext {
             handshakes_this_second: AtomicU32::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            ping_buckets: ping_rate::DeviceBuckets::default(),
         }
     }
 
@@ -299,6 +304,10 @@ pub fn bind_endpoints(
         })?;
         sock.set_nonblocking(true)?;
         let udp: std::net::UdpSocket = sock.into();
+        #[cfg(unix)]
+        if let Some(inode) = drops::socket_inode(&udp) {
+            drops::register(inode);
+        }
         if i == 0 {
             // Port 0 (tests): the others join the port the first one got.
             bound = udp.local_addr()?;
@@ -317,6 +326,12 @@ pub fn bind_endpoints(
 
 /// Accepts connections on `endpoint` until shutdown.
 pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
+    // Kernel drops of the bound sockets (every endpoint's sampler shares
+    // one registry, so none is counted twice).
+    ctx.tasks.spawn(drops::run_sampler(
+        ctx.metrics.datagrams_kernel.clone(),
+        ctx.shutdown.clone(),
+    ));
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => break },
@@ -489,10 +504,10 @@ impl Drop for AwaitingGuard<'_> {
     }
 }
 
-/// A token bucket for one connection's ping datagrams, in thousandths of a
-/// datagram so that integer arithmetic refills it exactly. It lives on the
-/// connection task's stack: no lock, no allocation, and the time it is
-/// given is the one clock read each datagram already costs.
+/// A token bucket for one device's ping datagrams, in thousandths of a
+/// datagram so that integer arithmetic refills it exactly. It lives in
+/// [`ping_rate::DeviceBuckets`], shared by the device's connections; the
+/// time it is given is the one clock read each datagram already costs.
 #[derive(Debug, Clone, Copy)]
 struct PingBucket {
     level: u64,
@@ -707,7 +722,9 @@ async fn handle_connection(
     drop(waiting);
     drop(setup);
     let session = Arc::new(session);
-    let mut bucket = PingBucket::new(
+    let device = session.device_key();
+    ctx.ping_buckets.open(
+        device,
         ctx.settings.ping_datagrams_per_s,
         ctx.settings.ping_burst,
         clock::unix_ms(),
@@ -726,7 +743,7 @@ async fn handle_connection(
             r = conn.read_datagram() => match r {
                 Ok(d) => {
                     datagrams_read += 1;
-                    on_datagram(ctx, &session, &mut bucket, &d);
+                    on_datagram(ctx, &session, device, &d);
                 }
                 Err(_) => break,
             },
@@ -746,15 +763,16 @@ async fn handle_connection(
             },
         }
     }
+    ctx.ping_buckets.close(device);
     let received = conn.stats().frame_rx.datagram;
     ctx.metrics
         .datagrams_buffer_full
         .increment(received.saturating_sub(datagrams_read));
 }
 
-fn on_datagram(ctx: &EdgeContext, session: &Session, bucket: &mut PingBucket, data: &[u8]) {
+fn on_datagram(ctx: &EdgeContext, session: &Session, device: (u64, u64), data: &[u8]) {
     let now_ms = clock::unix_ms();
-    if !bucket.take(now_ms) {
+    if !ctx.ping_buckets.take(device, now_ms) {
         // Over the device's rate (PROTOCOL §10): dropped before it costs a
         // parse, a lookup or a log write.
         ctx.metrics.datagrams_rate_limited.increment(1);
