@@ -30,6 +30,16 @@ pub struct PipelineMetrics {
     pub dedup_keys: Gauge,
     /// Devices whose last ping is held.
     pub devices: Gauge,
+    /// `fencegate_refused_total{channel="punch",reason="device_rate"}`:
+    /// punches answered `Busy` because their device was over its rate.
+    pub refused_device_rate: Counter,
+    /// `fencegate_refused_total{channel="punch",reason="tenant_rate"}`:
+    /// punches answered `Busy` because their tenant was over its rate.
+    pub refused_tenant_rate: Counter,
+    /// `fencegate_refused_total{channel="punch",reason="tenant_window"}`:
+    /// punches answered `Busy` because their tenant's own idempotency
+    /// window was full.
+    pub refused_tenant_window: Counter,
 }
 
 impl PipelineMetrics {
@@ -52,6 +62,9 @@ impl PipelineMetrics {
             dedup_full: counter!("fencegate_dedup_full_total"),
             dedup_keys: gauge!("fencegate_dedup_keys"),
             devices: gauge!("fencegate_dedup_devices"),
+            refused_device_rate: counter!("fencegate_refused_total", "channel" => "punch", "reason" => "device_rate"),
+            refused_tenant_rate: counter!("fencegate_refused_total", "channel" => "punch", "reason" => "tenant_rate"),
+            refused_tenant_window: counter!("fencegate_refused_total", "channel" => "punch", "reason" => "tenant_window"),
         }
     }
 
@@ -219,9 +232,10 @@ pub struct RulesMetrics {
     pub changes: Counter,
     /// Refused rule changes (invalid rules or a forbidden section).
     pub changes_refused: Counter,
-    /// Punches judged without the per-employee memory because it was full
-    /// (`dedup.max_employees`): anti-cheat checks skipped, nothing refused.
-    pub memory_full: Counter,
+    /// Entries the anti-cheat memory (employees and QR uses) forgot to
+    /// make room: the tenant's least recently seen, never another
+    /// tenant's; nothing is refused.
+    pub memory_evicted: Counter,
 }
 
 fn snake(name: &str) -> String {
@@ -262,7 +276,7 @@ impl RulesMetrics {
             version: gauge!("fencegate_rules_version"),
             changes: counter!("fencegate_rules_changes_total", "result" => "applied"),
             changes_refused: counter!("fencegate_rules_changes_total", "result" => "refused"),
-            memory_full: counter!("fencegate_rules_memory_full_total"),
+            memory_evicted: counter!("fencegate_rules_memory_evicted_total"),
         }
     }
 
