@@ -86,12 +86,21 @@ fn msg(id: u128, employee: &str, at: (f64, f64), t: i64) -> PunchMsg {
     }
 }
 
+/// An encoded record, shown by its length in failure messages.
+struct Rec(Vec<u8>);
+
+impl std::fmt::Debug for Rec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.0.len())
+    }
+}
+
 /// What the edge does with one punch at `now`: decide, "write", mark
 /// durable.
 #[derive(Debug)]
 enum Out {
     /// A new record: its verdict and anomaly flags, and the record.
-    Record(Verdict, u64, Vec<u8>),
+    Record(Verdict, u64, Rec),
     Known,
     Full,
     RateLimited(u32),
@@ -116,7 +125,7 @@ fn send(p: &Pipeline, now: i64, s: &Session, m: &PunchMsg) -> Out {
             let RecordBodyView::Punch(pr) = parse_record(&record).unwrap().body() else {
                 panic!("punch record")
             };
-            Out::Record(ack.verdict, pr.anomaly_flags(), record)
+            Out::Record(ack.verdict, pr.anomaly_flags(), Rec(record))
         }
         PunchDecision::Known(_) => Out::Known,
         PunchDecision::Full => Out::Full,
@@ -271,7 +280,7 @@ fn replay_must_fit_each_tenants_own_window() {
         .map(|i| {
             let t = T0 + i as i64 * 6 * MIN;
             match send(&p, t, &s, &msg(1 + i, &format!("e-{i}"), HQ, t)) {
-                Out::Record(_, _, r) => r,
+                Out::Record(_, _, r) => r.0,
                 other => panic!("{other:?}"),
             }
         })
