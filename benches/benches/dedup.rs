@@ -139,6 +139,30 @@ fn memory_report() {
     );
 }
 
+/// Resident memory per remembered employee in the anti-cheat memory
+/// (`LruMap`): the state, its key, the LRU links and the hash index.
+fn employee_memory_report() {
+    const N: u64 = 200_000;
+    let before = rss();
+    let m: LruMap<(u64, u64), EmployeeState> = LruMap::new(86_400_000, N as usize);
+    for k in 0..N {
+        m.with((7, k), T0, |s| {
+            s.get_or_insert_with(Default::default).last_in = Some(Mark {
+                at_ms: T0,
+                record_id: [1; 16],
+            })
+        });
+    }
+    let bytes = rss() - before;
+    println!(
+        "employee memory: {} employees -> {:.1} MiB, {:.0} bytes/employee (EmployeeState is {} bytes)",
+        m.len(),
+        bytes as f64 / (1 << 20) as f64,
+        bytes as f64 / m.len() as f64,
+        std::mem::size_of::<EmployeeState>()
+    );
+}
+
 fn bench_window(c: &mut Criterion) {
     const KEYS: u64 = 1_000_000;
     let m: WindowMap<(u64, u128), [u8; 64]> = WindowMap::new(300_000, 10_000_000, T0);
@@ -250,6 +274,7 @@ criterion_group! {
 
 fn main() {
     memory_report();
+    employee_memory_report();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -266,6 +266,54 @@ mod tests {
     }
 
     #[test]
+    fn shares_split_the_node_among_tenants_without_their_own() {
+        let base = "[[tenants]]\nid = \"acme\"\n[[tenants]]\nid = \"globex\"\n[[tenants]]\nid = \"initech\"\n";
+        let c = crate::config::Config::parse(
+            &format!(
+                "[dedup]\nmax_punch_keys = 10000\nmax_employees = 3000\n[budgets]\ndevice_punches_per_s = 0\n[budgets.tenants.acme]\nmax_punch_keys = 6000\npunches_per_s = 5\n{base}"
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let b = Budgets::from_config(&c);
+        // globex and initech split what acme leaves; everyone splits the
+        // employees evenly.
+        assert_eq!(
+            (b.tenant.max_punch_keys, b.tenant.max_employees),
+            (2_000, 1_000)
+        );
+        assert_eq!(
+            b.tenant.rate,
+            Some(Rate {
+                per_s: 1_000.0,
+                burst: 10_000
+            })
+        );
+        assert_eq!(b.device_rate, None, "0 turns it off");
+        let (id, acme) = &b.tenants[0];
+        assert_eq!(id, "acme");
+        assert_eq!((acme.max_punch_keys, acme.max_employees), (6_000, 1_000));
+        assert_eq!(acme.rate.map(|r| (r.per_s, r.burst)), Some((5.0, 10_000)));
+
+        let err = crate::config::Config::parse(
+            &format!(
+                "[budgets]\ndevice_punch_burst = 0\n[budgets.tenants.acme]\nmax_punch_keys = 3000000\n[budgets.tenants.umbrella]\npunches_per_s = -1.0\n{base}"
+            ),
+            "t.toml",
+        )
+        .unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "budgets.device_punch_burst = 0 would refuse every punch",
+            "add up to 3000000, more than dedup.max_punch_keys = 2000000",
+            "budgets.tenants.umbrella: no [[tenants]] block",
+            "budgets.tenants.umbrella.punches_per_s = -1 is out of range",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in:\n{all}");
+        }
+    }
+
+    #[test]
     fn refill_time_covers_the_burst() {
         assert_eq!(R.refill_ms(), 2_500);
     }
