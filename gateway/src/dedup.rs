@@ -426,11 +426,13 @@ impl<K: Eq + Hash + Copy, V: Default> LruMap<K, V> {
 
     fn shard(&self, key: &K) -> std::sync::MutexGuard<'_, LruShard<K, V>> {
         use std::hash::BuildHasher;
-        // The high bits: the shard's own index uses the low ones.
+        // Middle bits: the shard's own table places keys by the low bits
+        // and tags them with the top seven, so neither may be constant
+        // within a shard.
         let i = if self.shards.len() == 1 {
             0
         } else {
-            (self.hasher.hash_one(key) >> 60) as usize % self.shards.len()
+            (self.hasher.hash_one(key) >> 40) as usize % self.shards.len()
         };
         // A panic under the lock leaves the list consistent (no method
         // panics between unlink and relink), so a poisoned shard is usable.
