@@ -139,28 +139,43 @@ fn memory_report() {
     );
 }
 
-/// Resident memory per remembered employee in the anti-cheat memory
-/// (`LruMap`): the state, its key, the LRU links and the hash index.
+/// Resident memory per remembered employee in the anti-cheat memory: the
+/// `LruMap` it is (state, key, LRU links, hash index) and the `WindowMap`
+/// it was, 200k employees each. Runs first, and keeps both maps alive, so
+/// neither reuses memory another part of the report freed.
 fn employee_memory_report() {
     const N: u64 = 200_000;
+    let mark = Mark {
+        at_ms: T0,
+        record_id: [1; 16],
+    };
     let before = rss();
-    let m: LruMap<(u64, u64), EmployeeState> = LruMap::new(86_400_000, N as usize);
+    let lru: LruMap<(u64, u64), EmployeeState> = LruMap::new(86_400_000, 1_000_000);
     for k in 0..N {
-        m.with((7, k), T0, |s| {
-            s.get_or_insert_with(Default::default).last_in = Some(Mark {
-                at_ms: T0,
-                record_id: [1; 16],
-            })
+        lru.with((7, k), T0, |s| {
+            s.get_or_insert_with(Default::default).last_in = Some(mark)
         });
     }
-    let bytes = rss() - before;
+    let lru_bytes = rss() - before;
+    let before = rss();
+    let window: WindowMap<(u64, u64), EmployeeState> = WindowMap::new(86_400_000, 1_000_000, T0);
+    for k in 0..N {
+        window
+            .with((7, k), |s| {
+                s.get_or_insert_with(Default::default).last_in = Some(mark)
+            })
+            .unwrap();
+    }
+    let window_bytes = rss() - before;
     println!(
-        "employee memory: {} employees -> {:.1} MiB, {:.0} bytes/employee (EmployeeState is {} bytes)",
-        m.len(),
-        bytes as f64 / (1 << 20) as f64,
-        bytes as f64 / m.len() as f64,
+        "employee memory: {N} employees -> LruMap {:.1} MiB, {:.0} bytes/employee; WindowMap (before) {:.1} MiB, {:.0} bytes/employee (EmployeeState is {} bytes)",
+        lru_bytes as f64 / (1 << 20) as f64,
+        lru_bytes as f64 / N as f64,
+        window_bytes as f64 / (1 << 20) as f64,
+        window_bytes as f64 / N as f64,
         std::mem::size_of::<EmployeeState>()
     );
+    black_box((lru.len(), window.len()));
 }
 
 fn bench_window(c: &mut Criterion) {
@@ -273,8 +288,8 @@ criterion_group! {
 }
 
 fn main() {
-    memory_report();
     employee_memory_report();
+    memory_report();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }
