@@ -81,14 +81,14 @@ pub struct RawConfig {
 pub struct RawBudgets {
     /// Punches a second one device may send, over all its connections
     /// (0 = no limit). A phone punches a few times a day and a door
-    /// terminal about once every few seconds at the peak.
+    /// terminal about once a second at the peak at most.
     ///
-    /// `2` unless set.
+    /// `10` unless set.
     pub device_punches_per_s: f64,
     /// Punches one device may send at once after a quiet spell (a terminal
     /// uploading punches it held offline).
     ///
-    /// `60` unless set.
+    /// `100` unless set.
     pub device_punch_burst: u32,
     /// Punches a second one tenant may send, all its devices together
     /// (0 = no limit): caps the share of a node one tenant can take.
@@ -108,8 +108,8 @@ pub struct RawBudgets {
 impl Default for RawBudgets {
     fn default() -> Self {
         Self {
-            device_punches_per_s: 2.0,
-            device_punch_burst: 60,
+            device_punches_per_s: 10.0,
+            device_punch_burst: 100,
             tenant_punches_per_s: 1_000.0,
             tenant_punch_burst: 10_000,
             tenants: std::collections::BTreeMap::new(),

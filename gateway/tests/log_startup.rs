@@ -19,7 +19,6 @@
 //! afterwards, pass or fail.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use fencegate::log::{LogConfig, LogHandle, RecordBatch};
 
@@ -42,10 +41,6 @@ fn cfg(dir: &std::path::Path) -> LogConfig {
 
 #[test]
 #[ignore = "writes several GiB; run by hand (see the module docs)"]
-#[allow(
-    clippy::disallowed_methods,
-    reason = "this test measures wall-clock start-up time"
-)]
 fn open_time_with_a_large_log() {
     let gib: u64 = std::env::var("FENCEGATE_STARTUP_GIB")
         .ok()
@@ -58,7 +53,7 @@ fn open_time_with_a_large_log() {
     let _ = std::fs::remove_dir_all(&dir);
     let _cleanup = Cleanup(dir.clone());
 
-    let t = Instant::now();
+    let t = fencegate::clock::instant();
     {
         let (log, _) = LogHandle::open(cfg(&dir)).unwrap();
         let payload = [0x5au8; 1000];
@@ -81,7 +76,7 @@ fn open_time_with_a_large_log() {
     println!("built {gib} GiB log in {:.1} s", t.elapsed().as_secs_f64());
 
     for run in 1..=3 {
-        let t = Instant::now();
+        let t = fencegate::clock::instant();
         let (log, report) = LogHandle::open(cfg(&dir)).unwrap();
         let secs = t.elapsed().as_secs_f64();
         println!(
@@ -93,7 +88,7 @@ fn open_time_with_a_large_log() {
 
     for run in 1..=3 {
         let evicted = evict_page_cache(&dir);
-        let t = Instant::now();
+        let t = fencegate::clock::instant();
         let (log, report) = LogHandle::open(cfg(&dir)).unwrap();
         let secs = t.elapsed().as_secs_f64();
         println!(
