@@ -292,12 +292,59 @@ struct LruNode<K, V> {
     next: u32,
 }
 
+/// Nodes in chunks of a fixed size (a power of two, at most 1024): growing
+/// never moves or copies a node, and the slack is under one chunk, where a
+/// `Vec` that doubles holds up to twice its nodes and leaves the copies it
+/// outgrew to the allocator.
+struct Slab<T> {
+    chunks: Vec<Vec<T>>,
+    shift: u32,
+    len: usize,
+}
+
+impl<T> Slab<T> {
+    fn new(cap: usize) -> Self {
+        Self {
+            chunks: Vec::new(),
+            shift: cap.clamp(1, 1_024).next_power_of_two().trailing_zeros(),
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, t: T) {
+        if self.len & ((1 << self.shift) - 1) == 0 {
+            self.chunks.push(Vec::with_capacity(1 << self.shift));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(t);
+        }
+        self.len += 1;
+    }
+}
+
+impl<T> std::ops::Index<usize> for Slab<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        &self.chunks[i >> self.shift][i & ((1 << self.shift) - 1)]
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Slab<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        &mut self.chunks[i >> self.shift][i & ((1 << self.shift) - 1)]
+    }
+}
+
 /// One shard: a hash index into a slab of nodes, threaded on a list from
 /// most recently seen (`head`) to least (`tail`). Freed slots are reused,
 /// so once the slab has grown a full shard allocates nothing.
 struct LruShard<K, V> {
     index: fencegate_spatial::hash::FastMap<K, u32>,
-    nodes: Vec<LruNode<K, V>>,
+    nodes: Slab<LruNode<K, V>>,
     free: Vec<u32>,
     head: u32,
     tail: u32,
@@ -308,7 +355,7 @@ impl<K: Eq + Hash + Copy, V> LruShard<K, V> {
     fn new(cap: usize) -> Self {
         Self {
             index: Default::default(),
-            nodes: Vec::new(),
+            nodes: Slab::new(cap),
             free: Vec::new(),
             head: NIL,
             tail: NIL,
