@@ -1,6 +1,8 @@
 //! Dedup window memory and cost: bytes per remembered punch key and per
 //! tracked device (growth of resident memory, so allocator overhead counts), and
-//! the cost of a `WindowMap` insert and lookup at a million keys.
+//! the cost of a `WindowMap` insert and lookup at a million keys, and the
+//! anti-cheat memory's cost per punch: the `WindowMap` it was (refusing
+//! when full) against the `LruMap` it is (evicting), in the same run.
 //!
 //! `cargo bench -p fencegate-benches --bench dedup` prints the memory report
 //! first, then runs the criterion benches.
@@ -9,9 +11,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group};
-use fencegate::dedup::WindowMap;
+use fencegate::dedup::{LruMap, WindowMap};
 use fencegate::fences::Fences;
 use fencegate::pipeline::{Pipeline, PipelineConfig, PunchDecision, Scratch, Session};
+use fencegate::rules::state::{EmployeeState, Mark};
 use fencegate_schema::{
     Channel, Fix, Limits, PingBatchMsg, Position, PunchKind, PunchMethod, PunchMsg, Request,
     TerminalAuth, parse_frame,
@@ -136,6 +139,45 @@ fn memory_report() {
     );
 }
 
+/// Resident memory per remembered employee in the anti-cheat memory: the
+/// `LruMap` it is (state, key, LRU links, hash index) and the `WindowMap`
+/// it was, 200k employees each. Runs first, and keeps both maps alive, so
+/// neither reuses memory another part of the report freed.
+fn employee_memory_report() {
+    const N: u64 = 200_000;
+    let mark = Mark {
+        at_ms: T0,
+        record_id: [1; 16],
+    };
+    let before = rss();
+    let lru: LruMap<(u64, u64), EmployeeState> = LruMap::new(86_400_000, 1_000_000);
+    for k in 0..N {
+        lru.with((7, k), T0, |s| {
+            s.get_or_insert_with(Default::default).last_in = Some(mark)
+        });
+    }
+    let lru_bytes = rss() - before;
+    let before = rss();
+    let window: WindowMap<(u64, u64), EmployeeState> = WindowMap::new(86_400_000, 1_000_000, T0);
+    for k in 0..N {
+        window
+            .with((7, k), |s| {
+                s.get_or_insert_with(Default::default).last_in = Some(mark)
+            })
+            .unwrap();
+    }
+    let window_bytes = rss() - before;
+    println!(
+        "employee memory: {N} employees -> LruMap {:.1} MiB, {:.0} bytes/employee; WindowMap (before) {:.1} MiB, {:.0} bytes/employee (EmployeeState is {} bytes)",
+        lru_bytes as f64 / (1 << 20) as f64,
+        lru_bytes as f64 / N as f64,
+        window_bytes as f64 / (1 << 20) as f64,
+        window_bytes as f64 / N as f64,
+        std::mem::size_of::<EmployeeState>()
+    );
+    black_box((lru.len(), window.len()));
+}
+
 fn bench_window(c: &mut Criterion) {
     const KEYS: u64 = 1_000_000;
     let m: WindowMap<(u64, u128), [u8; 64]> = WindowMap::new(300_000, 10_000_000, T0);
@@ -161,16 +203,92 @@ fn bench_window(c: &mut Criterion) {
     g.finish();
 }
 
+/// What a punch does to the anti-cheat memory: read the employee's state
+/// (the check), then change it once the punch is durable (remember). The
+/// memory holds a million employees and is full, the state an attacker's
+/// flood leaves it in. "known": the employee is remembered; "new": it is
+/// not, so the window refuses it (the old behaviour: judged without
+/// memory) and the LRU forgets its least recently seen entry to make room.
+fn bench_employee_memory(c: &mut Criterion) {
+    const N: u64 = 1_000_000;
+    const DAY: i64 = 86_400_000;
+    let window: WindowMap<(u64, u64), EmployeeState> = WindowMap::new(DAY, N as usize, T0);
+    let lru: LruMap<(u64, u64), EmployeeState> = LruMap::new(DAY, N as usize);
+    let mark = |k: u64| Mark {
+        at_ms: T0,
+        record_id: u128::from(k).to_be_bytes(),
+    };
+    for k in 0..N {
+        window
+            .with((7, k), |s| {
+                s.get_or_insert_with(Default::default).last_in = Some(mark(k))
+            })
+            .unwrap();
+        lru.with((7, k), T0, |s| {
+            s.get_or_insert_with(Default::default).last_in = Some(mark(k))
+        });
+    }
+    let mut g = c.benchmark_group("dedup/employee memory per punch (1M employees, full)");
+    g.throughput(Throughput::Elements(1));
+    let mut k = 0u64;
+    g.bench_function("before: WindowMap, known employee", |b| {
+        b.iter(|| {
+            k = (k + 7_919) % N;
+            let key = (7, k);
+            black_box(window.get(&key, |s| Some(s.last_in)));
+            black_box(window.with(key, |s| {
+                s.get_or_insert_with(Default::default).last_in = Some(mark(k))
+            }))
+        });
+    });
+    let mut n = 0u64;
+    g.bench_function("after: LruMap, known employee", |b| {
+        b.iter(|| {
+            // The LRU's live keys drift upwards as "new" evicts; stay
+            // within the most recent million.
+            k = (k + 7_919) % N;
+            let key = (7, n + k);
+            black_box(lru.get(&key, T0, |s| s.last_in));
+            lru.with(key, T0, |s| {
+                s.get_or_insert_with(Default::default).last_in = Some(mark(k))
+            });
+        });
+    });
+    let mut fresh = N;
+    g.bench_function("before: WindowMap, new employee (refused)", |b| {
+        b.iter(|| {
+            fresh += 1;
+            let key = (7, fresh);
+            black_box(window.get(&key, |s| Some(s.last_in)));
+            black_box(window.with(key, |s| {
+                s.get_or_insert_with(Default::default).last_in = Some(mark(fresh))
+            }))
+        });
+    });
+    g.bench_function("after: LruMap, new employee (evicts)", |b| {
+        b.iter(|| {
+            n += 1;
+            let key = (7, N + n);
+            black_box(lru.get(&key, T0, |s| s.last_in));
+            lru.with(key, T0, |s| {
+                s.get_or_insert_with(Default::default).last_in = Some(mark(n))
+            });
+        });
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(std::time::Duration::from_secs(1))
         .measurement_time(std::time::Duration::from_secs(3));
-    targets = bench_window
+    targets = bench_window, bench_employee_memory
 }
 
 fn main() {
+    employee_memory_report();
     memory_report();
     benches();
     Criterion::default().configure_from_args().final_summary();

@@ -196,55 +196,79 @@ fn bench_punches(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let mut scratch = Scratch::default();
     let mut i: u64 = 0;
-    group.bench_function("new punch, 100k fences", |b| {
-        let mut fbb = FlatBufferBuilder::new();
-        b.iter_batched(
-            || {
-                i += 1;
-                let pr = probes[(i as usize) % probes.len()];
-                let msg = PunchMsg {
-                    punch_id: (u128::from(i) + 1).to_be_bytes(),
-                    employee_id: format!("e-{i}"),
-                    kind: PunchKind::In,
-                    method: PunchMethod::Gps,
-                    device_time_ms: T0,
-                    position: Some(Position::new(pr.point.lat(), pr.point.lon(), 10.0)),
-                    bssids: vec![],
-                    ssid: None,
-                    qr_payload: None,
-                    terminal_auth: TerminalAuth::None,
-                    offline: false,
-                    mock_location: false,
-                };
-                (
-                    Session::new(&tenant_name(pr.tenant), "phone"),
-                    msg.encode_into(&mut fbb).to_vec(),
-                )
-            },
-            |(s, bytes)| {
-                // Parsing a punch is measured in benches/schema.rs (~0.3 µs);
-                // it stays here because the view borrows the frame.
-                let Ok(Request::Punch(view)) = parse_frame(&bytes, Channel::Stream, T0, &limits)
-                else {
-                    unreachable!()
-                };
-                match p.punch(T0, &s, &view, &mut scratch) {
-                    PunchDecision::Record {
-                        record,
-                        ack,
-                        pending,
-                    } => {
-                        black_box(record.len());
-                        p.punch_durable(&pending, ack.verdict);
-                    }
-                    other => {
-                        black_box(&other);
-                    }
-                }
-            },
-            BatchSize::SmallInput,
-        );
+    // The same pipeline with punch rate limits on (a device and a tenant
+    // bucket per punch), set high enough never to refuse: their cost, in
+    // the same run as the plain case.
+    let limited = pipeline(n).with_budgets(fencegate::budget::Budgets {
+        tenant: fencegate::budget::TenantBudget {
+            max_punch_keys: 50_000_000,
+            max_employees: 1_000_000,
+            rate: Some(fencegate::budget::Rate {
+                per_s: 1e6,
+                burst: 1_000_000,
+            }),
+        },
+        tenants: Vec::new(),
+        device_rate: Some(fencegate::budget::Rate {
+            per_s: 1e6,
+            burst: 1_000_000,
+        }),
     });
+    for (name, p) in [
+        ("new punch, 100k fences", &p),
+        ("new punch, 100k fences, rate limits on", &limited),
+    ] {
+        group.bench_function(name, |b| {
+            let mut fbb = FlatBufferBuilder::new();
+            b.iter_batched(
+                || {
+                    i += 1;
+                    let pr = probes[(i as usize) % probes.len()];
+                    let msg = PunchMsg {
+                        punch_id: (u128::from(i) + 1).to_be_bytes(),
+                        employee_id: format!("e-{i}"),
+                        kind: PunchKind::In,
+                        method: PunchMethod::Gps,
+                        device_time_ms: T0,
+                        position: Some(Position::new(pr.point.lat(), pr.point.lon(), 10.0)),
+                        bssids: vec![],
+                        ssid: None,
+                        qr_payload: None,
+                        terminal_auth: TerminalAuth::None,
+                        offline: false,
+                        mock_location: false,
+                    };
+                    (
+                        Session::new(&tenant_name(pr.tenant), "phone"),
+                        msg.encode_into(&mut fbb).to_vec(),
+                    )
+                },
+                |(s, bytes)| {
+                    // Parsing a punch is measured in benches/schema.rs (~0.3 µs);
+                    // it stays here because the view borrows the frame.
+                    let Ok(Request::Punch(view)) =
+                        parse_frame(&bytes, Channel::Stream, T0, &limits)
+                    else {
+                        unreachable!()
+                    };
+                    match p.punch(T0, &s, &view, &mut scratch) {
+                        PunchDecision::Record {
+                            record,
+                            ack,
+                            pending,
+                        } => {
+                            black_box(record.len());
+                            p.punch_durable(&pending, ack.verdict);
+                        }
+                        other => {
+                            black_box(&other);
+                        }
+                    }
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
     group.finish();
 }
 

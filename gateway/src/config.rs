@@ -67,6 +67,130 @@ pub struct RawConfig {
     /// `crate::sink::RawSink` for the settings and docs/DOWNSTREAM.md.
     /// None unless set.
     pub sinks: Vec<crate::sink::RawSink>,
+    /// Per-device and per-tenant punch rates, and tenants' own shares of
+    /// the node's memory (`[budgets]`, docs/OPERATIONS.md "Budgets").
+    pub budgets: RawBudgets,
+}
+
+/// `[budgets]`: punch rate limits per device and per tenant, and per-tenant
+/// shares of `dedup.max_punch_keys` and `dedup.max_employees`. A punch over
+/// a rate is answered `Busy` with the milliseconds until the bucket has a
+/// token, and counted in `fencegate_refused_total{channel="punch"}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBudgets {
+    /// Punches a second one device may send, over all its connections
+    /// (0 = no limit). A phone punches a few times a day and a door
+    /// terminal about once a second at the peak at most.
+    ///
+    /// `10` unless set.
+    pub device_punches_per_s: f64,
+    /// Punches one device may send at once after a quiet spell (a terminal
+    /// uploading punches it held offline).
+    ///
+    /// `100` unless set.
+    pub device_punch_burst: u32,
+    /// Punches a second one tenant may send, all its devices together
+    /// (0 = no limit): caps the share of a node one tenant can take.
+    ///
+    /// `1000` unless set.
+    pub tenant_punches_per_s: f64,
+    /// Punches one tenant may send at once (the 9:00 spike).
+    ///
+    /// `10000` unless set.
+    pub tenant_punch_burst: u32,
+    /// Per-tenant budgets (`[budgets.tenants.acme]`). A tenant without
+    /// `max_punch_keys` (or `max_employees`) gets an even share of what
+    /// the node's `dedup` value leaves after the tenants that set one.
+    pub tenants: std::collections::BTreeMap<String, RawBudgetTenant>,
+}
+
+impl Default for RawBudgets {
+    fn default() -> Self {
+        Self {
+            device_punches_per_s: 10.0,
+            device_punch_burst: 100,
+            tenant_punches_per_s: 1_000.0,
+            tenant_punch_burst: 10_000,
+            tenants: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// `[budgets.tenants.<id>]`: one tenant's own budgets.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudgetTenant {
+    /// Punch ids (and repeat keys) this tenant's idempotency window holds.
+    pub max_punch_keys: Option<usize>,
+    /// Employees (and QR uses) this tenant's anti-cheat memory holds.
+    pub max_employees: Option<usize>,
+    /// See [`RawBudgets::tenant_punches_per_s`].
+    pub punches_per_s: Option<f64>,
+    /// See [`RawBudgets::tenant_punch_burst`].
+    pub punch_burst: Option<u32>,
+}
+
+fn check_budgets(raw: &RawConfig, p: &mut Vec<String>) {
+    let b = &raw.budgets;
+    let rate = |p: &mut Vec<String>, at: &str, per_s: f64, burst: u32| {
+        if !(per_s.is_finite() && (0.0..=1_000_000.0).contains(&per_s)) {
+            p.push(format!(
+                "{at}punches_per_s = {per_s} is out of range; use 0 (no limit) to 1000000"
+            ));
+        }
+        if per_s > 0.0 && burst == 0 {
+            p.push(format!(
+                "{at}punch_burst = 0 would refuse every punch; use at least 1"
+            ));
+        }
+    };
+    rate(
+        p,
+        "budgets.device_",
+        b.device_punches_per_s,
+        b.device_punch_burst,
+    );
+    rate(
+        p,
+        "budgets.tenant_",
+        b.tenant_punches_per_s,
+        b.tenant_punch_burst,
+    );
+    let (mut keys, mut employees) = (0usize, 0usize);
+    for (id, t) in &b.tenants {
+        let at = format!("budgets.tenants.{id}.");
+        if !raw.tenants.iter().any(|k| &k.id == id) {
+            p.push(format!(
+                "budgets.tenants.{id}: no [[tenants]] block has id {id:?}; add one or remove the override"
+            ));
+        }
+        rate(
+            p,
+            &at,
+            t.punches_per_s.unwrap_or(b.tenant_punches_per_s),
+            t.punch_burst.unwrap_or(b.tenant_punch_burst),
+        );
+        keys = keys.saturating_add(t.max_punch_keys.unwrap_or(0));
+        employees = employees.saturating_add(t.max_employees.unwrap_or(0));
+        if t.max_punch_keys == Some(0) || t.max_employees == Some(0) {
+            p.push(format!(
+                "{at}max_punch_keys and max_employees must be at least 1"
+            ));
+        }
+    }
+    if keys > raw.dedup.max_punch_keys {
+        p.push(format!(
+            "budgets.tenants.*.max_punch_keys add up to {keys}, more than dedup.max_punch_keys = {}; the node total bounds memory, so raise it or lower the tenants' shares",
+            raw.dedup.max_punch_keys
+        ));
+    }
+    if employees > raw.dedup.max_employees {
+        p.push(format!(
+            "budgets.tenants.*.max_employees add up to {employees}, more than dedup.max_employees = {}; the node total bounds memory, so raise it or lower the tenants' shares",
+            raw.dedup.max_employees
+        ));
+    }
 }
 
 /// `[node]`: identity and storage of this gateway node.
@@ -750,6 +874,8 @@ pub struct Config {
     pub attendance: AttendanceConfig,
     /// Downstream sinks (validated), in config order.
     pub sinks: Vec<crate::sink::SinkConfig>,
+    /// Punch rate limits and tenants' shares (`[budgets]`, validated).
+    pub budgets: RawBudgets,
 }
 
 impl Config {
@@ -1049,6 +1175,7 @@ impl Config {
             }
         }
         let pings = compile_pings(&raw.pings, &raw.tenants, &mut p);
+        check_budgets(&raw, &mut p);
         let sinks = crate::sink::config::compile(&raw.sinks, &mut p);
         if !p.is_empty() {
             return Err(ConfigErrors {
@@ -1109,6 +1236,7 @@ impl Config {
                 },
             },
             sinks,
+            budgets: raw.budgets,
         })
     }
 

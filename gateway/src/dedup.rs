@@ -10,6 +10,11 @@
 //! clears the one that just fell two windows behind, which no reader or
 //! writer looks at any more. Memory therefore holds between one and two windows of
 //! keys, and is capped by `max_keys`.
+//!
+//! Best-effort memories (the rules' per-employee anti-cheat state and QR
+//! code uses) are an [`LruMap`] instead: bounded like a window, but when
+//! full it forgets its least recently seen entry rather than refusing, so
+//! filling it can never lock anybody out.
 
 use std::hash::Hash;
 use std::sync::Mutex;
@@ -22,7 +27,9 @@ const GENERATIONS: usize = 3;
 
 /// The map is at its configured key limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the dedup window is full ({0} keys); raise dedup.max_punch_keys or add nodes")]
+#[error(
+    "the tenant's dedup window is full ({0} keys); raise dedup.max_punch_keys or the tenant's budgets.tenants.<id>.max_punch_keys, or add nodes"
+)]
 pub struct Full(pub usize);
 
 /// A concurrent map whose entries live for at least one window, expired by
@@ -287,6 +294,324 @@ impl<K: Eq + Hash + Clone, V: Clone> WindowMap<K, V> {
     }
 }
 
+/// No node: the end of a list.
+const NIL: u32 = u32::MAX;
+
+/// Below this many entries an [`LruMap`] is one shard, so eviction is
+/// exact LRU; above it, 16 shards (approximate LRU: each shard evicts its
+/// own least recently seen entry) keep threads from queueing on one lock.
+const ONE_SHARD_BELOW: usize = 4_096;
+const SHARDS: usize = 16;
+
+struct LruNode<K, V> {
+    key: K,
+    value: V,
+    seen_ms: i64,
+    /// Towards the most recently seen entry.
+    prev: u32,
+    /// Towards the least recently seen entry.
+    next: u32,
+}
+
+/// Nodes in chunks of a fixed size (a power of two, at most 1024): growing
+/// never moves or copies a node, and the slack is under one chunk, where a
+/// `Vec` that doubles holds up to twice its nodes and leaves the copies it
+/// outgrew to the allocator.
+struct Slab<T> {
+    chunks: Vec<Vec<T>>,
+    shift: u32,
+    len: usize,
+}
+
+impl<T> Slab<T> {
+    fn new(cap: usize) -> Self {
+        Self {
+            chunks: Vec::new(),
+            shift: cap.clamp(1, 1_024).next_power_of_two().trailing_zeros(),
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, t: T) {
+        if self.len & ((1 << self.shift) - 1) == 0 {
+            self.chunks.push(Vec::with_capacity(1 << self.shift));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(t);
+        }
+        self.len += 1;
+    }
+}
+
+impl<T> std::ops::Index<usize> for Slab<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        &self.chunks[i >> self.shift][i & ((1 << self.shift) - 1)]
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Slab<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        &mut self.chunks[i >> self.shift][i & ((1 << self.shift) - 1)]
+    }
+}
+
+/// One shard: a hash index into a slab of nodes, threaded on a list from
+/// most recently seen (`head`) to least (`tail`). Freed slots are reused,
+/// so once the slab has grown a full shard allocates nothing.
+struct LruShard<K, V> {
+    index: fencegate_spatial::hash::FastMap<K, u32>,
+    nodes: Slab<LruNode<K, V>>,
+    free: Vec<u32>,
+    head: u32,
+    tail: u32,
+    cap: usize,
+}
+
+impl<K: Eq + Hash + Copy, V> LruShard<K, V> {
+    fn new(cap: usize) -> Self {
+        Self {
+            index: Default::default(),
+            nodes: Slab::new(cap),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            cap,
+        }
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = {
+            let n = &self.nodes[i as usize];
+            (n.prev, n.next)
+        };
+        match prev {
+            NIL => self.head = next,
+            p => self.nodes[p as usize].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.nodes[n as usize].prev = prev,
+        }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        let old = self.head;
+        {
+            let n = &mut self.nodes[i as usize];
+            n.prev = NIL;
+            n.next = old;
+        }
+        match old {
+            NIL => self.tail = i,
+            o => self.nodes[o as usize].prev = i,
+        }
+        self.head = i;
+    }
+
+    /// Marks node `i` seen at `now_ms`: it moves to the front.
+    fn touch(&mut self, i: u32, now_ms: i64) {
+        self.nodes[i as usize].seen_ms = self.nodes[i as usize].seen_ms.max(now_ms);
+        if self.head != i {
+            self.unlink(i);
+            self.push_front(i);
+        }
+    }
+
+    /// Removes node `i`, returning its value.
+    fn remove_at(&mut self, i: u32) -> V
+    where
+        V: Default,
+    {
+        self.unlink(i);
+        let n = &mut self.nodes[i as usize];
+        self.index.remove(&n.key);
+        self.free.push(i);
+        std::mem::take(&mut n.value)
+    }
+
+    /// Inserts a new key at the front; the caller made room.
+    fn insert(&mut self, key: K, value: V, now_ms: i64) {
+        let node = LruNode {
+            key,
+            value,
+            seen_ms: now_ms,
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.nodes[i as usize] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, i);
+        self.push_front(i);
+    }
+}
+
+/// A bounded concurrent map that forgets its least recently seen entry
+/// when full, and entries not seen for `ttl_ms`: for memories that are
+/// best effort, where forgetting is safe and refusing is not.
+///
+/// "Seen" is any lookup or change of the key. Every operation takes one
+/// shard lock; none allocates once the shard has grown to its capacity.
+pub struct LruMap<K, V> {
+    shards: Box<[Mutex<LruShard<K, V>>]>,
+    hasher: fencegate_spatial::hash::FastBuild,
+    ttl_ms: i64,
+    cap: usize,
+    len: AtomicUsize,
+    /// Entries forgotten to make room (not by age), not yet reported.
+    evicted: AtomicUsize,
+}
+
+impl<K: Eq + Hash + Copy, V: Default> LruMap<K, V> {
+    /// An empty map holding at most `max_keys` keys (at least one), each
+    /// for `ttl_ms` after it was last seen.
+    pub fn new(ttl_ms: i64, max_keys: usize) -> Self {
+        let cap = max_keys.max(1);
+        let n = if cap < ONE_SHARD_BELOW { 1 } else { SHARDS };
+        Self {
+            shards: (0..n)
+                .map(|i| Mutex::new(LruShard::new(cap / n + usize::from(i < cap % n))))
+                .collect(),
+            hasher: Default::default(),
+            ttl_ms,
+            cap,
+            len: AtomicUsize::new(0),
+            evicted: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard(&self, key: &K) -> std::sync::MutexGuard<'_, LruShard<K, V>> {
+        use std::hash::BuildHasher;
+        // Middle bits: the shard's own table places keys by the low bits
+        // and tags them with the top seven, so neither may be constant
+        // within a shard.
+        let i = if self.shards.len() == 1 {
+            0
+        } else {
+            (self.hasher.hash_one(key) >> 40) as usize % self.shards.len()
+        };
+        // A panic under the lock leaves the list consistent (no method
+        // panics between unlink and relink), so a poisoned shard is usable.
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Looks `key` up and marks it seen at `now_ms`; `f` reads the value.
+    pub fn get<R>(&self, key: &K, now_ms: i64, f: impl FnOnce(&V) -> R) -> Option<R> {
+        let mut s = self.shard(key);
+        let i = *s.index.get(key)?;
+        s.touch(i, now_ms);
+        Some(f(&s.nodes[i as usize].value))
+    }
+
+    /// Runs `f` on the value of `key` (`None` if absent) and marks the key
+    /// seen at `now_ms`. `f` may fill, change or empty the slot. A new key
+    /// in a full shard first makes room by forgetting the shard's least
+    /// recently seen entry (counted, see [`LruMap::take_evicted`]).
+    pub fn with<R>(&self, key: K, now_ms: i64, f: impl FnOnce(&mut Option<V>) -> R) -> R {
+        let mut s = self.shard(&key);
+        if let Some(&i) = s.index.get(&key) {
+            let mut slot = Some(std::mem::take(&mut s.nodes[i as usize].value));
+            let r = f(&mut slot);
+            match slot {
+                Some(v) => {
+                    s.nodes[i as usize].value = v;
+                    s.touch(i, now_ms);
+                }
+                None => {
+                    s.remove_at(i);
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            return r;
+        }
+        let mut slot = None;
+        let r = f(&mut slot);
+        if let Some(v) = slot {
+            if s.index.len() >= s.cap {
+                let tail = s.tail;
+                s.remove_at(tail);
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
+            s.insert(key, v, now_ms);
+        }
+        r
+    }
+
+    /// Inserts `key` unless it is present; returns whether it was inserted.
+    /// Either way the key is marked seen.
+    pub fn insert_new(&self, key: K, now_ms: i64, value: V) -> bool {
+        self.with(key, now_ms, |slot| {
+            if slot.is_some() {
+                false
+            } else {
+                *slot = Some(value);
+                true
+            }
+        })
+    }
+
+    /// Forgets `key`.
+    pub fn remove(&self, key: &K) {
+        let mut s = self.shard(key);
+        if let Some(&i) = s.index.get(key) {
+            s.remove_at(i);
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets every entry not seen for `ttl_ms` before `now_ms`: the
+    /// oldest ones, from the back of each shard, so the cost is the number
+    /// forgotten. Call it about once a second (the edge's tick).
+    pub fn expire(&self, now_ms: i64) {
+        for shard in self.shards.iter() {
+            let mut s = shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            while s.tail != NIL && now_ms - s.nodes[s.tail as usize].seen_ms >= self.ttl_ms {
+                let tail = s.tail;
+                s.remove_at(tail);
+                self.len.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Entries forgotten to make room since the last call.
+    pub fn take_evicted(&self) -> usize {
+        self.evicted.swap(0, Ordering::Relaxed)
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether the map holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The key limit.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,5 +735,91 @@ mod tests {
         assert!(m.update(&1, |v| *v = 42));
         assert!(!m.update(&2, |v| *v = 42));
         assert_eq!(m.get(&1, |v| Some(*v)), Some(42));
+    }
+}
+
+#[cfg(test)]
+mod lru_tests {
+    use super::*;
+
+    #[test]
+    fn full_map_forgets_the_least_recently_seen() {
+        let m: LruMap<u64, i64> = LruMap::new(1_000_000, 3);
+        for k in 1..=3 {
+            m.with(k, k as i64, |s| *s = Some(k as i64));
+        }
+        // Seeing 1 makes 2 the least recently seen.
+        assert_eq!(m.get(&1, 10, |v| *v), Some(1));
+        m.with(4, 11, |s| *s = Some(4));
+        assert_eq!(m.get(&2, 12, |v| *v), None, "2 was evicted");
+        for k in [1, 3, 4] {
+            assert!(m.get(&k, 12, |_| ()).is_some(), "{k} kept");
+        }
+        assert_eq!((m.len(), m.take_evicted(), m.take_evicted()), (3, 1, 0));
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_evicts_only_old_ones_and_never_refuses() {
+        let m: LruMap<u64, u8> = LruMap::new(1_000_000, 100);
+        for k in 0..10_000u64 {
+            assert!(m.insert_new(k, k as i64, 1));
+        }
+        assert_eq!(m.len(), 100);
+        assert_eq!(m.take_evicted(), 9_900);
+        assert!((9_900..10_000).all(|k| m.get(&k, 0, |_| ()).is_some()));
+    }
+
+    #[test]
+    fn entries_expire_after_the_ttl_since_last_seen() {
+        let m: LruMap<u64, u8> = LruMap::new(100, 10);
+        m.insert_new(1, 0, 1);
+        m.insert_new(2, 50, 1);
+        m.get(&1, 60, |_| ());
+        m.expire(149);
+        assert_eq!(
+            m.len(),
+            2,
+            "1 was seen at 60, 2 at 50: both younger than 100"
+        );
+        m.expire(150);
+        assert!(m.get(&2, 150, |_| ()).is_none());
+        assert!(m.get(&1, 150, |_| ()).is_some());
+        assert_eq!(m.take_evicted(), 0, "expiry is not eviction");
+    }
+
+    #[test]
+    fn removal_and_reuse_keep_the_list_consistent() {
+        let m: LruMap<u64, u64> = LruMap::new(1_000_000, 4);
+        for round in 0..50u64 {
+            for k in 0..6u64 {
+                m.with(k + round, 0, |s| *s = Some(k));
+            }
+            m.remove(&(round + 2));
+            m.with(round + 3, 0, |s| *s = None);
+        }
+        let s = m.shards[0].lock().unwrap();
+        // Walk the list both ways: same length as the index.
+        let mut n = 0;
+        let mut i = s.head;
+        let mut last = NIL;
+        while i != NIL {
+            assert_eq!(s.nodes[i as usize].prev, last);
+            last = i;
+            i = s.nodes[i as usize].next;
+            n += 1;
+        }
+        assert_eq!(last, s.tail);
+        assert_eq!(n, s.index.len());
+        assert_eq!(n, m.len());
+    }
+
+    #[test]
+    fn large_maps_are_sharded_and_still_bounded() {
+        let m: LruMap<(u64, u64), u8> = LruMap::new(1_000_000, 10_000);
+        for k in 0..50_000u64 {
+            m.insert_new((7, k), 0, 1);
+        }
+        assert!(m.len() <= 10_000);
+        assert_eq!(m.len() + m.take_evicted(), 50_000);
     }
 }

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod auth;
 pub mod backlog;
+pub mod budget;
 pub mod client;
 pub mod clock;
 pub mod cluster;

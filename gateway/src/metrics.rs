@@ -33,6 +33,16 @@ pub struct PipelineMetrics {
     /// `fencegate_dedup_devices_evicted_total`: devices forgotten to make
     /// room for a new one when `dedup.max_devices` was reached.
     pub devices_evicted: Counter,
+    /// `fencegate_refused_total{channel="punch",reason="device_rate"}`:
+    /// punches answered `Busy` because their device was over its rate.
+    pub refused_device_rate: Counter,
+    /// `fencegate_refused_total{channel="punch",reason="tenant_rate"}`:
+    /// punches answered `Busy` because their tenant was over its rate.
+    pub refused_tenant_rate: Counter,
+    /// `fencegate_refused_total{channel="punch",reason="tenant_window"}`:
+    /// punches answered `Busy` because their tenant's own idempotency
+    /// window was full.
+    pub refused_tenant_window: Counter,
 }
 
 impl PipelineMetrics {
@@ -56,6 +66,9 @@ impl PipelineMetrics {
             dedup_keys: gauge!("fencegate_dedup_keys"),
             devices: gauge!("fencegate_dedup_devices"),
             devices_evicted: counter!("fencegate_dedup_devices_evicted_total"),
+            refused_device_rate: counter!("fencegate_refused_total", "channel" => "punch", "reason" => "device_rate"),
+            refused_tenant_rate: counter!("fencegate_refused_total", "channel" => "punch", "reason" => "tenant_rate"),
+            refused_tenant_window: counter!("fencegate_refused_total", "channel" => "punch", "reason" => "tenant_window"),
         }
     }
 
@@ -254,9 +267,10 @@ pub struct RulesMetrics {
     pub changes: Counter,
     /// Refused rule changes (invalid rules or a forbidden section).
     pub changes_refused: Counter,
-    /// Punches judged without the per-employee memory because it was full
-    /// (`dedup.max_employees`): anti-cheat checks skipped, nothing refused.
-    pub memory_full: Counter,
+    /// Entries the anti-cheat memory (employees and QR uses) forgot to
+    /// make room: the tenant's least recently seen, never another
+    /// tenant's; nothing is refused.
+    pub memory_evicted: Counter,
 }
 
 fn snake(name: &str) -> String {
@@ -297,7 +311,7 @@ impl RulesMetrics {
             version: gauge!("fencegate_rules_version"),
             changes: counter!("fencegate_rules_changes_total", "result" => "applied"),
             changes_refused: counter!("fencegate_rules_changes_total", "result" => "refused"),
-            memory_full: counter!("fencegate_rules_memory_full_total"),
+            memory_evicted: counter!("fencegate_rules_memory_evicted_total"),
         }
     }
 

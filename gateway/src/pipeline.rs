@@ -22,7 +22,8 @@ use fencegate_spatial::{CellBox, CellShape, Classification, FenceKey, GridCell, 
 use flatbuffers::FlatBufferBuilder;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
-use crate::dedup::WindowMap;
+use crate::budget::{Budgets, DeviceBucket, SharedBucket, TenantBudget};
+use crate::dedup::{LruMap, WindowMap};
 use crate::fences::{FenceSnapshot, Fences};
 use crate::metrics::{PipelineMetrics, RulesMetrics};
 use crate::rules::judge::{GpsLookup, Location, gps_lookup, judge};
@@ -353,6 +354,8 @@ struct Remember {
     dual: Option<crate::rules::DualRule>,
     observed: Observed,
     counts: bool,
+    /// When the punch was decided: the memory's "last seen".
+    seen_ms: i64,
 }
 
 /// The pipeline's answer to one punch.
@@ -378,8 +381,16 @@ pub enum PunchDecision<'b> {
     /// A resend of a punch whose first copy is still being written: answer
     /// `Busy` with a short retry-after; the retry will get the ack.
     InFlight,
-    /// The dedup window is full: answer `Busy(Overloaded)`.
+    /// The tenant's own idempotency window is full: answer
+    /// `Busy(Overloaded)`. Another tenant's window is never this one.
     Full,
+    /// The device or its tenant is over its punch rate (`[budgets]`):
+    /// answer `Busy(Overloaded)` with this retry-after. Nothing was
+    /// decided or remembered; the resend is decided afresh.
+    RateLimited {
+        /// Milliseconds until the bucket has a token for this punch.
+        retry_after_ms: u32,
+    },
 }
 
 /// Counts of what one ping batch produced. Every fix is counted in exactly
@@ -457,19 +468,63 @@ impl RecordSink for crate::log::RecordBatch {
     }
 }
 
+/// One tenant's share of the punch path's memory and rate: its own
+/// idempotency window, repeat keys, anti-cheat memory and QR uses, each
+/// bounded by the tenant's [`TenantBudget`], so no tenant can fill
+/// another's.
+struct TenantSlot {
+    budget: TenantBudget,
+    punch_ids: WindowMap<PunchKey, PunchEntry>,
+    repeats: WindowMap<RepeatKey, RepeatEntry>,
+    /// Per-employee memory for the rules (anti-cheat, minimum interval,
+    /// dual verification), keyed by (tenant, employee). Best effort: when
+    /// full it forgets the tenant's least recently seen employee.
+    employees: LruMap<(u64, u64), EmployeeState>,
+    /// QR codes used, once per employee, for as long as a code is valid.
+    /// Best effort like `employees`.
+    qr_uses: LruMap<QrUseKey, ()>,
+    /// The tenant's punch rate bucket, shared by all its connections.
+    rate: SharedBucket,
+}
+
+impl TenantSlot {
+    fn new(
+        cfg: &PipelineConfig,
+        budget: TenantBudget,
+        qr_window_ms: i64,
+        now_ms: i64,
+        mono_ms: i64,
+    ) -> Self {
+        let horizon = cfg.idempotency_horizon_ms.max(cfg.repeat_window_ms);
+        Self {
+            budget,
+            punch_ids: WindowMap::new(horizon, budget.max_punch_keys, mono_ms),
+            repeats: WindowMap::new(cfg.repeat_window_ms, budget.max_punch_keys, now_ms),
+            employees: LruMap::new(EMPLOYEE_MEMORY_MS, budget.max_employees),
+            qr_uses: LruMap::new(qr_window_ms.max(1), budget.max_employees),
+            rate: SharedBucket::default(),
+        }
+    }
+}
+
 /// The verification pipeline, shared by every connection task.
 pub struct Pipeline {
     cfg: PipelineConfig,
     fences: Arc<Fences>,
     rules: Arc<RulesHandle>,
-    punch_ids: WindowMap<PunchKey, PunchEntry>,
-    repeats: WindowMap<RepeatKey, RepeatEntry>,
     devices: WindowMap<(u64, u64), DeviceState>,
-    /// Per-employee memory for the rules (anti-cheat, minimum interval,
-    /// dual verification), keyed by (tenant, employee).
-    employees: WindowMap<(u64, u64), EmployeeState>,
-    /// QR codes used, once per employee, for as long as a code is valid.
-    qr_uses: WindowMap<QrUseKey, ()>,
+    /// Each tenant's punch-path memory, by tenant hash; made at the
+    /// tenant's first punch (or replayed punch).
+    tenants: dashmap::DashMap<u64, Arc<TenantSlot>>,
+    /// Rates and shares; `tenant_budgets` is `budgets.tenants` by hash.
+    budgets: Budgets,
+    tenant_budgets: FastMap<u64, TenantBudget>,
+    /// Device punch-rate buckets, by (tenant, device). An entry idle for
+    /// the bucket's refill time is full again, so the map's window is that
+    /// time and idle devices' buckets are dropped by rotation.
+    device_buckets: WindowMap<(u64, u64), DeviceBucket>,
+    /// How long a QR code use is remembered.
+    qr_window_ms: i64,
     /// Monotonic milliseconds as of the last [`Pipeline::tick_at`]: the
     /// clock punch ids expire by, so a wall-clock step cannot clear them.
     /// Read once per punch (an atomic load, not a clock read); its one
@@ -484,7 +539,7 @@ pub struct Pipeline {
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
-            .field("punch_keys", &self.punch_ids.len())
+            .field("punch_keys", &self.dedup_sizes().0)
             .field("devices", &self.devices.len())
             .finish_non_exhaustive()
     }
@@ -533,20 +588,31 @@ impl Pipeline {
         rules: Arc<RulesHandle>,
         now_ms: i64,
     ) -> Self {
-        // Punch ids and repeat keys each get the key budget; the rules'
-        // best-effort memory (employees, QR uses) has its own, so filling
-        // it can never refuse a punch.
+        // Each tenant's punch ids and repeat keys each get the tenant's
+        // key budget; the rules' best-effort memory (employees, QR uses)
+        // has its own, which forgets rather than refuses. Without
+        // `with_budgets` every tenant may use the node's whole budget and
+        // no rate applies.
         let qr_window = {
             let s = &rules.load().settings;
             (s.qr_skew_steps + 2) * s.qr_step_ms
         };
-        let horizon = cfg.idempotency_horizon_ms.max(cfg.repeat_window_ms);
+        let budgets = Budgets {
+            tenant: TenantBudget {
+                max_punch_keys: cfg.max_punch_keys,
+                max_employees: cfg.max_employees,
+                rate: None,
+            },
+            tenants: Vec::new(),
+            device_rate: None,
+        };
         Self {
-            punch_ids: WindowMap::new(horizon, cfg.max_punch_keys, now_ms),
-            repeats: WindowMap::new(cfg.repeat_window_ms, cfg.max_punch_keys, now_ms),
             devices: WindowMap::new(DEVICE_MEMORY_MS, cfg.max_devices, now_ms),
-            employees: WindowMap::new(EMPLOYEE_MEMORY_MS, cfg.max_employees, now_ms),
-            qr_uses: WindowMap::new(qr_window.max(1), cfg.max_employees, now_ms),
+            tenants: dashmap::DashMap::new(),
+            budgets,
+            tenant_budgets: FastMap::default(),
+            device_buckets: WindowMap::new(1_000, cfg.max_devices, now_ms),
+            qr_window_ms: qr_window,
             mono_ms: AtomicI64::new(now_ms),
             ping_events: PingEventSettings::default(),
             metrics: PipelineMetrics::register(),
@@ -562,6 +628,85 @@ impl Pipeline {
     pub fn with_ping_events(mut self, settings: PingEventSettings) -> Self {
         self.ping_events = settings;
         self
+    }
+
+    /// This pipeline with per-tenant shares and punch rate limits (see
+    /// [`Budgets::from_config`]). Call it before any punch or replay.
+    pub fn with_budgets(mut self, budgets: Budgets) -> Self {
+        let window = budgets
+            .device_rate
+            .map_or(1_000, |r| r.refill_ms().max(1_000));
+        self.device_buckets = WindowMap::new(
+            window,
+            self.cfg.max_devices,
+            self.mono_ms.load(Ordering::Relaxed),
+        );
+        self.tenant_budgets = budgets
+            .tenants
+            .iter()
+            .map(|(t, b)| (xxh3_64(t.as_bytes()), *b))
+            .collect();
+        self.tenants.clear();
+        self.budgets = budgets;
+        self
+    }
+
+    /// The budgets this pipeline applies.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
+    /// The punch-path memory of the tenant whose hash is `tag`, made on
+    /// first use with the tenant's budget.
+    fn tenant(&self, tag: u64, now_ms: i64) -> Arc<TenantSlot> {
+        if let Some(t) = self.tenants.get(&tag) {
+            return t.clone();
+        }
+        self.tenants
+            .entry(tag)
+            .or_insert_with(|| {
+                let budget = self
+                    .tenant_budgets
+                    .get(&tag)
+                    .copied()
+                    .unwrap_or(self.budgets.tenant);
+                Arc::new(TenantSlot::new(
+                    &self.cfg,
+                    budget,
+                    self.qr_window_ms,
+                    now_ms,
+                    self.mono_ms.load(Ordering::Relaxed),
+                ))
+            })
+            .clone()
+    }
+
+    /// The rate-limit stage: takes a token from the device's bucket, then
+    /// from its tenant's, or returns the milliseconds to wait. The device
+    /// comes first, so a device over its own rate spends none of its
+    /// tenant's tokens.
+    fn over_rate(&self, now_ms: i64, session: &Session, slot: &TenantSlot) -> Option<u32> {
+        if let Some(rate) = self.budgets.device_rate {
+            let taken = self
+                .device_buckets
+                .with((session.tenant_tag, session.device_tag), |b| {
+                    b.get_or_insert_with(DeviceBucket::default)
+                        .take(rate, now_ms)
+                });
+            // Err: more devices than `dedup.max_devices` hold a bucket; the
+            // device goes unmetered and its tenant's rate still applies.
+            if let Ok(Err(wait)) = taken {
+                self.metrics.refused_device_rate.increment(1);
+                return Some(wait);
+            }
+        }
+        if let Some(rate) = slot.budget.rate {
+            if let Err(wait) = slot.rate.take(rate, now_ms) {
+                self.metrics.refused_tenant_rate.increment(1);
+                return Some(wait);
+            }
+        }
+        None
     }
 
     /// The fence event rules this pipeline applies.
@@ -599,23 +744,39 @@ impl Pipeline {
     /// about once a second.
     pub fn tick_at(&self, now_ms: i64, mono_ms: i64) {
         self.mono_ms.fetch_max(mono_ms, Ordering::Relaxed);
-        self.punch_ids.rotate(self.mono_ms.load(Ordering::Relaxed));
-        self.repeats.rotate(now_ms);
+        let mono = self.mono_ms.load(Ordering::Relaxed);
+        let mut keys = 0;
+        let mut evicted = 0;
+        for t in self.tenants.iter() {
+            t.punch_ids.rotate(mono);
+            t.repeats.rotate(now_ms);
+            t.employees.expire(now_ms);
+            t.qr_uses.expire(now_ms);
+            keys += t.punch_ids.len() + t.repeats.len();
+            evicted += t.employees.take_evicted() + t.qr_uses.take_evicted();
+        }
         self.devices.rotate(now_ms);
-        self.employees.rotate(now_ms);
-        self.qr_uses.rotate(now_ms);
-        self.metrics
-            .dedup_keys
-            .set(self.punch_ids.len() as f64 + self.repeats.len() as f64);
+        self.device_buckets.rotate(now_ms);
+        self.metrics.dedup_keys.set(keys as f64);
         self.metrics.devices.set(self.devices.len() as f64);
+        self.rules_metrics.memory_evicted.increment(evicted as u64);
     }
 
-    /// Number of remembered punch keys and devices.
+    /// Number of remembered punch keys (every tenant's) and devices.
     pub fn dedup_sizes(&self) -> (usize, usize) {
-        (
-            self.punch_ids.len() + self.repeats.len(),
-            self.devices.len(),
-        )
+        let keys = self
+            .tenants
+            .iter()
+            .map(|t| t.punch_ids.len() + t.repeats.len())
+            .sum();
+        (keys, self.devices.len())
+    }
+
+    /// Employees held in the anti-cheat memory of `tenant`.
+    pub fn remembered_employees(&self, tenant: &str) -> usize {
+        self.tenants
+            .get(&xxh3_64(tenant.as_bytes()))
+            .map_or(0, |t| t.employees.len())
     }
 
     /// Decides one verified punch from `session` at `now_ms`.
@@ -632,13 +793,19 @@ impl Pipeline {
         let mono = self.mono_ms.load(Ordering::Relaxed);
         let horizon = self.cfg.idempotency_horizon_ms.max(window);
         let live = move |e: &PunchEntry| mono - e.mono_ms < horizon;
-        if let Some(e) = self.punch_ids.get(&key, |e| live(e).then(|| e.clone())) {
+        let slot = self.tenant(session.tenant_tag, now_ms);
+        if let Some(e) = slot.punch_ids.get(&key, |e| live(e).then(|| e.clone())) {
             self.metrics.dedup_hits.increment(1);
             return if e.durable {
                 PunchDecision::Known(e.ack)
             } else {
                 PunchDecision::InFlight
             };
+        }
+        // A resend above is answered whatever the rate; a new punch spends
+        // a token before anything costly (locate, judge, record).
+        if let Some(retry_after_ms) = self.over_rate(now_ms, session, &slot) {
+            return PunchDecision::RateLimited { retry_after_ms };
         }
 
         let snap = self.fences.load();
@@ -767,19 +934,17 @@ impl Pipeline {
         let mut qr = None;
         if let Some((site_tag, step)) = j.qr_use {
             let qkey: QrUseKey = (session.tenant_tag, emp_tag, site_tag, step);
-            match self.qr_uses.get_or_insert(qkey, |_| true, || ()) {
-                Ok(Ok(())) => qr = Some(qkey),
-                Ok(Err(())) => {
-                    ack.verdict = Verdict::Rejected;
-                    ack.reason = Reason::QrReplay;
-                    status = AttendanceStatus::Rejected;
-                }
-                Err(_) => return self.full(),
+            if slot.qr_uses.insert_new(qkey, now_ms, ()) {
+                qr = Some(qkey);
+            } else {
+                ack.verdict = Verdict::Rejected;
+                ack.reason = Reason::QrReplay;
+                status = AttendanceStatus::Rejected;
             }
         }
         let release_qr = |qr: Option<QrUseKey>| {
             if let Some(k) = qr {
-                self.qr_uses.remove_if(&k, |_| true);
+                slot.qr_uses.remove(&k);
             }
         };
 
@@ -793,7 +958,7 @@ impl Pipeline {
         if ack.verdict != Verdict::Rejected {
             // Only accepted punches merge (contract 3); pending ones stand alone.
             let accepted = ack.verdict == Verdict::Accepted;
-            let first = self
+            let first = slot
                 .repeats
                 .get(&rkey, |e| {
                     (at_ms >= e.time_ms && at_ms - e.time_ms < window).then_some(e.record_id)
@@ -816,15 +981,16 @@ impl Pipeline {
             // Read only: the memory learns this punch once it is durable
             // (`punch_durable`), so a punch the log refused leaves no trace.
             let ekey = (session.tenant_tag, emp_tag);
-            let obs = self
+            let obs = slot
                 .employees
-                .get(&ekey, |st| Some(st.check(tenant_rules, dual, &observed)))
+                .get(&ekey, now_ms, |st| st.check(tenant_rules, dual, &observed))
                 .unwrap_or_else(|| EmployeeState::default().check(tenant_rules, dual, &observed));
             memory = Some(Remember {
                 key: ekey,
                 dual,
                 observed,
                 counts: first.is_none(),
+                seen_ms: now_ms,
             });
             flags |= obs.flags;
             paired_with = obs.paired_with;
@@ -837,7 +1003,7 @@ impl Pipeline {
                     merged_into = Some(first);
                 }
                 None => {
-                    if self
+                    if slot
                         .repeats
                         .insert(
                             rkey,
@@ -862,19 +1028,19 @@ impl Pipeline {
             own_record_id,
             durable: false,
         };
-        match self.punch_ids.get_or_insert(key, live, || entry) {
+        match slot.punch_ids.get_or_insert(key, live, || entry) {
             Ok(Ok(())) => {}
             Ok(Err(_raced)) => {
                 // A concurrent copy of the same punch won the race.
                 if let Some(r) = repeat {
-                    self.repeats.remove_if(&r, |e| e.record_id == own_record_id);
+                    slot.repeats.remove_if(&r, |e| e.record_id == own_record_id);
                 }
                 release_qr(qr);
                 return PunchDecision::InFlight;
             }
             Err(_) => {
                 if let Some(r) = repeat {
-                    self.repeats.remove_if(&r, |e| e.record_id == own_record_id);
+                    slot.repeats.remove_if(&r, |e| e.record_id == own_record_id);
                 }
                 release_qr(qr);
                 return self.full();
@@ -942,30 +1108,29 @@ impl Pipeline {
 
     fn full<'b>(&self) -> PunchDecision<'b> {
         self.metrics.dedup_full.increment(1);
+        self.metrics.refused_tenant_window.increment(1);
         PunchDecision::Full
     }
 
     /// The record of `pending` is durable: resends now get its ack, and the
     /// employee memory learns the punch.
     pub fn punch_durable(&self, pending: &PendingPunch, verdict: Verdict) {
-        self.punch_ids.update(&pending.key, |e| {
+        let slot = self.tenant(pending.key.0, pending.memory.map_or(0, |m| m.seen_ms));
+        slot.punch_ids.update(&pending.key, |e| {
             if e.own_record_id == pending.record_id {
                 e.durable = true;
             }
         });
         if let Some(m) = &pending.memory {
-            let learned = self.employees.with(m.key, |slot| {
+            // Best effort: a full memory forgets the tenant's least
+            // recently seen employee (counted at the tick) to make room.
+            slot.employees.with(m.key, m.seen_ms, |slot| {
                 slot.get_or_insert_with(EmployeeState::default).remember(
                     m.dual,
                     &m.observed,
                     m.counts,
                 );
             });
-            if learned.is_err() {
-                // Best effort: a full memory judges later punches without
-                // this one rather than refusing anybody.
-                self.rules_metrics.memory_full.increment(1);
-            }
         }
         self.metrics.punch(verdict);
         self.rules_metrics.punch(pending.status, pending.flags);
@@ -975,13 +1140,14 @@ impl Pipeline {
     /// client's retry is decided afresh.
     pub fn punch_failed(&self, pending: &PendingPunch) {
         let rid = pending.record_id;
-        self.punch_ids
+        let slot = self.tenant(pending.key.0, pending.memory.map_or(0, |m| m.seen_ms));
+        slot.punch_ids
             .remove_if(&pending.key, |e| e.own_record_id == rid);
         if let Some(r) = pending.repeat {
-            self.repeats.remove_if(&r, |e| e.record_id == rid);
+            slot.repeats.remove_if(&r, |e| e.record_id == rid);
         }
         if let Some(q) = pending.qr {
-            self.qr_uses.remove_if(&q, |_| true);
+            slot.qr_uses.remove(&q);
         }
     }
 
@@ -995,9 +1161,9 @@ impl Pipeline {
     /// still reads the wall-clock time it started at: a replayed punch id
     /// keeps the age its record's gateway time gives it.
     ///
-    /// Fails when the punch ids or repeat keys do not fit
-    /// (`dedup.max_punch_keys`): starting anyway would forget acks the
-    /// contract promises to repeat.
+    /// Fails when the tenant's punch ids or repeat keys do not fit its
+    /// share (`dedup.max_punch_keys`, see [`Budgets`]): starting anyway
+    /// would forget acks the contract promises to repeat.
     pub fn replay_punch(
         &self,
         now_ms: i64,
@@ -1007,6 +1173,7 @@ impl Pipeline {
         record_id: [u8; 16],
     ) -> Result<(), crate::dedup::Full> {
         let tenant_tag = xxh3_64(tenant.as_bytes());
+        let slot = self.tenant(tenant_tag, now_ms);
         let id = rec.punch_id().0;
         let merged_into = rec.merged_into().map(|u| u.0);
         let ack = AckInfo {
@@ -1022,7 +1189,7 @@ impl Pipeline {
             .idempotency_horizon_ms
             .max(self.cfg.repeat_window_ms);
         if now_ms - gateway_time_ms < horizon {
-            self.punch_ids.insert(
+            slot.punch_ids.insert(
                 (tenant_tag, u128::from_be_bytes(id)),
                 PunchEntry {
                     mono_ms: gateway_time_ms,
@@ -1049,7 +1216,7 @@ impl Pipeline {
         // the repeat window is measured generously here; the punch path
         // checks the exact distance between attendance times.
         if rec.verdict() == Verdict::Accepted && now_ms - at < 2 * self.cfg.repeat_window_ms {
-            self.repeats.insert(
+            slot.repeats.insert(
                 (tenant_tag, emp_tag, kind_tag(rec.kind(), factor)),
                 RepeatEntry {
                     time_ms: at,
@@ -1071,16 +1238,16 @@ impl Pipeline {
                 .map(|p| (p.lat(), p.lon(), p.accuracy_m())),
             record_id,
         };
-        let learned = self.employees.with((tenant_tag, emp_tag), |slot| {
-            slot.get_or_insert_with(EmployeeState::default).remember(
-                dual,
-                &observed,
-                rec.verdict() != Verdict::RepeatMerged,
-            )
-        });
-        if learned.is_err() {
-            self.rules_metrics.memory_full.increment(1);
-        }
+        // Seen when it was punched (not now), so the memory expires 24 h
+        // after the punch as it would have without the restart.
+        slot.employees
+            .with((tenant_tag, emp_tag), at.min(now_ms), |slot| {
+                slot.get_or_insert_with(EmployeeState::default).remember(
+                    dual,
+                    &observed,
+                    rec.verdict() != Verdict::RepeatMerged,
+                )
+            });
         if rec.method() == PunchMethod::Qr {
             // The code's own step is not in the record: block every step it
             // could have been, which only ever refuses a second scan.
@@ -1091,9 +1258,11 @@ impl Pipeline {
                 if now_ms - at < qr_window {
                     for st in step - s.qr_skew_steps..=step {
                         // Best effort, like the employee memory.
-                        let _ = self
-                            .qr_uses
-                            .insert((tenant_tag, emp_tag, xxh3_64(site.as_bytes()), st), ());
+                        slot.qr_uses.insert_new(
+                            (tenant_tag, emp_tag, xxh3_64(site.as_bytes()), st),
+                            now_ms,
+                            (),
+                        );
                     }
                 }
             }

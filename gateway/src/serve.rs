@@ -185,9 +185,11 @@ fn replay(pipeline: &Pipeline, log: &LogHandle, now_ms: i64) -> anyhow::Result<u
                 .replay_punch(now_ms, rec.tenant(), &p, rec.gateway_time_ms(), rec.record_id())
                 .map_err(|e| {
                     anyhow::anyhow!(
-                        "replaying the idempotency horizon from the log: {e}; the log holds more punches in the last dedup.idempotency_horizon_s = {} s than dedup.max_punch_keys = {} allows: raise dedup.max_punch_keys (about 200 bytes each) or shorten the horizon",
+                        "replaying the idempotency horizon from the log: {e}; the log holds more punches of tenant {:?} in the last dedup.idempotency_horizon_s = {} s than its share of dedup.max_punch_keys = {} allows: raise dedup.max_punch_keys (about 200 bytes each) or the tenant's [budgets.tenants.{}] max_punch_keys, or shorten the horizon",
+                        rec.tenant(),
                         c.idempotency_horizon_ms / 1_000,
-                        c.max_punch_keys
+                        c.max_punch_keys,
+                        rec.tenant()
                     )
                 })?;
             n += 1;
@@ -251,7 +253,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             rules.clone(),
             now,
         )
-        .with_ping_events(crate::pipeline::PingEventSettings::from_config(cfg)),
+        .with_ping_events(crate::pipeline::PingEventSettings::from_config(cfg))
+        .with_budgets(crate::budget::Budgets::from_config(cfg)),
     );
     let mono = clock::MonoMs::starting_at(now);
     let replay_started = clock::instant();

@@ -35,6 +35,9 @@ listen = "127.0.0.1:0"
 path = "{d}/fences.geojson"
 [[tenants]]
 id = "acme"
+# One terminal sends thousands of punches as fast as it can: no device rate.
+[budgets]
+device_punches_per_s = 0
 "#,
         d = dir.display()
     );

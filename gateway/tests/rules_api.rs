@@ -1485,7 +1485,11 @@ async fn a_tenant_change_keeps_the_rest_of_the_rules_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_records_query_from_zero_is_bounded_and_pages_to_the_whole_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config_with(dir.path(), "max_scan_records = 25");
+    // One terminal sends 90 punches back to back: no device punch rate.
+    let path = write_config_with(
+        dir.path(),
+        "max_scan_records = 25\n[budgets]\ndevice_punches_per_s = 0",
+    );
     let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let node = Node::start_with(dir, cfg).await;
     // 90 punches of others, then E1001's two.

@@ -39,6 +39,9 @@ listen = "127.0.0.1:0"
 path = "{d}/fences.geojson"
 [[tenants]]
 id = "acme"
+# One terminal sends a burst of punches: no device punch rate.
+[budgets]
+device_punches_per_s = 0
 [[sinks]]
 name = "js"
 type = "nats"

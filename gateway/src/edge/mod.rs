@@ -1048,6 +1048,9 @@ async fn decide_punch_inner(
             PunchDecision::Known(ack) => Err(Answer::Ack(punch_id, ack)),
             PunchDecision::InFlight => Err(Answer::Busy(IN_FLIGHT_RETRY_MS, Reason::Overloaded)),
             PunchDecision::Full => Err(Answer::Busy(OVERLOAD_RETRY_MS, Reason::Overloaded)),
+            PunchDecision::RateLimited { retry_after_ms } => {
+                Err(Answer::Busy(retry_after_ms, Reason::Overloaded))
+            }
         }
     });
     ctx.metrics.pipeline_seconds.record(t_pipe.elapsed());

@@ -33,6 +33,9 @@ pub fn config_with(dir: &Path, sinks: Vec<RawSink>, log: impl FnOnce(&mut RawCon
         })
         .collect();
     raw.sinks = sinks;
+    // The sink tests fire bursts of punches from one terminal: no device
+    // punch rate (tests/hostile_memory.rs covers it).
+    raw.budgets.device_punches_per_s = 0.0;
     log(&mut raw);
     Config::compile(raw, "test").unwrap()
 }
