@@ -1,8 +1,11 @@
 //! The SRE files under `ops/` that read the gateway's metrics: the Grafana
-//! dashboard (`ops/grafana/fencegate.json`). Every query must parse as
-//! PromQL (`promtool`) and every metric it names must be one a running node
+//! dashboard (`ops/grafana/fencegate.json`) and the alert rules
+//! (`ops/prometheus/alerts.yml`). Every query must parse as PromQL
+//! (`promtool`) and every metric it names must be one a running node
 //! actually exports: a renamed metric or a histogram rendered as a summary
-//! turns a panel silently empty, and this test red.
+//! turns a panel silently empty or an alert silently dead, and this test
+//! red. The alerts pass their promtool unit tests, and they and the runbook
+//! in docs/OPERATIONS.md cover each other.
 
 mod common;
 mod sink_rig;
@@ -65,6 +68,103 @@ fn dashboard_exprs() -> Vec<(String, String)> {
     out
 }
 
+/// Every alert of `ops/prometheus/alerts.yml`: (name, expr, summary,
+/// runbook_url). The file is written one field per line, which promtool
+/// checks; this reads it without a YAML dependency.
+fn alerts() -> Vec<(String, String, String, String)> {
+    let text = std::fs::read_to_string(root().join("ops/prometheus/alerts.yml")).unwrap();
+    let mut out: Vec<(String, String, String, String)> = Vec::new();
+    let field = |l: &str, k: &str| -> Option<String> {
+        let v = l.trim().strip_prefix(k)?.trim();
+        Some(serde_json::from_str::<String>(v).unwrap_or_else(|_| v.to_string()))
+    };
+    for l in text.lines() {
+        if let Some(n) = field(l, "- alert:") {
+            out.push((n, String::new(), String::new(), String::new()));
+        } else if let Some(last) = out.last_mut() {
+            if let Some(v) = field(l, "expr:") {
+                last.1 = v;
+            } else if let Some(v) = field(l, "summary:") {
+                last.2 = v;
+            } else if let Some(v) = field(l, "runbook_url:") {
+                last.3 = v;
+            }
+        }
+    }
+    out
+}
+
+/// Runbook rows with no metric to alert on yet, named so the gap is seen.
+const RUNBOOK_WITHOUT_ALERT: &[&str] = &[
+    // The results materializer exports no lag metric yet.
+    "rb-results-behind",
+];
+
+#[test]
+fn alerts_pass_promtool_check_and_unit_tests() {
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts.test.yml"],
+    ] {
+        let out = Command::new(promtool())
+            .args(args)
+            .current_dir(root().join("ops/prometheus"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn every_alert_links_a_runbook_entry_and_every_entry_has_an_alert() {
+    let ops = std::fs::read_to_string(root().join("docs/OPERATIONS.md")).unwrap();
+    let runbook = &ops[ops.find("## Runbook").expect("a Runbook section")..];
+    let anchors: BTreeSet<String> = runbook
+        .split("<a id=\"")
+        .skip(1)
+        .filter_map(|r| r.split('"').next())
+        .map(str::to_string)
+        .collect();
+    let rows = runbook
+        .lines()
+        .skip_while(|l| !l.starts_with("|---"))
+        .skip(1)
+        .take_while(|l| l.starts_with('|'))
+        .count();
+    assert_eq!(anchors.len(), rows, "every runbook row has an anchor");
+    let alerts = alerts();
+    assert!(alerts.len() >= 15, "{} alerts", alerts.len());
+    let mut linked = BTreeSet::new();
+    for (name, expr, summary, url) in &alerts {
+        assert!(
+            !expr.is_empty() && !summary.is_empty(),
+            "{name}: expr and summary"
+        );
+        let anchor = url
+            .split_once("docs/OPERATIONS.md#")
+            .map(|(_, a)| a.to_string())
+            .unwrap_or_else(|| panic!("{name}: runbook_url {url:?} is not a runbook anchor"));
+        assert!(
+            anchors.contains(&anchor),
+            "{name}: no runbook entry #{anchor}"
+        );
+        linked.insert(anchor);
+    }
+    let unlinked: Vec<_> = anchors
+        .iter()
+        .filter(|a| !linked.contains(*a) && !RUNBOOK_WITHOUT_ALERT.contains(&a.as_str()))
+        .collect();
+    assert!(
+        unlinked.is_empty(),
+        "runbook entries no alert points at: {unlinked:?}"
+    );
+}
+
 /// The `fencegate_*` names in an expression, histogram suffixes included.
 fn metric_names(expr: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -118,7 +218,7 @@ fn dashboard_queries_are_valid_promql() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_metric_the_dashboard_reads_is_exported() {
+async fn every_metric_the_dashboard_and_alerts_read_is_exported() {
     // A node with a sink, so the per-sink metrics are exported too.
     let dir = tempfile::tempdir().unwrap();
     let sink = fencegate::sink::RawSink {
@@ -145,7 +245,12 @@ async fn every_metric_the_dashboard_reads_is_exported() {
         .filter_map(|l| l.split(['{', ' ']).next())
         .collect();
     let mut missing = Vec::new();
-    for (title, e) in dashboard_exprs() {
+    let queries = dashboard_exprs().into_iter().chain(
+        alerts()
+            .into_iter()
+            .map(|(n, e, _, _)| (format!("alert {n}"), e)),
+    );
+    for (title, e) in queries {
         for m in metric_names(&e) {
             if !exported.contains(m.as_str()) {
                 missing.push(format!("{m} (panel '{title}')"));
@@ -154,7 +259,7 @@ async fn every_metric_the_dashboard_reads_is_exported() {
     }
     assert!(
         missing.is_empty(),
-        "the dashboard reads metrics the gateway does not export:\n  {}\nexported: {exported:?}",
+        "the dashboard or the alerts read metrics the gateway does not export:\n  {}\nexported: {exported:?}",
         missing.join("\n  ")
     );
 }
