@@ -194,12 +194,13 @@ pub fn punch_key(tenant: &str, punch_id: &[u8; 16]) -> String {
     format!("p.{tenant}.{}", hex::encode(punch_id))
 }
 
-/// A repeat window's key: `r.<tenant>.<kind>.<employee, base64url>`.
+/// A repeat window's key: `r.<tenant>.<kind>.e<employee, base64url>`.
 /// Employee ids are chosen by devices and may hold any character, so they
-/// are encoded; base64url's alphabet is within what KV keys allow.
+/// are encoded; base64url's alphabet is within what KV keys allow, and the
+/// `e` keeps an empty id from ending the key with a dot.
 pub fn repeat_key(tenant: &str, employee: &str, kind: u8) -> String {
     format!(
-        "r.{tenant}.{kind}.{}",
+        "r.{tenant}.{kind}.e{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(employee.as_bytes())
     )
 }
