@@ -485,7 +485,17 @@ async fn a_full_log_refuses_punches_then_recovers_when_the_sink_catches_up() {
         "punches still refused 40 s after the sink came back"
     );
     assert!(drained(&node, Duration::from_secs(30)).await);
-    let (code, body) = readyz(node.running.admin_addr).await;
+    // Retention frees the log once every cursor has passed it: the sink's
+    // and the results materializer's, which may finish a moment later.
+    let mut last = (0, serde_json::Value::Null);
+    for _ in 0..300 {
+        last = readyz(node.running.admin_addr).await;
+        if last.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, body) = last;
     assert_eq!(
         (code, body["status"].as_str()),
         (200, Some("ready")),
@@ -556,15 +566,6 @@ async fn the_ops_stream_definition_satisfies_the_sink() {
     assert_eq!(stream_len(&nats.url(), STREAM).await, 3);
     node.running.shutdown(Duration::from_secs(5)).await;
 
-    // And the cluster config parses.
-    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/nats/nats-server.conf");
-    let out = std::process::Command::new(fencegate_testkit::nats_server_binary())
-        .args(["-c", conf, "-t"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The cluster config itself is checked by tests/ops_files.rs
+    // (`nats-server -t`, allowing for Debian's 2.9 and sync_interval).
 }
