@@ -330,6 +330,7 @@ impl LogHandle {
         let lock = DirLock::acquire(&dir)?;
         let mut rec = recovery::recover(&*storage, &dir)?;
         let metrics = LogMetrics::register();
+        metrics.capacity_bytes.set(cfg.max_bytes as f64);
         if let Some(t) = &rec.report.truncation {
             metrics.truncated_bytes.increment(t.bytes);
             tracing::warn!(report = %rec.report, "durable log cut a torn tail");

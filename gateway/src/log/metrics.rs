@@ -24,6 +24,9 @@ pub struct LogMetrics {
     pub segments: Gauge,
     /// Bytes on disk in segments.
     pub used_bytes: Gauge,
+    /// `log.max_bytes`: what `used_bytes` may reach before appends are
+    /// refused (alerts compare the two to warn before the log fills).
+    pub capacity_bytes: Gauge,
     /// Bytes cut from torn tails at recovery.
     pub truncated_bytes: Counter,
     /// Appends refused because the queue was full.
@@ -77,6 +80,11 @@ impl LogMetrics {
             Unit::Bytes,
             "Bytes in segments on disk"
         );
+        metrics::describe_gauge!(
+            "fencegate_log_capacity_bytes",
+            Unit::Bytes,
+            "log.max_bytes: the size at which appends are refused"
+        );
         metrics::describe_counter!(
             "fencegate_log_truncated_bytes_total",
             Unit::Bytes,
@@ -111,6 +119,7 @@ impl LogMetrics {
             fsyncs: metrics::counter!("fencegate_log_fsyncs_total"),
             segments: metrics::gauge!("fencegate_log_segments"),
             used_bytes: metrics::gauge!("fencegate_log_used_bytes"),
+            capacity_bytes: metrics::gauge!("fencegate_log_capacity_bytes"),
             truncated_bytes: metrics::counter!("fencegate_log_truncated_bytes_total"),
             rejected_busy: metrics::counter!("fencegate_log_rejected_total", "reason" => "busy"),
             rejected_full: metrics::counter!("fencegate_log_rejected_total", "reason" => "full"),
