@@ -3,8 +3,7 @@
 //! checks and scripts use it where no HTTP client is installed (the runtime
 //! image holds only the binary).
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -50,8 +49,8 @@ pub fn health(args: &HealthArgs) -> anyhow::Result<bool> {
     Ok(status == 200)
 }
 
-/// One HTTP/1.0 GET; returns the status code. A hand-written request is
-/// enough here: one fixed request to a server we wrote, no body parsing.
+/// One GET with reqwest (already the webhook sink's client) on a
+/// current-thread runtime; returns the status code.
 fn get_status(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<u16> {
     let sock: SocketAddr = addr
         .to_socket_addrs()
@@ -62,48 +61,37 @@ fn get_status(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<u16> 
         .with_context(|| format!("admin address {addr:?} resolves to nothing"))?;
     // An unspecified listen address (0.0.0.0) is reached on loopback.
     let sock = if sock.ip().is_unspecified() {
-        SocketAddr::new(
-            if sock.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            },
-            sock.port(),
-        )
+        let ip: std::net::IpAddr = if sock.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(ip, sock.port())
     } else {
         sock
     };
-    let mut s = TcpStream::connect_timeout(&sock, timeout).with_context(|| {
-        format!(
-            "cannot reach the admin API at {sock}: is the node running, and is admin.listen {addr}?"
-        )
-    })?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {sock}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut head = [0u8; 64];
-    let mut n = 0;
-    while n < 12 {
-        let r = s
-            .read(&mut head[n..])
-            .with_context(|| format!("reading the answer from {sock}"))?;
-        if r == 0 {
-            break;
-        }
-        n += r;
-    }
-    let line = std::str::from_utf8(&head[..n]).unwrap_or("");
-    line.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("{sock} did not answer HTTP: {line:?}"))
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let answer = client
+            .get(format!("http://{sock}{path}"))
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach the admin API at {sock}: is the node running, and is admin.listen {addr}?"
+                )
+            })?;
+        Ok(answer.status().as_u16())
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read as _, Write as _};
+
     use super::*;
 
     /// A one-shot server answering `status_line`; returns its address.
