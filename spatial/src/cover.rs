@@ -6,18 +6,13 @@
 //! vertices of a polygon candidate. A std `HashMap` costs a miss for its control bytes and one
 //! for its slot, and separate full/partial arrays one more.
 
+use std::hash::BuildHasher as _;
+
 use crate::geom::LonLat;
 
 /// Tenant value of the slot that lists every tenant's fences of a cell.
 pub(crate) const ALL_TENANTS: u32 = u32::MAX - 1;
 const EMPTY: u32 = u32::MAX;
-const K: u64 = 0x9E37_79B9_7F4A_7C15;
-
-#[inline]
-fn fold(a: u64, b: u64) -> u64 {
-    let m = u128::from(a) * u128::from(b);
-    (m as u64) ^ ((m >> 64) as u64)
-}
 
 #[derive(Clone, Copy)]
 struct Slot {
@@ -31,6 +26,8 @@ pub(crate) struct CellTable {
     slots: Box<[Slot]>,
     shift: u32,
     len: usize,
+    /// Seeded per table: which cells share a probe chain is not predictable from outside.
+    hasher: crate::hash::FastBuild,
 }
 
 impl Default for CellTable {
@@ -54,12 +51,13 @@ impl CellTable {
             .into_boxed_slice(),
             shift: 64 - cap.trailing_zeros(),
             len: 0,
+            hasher: Default::default(),
         }
     }
 
     #[inline]
     fn home(&self, cell: u64, tenant: u32) -> usize {
-        (fold(fold(cell, K) ^ u64::from(tenant), K) >> self.shift) as usize
+        (self.hasher.hash_one((cell, tenant)) >> self.shift) as usize
     }
 
     /// Adds a key that is not present yet. The caller sized the table for every key.

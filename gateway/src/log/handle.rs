@@ -5,13 +5,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 use tokio::sync::{oneshot, watch};
 
-use super::cursor::{self, Cursor, CursorStart, Cursors};
+use super::cursor::{self, Cursor, CursorStart};
+use super::cursors::Cursors;
 use super::format::{self, ENTRY_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::lock::DirLock;
 use super::metrics::LogMetrics;
@@ -19,59 +20,10 @@ use super::reader::LogReader;
 use super::recovery::{self, QuarantinedSegment, RecoveryReport};
 use super::retention::{self, RetentionReport};
 use super::segment::{self, SegmentInfo};
+use super::shared::{Shared, StatCounters};
 use super::storage::{FsStorage, Storage};
 use super::writer::{self, Msg, Outcome, Request, Writer};
 use super::{LogConfig, LogError, Lsn, LsnRange};
-
-/// State shared by the handle, the writer, readers and cursors.
-pub(crate) struct Shared {
-    pub cfg: LogConfig,
-    /// Where the segment files live.
-    pub storage: Arc<dyn Storage>,
-    /// Every segment on disk, oldest first; the last one is active.
-    pub segments: Mutex<Vec<SegmentInfo>>,
-    pub used_bytes: AtomicU64,
-    pub queued_bytes: AtomicUsize,
-    /// Appends waiting for the writer (submitted, not yet taken into a
-    /// batch), for the pings' watermark.
-    pub queued_requests: AtomicUsize,
-    /// Test hook ([`LogHandle::hold_writer`]): while set, the writer takes
-    /// no new batch, so a test can fill the queue deterministically.
-    pub held: AtomicBool,
-    /// LSN after the last synced entry. The writer owns the sender, so
-    /// followers see the watch close when the writer stops.
-    pub committed: watch::Receiver<Lsn>,
-    /// Set once when a write or sync fails.
-    pub failed: OnceLock<std::io::ErrorKind>,
-    pub closed: AtomicBool,
-    pub stats: StatCounters,
-    pub cursors: Cursors,
-    pub metrics: LogMetrics,
-    /// Segments moved aside when the log was opened (for `/readyz`).
-    pub quarantined: Vec<QuarantinedSegment>,
-}
-
-impl Shared {
-    pub(crate) fn lock_segments(&self) -> MutexGuard<'_, Vec<SegmentInfo>> {
-        // A panic while holding the lock leaves a consistent list (every
-        // update is a single assignment or push), so keep going.
-        self.segments.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn oldest(&self) -> Lsn {
-        self.lock_segments().first().map_or(Lsn(0), |s| s.first_lsn)
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct StatCounters {
-    pub records: AtomicU64,
-    pub batches: AtomicU64,
-    pub fsyncs: AtomicU64,
-    pub bytes_written: AtomicU64,
-    pub rejected_busy: AtomicU64,
-    pub rejected_full: AtomicU64,
-}
 
 /// Counters since the log was opened, for tests, benches and `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -151,6 +151,7 @@
 //! de-duplicates by the record id inside the payload.
 
 mod cursor;
+mod cursors;
 mod format;
 mod handle;
 mod lock;
@@ -159,6 +160,7 @@ mod reader;
 mod recovery;
 mod retention;
 mod segment;
+mod shared;
 #[doc(hidden)]
 pub mod sim;
 mod storage;

@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use super::format::{
     self, Check, ENTRY_HEADER_LEN, HARD_MAX_RECORD_BYTES, SEGMENT_HEADER_LEN, SegmentHeader,
 };
-use super::handle::Shared;
 use super::segment;
+use super::shared::Shared;
 use super::storage::{FsStorage, Storage, StorageFile};
 use super::{LogError, Lsn};
 

@@ -3,9 +3,9 @@
 
 use std::sync::atomic::Ordering;
 
-use super::cursor::Cursors;
-use super::handle::Shared;
+use super::cursors::Cursors;
 use super::segment::{self, SegmentInfo};
+use super::shared::Shared;
 use super::{LogError, Lsn};
 
 /// What one retention pass did.

@@ -15,9 +15,9 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::format::{self, SEGMENT_HEADER_LEN, SegmentFooter};
-use super::handle::Shared;
 use super::lock::DirLock;
 use super::segment::{self, SegmentInfo};
+use super::shared::Shared;
 use super::storage::StorageFile;
 use super::{LogError, Lsn};
 

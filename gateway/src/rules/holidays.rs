@@ -39,8 +39,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 #[cfg(test)]
-use super::schedule::day_number;
-use super::schedule::day_of;
+use super::calendar::day_number;
+use super::calendar::day_of;
 
 /// A compiled calendar: sorted day numbers, looked up by binary search.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -122,18 +122,18 @@ impl Holidays {
     /// `horizon_days` ahead for provisional years.
     pub fn coverage(&self, today: i32, horizon_days: i32) -> Coverage {
         let covered = |y: i32| self.years.contains(&y) || self.provisional.contains(&y);
-        let (mut y, _, _) = super::schedule::civil_from_day(today);
+        let (mut y, _, _) = super::calendar::civil_from_day(today);
         let mut covered_days = 0;
         if covered(y) {
             while covered(y + 1) {
                 y += 1;
             }
-            covered_days = super::schedule::day_number(y + 1, 1, 1) - today;
+            covered_days = super::calendar::day_number(y + 1, 1, 1) - today;
         }
         let end = today + horizon_days.min(covered_days);
         let mut provisional_from = None;
         for &p in &self.provisional {
-            let first = super::schedule::day_number(p, 1, 1).max(today);
+            let first = super::calendar::day_number(p, 1, 1).max(today);
             if first < end && provisional_from.is_none_or(|d| first < d) {
                 provisional_from = Some(first);
             }
@@ -148,7 +148,7 @@ impl Holidays {
     /// without an explicit `years`).
     fn cover_own_years(&mut self) {
         for &d in self.off.iter().chain(&self.make_up) {
-            self.years.push(super::schedule::civil_from_day(d).0);
+            self.years.push(super::calendar::civil_from_day(d).0);
         }
         self.finish();
     }
@@ -203,7 +203,7 @@ impl Holidays {
             .collect();
         if quote_dates {
             for d in &both {
-                let (y, m, dd) = super::schedule::civil_from_day(*d);
+                let (y, m, dd) = super::calendar::civil_from_day(*d);
                 problems.push(format!(
                     "{what}: {y:04}-{m:02}-{dd:02} is listed both as a holiday and as a make-up workday"
                 ));
@@ -369,7 +369,7 @@ pub struct CalendarReport {
 }
 
 fn date_string(day: i32) -> String {
-    let (y, m, d) = super::schedule::civil_from_day(day);
+    let (y, m, d) = super::calendar::civil_from_day(day);
     format!("{y:04}-{m:02}-{d:02}")
 }
 

@@ -21,6 +21,7 @@
 //! function is handed the time. See docs/ATTENDANCE.md.
 
 pub mod api;
+pub mod calendar;
 pub mod config;
 pub mod day;
 pub mod holidays;

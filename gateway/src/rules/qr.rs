@@ -113,7 +113,8 @@ pub fn parse(payload: &str) -> Option<ScannedCode<'_>> {
 
 /// Compares two tags without an early exit.
 pub fn tags_equal(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq as _;
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 
 /// Where a site's QR key lives under the data directory.
