@@ -288,14 +288,41 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             retry_after: Duration::from_millis(u64::from(cfg.quic.admission_retry_after_ms)),
         },
     };
-    let ctx = Arc::new(EdgeContext::new(
+    let mut ctx = EdgeContext::new(
         pipeline.clone(),
         log.clone(),
         keyring,
         limits(cfg),
         settings,
         cfg.quic.max_inflight_punches,
-    ));
+    );
+    let cluster_client = match &cfg.cluster {
+        Some(c) => Some(crate::cluster::settings::connect(c, &cfg.node_name).await?),
+        None => None,
+    };
+    if let (Some(c), Some(client)) = (&cfg.cluster, &cluster_client) {
+        if c.claims {
+            let repeat_ms = cfg.dedup.repeat_window_s as i64 * 1_000;
+            let claims = Arc::new(crate::cluster::PunchClaims::new(
+                c,
+                &cfg.node_name,
+                repeat_ms,
+            ));
+            tokio::spawn(claims.clone().open(
+                client.clone(),
+                crate::cluster::ClaimsConfig {
+                    prefix: c.prefix.clone(),
+                    idempotency_ttl: Duration::from_secs(cfg.dedup.idempotency_horizon_s),
+                    repeat_ttl: Duration::from_secs(cfg.dedup.repeat_window_s),
+                    replicas: c.replicas,
+                    timeout: c.timeout,
+                },
+                ctx.shutdown.clone(),
+            ));
+            ctx.cluster = Some(claims);
+        }
+    }
+    let ctx = Arc::new(ctx);
     let server = edge::server_config(&identity, &cfg.quic, &ctx.metrics)?;
     let endpoints = edge::bind_endpoints(cfg.quic_listen, cfg.quic.endpoints, server)?;
     let quic_addr = endpoints[0].local_addr()?;
