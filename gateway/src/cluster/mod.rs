@@ -13,4 +13,4 @@ pub mod settings;
 
 pub use claims::{Claim, Claims, ClaimsConfig, ClaimsError, Stake};
 pub use punch::{CLAIM_UNCHECKED, PunchClaims};
-pub use settings::{ClusterSettings, OnUnreachable, RawCluster};
+pub use settings::{ClusterSettings, OnUnreachable, RawCluster, RawClusterTenant};
