@@ -350,6 +350,16 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         ),
     );
 
+    let shared = match (&cfg.cluster, &cluster_client) {
+        (Some(c), Some(client)) if c.shared_config => Some(Arc::new(
+            crate::cluster::SharedConfig::new(client.clone(), c.timeout),
+        )),
+        _ => None,
+    };
+    let mut seed = vec![(crate::cluster::Doc::Fences, fence_text.clone())];
+    if cfg.attendance.rules_path.is_some() {
+        seed.push((crate::cluster::Doc::Rules, rules.text().to_string()));
+    }
     let admin = Arc::new(AdminState {
         fences: fences.clone(),
         fences_geojson: ArcSwap::from_pointee(fence_text),
@@ -366,7 +376,34 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         )),
         sinks: forwarders.health().to_vec(),
         results: Some(results),
+        shared: shared.clone(),
     });
+    if let (Some(shared), Some(c)) = (shared, &cfg.cluster) {
+        let state = Arc::downgrade(&admin);
+        let apply: crate::cluster::shared::Apply = Arc::new(move |doc, revision, text| {
+            let state = state.clone();
+            Box::pin(async move {
+                let Some(state) = state.upgrade() else {
+                    return Ok(());
+                };
+                match doc {
+                    crate::cluster::Doc::Fences => {
+                        crate::admin::apply_shared_fences(&state, revision, text).await
+                    }
+                    crate::cluster::Doc::Rules => {
+                        crate::rules::api::apply_shared_rules(&state, revision, text).await
+                    }
+                }
+            })
+        });
+        tokio::spawn(shared.run(
+            c.prefix.clone(),
+            c.replicas,
+            seed,
+            apply,
+            ctx.shutdown.clone(),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
         .await
         .with_context(|| format!("admin.listen {}: cannot bind", cfg.admin_listen))?;

@@ -426,3 +426,78 @@ async fn multi_node_claims_unreachable_fail_open_marks_and_busy_refuses() {
     );
     assert_eq!(punches(&[&n]).len(), 1, "the busy punch was logged");
 }
+
+/// acme's fences moved 5 km north of HQ: a punch at HQ is out of range.
+const MOVED: &str = r#"{"type":"FeatureCollection","features":[
+ {"type":"Feature","geometry":{"type":"Point","coordinates":[121.4737,31.2754]},"properties":{"id":"hq-moved","tenant":"acme","site":"sh","radius_m":200}},
+ {"type":"Feature","geometry":{"type":"Point","coordinates":[121.4947,31.2304]},"properties":{"id":"globex-1","tenant":"globex","radius_m":300}}
+]}"#;
+
+async fn put_fences(n: &Node, body: &str) -> (u16, serde_json::Value) {
+    let token = std::fs::read_to_string(n.cfg.data_dir.join("admin.token")).unwrap();
+    let r = reqwest::Client::new()
+        .put(format!("http://{}/v1/fences", n.running.admin_addr))
+        .bearer_auth(token.trim())
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn shared_open(n: &Node) {
+    for _ in 0..400 {
+        let (_, body) = sink_rig::readyz(n.running.admin_addr).await;
+        if body["cluster_config"]["open"] == true {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the cluster config bucket did not open within 20 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_node_fence_change_through_a_is_served_by_c_within_2s() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(dir.path(), 3);
+    let urls = nats.urls();
+    let a = cluster_node(&urls, 3, |_| {}).await;
+    let c = cluster_node(&urls, 3, |_| {}).await;
+    shared_open(&a).await;
+    shared_open(&c).await;
+    let before = ack(&c, "acme", &punch(0x3000, "F-0", HQ)).await;
+    assert_eq!(before.fence_id.as_deref(), Some("hq-north"));
+
+    // A document that fails validation is refused by the writer and
+    // never reaches the bucket (C keeps its fences).
+    let (code, _) = put_fences(&a, r#"{"type":"FeatureCollection","features":[{"type":"Feature","geometry":{"type":"Point","coordinates":[121.47,31.23]},"properties":{"id":"tiny","tenant":"acme","radius_m":1}}]}"#).await;
+    assert_eq!(code, 422);
+
+    let (code, body) = put_fences(&a, MOVED).await;
+    assert_eq!(code, 200, "{body}");
+    let revision = body["cluster_revision"].as_u64().expect("a cluster revision");
+    let t0 = fencegate::clock::instant();
+    let mut served = None;
+    for i in 0..40u128 {
+        let r = ack(&c, "acme", &punch(0x3001 + i, &format!("F-{i}"), HQ)).await;
+        if r.verdict != Verdict::Accepted {
+            served = Some((t0.elapsed(), r));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (took, r) = served.expect("node C never served the change");
+    assert!(took < Duration::from_secs(2), "node C served it after {took:?}");
+    assert_eq!(
+        (r.verdict, r.nearest_fence_id.as_deref()),
+        (Verdict::OutOfRange, Some("hq-moved"))
+    );
+    // Both nodes report the revision they serve.
+    for n in [&a, &c] {
+        let (_, body) = sink_rig::readyz(n.running.admin_addr).await;
+        assert_eq!(body["cluster_config"]["fences_revision"], revision, "{body}");
+    }
+    // C's file holds it too: a restart without NATS serves it.
+    let saved = std::fs::read_to_string(&c.cfg.fences.path).unwrap();
+    assert!(saved.contains("hq-moved"));
+}
