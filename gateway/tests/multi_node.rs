@@ -3,7 +3,9 @@
 //! (stream replicas 3); devices spread over the nodes and, like the device
 //! SDK, move to another node and resend the same punch id when theirs dies.
 //! Mid-run one gateway node and one NATS node are SIGKILLed and restarted.
-//! The stream must then hold every acknowledged punch exactly once.
+//! The stream must then hold every acknowledged punch exactly once. The
+//! nodes run with `[cluster]` claims on, so a punch whose node died
+//! between its claim and its commit is taken over by the resend.
 //!
 //!
 //! The `[cluster]` claims (in-process nodes, for reading their logs): a
@@ -60,6 +62,9 @@ replicas = 3
 timeout_ms = 2000
 retry_initial_ms = 50
 retry_max_ms = 500
+[cluster]
+enabled = true
+replicas = 3
 "#,
         d = d.display(),
         key = key.display(),
