@@ -484,7 +484,7 @@ async fn multi_node_fence_change_through_a_is_served_by_c_within_2s() {
     let t0 = fencegate::clock::instant();
     let mut served = None;
     for i in 0..40u128 {
-        let r = ack(&c, "acme", &punch(0x3001 + i, &format!("F-{i}"), HQ)).await;
+        let r = ack(&c, "acme", &punch(0x3001 + i, &format!("F-after-{i}"), HQ)).await;
         if r.verdict != Verdict::Accepted {
             served = Some((t0.elapsed(), r));
             break;
