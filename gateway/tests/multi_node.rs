@@ -25,11 +25,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{GLOBEX, HQ, Node, now_ms, punch, read_records};
-use fencegate::cluster::{CLAIM_UNCHECKED, OnUnreachable, RawCluster, RawClusterTenant};
-use fencegate_schema::{PunchAckMsg, RecordBodyMsg, Verdict};
 use fencegate::client::{Connector, PunchReply};
+use fencegate::cluster::{CLAIM_UNCHECKED, OnUnreachable, RawCluster, RawClusterTenant};
 use fencegate::edge::tls::Trust;
 use fencegate::record_json::uuid;
+use fencegate_schema::{PunchAckMsg, RecordBodyMsg, Verdict};
 use fencegate_testkit::{GatewayProcess, NatsCluster};
 use sink_rig::{punch_ids, read_stream};
 
@@ -255,7 +255,6 @@ async fn run() {
     }
 }
 
-
 /// An in-process node of a `[cluster]` on `urls` (claims only; no sink:
 /// the tests read each node's own log).
 async fn cluster_node(urls: &str, replicas: usize, tweak: impl FnOnce(&mut RawCluster)) -> Node {
@@ -350,10 +349,7 @@ async fn multi_node_repeat_on_another_node_is_merged_and_a_resend_gets_the_first
     }
 
     let logged = punches(&[&a, &b, &c]);
-    let accepted: Vec<_> = logged
-        .iter()
-        .filter(|l| l.2 == Verdict::Accepted)
-        .collect();
+    let accepted: Vec<_> = logged.iter().filter(|l| l.2 == Verdict::Accepted).collect();
     assert_eq!(accepted.len(), 1, "accepted records: {logged:?}");
     assert_eq!((accepted[0].0, accepted[0].3), (0, r1));
     assert!(
@@ -385,7 +381,11 @@ async fn multi_node_repeat_on_another_node_is_merged_and_a_resend_gets_the_first
         .into_iter()
         .find(|l| Some(l.3) == open.record_id)
         .expect("the fail-open punch is in node A's log");
-    assert_ne!(marked.5 & CLAIM_UNCHECKED, 0, "the fail-open record is unmarked");
+    assert_ne!(
+        marked.5 & CLAIM_UNCHECKED,
+        0,
+        "the fail-open record is unmarked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,14 +419,23 @@ async fn multi_node_claims_unreachable_fail_open_marks_and_busy_refuses() {
     let logged = punches(&[&n]);
     assert_eq!(logged.len(), 1);
     assert_ne!(logged[0].5 & CLAIM_UNCHECKED, 0, "the record is not marked");
-    assert!(counted() > before, "fencegate_claims_unreachable_total did not move");
+    assert!(
+        counted() > before,
+        "fencegate_claims_unreachable_total did not move"
+    );
 
     // globex is busy: nothing accepted, nothing logged, retry as set.
     let c = n.client("globex", "terminal-1").await;
     let r = c.punch(&punch(0x2002, "G-1", GLOBEX)).await.unwrap();
     c.close();
     assert!(
-        matches!(r, PunchReply::Busy { retry_after_ms: 1_500, .. }),
+        matches!(
+            r,
+            PunchReply::Busy {
+                retry_after_ms: 1_500,
+                ..
+            }
+        ),
         "globex got {r:?}"
     );
     assert_eq!(punches(&[&n]).len(), 1, "the busy punch was logged");
@@ -480,7 +489,9 @@ async fn multi_node_fence_change_through_a_is_served_by_c_within_2s() {
 
     let (code, body) = put_fences(&a, MOVED).await;
     assert_eq!(code, 200, "{body}");
-    let revision = body["cluster_revision"].as_u64().expect("a cluster revision");
+    let revision = body["cluster_revision"]
+        .as_u64()
+        .expect("a cluster revision");
     let t0 = fencegate::clock::instant();
     let mut served = None;
     for i in 0..40u128 {
@@ -492,7 +503,10 @@ async fn multi_node_fence_change_through_a_is_served_by_c_within_2s() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (took, r) = served.expect("node C never served the change");
-    assert!(took < Duration::from_secs(2), "node C served it after {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "node C served it after {took:?}"
+    );
     assert_eq!(
         (r.verdict, r.nearest_fence_id.as_deref()),
         (Verdict::OutOfRange, Some("hq-moved"))
@@ -500,7 +514,10 @@ async fn multi_node_fence_change_through_a_is_served_by_c_within_2s() {
     // Both nodes report the revision they serve.
     for n in [&a, &c] {
         let (_, body) = sink_rig::readyz(n.running.admin_addr).await;
-        assert_eq!(body["cluster_config"]["fences_revision"], revision, "{body}");
+        assert_eq!(
+            body["cluster_config"]["fences_revision"], revision,
+            "{body}"
+        );
     }
     // C's file holds it too: a restart without NATS serves it.
     let saved = std::fs::read_to_string(&c.cfg.fences.path).unwrap();

@@ -479,17 +479,14 @@ pub(crate) async fn apply_shared_fences(
         return Ok(());
     }
     let opts = state.fences.options().clone();
-    let (index, text) =
-        tokio::task::spawn_blocking(move || crate::fences::build_index(&text, &opts).map(|i| (i, text)))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-    persist(&state.fences_path, &text).map_err(|e| {
-        format!(
-            "cannot save them to {}: {e}",
-            state.fences_path.display()
-        )
-    })?;
+    let (index, text) = tokio::task::spawn_blocking(move || {
+        crate::fences::build_index(&text, &opts).map(|i| (i, text))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    persist(&state.fences_path, &text)
+        .map_err(|e| format!("cannot save them to {}: {e}", state.fences_path.display()))?;
     let version = state.fences.store(index);
     state.fences_geojson.store(Arc::new(text));
     shared.set_served(crate::cluster::Doc::Fences, revision);

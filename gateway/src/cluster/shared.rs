@@ -203,7 +203,9 @@ impl SharedConfig {
         let store = loop {
             match tokio::time::timeout(self.timeout, open(&js, &bucket, replicas)).await {
                 Ok(Ok(s)) => break s,
-                Ok(Err(e)) => tracing::warn!(error = %e, bucket, "cluster config: cannot open the bucket yet; serving the local files"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, bucket, "cluster config: cannot open the bucket yet; serving the local files")
+                }
                 Err(_) => tracing::debug!(bucket, "cluster config: NATS does not answer yet"),
             }
             tokio::select! {
@@ -232,18 +234,30 @@ impl SharedConfig {
                     let text = match String::from_utf8(e.value.to_vec()) {
                         Ok(t) => t,
                         Err(_) => {
-                            tracing::error!(doc = doc.key(), revision = e.revision, "cluster config: the shared document is not UTF-8; keeping the current one");
+                            tracing::error!(
+                                doc = doc.key(),
+                                revision = e.revision,
+                                "cluster config: the shared document is not UTF-8; keeping the current one"
+                            );
                             continue;
                         }
                     };
                     match apply(doc, e.revision, text).await {
                         Ok(()) => {
-                            tracing::info!(doc = doc.key(), revision = e.revision, "cluster config: applied a shared change");
+                            tracing::info!(
+                                doc = doc.key(),
+                                revision = e.revision,
+                                "cluster config: applied a shared change"
+                            );
                         }
-                        Err(why) => tracing::error!(doc = doc.key(), revision = e.revision, %why, "cluster config: a shared change failed validation here; keeping the current one"),
+                        Err(why) => {
+                            tracing::error!(doc = doc.key(), revision = e.revision, %why, "cluster config: a shared change failed validation here; keeping the current one")
+                        }
                     }
                 },
-                Err(e) => tracing::debug!(error = %e, "cluster config: cannot watch the bucket yet"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster config: cannot watch the bucket yet")
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
