@@ -70,6 +70,10 @@ pub struct RawConfig {
     /// Per-device and per-tenant punch rates, and tenants' own shares of
     /// the node's memory (`[budgets]`, docs/OPERATIONS.md "Budgets").
     pub budgets: RawBudgets,
+    /// Several nodes sharing claims, fences and rules through NATS
+    /// JetStream (`[cluster]`, docs/OPERATIONS.md "Cluster"). Off unless
+    /// `enabled = true`.
+    pub cluster: crate::cluster::RawCluster,
 }
 
 /// `[budgets]`: punch rate limits per device and per tenant, and per-tenant
@@ -876,6 +880,8 @@ pub struct Config {
     pub sinks: Vec<crate::sink::SinkConfig>,
     /// Punch rate limits and tenants' shares (`[budgets]`, validated).
     pub budgets: RawBudgets,
+    /// `[cluster]`, when enabled.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 impl Config {
@@ -1177,6 +1183,8 @@ impl Config {
         let pings = compile_pings(&raw.pings, &raw.tenants, &mut p);
         check_budgets(&raw, &mut p);
         let sinks = crate::sink::config::compile(&raw.sinks, &mut p);
+        let tenant_ids: Vec<String> = raw.tenants.iter().map(|t| t.id.clone()).collect();
+        let cluster = crate::cluster::settings::compile(&raw.cluster, &tenant_ids, &sinks, &mut p);
         if !p.is_empty() {
             return Err(ConfigErrors {
                 source: source.into(),
@@ -1237,6 +1245,7 @@ impl Config {
             },
             sinks,
             budgets: raw.budgets,
+            cluster,
         })
     }
 

@@ -344,6 +344,41 @@ pub struct PendingPunch {
     flags: u64,
     /// What the employee memory learns from this punch once it is durable.
     memory: Option<Remember>,
+    /// The punch's attendance time (device time for offline punches): the
+    /// instant its repeat window starts.
+    at_ms: i64,
+}
+
+impl PendingPunch {
+    /// The punch's own record id (what a repeat would be merged into).
+    pub fn record_id(&self) -> [u8; 16] {
+        self.record_id
+    }
+
+    /// The repeat window this punch opened, as its kind tag (the punch
+    /// kind and dual-verification factor), when it opened one: an
+    /// accepted punch not merged into an earlier one. A cluster claims
+    /// this window across nodes (`crate::cluster`).
+    pub fn repeat_kind(&self) -> Option<u8> {
+        self.repeat.map(|(_, _, kind)| kind)
+    }
+
+    /// The punch's attendance time, milliseconds since the epoch.
+    pub fn at_ms(&self) -> i64 {
+        self.at_ms
+    }
+}
+
+/// What the cluster's claims (`crate::cluster`) found for a punch the
+/// pipeline decided on locally, handed to [`Pipeline::punch_claimed`] to
+/// decide it again with that knowledge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClaimOutcome {
+    /// Another node accepted this employee's punch of the same kind within
+    /// the repeat window: merge into that record, as a local repeat would.
+    pub merged_into: Option<[u8; 16]>,
+    /// Anomaly bits to add to the record (the claims could not be made).
+    pub flags: u64,
 }
 
 /// A change to one employee's memory, applied only once the punch's record
@@ -787,6 +822,45 @@ impl Pipeline {
         punch: &PunchView<'_>,
         scratch: &'b mut Scratch,
     ) -> PunchDecision<'b> {
+        self.decide(now_ms, session, punch, scratch, None)
+    }
+
+    /// Decides again a punch that [`Pipeline::punch`] answered with
+    /// `Record` (`pending`), whose record was not appended, with what the
+    /// cluster's claims found: merged into another node's record, or
+    /// marked. The punch keeps its place in the idempotency window (a
+    /// concurrent resend still gets `InFlight`) and is not charged to the
+    /// rate limits again. Returns `Record` (or `Full`).
+    pub fn punch_claimed<'b>(
+        &self,
+        now_ms: i64,
+        session: &Session,
+        punch: &PunchView<'_>,
+        scratch: &'b mut Scratch,
+        pending: &PendingPunch,
+        outcome: ClaimOutcome,
+    ) -> PunchDecision<'b> {
+        // Undo what the first decision took besides its punch id: it is
+        // taken again below (or, merged, not at all).
+        let slot = self.tenant(pending.key.0, now_ms);
+        let rid = pending.record_id;
+        if let Some(r) = pending.repeat {
+            slot.repeats.remove_if(&r, |e| e.record_id == rid);
+        }
+        if let Some(q) = pending.qr {
+            slot.qr_uses.remove(&q);
+        }
+        self.decide(now_ms, session, punch, scratch, Some(outcome))
+    }
+
+    fn decide<'b>(
+        &self,
+        now_ms: i64,
+        session: &Session,
+        punch: &PunchView<'_>,
+        scratch: &'b mut Scratch,
+        claimed: Option<ClaimOutcome>,
+    ) -> PunchDecision<'b> {
         let id = punch.punch_id();
         let key: PunchKey = (session.tenant_tag, u128::from_be_bytes(id));
         let window = self.cfg.repeat_window_ms;
@@ -794,18 +868,20 @@ impl Pipeline {
         let horizon = self.cfg.idempotency_horizon_ms.max(window);
         let live = move |e: &PunchEntry| mono - e.mono_ms < horizon;
         let slot = self.tenant(session.tenant_tag, now_ms);
-        if let Some(e) = slot.punch_ids.get(&key, |e| live(e).then(|| e.clone())) {
-            self.metrics.dedup_hits.increment(1);
-            return if e.durable {
-                PunchDecision::Known(e.ack)
-            } else {
-                PunchDecision::InFlight
-            };
-        }
-        // A resend above is answered whatever the rate; a new punch spends
-        // a token before anything costly (locate, judge, record).
-        if let Some(retry_after_ms) = self.over_rate(now_ms, session, &slot) {
-            return PunchDecision::RateLimited { retry_after_ms };
+        if claimed.is_none() {
+            if let Some(e) = slot.punch_ids.get(&key, |e| live(e).then(|| e.clone())) {
+                self.metrics.dedup_hits.increment(1);
+                return if e.durable {
+                    PunchDecision::Known(e.ack)
+                } else {
+                    PunchDecision::InFlight
+                };
+            }
+            // A resend above is answered whatever the rate; a new punch
+            // spends a token before anything costly (locate, judge, record).
+            if let Some(retry_after_ms) = self.over_rate(now_ms, session, &slot) {
+                return PunchDecision::RateLimited { retry_after_ms };
+            }
         }
 
         let snap = self.fences.load();
@@ -909,7 +985,7 @@ impl Pipeline {
         ack.verdict = j.verdict;
         ack.reason = j.reason;
         let mut status = j.status;
-        let mut flags = j.flags;
+        let mut flags = j.flags | claimed.map_or(0, |c| c.flags);
         if let (Some(site), Some((_, _, acc))) = (j.site, position) {
             let name = &*tenant_rules.sites[usize::from(site)].name;
             let at_site = informational == Location::Inside
@@ -958,10 +1034,12 @@ impl Pipeline {
         if ack.verdict != Verdict::Rejected {
             // Only accepted punches merge (contract 3); pending ones stand alone.
             let accepted = ack.verdict == Verdict::Accepted;
-            let first = slot
-                .repeats
-                .get(&rkey, |e| {
-                    (at_ms >= e.time_ms && at_ms - e.time_ms < window).then_some(e.record_id)
+            let first = claimed
+                .and_then(|c| c.merged_into)
+                .or_else(|| {
+                    slot.repeats.get(&rkey, |e| {
+                        (at_ms >= e.time_ms && at_ms - e.time_ms < window).then_some(e.record_id)
+                    })
                 })
                 .filter(|_| accepted);
             // Compare with the employee's earlier punches (and remember this
@@ -1028,7 +1106,19 @@ impl Pipeline {
             own_record_id,
             durable: false,
         };
-        match slot.punch_ids.get_or_insert(key, live, || entry) {
+        // Decided again after the claims: the punch id is already ours
+        // (in flight), so only its ack changes.
+        let taken = claimed.is_some()
+            && slot.punch_ids.update(&key, |e| {
+                if e.own_record_id == own_record_id {
+                    e.ack = ack.clone();
+                }
+            });
+        match if taken {
+            Ok(Ok(()))
+        } else {
+            slot.punch_ids.get_or_insert(key, live, || entry)
+        } {
             Ok(Ok(())) => {}
             Ok(Err(_raced)) => {
                 // A concurrent copy of the same punch won the race.
@@ -1102,6 +1192,7 @@ impl Pipeline {
                 status,
                 flags,
                 memory,
+                at_ms,
             },
         }
     }

@@ -288,14 +288,41 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             retry_after: Duration::from_millis(u64::from(cfg.quic.admission_retry_after_ms)),
         },
     };
-    let ctx = Arc::new(EdgeContext::new(
+    let mut ctx = EdgeContext::new(
         pipeline.clone(),
         log.clone(),
         keyring,
         limits(cfg),
         settings,
         cfg.quic.max_inflight_punches,
-    ));
+    );
+    let cluster_client = match &cfg.cluster {
+        Some(c) => Some(crate::cluster::settings::connect(c, &cfg.node_name).await?),
+        None => None,
+    };
+    if let (Some(c), Some(client)) = (&cfg.cluster, &cluster_client) {
+        if c.claims {
+            let repeat_ms = cfg.dedup.repeat_window_s as i64 * 1_000;
+            let claims = Arc::new(crate::cluster::PunchClaims::new(
+                c,
+                &cfg.node_name,
+                repeat_ms,
+            ));
+            tokio::spawn(claims.clone().open(
+                client.clone(),
+                crate::cluster::ClaimsConfig {
+                    prefix: c.prefix.clone(),
+                    idempotency_ttl: Duration::from_secs(cfg.dedup.idempotency_horizon_s),
+                    repeat_ttl: Duration::from_secs(cfg.dedup.repeat_window_s),
+                    replicas: c.replicas,
+                    timeout: c.timeout,
+                },
+                ctx.shutdown.clone(),
+            ));
+            ctx.cluster = Some(claims);
+        }
+    }
+    let ctx = Arc::new(ctx);
     let server = edge::server_config(&identity, &cfg.quic, &ctx.metrics)?;
     let endpoints = edge::bind_endpoints(cfg.quic_listen, cfg.quic.endpoints, server)?;
     let quic_addr = endpoints[0].local_addr()?;
@@ -323,6 +350,16 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         ),
     );
 
+    let shared = match (&cfg.cluster, &cluster_client) {
+        (Some(c), Some(client)) if c.shared_config => Some(Arc::new(
+            crate::cluster::SharedConfig::new(client.clone(), c.timeout),
+        )),
+        _ => None,
+    };
+    let mut seed = vec![(crate::cluster::Doc::Fences, fence_text.clone())];
+    if cfg.attendance.rules_path.is_some() {
+        seed.push((crate::cluster::Doc::Rules, rules.text().to_string()));
+    }
     let admin = Arc::new(AdminState {
         fences: fences.clone(),
         fences_geojson: ArcSwap::from_pointee(fence_text),
@@ -339,7 +376,34 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         )),
         sinks: forwarders.health().to_vec(),
         results: Some(results),
+        shared: shared.clone(),
     });
+    if let (Some(shared), Some(c)) = (shared, &cfg.cluster) {
+        let state = Arc::downgrade(&admin);
+        let apply: crate::cluster::shared::Apply = Arc::new(move |doc, revision, text| {
+            let state = state.clone();
+            Box::pin(async move {
+                let Some(state) = state.upgrade() else {
+                    return Ok(());
+                };
+                match doc {
+                    crate::cluster::Doc::Fences => {
+                        crate::admin::apply_shared_fences(&state, revision, text).await
+                    }
+                    crate::cluster::Doc::Rules => {
+                        crate::rules::api::apply_shared_rules(&state, revision, text).await
+                    }
+                }
+            })
+        });
+        tokio::spawn(shared.run(
+            c.prefix.clone(),
+            c.replicas,
+            seed,
+            apply,
+            ctx.shutdown.clone(),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
         .await
         .with_context(|| format!("admin.listen {}: cannot bind", cfg.admin_listen))?;

@@ -8,8 +8,27 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fencegate::cluster::{Claim, Claims, ClaimsConfig};
+use fencegate::cluster::{Claim, Claims, ClaimsConfig, Stake};
 use fencegate_testkit::NatsCluster;
+
+fn stake(tag: u8) -> Stake {
+    Stake {
+        durable: false,
+        verdict: 0,
+        reason: 0,
+        record_id: [tag; 16],
+        node: u64::from(tag),
+        at_ms: 1_700_000_000_000,
+    }
+}
+
+/// The record id a held claim names.
+fn held(c: Claim) -> Option<[u8; 16]> {
+    match c {
+        Claim::Held { stake, .. } => Some(stake.record_id),
+        _ => None,
+    }
+}
 
 async fn node(urls: &str, cfg: &ClaimsConfig) -> Claims {
     let client = async_nats::connect(urls).await.unwrap();
@@ -38,7 +57,7 @@ async fn cluster_claims_one_winner_per_key_windows_expire_and_outages_answer() {
         for (n, tag) in [(a.clone(), 1u8), (b.clone(), 2u8)] {
             tasks.push(tokio::spawn(async move {
                 let t0 = fencegate::clock::instant();
-                let c = n.claim_punch("acme", &i.to_be_bytes(), [tag; 16]).await;
+                let c = n.claim_punch("acme", &i.to_be_bytes(), &stake(tag)).await;
                 (i, tag, c, t0.elapsed())
             }));
         }
@@ -60,7 +79,7 @@ async fn cluster_claims_one_winner_per_key_windows_expire_and_outages_answer() {
         let w = winners[0];
         for (tag, c) in v {
             if *tag != w {
-                assert_eq!(*c, Claim::Held { record_id: [w; 16] }, "punch {i}");
+                assert_eq!(held(*c), Some([w; 16]), "punch {i}");
             }
         }
     }
@@ -77,7 +96,7 @@ async fn cluster_claims_one_winner_per_key_windows_expire_and_outages_answer() {
     for i in 1_000..1_200u128 {
         let t0 = fencegate::clock::instant();
         assert_eq!(
-            a.claim_punch("acme", &i.to_be_bytes(), [1; 16]).await,
+            a.claim_punch("acme", &i.to_be_bytes(), &stake(1)).await,
             Claim::Won
         );
         one.push(t0.elapsed());
@@ -90,18 +109,43 @@ async fn cluster_claims_one_winner_per_key_windows_expire_and_outages_answer() {
     );
 
     // A repeat window: held within it, free again after max_age.
-    assert_eq!(a.claim_repeat("acme", "E1", 0, [7; 16]).await, Claim::Won);
+    assert_eq!(a.claim_repeat("acme", "E1", 0, &stake(7)).await, Claim::Won);
     assert_eq!(
-        b.claim_repeat("acme", "E1", 0, [8; 16]).await,
-        Claim::Held { record_id: [7; 16] }
+        held(b.claim_repeat("acme", "E1", 0, &stake(8)).await),
+        Some([7; 16])
     );
     // Another kind and another tenant are other windows.
-    assert_eq!(b.claim_repeat("acme", "E1", 1, [9; 16]).await, Claim::Won);
-    assert_eq!(b.claim_repeat("globex", "E1", 0, [9; 16]).await, Claim::Won);
+    assert_eq!(b.claim_repeat("acme", "E1", 1, &stake(9)).await, Claim::Won);
+    assert_eq!(
+        b.claim_repeat("globex", "E1", 0, &stake(9)).await,
+        Claim::Won
+    );
+
+    // A released punch id is won afresh; a settled one answers with its
+    // stake (durable), and a take-over needs the holder's revision.
+    let p = [0x42; 16];
+    assert_eq!(a.claim_punch("acme", &p, &stake(1)).await, Claim::Won);
+    a.release_punch("acme", &p).await;
+    assert_eq!(b.claim_punch("acme", &p, &stake(2)).await, Claim::Won);
+    let Claim::Held { stake: h, revision } = a.claim_punch("acme", &p, &stake(1)).await else {
+        panic!("the punch id is held by b");
+    };
+    assert_eq!((h.record_id, h.durable), ([2; 16], false));
+    assert!(!a.take_over_punch("acme", &p, &stake(1), revision + 7).await);
+    assert!(a.take_over_punch("acme", &p, &stake(1), revision).await);
+    let settled = Stake {
+        durable: true,
+        ..stake(1)
+    };
+    assert!(a.settle_punch("acme", &p, &settled).await);
+    let Claim::Held { stake: h, .. } = b.claim_punch("acme", &p, &stake(2)).await else {
+        panic!("the punch id is held by a");
+    };
+    assert_eq!(h, settled);
     let mut freed = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if b.claim_repeat("acme", "E1", 0, [8; 16]).await == Claim::Won {
+        if b.claim_repeat("acme", "E1", 0, &stake(8)).await == Claim::Won {
             freed = true;
             break;
         }
@@ -113,7 +157,7 @@ async fn cluster_claims_one_winner_per_key_windows_expire_and_outages_answer() {
         nats.kill(i);
     }
     let t0 = fencegate::clock::instant();
-    let c = a.claim_punch("acme", &[0xee; 16], [1; 16]).await;
+    let c = a.claim_punch("acme", &[0xee; 16], &stake(1)).await;
     assert_eq!(c, Claim::Unreachable);
     assert!(
         t0.elapsed() < Duration::from_secs(3),

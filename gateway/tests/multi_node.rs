@@ -3,10 +3,15 @@
 //! (stream replicas 3); devices spread over the nodes and, like the device
 //! SDK, move to another node and resend the same punch id when theirs dies.
 //! Mid-run one gateway node and one NATS node are SIGKILLed and restarted.
-//! The stream must then hold every acknowledged punch exactly once.
+//! The stream must then hold every acknowledged punch exactly once. The
+//! nodes run with `[cluster]` claims on, so a punch whose node died
+//! between its claim and its commit is taken over by the resend.
 //!
-//! (Cross-node repeat merging, that needs the shared claims of the
-//! scale-out design, is not tested here yet: see docs/SCALING.md.)
+//!
+//! The `[cluster]` claims (in-process nodes, for reading their logs): a
+//! repeat on another node within the window is merged, a resend to another
+//! node gets the first ack and appends nothing, and each unreachable policy
+//! answers as documented (fail open: accepted and marked; busy: `Busy`).
 
 mod common;
 mod sink_rig;
@@ -19,10 +24,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{HQ, now_ms, punch};
+use common::{GLOBEX, HQ, Node, now_ms, punch, read_records};
 use fencegate::client::{Connector, PunchReply};
+use fencegate::cluster::{CLAIM_UNCHECKED, OnUnreachable, RawCluster, RawClusterTenant};
 use fencegate::edge::tls::Trust;
 use fencegate::record_json::uuid;
+use fencegate_schema::{PunchAckMsg, RecordBodyMsg, Verdict};
 use fencegate_testkit::{GatewayProcess, NatsCluster};
 use sink_rig::{punch_ids, read_stream};
 
@@ -55,6 +62,9 @@ replicas = 3
 timeout_ms = 2000
 retry_initial_ms = 50
 retry_max_ms = 500
+[cluster]
+enabled = true
+replicas = 3
 "#,
         d = d.display(),
         key = key.display(),
@@ -243,4 +253,273 @@ async fn run() {
     for g in &mut gws {
         g.stop();
     }
+}
+
+/// An in-process node of a `[cluster]` on `urls` (claims only; no sink:
+/// the tests read each node's own log).
+async fn cluster_node(urls: &str, replicas: usize, tweak: impl FnOnce(&mut RawCluster)) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = RawCluster {
+        enabled: true,
+        urls: urls.split(',').map(str::to_owned).collect(),
+        replicas,
+        timeout_ms: 500,
+        ..RawCluster::default()
+    };
+    tweak(&mut cluster);
+    let cfg = sink_rig::config_with(dir.path(), vec![], |raw| raw.cluster = cluster);
+    Node::start_with(dir, cfg).await
+}
+
+/// Waits until a node's claims buckets are open.
+async fn claims_open(n: &Node) {
+    let c = n.running.edge.cluster.clone().expect("claims configured");
+    assert!(
+        sink_rig::wait_until(Duration::from_secs(20), || c.buckets().is_some()).await,
+        "the claims buckets did not open within 20 s"
+    );
+}
+
+async fn ack(n: &Node, tenant: &str, p: &fencegate_schema::PunchMsg) -> PunchAckMsg {
+    let c = n.client(tenant, "terminal-1").await;
+    let r = c.punch(p).await.unwrap();
+    c.close();
+    match r {
+        PunchReply::Ack(a) => a,
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+/// Punch records of every node's log: (node, punch id, verdict, record id,
+/// merged into, anomaly flags).
+type Logged = (usize, [u8; 16], Verdict, [u8; 16], Option<[u8; 16]>, u64);
+
+fn punches(nodes: &[&Node]) -> Vec<Logged> {
+    let mut out = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for r in read_records(&n.log_dir()) {
+            if let RecordBodyMsg::Punch(p) = r.body {
+                out.push((
+                    i,
+                    p.punch_id,
+                    p.verdict,
+                    r.record_id,
+                    p.merged_into,
+                    p.anomaly_flags,
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_node_repeat_on_another_node_is_merged_and_a_resend_gets_the_first_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsCluster::start(dir.path(), 3);
+    let urls = nats.urls();
+    let a = cluster_node(&urls, 3, |_| {}).await;
+    let b = cluster_node(&urls, 3, |_| {}).await;
+    let c = cluster_node(&urls, 3, |_| {}).await;
+    for n in [&a, &b, &c] {
+        claims_open(n).await;
+    }
+
+    // 8:58 on node A, 9:01 on node B: one accepted record, one repeat.
+    let p1 = punch(0x1001, "E-7", HQ);
+    let first = ack(&a, "acme", &p1).await;
+    assert_eq!(first.verdict, Verdict::Accepted);
+    let r1 = first.record_id.unwrap();
+    let p2 = punch(0x1002, "E-7", HQ);
+    let second = ack(&b, "acme", &p2).await;
+    assert_eq!(
+        (second.verdict, second.record_id),
+        (Verdict::RepeatMerged, Some(r1)),
+        "node B accepted a repeat of node A's punch"
+    );
+
+    // Resends of both to node C: the first acks, nothing appended on C.
+    for (p, want) in [(&p2, &second), (&p1, &first)] {
+        let again = ack(&c, "acme", p).await;
+        assert_eq!(
+            (again.verdict, again.record_id),
+            (want.verdict, want.record_id),
+            "a resend to another node got another ack"
+        );
+    }
+
+    let logged = punches(&[&a, &b, &c]);
+    let accepted: Vec<_> = logged.iter().filter(|l| l.2 == Verdict::Accepted).collect();
+    assert_eq!(accepted.len(), 1, "accepted records: {logged:?}");
+    assert_eq!((accepted[0].0, accepted[0].3), (0, r1));
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.0 == 1 && l.2 == Verdict::RepeatMerged && l.4 == Some(r1)),
+        "node B logged no repeat merged into A's record: {logged:?}"
+    );
+    assert!(
+        logged.iter().all(|l| l.0 != 2),
+        "node C appended a resend: {logged:?}"
+    );
+    assert!(logged.iter().all(|l| l.5 & CLAIM_UNCHECKED == 0));
+
+    // The whole NATS cluster down: the claims time out and acme (fail
+    // open) is accepted, marked, and counted.
+    for i in 0..3 {
+        nats.kill(i);
+    }
+    let t0 = fencegate::clock::instant();
+    let open = ack(&a, "acme", &punch(0x1003, "E-8", HQ)).await;
+    assert_eq!(open.verdict, Verdict::Accepted);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "an unreachable cluster held the ack for {:?}",
+        t0.elapsed()
+    );
+    let marked = punches(&[&a])
+        .into_iter()
+        .find(|l| Some(l.3) == open.record_id)
+        .expect("the fail-open punch is in node A's log");
+    assert_ne!(
+        marked.5 & CLAIM_UNCHECKED,
+        0,
+        "the fail-open record is unmarked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_node_claims_unreachable_fail_open_marks_and_busy_refuses() {
+    // Nothing listens on the port: the buckets never open.
+    let dead = format!("nats://127.0.0.1:{}", fencegate_testkit::free_port());
+    let n = cluster_node(&dead, 1, |c| {
+        c.on_unreachable = OnUnreachable::FailOpen;
+        c.busy_retry_after_ms = 1_500;
+        c.tenants.insert(
+            "globex".into(),
+            RawClusterTenant {
+                on_unreachable: Some(OnUnreachable::Busy),
+            },
+        );
+    })
+    .await;
+    let counted = || {
+        fencegate::serve::prometheus()
+            .render()
+            .lines()
+            .find(|l| l.starts_with("fencegate_claims_unreachable_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = counted();
+
+    // acme fails open: accepted, its record marked, the spell counted.
+    let a = ack(&n, "acme", &punch(0x2001, "E-1", HQ)).await;
+    assert_eq!(a.verdict, Verdict::Accepted);
+    let logged = punches(&[&n]);
+    assert_eq!(logged.len(), 1);
+    assert_ne!(logged[0].5 & CLAIM_UNCHECKED, 0, "the record is not marked");
+    assert!(
+        counted() > before,
+        "fencegate_claims_unreachable_total did not move"
+    );
+
+    // globex is busy: nothing accepted, nothing logged, retry as set.
+    let c = n.client("globex", "terminal-1").await;
+    let r = c.punch(&punch(0x2002, "G-1", GLOBEX)).await.unwrap();
+    c.close();
+    assert!(
+        matches!(
+            r,
+            PunchReply::Busy {
+                retry_after_ms: 1_500,
+                ..
+            }
+        ),
+        "globex got {r:?}"
+    );
+    assert_eq!(punches(&[&n]).len(), 1, "the busy punch was logged");
+}
+
+/// acme's fences moved 5 km north of HQ: a punch at HQ is out of range.
+const MOVED: &str = r#"{"type":"FeatureCollection","features":[
+ {"type":"Feature","geometry":{"type":"Point","coordinates":[121.4737,31.2754]},"properties":{"id":"hq-moved","tenant":"acme","site":"sh","radius_m":200}},
+ {"type":"Feature","geometry":{"type":"Point","coordinates":[121.4947,31.2304]},"properties":{"id":"globex-1","tenant":"globex","radius_m":300}}
+]}"#;
+
+async fn put_fences(n: &Node, body: &str) -> (u16, serde_json::Value) {
+    let token = std::fs::read_to_string(n.cfg.data_dir.join("admin.token")).unwrap();
+    let r = reqwest::Client::new()
+        .put(format!("http://{}/v1/fences", n.running.admin_addr))
+        .bearer_auth(token.trim())
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn shared_open(n: &Node) {
+    for _ in 0..400 {
+        let (_, body) = sink_rig::readyz(n.running.admin_addr).await;
+        if body["cluster_config"]["open"] == true {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the cluster config bucket did not open within 20 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_node_fence_change_through_a_is_served_by_c_within_2s() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(dir.path(), 3);
+    let urls = nats.urls();
+    let a = cluster_node(&urls, 3, |_| {}).await;
+    let c = cluster_node(&urls, 3, |_| {}).await;
+    shared_open(&a).await;
+    shared_open(&c).await;
+    let before = ack(&c, "acme", &punch(0x3000, "F-0", HQ)).await;
+    assert_eq!(before.fence_id.as_deref(), Some("hq-north"));
+
+    // A document that fails validation is refused by the writer and
+    // never reaches the bucket (C keeps its fences).
+    let (code, _) = put_fences(&a, r#"{"type":"FeatureCollection","features":[{"type":"Feature","geometry":{"type":"Point","coordinates":[121.47,31.23]},"properties":{"id":"tiny","tenant":"acme","radius_m":1}}]}"#).await;
+    assert_eq!(code, 422);
+
+    let (code, body) = put_fences(&a, MOVED).await;
+    assert_eq!(code, 200, "{body}");
+    let revision = body["cluster_revision"]
+        .as_u64()
+        .expect("a cluster revision");
+    let t0 = fencegate::clock::instant();
+    let mut served = None;
+    for i in 0..40u128 {
+        let r = ack(&c, "acme", &punch(0x3001 + i, &format!("F-after-{i}"), HQ)).await;
+        if r.verdict != Verdict::Accepted {
+            served = Some((t0.elapsed(), r));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (took, r) = served.expect("node C never served the change");
+    assert!(
+        took < Duration::from_secs(2),
+        "node C served it after {took:?}"
+    );
+    assert_eq!(
+        (r.verdict, r.nearest_fence_id.as_deref()),
+        (Verdict::OutOfRange, Some("hq-moved"))
+    );
+    // Both nodes report the revision they serve.
+    for n in [&a, &c] {
+        let (_, body) = sink_rig::readyz(n.running.admin_addr).await;
+        assert_eq!(
+            body["cluster_config"]["fences_revision"], revision,
+            "{body}"
+        );
+    }
+    // C's file holds it too: a restart without NATS serves it.
+    let saved = std::fs::read_to_string(&c.cfg.fences.path).unwrap();
+    assert!(saved.contains("hq-moved"));
 }

@@ -121,6 +121,9 @@ pub struct AdminState {
     /// The day results store (`GET /v1/days`); `None` where results are not
     /// materialized.
     pub results: Option<crate::results::ResultsStore>,
+    /// Fences and rules shared through the cluster's config bucket
+    /// (`[cluster]` with `shared_config`); `None` on a lone node.
+    pub shared: Option<Arc<crate::cluster::SharedConfig>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -277,6 +280,11 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
         "sinks": sinks,
         "log_quarantined": quarantined,
         "calendar_warnings": calendar_warnings,
+        "cluster_config": state.shared.as_ref().map(|c| json!({
+            "open": c.is_open(),
+            "fences_revision": c.served(crate::cluster::Doc::Fences),
+            "rules_revision": c.served(crate::cluster::Doc::Rules),
+        })),
     });
     let status = if problems.is_empty() {
         StatusCode::OK
@@ -414,6 +422,15 @@ async fn put_fences(
             );
         }
     };
+    // Shared: into the cluster's bucket first (refused on a conflict or an
+    // outage, with nothing changed), then here as a local change.
+    let shared = match &state.shared {
+        Some(c) => match c.publish(crate::cluster::Doc::Fences, &new_text).await {
+            Ok(rev) => Some((c, rev)),
+            Err(e) => return share_error(&e),
+        },
+        None => None,
+    };
     if let Err(e) = persist(&state.fences_path, &new_text) {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -426,8 +443,57 @@ async fn put_fences(
     let count = index.len();
     let version = state.fences.store(index);
     state.fences_geojson.store(Arc::new(new_text));
+    if let Some((c, rev)) = shared {
+        c.set_served(crate::cluster::Doc::Fences, rev);
+    }
     tracing::info!(version, count, "fences replaced through the admin API");
-    axum::Json(json!({ "version": version, "fences": count })).into_response()
+    axum::Json(json!({
+        "version": version,
+        "fences": count,
+        "cluster_revision": shared.map(|(_, rev)| rev),
+    }))
+    .into_response()
+}
+
+/// The answer to a change the cluster's config bucket refused.
+pub(crate) fn share_error(e: &crate::cluster::ShareError) -> Response {
+    let status = match e {
+        crate::cluster::ShareError::Conflict { .. } => StatusCode::CONFLICT,
+        crate::cluster::ShareError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        crate::cluster::ShareError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, e.to_string())
+}
+
+/// Applies fences another node stored in the cluster's config bucket at
+/// `revision`: validated and saved as a local change, unless this node
+/// already serves that revision or a later one.
+pub(crate) async fn apply_shared_fences(
+    state: &AdminState,
+    revision: u64,
+    text: String,
+) -> Result<(), String> {
+    let Some(shared) = &state.shared else {
+        return Ok(());
+    };
+    let _guard = state.fence_update.lock().await;
+    if revision <= shared.served(crate::cluster::Doc::Fences) {
+        return Ok(());
+    }
+    let opts = state.fences.options().clone();
+    let (index, text) = tokio::task::spawn_blocking(move || {
+        crate::fences::build_index(&text, &opts).map(|i| (i, text))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    persist(&state.fences_path, &text)
+        .map_err(|e| format!("cannot save them to {}: {e}", state.fences_path.display()))?;
+    let version = state.fences.store(index);
+    state.fences_geojson.store(Arc::new(text));
+    shared.set_served(crate::cluster::Doc::Fences, revision);
+    tracing::info!(version, revision, "fences replaced from the cluster");
+    Ok(())
 }
 
 /// Writes the fence file atomically and durably (see

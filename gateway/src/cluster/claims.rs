@@ -46,16 +46,78 @@ impl Default for ClaimsConfig {
     }
 }
 
+/// What a claim's key holds: who claimed it, for which record, and the
+/// ack that record got. 36 bytes, little-endian:
+///
+/// | bytes | field |
+/// |---|---|
+/// | 0 | state: 1 in flight (claimed, record not yet durable), 2 durable |
+/// | 1 | verdict of the ack |
+/// | 2..4 | reason of the ack |
+/// | 4..20 | record id the ack carries (for a repeat key: the punch's own) |
+/// | 20..28 | claiming node (xxh3 of `node.name`) |
+/// | 28..36 | milliseconds since the epoch: when the punch id was claimed, or the repeat's attendance time |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stake {
+    /// Whether the claimed record is durable in the claiming node's log.
+    pub durable: bool,
+    /// The ack's verdict (`fencegate_schema::Verdict` as its byte).
+    pub verdict: u8,
+    /// The ack's reason (`fencegate_schema::Reason` as its number).
+    pub reason: u16,
+    /// The record id.
+    pub record_id: [u8; 16],
+    /// The claiming node.
+    pub node: u64,
+    /// See the table above.
+    pub at_ms: i64,
+}
+
+/// The encoded length of a [`Stake`].
+pub const STAKE_BYTES: usize = 36;
+
+impl Stake {
+    /// The key's value.
+    pub fn encode(&self) -> [u8; STAKE_BYTES] {
+        let mut b = [0u8; STAKE_BYTES];
+        b[0] = if self.durable { 2 } else { 1 };
+        b[1] = self.verdict;
+        b[2..4].copy_from_slice(&self.reason.to_le_bytes());
+        b[4..20].copy_from_slice(&self.record_id);
+        b[20..28].copy_from_slice(&self.node.to_le_bytes());
+        b[28..36].copy_from_slice(&self.at_ms.to_le_bytes());
+        b
+    }
+
+    /// Reads a key's value; `None` for anything this version did not write.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() != STAKE_BYTES || !matches!(b[0], 1 | 2) {
+            return None;
+        }
+        let mut record_id = [0u8; 16];
+        record_id.copy_from_slice(&b[4..20]);
+        Some(Self {
+            durable: b[0] == 2,
+            verdict: b[1],
+            reason: u16::from_le_bytes([b[2], b[3]]),
+            record_id,
+            node: u64::from_le_bytes(b[20..28].try_into().ok()?),
+            at_ms: i64::from_le_bytes(b[28..36].try_into().ok()?),
+        })
+    }
+}
+
 /// The answer to one claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     /// This node created the key: it owns the punch (or the repeat window).
     Won,
-    /// Another node (or an earlier attempt of this one) holds the key; its
-    /// record id is here.
+    /// Another node (or an earlier attempt of this one) holds the key.
     Held {
-        /// The record the key was claimed for.
-        record_id: [u8; 16],
+        /// What the holder wrote.
+        stake: Stake,
+        /// The key's revision, for a compare-and-set take-over.
+        revision: u64,
     },
     /// The bucket did not answer within the timeout (NATS down, no
     /// quorum). The caller applies the tenant's policy: accept and mark the
@@ -130,61 +192,122 @@ impl Claims {
         })
     }
 
-    /// Claims a punch id of `tenant` for `record_id`.
-    pub async fn claim_punch(
-        &self,
-        tenant: &str,
-        punch_id: &[u8; 16],
-        record_id: [u8; 16],
-    ) -> Claim {
+    /// Claims a punch id of `tenant` with `stake`.
+    pub async fn claim_punch(&self, tenant: &str, punch_id: &[u8; 16], stake: &Stake) -> Claim {
         let key = punch_key(tenant, punch_id);
-        self.claim(&self.punch_ids, &key, record_id).await
+        self.claim(&self.punch_ids, &key, stake).await
     }
 
     /// Claims the repeat window of (`tenant`, `employee`, `kind`) for the
-    /// accepted punch `record_id`.
+    /// accepted punch of `stake`.
     pub async fn claim_repeat(
         &self,
         tenant: &str,
         employee: &str,
         kind: u8,
-        record_id: [u8; 16],
+        stake: &Stake,
     ) -> Claim {
         let key = repeat_key(tenant, employee, kind);
-        self.claim(&self.repeats, &key, record_id).await
+        self.claim(&self.repeats, &key, stake).await
     }
 
-    async fn claim(&self, store: &kv::Store, key: &str, record_id: [u8; 16]) -> Claim {
-        let value = bytes::Bytes::copy_from_slice(&record_id);
-        let created = tokio::time::timeout(self.timeout, store.create(key, value)).await;
-        match created {
-            Ok(Ok(_)) => Claim::Won,
-            Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                match tokio::time::timeout(self.timeout, store.get(key)).await {
-                    Ok(Ok(Some(v))) if v.len() == 16 => {
-                        let mut id = [0u8; 16];
-                        id.copy_from_slice(&v);
-                        Claim::Held { record_id: id }
-                    }
-                    // Expired between the create and the read: the window
-                    // just ended, so claim again (once).
-                    Ok(Ok(None)) => match tokio::time::timeout(
-                        self.timeout,
-                        store.create(key, bytes::Bytes::copy_from_slice(&record_id)),
-                    )
-                    .await
-                    {
-                        Ok(Ok(_)) => Claim::Won,
-                        _ => Claim::Unreachable,
-                    },
-                    _ => Claim::Unreachable,
+    /// Replaces a held punch id's stake if its revision is still
+    /// `revision` (the holder died in flight); true when it did.
+    pub async fn take_over_punch(
+        &self,
+        tenant: &str,
+        punch_id: &[u8; 16],
+        stake: &Stake,
+        revision: u64,
+    ) -> bool {
+        let key = punch_key(tenant, punch_id);
+        let value = bytes::Bytes::copy_from_slice(&stake.encode());
+        matches!(
+            tokio::time::timeout(self.timeout, self.punch_ids.update(&key, value, revision)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Writes a claimed punch id's final stake (durable, with the ack it
+    /// got), so other nodes answer its resends with that ack.
+    pub async fn settle_punch(&self, tenant: &str, punch_id: &[u8; 16], stake: &Stake) -> bool {
+        let key = punch_key(tenant, punch_id);
+        self.put(&self.punch_ids, &key, stake).await
+    }
+
+    /// Makes a repeat window this punch's, whoever held it (the holder's
+    /// punch was outside the window by attendance time).
+    pub async fn put_repeat(&self, tenant: &str, employee: &str, kind: u8, stake: &Stake) -> bool {
+        let key = repeat_key(tenant, employee, kind);
+        self.put(&self.repeats, &key, stake).await
+    }
+
+    /// Gives up a claimed punch id (its record could not be written), so
+    /// the resend wins it afresh.
+    pub async fn release_punch(&self, tenant: &str, punch_id: &[u8; 16]) {
+        let key = punch_key(tenant, punch_id);
+        let _ = tokio::time::timeout(self.timeout, self.punch_ids.delete(&key)).await;
+    }
+
+    /// Gives up a claimed repeat window.
+    pub async fn release_repeat(&self, tenant: &str, employee: &str, kind: u8) {
+        let key = repeat_key(tenant, employee, kind);
+        let _ = tokio::time::timeout(self.timeout, self.repeats.delete(&key)).await;
+    }
+
+    async fn put(&self, store: &kv::Store, key: &str, stake: &Stake) -> bool {
+        let value = bytes::Bytes::copy_from_slice(&stake.encode());
+        matches!(
+            tokio::time::timeout(self.timeout, store.put(key, value)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Create-if-absent in one round trip when the key is free (an update
+    /// expecting revision 0); a held key costs a second, to read the
+    /// holder's stake. A key whose last entry is a delete marker (a
+    /// released claim) is taken with a compare-and-set on that marker.
+    async fn claim(&self, store: &kv::Store, key: &str, stake: &Stake) -> Claim {
+        let value = bytes::Bytes::copy_from_slice(&stake.encode());
+        let t = self.timeout;
+        // Twice at most: a key may expire or be released between the failed
+        // create and the read.
+        for _ in 0..2 {
+            match tokio::time::timeout(t, store.update(key, value.clone(), 0)).await {
+                Ok(Ok(_)) => return Claim::Won,
+                Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                other => {
+                    tracing::debug!(key, ?other, "claim failed");
+                    return Claim::Unreachable;
                 }
             }
-            other => {
-                tracing::debug!(key, ?other, "claim failed");
-                Claim::Unreachable
+            match tokio::time::timeout(t, store.entry(key)).await {
+                Ok(Ok(Some(e))) if e.operation == kv::Operation::Put => {
+                    return match Stake::decode(&e.value) {
+                        Some(stake) => Claim::Held {
+                            stake,
+                            revision: e.revision,
+                        },
+                        None => {
+                            tracing::warn!(key, "claim key holds a value this version cannot read");
+                            Claim::Unreachable
+                        }
+                    };
+                }
+                Ok(Ok(Some(e))) => {
+                    match tokio::time::timeout(t, store.update(key, value.clone(), e.revision))
+                        .await
+                    {
+                        Ok(Ok(_)) => return Claim::Won,
+                        Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                        _ => return Claim::Unreachable,
+                    }
+                }
+                Ok(Ok(None)) => {}
+                _ => return Claim::Unreachable,
             }
         }
+        Claim::Unreachable
     }
 }
 
@@ -216,6 +339,29 @@ mod tests {
             && !k.ends_with('.')
             && k.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_/=.".contains(&b))
+    }
+
+    #[test]
+    fn stakes_round_trip_and_foreign_values_are_refused() {
+        let s = Stake {
+            durable: true,
+            verdict: 3,
+            reason: 201,
+            record_id: [9; 16],
+            node: u64::MAX - 1,
+            at_ms: -5,
+        };
+        assert_eq!(Stake::decode(&s.encode()), Some(s));
+        let pending = Stake {
+            durable: false,
+            ..s
+        };
+        assert_eq!(Stake::decode(&pending.encode()), Some(pending));
+        // The 16-byte record ids of the first claims, and unknown states.
+        assert_eq!(Stake::decode(&[9; 16]), None);
+        let mut b = s.encode();
+        b[0] = 7;
+        assert_eq!(Stake::decode(&b), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! sockets; it hands `now` and verified frames to the [`Pipeline`].
 
 pub mod admission;
+mod claim;
 pub mod drops;
 pub mod ping_rate;
 pub mod tls;
@@ -37,7 +38,7 @@ use crate::backlog;
 use crate::clock;
 use crate::log::{LogError, LogHandle, PingAppendError, RecordBatch};
 use crate::metrics::{EdgeMetrics, RefusedOn};
-use crate::pipeline::{AckInfo, Pipeline, PunchDecision, Scratch, Session};
+use crate::pipeline::{AckInfo, PendingPunch, Pipeline, PunchDecision, Scratch, Session};
 use crate::rules::AccuracyPolicy;
 use admission::{Admission, AdmissionSettings};
 
@@ -88,6 +89,9 @@ pub struct EdgeContext {
     pub tasks: TaskTracker,
     /// Ping datagram token buckets, one per device across its connections.
     pub ping_buckets: ping_rate::DeviceBuckets,
+    /// Cross-node claims (`[cluster]` with `claims = true`); `None` on a
+    /// lone node. Set before the context is shared.
+    pub cluster: Option<Arc<crate::cluster::PunchClaims>>,
 }
 
 /// Edge settings, taken from `[quic]`.
@@ -151,6 +155,7 @@ impl EdgeContext {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             ping_buckets: ping_rate::DeviceBuckets::default(),
+            cluster: None,
         }
     }
 
@@ -1030,7 +1035,8 @@ async fn decide_punch_inner(
     };
     let punch_id = Some(punch.punch_id());
     // Decide and submit to the log without awaiting, so the thread-local
-    // scratch is never held across an await.
+    // scratch is never held across an await. With cluster claims the
+    // record is copied out instead: the claims await the network first.
     let submitted = SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         match ctx.pipeline.punch(now_ms, session, &punch, &mut s) {
@@ -1038,13 +1044,18 @@ async fn decide_punch_inner(
                 record,
                 ack,
                 pending,
-            } => match ctx.log.append(record, now_ms.max(0) as u64) {
-                Ok(p) => Ok((p, ack, pending)),
-                Err(e) => {
-                    ctx.pipeline.punch_failed(&pending);
-                    Err(log_busy(&e))
+            } => {
+                if ctx.cluster.is_some() {
+                    return Ok(Submitted::Claim(record.to_vec(), ack, pending));
                 }
-            },
+                match ctx.log.append(record, now_ms.max(0) as u64) {
+                    Ok(p) => Ok(Submitted::Appended(p, ack, pending)),
+                    Err(e) => {
+                        ctx.pipeline.punch_failed(&pending);
+                        Err(log_busy(&e))
+                    }
+                }
+            }
             PunchDecision::Known(ack) => Err(Answer::Ack(punch_id, ack)),
             PunchDecision::InFlight => Err(Answer::Busy(IN_FLIGHT_RETRY_MS, Reason::Overloaded)),
             PunchDecision::Full => Err(Answer::Busy(OVERLOAD_RETRY_MS, Reason::Overloaded)),
@@ -1054,21 +1065,44 @@ async fn decide_punch_inner(
         }
     });
     ctx.metrics.pipeline_seconds.record(t_pipe.elapsed());
-    let (commit, ack, pending) = match submitted {
-        Ok(x) => x,
+    let (commit, ack, pending, claimed) = match submitted {
+        Ok(Submitted::Appended(p, ack, pending)) => (p, ack, pending, None),
+        Ok(Submitted::Claim(record, ack, pending)) => {
+            let cluster = ctx.cluster.as_ref().expect("checked above");
+            match claim::claim_and_append(
+                ctx, cluster, session, &punch, now_ms, record, ack, pending,
+            )
+            .await
+            {
+                Ok((p, ack, pending, claimed)) => (p, ack, pending, Some(claimed)),
+                Err(answer) => return answer,
+            }
+        }
         Err(answer) => return answer,
     };
     match commit.await {
         Ok(_) => {
             *read_at = Some(t_pipe);
             ctx.pipeline.punch_durable(&pending, ack.verdict);
+            if let Some(c) = claimed {
+                c.durable(ctx, &ack);
+            }
             Answer::Ack(punch_id, ack)
         }
         Err(e) => {
             ctx.pipeline.punch_failed(&pending);
+            if let Some(c) = claimed {
+                c.failed(ctx);
+            }
             log_busy(&e)
         }
     }
+}
+
+/// A new punch's record: appended, or awaiting its cluster claims.
+enum Submitted {
+    Appended(crate::log::Pending, AckInfo, PendingPunch),
+    Claim(Vec<u8>, AckInfo, PendingPunch),
 }
 
 fn log_busy(e: &LogError) -> Answer {

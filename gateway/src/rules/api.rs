@@ -229,6 +229,15 @@ pub async fn put_rules(
             );
         }
     };
+    // Shared: into the cluster's bucket first (refused on a conflict or an
+    // outage, with nothing changed), then here as a local change.
+    let shared = match &state.shared {
+        Some(c) => match c.publish(crate::cluster::Doc::Rules, &new_text).await {
+            Ok(rev) => Some((c, rev)),
+            Err(e) => return crate::admin::share_error(&e),
+        },
+        None => None,
+    };
     if let Err(e) = store::persist(&path, &new_text) {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -250,6 +259,9 @@ pub async fn put_rules(
         sha256_after: store::sha256_hex(&new_text),
     };
     let version = a.rules.store(rules, new_text);
+    if let Some((c, rev)) = shared {
+        c.set_served(crate::cluster::Doc::Rules, rev);
+    }
     a.metrics.version.set(version as f64);
     a.metrics.changes.increment(1);
     let audit_path = a.source.audit_path();
@@ -668,4 +680,43 @@ pub async fn get_qr(
         },
         Some(f) => bad_request(format!("format {f:?} is unknown; use json, text or svg")),
     }
+}
+
+/// Applies rules another node stored in the cluster's config bucket at
+/// `revision`: compiled (and QR keys created) and saved as a local change,
+/// unless this node already serves that revision or a later one.
+pub(crate) async fn apply_shared_rules(
+    state: &AdminState,
+    revision: u64,
+    text: String,
+) -> Result<(), String> {
+    let Some(shared) = &state.shared else {
+        return Ok(());
+    };
+    let a = api(state);
+    let _guard = a.update.lock().await;
+    if revision <= shared.served(crate::cluster::Doc::Rules) {
+        return Ok(());
+    }
+    let source = a.source.clone();
+    let (rules, text) = tokio::task::spawn_blocking(move || {
+        let compiled = source
+            .compile(&text, "cluster config")
+            .map_err(|e| e.problems.join("; "))?;
+        source
+            .apply_keys(compiled, &text, "cluster config")
+            .map(|r| (r, text))
+            .map_err(|e| format!("{e:#}"))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    if let Some(path) = &a.source.path {
+        store::persist(path, &text)
+            .map_err(|e| format!("cannot save them to {}: {e}", path.display()))?;
+    }
+    let version = a.rules.store(rules, text);
+    a.metrics.version.set(version as f64);
+    shared.set_served(crate::cluster::Doc::Rules, revision);
+    tracing::info!(version, revision, "rules replaced from the cluster");
+    Ok(())
 }
