@@ -8,7 +8,8 @@
 //! that passed: drops at most `max_drop_share` of what was sent, fix→log
 //! p99 at most `max_p99_ms`, and the harness able to offer the step's
 //! rate (a co-located harness that cannot is no measure of the gateway).
-//! The ramp stops at the first step that fails, at `max_steps`, or when
+//! A step that fails runs once more; the ramp stops at a step that fails
+//! twice in a row, at `max_steps`, or when
 //! the interval reaches its floor; it is bounded in steps and each step in
 //! time.
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Serialize;
 
+use crate::reconcile::Reconciliation;
 use crate::report::Report;
 use crate::scenario::{Ramp, Scenario};
 use crate::target::Target;
@@ -54,6 +56,9 @@ pub struct RampStep {
     pub p99_ms: Option<f64>,
     /// Cores the gateway used (`null` when unmeasurable).
     pub gateway_cpu_cores: Option<f64>,
+    /// Where the step's datagrams went (`null` without the gateway's
+    /// received count).
+    pub reconciliation: Option<Reconciliation>,
     /// Within every bound.
     pub passed: bool,
     /// Which bound it broke (empty when it passed).
@@ -133,6 +138,7 @@ impl RampStep {
             unexplained: recon.map(|c| c.unexplained),
             p99_ms,
             gateway_cpu_cores: p.gateway_cpu_cores,
+            reconciliation: recon.cloned(),
             passed: why.is_empty(),
             why: why.join("; "),
         })
@@ -251,15 +257,28 @@ pub(crate) fn run(
         if let Some(sf) = step.fleet.as_mut() {
             sf.ping_interval_s = ms / 1_000.0;
         }
-        let r = crate::run_on(&step, &step_opts, world, target)
-            .with_context(|| format!("ramp step {k} (ping interval {ms} ms)"))?;
-        let st = RampStep::from_report(k, ms / 1_000.0, &r, ramp)?;
-        let passed = st.passed;
-        if !passed {
-            stopped_by = format!("step {k}: {}", st.why);
+        // A step that breaks a bound runs once more before it ends the
+        // ramp: on a shared machine one fsync stall can put a 4 s step's
+        // p99 over its bound below the real knee.
+        let mut passed = false;
+        for attempt in 0..2 {
+            let r = crate::run_on(&step, &step_opts, world, target)
+                .with_context(|| format!("ramp step {k} (ping interval {ms} ms)"))?;
+            let mut st = RampStep::from_report(k, ms / 1_000.0, &r, ramp)?;
+            passed = st.passed;
+            if !passed {
+                if attempt == 0 {
+                    st.why.push_str(" (runs again)");
+                } else {
+                    stopped_by = format!("step {k}, twice: {}", st.why);
+                }
+            }
+            steps.push(st);
+            reports.push(r);
+            if passed {
+                break;
+            }
         }
-        steps.push(st);
-        reports.push(r);
         if !passed {
             break;
         }
