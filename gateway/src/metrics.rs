@@ -160,8 +160,13 @@ pub struct EdgeMetrics {
     /// `fencegate_datagrams_dropped_total{reason="buffer_full"}`: datagrams
     /// quinn discarded because the connection's receive buffer
     /// (`quic.datagram_buffer`) was full, or left unread at its close;
-    /// added when the connection ends.
+    /// added once a second while the connection lives (a lower bound) and
+    /// made exact when it ends.
     pub datagrams_buffer_full: Counter,
+    /// `fencegate_datagrams_received_total`: QUIC DATAGRAM frames quinn
+    /// received, read or not (added with `datagrams_buffer_full`): what a
+    /// sender's count is reconciled with, received = read + buffer_full.
+    pub datagrams_received: Counter,
     /// `fencegate_datagrams_dropped_total{reason="shed"}`: ping batches
     /// refused because the log writer's queue was above the pings'
     /// watermark or the log's free space was down to the punches' reserve
@@ -220,6 +225,7 @@ impl EdgeMetrics {
             datagrams_dropped: counter!("fencegate_datagrams_dropped_total", "reason" => "log_busy"),
             datagrams_rate_limited: counter!("fencegate_datagrams_dropped_total", "reason" => "rate_limit"),
             datagrams_buffer_full: counter!("fencegate_datagrams_dropped_total", "reason" => "buffer_full"),
+            datagrams_received: counter!("fencegate_datagrams_received_total"),
             datagrams_shed: counter!("fencegate_datagrams_dropped_total", "reason" => "shed"),
             datagrams_kernel: counter!("fencegate_datagrams_dropped_total", "reason" => "kernel"),
             hello_timeouts: counter!("fencegate_edge_timeouts_total", "cause" => "hello"),

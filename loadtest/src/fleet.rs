@@ -133,6 +133,7 @@ pub struct FleetCounts {
     fixes_sent: AtomicU64,
     reconnects: AtomicU64,
     datagram_bytes: AtomicU64,
+    on_wire: AtomicU64,
 }
 
 /// What the fleet did.
@@ -152,6 +153,10 @@ pub struct FleetOutcomes {
     pub datagram_bytes: f64,
     /// Reconnections after a lost connection.
     pub reconnects: u64,
+    /// DATAGRAM frames the devices' QUIC connections put on the wire
+    /// (quinn's count, read when each connection ended): `datagrams_sent`
+    /// minus this is what the harness's own send buffers dropped.
+    pub datagrams_on_wire: u64,
 }
 
 /// Connects every device at `connect_rate` per second (open loop), giving
@@ -259,6 +264,7 @@ async fn device(ctx: &FleetCtx, sched: &Schedule, d: usize, mut conn: Option<Cli
     };
     let dt_s = sched.fix_ms as f64 / 1_000.0;
     let accuracy_dm = rng.range(30.0, 150.0) as u16;
+    let mut reconnected = false;
     for k in 0.. {
         let due = sched.due_ms(d, k);
         if due >= sched.end_ms {
@@ -285,6 +291,7 @@ async fn device(ctx: &FleetCtx, sched: &Schedule, d: usize, mut conn: Option<Cli
         }
         if conn.is_none() {
             conn = reconnect(ctx, d).await;
+            reconnected = true;
         }
         let Some(c) = &conn else {
             ctx.series.error(clock::now(), "ping: not connected");
@@ -314,7 +321,9 @@ async fn device(ctx: &FleetCtx, sched: &Schedule, d: usize, mut conn: Option<Cli
             Err(quinn::SendDatagramError::ConnectionLost(e)) => {
                 ctx.series
                     .error(clock::now(), &format!("ping: connection lost ({e})"));
+                ctx.count_on_wire(c);
                 conn = None;
+                reconnected = true;
             }
             Err(e) => {
                 ctx.series.error(clock::now(), &format!("ping: {e}"));
@@ -322,6 +331,10 @@ async fn device(ctx: &FleetCtx, sched: &Schedule, d: usize, mut conn: Option<Cli
         }
     }
     if let Some(c) = conn {
+        if reconnected {
+            // Not among the clients the caller closes and counts.
+            ctx.count_on_wire(&c);
+        }
         // Keep the connection until every device is done, so the gateway's
         // connection count stays flat through the run; the caller closes
         // the endpoints.
@@ -348,6 +361,13 @@ async fn reconnect(ctx: &FleetCtx, d: usize) -> Option<Client> {
 }
 
 impl FleetCtx {
+    /// Adds the DATAGRAM frames `c`'s connection has sent to the on-wire
+    /// count: once per connection, when it is closed or lost.
+    pub fn count_on_wire(&self, c: &Client) {
+        let n = c.connection().stats().frame_tx.datagram;
+        self.counts.on_wire.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// The counts so far.
     pub fn outcomes(&self, devices: u64, connect_s: f64) -> FleetOutcomes {
         let datagrams = self.counts.datagrams.load(Ordering::Relaxed);
@@ -364,6 +384,7 @@ impl FleetCtx {
                 0.0
             },
             reconnects: self.counts.reconnects.load(Ordering::Relaxed),
+            datagrams_on_wire: self.counts.on_wire.load(Ordering::Relaxed),
         }
     }
 }

@@ -468,6 +468,43 @@ svg{{display:block;margin:1em 0}} .t{{font:600 13px system-ui}} .a{{font:11px sy
         );
         series_charts(&mut o, "pings", "logged", &p.series);
     }
+    if let Some(p) = &r.pings {
+        if let Some(c) = &p.reconciliation {
+            let _ = write!(
+                o,
+                r#"<h2>Where the datagrams went</h2><p class="{}">{}</p>"#,
+                if c.unexplained == 0 { "pass" } else { "fail" },
+                esc(&c.line())
+            );
+        }
+    }
+    if let Some(rp) = &r.ramp {
+        o.push_str("<h2>Saturation ramp</h2><table><tr><th>step</th><th>interval s</th><th>offered fixes/s</th><th>sent/s</th><th>processed/s</th><th>datagrams/s</th><th>drops %</th><th>p99 ms</th><th>CPU cores</th><th>unexplained</th><th></th></tr>");
+        for st in &rp.steps {
+            let _ = write!(
+                o,
+                r#"<tr><td class="n">{}</td><td class="n">{:.3}</td><td class="n">{:.0}</td><td class="n">{:.0}</td><td class="n">{:.0}</td><td class="n">{:.0}</td><td class="n">{:.2}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td>{}</td></tr>"#,
+                st.step,
+                st.ping_interval_s,
+                st.offered_fixes_per_s,
+                st.sent_fixes_per_s,
+                st.processed_fixes_per_s,
+                st.datagrams_per_s,
+                st.drop_share * 100.0,
+                st.p99_ms.map_or("-".into(), |l| format!("{l:.1}")),
+                st.gateway_cpu_cores
+                    .map_or("-".into(), |c| format!("{c:.2}")),
+                st.unexplained.map_or("-".into(), |u| u.to_string()),
+                if st.passed { "ok".into() } else { esc(&st.why) }
+            );
+        }
+        let knee = rp.summary();
+        let _ = write!(
+            o,
+            "</table><p>{}</p>",
+            esc(knee.lines().last().unwrap_or_default())
+        );
+    }
     o.push_str("<h2>Errors</h2>");
     if r.errors.is_empty() {
         o.push_str("<p>None.</p>");

@@ -22,6 +22,8 @@ pub mod html;
 pub mod ids;
 pub mod probe;
 pub mod punch;
+pub mod ramp;
+pub mod reconcile;
 pub mod report;
 pub mod rng;
 pub mod scenario;
@@ -116,12 +118,16 @@ pub fn run(s: &Scenario, opts: &Options) -> anyhow::Result<Report> {
             "--audit needs what the gateway stored: give --log-dir (the gateway's <data_dir>/log, on this host or mounted read-only) or --nats-url (its JetStream sink)"
         );
     }
-    let result = run_on(s, opts, &world, &target);
+    let result = match &s.ramp {
+        Some(r) => ramp::run(s, r, opts, &world, &target),
+        None => run_on(s, opts, &world, &target),
+    };
     target.shutdown();
     result
 }
 
-fn run_on(
+/// Runs scenario `s` once against `target` (a ramp runs it once a step).
+pub(crate) fn run_on(
     s: &Scenario,
     opts: &Options,
     world: &Arc<World>,
@@ -329,7 +335,17 @@ fn run_on(
                 }
             }
         };
+        let gateway_cpu = |target: &Target| {
+            (opts.gateway_pid.is_some() || target.is_builtin())
+                .then(|| probe::gateway_cpu_s(opts.gateway_pid))
+                .flatten()
+        };
+        let cpu_from = (gateway_cpu(target), clock::now());
         let ((), fleet_clients) = tokio::join!(punch_fut, fleet_fut);
+        let cpu_cores = match (cpu_from, gateway_cpu(target)) {
+            ((Some(a), t), Some(b)) => Some((b - a) / t.elapsed().as_secs_f64().max(1e-3)),
+            _ => None,
+        };
         live.abort();
 
         // Pings are not acknowledged: give the log a moment to commit what
@@ -342,19 +358,29 @@ fn run_on(
                 None => None,
             };
             for c in &fleet_clients {
+                let open = c.connection().close_reason().is_none();
                 c.close();
+                if open {
+                    // A lost one was counted when the device saw it go.
+                    ctx.count_on_wire(c);
+                }
             }
             fleet_report = Some((ctx, sched, tail, memory, connect_s));
         }
-        let after = probe::scrape(&target.metrics).await?;
+        let after = match &before {
+            // Datagrams still unread when a connection closes, and kernel
+            // drops (sampled once a second), are counted after the close.
+            Some(b) if fleet_report.is_some() => settled_scrape(target, b).await?,
+            _ => probe::scrape(&target.metrics).await?,
+        };
         sampler.abort();
         bar.finish_and_clear();
         for c in &connectors {
             c.endpoint().close(quinn::VarInt::from_u32(0), b"done");
         }
-        anyhow::Ok((before, after, punch_ctx, fleet_report))
+        anyhow::Ok((before, after, punch_ctx, fleet_report, cpu_cores))
     })?;
-    let (before, after, punch_ctx, fleet_report) = outcome;
+    let (before, after, punch_ctx, fleet_report, cpu_cores) = outcome;
     let audit_jetstream = match (&opts.jetstream, js_from) {
         (Some(spec), Some(from)) => Some(rt.block_on(audit::audit_jetstream(
             spec,
@@ -374,10 +400,9 @@ fn run_on(
 
     let punches = punch_ctx.map(|ctx| punch_report(s, &ctx));
     let pings = fleet_report.map(|(ctx, sched, tail, memory, connect_s)| {
-        (
-            ping_report(s, &ctx, &sched, tail, gateway.as_ref(), connect_s),
-            memory,
-        )
+        let mut p = ping_report(s, &ctx, &sched, tail, gateway.as_ref(), connect_s);
+        p.gateway_cpu_cores = cpu_cores;
+        (p, memory)
     });
     let (pings, mut memory) = match pings {
         Some((p, m)) => (Some(p), m),
@@ -475,7 +500,30 @@ fn run_on(
         baseline,
         machine: report::Machine::here(endpoints),
         settings: s.clone(),
+        ramp: None,
     })
+}
+
+/// The gateway's counters once the run's connections have ended there:
+/// waits 1.2 s (one kernel-drop sample), then until the open connections
+/// are back to `before`'s, at most 5 s more.
+async fn settled_scrape(
+    target: &Target,
+    before: &probe::Scrape,
+) -> anyhow::Result<Option<probe::Scrape>> {
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let open_before = before.get("fencegate_connections");
+    let mut last = None;
+    for _ in 0..50 {
+        last = probe::scrape(&target.metrics).await?;
+        match &last {
+            Some(a) if a.get("fencegate_connections") > open_before => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => break,
+        }
+    }
+    Ok(last)
 }
 
 /// Where new records will appear in the target's log.
@@ -547,11 +595,14 @@ fn ping_report(
         *errors.entry(k.clone()).or_insert(0) += n;
     }
     let processed = gateway.map(|g| g.pings_processed);
+    let sent = ctx.outcomes(f.devices, connect_s);
     PingReport {
+        reconciliation: gateway.and_then(|g| reconcile::Reconciliation::new(f.batch, &sent, g)),
+        gateway_cpu_cores: None,
         offered: series.offered,
         ping_s,
         offered_rate: series.offered as f64 / ping_s,
-        sent: ctx.outcomes(f.devices, connect_s),
+        sent,
         gateway_processed: processed,
         processed_rate: processed.map(|n| n as f64 / ping_s),
         logged: tail.map(|t| t.pings),

@@ -43,6 +43,17 @@ impl Scrape {
         self.0.get(series).copied().unwrap_or(0.0)
     }
 
+    /// The sum of every series of metric `name` whose labels include
+    /// `label` (written `key="value"`).
+    pub fn sum_with(&self, name: &str, label: &str) -> f64 {
+        let prefix = format!("{name}{{");
+        self.0
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix) && k.contains(label))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     /// Every series of metric `name` with label `label`, by label value.
     pub fn by_label(&self, name: &str, label: &str) -> BTreeMap<String, f64> {
         let prefix = format!("{name}{{");
@@ -149,6 +160,15 @@ pub struct GatewayCounts {
     pub refused: BTreeMap<String, u64>,
     /// Datagrams dropped (buffer full or log refused).
     pub datagrams_dropped: u64,
+    /// Datagrams dropped by reason (`kernel`, `buffer_full`, `rate_limit`,
+    /// `shed`, `log_busy`).
+    pub datagram_drops: BTreeMap<String, u64>,
+    /// QUIC DATAGRAM frames the gateway's quinn received
+    /// (`fencegate_datagrams_received_total`; `None` from a gateway that
+    /// does not export it).
+    pub datagrams_received: Option<u64>,
+    /// Datagrams refused by validation (`fencegate_refused_total{channel="datagram"}`).
+    pub datagrams_refused: u64,
     /// Streams answered `Busy`.
     pub busy: u64,
     /// Handshakes by kind (`full` counts every accepted connection,
@@ -191,11 +211,56 @@ impl GatewayCounts {
             datagrams_dropped: by("fencegate_datagrams_dropped_total", "reason")
                 .values()
                 .sum(),
+            datagram_drops: by("fencegate_datagrams_dropped_total", "reason"),
+            datagrams_received: after
+                .0
+                .contains_key("fencegate_datagrams_received_total")
+                .then(|| d("fencegate_datagrams_received_total")),
+            datagrams_refused: (after.sum_with("fencegate_refused_total", "channel=\"datagram\"")
+                - before.sum_with("fencegate_refused_total", "channel=\"datagram\""))
+            .max(0.0) as u64,
             busy: d("fencegate_busy_total"),
             handshakes: by("fencegate_handshakes_total", "kind"),
             connections: after.get("fencegate_connections").max(0.0) as u64,
         }
     }
+}
+
+/// CPU time (user + system) the gateway has used so far, seconds (Linux
+/// `/proc`): process `pid`'s, or with `None` the built-in gateway's threads
+/// in this process (its runtime's `gateway` threads and the log writer's
+/// `fencegate-log`, not the harness's). `None` elsewhere.
+pub fn gateway_cpu_s(pid: Option<u32>) -> Option<f64> {
+    match pid {
+        Some(p) => stat_cpu_s(&std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?),
+        None => {
+            let mut total = 0.0;
+            for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+                let Ok(text) = std::fs::read_to_string(t.path().join("stat")) else {
+                    continue;
+                };
+                let comm = text
+                    .split_once('(')
+                    .and_then(|(_, r)| r.rsplit_once(')'))
+                    .map_or("", |(c, _)| c);
+                if comm.starts_with("gateway") || comm.starts_with("fencegate-log") {
+                    total += stat_cpu_s(&text).unwrap_or(0.0);
+                }
+            }
+            Some(total)
+        }
+    }
+}
+
+/// utime + stime of one `/proc/…/stat` line, seconds (USER_HZ is 100 on
+/// Linux whatever the kernel's own tick rate).
+fn stat_cpu_s(text: &str) -> Option<f64> {
+    // Fields after the command (which may hold spaces), counted from
+    // `state` (field 3): utime and stime are fields 14 and 15.
+    let rest = text.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// Resident memory of a process, bytes (Linux `/proc`); `None` elsewhere.
@@ -229,6 +294,32 @@ mod tests {
         assert_eq!(c.pings_processed, 20);
         assert_eq!(c.busy, 3);
         assert_eq!(c.connections, 7);
+    }
+
+    #[test]
+    fn reads_cpu_time_from_a_stat_line() {
+        let line = "4242 (fence gate) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 8 0 100 0 0";
+        assert_eq!(stat_cpu_s(line), Some(3.0));
+        if cfg!(target_os = "linux") {
+            assert!(gateway_cpu_s(Some(std::process::id())).is_some());
+        }
+    }
+
+    #[test]
+    fn counts_datagram_drops_by_reason_and_refusals_by_channel() {
+        let before = Scrape::parse(
+            "fencegate_datagrams_received_total 5\nfencegate_refused_total{channel=\"datagram\",reason=\"Malformed\"} 1\n",
+        );
+        let after = Scrape::parse(
+            "fencegate_datagrams_received_total 105\nfencegate_datagrams_dropped_total{reason=\"buffer_full\"} 7\nfencegate_datagrams_dropped_total{reason=\"kernel\"} 2\nfencegate_refused_total{channel=\"datagram\",reason=\"Malformed\"} 4\nfencegate_refused_total{channel=\"punch\",reason=\"Malformed\"} 9\n",
+        );
+        let c = GatewayCounts::between(&before, &after);
+        assert_eq!(c.datagrams_received, Some(100));
+        assert_eq!(c.datagram_drops["buffer_full"], 7);
+        assert_eq!(c.datagram_drops["kernel"], 2);
+        assert_eq!(c.datagrams_refused, 3, "punch refusals are not datagrams");
+        let old = GatewayCounts::between(&Scrape::default(), &Scrape::default());
+        assert_eq!(old.datagrams_received, None);
     }
 
     #[test]

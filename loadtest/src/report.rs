@@ -11,6 +11,8 @@ use crate::baseline::RawUdp;
 use crate::fleet::FleetOutcomes;
 use crate::probe::GatewayCounts;
 use crate::punch::PunchOutcomes;
+use crate::ramp::RampReport;
+use crate::reconcile::Reconciliation;
 use crate::scenario::Scenario;
 use crate::stats::{Latency, SeriesReport};
 
@@ -79,6 +81,9 @@ pub struct Report {
     pub machine: Machine,
     /// The scenario as run (after command-line overrides).
     pub settings: Scenario,
+    /// The saturation ramp's steps and knee (`null` unless the scenario
+    /// has a `[ramp]`); the top-level figures are then the knee step's.
+    pub ramp: Option<RampReport>,
 }
 
 /// The punch load's figures.
@@ -146,6 +151,13 @@ pub struct PingReport {
     /// Per second (offered fixes; logged pings and their latency) and
     /// distribution.
     pub series: SeriesReport,
+    /// Where every datagram went, reconciled with the gateway's counters
+    /// (`null` without them, or from a gateway that does not count what it
+    /// received).
+    pub reconciliation: Option<Reconciliation>,
+    /// Cores the gateway used while the devices pinged (its CPU seconds ÷
+    /// wall seconds; `null` for a remote gateway without `--gateway-pid`).
+    pub gateway_cpu_cores: Option<f64>,
 }
 
 /// Resident memory around the fleet's connect phase.
@@ -329,10 +341,23 @@ impl Report {
             if let (Some(n), Some(r)) = (p.gateway_processed, p.processed_rate) {
                 let _ = writeln!(
                     o,
-                    "         gateway processed {n} fixes ({r:.0}/s); {} logged as ping records, {} enter/exit events",
+                    "         gateway processed {n} fixes ({r:.0}/s); {} logged as ping records, {} enter/exit events{}",
                     p.logged.map_or("?".into(), |n| n.to_string()),
-                    p.fence_events.map_or("?".into(), |n| n.to_string())
+                    p.fence_events.map_or("?".into(), |n| n.to_string()),
+                    p.gateway_cpu_cores
+                        .map_or(String::new(), |c| format!("; gateway CPU {c:.2} cores"))
                 );
+            }
+            match &p.reconciliation {
+                Some(r) => {
+                    let _ = writeln!(o, "reconcile datagrams: {}", r.line());
+                }
+                None => {
+                    let _ = writeln!(
+                        o,
+                        "reconcile not possible: the gateway's counters are unreadable (give --metrics-url) or it does not export fencegate_datagrams_received_total"
+                    );
+                }
             }
         }
         if let Some(g) = &self.gateway {
@@ -386,6 +411,9 @@ impl Report {
                 self.baseline_ratio
                     .map_or("-".into(), |r| format!("{r:.4} of it"))
             );
+        }
+        if let Some(r) = &self.ramp {
+            o.push_str(&r.summary());
         }
         if self.audit.is_none() && self.audit_jetstream.is_none() {
             let _ = writeln!(o, "audit    not run (add --audit)");

@@ -45,6 +45,53 @@ pub struct Scenario {
     /// `--target` is given; ignored for a remote target.
     #[serde(default)]
     pub gateway: BuiltInGateway,
+    /// Saturation mode: run the fleet in steps of rising ping rate until
+    /// the gateway saturates, and report the knee.
+    pub ramp: Option<Ramp>,
+}
+
+/// `[ramp]`: the fleet's ping rate stepped up until the gateway saturates
+/// (drops above `max_drop_share` or fix→log p99 above `max_p99_ms`). Each
+/// step connects the fleet afresh and pings for `step_s` at
+/// `fleet.ping_interval_s ÷ factor^step`; the interval never goes below
+/// one millisecond per fix of the batch.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ramp {
+    /// Each step's ping rate is this many times the previous step's.
+    ///
+    /// `1.25` unless set.
+    pub factor: f64,
+    /// Seconds of pinging per step.
+    ///
+    /// `4` unless set.
+    pub step_s: f64,
+    /// Most steps (the run stops earlier at the knee).
+    ///
+    /// `14` unless set.
+    pub max_steps: u32,
+    /// A step that loses more than this share of the datagrams sent (every
+    /// counted drop, plus the harness's own) is past the knee.
+    ///
+    /// `0.01` unless set.
+    pub max_drop_share: f64,
+    /// A step whose fix→log p99 is above this many milliseconds is past
+    /// the knee (unchecked when the log cannot be tailed).
+    ///
+    /// `50` unless set.
+    pub max_p99_ms: f64,
+}
+
+impl Default for Ramp {
+    fn default() -> Self {
+        Self {
+            factor: 1.25,
+            step_s: 4.0,
+            max_steps: 14,
+            max_drop_share: 0.01,
+            max_p99_ms: 50.0,
+        }
+    }
 }
 
 fn default_seed() -> u64 {
@@ -252,6 +299,13 @@ pub struct BuiltInGateway {
     pub retry_above_handshakes_per_s: Option<u32>,
     /// `quic.max_connections`.
     pub max_connections: Option<usize>,
+    /// `quic.ping_datagrams_per_s` (a fleet pinging faster than the
+    /// default one datagram a second per device needs it raised).
+    pub ping_datagrams_per_s: Option<u32>,
+    /// `quic.ping_burst`.
+    pub ping_burst: Option<u32>,
+    /// `quic.datagram_buffer`, bytes.
+    pub datagram_buffer: Option<usize>,
 }
 
 /// Command-line overrides, applied before the scenario is checked.
@@ -484,6 +538,32 @@ impl Scenario {
             }
             if !pos(f.connect_rate) {
                 p.push("fleet.connect_rate must be positive".into());
+            }
+        }
+        if let Some(r) = &self.ramp {
+            if !(r.factor > 1.0 && r.factor <= 4.0) {
+                p.push(format!(
+                    "ramp.factor = {} must be above 1 and at most 4",
+                    r.factor
+                ));
+            }
+            if !pos(r.step_s) {
+                p.push("ramp.step_s must be a positive number of seconds".into());
+            }
+            if !(1..=64).contains(&r.max_steps) {
+                p.push(format!("ramp.max_steps = {} must be 1 to 64", r.max_steps));
+            }
+            if !(r.max_drop_share > 0.0 && r.max_drop_share < 1.0) {
+                p.push("ramp.max_drop_share must be between 0 and 1".into());
+            }
+            if !pos(r.max_p99_ms) {
+                p.push("ramp.max_p99_ms must be positive".into());
+            }
+            if self.fleet.is_none() || self.punch.is_some() {
+                p.push(
+                    "[ramp] steps a fleet's ping rate: give the scenario a [fleet] and no [punch]"
+                        .into(),
+                );
             }
         }
         let g = &self.gateway;

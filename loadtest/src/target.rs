@@ -369,6 +369,15 @@ fn builtin_config(
     if let Some(m) = g.max_connections {
         raw.quic.max_connections = m;
     }
+    if let Some(r) = g.ping_datagrams_per_s {
+        raw.quic.ping_datagrams_per_s = r;
+    }
+    if let Some(b) = g.ping_burst {
+        raw.quic.ping_burst = b;
+    }
+    if let Some(b) = g.datagram_buffer {
+        raw.quic.datagram_buffer = b;
+    }
     if let Some(js) = jetstream {
         raw.sinks = vec![fencegate::sink::RawSink {
             name: "loadtest".into(),
@@ -383,6 +392,8 @@ fn builtin_config(
     let punches = s.punch.as_ref().map_or(0, |p| p.employees as usize * 2);
     raw.dedup.max_punch_keys = raw.dedup.max_punch_keys.max(punches * 2 + 1_000);
     let devices = s.fleet.as_ref().map_or(0, |f| f.devices as usize);
-    raw.dedup.max_devices = raw.dedup.max_devices.max(devices + 1_000);
+    // A ramp connects a fresh fleet each step.
+    let fleets = s.ramp.as_ref().map_or(1, |r| r.max_steps as usize);
+    raw.dedup.max_devices = raw.dedup.max_devices.max(devices * fleets + 1_000);
     Config::compile(raw, "built-in gateway").map_err(|e| anyhow::anyhow!("{e}"))
 }

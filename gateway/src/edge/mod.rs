@@ -734,9 +734,13 @@ async fn handle_connection(
         ctx.settings.ping_burst,
         clock::unix_ms(),
     );
-    // Datagrams taken from quinn, to tell at the end how many it discarded
-    // from a full receive buffer (it drops the oldest without telling).
-    let mut datagrams_read: u64 = 0;
+    // quinn drops the oldest datagram without telling when a connection's
+    // receive buffer is full; `DatagramTally` tells it from quinn's count
+    // of DATAGRAM frames received and the ones this loop read, once a
+    // second while the connection lives and once more at its close.
+    let mut tally = DatagramTally::default();
+    let mut tally_tick = tokio::time::interval(DATAGRAM_TALLY_EVERY);
+    tally_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
@@ -747,11 +751,14 @@ async fn handle_connection(
             }
             r = conn.read_datagram() => match r {
                 Ok(d) => {
-                    datagrams_read += 1;
+                    tally.read += 1;
                     on_datagram(ctx, &session, device, &d);
                 }
                 Err(_) => break,
             },
+            _ = tally_tick.tick() => {
+                tally.sample(&conn, &ctx.metrics, |d| on_datagram(ctx, &session, device, &d));
+            }
             r = conn.accept_bi() => match r {
                 Ok((send, recv)) => {
                     let (ctx2, s2) = (ctx.clone(), session.clone());
@@ -769,10 +776,95 @@ async fn handle_connection(
         }
     }
     ctx.ping_buckets.close(device);
-    let received = conn.stats().frame_rx.datagram;
-    ctx.metrics
-        .datagrams_buffer_full
-        .increment(received.saturating_sub(datagrams_read));
+    tally.close(&conn, &ctx.metrics);
+}
+
+/// How often a connection's task counts the datagrams quinn discarded
+/// from its full receive buffer: often enough that `/metrics` shows drops
+/// during a burst, rarely enough that the lock `Connection::stats` takes
+/// is no cost (one per connection per second, never one per datagram).
+pub const DATAGRAM_TALLY_EVERY: Duration = Duration::from_secs(1);
+
+/// Most datagrams a tally reads out of quinn's buffer before giving up on
+/// this second's lower bound (datagrams arriving as fast as they are read
+/// would otherwise keep it reading).
+const DATAGRAM_TALLY_DRAIN: u64 = 4_096;
+
+/// One connection's datagram accounting: DATAGRAM frames quinn received
+/// (`fencegate_datagrams_received_total`), the ones the connection task
+/// read, and the difference already counted as
+/// `fencegate_datagrams_dropped_total{reason="buffer_full"}`.
+#[derive(Debug, Default)]
+struct DatagramTally {
+    /// Datagrams taken from quinn by this connection's task.
+    read: u64,
+    /// quinn's DATAGRAM frame count already added to the received counter.
+    received: u64,
+    /// Datagrams already counted as dropped from a full buffer.
+    dropped: u64,
+}
+
+impl DatagramTally {
+    /// Counts what quinn received and dropped since the last sample.
+    ///
+    /// Received minus read is the drops plus what still waits in the
+    /// buffer, and the waiting ones must not count: they will be read. So
+    /// the received count is taken first, then the buffer is read empty
+    /// (each datagram handed to `on_datagram`, as the loop would): every
+    /// datagram received before the count was then either read or
+    /// dropped, and received − read is at most the drops (reads of later
+    /// arrivals only lower it). Counting only its growth keeps the
+    /// counter a lower bound that the close makes exact.
+    fn sample(
+        &mut self,
+        conn: &quinn::Connection,
+        metrics: &EdgeMetrics,
+        mut on_datagram: impl FnMut(bytes::Bytes),
+    ) {
+        use futures::FutureExt as _;
+        let received = conn.stats().frame_rx.datagram;
+        self.add_received(received, metrics);
+        for _ in 0..DATAGRAM_TALLY_DRAIN {
+            match conn.read_datagram().now_or_never() {
+                Some(Ok(d)) => {
+                    self.read += 1;
+                    on_datagram(d);
+                }
+                // Closed: the close accounting counts the rest.
+                Some(Err(_)) => return,
+                None => {
+                    self.add_dropped(received.saturating_sub(self.read), metrics);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// At the connection's end: whatever was received and not read was
+    /// dropped from the full buffer or left unread in it.
+    fn close(&mut self, conn: &quinn::Connection, metrics: &EdgeMetrics) {
+        let received = conn.stats().frame_rx.datagram;
+        self.add_received(received, metrics);
+        self.add_dropped(received.saturating_sub(self.read), metrics);
+    }
+
+    fn add_received(&mut self, received: u64, metrics: &EdgeMetrics) {
+        if received > self.received {
+            metrics
+                .datagrams_received
+                .increment(received - self.received);
+            self.received = received;
+        }
+    }
+
+    fn add_dropped(&mut self, dropped: u64, metrics: &EdgeMetrics) {
+        if dropped > self.dropped {
+            metrics
+                .datagrams_buffer_full
+                .increment(dropped - self.dropped);
+            self.dropped = dropped;
+        }
+    }
 }
 
 fn on_datagram(ctx: &EdgeContext, session: &Session, device: (u64, u64), data: &[u8]) {

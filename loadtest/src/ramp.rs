@@ -1,0 +1,309 @@
+//! Saturation mode (`[ramp]`): the fleet's ping rate stepped up by
+//! `ramp.factor` every step until the gateway saturates, and the knee
+//! reported beside the raw-UDP baseline measured in the same run.
+//!
+//! A step is an ordinary fleet run (`run_on`) at one ping interval: a
+//! fresh fleet connects, pings for `ramp.step_s`, and its datagrams are
+//! reconciled with the gateway's counters. The knee is the last step
+//! that passed: drops at most `max_drop_share` of what was sent, fix→log
+//! p99 at most `max_p99_ms`, and the harness able to offer the step's
+//! rate (a co-located harness that cannot is no measure of the gateway).
+//! A step that fails runs once more; the ramp stops at a step that fails
+//! twice in a row, at `max_steps`, or when
+//! the interval reaches its floor; it is bounded in steps and each step in
+//! time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::reconcile::Reconciliation;
+use crate::report::Report;
+use crate::scenario::{Ramp, Scenario};
+use crate::target::Target;
+use crate::world::World;
+use crate::{BaselineKind, Options, baseline, fleet};
+
+/// A step that sent less than this share of its scheduled fixes measured
+/// the harness, not the gateway.
+const MIN_SENT_SHARE: f64 = 0.9;
+
+/// One step of the ramp.
+#[derive(Debug, Clone, Serialize)]
+pub struct RampStep {
+    /// Step number, from 0.
+    pub step: u32,
+    /// Seconds between a device's datagrams in this step.
+    pub ping_interval_s: f64,
+    /// Fixes per second the schedule offered.
+    pub offered_fixes_per_s: f64,
+    /// Fixes per second the devices handed to QUIC.
+    pub sent_fixes_per_s: f64,
+    /// Fixes per second the gateway processed (its counters).
+    pub processed_fixes_per_s: f64,
+    /// Datagrams per second the gateway received (its quinn's count; the
+    /// processed fixes ÷ batch when it does not export that).
+    pub datagrams_per_s: f64,
+    /// Share of the datagrams sent that were lost, any cause.
+    pub drop_share: f64,
+    /// Datagrams no counter explains (`null` without the gateway's
+    /// received count).
+    pub unexplained: Option<u64>,
+    /// Fix → log p99, ms (`null` when the log could not be tailed or
+    /// nothing was logged).
+    pub p99_ms: Option<f64>,
+    /// Cores the gateway used (`null` when unmeasurable).
+    pub gateway_cpu_cores: Option<f64>,
+    /// Where the step's datagrams went (`null` without the gateway's
+    /// received count).
+    pub reconciliation: Option<Reconciliation>,
+    /// Within every bound.
+    pub passed: bool,
+    /// Which bound it broke (empty when it passed).
+    pub why: String,
+}
+
+/// The whole ramp and its knee.
+#[derive(Debug, Clone, Serialize)]
+pub struct RampReport {
+    /// The ramp's settings.
+    pub settings: Ramp,
+    /// Every step run, in order.
+    pub steps: Vec<RampStep>,
+    /// The last step within every bound (`null` if even the first broke
+    /// one).
+    pub knee: Option<RampStep>,
+    /// Why the ramp stopped.
+    pub stopped_by: String,
+    /// The knee's datagrams per second ÷ the raw-UDP baseline's at the
+    /// same datagram size (`null` without `--baseline raw-udp`).
+    pub knee_baseline_ratio: Option<f64>,
+}
+
+impl RampStep {
+    fn from_report(step: u32, interval_s: f64, r: &Report, ramp: &Ramp) -> anyhow::Result<Self> {
+        let p = r.pings.as_ref().context("a ramp step has a fleet load")?;
+        let f = r
+            .settings
+            .fleet
+            .as_ref()
+            .context("a ramp step has a fleet")?;
+        let secs = p.ping_s.max(1e-3);
+        let batch = f64::from(f.batch.max(1));
+        let offered = f.devices as f64 * batch / interval_s;
+        let sent = p.sent.fixes_sent as f64 / secs;
+        let processed = p.gateway_processed.map_or(0.0, |n| n as f64 / secs);
+        let recon = p.reconciliation.as_ref();
+        let datagrams_per_s = recon.map_or(processed / batch, |c| c.gateway_received as f64 / secs);
+        let drop_share = match recon {
+            Some(c) => c.drop_share,
+            None if p.sent.fixes_sent > 0 => {
+                1.0 - p.gateway_processed.unwrap_or(0) as f64 / p.sent.fixes_sent as f64
+            }
+            None => 0.0,
+        };
+        let p99_ms = p.latency_ms.filter(|l| l.count > 0).map(|l| l.p99);
+        let mut why = Vec::new();
+        if p.gateway_processed.is_none() {
+            why.push("the gateway's counters are unreadable (give --metrics-url)".to_owned());
+        }
+        if drop_share > ramp.max_drop_share {
+            why.push(format!(
+                "drops {:.2} % > {:.2} %",
+                drop_share * 100.0,
+                ramp.max_drop_share * 100.0
+            ));
+        }
+        if let Some(l) = p99_ms.filter(|l| *l > ramp.max_p99_ms) {
+            why.push(format!("fix→log p99 {l:.1} ms > {} ms", ramp.max_p99_ms));
+        }
+        if sent < offered * MIN_SENT_SHARE {
+            why.push(format!(
+                "the harness sent {sent:.0} of {offered:.0} fixes/s scheduled (it is the bottleneck)"
+            ));
+        }
+        if let Some(u) = recon.map(|c| c.unexplained).filter(|u| *u > 0) {
+            why.push(format!("{u} datagrams unexplained"));
+        }
+        Ok(Self {
+            step,
+            ping_interval_s: interval_s,
+            offered_fixes_per_s: offered,
+            sent_fixes_per_s: sent,
+            processed_fixes_per_s: processed,
+            datagrams_per_s,
+            drop_share,
+            unexplained: recon.map(|c| c.unexplained),
+            p99_ms,
+            gateway_cpu_cores: p.gateway_cpu_cores,
+            reconciliation: recon.cloned(),
+            passed: why.is_empty(),
+            why: why.join("; "),
+        })
+    }
+
+    /// One line for the terminal summary.
+    pub fn line(&self) -> String {
+        format!(
+            "{:>4} {:>8.3} {:>10.0} {:>10.0} {:>10.0} {:>9.0} {:>7.2} {:>8} {:>6} {:>5}  {}",
+            self.step,
+            self.ping_interval_s,
+            self.offered_fixes_per_s,
+            self.sent_fixes_per_s,
+            self.processed_fixes_per_s,
+            self.datagrams_per_s,
+            self.drop_share * 100.0,
+            self.p99_ms.map_or("-".into(), |l| format!("{l:.1}")),
+            self.gateway_cpu_cores
+                .map_or("-".into(), |c| format!("{c:.2}")),
+            self.unexplained.map_or("-".into(), |u| u.to_string()),
+            if self.passed { "ok" } else { &self.why }
+        )
+    }
+}
+
+impl RampReport {
+    /// The terminal summary's ramp table and knee.
+    pub fn summary(&self) -> String {
+        let mut o = format!(
+            "ramp     ×{} every {} s, bounds: drops ≤ {:.2} %, fix→log p99 ≤ {} ms\n{:>4} {:>8} {:>10} {:>10} {:>10} {:>9} {:>7} {:>8} {:>6} {:>5}\n",
+            self.settings.factor,
+            self.settings.step_s,
+            self.settings.max_drop_share * 100.0,
+            self.settings.max_p99_ms,
+            "step",
+            "interval",
+            "offered/s",
+            "sent/s",
+            "processed",
+            "dgrams/s",
+            "drops%",
+            "p99 ms",
+            "cpu",
+            "unexp"
+        );
+        for s in &self.steps {
+            o.push_str(&s.line());
+            o.push('\n');
+        }
+        match &self.knee {
+            Some(k) => o.push_str(&format!(
+                "knee     step {}: {:.0} fixes/s processed, {:.0} datagrams/s, gateway CPU {}; {}; stopped: {}\n",
+                k.step,
+                k.processed_fixes_per_s,
+                k.datagrams_per_s,
+                k.gateway_cpu_cores
+                    .map_or("unmeasured".into(), |c| format!("{c:.2} cores")),
+                self.knee_baseline_ratio.map_or("no baseline (add --baseline raw-udp)".into(), |r| format!(
+                    "{r:.4} of raw UDP at the same size"
+                )),
+                self.stopped_by
+            )),
+            None => o.push_str(&format!(
+                "knee     none: the first step already broke a bound ({})\n",
+                self.stopped_by
+            )),
+        }
+        o
+    }
+}
+
+/// Runs the ramp of scenario `s` against `target`. The report's top-level
+/// figures are the knee step's (the first step's when none passed), with
+/// the ramp, the baseline and the knee's ratio to it attached.
+pub(crate) fn run(
+    s: &Scenario,
+    ramp: &Ramp,
+    opts: &Options,
+    world: &Arc<World>,
+    target: &Target,
+) -> anyhow::Result<Report> {
+    let f = s.fleet.as_ref().context("[ramp] needs a [fleet]")?;
+    let baseline = match opts.baseline {
+        Some(BaselineKind::RawUdp) => Some(baseline::raw_udp(
+            fleet::datagram_size(f.batch),
+            Duration::from_secs(2),
+        )?),
+        None => None,
+    };
+    let step_opts = Options {
+        baseline: None,
+        ..opts.clone()
+    };
+    // The scenario check's floor: at least 1 ms between the batch's fixes.
+    let floor_ms = f64::from(f.batch.max(10));
+    let mut steps = Vec::new();
+    let mut reports = Vec::new();
+    let mut stopped_by = format!("ramp.max_steps = {} reached", ramp.max_steps);
+    let mut last_ms = f64::INFINITY;
+    for k in 0..ramp.max_steps {
+        let ms = (f.ping_interval_s * 1_000.0 / ramp.factor.powi(k as i32))
+            .round()
+            .max(floor_ms);
+        if ms >= last_ms {
+            stopped_by = format!(
+                "the ping interval reached its floor ({ms} ms for {} fixes a datagram); add devices for more",
+                f.batch
+            );
+            break;
+        }
+        last_ms = ms;
+        let mut step = s.clone();
+        step.ramp = None;
+        step.duration_s = ramp.step_s;
+        step.drain_s = step.drain_s.min(10.0);
+        if let Some(sf) = step.fleet.as_mut() {
+            sf.ping_interval_s = ms / 1_000.0;
+        }
+        // A step that breaks a bound runs once more before it ends the
+        // ramp: on a shared machine one fsync stall can put a 4 s step's
+        // p99 over its bound below the real knee.
+        let mut passed = false;
+        for attempt in 0..2 {
+            let r = crate::run_on(&step, &step_opts, world, target)
+                .with_context(|| format!("ramp step {k} (ping interval {ms} ms)"))?;
+            let mut st = RampStep::from_report(k, ms / 1_000.0, &r, ramp)?;
+            passed = st.passed;
+            if !passed {
+                if attempt == 0 {
+                    st.why.push_str(" (runs again)");
+                } else {
+                    stopped_by = format!("step {k}, twice: {}", st.why);
+                }
+            }
+            steps.push(st);
+            reports.push(r);
+            if passed {
+                break;
+            }
+        }
+        if !passed {
+            break;
+        }
+    }
+    let knee = steps.iter().rposition(|s| s.passed);
+    let mut report = reports.swap_remove(knee.unwrap_or(0));
+    let knee = knee.map(|i| steps[i].clone());
+    let knee_baseline_ratio = match (&knee, &baseline) {
+        (Some(k), Some(b)) => Some(k.datagrams_per_s / b.datagrams_per_s.max(1.0)),
+        _ => None,
+    };
+    report.baseline_ratio = match &baseline {
+        Some(b) => report.pings.as_ref().map(|p| {
+            p.processed_rate.unwrap_or(0.0) / f64::from(f.batch.max(1)) / b.datagrams_per_s.max(1.0)
+        }),
+        None => None,
+    };
+    report.baseline = baseline;
+    report.settings = s.clone();
+    report.ramp = Some(RampReport {
+        settings: ramp.clone(),
+        steps,
+        knee,
+        stopped_by,
+        knee_baseline_ratio,
+    });
+    Ok(report)
+}
