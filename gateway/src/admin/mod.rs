@@ -14,6 +14,7 @@
 //! | `GET /v1/records` | every role | attendance records from the log: super and tenant tokens read their tenants', a supervisor its department's anomalies and pending approvals, an employee their own |
 //! | `GET /v1/qr/{site}` | super or tenant | the site's current QR code (JSON, `?format=svg` for a screen, `?format=text`) |
 //! | `GET /v1/days` | every role | day results (`tenant`, `date`, optional `department`, `employee`) from the results store, scoped as `/v1/records` (`days.rs`) |
+//! | `GET /v1/approvals`, `POST /v1/approvals/{record_id}/decision` | supervisor, tenant, super | punches waiting for approval and decisions on them, appended to the log before the answer (`approvals.rs`) |
 //!
 //! No route changes a record: the log is append-only, for every role
 //! including the super admin (a correction is a new punch or an approval
@@ -22,6 +23,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod approvals;
 pub mod days;
 
 use arc_swap::ArcSwap;
@@ -144,6 +146,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/records", get(crate::rules::api::get_records))
         .route("/v1/qr/{site}", get(crate::rules::api::get_qr))
         .route("/v1/days", get(days::get_days))
+        .route("/v1/approvals", get(approvals::get_approvals))
+        .route(
+            "/v1/approvals/{record_id}/decision",
+            axum::routing::post(approvals::post_decision),
+        )
         .with_state(state)
 }
 

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS punches (
     department TEXT,
     slot TEXT,
     -- 1 for a make-up punch (an approved correction, record_id
-    -- 'makeup:<correction id>'); NULL for a device's punch.
+    -- 'makeup:<correction id>'), NULL for a device's punch.
     makeup BIGINT
 );
 CREATE INDEX IF NOT EXISTS punches_by_employee ON punches (tenant, employee, at_ms);
@@ -56,7 +56,7 @@ CREATE INDEX IF NOT EXISTS day_results_by_date ON day_results (tenant, date, dep
 -- HR records (docs/ATTENDANCE.md, "HR records"): each is a record of the
 -- log, folded in here by the materializer in log order.
 
--- Decisions on punches waiting for approval; the first per record wins.
+-- Decisions on punches waiting for approval (the first per record wins).
 CREATE TABLE IF NOT EXISTS decisions (
     tenant TEXT NOT NULL,
     decision_id TEXT NOT NULL,

@@ -302,10 +302,7 @@ pub fn compute_with(
         let (mut pending, mut field) = (false, false);
         for (p, _) in mine {
             pending |= p.pending();
-            // An out-of-range punch a supervisor approved counts as a field
-            // punch.
-            field |= p.status == AttendanceStatus::Field
-                || (p.verdict == Verdict::OutOfRange && p.decision == Some(true));
+            field |= p.status == AttendanceStatus::Field;
             if p.kind == PunchKind::Out {
                 out_ms = Some(out_ms.map_or(p.at_ms, |o| o.max(p.at_ms)));
             } else {
