@@ -136,9 +136,7 @@ pub(crate) fn req_str(
     what: &str,
 ) -> Result<String, Response> {
     match m.get(field) {
-        None | Some(Value::Null) => Err(unprocessable(format!(
-            "{field} is required: {what}"
-        ))),
+        None | Some(Value::Null) => Err(unprocessable(format!("{field} is required: {what}"))),
         Some(Value::String(s)) if s.trim().is_empty() => Err(unprocessable(format!(
             "{field} is empty; it must be {what}"
         ))),
@@ -146,9 +144,7 @@ pub(crate) fn req_str(
             "{field} is longer than {max} characters; shorten it"
         ))),
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(unprocessable(format!(
-            "{field} must be a string: {what}"
-        ))),
+        Some(_) => Err(unprocessable(format!("{field} must be a string: {what}"))),
     }
 }
 
@@ -164,9 +160,7 @@ pub(crate) fn opt_str(
             "{field} is longer than {max} characters; shorten it"
         ))),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(unprocessable(format!(
-            "{field} must be a string or null"
-        ))),
+        Some(_) => Err(unprocessable(format!("{field} must be a string or null"))),
     }
 }
 
@@ -321,7 +315,10 @@ pub async fn get_approvals(
         }
     };
     let mut department = params.get("department").cloned();
-    if let Role::Supervisor { department: own, .. } = &token.role {
+    if let Role::Supervisor {
+        department: own, ..
+    } = &token.role
+    {
         if department.as_deref().is_some_and(|d| d != own) {
             return error(
                 StatusCode::FORBIDDEN,

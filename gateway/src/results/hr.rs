@@ -627,11 +627,10 @@ async fn touch_punch(
     record_id: &str,
     touched: &mut Touched,
 ) -> Result<(), sqlx::Error> {
-    let Some(r) =
-        sqlx::query("SELECT employee, kind, at_ms FROM punches WHERE record_id = $1")
-            .bind(record_id)
-            .fetch_optional(&mut **tx)
-            .await?
+    let Some(r) = sqlx::query("SELECT employee, kind, at_ms FROM punches WHERE record_id = $1")
+        .bind(record_id)
+        .fetch_optional(&mut **tx)
+        .await?
     else {
         return Ok(());
     };

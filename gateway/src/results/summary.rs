@@ -367,11 +367,12 @@ impl ResultsStore {
 
     /// Whether `tenant`'s `month` is archived.
     pub async fn is_archived(&self, tenant: &str, month: &str) -> Result<bool, sqlx::Error> {
-        let row = sqlx::query("SELECT 1 AS one FROM month_archives WHERE tenant = $1 AND month = $2")
-            .bind(tenant)
-            .bind(month)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT 1 AS one FROM month_archives WHERE tenant = $1 AND month = $2")
+                .bind(tenant)
+                .bind(month)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.is_some())
     }
 }
@@ -520,5 +521,27 @@ pub fn summary_json(tenant: &str, s: &MonthSummary) -> serde_json::Value {
             "month": s.previous,
             "employees": s.adjustments.iter().map(employee_json).collect::<Vec<_>>(),
         },
+    })
+}
+
+/// The payroll export as JSON: `columns` and one object per row.
+pub fn payroll_json(tenant: &str, s: &MonthSummary) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = payroll_rows(tenant, s)
+        .into_iter()
+        .map(|r| {
+            let m: serde_json::Map<String, serde_json::Value> = PAYROLL_COLUMNS
+                .iter()
+                .zip(r)
+                .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v)))
+                .collect();
+            serde_json::Value::Object(m)
+        })
+        .collect();
+    serde_json::json!({
+        "tenant": tenant,
+        "month": s.month,
+        "archived": s.archived_ms.is_some(),
+        "columns": PAYROLL_COLUMNS,
+        "rows": rows,
     })
 }
