@@ -108,7 +108,8 @@ impl Materializer {
                     // this runs live or in a rebuild.
                     let tenant = view.tenant();
                     flush(&mut tx, &rules, &mut touched, now_ms).await?;
-                    close_tenant(&mut tx, &rules, tenant, view.gateway_time_ms()).await?;
+                    let last = super::summary::last_day_of(m.month());
+                    close_tenant(&mut tx, &rules, tenant, view.gateway_time_ms(), last).await?;
                     super::summary::archive(
                         &mut tx,
                         tenant,
@@ -178,7 +179,7 @@ impl Materializer {
         tenants.sort_unstable();
         for tenant in tenants {
             let mut tx = self.store.begin().await?;
-            written += close_tenant(&mut tx, &rules, tenant, now_ms).await?;
+            written += close_tenant(&mut tx, &rules, tenant, now_ms, None).await?;
             tx.commit().await?;
         }
         Ok(written)
@@ -304,12 +305,14 @@ async fn flush(
 
 /// Closes `tenant`'s days whose close time has passed by `now_ms`: each
 /// employee of the group's roster (and anyone with a row that day) gets
-/// the day recomputed as closed. Returns the employee days written.
+/// the day recomputed as closed; no day after `until` (a month archive
+/// closes its month only). Returns the employee days written.
 async fn close_tenant(
     tx: &mut Tx,
     rules: &Rules,
     tenant: &str,
     now_ms: i64,
+    until: Option<i32>,
 ) -> Result<usize, sqlx::Error> {
     let t = rules.tenant(tenant);
     let mut written = 0;
@@ -317,7 +320,7 @@ async fn close_tenant(
         return Ok(0);
     };
     let local = now_ms + t.tz_table.offset_ms(&t.tz, now_ms);
-    let today = local.div_euclid(86_400_000) as i32;
+    let today = (local.div_euclid(86_400_000) as i32).min(until.unwrap_or(i32::MAX));
     for (gi, group) in t.groups.iter().enumerate() {
         let key = format!("closed:{tenant}:{}", group.name);
         let mut next = ResultsStore::meta(tx, &key)

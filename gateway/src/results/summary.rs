@@ -112,6 +112,17 @@ pub fn valid_month(s: &str) -> bool {
         && s[5..].parse::<u8>().is_ok_and(|m| (1..=12).contains(&m))
 }
 
+/// The day number of the last day of `YYYY-MM` (`None` if not a month).
+pub fn last_day_of(month: &str) -> Option<i32> {
+    if !valid_month(month) {
+        return None;
+    }
+    let y: i16 = month[..4].parse().ok()?;
+    let m: i8 = month[5..].parse().ok()?;
+    let first = jiff::civil::Date::new(y, m, 1).ok()?;
+    Some(crate::rules::schedule::day_of(first.last_of_month()))
+}
+
 /// The month before `YYYY-MM`.
 pub fn previous_month(month: &str) -> String {
     let y: i32 = month[..4].parse().unwrap_or(1970);
