@@ -208,6 +208,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(cmd::sinks::replay(&args))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Export(cmd::export::ExportArgs {
+            command: Some(cmd::export::ExportCommand::Payroll(args)),
+            ..
+        }) => {
+            cmd::payroll::payroll(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Export(args) => {
             cmd::export::export(&args)?; // prints its own summary to stderr
             Ok(ExitCode::SUCCESS)

@@ -5,7 +5,7 @@
 //! punch carries `attendance_time_ms` and `terminal_auth`, as
 //! docs/ATTENDANCE.md promises.
 
-use fencegate_schema::{RecordBodyView, RecordView};
+use fencegate_schema::{HrView, RecordBodyView, RecordView};
 use serde_json::{Value, json};
 
 /// Formats a 16-byte id as a UUID string (8-4-4-4-12 lower-case hex).
@@ -132,8 +132,77 @@ pub fn record_json(r: &RecordView<'_>) -> Value {
             obj.insert("lat".into(), e.lat().into());
             obj.insert("lon".into(), e.lon().into());
         }
+        RecordBodyView::Hr(h) => hr_json(h, obj),
     }
     v
+}
+
+/// The fields of an HR record (docs/ATTENDANCE.md, "HR records"); `type`
+/// tells them apart downstream.
+fn hr_json(h: HrView<'_>, obj: &mut serde_json::Map<String, Value>) {
+    match h {
+        HrView::Decision(d) => {
+            obj.insert("type".into(), "approval_decision".into());
+            obj.insert(
+                "target_record_id".into(),
+                uuid(&d.target_record_id().0).into(),
+            );
+            obj.insert("decision_id".into(), d.decision_id().into());
+            obj.insert(
+                "decision".into(),
+                if d.approve() { "approve" } else { "reject" }.into(),
+            );
+            obj.insert("decider".into(), d.decider().into());
+            obj.insert("role".into(), d.role().into());
+            obj.insert("comment".into(), d.comment().into());
+            obj.insert("employee_id".into(), d.employee_id().into());
+            obj.insert("department".into(), d.department().into());
+        }
+        HrView::Correction(c) => {
+            obj.insert("type".into(), "correction".into());
+            obj.insert("correction_id".into(), c.correction_id().into());
+            obj.insert("employee_id".into(), c.employee_id().into());
+            obj.insert("date".into(), c.date().into());
+            obj.insert("slot".into(), c.slot().into());
+            obj.insert("kind".into(), snake(c.kind().variant_name()).into());
+            obj.insert("at_ms".into(), c.at_ms().into());
+            obj.insert("reason".into(), c.reason().into());
+            obj.insert("evidence_ref".into(), c.evidence_ref().into());
+            obj.insert("requested_by".into(), c.requested_by().into());
+            obj.insert("department".into(), c.department().into());
+            obj.insert("evidence_due_ms".into(), c.evidence_due_ms().into());
+        }
+        HrView::CorrectionDecision(d) => {
+            obj.insert("type".into(), "correction_decision".into());
+            obj.insert("correction_id".into(), d.correction_id().into());
+            obj.insert("decision_id".into(), d.decision_id().into());
+            obj.insert(
+                "decision".into(),
+                if d.approve() { "approve" } else { "reject" }.into(),
+            );
+            obj.insert("decider".into(), d.decider().into());
+            obj.insert("role".into(), d.role().into());
+            obj.insert("comment".into(), d.comment().into());
+            obj.insert("employee_id".into(), d.employee_id().into());
+            obj.insert("kind".into(), snake(d.kind().variant_name()).into());
+            obj.insert("at_ms".into(), d.at_ms().into());
+            obj.insert("slot".into(), d.slot().into());
+        }
+        HrView::Leave(l) => {
+            obj.insert("type".into(), "leave".into());
+            obj.insert("source_id".into(), l.source_id().into());
+            obj.insert("employee_id".into(), l.employee_id().into());
+            obj.insert("from".into(), l.from_date().into());
+            obj.insert("to".into(), l.to_date().into());
+            obj.insert("leave_type".into(), l.leave_type().into());
+            obj.insert("entered_by".into(), l.entered_by().into());
+        }
+        HrView::MonthArchive(m) => {
+            obj.insert("type".into(), "month_archive".into());
+            obj.insert("month".into(), m.month().into());
+            obj.insert("archived_by".into(), m.archived_by().into());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -98,7 +98,9 @@ fn decode(records: &[Vec<u8>]) -> Vec<Out> {
                 heartbeat: p.heartbeat(),
                 late: p.late(),
             },
-            RecordBodyView::Punch(_) => panic!("a ping batch made a punch record"),
+            RecordBodyView::Punch(_) | RecordBodyView::Hr(_) => {
+                panic!("a ping batch made a punch or HR record")
+            }
         })
         .collect()
 }

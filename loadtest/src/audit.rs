@@ -156,6 +156,9 @@ pub enum Seen<'a> {
         /// The device.
         device: &'a str,
     },
+    /// An HR record (approval decision, make-up, leave, archive): no
+    /// device wrote it, so the audit only counts it as scanned.
+    Other,
 }
 
 impl<'a> Seen<'a> {
@@ -175,6 +178,7 @@ impl<'a> Seen<'a> {
             RecordBodyView::FenceEvent(e) => Seen::Event {
                 device: e.device_id(),
             },
+            RecordBodyView::Hr(_) => Seen::Other,
         }
     }
 }
@@ -283,6 +287,7 @@ impl<'b> Reconciler<'b> {
                     r.fence_events += 1;
                 }
             }
+            Seen::Other => {}
         }
     }
 

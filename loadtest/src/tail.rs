@@ -119,7 +119,7 @@ fn follow(
                         counts.events += 1;
                     }
                 }
-                RecordBodyView::Punch(_) => {}
+                RecordBodyView::Punch(_) | RecordBodyView::Hr(_) => {}
             }
         }
         if stopping {

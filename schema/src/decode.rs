@@ -8,13 +8,14 @@
 use flatbuffers::VerifierOptions;
 
 use crate::encode::{
-    AttendanceRef, BusyMsg, FenceEventMsg, HelloAckMsg, PingRecordMsg, PunchAckMsg, PunchRecordMsg,
-    RecordBodyMsg, RecordMsg, ReplyMsg,
+    ApprovalDecisionMsg, AttendanceRef, BusyMsg, CorrectionDecisionMsg, CorrectionMsg,
+    FenceEventMsg, HelloAckMsg, HrMsg, LeaveEntryMsg, MonthArchiveMsg, PingRecordMsg, PunchAckMsg,
+    PunchRecordMsg, RecordBodyMsg, RecordMsg, ReplyMsg,
 };
 use crate::generated::{
-    Busy, FenceEvent, HelloAck, PingRecord, PunchAck, PunchRecord, RECORD_IDENTIFIER,
-    REPLY_IDENTIFIER, Reason, Record, RecordBody, ReplyBody, root_as_record_with_opts,
-    root_as_reply_with_opts,
+    ApprovalDecision, Busy, Correction, CorrectionDecision, FenceEvent, HelloAck, LeaveEntry,
+    MonthArchive, PingRecord, PunchAck, PunchRecord, RECORD_IDENTIFIER, REPLY_IDENTIFIER, Reason,
+    Record, RecordBody, ReplyBody, root_as_record_with_opts, root_as_reply_with_opts,
 };
 use crate::parse::{check_identifier, verifier_reason};
 
@@ -102,6 +103,83 @@ pub enum RecordBodyView<'a> {
     Ping(PingRecord<'a>),
     /// A fence transition.
     FenceEvent(FenceEvent<'a>),
+    /// What an HR user or system decided (see [`HrView`]).
+    Hr(HrView<'a>),
+}
+
+/// The body of a verified HR record.
+#[derive(Debug, Clone, Copy)]
+pub enum HrView<'a> {
+    /// A decision on a punch waiting for approval.
+    Decision(ApprovalDecision<'a>),
+    /// A make-up punch request.
+    Correction(Correction<'a>),
+    /// A decision on a make-up request.
+    CorrectionDecision(CorrectionDecision<'a>),
+    /// Leave or a business trip.
+    Leave(LeaveEntry<'a>),
+    /// A month archived.
+    MonthArchive(MonthArchive<'a>),
+}
+
+fn owned(s: Option<&str>) -> Option<String> {
+    s.map(str::to_owned)
+}
+
+impl HrView<'_> {
+    /// Copies the verified body into an owned message.
+    #[must_use]
+    pub fn to_msg(&self) -> HrMsg {
+        match *self {
+            HrView::Decision(d) => HrMsg::Decision(ApprovalDecisionMsg {
+                target_record_id: d.target_record_id().0,
+                decision_id: d.decision_id().to_owned(),
+                approve: d.approve(),
+                decider: owned(d.decider()),
+                role: owned(d.role()),
+                comment: owned(d.comment()),
+                employee_id: owned(d.employee_id()),
+                department: owned(d.department()),
+            }),
+            HrView::Correction(c) => HrMsg::Correction(CorrectionMsg {
+                correction_id: c.correction_id().to_owned(),
+                employee_id: c.employee_id().to_owned(),
+                date: c.date().to_owned(),
+                slot: owned(c.slot()),
+                kind: c.kind(),
+                at_ms: c.at_ms(),
+                reason: owned(c.reason()),
+                evidence_ref: owned(c.evidence_ref()),
+                requested_by: owned(c.requested_by()),
+                department: owned(c.department()),
+                evidence_due_ms: c.evidence_due_ms(),
+            }),
+            HrView::CorrectionDecision(d) => HrMsg::CorrectionDecision(CorrectionDecisionMsg {
+                correction_id: d.correction_id().to_owned(),
+                decision_id: d.decision_id().to_owned(),
+                approve: d.approve(),
+                decider: owned(d.decider()),
+                role: owned(d.role()),
+                comment: owned(d.comment()),
+                employee_id: owned(d.employee_id()),
+                kind: d.kind(),
+                at_ms: d.at_ms(),
+                slot: owned(d.slot()),
+            }),
+            HrView::Leave(l) => HrMsg::Leave(LeaveEntryMsg {
+                source_id: l.source_id().to_owned(),
+                employee_id: l.employee_id().to_owned(),
+                from_date: l.from_date().to_owned(),
+                to_date: l.to_date().to_owned(),
+                leave_type: l.leave_type().to_owned(),
+                entered_by: owned(l.entered_by()),
+            }),
+            HrView::MonthArchive(m) => HrMsg::MonthArchive(MonthArchiveMsg {
+                month: m.month().to_owned(),
+                archived_by: owned(m.archived_by()),
+            }),
+        }
+    }
 }
 
 /// Verifies a `Record` buffer (identifier `FGK1`).
@@ -117,6 +195,21 @@ pub fn parse_record(buf: &[u8]) -> Result<RecordView<'_>, Reason> {
         RecordBody::PunchRecord => record.body_as_punch_record().map(RecordBodyView::Punch),
         RecordBody::PingRecord => record.body_as_ping_record().map(RecordBodyView::Ping),
         RecordBody::FenceEvent => record.body_as_fence_event().map(RecordBodyView::FenceEvent),
+        RecordBody::ApprovalDecision => record
+            .body_as_approval_decision()
+            .map(|b| RecordBodyView::Hr(HrView::Decision(b))),
+        RecordBody::Correction => record
+            .body_as_correction()
+            .map(|b| RecordBodyView::Hr(HrView::Correction(b))),
+        RecordBody::CorrectionDecision => record
+            .body_as_correction_decision()
+            .map(|b| RecordBodyView::Hr(HrView::CorrectionDecision(b))),
+        RecordBody::LeaveEntry => record
+            .body_as_leave_entry()
+            .map(|b| RecordBodyView::Hr(HrView::Leave(b))),
+        RecordBody::MonthArchive => record
+            .body_as_month_archive()
+            .map(|b| RecordBodyView::Hr(HrView::MonthArchive(b))),
         _ => return Err(Reason::UnknownBody),
     };
     Ok(RecordView {
@@ -225,6 +318,7 @@ impl<'a> RecordView<'a> {
                 lat: e.lat(),
                 lon: e.lon(),
             }),
+            RecordBodyView::Hr(h) => RecordBodyMsg::Hr(h.to_msg()),
         };
         RecordMsg {
             record_id: self.record_id(),
@@ -298,5 +392,73 @@ mod tests {
         let bytes = record().encode_into(&mut fbb).to_vec();
         let view = parse_record(&bytes).unwrap();
         assert_eq!(view.attendance(), Some(AttendanceRef::default()));
+    }
+
+    #[test]
+    fn hr_records_round_trip() {
+        let bodies = [
+            HrMsg::Decision(ApprovalDecisionMsg {
+                target_record_id: [7; 16],
+                decision_id: "d-1".into(),
+                approve: true,
+                decider: Some("ops-lead".into()),
+                role: Some("supervisor".into()),
+                comment: Some("client site".into()),
+                employee_id: Some("E1".into()),
+                department: Some("ops".into()),
+            }),
+            HrMsg::Correction(CorrectionMsg {
+                correction_id: "c-1".into(),
+                employee_id: "E1".into(),
+                date: "2025-03-04".into(),
+                slot: Some("day".into()),
+                kind: PunchKind::Out,
+                at_ms: 1_741_082_400_000,
+                reason: Some("phone died".into()),
+                evidence_ref: None,
+                requested_by: Some("e1".into()),
+                department: None,
+                evidence_due_ms: 1_741_096_800_000,
+            }),
+            HrMsg::CorrectionDecision(CorrectionDecisionMsg {
+                correction_id: "c-1".into(),
+                decision_id: "cd-1".into(),
+                approve: false,
+                decider: None,
+                role: None,
+                comment: None,
+                employee_id: Some("E1".into()),
+                kind: PunchKind::Out,
+                at_ms: 5,
+                slot: Some("day".into()),
+            }),
+            HrMsg::Leave(LeaveEntryMsg {
+                source_id: "hr-9".into(),
+                employee_id: "E1".into(),
+                from_date: "2025-03-04".into(),
+                to_date: "2025-03-06".into(),
+                leave_type: "annual".into(),
+                entered_by: None,
+            }),
+            HrMsg::MonthArchive(MonthArchiveMsg {
+                month: "2025-03".into(),
+                archived_by: Some("acme-admin".into()),
+            }),
+        ];
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        for body in bodies {
+            let msg = RecordMsg {
+                record_id: [9; 16],
+                tenant: "acme".into(),
+                gateway_time_ms: 1_741_000_000_000,
+                node: None,
+                body: RecordBodyMsg::Hr(body),
+            };
+            let bytes = msg.encode_into(&mut fbb).to_vec();
+            let view = parse_record(&bytes).unwrap();
+            assert!(matches!(view.body(), RecordBodyView::Hr(_)));
+            assert_eq!(view.to_msg(), msg);
+            assert_eq!(view.attendance(), None, "no punch fields on an HR record");
+        }
     }
 }

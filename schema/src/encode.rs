@@ -11,8 +11,10 @@
 use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, WIPOffset};
 
 use crate::generated::{
-    AttendanceStatus, Body, Bssid, Busy, BusyArgs, FenceEvent, FenceEventArgs, Fix, Frame,
-    FrameArgs, Hello, HelloAck, HelloAckArgs, HelloArgs, PingBatch, PingBatchArgs, PingRecord,
+    ApprovalDecision, ApprovalDecisionArgs, AttendanceStatus, Body, Bssid, Busy, BusyArgs,
+    Correction, CorrectionArgs, CorrectionDecision, CorrectionDecisionArgs, FenceEvent,
+    FenceEventArgs, Fix, Frame, FrameArgs, Hello, HelloAck, HelloAckArgs, HelloArgs, LeaveEntry,
+    LeaveEntryArgs, MonthArchive, MonthArchiveArgs, PingBatch, PingBatchArgs, PingRecord,
     PingRecordArgs, Position, Punch, PunchAck, PunchAckArgs, PunchArgs, PunchKind, PunchMethod,
     PunchRecord, PunchRecordArgs, Reason, Record, RecordArgs, RecordBody, Reply, ReplyArgs,
     ReplyBody, TerminalAuth, Transition, Uuid, Verdict, finish_frame_buffer, finish_record_buffer,
@@ -481,6 +483,124 @@ pub enum RecordBodyMsg {
     Ping(PingRecordMsg),
     /// See [`FenceEventMsg`].
     FenceEvent(FenceEventMsg),
+    /// See [`HrMsg`].
+    Hr(HrMsg),
+}
+
+/// An HR record: what an HR user or system decided, appended to the log
+/// before it is answered so the attendance results can be rebuilt from the
+/// log alone (docs/ATTENDANCE.md). Rare, so owned even on the encode path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HrMsg {
+    /// See [`ApprovalDecisionMsg`].
+    Decision(ApprovalDecisionMsg),
+    /// See [`CorrectionMsg`].
+    Correction(CorrectionMsg),
+    /// See [`CorrectionDecisionMsg`].
+    CorrectionDecision(CorrectionDecisionMsg),
+    /// See [`LeaveEntryMsg`].
+    Leave(LeaveEntryMsg),
+    /// See [`MonthArchiveMsg`].
+    MonthArchive(MonthArchiveMsg),
+}
+
+/// A decision on a punch record waiting for approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalDecisionMsg {
+    /// The punch record decided.
+    pub target_record_id: [u8; 16],
+    /// Client-supplied idempotency key.
+    pub decision_id: String,
+    /// Approved, or rejected.
+    pub approve: bool,
+    /// Admin token name of the decider.
+    pub decider: Option<String>,
+    /// The decider's role name.
+    pub role: Option<String>,
+    /// Free-text comment.
+    pub comment: Option<String>,
+    /// The punch's employee.
+    pub employee_id: Option<String>,
+    /// The punch's department.
+    pub department: Option<String>,
+}
+
+/// A make-up punch request (补卡).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrectionMsg {
+    /// Client-supplied request id.
+    pub correction_id: String,
+    /// Employee the make-up is for.
+    pub employee_id: String,
+    /// The day, `YYYY-MM-DD`.
+    pub date: String,
+    /// Slot name.
+    pub slot: Option<String>,
+    /// Clock-in or clock-out.
+    pub kind: PunchKind,
+    /// The time the make-up punch stands for, unix ms.
+    pub at_ms: i64,
+    /// Why the punch is missing.
+    pub reason: Option<String>,
+    /// Evidence reference.
+    pub evidence_ref: Option<String>,
+    /// Admin token name that filed it.
+    pub requested_by: Option<String>,
+    /// The employee's department.
+    pub department: Option<String>,
+    /// When the request lapses for want of evidence, unix ms (0 = none owed).
+    pub evidence_due_ms: i64,
+}
+
+/// A decision on a make-up request; approved, it is the make-up punch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrectionDecisionMsg {
+    /// The request decided.
+    pub correction_id: String,
+    /// Client-supplied idempotency key.
+    pub decision_id: String,
+    /// Approved, or rejected.
+    pub approve: bool,
+    /// Admin token name of the decider.
+    pub decider: Option<String>,
+    /// The decider's role name.
+    pub role: Option<String>,
+    /// Free-text comment.
+    pub comment: Option<String>,
+    /// The request's employee.
+    pub employee_id: Option<String>,
+    /// The make-up punch's kind.
+    pub kind: PunchKind,
+    /// The make-up punch's time, unix ms.
+    pub at_ms: i64,
+    /// The slot it makes up.
+    pub slot: Option<String>,
+}
+
+/// Approved leave or a business trip, whole days inclusive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaveEntryMsg {
+    /// The HR system's id (idempotency key).
+    pub source_id: String,
+    /// Employee on leave.
+    pub employee_id: String,
+    /// First day, `YYYY-MM-DD`.
+    pub from_date: String,
+    /// Last day, `YYYY-MM-DD`, inclusive.
+    pub to_date: String,
+    /// Leave type (`business_trip` for a trip).
+    pub leave_type: String,
+    /// Admin token name that pushed it.
+    pub entered_by: Option<String>,
+}
+
+/// A month frozen by its archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthArchiveMsg {
+    /// `YYYY-MM`.
+    pub month: String,
+    /// Admin token name that archived it.
+    pub archived_by: Option<String>,
 }
 
 /// A verified punch, owned.
@@ -591,6 +711,8 @@ pub enum RecordBodyRef<'a, S: AsRef<str> = &'a str> {
     Ping(PingRecordRef<'a, S>),
     /// See [`FenceEventRef`].
     FenceEvent(FenceEventRef<'a>),
+    /// See [`HrMsg`] (HR records are rare; they have no borrowed form).
+    Hr(&'a HrMsg),
 }
 
 /// A verified punch, borrowed; fields as in [`PunchRecordMsg`].
@@ -798,6 +920,7 @@ impl<S: AsRef<str>> RecordRef<'_, S> {
                 );
                 (RecordBody::FenceEvent, rec.as_union_value())
             }
+            RecordBodyRef::Hr(h) => h.create(fbb),
         };
         let tenant = fbb.create_string(self.tenant);
         let node = opt_str(fbb, self.node);
@@ -862,6 +985,7 @@ impl RecordMsg {
                 lat: e.lat,
                 lon: e.lon,
             }),
+            RecordBodyMsg::Hr(h) => RecordBodyRef::Hr(h),
         };
         RecordRef {
             record_id: self.record_id,
@@ -875,5 +999,123 @@ impl RecordMsg {
     /// Encodes this as a complete `Record` buffer (identifier `FGK1`).
     pub fn encode_into<'f>(&self, fbb: &'f mut FlatBufferBuilder<'_>) -> &'f [u8] {
         self.borrowed().encode_into(fbb)
+    }
+}
+
+impl HrMsg {
+    /// Writes the body table and returns its union type and offset.
+    fn create<'f>(
+        &self,
+        fbb: &mut FlatBufferBuilder<'f>,
+    ) -> (RecordBody, WIPOffset<flatbuffers::UnionWIPOffset>) {
+        match self {
+            HrMsg::Decision(d) => {
+                let decision_id = fbb.create_string(&d.decision_id);
+                let decider = opt_str(fbb, d.decider.as_deref());
+                let role = opt_str(fbb, d.role.as_deref());
+                let comment = opt_str(fbb, d.comment.as_deref());
+                let employee_id = opt_str(fbb, d.employee_id.as_deref());
+                let department = opt_str(fbb, d.department.as_deref());
+                let target = Uuid(d.target_record_id);
+                let t = ApprovalDecision::create(
+                    fbb,
+                    &ApprovalDecisionArgs {
+                        target_record_id: Some(&target),
+                        decision_id: Some(decision_id),
+                        approve: d.approve,
+                        decider,
+                        role,
+                        comment,
+                        employee_id,
+                        department,
+                    },
+                );
+                (RecordBody::ApprovalDecision, t.as_union_value())
+            }
+            HrMsg::Correction(c) => {
+                let correction_id = fbb.create_string(&c.correction_id);
+                let employee_id = fbb.create_string(&c.employee_id);
+                let date = fbb.create_string(&c.date);
+                let slot = opt_str(fbb, c.slot.as_deref());
+                let reason = opt_str(fbb, c.reason.as_deref());
+                let evidence_ref = opt_str(fbb, c.evidence_ref.as_deref());
+                let requested_by = opt_str(fbb, c.requested_by.as_deref());
+                let department = opt_str(fbb, c.department.as_deref());
+                let t = Correction::create(
+                    fbb,
+                    &CorrectionArgs {
+                        correction_id: Some(correction_id),
+                        employee_id: Some(employee_id),
+                        date: Some(date),
+                        slot,
+                        kind: c.kind,
+                        at_ms: c.at_ms,
+                        reason,
+                        evidence_ref,
+                        requested_by,
+                        department,
+                        evidence_due_ms: c.evidence_due_ms,
+                    },
+                );
+                (RecordBody::Correction, t.as_union_value())
+            }
+            HrMsg::CorrectionDecision(d) => {
+                let correction_id = fbb.create_string(&d.correction_id);
+                let decision_id = fbb.create_string(&d.decision_id);
+                let decider = opt_str(fbb, d.decider.as_deref());
+                let role = opt_str(fbb, d.role.as_deref());
+                let comment = opt_str(fbb, d.comment.as_deref());
+                let employee_id = opt_str(fbb, d.employee_id.as_deref());
+                let slot = opt_str(fbb, d.slot.as_deref());
+                let t = CorrectionDecision::create(
+                    fbb,
+                    &CorrectionDecisionArgs {
+                        correction_id: Some(correction_id),
+                        decision_id: Some(decision_id),
+                        approve: d.approve,
+                        decider,
+                        role,
+                        comment,
+                        employee_id,
+                        kind: d.kind,
+                        at_ms: d.at_ms,
+                        slot,
+                    },
+                );
+                (RecordBody::CorrectionDecision, t.as_union_value())
+            }
+            HrMsg::Leave(l) => {
+                let source_id = fbb.create_string(&l.source_id);
+                let employee_id = fbb.create_string(&l.employee_id);
+                let from_date = fbb.create_string(&l.from_date);
+                let to_date = fbb.create_string(&l.to_date);
+                let leave_type = fbb.create_string(&l.leave_type);
+                let entered_by = opt_str(fbb, l.entered_by.as_deref());
+                let t = LeaveEntry::create(
+                    fbb,
+                    &LeaveEntryArgs {
+                        source_id: Some(source_id),
+                        employee_id: Some(employee_id),
+                        from_date: Some(from_date),
+                        to_date: Some(to_date),
+                        leave_type: Some(leave_type),
+                        entered_by,
+                    },
+                );
+                (RecordBody::LeaveEntry, t.as_union_value())
+            }
+            HrMsg::MonthArchive(m) => {
+                let month = fbb.create_string(&m.month);
+                let archived_by = opt_str(fbb, m.archived_by.as_deref());
+                let t = MonthArchive::create(
+                    fbb,
+                    &MonthArchiveArgs {
+                        month: Some(month),
+                        archived_by,
+                    },
+                );
+                (RecordBody::MonthArchive, t.as_union_value())
+            }
+        }
     }
 }

@@ -14,6 +14,9 @@
 //! | `GET /v1/records` | every role | attendance records from the log: super and tenant tokens read their tenants', a supervisor its department's anomalies and pending approvals, an employee their own |
 //! | `GET /v1/qr/{site}` | super or tenant | the site's current QR code (JSON, `?format=svg` for a screen, `?format=text`) |
 //! | `GET /v1/days` | every role | day results (`tenant`, `date`, optional `department`, `employee`) from the results store, scoped as `/v1/records` (`days.rs`) |
+//! | `GET /v1/leave`, `POST /v1/leave` | supervisor reads, tenant or super posts | leave and business trips pushed by an HR system (`leave.rs`) |
+//! | `GET /v1/summary`, `POST /v1/summary/{month}/archive`, `GET /v1/export/payroll` | supervisor (department), tenant, super; archive: tenant or super | monthly summaries, month archives, payroll CSV/JSON (`summary.rs`) |
+//! | `GET /v1/approvals`, `POST /v1/approvals/{record_id}/decision` | supervisor, tenant, super | punches waiting for approval and decisions on them, appended to the log before the answer (`approvals.rs`) |
 //!
 //! No route changes a record: the log is append-only, for every role
 //! including the super admin (a correction is a new punch or an approval
@@ -22,7 +25,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod approvals;
 pub mod days;
+pub mod leave;
+pub mod summary;
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -147,6 +153,18 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/records", get(crate::rules::api::get_records))
         .route("/v1/qr/{site}", get(crate::rules::api::get_qr))
         .route("/v1/days", get(days::get_days))
+        .route("/v1/approvals", get(approvals::get_approvals))
+        .route(
+            "/v1/approvals/{record_id}/decision",
+            axum::routing::post(approvals::post_decision),
+        )
+        .route("/v1/leave", get(leave::get_leave).post(leave::post_leave))
+        .route("/v1/summary", get(summary::get_summary))
+        .route(
+            "/v1/summary/{month}/archive",
+            axum::routing::post(summary::post_archive),
+        )
+        .route("/v1/export/payroll", get(summary::get_payroll))
         .with_state(state)
 }
 

@@ -12,16 +12,21 @@ use crate::rules::records::{self, RecordQuery, Source};
 
 /// Arguments of `fencegate export`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ExportArgs {
+    /// `export payroll`: a month's payroll from the results store instead
+    /// of records from the log.
+    #[command(subcommand)]
+    pub command: Option<ExportCommand>,
     /// Tenant whose records to export.
-    #[arg(long)]
-    pub tenant: String,
+    #[arg(long, required = true)]
+    pub tenant: Option<String>,
     /// From (inclusive): unix ms, RFC 3339, or a date in the tenant's time zone.
-    #[arg(long)]
-    pub from: String,
+    #[arg(long, required = true)]
+    pub from: Option<String>,
     /// To: unix ms or RFC 3339 (exclusive), or a date (that whole day included).
-    #[arg(long)]
-    pub to: String,
+    #[arg(long, required = true)]
+    pub to: Option<String>,
     /// `csv` or `json` (one JSON object per line).
     #[arg(long, default_value = "csv")]
     pub format: String,
@@ -43,16 +48,27 @@ pub struct ExportArgs {
     pub config: Option<PathBuf>,
 }
 
+/// The subcommands of `fencegate export`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ExportCommand {
+    /// A month's payroll (summary per employee) as CSV or JSON.
+    Payroll(super::payroll::PayrollArgs),
+}
+
 /// Writes the export and a one-line summary on stderr.
 pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    // Required by clap unless a subcommand is given (then this is not run).
+    let (Some(tenant), Some(from), Some(to)) = (&args.tenant, &args.from, &args.to) else {
+        anyhow::bail!("--tenant, --from and --to are required");
+    };
     let cfg = match &args.config {
         Some(p) => Config::load(p)?,
         None => Config::embedded_defaults(),
     };
     anyhow::ensure!(
-        cfg.tenants.iter().any(|(t, _)| *t == args.tenant),
+        cfg.tenants.iter().any(|(t, _)| t == tenant),
         "tenant '{}' is not served by this configuration (it serves {}); pass --config with the configuration of the node that serves it",
-        args.tenant,
+        tenant,
         cfg.tenants
             .iter()
             .map(|(t, _)| t.as_str())
@@ -65,12 +81,12 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
         f => anyhow::bail!("--format {f:?} is unknown; use csv or json"),
     };
     let (rules, _) = crate::rules::api::load(&cfg)?;
-    let tz = rules.load().tenant(&args.tenant).tz.clone();
+    let tz = rules.load().tenant(tenant).tz.clone();
     let q = RecordQuery {
-        tenant: Some(args.tenant.clone()),
-        from_ms: records::parse_time(&args.from, &tz, false)
+        tenant: Some(tenant.clone()),
+        from_ms: records::parse_time(from, &tz, false)
             .map_err(|e| anyhow::anyhow!("--from: {e}"))?,
-        to_ms: records::parse_time(&args.to, &tz, true).map_err(|e| anyhow::anyhow!("--to: {e}"))?,
+        to_ms: records::parse_time(to, &tz, true).map_err(|e| anyhow::anyhow!("--to: {e}"))?,
         employee: args.employee.clone(),
         status: match &args.status {
             Some(s) => Some(records::parse_status(s).ok_or_else(|| {
@@ -87,8 +103,8 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         q.to_ms > q.from_ms,
         "--to ({}) must be after --from ({}); --to is exclusive, and a date as --to includes that day",
-        args.to,
-        args.from
+        to,
+        from
     );
     anyhow::ensure!(
         cfg.log_dir.is_dir(),

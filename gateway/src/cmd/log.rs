@@ -106,5 +106,6 @@ fn summary(lsn: Lsn, rec: &fencegate_schema::RecordView<'_>) -> String {
                 .to_ascii_lowercase(),
             e.fence_id()
         ),
+        RecordBodyView::Hr(_) => format!("{head}hr {}", crate::record_json::record_json(rec)),
     }
 }

@@ -7,6 +7,7 @@ pub mod health;
 pub mod holidays;
 pub mod locate;
 pub mod log;
+pub mod payroll;
 pub mod qr;
 pub mod results;
 pub mod sinks;

@@ -22,9 +22,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fencegate_schema::{RecordBodyView, parse_record};
+use fencegate_schema::{HrView, RecordBodyView, parse_record};
 use tokio_util::sync::CancellationToken;
 
+use super::hr::{self, Touched};
 use super::store::{DayRow, PunchRow, ResultsStore, Tx};
 use crate::log::{CursorStart, LogError, LogHandle, LogReader, Lsn};
 use crate::rules::day::{self, DayResult};
@@ -90,7 +91,7 @@ impl Materializer {
     ) -> Result<Applied, MaterializeError> {
         let rules = self.rules.load();
         let mut tx = self.store.begin().await?;
-        let mut touched: BTreeSet<(String, String, i32)> = BTreeSet::new();
+        let mut touched = Touched::new();
         let mut out = Applied {
             entries: entries.len(),
             ..Applied::default()
@@ -99,8 +100,37 @@ impl Materializer {
             let Ok(view) = parse_record(bytes) else {
                 continue;
             };
-            let RecordBodyView::Punch(p) = view.body() else {
-                continue;
+            let p = match view.body() {
+                RecordBodyView::Punch(p) => p,
+                RecordBodyView::Hr(HrView::MonthArchive(m)) => {
+                    // The snapshot must see every day the log so far
+                    // decides, closed as of the record's time, whether
+                    // this runs live or in a rebuild.
+                    let tenant = view.tenant();
+                    flush(&mut tx, &rules, &mut touched, now_ms).await?;
+                    let last = super::summary::last_day_of(m.month());
+                    close_tenant(&mut tx, &rules, tenant, view.gateway_time_ms(), last).await?;
+                    super::summary::archive(
+                        &mut tx,
+                        tenant,
+                        m.month(),
+                        view.gateway_time_ms(),
+                        m.archived_by(),
+                    )
+                    .await?;
+                    continue;
+                }
+                RecordBodyView::Hr(h) => {
+                    let mut mine = Touched::new();
+                    hr::apply_hr(&mut tx, &rules, &view, h, *lsn, &mut mine).await?;
+                    for (tenant, _, d) in &mine {
+                        note_start(&mut tx, tenant, *d).await?;
+                    }
+                    out.days += mine.len();
+                    touched.extend(mine);
+                    continue;
+                }
+                _ => continue,
             };
             let att = view.attendance().unwrap_or_default();
             let at_ms = if att.attendance_time_ms != 0 {
@@ -129,23 +159,11 @@ impl Materializer {
             let t = rules.tenant(tenant);
             let group = t.group_of(t.employee(&row.employee));
             let d = day::attributed_day(t, group, row.kind, at_ms);
-            // Closing starts at the tenant's first day seen; an earlier day
-            // (an old offline punch) moves the start back and re-closes.
-            let key = format!("start:{tenant}");
-            match ResultsStore::meta(&mut tx, &key).await? {
-                Some(s) if s <= i64::from(d) => {}
-                Some(_) => {
-                    ResultsStore::set_meta(&mut tx, &key, i64::from(d)).await?;
-                    ResultsStore::lower_closed(&mut tx, tenant, i64::from(d) - 1).await?;
-                }
-                None => ResultsStore::set_meta(&mut tx, &key, i64::from(d)).await?,
-            }
+            note_start(&mut tx, tenant, d).await?;
             touched.insert((tenant.to_owned(), row.employee, d));
         }
-        for (tenant, employee, d) in &touched {
-            recompute(&mut tx, &rules, tenant, employee, *d, now_ms).await?;
-            out.days += 1;
-        }
+        out.days += touched.len();
+        flush(&mut tx, &rules, &mut touched, now_ms).await?;
         ResultsStore::set_meta(&mut tx, "next_lsn", next as i64).await?;
         tx.commit().await?;
         Ok(out)
@@ -160,41 +178,8 @@ impl Materializer {
         let mut tenants: Vec<&str> = rules.tenant_ids().collect();
         tenants.sort_unstable();
         for tenant in tenants {
-            let t = rules.tenant(tenant);
             let mut tx = self.store.begin().await?;
-            let Some(start) = ResultsStore::meta(&mut tx, &format!("start:{tenant}")).await? else {
-                tx.commit().await?;
-                continue;
-            };
-            let local = now_ms + t.tz_table.offset_ms(&t.tz, now_ms);
-            let today = local.div_euclid(86_400_000) as i32;
-            for (gi, group) in t.groups.iter().enumerate() {
-                let key = format!("closed:{tenant}:{}", group.name);
-                let mut next = ResultsStore::meta(&mut tx, &key)
-                    .await?
-                    .map_or(start as i32, |c| c as i32 + 1);
-                let mut roster: Vec<&str> = t
-                    .employees
-                    .iter()
-                    .filter(|(_, e)| usize::from(e.group) == gi)
-                    .map(|(id, _)| &**id)
-                    .collect();
-                roster.sort_unstable();
-                while next <= today && day::close_ms(t, group, next) <= now_ms {
-                    let date = date_string(next);
-                    let mut who: BTreeSet<String> =
-                        roster.iter().map(|s| (*s).to_owned()).collect();
-                    who.extend(
-                        ResultsStore::employees_on(&mut tx, tenant, &date, &group.name).await?,
-                    );
-                    for e in &who {
-                        recompute(&mut tx, &rules, tenant, e, next, now_ms).await?;
-                        written += 1;
-                    }
-                    ResultsStore::set_meta(&mut tx, &key, i64::from(next)).await?;
-                    next += 1;
-                }
-            }
+            written += close_tenant(&mut tx, &rules, tenant, now_ms, None).await?;
             tx.commit().await?;
         }
         Ok(written)
@@ -289,6 +274,80 @@ impl Materializer {
     }
 }
 
+/// Notes that `tenant` has a day `d`: closing starts at the tenant's first
+/// day seen; an earlier day (an old offline punch, leave entered late)
+/// moves the start back and re-closes.
+async fn note_start(tx: &mut Tx, tenant: &str, d: i32) -> Result<(), sqlx::Error> {
+    let key = format!("start:{tenant}");
+    match ResultsStore::meta(tx, &key).await? {
+        Some(s) if s <= i64::from(d) => {}
+        Some(_) => {
+            ResultsStore::set_meta(tx, &key, i64::from(d)).await?;
+            ResultsStore::lower_closed(tx, tenant, i64::from(d) - 1).await?;
+        }
+        None => ResultsStore::set_meta(tx, &key, i64::from(d)).await?,
+    }
+    Ok(())
+}
+
+/// Recomputes every touched employee day and forgets them.
+async fn flush(
+    tx: &mut Tx,
+    rules: &Rules,
+    touched: &mut Touched,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    for (tenant, employee, d) in std::mem::take(touched) {
+        recompute(tx, rules, &tenant, &employee, d, now_ms).await?;
+    }
+    Ok(())
+}
+
+/// Closes `tenant`'s days whose close time has passed by `now_ms`: each
+/// employee of the group's roster (and anyone with a row that day) gets
+/// the day recomputed as closed; no day after `until` (a month archive
+/// closes its month only). Returns the employee days written.
+async fn close_tenant(
+    tx: &mut Tx,
+    rules: &Rules,
+    tenant: &str,
+    now_ms: i64,
+    until: Option<i32>,
+) -> Result<usize, sqlx::Error> {
+    let t = rules.tenant(tenant);
+    let mut written = 0;
+    let Some(start) = ResultsStore::meta(tx, &format!("start:{tenant}")).await? else {
+        return Ok(0);
+    };
+    let local = now_ms + t.tz_table.offset_ms(&t.tz, now_ms);
+    let today = (local.div_euclid(86_400_000) as i32).min(until.unwrap_or(i32::MAX));
+    for (gi, group) in t.groups.iter().enumerate() {
+        let key = format!("closed:{tenant}:{}", group.name);
+        let mut next = ResultsStore::meta(tx, &key)
+            .await?
+            .map_or(start as i32, |c| c as i32 + 1);
+        let mut roster: Vec<&str> = t
+            .employees
+            .iter()
+            .filter(|(_, e)| usize::from(e.group) == gi)
+            .map(|(id, _)| &**id)
+            .collect();
+        roster.sort_unstable();
+        while next <= today && day::close_ms(t, group, next) <= now_ms {
+            let date = date_string(next);
+            let mut who: BTreeSet<String> = roster.iter().map(|s| (*s).to_owned()).collect();
+            who.extend(ResultsStore::employees_on(tx, tenant, &date, &group.name).await?);
+            for e in &who {
+                recompute(tx, rules, tenant, e, next, now_ms).await?;
+                written += 1;
+            }
+            ResultsStore::set_meta(tx, &key, i64::from(next)).await?;
+            next += 1;
+        }
+    }
+    Ok(written)
+}
+
 /// Up to [`BATCH`] entries the reader has now, copied out.
 fn read_batch(reader: &mut LogReader) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
     let mut out = Vec::new();
@@ -372,7 +431,8 @@ async fn recompute(
     let from = midnight_ms(&t.tz, &t.tz_table, d - 1);
     let to = midnight_ms(&t.tz, &t.tz_table, d + 2);
     let punches = ResultsStore::punches_of(tx, tenant, employee, from, to).await?;
-    let result = day::compute(t, group, d, &punches);
+    let cover = hr::cover_of(tx, tenant, employee, &date_string(d)).await?;
+    let result = day::compute_with(t, group, d, &punches, cover);
     let closed = now_ms >= result.close_ms;
     let department = listed
         .and_then(|e| e.department.as_deref())

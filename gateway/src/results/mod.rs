@@ -9,11 +9,19 @@
 //!   touches with the pure [`crate::rules::day`], and closes days when
 //!   their time comes.
 //!
+//! - [`hr`]: HR records (approval decisions, leave, make-up requests)
+//!   folded in by the materializer, and the queries the HR routes answer
+//!   from.
+//! - [`summary`]: monthly summaries, month archives (frozen snapshots,
+//!   adjustments in the next month) and the payroll export's rows.
+//!
 //! The HTTP route is `crate::admin::days`, the CLI `fencegate results
 //! rebuild` (`crate::cmd::results`). See docs/ATTENDANCE.md ("Day results").
 
+pub mod hr;
 pub mod materialize;
 pub mod store;
+pub mod summary;
 
 pub use materialize::Materializer;
 pub use store::{DayRow, ResultsStore};

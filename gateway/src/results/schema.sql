@@ -25,7 +25,10 @@ CREATE TABLE IF NOT EXISTS punches (
     decision BIGINT,
     flags BIGINT NOT NULL,
     department TEXT,
-    slot TEXT
+    slot TEXT,
+    -- 1 for a make-up punch (an approved correction, record_id
+    -- 'makeup:<correction id>'), NULL for a device's punch.
+    makeup BIGINT
 );
 CREATE INDEX IF NOT EXISTS punches_by_employee ON punches (tenant, employee, at_ms);
 
@@ -49,3 +52,75 @@ CREATE TABLE IF NOT EXISTS day_results (
     PRIMARY KEY (tenant, employee, date, slot)
 );
 CREATE INDEX IF NOT EXISTS day_results_by_date ON day_results (tenant, date, department);
+
+-- HR records (docs/ATTENDANCE.md, "HR records"): each is a record of the
+-- log, folded in here by the materializer in log order.
+
+-- Decisions on punches waiting for approval (the first per record wins).
+CREATE TABLE IF NOT EXISTS decisions (
+    tenant TEXT NOT NULL,
+    decision_id TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    approve BIGINT NOT NULL,
+    decider TEXT,
+    role TEXT,
+    comment TEXT,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (tenant, decision_id)
+);
+CREATE INDEX IF NOT EXISTS decisions_by_record ON decisions (tenant, record_id);
+
+-- Leave and business trips, whole days inclusive (dates in the tenant's zone).
+CREATE TABLE IF NOT EXISTS leave_entries (
+    tenant TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    employee TEXT NOT NULL,
+    from_date TEXT NOT NULL,
+    to_date TEXT NOT NULL,
+    leave_type TEXT NOT NULL,
+    entered_by TEXT,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (tenant, source_id)
+);
+CREATE INDEX IF NOT EXISTS leave_by_employee ON leave_entries (tenant, employee, from_date);
+
+-- Make-up punch requests and their decisions.
+CREATE TABLE IF NOT EXISTS corrections (
+    tenant TEXT NOT NULL,
+    correction_id TEXT NOT NULL,
+    employee TEXT NOT NULL,
+    department TEXT,
+    date TEXT NOT NULL,
+    slot TEXT,
+    kind TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    reason TEXT,
+    evidence_ref TEXT,
+    requested_by TEXT,
+    requested_ms BIGINT NOT NULL,
+    evidence_due_ms BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    decision_id TEXT,
+    decider TEXT,
+    comment TEXT,
+    decided_ms BIGINT,
+    PRIMARY KEY (tenant, correction_id)
+);
+CREATE INDEX IF NOT EXISTS corrections_by_employee ON corrections (tenant, employee, date);
+
+-- Archived months and their frozen per-employee summaries (JSON text).
+CREATE TABLE IF NOT EXISTS month_archives (
+    tenant TEXT NOT NULL,
+    month TEXT NOT NULL,
+    archived_ms BIGINT NOT NULL,
+    archived_by TEXT,
+    PRIMARY KEY (tenant, month)
+);
+CREATE TABLE IF NOT EXISTS month_snapshots (
+    tenant TEXT NOT NULL,
+    month TEXT NOT NULL,
+    employee TEXT NOT NULL,
+    department TEXT,
+    summary TEXT NOT NULL,
+    PRIMARY KEY (tenant, month, employee)
+);

@@ -18,6 +18,23 @@ use crate::rules::day::DayPunch;
 /// The schema, statement by statement (`;`-separated, comments allowed).
 pub const SCHEMA: &str = include_str!("schema.sql");
 
+/// The version of [`SCHEMA`] (`results_meta` key `schema_version`). A store
+/// of another version is dropped and rebuilt from the log on open: results
+/// are a view, and `CREATE TABLE IF NOT EXISTS` cannot add columns.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Every table of [`SCHEMA`], for dropping and clearing.
+const TABLES: [&str; 8] = [
+    "day_results",
+    "punches",
+    "decisions",
+    "leave_entries",
+    "corrections",
+    "month_archives",
+    "month_snapshots",
+    "results_meta",
+];
+
 /// One row of `day_results`: a slot of an employee's day, or the whole day
 /// (`slot` empty).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -100,11 +117,20 @@ pub struct PunchRow {
 /// The results database.
 #[derive(Debug, Clone)]
 pub struct ResultsStore {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
 }
 
 /// A transaction on the results store.
 pub type Tx = Transaction<'static, Any>;
+
+/// Which rows [`ResultsStore::clear`] deletes: all but the schema version.
+fn clear_filter(table: &str) -> &'static str {
+    if table == "results_meta" {
+        "key <> 'schema_version'"
+    } else {
+        "1 = 1"
+    }
+}
 
 /// The URL of a SQLite results file at `path` (created when missing).
 pub fn sqlite_url(path: &Path) -> String {
@@ -156,7 +182,7 @@ fn status_of(s: &str) -> AttendanceStatus {
     }
 }
 
-fn day_row(r: &AnyRow) -> Result<DayRow, sqlx::Error> {
+pub(crate) fn day_row(r: &AnyRow) -> Result<DayRow, sqlx::Error> {
     Ok(DayRow {
         tenant: r.try_get("tenant")?,
         employee: r.try_get("employee")?,
@@ -176,7 +202,7 @@ fn day_row(r: &AnyRow) -> Result<DayRow, sqlx::Error> {
     })
 }
 
-const DAY_COLUMNS: &str = "tenant, employee, date, slot, department, grp, status, late_min, early_min, worked_min, overtime_min, in_ms, out_ms, closed, revision";
+pub(crate) const DAY_COLUMNS: &str = "tenant, employee, date, slot, department, grp, status, late_min, early_min, worked_min, overtime_min, in_ms, out_ms, closed, revision";
 
 impl ResultsStore {
     /// Connects to `url` (`sqlite://...` or `postgres://...`) and creates
@@ -190,6 +216,21 @@ impl ResultsStore {
             .max_connections(max)
             .connect(url)
             .await?;
+        let version = sqlx::query("SELECT value FROM results_meta WHERE key = 'schema_version'")
+            .fetch_optional(&pool)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.try_get::<i64, _>("value").ok());
+        if version != Some(SCHEMA_VERSION) {
+            // Older (or no) tables: the materializer starts again at the
+            // log's oldest record.
+            for t in TABLES {
+                sqlx::query(&format!("DROP TABLE IF EXISTS {t}"))
+                    .execute(&pool)
+                    .await?;
+            }
+        }
         for stmt in SCHEMA.split(';') {
             let code = stmt
                 .lines()
@@ -200,7 +241,11 @@ impl ResultsStore {
                 sqlx::query(&code).execute(&pool).await?;
             }
         }
-        Ok(Self { pool })
+        let store = Self { pool };
+        let mut tx = store.begin().await?;
+        Self::set_meta(&mut tx, "schema_version", SCHEMA_VERSION).await?;
+        tx.commit().await?;
+        Ok(store)
     }
 
     /// Opens the SQLite file at `path`.
@@ -216,8 +261,8 @@ impl ResultsStore {
     /// Deletes every row (before a rebuild).
     pub async fn clear(&self) -> Result<(), sqlx::Error> {
         let mut tx = self.begin().await?;
-        for t in ["day_results", "punches", "results_meta"] {
-            sqlx::query(&format!("DELETE FROM {t}"))
+        for t in TABLES {
+            sqlx::query(&format!("DELETE FROM {t} WHERE {}", clear_filter(t)))
                 .execute(&mut *tx)
                 .await?;
         }

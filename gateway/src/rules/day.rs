@@ -72,8 +72,11 @@ pub enum DayStatus {
     RestDay,
     /// A holiday of the tenant's calendar that the group observes.
     Holiday,
-    /// Covered by leave. Reserved: produced once leave entries are imported.
+    /// Covered by leave (`POST /v1/leave`): a slot that would be missing
+    /// or absent on a day of an approved leave entry.
     OnLeave,
+    /// Covered by a business trip (a leave entry of type `business_trip`).
+    BusinessTrip,
     /// Accepted outside every fence under the `field` policy.
     Field,
     /// A punch of the slot waits for a supervisor's decision.
@@ -82,7 +85,7 @@ pub enum DayStatus {
 
 impl DayStatus {
     /// Every status, for docs and parsing.
-    pub const ALL: [DayStatus; 11] = [
+    pub const ALL: [DayStatus; 12] = [
         DayStatus::Normal,
         DayStatus::Late,
         DayStatus::EarlyLeave,
@@ -92,6 +95,7 @@ impl DayStatus {
         DayStatus::RestDay,
         DayStatus::Holiday,
         DayStatus::OnLeave,
+        DayStatus::BusinessTrip,
         DayStatus::Field,
         DayStatus::PendingApproval,
     ];
@@ -108,6 +112,7 @@ impl DayStatus {
             DayStatus::RestDay => "rest_day",
             DayStatus::Holiday => "holiday",
             DayStatus::OnLeave => "on_leave",
+            DayStatus::BusinessTrip => "business_trip",
             DayStatus::Field => "field",
             DayStatus::PendingApproval => "pending_approval",
         }
@@ -121,12 +126,13 @@ impl DayStatus {
     /// How much a slot status weighs in its day's status (higher wins).
     fn weight(self) -> u8 {
         match self {
-            DayStatus::MissingIn | DayStatus::Absent => 7,
-            DayStatus::MissingOut => 6,
-            DayStatus::PendingApproval => 5,
-            DayStatus::Late => 4,
-            DayStatus::EarlyLeave => 3,
-            DayStatus::Field => 2,
+            DayStatus::MissingIn | DayStatus::Absent => 8,
+            DayStatus::MissingOut => 7,
+            DayStatus::PendingApproval => 6,
+            DayStatus::Late => 5,
+            DayStatus::EarlyLeave => 4,
+            DayStatus::Field => 3,
+            DayStatus::OnLeave | DayStatus::BusinessTrip => 2,
             _ => 1,
         }
     }
@@ -207,9 +213,32 @@ fn minutes(ms: i64) -> i32 {
     (ms.max(0) / MINUTE_MS) as i32
 }
 
+/// What covers a day on which punches are not expected: approved leave or
+/// a business trip (a leave entry of type `business_trip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cover {
+    /// Leave of any other type.
+    Leave,
+    /// A business trip.
+    BusinessTrip,
+}
+
 /// Computes `day` for an employee of `group` from their punches (any
 /// order; those of other days are ignored).
 pub fn compute(tenant: &TenantRules, group: &Group, day: i32, punches: &[DayPunch]) -> DayResult {
+    compute_with(tenant, group, day, punches, None)
+}
+
+/// [`compute`] for a day that `cover` may cover: a slot that would be
+/// missing a punch or absent is `on_leave` (or `business_trip`) instead;
+/// punches that were made still count as usual.
+pub fn compute_with(
+    tenant: &TenantRules,
+    group: &Group,
+    day: i32,
+    punches: &[DayPunch],
+    cover: Option<Cover>,
+) -> DayResult {
     let t = &group.time;
     let slots = t.slots_on(day, &tenant.holidays);
     let judged = punches.iter().filter(|p| p.counts()).map(|p| {
@@ -327,6 +356,17 @@ pub fn compute(tenant: &TenantRules, group: &Group, day: i32, punches: &[DayPunc
             _ if field => DayStatus::Field,
             _ => DayStatus::Normal,
         };
+        if let Some(c) = cover {
+            if matches!(
+                r.status,
+                DayStatus::Absent | DayStatus::MissingIn | DayStatus::MissingOut
+            ) {
+                r.status = match c {
+                    Cover::Leave => DayStatus::OnLeave,
+                    Cover::BusinessTrip => DayStatus::BusinessTrip,
+                };
+            }
+        }
         result.late_min += r.late_min;
         result.early_min += r.early_min;
         result.worked_min += r.worked_min;

@@ -133,6 +133,9 @@ impl Batch {
             }
             RecordBodyView::Ping(_) => (RecordKind::Ping, false),
             RecordBodyView::FenceEvent(_) => (RecordKind::Event, false),
+            // HR records (decisions, make-ups, leave, archives) are
+            // attendance records: they travel with the punches.
+            RecordBodyView::Hr(_) => (RecordKind::Punch, false),
         };
         let tenant = rec.tenant();
         if !crate::config::valid_tenant_id(tenant) {

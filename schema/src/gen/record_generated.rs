@@ -369,17 +369,22 @@ pub mod fencegate {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_RECORD_BODY: u8 = 3;
+        pub const ENUM_MAX_RECORD_BODY: u8 = 8;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_RECORD_BODY: [RecordBody; 4] = [
+        pub const ENUM_VALUES_RECORD_BODY: [RecordBody; 9] = [
             RecordBody::NONE,
             RecordBody::PunchRecord,
             RecordBody::PingRecord,
             RecordBody::FenceEvent,
+            RecordBody::ApprovalDecision,
+            RecordBody::Correction,
+            RecordBody::CorrectionDecision,
+            RecordBody::LeaveEntry,
+            RecordBody::MonthArchive,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -391,14 +396,24 @@ pub mod fencegate {
             pub const PunchRecord: Self = Self(1);
             pub const PingRecord: Self = Self(2);
             pub const FenceEvent: Self = Self(3);
+            pub const ApprovalDecision: Self = Self(4);
+            pub const Correction: Self = Self(5);
+            pub const CorrectionDecision: Self = Self(6);
+            pub const LeaveEntry: Self = Self(7);
+            pub const MonthArchive: Self = Self(8);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 3;
+            pub const ENUM_MAX: u8 = 8;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::PunchRecord,
                 Self::PingRecord,
                 Self::FenceEvent,
+                Self::ApprovalDecision,
+                Self::Correction,
+                Self::CorrectionDecision,
+                Self::LeaveEntry,
+                Self::MonthArchive,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -407,6 +422,11 @@ pub mod fencegate {
                     Self::PunchRecord => Some("PunchRecord"),
                     Self::PingRecord => Some("PingRecord"),
                     Self::FenceEvent => Some("FenceEvent"),
+                    Self::ApprovalDecision => Some("ApprovalDecision"),
+                    Self::Correction => Some("Correction"),
+                    Self::CorrectionDecision => Some("CorrectionDecision"),
+                    Self::LeaveEntry => Some("LeaveEntry"),
+                    Self::MonthArchive => Some("MonthArchive"),
                     _ => None,
                 }
             }
@@ -1788,6 +1808,1569 @@ pub mod fencegate {
                 ds.finish()
             }
         }
+        pub enum ApprovalDecisionOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// A supervisor's (or admin's) decision on a punch record that waits for
+        /// approval. The record's `gateway_time_ms` is when it was decided.
+        pub struct ApprovalDecision<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ApprovalDecision<'a> {
+            type Inner = ApprovalDecision<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> ApprovalDecision<'a> {
+            pub const VT_TARGET_RECORD_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_DECISION_ID: ::flatbuffers::VOffsetT = 6;
+            pub const VT_APPROVE: ::flatbuffers::VOffsetT = 8;
+            pub const VT_DECIDER: ::flatbuffers::VOffsetT = 10;
+            pub const VT_ROLE: ::flatbuffers::VOffsetT = 12;
+            pub const VT_COMMENT: ::flatbuffers::VOffsetT = 14;
+            pub const VT_EMPLOYEE_ID: ::flatbuffers::VOffsetT = 16;
+            pub const VT_DEPARTMENT: ::flatbuffers::VOffsetT = 18;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ApprovalDecision { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ApprovalDecisionArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<ApprovalDecision<'bldr>> {
+                let mut builder = ApprovalDecisionBuilder::new(_fbb);
+                if let Some(x) = args.department {
+                    builder.add_department(x);
+                }
+                if let Some(x) = args.employee_id {
+                    builder.add_employee_id(x);
+                }
+                if let Some(x) = args.comment {
+                    builder.add_comment(x);
+                }
+                if let Some(x) = args.role {
+                    builder.add_role(x);
+                }
+                if let Some(x) = args.decider {
+                    builder.add_decider(x);
+                }
+                if let Some(x) = args.decision_id {
+                    builder.add_decision_id(x);
+                }
+                if let Some(x) = args.target_record_id {
+                    builder.add_target_record_id(x);
+                }
+                builder.add_approve(args.approve);
+                builder.finish()
+            }
+
+            /// The punch record decided.
+            #[inline]
+            pub fn target_record_id(&self) -> &'a Uuid {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<Uuid>(ApprovalDecision::VT_TARGET_RECORD_ID, None)
+                        .unwrap()
+                }
+            }
+            /// Client-supplied idempotency key: the same id again is the same
+            /// decision, never a second one.
+            #[inline]
+            pub fn decision_id(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(
+                            ApprovalDecision::VT_DECISION_ID,
+                            None,
+                        )
+                        .unwrap()
+                }
+            }
+            /// Approved (true) or rejected.
+            #[inline]
+            pub fn approve(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(ApprovalDecision::VT_APPROVE, Some(false))
+                        .unwrap()
+                }
+            }
+            /// Admin token name of the decider.
+            #[inline]
+            pub fn decider(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        ApprovalDecision::VT_DECIDER,
+                        None,
+                    )
+                }
+            }
+            /// The decider's role: super, tenant or supervisor.
+            #[inline]
+            pub fn role(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        ApprovalDecision::VT_ROLE,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn comment(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        ApprovalDecision::VT_COMMENT,
+                        None,
+                    )
+                }
+            }
+            /// The punch's employee and department (routing downstream).
+            #[inline]
+            pub fn employee_id(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        ApprovalDecision::VT_EMPLOYEE_ID,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn department(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        ApprovalDecision::VT_DEPARTMENT,
+                        None,
+                    )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ApprovalDecision<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<Uuid>("target_record_id", Self::VT_TARGET_RECORD_ID, true)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "decision_id",
+                        Self::VT_DECISION_ID,
+                        true,
+                    )?
+                    .visit_field::<bool>("approve", Self::VT_APPROVE, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "decider",
+                        Self::VT_DECIDER,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "role",
+                        Self::VT_ROLE,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "comment",
+                        Self::VT_COMMENT,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "employee_id",
+                        Self::VT_EMPLOYEE_ID,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "department",
+                        Self::VT_DEPARTMENT,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ApprovalDecisionArgs<'a> {
+            pub target_record_id: Option<&'a Uuid>,
+            pub decision_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub approve: bool,
+            pub decider: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub role: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub comment: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub employee_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub department: Option<::flatbuffers::WIPOffset<&'a str>>,
+        }
+        impl<'a> Default for ApprovalDecisionArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ApprovalDecisionArgs {
+                    target_record_id: None, // required field
+                    decision_id: None,      // required field
+                    approve: false,
+                    decider: None,
+                    role: None,
+                    comment: None,
+                    employee_id: None,
+                    department: None,
+                }
+            }
+        }
+
+        pub struct ApprovalDecisionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ApprovalDecisionBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_target_record_id(&mut self, target_record_id: &Uuid) {
+                self.fbb_.push_slot_always::<&Uuid>(
+                    ApprovalDecision::VT_TARGET_RECORD_ID,
+                    target_record_id,
+                );
+            }
+            #[inline]
+            pub fn add_decision_id(&mut self, decision_id: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ApprovalDecision::VT_DECISION_ID,
+                    decision_id,
+                );
+            }
+            #[inline]
+            pub fn add_approve(&mut self, approve: bool) {
+                self.fbb_
+                    .push_slot::<bool>(ApprovalDecision::VT_APPROVE, approve, false);
+            }
+            #[inline]
+            pub fn add_decider(&mut self, decider: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ApprovalDecision::VT_DECIDER,
+                    decider,
+                );
+            }
+            #[inline]
+            pub fn add_role(&mut self, role: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ApprovalDecision::VT_ROLE,
+                    role,
+                );
+            }
+            #[inline]
+            pub fn add_comment(&mut self, comment: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ApprovalDecision::VT_COMMENT,
+                    comment,
+                );
+            }
+            #[inline]
+            pub fn add_employee_id(&mut self, employee_id: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ApprovalDecision::VT_EMPLOYEE_ID,
+                    employee_id,
+                );
+            }
+            #[inline]
+            pub fn add_department(&mut self, department: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ApprovalDecision::VT_DEPARTMENT,
+                    department,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> ApprovalDecisionBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ApprovalDecisionBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ApprovalDecision<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                self.fbb_
+                    .required(o, ApprovalDecision::VT_TARGET_RECORD_ID, "target_record_id");
+                self.fbb_
+                    .required(o, ApprovalDecision::VT_DECISION_ID, "decision_id");
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ApprovalDecision<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ApprovalDecision");
+                ds.field("target_record_id", &self.target_record_id());
+                ds.field("decision_id", &self.decision_id());
+                ds.field("approve", &self.approve());
+                ds.field("decider", &self.decider());
+                ds.field("role", &self.role());
+                ds.field("comment", &self.comment());
+                ds.field("employee_id", &self.employee_id());
+                ds.field("department", &self.department());
+                ds.finish()
+            }
+        }
+        pub enum CorrectionOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// A make-up punch request (补卡) for a slot of a day.
+        pub struct Correction<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for Correction<'a> {
+            type Inner = Correction<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> Correction<'a> {
+            pub const VT_CORRECTION_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_EMPLOYEE_ID: ::flatbuffers::VOffsetT = 6;
+            pub const VT_DATE: ::flatbuffers::VOffsetT = 8;
+            pub const VT_SLOT: ::flatbuffers::VOffsetT = 10;
+            pub const VT_KIND: ::flatbuffers::VOffsetT = 12;
+            pub const VT_AT_MS: ::flatbuffers::VOffsetT = 14;
+            pub const VT_REASON: ::flatbuffers::VOffsetT = 16;
+            pub const VT_EVIDENCE_REF: ::flatbuffers::VOffsetT = 18;
+            pub const VT_REQUESTED_BY: ::flatbuffers::VOffsetT = 20;
+            pub const VT_DEPARTMENT: ::flatbuffers::VOffsetT = 22;
+            pub const VT_EVIDENCE_DUE_MS: ::flatbuffers::VOffsetT = 24;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                Correction { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args CorrectionArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<Correction<'bldr>> {
+                let mut builder = CorrectionBuilder::new(_fbb);
+                builder.add_evidence_due_ms(args.evidence_due_ms);
+                builder.add_at_ms(args.at_ms);
+                if let Some(x) = args.department {
+                    builder.add_department(x);
+                }
+                if let Some(x) = args.requested_by {
+                    builder.add_requested_by(x);
+                }
+                if let Some(x) = args.evidence_ref {
+                    builder.add_evidence_ref(x);
+                }
+                if let Some(x) = args.reason {
+                    builder.add_reason(x);
+                }
+                if let Some(x) = args.slot {
+                    builder.add_slot(x);
+                }
+                if let Some(x) = args.date {
+                    builder.add_date(x);
+                }
+                if let Some(x) = args.employee_id {
+                    builder.add_employee_id(x);
+                }
+                if let Some(x) = args.correction_id {
+                    builder.add_correction_id(x);
+                }
+                builder.add_kind(args.kind);
+                builder.finish()
+            }
+
+            /// Client-supplied id of the request (idempotency key).
+            #[inline]
+            pub fn correction_id(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(
+                            Correction::VT_CORRECTION_ID,
+                            None,
+                        )
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn employee_id(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(
+                            Correction::VT_EMPLOYEE_ID,
+                            None,
+                        )
+                        .unwrap()
+                }
+            }
+            /// The day, YYYY-MM-DD in the tenant's zone.
+            #[inline]
+            pub fn date(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Correction::VT_DATE, None)
+                        .unwrap()
+                }
+            }
+            /// Slot name within the day's schedule.
+            #[inline]
+            pub fn slot(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Correction::VT_SLOT, None)
+                }
+            }
+            #[inline]
+            pub fn kind(&self) -> PunchKind {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<PunchKind>(Correction::VT_KIND, Some(PunchKind::In))
+                        .unwrap()
+                }
+            }
+            /// The time the make-up punch stands for, unix ms (the slot's start for
+            /// a clock-in, its end for a clock-out).
+            #[inline]
+            pub fn at_ms(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(Correction::VT_AT_MS, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn reason(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Correction::VT_REASON, None)
+                }
+            }
+            /// Reference to evidence (a boarding pass's file id, a ticket number).
+            #[inline]
+            pub fn evidence_ref(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        Correction::VT_EVIDENCE_REF,
+                        None,
+                    )
+                }
+            }
+            /// Admin token name that filed the request.
+            #[inline]
+            pub fn requested_by(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        Correction::VT_REQUESTED_BY,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn department(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        Correction::VT_DEPARTMENT,
+                        None,
+                    )
+                }
+            }
+            /// Evidence still owed: the request lapses at this time, unix ms (0 = none owed).
+            #[inline]
+            pub fn evidence_due_ms(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(Correction::VT_EVIDENCE_DUE_MS, Some(0))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for Correction<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "correction_id",
+                        Self::VT_CORRECTION_ID,
+                        true,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "employee_id",
+                        Self::VT_EMPLOYEE_ID,
+                        true,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "date",
+                        Self::VT_DATE,
+                        true,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "slot",
+                        Self::VT_SLOT,
+                        false,
+                    )?
+                    .visit_field::<PunchKind>("kind", Self::VT_KIND, false)?
+                    .visit_field::<i64>("at_ms", Self::VT_AT_MS, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "reason",
+                        Self::VT_REASON,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "evidence_ref",
+                        Self::VT_EVIDENCE_REF,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "requested_by",
+                        Self::VT_REQUESTED_BY,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "department",
+                        Self::VT_DEPARTMENT,
+                        false,
+                    )?
+                    .visit_field::<i64>("evidence_due_ms", Self::VT_EVIDENCE_DUE_MS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct CorrectionArgs<'a> {
+            pub correction_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub employee_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub date: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub slot: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub kind: PunchKind,
+            pub at_ms: i64,
+            pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub evidence_ref: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub requested_by: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub department: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub evidence_due_ms: i64,
+        }
+        impl<'a> Default for CorrectionArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                CorrectionArgs {
+                    correction_id: None, // required field
+                    employee_id: None,   // required field
+                    date: None,          // required field
+                    slot: None,
+                    kind: PunchKind::In,
+                    at_ms: 0,
+                    reason: None,
+                    evidence_ref: None,
+                    requested_by: None,
+                    department: None,
+                    evidence_due_ms: 0,
+                }
+            }
+        }
+
+        pub struct CorrectionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CorrectionBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_correction_id(&mut self, correction_id: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    Correction::VT_CORRECTION_ID,
+                    correction_id,
+                );
+            }
+            #[inline]
+            pub fn add_employee_id(&mut self, employee_id: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    Correction::VT_EMPLOYEE_ID,
+                    employee_id,
+                );
+            }
+            #[inline]
+            pub fn add_date(&mut self, date: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Correction::VT_DATE, date);
+            }
+            #[inline]
+            pub fn add_slot(&mut self, slot: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Correction::VT_SLOT, slot);
+            }
+            #[inline]
+            pub fn add_kind(&mut self, kind: PunchKind) {
+                self.fbb_
+                    .push_slot::<PunchKind>(Correction::VT_KIND, kind, PunchKind::In);
+            }
+            #[inline]
+            pub fn add_at_ms(&mut self, at_ms: i64) {
+                self.fbb_.push_slot::<i64>(Correction::VT_AT_MS, at_ms, 0);
+            }
+            #[inline]
+            pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Correction::VT_REASON, reason);
+            }
+            #[inline]
+            pub fn add_evidence_ref(&mut self, evidence_ref: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    Correction::VT_EVIDENCE_REF,
+                    evidence_ref,
+                );
+            }
+            #[inline]
+            pub fn add_requested_by(&mut self, requested_by: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    Correction::VT_REQUESTED_BY,
+                    requested_by,
+                );
+            }
+            #[inline]
+            pub fn add_department(&mut self, department: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    Correction::VT_DEPARTMENT,
+                    department,
+                );
+            }
+            #[inline]
+            pub fn add_evidence_due_ms(&mut self, evidence_due_ms: i64) {
+                self.fbb_
+                    .push_slot::<i64>(Correction::VT_EVIDENCE_DUE_MS, evidence_due_ms, 0);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> CorrectionBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                CorrectionBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<Correction<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                self.fbb_
+                    .required(o, Correction::VT_CORRECTION_ID, "correction_id");
+                self.fbb_
+                    .required(o, Correction::VT_EMPLOYEE_ID, "employee_id");
+                self.fbb_.required(o, Correction::VT_DATE, "date");
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for Correction<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("Correction");
+                ds.field("correction_id", &self.correction_id());
+                ds.field("employee_id", &self.employee_id());
+                ds.field("date", &self.date());
+                ds.field("slot", &self.slot());
+                ds.field("kind", &self.kind());
+                ds.field("at_ms", &self.at_ms());
+                ds.field("reason", &self.reason());
+                ds.field("evidence_ref", &self.evidence_ref());
+                ds.field("requested_by", &self.requested_by());
+                ds.field("department", &self.department());
+                ds.field("evidence_due_ms", &self.evidence_due_ms());
+                ds.finish()
+            }
+        }
+        pub enum CorrectionDecisionOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// A decision on a make-up request. An approved one is the make-up punch
+        /// downstream: it carries the punch's employee, kind and time.
+        pub struct CorrectionDecision<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for CorrectionDecision<'a> {
+            type Inner = CorrectionDecision<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> CorrectionDecision<'a> {
+            pub const VT_CORRECTION_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_DECISION_ID: ::flatbuffers::VOffsetT = 6;
+            pub const VT_APPROVE: ::flatbuffers::VOffsetT = 8;
+            pub const VT_DECIDER: ::flatbuffers::VOffsetT = 10;
+            pub const VT_ROLE: ::flatbuffers::VOffsetT = 12;
+            pub const VT_COMMENT: ::flatbuffers::VOffsetT = 14;
+            pub const VT_EMPLOYEE_ID: ::flatbuffers::VOffsetT = 16;
+            pub const VT_KIND: ::flatbuffers::VOffsetT = 18;
+            pub const VT_AT_MS: ::flatbuffers::VOffsetT = 20;
+            pub const VT_SLOT: ::flatbuffers::VOffsetT = 22;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                CorrectionDecision { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args CorrectionDecisionArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<CorrectionDecision<'bldr>> {
+                let mut builder = CorrectionDecisionBuilder::new(_fbb);
+                builder.add_at_ms(args.at_ms);
+                if let Some(x) = args.slot {
+                    builder.add_slot(x);
+                }
+                if let Some(x) = args.employee_id {
+                    builder.add_employee_id(x);
+                }
+                if let Some(x) = args.comment {
+                    builder.add_comment(x);
+                }
+                if let Some(x) = args.role {
+                    builder.add_role(x);
+                }
+                if let Some(x) = args.decider {
+                    builder.add_decider(x);
+                }
+                if let Some(x) = args.decision_id {
+                    builder.add_decision_id(x);
+                }
+                if let Some(x) = args.correction_id {
+                    builder.add_correction_id(x);
+                }
+                builder.add_kind(args.kind);
+                builder.add_approve(args.approve);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn correction_id(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(
+                            CorrectionDecision::VT_CORRECTION_ID,
+                            None,
+                        )
+                        .unwrap()
+                }
+            }
+            /// Client-supplied idempotency key.
+            #[inline]
+            pub fn decision_id(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(
+                            CorrectionDecision::VT_DECISION_ID,
+                            None,
+                        )
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn approve(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(CorrectionDecision::VT_APPROVE, Some(false))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn decider(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        CorrectionDecision::VT_DECIDER,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn role(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        CorrectionDecision::VT_ROLE,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn comment(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        CorrectionDecision::VT_COMMENT,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn employee_id(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        CorrectionDecision::VT_EMPLOYEE_ID,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn kind(&self) -> PunchKind {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<PunchKind>(CorrectionDecision::VT_KIND, Some(PunchKind::In))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn at_ms(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(CorrectionDecision::VT_AT_MS, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn slot(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        CorrectionDecision::VT_SLOT,
+                        None,
+                    )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for CorrectionDecision<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "correction_id",
+                        Self::VT_CORRECTION_ID,
+                        true,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "decision_id",
+                        Self::VT_DECISION_ID,
+                        true,
+                    )?
+                    .visit_field::<bool>("approve", Self::VT_APPROVE, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "decider",
+                        Self::VT_DECIDER,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "role",
+                        Self::VT_ROLE,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "comment",
+                        Self::VT_COMMENT,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "employee_id",
+                        Self::VT_EMPLOYEE_ID,
+                        false,
+                    )?
+                    .visit_field::<PunchKind>("kind", Self::VT_KIND, false)?
+                    .visit_field::<i64>("at_ms", Self::VT_AT_MS, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "slot",
+                        Self::VT_SLOT,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct CorrectionDecisionArgs<'a> {
+            pub correction_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub decision_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub approve: bool,
+            pub decider: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub role: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub comment: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub employee_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub kind: PunchKind,
+            pub at_ms: i64,
+            pub slot: Option<::flatbuffers::WIPOffset<&'a str>>,
+        }
+        impl<'a> Default for CorrectionDecisionArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                CorrectionDecisionArgs {
+                    correction_id: None, // required field
+                    decision_id: None,   // required field
+                    approve: false,
+                    decider: None,
+                    role: None,
+                    comment: None,
+                    employee_id: None,
+                    kind: PunchKind::In,
+                    at_ms: 0,
+                    slot: None,
+                }
+            }
+        }
+
+        pub struct CorrectionDecisionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CorrectionDecisionBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_correction_id(&mut self, correction_id: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    CorrectionDecision::VT_CORRECTION_ID,
+                    correction_id,
+                );
+            }
+            #[inline]
+            pub fn add_decision_id(&mut self, decision_id: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    CorrectionDecision::VT_DECISION_ID,
+                    decision_id,
+                );
+            }
+            #[inline]
+            pub fn add_approve(&mut self, approve: bool) {
+                self.fbb_
+                    .push_slot::<bool>(CorrectionDecision::VT_APPROVE, approve, false);
+            }
+            #[inline]
+            pub fn add_decider(&mut self, decider: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    CorrectionDecision::VT_DECIDER,
+                    decider,
+                );
+            }
+            #[inline]
+            pub fn add_role(&mut self, role: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    CorrectionDecision::VT_ROLE,
+                    role,
+                );
+            }
+            #[inline]
+            pub fn add_comment(&mut self, comment: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    CorrectionDecision::VT_COMMENT,
+                    comment,
+                );
+            }
+            #[inline]
+            pub fn add_employee_id(&mut self, employee_id: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    CorrectionDecision::VT_EMPLOYEE_ID,
+                    employee_id,
+                );
+            }
+            #[inline]
+            pub fn add_kind(&mut self, kind: PunchKind) {
+                self.fbb_
+                    .push_slot::<PunchKind>(CorrectionDecision::VT_KIND, kind, PunchKind::In);
+            }
+            #[inline]
+            pub fn add_at_ms(&mut self, at_ms: i64) {
+                self.fbb_
+                    .push_slot::<i64>(CorrectionDecision::VT_AT_MS, at_ms, 0);
+            }
+            #[inline]
+            pub fn add_slot(&mut self, slot: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    CorrectionDecision::VT_SLOT,
+                    slot,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> CorrectionDecisionBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                CorrectionDecisionBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<CorrectionDecision<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                self.fbb_
+                    .required(o, CorrectionDecision::VT_CORRECTION_ID, "correction_id");
+                self.fbb_
+                    .required(o, CorrectionDecision::VT_DECISION_ID, "decision_id");
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for CorrectionDecision<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("CorrectionDecision");
+                ds.field("correction_id", &self.correction_id());
+                ds.field("decision_id", &self.decision_id());
+                ds.field("approve", &self.approve());
+                ds.field("decider", &self.decider());
+                ds.field("role", &self.role());
+                ds.field("comment", &self.comment());
+                ds.field("employee_id", &self.employee_id());
+                ds.field("kind", &self.kind());
+                ds.field("at_ms", &self.at_ms());
+                ds.field("slot", &self.slot());
+                ds.finish()
+            }
+        }
+        pub enum LeaveEntryOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// Approved leave or a business trip pushed by an HR system; whole days,
+        /// inclusive, in the tenant's zone.
+        pub struct LeaveEntry<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for LeaveEntry<'a> {
+            type Inner = LeaveEntry<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> LeaveEntry<'a> {
+            pub const VT_SOURCE_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_EMPLOYEE_ID: ::flatbuffers::VOffsetT = 6;
+            pub const VT_FROM_DATE: ::flatbuffers::VOffsetT = 8;
+            pub const VT_TO_DATE: ::flatbuffers::VOffsetT = 10;
+            pub const VT_LEAVE_TYPE: ::flatbuffers::VOffsetT = 12;
+            pub const VT_ENTERED_BY: ::flatbuffers::VOffsetT = 14;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                LeaveEntry { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args LeaveEntryArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<LeaveEntry<'bldr>> {
+                let mut builder = LeaveEntryBuilder::new(_fbb);
+                if let Some(x) = args.entered_by {
+                    builder.add_entered_by(x);
+                }
+                if let Some(x) = args.leave_type {
+                    builder.add_leave_type(x);
+                }
+                if let Some(x) = args.to_date {
+                    builder.add_to_date(x);
+                }
+                if let Some(x) = args.from_date {
+                    builder.add_from_date(x);
+                }
+                if let Some(x) = args.employee_id {
+                    builder.add_employee_id(x);
+                }
+                if let Some(x) = args.source_id {
+                    builder.add_source_id(x);
+                }
+                builder.finish()
+            }
+
+            /// The HR system's id of the entry (idempotency key).
+            #[inline]
+            pub fn source_id(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(LeaveEntry::VT_SOURCE_ID, None)
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn employee_id(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(
+                            LeaveEntry::VT_EMPLOYEE_ID,
+                            None,
+                        )
+                        .unwrap()
+                }
+            }
+            /// First day, YYYY-MM-DD.
+            #[inline]
+            pub fn from_date(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(LeaveEntry::VT_FROM_DATE, None)
+                        .unwrap()
+                }
+            }
+            /// Last day, YYYY-MM-DD (inclusive).
+            #[inline]
+            pub fn to_date(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(LeaveEntry::VT_TO_DATE, None)
+                        .unwrap()
+                }
+            }
+            /// Leave type, e.g. annual, sick, personal; business_trip is a trip.
+            #[inline]
+            pub fn leave_type(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(
+                            LeaveEntry::VT_LEAVE_TYPE,
+                            None,
+                        )
+                        .unwrap()
+                }
+            }
+            /// Admin token name that pushed it.
+            #[inline]
+            pub fn entered_by(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        LeaveEntry::VT_ENTERED_BY,
+                        None,
+                    )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for LeaveEntry<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "source_id",
+                        Self::VT_SOURCE_ID,
+                        true,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "employee_id",
+                        Self::VT_EMPLOYEE_ID,
+                        true,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "from_date",
+                        Self::VT_FROM_DATE,
+                        true,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "to_date",
+                        Self::VT_TO_DATE,
+                        true,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "leave_type",
+                        Self::VT_LEAVE_TYPE,
+                        true,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "entered_by",
+                        Self::VT_ENTERED_BY,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct LeaveEntryArgs<'a> {
+            pub source_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub employee_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub from_date: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub to_date: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub leave_type: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub entered_by: Option<::flatbuffers::WIPOffset<&'a str>>,
+        }
+        impl<'a> Default for LeaveEntryArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                LeaveEntryArgs {
+                    source_id: None,   // required field
+                    employee_id: None, // required field
+                    from_date: None,   // required field
+                    to_date: None,     // required field
+                    leave_type: None,  // required field
+                    entered_by: None,
+                }
+            }
+        }
+
+        pub struct LeaveEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaveEntryBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_source_id(&mut self, source_id: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    LeaveEntry::VT_SOURCE_ID,
+                    source_id,
+                );
+            }
+            #[inline]
+            pub fn add_employee_id(&mut self, employee_id: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    LeaveEntry::VT_EMPLOYEE_ID,
+                    employee_id,
+                );
+            }
+            #[inline]
+            pub fn add_from_date(&mut self, from_date: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    LeaveEntry::VT_FROM_DATE,
+                    from_date,
+                );
+            }
+            #[inline]
+            pub fn add_to_date(&mut self, to_date: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    LeaveEntry::VT_TO_DATE,
+                    to_date,
+                );
+            }
+            #[inline]
+            pub fn add_leave_type(&mut self, leave_type: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    LeaveEntry::VT_LEAVE_TYPE,
+                    leave_type,
+                );
+            }
+            #[inline]
+            pub fn add_entered_by(&mut self, entered_by: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    LeaveEntry::VT_ENTERED_BY,
+                    entered_by,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> LeaveEntryBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                LeaveEntryBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaveEntry<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                self.fbb_.required(o, LeaveEntry::VT_SOURCE_ID, "source_id");
+                self.fbb_
+                    .required(o, LeaveEntry::VT_EMPLOYEE_ID, "employee_id");
+                self.fbb_.required(o, LeaveEntry::VT_FROM_DATE, "from_date");
+                self.fbb_.required(o, LeaveEntry::VT_TO_DATE, "to_date");
+                self.fbb_
+                    .required(o, LeaveEntry::VT_LEAVE_TYPE, "leave_type");
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for LeaveEntry<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("LeaveEntry");
+                ds.field("source_id", &self.source_id());
+                ds.field("employee_id", &self.employee_id());
+                ds.field("from_date", &self.from_date());
+                ds.field("to_date", &self.to_date());
+                ds.field("leave_type", &self.leave_type());
+                ds.field("entered_by", &self.entered_by());
+                ds.finish()
+            }
+        }
+        pub enum MonthArchiveOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// A month's summary frozen by a tenant admin: later changes to its days
+        /// are adjustments in the next month.
+        pub struct MonthArchive<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for MonthArchive<'a> {
+            type Inner = MonthArchive<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> MonthArchive<'a> {
+            pub const VT_MONTH: ::flatbuffers::VOffsetT = 4;
+            pub const VT_ARCHIVED_BY: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                MonthArchive { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args MonthArchiveArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<MonthArchive<'bldr>> {
+                let mut builder = MonthArchiveBuilder::new(_fbb);
+                if let Some(x) = args.archived_by {
+                    builder.add_archived_by(x);
+                }
+                if let Some(x) = args.month {
+                    builder.add_month(x);
+                }
+                builder.finish()
+            }
+
+            /// YYYY-MM.
+            #[inline]
+            pub fn month(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(MonthArchive::VT_MONTH, None)
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn archived_by(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        MonthArchive::VT_ARCHIVED_BY,
+                        None,
+                    )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for MonthArchive<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "month",
+                        Self::VT_MONTH,
+                        true,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "archived_by",
+                        Self::VT_ARCHIVED_BY,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct MonthArchiveArgs<'a> {
+            pub month: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub archived_by: Option<::flatbuffers::WIPOffset<&'a str>>,
+        }
+        impl<'a> Default for MonthArchiveArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                MonthArchiveArgs {
+                    month: None, // required field
+                    archived_by: None,
+                }
+            }
+        }
+
+        pub struct MonthArchiveBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MonthArchiveBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_month(&mut self, month: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(MonthArchive::VT_MONTH, month);
+            }
+            #[inline]
+            pub fn add_archived_by(&mut self, archived_by: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    MonthArchive::VT_ARCHIVED_BY,
+                    archived_by,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> MonthArchiveBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                MonthArchiveBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<MonthArchive<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                self.fbb_.required(o, MonthArchive::VT_MONTH, "month");
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for MonthArchive<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("MonthArchive");
+                ds.field("month", &self.month());
+                ds.field("archived_by", &self.archived_by());
+                ds.finish()
+            }
+        }
         pub enum RecordOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -1955,6 +3538,81 @@ pub mod fencegate {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_approval_decision(&self) -> Option<ApprovalDecision<'a>> {
+                if self.body_type() == RecordBody::ApprovalDecision {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { ApprovalDecision::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_correction(&self) -> Option<Correction<'a>> {
+                if self.body_type() == RecordBody::Correction {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { Correction::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_correction_decision(&self) -> Option<CorrectionDecision<'a>> {
+                if self.body_type() == RecordBody::CorrectionDecision {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { CorrectionDecision::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_leave_entry(&self) -> Option<LeaveEntry<'a>> {
+                if self.body_type() == RecordBody::LeaveEntry {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { LeaveEntry::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_month_archive(&self) -> Option<MonthArchive<'a>> {
+                if self.body_type() == RecordBody::MonthArchive {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { MonthArchive::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Record<'_> {
@@ -1973,6 +3631,11 @@ pub mod fencegate {
           RecordBody::PunchRecord => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PunchRecord>>("RecordBody::PunchRecord", pos),
           RecordBody::PingRecord => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PingRecord>>("RecordBody::PingRecord", pos),
           RecordBody::FenceEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FenceEvent>>("RecordBody::FenceEvent", pos),
+          RecordBody::ApprovalDecision => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ApprovalDecision>>("RecordBody::ApprovalDecision", pos),
+          RecordBody::Correction => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Correction>>("RecordBody::Correction", pos),
+          RecordBody::CorrectionDecision => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CorrectionDecision>>("RecordBody::CorrectionDecision", pos),
+          RecordBody::LeaveEntry => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaveEntry>>("RecordBody::LeaveEntry", pos),
+          RecordBody::MonthArchive => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MonthArchive>>("RecordBody::MonthArchive", pos),
           _ => Ok(()),
         }
      })?
@@ -2093,6 +3756,56 @@ pub mod fencegate {
                     }
                     RecordBody::FenceEvent => {
                         if let Some(x) = self.body_as_fence_event() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RecordBody::ApprovalDecision => {
+                        if let Some(x) = self.body_as_approval_decision() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RecordBody::Correction => {
+                        if let Some(x) = self.body_as_correction() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RecordBody::CorrectionDecision => {
+                        if let Some(x) = self.body_as_correction_decision() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RecordBody::LeaveEntry => {
+                        if let Some(x) = self.body_as_leave_entry() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RecordBody::MonthArchive => {
+                        if let Some(x) = self.body_as_month_archive() {
                             ds.field("body", &x)
                         } else {
                             ds.field(
