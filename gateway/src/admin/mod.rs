@@ -144,6 +144,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/records", get(crate::rules::api::get_records))
         .route("/v1/qr/{site}", get(crate::rules::api::get_qr))
         .route("/v1/days", get(days::get_days))
+        .merge(crate::ui::routes())
         .with_state(state)
 }
 
