@@ -27,7 +27,12 @@ impl Lang {
     /// The first language of an `Accept-Language` header we speak.
     pub fn from_accept_language(header: &str) -> Self {
         for part in header.split(',') {
-            let tag = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let tag = part
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if tag.starts_with("zh") {
                 return Self::Zh;
             }
@@ -79,7 +84,11 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("chart_causes", "Abnormal punches by cause", "异常打卡原因"),
     ("chart_heatmap", "Punch locations", "打卡位置热力图"),
     ("chart_overtime", "Overtime hours", "加班时长"),
-    ("chart_methods", "Punch methods and devices", "打卡方式与设备"),
+    (
+        "chart_methods",
+        "Punch methods and devices",
+        "打卡方式与设备",
+    ),
     ("date", "Date", "日期"),
     ("period", "Period", "周期"),
     ("expected", "Expected days", "应出勤人天"),
@@ -100,7 +109,11 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("cause_early", "Early leave", "早退"),
     ("cause_missing", "Missing punch", "缺卡"),
     ("cause_out_of_range", "Out of range", "范围外"),
-    ("cause_rejected", "Wi-Fi/QR/terminal failed", "Wi-Fi/二维码/终端校验失败"),
+    (
+        "cause_rejected",
+        "Wi-Fi/QR/terminal failed",
+        "Wi-Fi/二维码/终端校验失败",
+    ),
     ("cause_anti_cheat", "Anti-cheat flag", "防作弊标记"),
     ("method", "Method", "方式"),
     ("method_gps", "Phone GPS", "手机定位"),
@@ -148,8 +161,14 @@ mod tests {
 
     #[test]
     fn accept_language_picks_the_first_spoken() {
-        assert_eq!(Lang::from_accept_language("zh-CN,zh;q=0.9,en;q=0.8"), Lang::Zh);
-        assert_eq!(Lang::from_accept_language("de-DE,en;q=0.5,zh;q=0.1"), Lang::En);
+        assert_eq!(
+            Lang::from_accept_language("zh-CN,zh;q=0.9,en;q=0.8"),
+            Lang::Zh
+        );
+        assert_eq!(
+            Lang::from_accept_language("de-DE,en;q=0.5,zh;q=0.1"),
+            Lang::En
+        );
         assert_eq!(Lang::from_accept_language(""), Lang::En);
     }
 

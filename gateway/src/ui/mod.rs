@@ -55,10 +55,19 @@ pub const CHARTS: [&str; 8] = [
 /// The dashboard's routes, merged into the admin router.
 pub fn routes() -> Router<Arc<AdminState>> {
     Router::new()
-        .route("/ui", get(|| async { axum::response::Redirect::permanent("/ui/") }))
+        .route(
+            "/ui",
+            get(|| async { axum::response::Redirect::permanent("/ui/") }),
+        )
         .route("/ui/", get(index))
-        .route("/ui/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
-        .route("/ui/app.css", get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }))
+        .route(
+            "/ui/app.js",
+            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/ui/app.css",
+            get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }),
+        )
         .route(
             "/ui/i18n.json",
             get(|| async { asset(&i18n::tables_json().to_string(), "application/json") }),
@@ -69,9 +78,18 @@ pub fn routes() -> Router<Arc<AdminState>> {
 
 fn secure(mut resp: Response) -> Response {
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
@@ -142,7 +160,10 @@ fn resolve(
             "an employee token reads its own days only (GET /v1/days); the dashboard needs a supervisor, tenant or super token",
         ));
     }
-    let tenant = match (role.tenant(), params.get("tenant").filter(|s| !s.is_empty())) {
+    let tenant = match (
+        role.tenant(),
+        params.get("tenant").filter(|s| !s.is_empty()),
+    ) {
         (Some(own), Some(asked)) if asked != own => {
             return Err(forbidden(format!(
                 "this token reads tenant '{own}' only; drop tenant= or use a token of tenant '{asked}'"
@@ -175,7 +196,9 @@ fn resolve(
         match params.get(k).filter(|s| !s.is_empty()) {
             None => Ok(default),
             Some(s) if s.len() == 10 => s.parse().map_err(|_| {
-                bad_request(format!("{k} {s:?} is not a date; write it as YYYY-MM-DD, e.g. 2026-03-04"))
+                bad_request(format!(
+                    "{k} {s:?} is not a date; write it as YYYY-MM-DD, e.g. 2026-03-04"
+                ))
             }),
             Some(s) => Err(bad_request(format!(
                 "{k} {s:?} is not a date; write it as YYYY-MM-DD, e.g. 2026-03-04"
@@ -183,7 +206,10 @@ fn resolve(
         }
     };
     let to = parse("to", today)?;
-    let from = parse("from", to.checked_sub(jiff::Span::new().days(30)).unwrap_or(to))?;
+    let from = parse(
+        "from",
+        to.checked_sub(jiff::Span::new().days(30)).unwrap_or(to),
+    )?;
     if from > to {
         return Err(bad_request(format!(
             "from {from} is after to {to}; swap them"
@@ -343,7 +369,10 @@ async fn chart(
     let body = w.into_inner().unwrap_or_default();
     let mut resp = body.into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
     let fname = format!(
         "attachment; filename=\"{name}-{}-{}.csv\"",
         ask.filter.from, ask.filter.to
@@ -368,7 +397,10 @@ async fn trend(
         .map_err(store_error)?;
     let l = ask.lang;
     let title = t(l, "chart_trend");
-    let points: Vec<(String, f64)> = pts.iter().map(|p| (p.label.clone(), p.rate_pct())).collect();
+    let points: Vec<(String, f64)> = pts
+        .iter()
+        .map(|p| (p.label.clone(), p.rate_pct()))
+        .collect();
     let html = if pts.is_empty() {
         svg::empty("trend", t(l, "no_data"))
     } else {
@@ -453,7 +485,11 @@ async fn radar(store: &crate::results::ResultsStore, ask: &Ask) -> Result<Chart,
     .collect();
     // Rates are drawn on 0..100 %; counts against the largest department's.
     let max_missing = depts.iter().map(|d| d.missing).max().unwrap_or(0).max(1) as f64;
-    let max_ot = depts.iter().map(|d| d.overtime_h()).fold(0.0, f64::max).max(1e-9);
+    let max_ot = depts
+        .iter()
+        .map(|d| d.overtime_h())
+        .fold(0.0, f64::max)
+        .max(1e-9);
     let series: Vec<(String, Vec<f64>, Vec<f64>)> = depts
         .iter()
         .map(|d| {
@@ -633,10 +669,7 @@ fn fence_outlines(geojson: &str, tenant: &str) -> Vec<(String, Vec<Vec<(f64, f64
 /// and Shenzhen) get a panel each instead of two dots on one map. Each
 /// panel draws the fences within its reach. At most four panels, the
 /// busiest.
-fn panels(
-    bins: &[stats::HexBin],
-    fences: &[(String, Vec<Vec<(f64, f64)>>)],
-) -> Vec<svg::MapPanel> {
+fn panels(bins: &[stats::HexBin], fences: &[(String, Vec<Vec<(f64, f64)>>)]) -> Vec<svg::MapPanel> {
     const REACH_DEG: f64 = 0.05; // about 5 km
     let mut groups: Vec<((f64, f64), Vec<&stats::HexBin>)> = Vec::new();
     for b in bins {
@@ -730,7 +763,12 @@ async fn from_log(state: &Arc<AdminState>, ask: &Ask, name: &str) -> Result<Char
         r.map(|_| fold)
     })
     .await
-    .map_err(|e| secure(error(StatusCode::INTERNAL_SERVER_ERROR, format!("log query: {e}"))))?
+    .map_err(|e| {
+        secure(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("log query: {e}"),
+        ))
+    })?
     .map_err(|e| {
         secure(error(
             StatusCode::INTERNAL_SERVER_ERROR,

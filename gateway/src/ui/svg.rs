@@ -162,7 +162,12 @@ pub fn bars(chart: &str, title: &str, rows: &[(String, f64, String)]) -> String 
 
 /// A radar: `axes` labels, and per series its name and values already
 /// scaled to 0..=1 plus the raw values the marks carry.
-pub fn radar(chart: &str, title: &str, axes: &[String], series: &[(String, Vec<f64>, Vec<f64>)]) -> String {
+pub fn radar(
+    chart: &str,
+    title: &str,
+    axes: &[String],
+    series: &[(String, Vec<f64>, Vec<f64>)],
+) -> String {
     let (w, h) = (640.0, 380.0);
     let (cx, cy, rad) = (260.0, 190.0, 140.0);
     let n = axes.len().max(3);
@@ -274,7 +279,11 @@ pub fn pie(chart: &str, title: &str, slices: &[(String, f64)]) -> String {
                 r#"{shape} class="mark" data-label="{}" data-v="{}" fill="{colour}" stroke="white"><title>{tip}</title>{}"#,
                 esc(label),
                 num(*v),
-                if shape.starts_with("<circle") { "</circle>" } else { "</path>" }
+                if shape.starts_with("<circle") {
+                    "</circle>"
+                } else {
+                    "</path>"
+                }
             );
             a0 = a1;
         }
@@ -383,9 +392,19 @@ pub fn heatmap(chart: &str, title: &str, panels: &[MapPanel], legend: (&str, &st
         }
         for (ring, n, oor, label, nearest) in &p.hexes {
             let op = 0.25 + 0.75 * (*n as f64 / max);
-            let (stroke, sw) = if *oor > 0 { ("#D55E00", 2.0) } else { ("#fff", 0.5) };
+            let (stroke, sw) = if *oor > 0 {
+                ("#D55E00", 2.0)
+            } else {
+                ("#fff", 0.5)
+            };
             let tip = if *oor > 0 {
-                format!("{}: {n} ({}: {oor}, {}: {})", esc(label), esc(legend.0), esc(legend.1), esc(nearest))
+                format!(
+                    "{}: {n} ({}: {oor}, {}: {})",
+                    esc(label),
+                    esc(legend.0),
+                    esc(legend.1),
+                    esc(nearest)
+                )
             } else {
                 format!("{}: {n}", esc(label))
             };
@@ -434,7 +453,12 @@ mod tests {
             bars("c", evil, &rows),
             line("c", evil, &[(evil.to_owned(), 1.0)], None),
             pie("c", evil, &[(evil.to_owned(), 1.0)]),
-            radar("c", evil, &[evil.to_owned()], &[(evil.to_owned(), vec![0.5], vec![1.0])]),
+            radar(
+                "c",
+                evil,
+                &[evil.to_owned()],
+                &[(evil.to_owned(), vec![0.5], vec![1.0])],
+            ),
             table(evil, &[evil], &[vec![evil.to_owned()]]),
         ] {
             assert!(!svg.contains("<script"), "{svg}");
@@ -444,7 +468,12 @@ mod tests {
 
     #[test]
     fn marks_carry_the_csv_numbers() {
-        let svg = line("trend", "t", &[("a".into(), 97.5), ("b".into(), 100.0)], Some(100.0));
+        let svg = line(
+            "trend",
+            "t",
+            &[("a".into(), 97.5), ("b".into(), 100.0)],
+            Some(100.0),
+        );
         assert!(svg.contains(r#"data-label="a" data-v="97.5""#));
         assert!(svg.contains(r#"data-label="b" data-v="100""#));
     }
