@@ -8,8 +8,10 @@
 //! (fence lookup, rules, anti-cheat, repeats) with a simulated clock that
 //! walks through the month, and appends each record it decides to the data
 //! directory's durable log exactly as the edge would. The node must be
-//! stopped (the log is locked while it runs); at its next start the
-//! materializer turns the records into day results and closes the days.
+//! stopped (the log is locked while it runs). The demo then materializes
+//! the new records into the results store and closes the past days (as
+//! `fencegate results rebuild` would, but from the store's own position),
+//! so the node's next start shows them at once.
 //!
 //! **A roster.** Day results mark someone absent only if the rules list
 //! them, so the demo adds a roster to the rules file (`D-acme-001`...,
@@ -30,8 +32,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::Config;
 use crate::fences::{self, Fences};
-use crate::log::{LogHandle, RecordBatch};
+use crate::log::{LogHandle, Lsn, RecordBatch};
 use crate::pipeline::{Pipeline, PipelineConfig, PunchDecision, Scratch, Session};
+use crate::results::{Materializer, ResultsStore};
 
 /// `fencegate demo` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -59,6 +62,8 @@ pub struct Summary {
     pub records: u64,
     /// Punches the pipeline answered without a record (rate, full).
     pub refused: u64,
+    /// Employee days written to the results store.
+    pub days: u64,
 }
 
 const MIN: i64 = 60_000;
@@ -487,6 +492,7 @@ pub fn seed(cfg: &Config, args: &DemoArgs, today_ms: i64) -> anyhow::Result<Summ
     planned.retain(|p| p.at_ms < today_ms);
     planned.sort_by_key(|p| p.at_ms);
     let start = planned.first().map_or(today_ms, |p| p.at_ms);
+    let rules_handle = rules.clone();
     let pipeline = Pipeline::with_rules(PipelineConfig::from_config(cfg), fences, rules, start);
     let limits = Limits::default();
     let mut scratch = Scratch::default();
@@ -528,6 +534,21 @@ pub fn seed(cfg: &Config, args: &DemoArgs, today_ms: i64) -> anyhow::Result<Summ
     if !batch.is_empty() {
         log.append_batch_blocking(batch)?.wait()?;
     }
+    // Materialize now, from the store's own position, and close the
+    // month's days, so the first `/ui/` after `serve` shows absentees too
+    // (the node's materializer closes days only once a minute).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    summary.days = rt.block_on(async {
+        let store = ResultsStore::open(&cfg.attendance.results_url).await?;
+        let pos = store.position().await?;
+        let mut reader = log.reader(Lsn(pos.max(log.oldest().0)))?;
+        let m = Materializer::new(store, rules_handle);
+        let applied = m.drain(&mut reader, today_ms).await?;
+        let closed = m.close_due(today_ms).await?;
+        anyhow::Ok(applied.days as u64 + closed as u64)
+    })?;
     Ok(summary)
 }
 
@@ -539,11 +560,13 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     };
     let s = seed(&cfg, args, crate::clock::unix_ms())?;
     eprintln!(
-        "demo: {} punches through the pipeline, {} records appended to {} ({} refused); start `fencegate serve` and open http://{}/ui/",
+        "demo: {} punches through the pipeline, {} records appended to {} ({} refused), {} employee days in {}; start `fencegate serve` and open http://{}/ui/",
         s.punches,
         s.records,
         cfg.log_dir.display(),
         s.refused,
+        s.days,
+        cfg.attendance.results_url,
         cfg.admin_listen
     );
     Ok(())
