@@ -321,7 +321,7 @@ impl Browser {
         self.ws
             .send(&json!({"id": id, "method": method, "params": params}).to_string())
             .await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = fencegate::clock::tokio_now() + Duration::from_secs(30);
         loop {
             let text = tokio::time::timeout_at(deadline, self.ws.recv())
                 .await

@@ -112,12 +112,14 @@ async fn index(headers: HeaderMap) -> Response {
     asset(&html, "text/html; charset=utf-8")
 }
 
-fn forbidden(message: impl Into<String>) -> Response {
-    secure(error(StatusCode::FORBIDDEN, message))
+// Boxed: the scope checks return them as the error of a `Result`, and a
+// bare `Response` would make every such `Result` large.
+fn forbidden(message: impl Into<String>) -> Box<Response> {
+    Box::new(secure(error(StatusCode::FORBIDDEN, message)))
 }
 
-fn bad_request(message: impl Into<String>) -> Response {
-    secure(error(StatusCode::BAD_REQUEST, message))
+fn bad_request(message: impl Into<String>) -> Box<Response> {
+    Box::new(secure(error(StatusCode::BAD_REQUEST, message)))
 }
 
 /// A request's resolved scope and options.
@@ -142,8 +144,8 @@ fn resolve(
     state: &AdminState,
     headers: &HeaderMap,
     params: &HashMap<String, String>,
-) -> Result<Ask, Response> {
-    let token = authorize_token(state, headers).map_err(|e| secure(e.into_response()))?;
+) -> Result<Ask, Box<Response>> {
+    let token = authorize_token(state, headers).map_err(|e| Box::new(secure(e.into_response())))?;
     for k in params.keys() {
         if !matches!(
             k.as_str(),
@@ -192,7 +194,7 @@ fn resolve(
     }
     let tz = state.attendance.rules.load().tenant(&tenant).tz.clone();
     let today = today_in(&tz);
-    let parse = |k: &str, default: jiff::civil::Date| -> Result<jiff::civil::Date, Response> {
+    let parse = |k: &str, default: jiff::civil::Date| -> Result<jiff::civil::Date, Box<Response>> {
         match params.get(k).filter(|s| !s.is_empty()) {
             None => Ok(default),
             Some(s) if s.len() == 10 => s.parse().map_err(|_| {
@@ -260,7 +262,7 @@ async fn meta(
     }
     let ask = match resolve(&state, &headers, &params) {
         Ok(a) => a,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let departments = match (&ask.role, &state.results) {
         (Role::Supervisor { department, .. }, _) => vec![department.clone()],
@@ -324,7 +326,7 @@ async fn chart(
     }
     let ask = match resolve(&state, &headers, &params) {
         Ok(a) => a,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let Some(store) = &state.results else {
         return secure(error(
@@ -336,7 +338,7 @@ async fn chart(
         None | Some("") => Bucket::Day,
         Some(b) => match Bucket::parse(b) {
             Some(b) => b,
-            None => return bad_request(format!("bucket {b:?}: use day, week or month")),
+            None => return *bad_request(format!("bucket {b:?}: use day, week or month")),
         },
     };
     let built = match name {
@@ -536,7 +538,7 @@ async fn radar(store: &crate::results::ResultsStore, ask: &Ask) -> Result<Chart,
     })
 }
 
-fn ms_range(ask: &Ask) -> Result<(i64, i64), Response> {
+fn ms_range(ask: &Ask) -> Result<(i64, i64), Box<Response>> {
     stats::ms_range(&ask.filter.from, &ask.filter.to, &ask.tz).ok_or_else(|| {
         bad_request(format!(
             "from {} to {} is not a range of dates in {}",
@@ -548,7 +550,7 @@ fn ms_range(ask: &Ask) -> Result<(i64, i64), Response> {
 }
 
 async fn causes(store: &crate::results::ResultsStore, ask: &Ask) -> Result<Chart, Response> {
-    let (a, b) = ms_range(ask)?;
+    let (a, b) = ms_range(ask).map_err(|e| *e)?;
     let c = stats::causes(store.pool(), &ask.filter, a, b)
         .await
         .map_err(store_error)?;
@@ -613,7 +615,7 @@ async fn overtime(store: &crate::results::ResultsStore, ask: &Ask) -> Result<Cha
 
 /// Fence outlines of `tenant` from the fence GeoJSON: polygons as given,
 /// circles as 48-gons.
-fn fence_outlines(geojson: &str, tenant: &str) -> Vec<(String, Vec<Vec<(f64, f64)>>)> {
+fn fence_outlines(geojson: &str, tenant: &str) -> Vec<svg::Outline> {
     let doc: Value = serde_json::from_str(geojson).unwrap_or(Value::Null);
     let ring = |v: &Value| -> Vec<(f64, f64)> {
         v.as_array()
@@ -630,7 +632,7 @@ fn fence_outlines(geojson: &str, tenant: &str) -> Vec<(String, Vec<Vec<(f64, f64
         let id = f["properties"]["id"].as_str().unwrap_or("").to_owned();
         let g = &f["geometry"];
         let c = &g["coordinates"];
-        let rings: Vec<Vec<(f64, f64)>> = match g["type"].as_str() {
+        let rings: Vec<svg::Ring> = match g["type"].as_str() {
             Some("Point") => {
                 let (Some(lon), Some(lat), Some(r)) = (
                     c[0].as_f64(),
@@ -664,58 +666,82 @@ fn fence_outlines(geojson: &str, tenant: &str) -> Vec<(String, Vec<Vec<(f64, f64
     out
 }
 
-/// Groups located hexagons into map panels: a hexagon joins the first
-/// panel whose first hexagon is within 5 km, so far-apart sites (Shanghai
-/// and Shenzhen) get a panel each instead of two dots on one map. Each
-/// panel draws the fences within its reach. At most four panels, the
-/// busiest.
-fn panels(bins: &[stats::HexBin], fences: &[(String, Vec<Vec<(f64, f64)>>)]) -> Vec<svg::MapPanel> {
+/// Groups located hexagons into map panels around the tenant's sites:
+/// fences whose centres lie within ~5 km of each other form one panel
+/// (Shanghai HQ and Lujiazui together, Shenzhen apart), and each hexagon
+/// joins the panel of its nearest fence, so a field punch is drawn beside
+/// the site it missed. The four busiest panels are drawn.
+fn panels(bins: &[stats::HexBin], fences: &[svg::Outline]) -> Vec<svg::MapPanel> {
     const REACH_DEG: f64 = 0.05; // about 5 km
-    let mut groups: Vec<((f64, f64), Vec<&stats::HexBin>)> = Vec::new();
+    let centre = |rings: &[svg::Ring]| -> (f64, f64) {
+        let r = rings.first().map_or(&[][..], Vec::as_slice);
+        let n = r.len().max(1) as f64;
+        (
+            r.iter().map(|p| p.0).sum::<f64>() / n,
+            r.iter().map(|p| p.1).sum::<f64>() / n,
+        )
+    };
+    let dist = |a: (f64, f64), b: (f64, f64)| {
+        let k = a.1.to_radians().cos();
+        ((a.0 - b.0) * k).hypot(a.1 - b.1)
+    };
+    let centres: Vec<(f64, f64)> = fences.iter().map(|f| centre(&f.1)).collect();
+    // Single-link clusters of fence centres (a handful of fences per tenant).
+    let mut cluster: Vec<usize> = (0..fences.len()).collect();
+    for i in 0..fences.len() {
+        for j in 0..i {
+            if dist(centres[i], centres[j]) < REACH_DEG {
+                let (from, to) = (cluster[i], cluster[j]);
+                for c in &mut cluster {
+                    if *c == from {
+                        *c = to;
+                    }
+                }
+            }
+        }
+    }
+    let mut groups: std::collections::BTreeMap<usize, Vec<&stats::HexBin>> =
+        std::collections::BTreeMap::new();
     for b in bins {
         let c = h3o::LatLng::from(b.cell);
         let p = (c.lng(), c.lat());
-        match groups
-            .iter_mut()
-            .find(|(o, _)| (o.0 - p.0).abs() < REACH_DEG && (o.1 - p.1).abs() < REACH_DEG)
-        {
-            Some(g) => g.1.push(b),
-            None => groups.push((p, vec![b])),
-        }
+        let nearest = centres
+            .iter()
+            .enumerate()
+            .min_by(|x, y| dist(*x.1, p).total_cmp(&dist(*y.1, p)))
+            .map_or(usize::MAX, |(i, _)| cluster[i]);
+        groups.entry(nearest).or_default().push(b);
     }
+    let mut groups: Vec<(usize, Vec<&stats::HexBin>)> = groups.into_iter().collect();
     groups.sort_by_key(|g| std::cmp::Reverse(g.1.iter().map(|b| b.punches).sum::<i64>()));
     groups.truncate(4);
     groups
         .into_iter()
-        .map(|(o, hexes)| {
-            let near = |q: &(f64, f64)| {
-                (q.0 - o.0).abs() < 2.0 * REACH_DEG && (q.1 - o.1).abs() < 2.0 * REACH_DEG
-            };
-            svg::MapPanel {
-                fences: fences
-                    .iter()
-                    .filter(|(_, rings)| rings.iter().flatten().any(near))
-                    .cloned()
-                    .collect(),
-                hexes: hexes
-                    .iter()
-                    .map(|b| {
-                        let ring: Vec<(f64, f64)> = b
-                            .cell
-                            .boundary()
-                            .iter()
-                            .map(|v| (v.lng(), v.lat()))
-                            .collect();
-                        (
-                            ring,
-                            b.punches,
-                            b.out_of_range,
-                            b.cell.to_string(),
-                            b.nearest_fence.clone(),
-                        )
-                    })
-                    .collect(),
-            }
+        .map(|(k, hexes)| svg::MapPanel {
+            fences: fences
+                .iter()
+                .zip(&cluster)
+                .filter(|(_, c)| **c == k)
+                .map(|(f, _)| f.clone())
+                .collect(),
+            hexes: hexes
+                .iter()
+                .map(|b| {
+                    let ring: Vec<(f64, f64)> = b
+                        .cell
+                        .boundary()
+                        .iter()
+                        .map(|v| (v.lng(), v.lat()))
+                        .collect();
+                    (
+                        ring,
+                        b.punches,
+                        b.out_of_range,
+                        b.cell.to_string(),
+                        b.nearest_fence.clone(),
+                    )
+                })
+                .collect(),
         })
         .collect()
 }
@@ -723,7 +749,7 @@ fn panels(bins: &[stats::HexBin], fences: &[(String, Vec<Vec<(f64, f64)>>)]) -> 
 /// Methods and the heatmap read the punch records of the log (the store
 /// keeps neither method nor position), under the records query's bounds.
 async fn from_log(state: &Arc<AdminState>, ask: &Ask, name: &str) -> Result<Chart, Response> {
-    let (a, b) = ms_range(ask)?;
+    let (a, b) = ms_range(ask).map_err(|e| *e)?;
     let permit = state
         .attendance
         .queries

@@ -316,15 +316,24 @@ pub fn table(class: &str, head: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A ring of `(lon, lat)` vertices.
+pub type Ring = Vec<(f64, f64)>;
+
+/// A fence outline: its id and rings.
+pub type Outline = (String, Vec<Ring>);
+
+/// A heatmap hexagon: boundary, punches, out-of-range punches, label (the
+/// H3 cell), nearest fence of its out-of-range punches.
+pub type Hex = (Ring, i64, i64, String, String);
+
 /// One panel of the location heatmap: a lon/lat box drawn at a local
 /// equirectangular scale.
 #[derive(Debug, Clone)]
 pub struct MapPanel {
-    /// Fence outlines `(fence id, rings of (lon, lat))`.
-    pub fences: Vec<(String, Vec<Vec<(f64, f64)>>)>,
-    /// Hexagons: `(boundary (lon, lat), punches, out of range, label,
-    /// nearest fence)`.
-    pub hexes: Vec<(Vec<(f64, f64)>, i64, i64, String, String)>,
+    /// Fence outlines.
+    pub fences: Vec<Outline>,
+    /// Hexagons.
+    pub hexes: Vec<Hex>,
 }
 
 /// Draws heatmap panels side by side; each hexagon's opacity grows with
