@@ -366,7 +366,7 @@ async fn chart(
     let mut w = csv::Writer::from_writer(Vec::new());
     let _ = w.write_record(&chart.head);
     for r in &chart.rows {
-        let _ = w.write_record(r);
+        let _ = w.write_record(r.iter().map(|c| spreadsheet_safe(c).into_owned()));
     }
     let body = w.into_inner().unwrap_or_default();
     let mut resp = body.into_response();
@@ -383,6 +383,19 @@ async fn chart(
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     secure(resp)
+}
+
+/// A CSV cell a spreadsheet will not run as a formula: employee and
+/// department ids are tenant input, and HR opens these files in Excel. A
+/// text cell starting with `=`, `+`, `-`, `@`, tab or CR gets a leading
+/// `'`; numbers are left as they are.
+fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && cell.parse::<f64>().is_err() {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
 }
 
 fn heads(lang: Lang, keys: &[&str]) -> Vec<String> {
@@ -510,7 +523,7 @@ async fn radar(store: &crate::results::ResultsStore, ask: &Ask) -> Result<Chart,
                 raw[4] / 100.0,
             ];
             let name = if d.department.is_empty() {
-                "-".to_owned()
+                "(none)".to_owned()
             } else {
                 d.department.clone()
             };
@@ -859,4 +872,17 @@ async fn from_log(state: &Arc<AdminState>, ask: &Ask, name: &str) -> Result<Char
             .collect(),
         html,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_never_start_a_formula() {
+        assert_eq!(spreadsheet_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(spreadsheet_safe("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(spreadsheet_safe("-12.5"), "-12.5");
+        assert_eq!(spreadsheet_safe("E1001"), "E1001");
+    }
 }
