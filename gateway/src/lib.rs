@@ -25,3 +25,4 @@ pub mod results;
 pub mod rules;
 pub mod serve;
 pub mod sink;
+pub mod ui;

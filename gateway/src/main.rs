@@ -68,6 +68,9 @@ enum Command {
     /// Attendance results (day results materialized from the log).
     #[command(subcommand)]
     Results(ResultsCommand),
+    /// Seed a month of synthetic attendance for the sample tenants into a
+    /// stopped node's log (then `serve` shows it at /ui/).
+    Demo(cmd::demo::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cmd::results::rebuild(&args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Demo(args) => cmd::demo::demo(&args).map(|()| ExitCode::SUCCESS),
         Command::Holidays(HolidaysCommand::Import(args)) => {
             cmd::holidays::import(&args)?;
             Ok(ExitCode::SUCCESS)

@@ -165,6 +165,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             axum::routing::post(summary::post_archive),
         )
         .route("/v1/export/payroll", get(summary::get_payroll))
+        .merge(crate::ui::routes())
         .with_state(state)
 }
 

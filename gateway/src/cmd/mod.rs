@@ -1,6 +1,7 @@
 //! The `fencegate` subcommands, one file each; `main.rs` only dispatches.
 
 pub mod cert;
+pub mod demo;
 pub mod export;
 pub mod fences;
 pub mod health;

@@ -489,3 +489,13 @@ impl ResultsStore {
         rows.iter().map(day_row).collect()
     }
 }
+
+// Read access for the HR dashboard (`crate::ui::stats`), which runs its own
+// aggregate queries against the same tables; kept apart from the
+// materializer's API above.
+impl ResultsStore {
+    /// The connection pool, for read-only aggregate queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}

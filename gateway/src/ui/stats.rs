@@ -1,0 +1,552 @@
+//! The numbers behind every dashboard chart: SQL over the day results
+//! store (`day_results`, `punches`) and a pure fold over punch records of
+//! the log (methods, devices and locations, which the store does not keep).
+//! Nothing here renders; the SVG and the CSV of a chart are both drawn from
+//! the same structs, so a download always equals what the chart shows.
+//!
+//! Every query is one aggregate statement (`GROUP BY` in the database), so
+//! the rows that cross into Rust are a handful per date or department, not
+//! one per employee day. Definitions (docs/DASHBOARD.md):
+//!
+//! - an *expected* employee day is a closed day row (`slot = ''`) whose
+//!   status is not `rest_day`, `holiday` or `on_leave`; it is *attended*
+//!   unless its status is `absent`;
+//! - the attendance rate is attended / expected.
+
+use std::collections::BTreeMap;
+
+use fencegate_schema::{PunchMethod, RecordBodyView, RecordView, anomaly};
+use sqlx::{AnyPool, Row};
+
+/// Which employee days a chart covers: one tenant, an inclusive range of
+/// local dates (`YYYY-MM-DD` in the tenant's zone, as `day_results.date`),
+/// optionally one department.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// The tenant.
+    pub tenant: String,
+    /// First date, inclusive.
+    pub from: String,
+    /// Last date, inclusive.
+    pub to: String,
+    /// Only this department (a supervisor's is always set).
+    pub department: Option<String>,
+}
+
+impl Filter {
+    fn dept(&self) -> &str {
+        self.department.as_deref().unwrap_or("")
+    }
+}
+
+/// How the attendance-rate trend groups days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    /// One point per date.
+    Day,
+    /// One point per ISO week (`2026-W07`).
+    Week,
+    /// One point per month (`2026-02`).
+    Month,
+}
+
+impl Bucket {
+    /// Parses `day`, `week` or `month`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "day" => Some(Self::Day),
+            "week" => Some(Self::Week),
+            "month" => Some(Self::Month),
+            _ => None,
+        }
+    }
+
+    fn label(self, date: &str) -> String {
+        match self {
+            Self::Day => date.to_owned(),
+            Self::Month => date.get(..7).unwrap_or(date).to_owned(),
+            Self::Week => match date.parse::<jiff::civil::Date>() {
+                Ok(d) => {
+                    let w = d.iso_week_date();
+                    format!("{:04}-W{:02}", w.year(), w.week())
+                }
+                Err(_) => date.to_owned(),
+            },
+        }
+    }
+}
+
+/// One point of the attendance-rate trend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrendPoint {
+    /// The date, week or month.
+    pub label: String,
+    /// Expected employee days.
+    pub expected: i64,
+    /// Attended employee days.
+    pub attended: i64,
+}
+
+impl TrendPoint {
+    /// Attended / expected, in percent (0 when nothing was expected).
+    pub fn rate_pct(&self) -> f64 {
+        pct(self.attended, self.expected)
+    }
+}
+
+/// `part / whole` in percent, rounded to one decimal (the CSV and the
+/// chart's labels show the same rounding).
+pub fn pct(part: i64, whole: i64) -> f64 {
+    if whole <= 0 {
+        0.0
+    } else {
+        (part as f64 * 1000.0 / whole as f64).round() / 10.0
+    }
+}
+
+const NOT_EXPECTED: &str = "('rest_day', 'holiday', 'on_leave')";
+
+/// The attendance rate per day, week or month.
+pub async fn attendance_trend(
+    pool: &AnyPool,
+    f: &Filter,
+    bucket: Bucket,
+) -> Result<Vec<TrendPoint>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT date, CAST(COUNT(*) AS BIGINT) AS expected, \
+         CAST(SUM(CASE WHEN status = 'absent' THEN 0 ELSE 1 END) AS BIGINT) AS attended \
+         FROM day_results WHERE tenant = $1 AND slot = '' AND date >= $2 AND date <= $3 \
+         AND ($4 = '' OR department = $5) AND closed = 1 AND status NOT IN {NOT_EXPECTED} \
+         GROUP BY date ORDER BY date"
+    ))
+    .bind(&f.tenant)
+    .bind(&f.from)
+    .bind(&f.to)
+    .bind(f.dept())
+    .bind(f.dept())
+    .fetch_all(pool)
+    .await?;
+    let mut out: Vec<TrendPoint> = Vec::new();
+    for r in &rows {
+        let date: String = r.try_get("date")?;
+        let label = bucket.label(&date);
+        let expected: i64 = r.try_get("expected")?;
+        let attended: i64 = r.try_get("attended")?;
+        match out.last_mut() {
+            Some(p) if p.label == label => {
+                p.expected += expected;
+                p.attended += attended;
+            }
+            _ => out.push(TrendPoint {
+                label,
+                expected,
+                attended,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// One employee of a top-10 list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ranked {
+    /// Employee id.
+    pub employee: String,
+    /// Department (empty when none).
+    pub department: String,
+    /// Days late (or left early).
+    pub days: i64,
+    /// Minutes late (or early) over those days.
+    pub minutes: i64,
+}
+
+/// Which top-10 list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rank {
+    /// By days with `late_min > 0`.
+    Late,
+    /// By days with `early_min > 0`.
+    Early,
+}
+
+/// The ten employees late (or leaving early) on the most days, then by
+/// minutes, then by id.
+pub async fn top10(pool: &AnyPool, f: &Filter, rank: Rank) -> Result<Vec<Ranked>, sqlx::Error> {
+    let col = match rank {
+        Rank::Late => "late_min",
+        Rank::Early => "early_min",
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT employee, COALESCE(MAX(department), '') AS department, CAST(COUNT(*) AS BIGINT) AS days, \
+         CAST(SUM({col}) AS BIGINT) AS minutes FROM day_results \
+         WHERE tenant = $1 AND slot = '' AND date >= $2 AND date <= $3 AND ($4 = '' OR department = $5) \
+         AND {col} > 0 GROUP BY employee ORDER BY days DESC, minutes DESC, employee LIMIT 10"
+    ))
+    .bind(&f.tenant)
+    .bind(&f.from)
+    .bind(&f.to)
+    .bind(f.dept())
+    .bind(f.dept())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Ranked {
+                employee: r.try_get("employee")?,
+                department: r.try_get("department")?,
+                days: r.try_get("days")?,
+                minutes: r.try_get("minutes")?,
+            })
+        })
+        .collect()
+}
+
+/// One department's axes of the radar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeptStats {
+    /// Department (empty: employees without one).
+    pub department: String,
+    /// Expected employee days (closed).
+    pub expected: i64,
+    /// Attended of those.
+    pub attended: i64,
+    /// Day rows with `late_min > 0`.
+    pub late_days: i64,
+    /// Day rows `missing_in` or `missing_out`.
+    pub missing: i64,
+    /// Overtime, minutes.
+    pub overtime_min: i64,
+    /// Day rows `field`.
+    pub field_days: i64,
+}
+
+impl DeptStats {
+    /// Attendance rate, percent.
+    pub fn attendance_pct(&self) -> f64 {
+        pct(self.attended, self.expected)
+    }
+    /// Late days over attended days, percent.
+    pub fn late_pct(&self) -> f64 {
+        pct(self.late_days, self.attended)
+    }
+    /// Field days over attended days, percent.
+    pub fn field_pct(&self) -> f64 {
+        pct(self.field_days, self.attended)
+    }
+    /// Overtime in hours, one decimal.
+    pub fn overtime_h(&self) -> f64 {
+        hours(self.overtime_min)
+    }
+}
+
+/// Minutes as hours, one decimal.
+pub fn hours(min: i64) -> f64 {
+    (min as f64 / 6.0).round() / 10.0
+}
+
+/// Every department side by side (the radar's five axes).
+pub async fn departments(pool: &AnyPool, f: &Filter) -> Result<Vec<DeptStats>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT COALESCE(department, '') AS dept, \
+         CAST(SUM(CASE WHEN closed = 1 AND status NOT IN {NOT_EXPECTED} THEN 1 ELSE 0 END) AS BIGINT) AS expected, \
+         CAST(SUM(CASE WHEN closed = 1 AND status NOT IN {NOT_EXPECTED} AND status <> 'absent' THEN 1 ELSE 0 END) AS BIGINT) AS attended, \
+         CAST(SUM(CASE WHEN late_min > 0 THEN 1 ELSE 0 END) AS BIGINT) AS late_days, \
+         CAST(SUM(CASE WHEN status IN ('missing_in', 'missing_out') THEN 1 ELSE 0 END) AS BIGINT) AS missing, \
+         CAST(SUM(overtime_min) AS BIGINT) AS overtime, \
+         CAST(SUM(CASE WHEN status = 'field' THEN 1 ELSE 0 END) AS BIGINT) AS field \
+         FROM day_results WHERE tenant = $1 AND slot = '' AND date >= $2 AND date <= $3 \
+         AND ($4 = '' OR department = $5) GROUP BY COALESCE(department, '') ORDER BY dept"
+    ))
+    .bind(&f.tenant)
+    .bind(&f.from)
+    .bind(&f.to)
+    .bind(f.dept())
+    .bind(f.dept())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DeptStats {
+                department: r.try_get("dept")?,
+                expected: r.try_get("expected")?,
+                attended: r.try_get("attended")?,
+                late_days: r.try_get("late_days")?,
+                missing: r.try_get("missing")?,
+                overtime_min: r.try_get("overtime")?,
+                field_days: r.try_get("field")?,
+            })
+        })
+        .collect()
+}
+
+/// Abnormal punches and days by cause (the pie), in a fixed order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Causes {
+    /// Punches judged late.
+    pub late: i64,
+    /// Punches judged early leave.
+    pub early: i64,
+    /// Day rows with a missing clock-in or clock-out.
+    pub missing: i64,
+    /// GPS punches outside every fence.
+    pub out_of_range: i64,
+    /// Punches rejected by the rules (Wi-Fi, QR, terminal or dual checks).
+    pub rejected: i64,
+    /// Punches carrying an anti-cheat flag (any but `offline`).
+    pub anti_cheat: i64,
+}
+
+impl Causes {
+    /// `(key, count)` in the pie's order; keys name the i18n labels.
+    pub fn slices(&self) -> [(&'static str, i64); 6] {
+        [
+            ("cause_late", self.late),
+            ("cause_early", self.early),
+            ("cause_missing", self.missing),
+            ("cause_out_of_range", self.out_of_range),
+            ("cause_rejected", self.rejected),
+            ("cause_anti_cheat", self.anti_cheat),
+        ]
+    }
+}
+
+/// Counts abnormal punches (attendance time in `[from_ms, to_ms)`, the
+/// filter's dates in the tenant's zone) and missing days.
+pub async fn causes(
+    pool: &AnyPool,
+    f: &Filter,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Causes, sqlx::Error> {
+    // Flags are compared as "flags minus the offline bit is not zero", which
+    // needs no bitwise operator (not every engine spells it alike).
+    let offline = anomaly::OFFLINE as i64;
+    let r = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(CASE WHEN status = 'late' THEN 1 ELSE 0 END), 0) AS BIGINT) AS late, \
+         CAST(COALESCE(SUM(CASE WHEN status = 'early_leave' THEN 1 ELSE 0 END), 0) AS BIGINT) AS early, \
+         CAST(COALESCE(SUM(CASE WHEN verdict = 'out_of_range' OR status = 'out_of_range_pending_approval' THEN 1 ELSE 0 END), 0) AS BIGINT) AS oor, \
+         CAST(COALESCE(SUM(CASE WHEN verdict = 'rejected' THEN 1 ELSE 0 END), 0) AS BIGINT) AS rejected, \
+         CAST(COALESCE(SUM(CASE WHEN flags <> 0 AND flags <> $6 THEN 1 ELSE 0 END), 0) AS BIGINT) AS cheat \
+         FROM punches WHERE tenant = $1 AND at_ms >= $2 AND at_ms < $3 AND ($4 = '' OR department = $5)",
+    )
+    .bind(&f.tenant)
+    .bind(from_ms)
+    .bind(to_ms)
+    .bind(f.dept())
+    .bind(f.dept())
+    .bind(offline)
+    .fetch_one(pool)
+    .await?;
+    let missing = sqlx::query(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM day_results WHERE tenant = $1 AND slot = '' \
+         AND date >= $2 AND date <= $3 AND ($4 = '' OR department = $5) AND status IN ('missing_in', 'missing_out')",
+    )
+    .bind(&f.tenant)
+    .bind(&f.from)
+    .bind(&f.to)
+    .bind(f.dept())
+    .bind(f.dept())
+    .fetch_one(pool)
+    .await?;
+    Ok(Causes {
+        late: r.try_get("late")?,
+        early: r.try_get("early")?,
+        missing: missing.try_get("n")?,
+        out_of_range: r.try_get("oor")?,
+        rejected: r.try_get("rejected")?,
+        anti_cheat: r.try_get("cheat")?,
+    })
+}
+
+/// Overtime: hours per date (the line) and per employee (the table).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overtime {
+    /// `(date, minutes)` for every date with day rows in range.
+    pub by_date: Vec<(String, i64)>,
+    /// Employees with overtime, most first: `(employee, department,
+    /// minutes)`.
+    pub by_employee: Vec<(String, String, i64)>,
+}
+
+/// Overtime minutes by date and by employee.
+pub async fn overtime(pool: &AnyPool, f: &Filter) -> Result<Overtime, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT date, CAST(SUM(overtime_min) AS BIGINT) AS m FROM day_results WHERE tenant = $1 AND slot = '' \
+         AND date >= $2 AND date <= $3 AND ($4 = '' OR department = $5) GROUP BY date ORDER BY date",
+    )
+    .bind(&f.tenant)
+    .bind(&f.from)
+    .bind(&f.to)
+    .bind(f.dept())
+    .bind(f.dept())
+    .fetch_all(pool)
+    .await?;
+    let by_date = rows
+        .iter()
+        .map(|r| Ok((r.try_get("date")?, r.try_get("m")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    let rows = sqlx::query(
+        "SELECT employee, COALESCE(MAX(department), '') AS department, CAST(SUM(overtime_min) AS BIGINT) AS m \
+         FROM day_results WHERE tenant = $1 AND slot = '' AND date >= $2 AND date <= $3 \
+         AND ($4 = '' OR department = $5) AND overtime_min > 0 GROUP BY employee ORDER BY m DESC, employee LIMIT 200",
+    )
+    .bind(&f.tenant)
+    .bind(&f.from)
+    .bind(&f.to)
+    .bind(f.dept())
+    .bind(f.dept())
+    .fetch_all(pool)
+    .await?;
+    let by_employee = rows
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get("employee")?,
+                r.try_get("department")?,
+                r.try_get("m")?,
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(Overtime {
+        by_date,
+        by_employee,
+    })
+}
+
+/// The departments a tenant's day results name (for the filter).
+pub async fn department_names(pool: &AnyPool, tenant: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT department FROM day_results WHERE tenant = $1 AND department IS NOT NULL ORDER BY department",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(|r| r.try_get("department")).collect()
+}
+
+/// The name of a punch method, as the methods chart labels it.
+pub fn method_key(m: PunchMethod) -> &'static str {
+    match m {
+        PunchMethod::Gps => "method_gps",
+        PunchMethod::Wifi => "method_wifi",
+        PunchMethod::Qr => "method_qr",
+        PunchMethod::Terminal => "method_terminal",
+        _ => "method_other",
+    }
+}
+
+/// One H3 hexagon of the location heatmap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HexBin {
+    /// The H3 cell.
+    pub cell: h3o::CellIndex,
+    /// Punches in it.
+    pub punches: i64,
+    /// Of those, outside every fence.
+    pub out_of_range: i64,
+    /// The nearest fence of its out-of-range punches (the first seen).
+    pub nearest_fence: String,
+}
+
+/// What the log-based charts need from punch records, folded one record at
+/// a time (the log is read once for both charts).
+#[derive(Debug, Clone, Default)]
+pub struct PunchFold {
+    /// Punches per method key ([`method_key`]), in a fixed order.
+    pub methods: BTreeMap<&'static str, i64>,
+    /// Terminal punches per terminal device id.
+    pub terminals: BTreeMap<String, i64>,
+    /// Located punches per H3 cell.
+    pub bins: BTreeMap<u64, HexBin>,
+}
+
+/// The H3 resolution of the heatmap: resolution 9 cells are about 0.1 km²
+/// (a building and its forecourt), fine enough to tell a fence from the
+/// street beside it.
+pub const HEAT_RESOLUTION: h3o::Resolution = h3o::Resolution::Nine;
+
+impl PunchFold {
+    /// Adds one record if it is a punch of the filter's tenant and
+    /// department with attendance time in `[from_ms, to_ms)`.
+    pub fn add(&mut self, f: &Filter, from_ms: i64, to_ms: i64, rec: &RecordView<'_>) {
+        if rec.tenant() != f.tenant {
+            return;
+        }
+        let RecordBodyView::Punch(p) = rec.body() else {
+            return;
+        };
+        let att = rec.attendance().unwrap_or_default();
+        if let Some(d) = &f.department
+            && att.department != Some(d.as_str())
+        {
+            return;
+        }
+        let at = crate::rules::records::attendance_time(rec);
+        if at < from_ms || at >= to_ms {
+            return;
+        }
+        *self.methods.entry(method_key(p.method())).or_default() += 1;
+        if p.method() == PunchMethod::Terminal {
+            *self.terminals.entry(p.device_id().to_owned()).or_default() += 1;
+        }
+        let Some(pos) = p.position() else {
+            return;
+        };
+        let Ok(ll) = h3o::LatLng::new(pos.lat(), pos.lon()) else {
+            return;
+        };
+        let cell = ll.to_cell(HEAT_RESOLUTION);
+        let bin = self.bins.entry(u64::from(cell)).or_insert_with(|| HexBin {
+            cell,
+            punches: 0,
+            out_of_range: 0,
+            nearest_fence: String::new(),
+        });
+        bin.punches += 1;
+        let inside = p.fence_ids().is_some_and(|f| !f.is_empty());
+        if !inside {
+            bin.out_of_range += 1;
+            if bin.nearest_fence.is_empty() {
+                bin.nearest_fence = p.nearest_fence_id().unwrap_or("").to_owned();
+            }
+        }
+    }
+}
+
+/// The unix-ms range `[from, to + 1 day)` of local dates in `tz`.
+pub fn ms_range(from: &str, to: &str, tz: &jiff::tz::TimeZone) -> Option<(i64, i64)> {
+    let a: jiff::civil::Date = from.parse().ok()?;
+    let b: jiff::civil::Date = to.parse().ok()?;
+    let b = b.tomorrow().ok()?;
+    let a = a.to_zoned(tz.clone()).ok()?.timestamp().as_millisecond();
+    let b = b.to_zoned(tz.clone()).ok()?.timestamp().as_millisecond();
+    Some((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn week_and_month_labels() {
+        assert_eq!(Bucket::Week.label("2026-01-01"), "2026-W01");
+        assert_eq!(Bucket::Week.label("2025-12-29"), "2026-W01");
+        assert_eq!(Bucket::Month.label("2026-02-17"), "2026-02");
+    }
+
+    #[test]
+    fn percent_rounds_to_one_decimal() {
+        assert_eq!(pct(2, 3), 66.7);
+        assert_eq!(pct(1, 0), 0.0);
+        assert_eq!(hours(90), 1.5);
+    }
+
+    #[test]
+    fn local_dates_cover_whole_days() {
+        let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
+        let (a, b) = ms_range("2026-03-01", "2026-03-01", &tz).unwrap();
+        assert_eq!(b - a, 86_400_000);
+        // 2026-03-01T00:00+08:00
+        assert_eq!(a, 1_772_294_400_000);
+    }
+}
