@@ -268,3 +268,65 @@ pub async fn connect(s: &ClusterSettings, node: &str) -> anyhow::Result<async_na
         .await
         .map_err(|e| anyhow::anyhow!("cluster: NATS {}: {e}", s.urls.join(",")))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const TENANTS: &str = "[[tenants]]\nid = \"acme\"\n[[tenants]]\nid = \"globex\"\n";
+
+    #[test]
+    fn the_commented_example_in_the_sample_config_compiles() {
+        let text = include_str!("../../../config/fencegate.toml");
+        let from = text.find("# [cluster]\n").expect("the [cluster] example");
+        let to = text[from..].find("\n\n").map_or(text.len(), |n| from + n);
+        let example: String = text[from..to]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let sink = "[[sinks]]\nname = \"js\"\ntype = \"nats\"\nurl = \"nats://n1:4222\"\n";
+        let cfg = Config::parse(&format!("{TENANTS}{sink}{example}"), "sample").unwrap();
+        let c = cfg.cluster.expect("enabled in the example");
+        assert_eq!(c.replicas, 3);
+        assert_eq!(c.tenants, [("acme".to_owned(), super::OnUnreachable::Busy)]);
+    }
+
+    #[test]
+    fn off_by_default_and_errors_name_the_setting_and_fix() {
+        assert!(Config::parse(TENANTS, "t").unwrap().cluster.is_none());
+        // Enabled without NATS anywhere.
+        let e = Config::parse(&format!("{TENANTS}[cluster]\nenabled = true\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cluster.urls"), "{e}");
+        // The first NATS sink's servers are used.
+        let c = Config::parse(
+            &format!(
+                "{TENANTS}[cluster]\nenabled = true\n[[sinks]]\nname = \"js\"\ntype = \"nats\"\nurl = \"nats://a:4222,nats://b:4222\"\n"
+            ),
+            "t",
+        )
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert_eq!(c.urls.len(), 2);
+        let e = Config::parse(
+            &format!(
+                "{TENANTS}[cluster]\nenabled = true\nurls = [\"nats://a:4222\"]\ntimeout_ms = 20000\ntakeover_ms = 10\nprefix = \"a.b\"\n[cluster.tenants.initech]\non_unreachable = \"busy\"\n"
+            ),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "timeout_ms",
+            "takeover_ms",
+            "cluster.prefix",
+            "cluster.tenants.initech",
+        ] {
+            assert!(e.contains(needle), "missing {needle}: {e}");
+        }
+    }
+}
