@@ -13,6 +13,11 @@
 //! The helpers every HR route shares (tenant scope, body fields, appending
 //! an HR record) are here too.
 
+#![allow(
+    clippy::result_large_err,
+    reason = "the error is the HTTP answer itself, built once per refused request, never on a hot path"
+)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,6 +10,11 @@
 //! `source_id`: the same entry again is the same answer, a different entry
 //! under a used id is 409.
 
+#![allow(
+    clippy::result_large_err,
+    reason = "the error is the HTTP answer itself, built once per refused request, never on a hot path"
+)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

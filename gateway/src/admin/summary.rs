@@ -9,6 +9,11 @@
 //! later changes to its days are adjustments in the next month's summary
 //! (`crate::results::summary`). The payroll CSV is UTF-8 with a BOM.
 
+#![allow(
+    clippy::result_large_err,
+    reason = "the error is the HTTP answer itself, built once per refused request, never on a hot path"
+)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -52,7 +52,7 @@ pub struct ExportArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum ExportCommand {
     /// A month's payroll (summary per employee) as CSV or JSON.
-    Payroll(super::payroll::PayrollArgs),
+    Payroll(Box<super::payroll::PayrollArgs>),
 }
 
 /// Writes the export and a one-line summary on stderr.

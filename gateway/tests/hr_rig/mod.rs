@@ -16,6 +16,7 @@ use fencegate::results::{Materializer, ResultsStore};
 #[path = "../common/mod.rs"]
 pub mod common;
 
+#[allow(unused_imports, reason = "each test file uses part of the rig")]
 pub use common::{HQ, Node, now_ms, punch};
 
 /// Far from every test fence: an out-of-range punch (pending approval by
@@ -80,6 +81,12 @@ pub fn secret(name: &str) -> String {
 }
 
 pub fn write_config(dir: &Path) -> std::path::PathBuf {
+    write_config_with(dir, None)
+}
+
+/// The config, with the results store at `results` (a `postgres://` URL)
+/// instead of the SQLite default.
+pub fn write_config_with(dir: &Path, results: Option<&str>) -> std::path::PathBuf {
     std::fs::write(dir.join("fences.geojson"), common::FENCES).unwrap();
     std::fs::write(dir.join("rules.toml"), RULES).unwrap();
     let mut text = format!(
@@ -94,9 +101,10 @@ pub fn write_config(dir: &Path) -> std::path::PathBuf {
         ));
     }
     text.push_str(&format!(
-        "[fences]\npath = {:?}\n[attendance]\nrules = {:?}\n[[tenants]]\nid = \"acme\"\n[[tenants]]\nid = \"globex\"\n",
+        "[fences]\npath = {:?}\n[attendance]\nrules = {:?}\n{}[[tenants]]\nid = \"acme\"\n[[tenants]]\nid = \"globex\"\n",
         dir.join("fences.geojson"),
-        dir.join("rules.toml")
+        dir.join("rules.toml"),
+        results.map_or(String::new(), |u| format!("results = {u:?}\n")),
     ));
     let path = dir.join("fencegate.toml");
     std::fs::write(&path, text).unwrap();
@@ -104,8 +112,14 @@ pub fn write_config(dir: &Path) -> std::path::PathBuf {
 }
 
 pub async fn start() -> Node {
+    start_with(None).await
+}
+
+/// A node whose results store is at `results` (SQLite when `None`).
+pub async fn start_with(results: Option<&str>) -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::load(&write_config(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    let cfg =
+        Config::load(&write_config_with(dir.path(), results)).unwrap_or_else(|e| panic!("{e}"));
     Node::start_with(dir, cfg).await
 }
 
@@ -176,13 +190,15 @@ pub async fn assert_rebuild_equals_incremental(node: &Node) {
     let live = ResultsStore::open(&node.cfg.attendance.results_url)
         .await
         .unwrap();
+    // The rebuild goes to a fresh SQLite file whatever the node uses: the
+    // same log must say the same thing in either engine.
     let dir = tempfile::tempdir().unwrap();
     let fresh = ResultsStore::open_sqlite(&dir.path().join("rebuilt.sqlite"))
         .await
         .unwrap();
     let m = Materializer::new(fresh.clone(), Arc::clone(&rules));
     let mut reader =
-        LogReader::open_dir(&node.log_dir(), Lsn(0), Duration::from_millis(50)).unwrap();
+        LogReader::open_dir(node.log_dir(), Lsn(0), Duration::from_millis(50)).unwrap();
     let now = now_ms();
     m.drain(&mut reader, now).await.unwrap();
     m.close_due(now).await.unwrap();
