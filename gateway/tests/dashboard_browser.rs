@@ -639,6 +639,16 @@ async fn dashboard_in_a_real_browser() {
         !html.contains(&outsider),
         "the ops supervisor sees {outsider} of another department"
     );
+    // The server narrows too: the same token asking without department=
+    // (as a hand-made request would) still gets ops only.
+    let raw = b
+        .eval("fetch('/ui/api/late.csv', {headers: {Authorization: 'Bearer ' + sessionStorage.getItem('fencegate.token')}}).then(r => r.text())")
+        .await;
+    let raw = raw.as_str().unwrap();
+    assert!(
+        !raw.contains(&outsider),
+        "without department= the supervisor got {outsider}: {raw}"
+    );
     assert_eq!(
         b.eval("Array.from(document.querySelectorAll('#department option')).map(o => o.value)")
             .await,
