@@ -659,9 +659,9 @@ pub struct RawPingsTenant {
 #[derive(Debug, Clone, Default)]
 pub struct PingsConfig {
     /// The node-wide fence event rules.
-    pub default: crate::pipeline::FenceEventRules,
+    pub default: FenceEventRules,
     /// Tenants with their own rules (overrides merged over the default).
-    pub tenants: Vec<(String, crate::pipeline::FenceEventRules)>,
+    pub tenants: Vec<(String, FenceEventRules)>,
 }
 
 /// The longest `dwell_s`: beyond a day the device state has long expired.
@@ -685,7 +685,7 @@ fn compile_pings(raw: &RawPings, tenants: &[RawTenant], p: &mut Vec<String>) -> 
         }
     };
     check(p, "pings.", Some(raw.dwell_s), raw.exit_margin_m);
-    let default = crate::pipeline::FenceEventRules {
+    let default = FenceEventRules {
         dwell_ms: raw.dwell_s as i64 * 1_000,
         exit_margin_m: raw.exit_margin_m,
     };
@@ -700,7 +700,7 @@ fn compile_pings(raw: &RawPings, tenants: &[RawTenant], p: &mut Vec<String>) -> 
         check(p, &at, t.dwell_s, t.exit_margin_m);
         out.push((
             id.clone(),
-            crate::pipeline::FenceEventRules {
+            FenceEventRules {
                 dwell_ms: t.dwell_s.map_or(default.dwell_ms, |d| d as i64 * 1_000),
                 exit_margin_m: t.exit_margin_m.or(default.exit_margin_m),
             },
@@ -1269,6 +1269,22 @@ pub fn valid_tenant_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// Fence event rules of one tenant: debounce and exit hysteresis. Both are
+/// off unless configured (`[pings]` in fencegate.toml), and then every
+/// membership change is emitted at the first fix that shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FenceEventRules {
+    /// A membership change must persist this long, measured in fix time,
+    /// before its Enter or Exit is emitted: a device jittering across an
+    /// edge for less than this emits nothing. 0 emits at once.
+    pub dwell_ms: i64,
+    /// Accuracy-aware exit hysteresis. When set, a fence the device is in
+    /// counts as left only at a fix whose distance outside the fence's edge
+    /// minus its accuracy exceeds this many metres; a fence that no longer
+    /// exists is left at once. `None`: plain containment.
+    pub exit_margin_m: Option<f64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1364,7 +1380,7 @@ mod tests {
             c.pings.tenants,
             [(
                 "acme".to_owned(),
-                crate::pipeline::FenceEventRules {
+                FenceEventRules {
                     dwell_ms: 30_000,
                     exit_margin_m: Some(25.0)
                 }

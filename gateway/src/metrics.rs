@@ -7,8 +7,6 @@
 use fencegate_schema::{AnomalyBit, AttendanceStatus, Reason, Verdict};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
-use crate::pipeline::PingOutcome;
-
 /// Pipeline counters: verdicts, ping suppression and dedup.
 #[derive(Debug, Clone)]
 pub struct PipelineMetrics {
@@ -335,4 +333,24 @@ impl RulesMetrics {
             f &= f - 1;
         }
     }
+}
+
+/// Counts of what one ping batch produced. Every fix is counted in exactly
+/// one of `forwarded`, `suppressed`, `late` and `duplicates`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PingOutcome {
+    /// Live fixes forwarded as ping records (moves, heartbeats, transitions).
+    pub forwarded: u32,
+    /// Live fixes suppressed as repeats.
+    pub suppressed: u32,
+    /// Fence events emitted (Enter, Exit and the starting-state Inside).
+    pub events: u32,
+    /// Fixes at or before the device's newest (offline history, reordered
+    /// datagrams): logged as ping records flagged `late`, never suppressed.
+    pub late: u32,
+    /// Copies of the device's newest fix (a resent datagram), dropped.
+    pub duplicates: u32,
+    /// Fixes of devices beyond `max_devices`, forwarded unsuppressed (a
+    /// subset of `forwarded`).
+    pub untracked: u32,
 }

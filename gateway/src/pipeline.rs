@@ -22,9 +22,13 @@ use fencegate_spatial::{CellBox, CellShape, Classification, FenceKey, GridCell, 
 use flatbuffers::FlatBufferBuilder;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
+// Defined below the pipeline (the config reads the rules, the metrics count
+// the outcomes); re-exported where they have always been found.
 use crate::budget::{Budgets, DeviceBucket, SharedBucket, TenantBudget};
+pub use crate::config::FenceEventRules;
 use crate::dedup::{LruMap, WindowMap};
 use crate::fences::{FenceSnapshot, Fences};
+pub use crate::metrics::PingOutcome;
 use crate::metrics::{PipelineMetrics, RulesMetrics};
 use crate::rules::judge::{GpsLookup, Location, gps_lookup, judge};
 use crate::rules::state::{EMPLOYEE_MEMORY_MS, EmployeeState, Observed, QrUseKey};
@@ -135,22 +139,6 @@ struct PunchEntry {
 struct RepeatEntry {
     time_ms: i64,
     record_id: [u8; 16],
-}
-
-/// Fence event rules of one tenant: debounce and exit hysteresis. Both are
-/// off unless configured (`[pings]` in fencegate.toml), and then every
-/// membership change is emitted at the first fix that shows it.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct FenceEventRules {
-    /// A membership change must persist this long, measured in fix time,
-    /// before its Enter or Exit is emitted: a device jittering across an
-    /// edge for less than this emits nothing. 0 emits at once.
-    pub dwell_ms: i64,
-    /// Accuracy-aware exit hysteresis. When set, a fence the device is in
-    /// counts as left only at a fix whose distance outside the fence's edge
-    /// minus its accuracy exceeds this many metres; a fence that no longer
-    /// exists is left at once. `None`: plain containment.
-    pub exit_margin_m: Option<f64>,
 }
 
 /// Fence event rules for every tenant: the node-wide rules and per-tenant
@@ -426,26 +414,6 @@ pub enum PunchDecision<'b> {
         /// Milliseconds until the bucket has a token for this punch.
         retry_after_ms: u32,
     },
-}
-
-/// Counts of what one ping batch produced. Every fix is counted in exactly
-/// one of `forwarded`, `suppressed`, `late` and `duplicates`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PingOutcome {
-    /// Live fixes forwarded as ping records (moves, heartbeats, transitions).
-    pub forwarded: u32,
-    /// Live fixes suppressed as repeats.
-    pub suppressed: u32,
-    /// Fence events emitted (Enter, Exit and the starting-state Inside).
-    pub events: u32,
-    /// Fixes at or before the device's newest (offline history, reordered
-    /// datagrams): logged as ping records flagged `late`, never suppressed.
-    pub late: u32,
-    /// Copies of the device's newest fix (a resent datagram), dropped.
-    pub duplicates: u32,
-    /// Fixes of devices beyond `max_devices`, forwarded unsuppressed (a
-    /// subset of `forwarded`).
-    pub untracked: u32,
 }
 
 /// Reusable per-task buffers, so the hot path allocates nothing per record.

@@ -22,123 +22,25 @@
 //! including the super admin (a correction is a new punch or an approval
 //! downstream). Handlers of the attendance routes are in `crate::rules::api`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod approvals;
 pub mod days;
 pub mod leave;
+pub mod state;
 pub mod summary;
 
-use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
-use crate::fences::Fences;
-use crate::log::LogHandle;
+pub use state::{AdminState, AdminToken, Role};
+pub(crate) use state::{authorize, authorize_token, error, forbidden_config, share_error};
 
-/// What a bearer token may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Role {
-    /// Configures every tenant and exports; never edits a record.
-    Super,
-    /// Configures and exports only this tenant.
-    Tenant(String),
-    /// Reads the anomalies and pending approvals of one department.
-    Supervisor {
-        /// The tenant.
-        tenant: String,
-        /// The department.
-        department: String,
-    },
-    /// Reads one employee's own records.
-    Employee {
-        /// The tenant.
-        tenant: String,
-        /// The employee id.
-        employee: String,
-    },
-}
-
-impl Role {
-    /// Whether the role may read and change configuration (fences, rules,
-    /// QR codes): super and tenant admins.
-    pub fn configures(&self) -> bool {
-        matches!(self, Role::Super | Role::Tenant(_))
-    }
-
-    /// The tenant the role is confined to (`None` for super).
-    pub fn tenant(&self) -> Option<&str> {
-        match self {
-            Role::Super => None,
-            Role::Tenant(t) => Some(t),
-            Role::Supervisor { tenant, .. } | Role::Employee { tenant, .. } => Some(tenant),
-        }
-    }
-
-    /// The role's name as written in `[[admin.tokens]]`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Role::Super => "super",
-            Role::Tenant(_) => "tenant",
-            Role::Supervisor { .. } => "supervisor",
-            Role::Employee { .. } => "employee",
-        }
-    }
-}
-
-/// One accepted bearer token.
-#[derive(Debug, Clone)]
-pub struct AdminToken {
-    /// Name for logs (never the secret).
-    pub name: String,
-    /// The secret.
-    pub secret: String,
-    /// What it may do.
-    pub role: Role,
-}
-
-/// Shared state of the admin API.
-pub struct AdminState {
-    /// Current fences.
-    pub fences: Arc<Fences>,
-    /// The GeoJSON the current fences were built from.
-    pub fences_geojson: ArcSwap<String>,
-    /// Where accepted fence changes are persisted (so a restart keeps them).
-    pub fences_path: PathBuf,
-    /// The durable log (readiness).
-    pub log: LogHandle,
-    /// Prometheus renderer.
-    pub prometheus: PrometheusHandle,
-    /// Accepted tokens.
-    pub tokens: Vec<AdminToken>,
-    /// Serialises fence changes so two PUTs cannot interleave.
-    pub fence_update: tokio::sync::Mutex<()>,
-    /// Attendance rules, records and QR codes.
-    pub attendance: Arc<crate::rules::api::AttendanceApi>,
-    /// Health of each sink's forwarder: a sink that is down makes
-    /// `/readyz` say "degraded" (still 200) while the log has room.
-    pub sinks: Vec<Arc<crate::sink::SinkHealth>>,
-    /// The day results store (`GET /v1/days`); `None` where results are not
-    /// materialized.
-    pub results: Option<crate::results::ResultsStore>,
-    /// Fences and rules shared through the cluster's config bucket
-    /// (`[cluster]` with `shared_config`); `None` on a lone node.
-    pub shared: Option<Arc<crate::cluster::SharedConfig>>,
-}
-
-impl std::fmt::Debug for AdminState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminState").finish_non_exhaustive()
-    }
-}
-
-/// The router.
+/// The router: every admin route on one state.
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -167,68 +69,6 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/export/payroll", get(summary::get_payroll))
         .merge(crate::ui::routes())
         .with_state(state)
-}
-
-pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "error": message.into() }))).into_response()
-}
-
-/// Why a request was not authorised; small, so handlers can `?` it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Unauthorized(pub(crate) &'static str);
-
-impl IntoResponse for Unauthorized {
-    fn into_response(self) -> Response {
-        error(StatusCode::UNAUTHORIZED, self.0)
-    }
-}
-
-fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<Role, Unauthorized> {
-    authorize_token(state, headers).map(|t| t.role.clone())
-}
-
-/// The token a request carries, if it is one of ours.
-pub(crate) fn authorize_token<'s>(
-    state: &'s AdminState,
-    headers: &HeaderMap,
-) -> Result<&'s AdminToken, Unauthorized> {
-    let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Err(Unauthorized(
-            "missing bearer token: send `Authorization: Bearer <token>`",
-        ));
-    };
-    let Some(given) = auth.strip_prefix("Bearer ") else {
-        return Err(Unauthorized(
-            "the Authorization header must be `Bearer <token>`",
-        ));
-    };
-    state
-        .tokens
-        .iter()
-        .find(|t| constant_time_eq(t.secret.as_bytes(), given.trim().as_bytes()))
-        .ok_or(Unauthorized(
-            "unknown bearer token: it matches no [[admin.tokens]] entry of this node; send the contents of one of their token files",
-        ))
-}
-
-/// A 403 for a role that only reads records.
-pub(crate) fn forbidden_config(role: &Role) -> Response {
-    error(
-        StatusCode::FORBIDDEN,
-        format!(
-            "a {} token reads attendance records only; configuration needs a super or tenant token",
-            role.name()
-        ),
-    )
-}
-
-/// Tokens are secrets: compare without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    use subtle::ConstantTimeEq as _;
-    bool::from(a.ct_eq(b))
 }
 
 async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
@@ -472,16 +312,6 @@ async fn put_fences(
         "cluster_revision": shared.map(|(_, rev)| rev),
     }))
     .into_response()
-}
-
-/// The answer to a change the cluster's config bucket refused.
-pub(crate) fn share_error(e: &crate::cluster::ShareError) -> Response {
-    let status = match e {
-        crate::cluster::ShareError::Conflict { .. } => StatusCode::CONFLICT,
-        crate::cluster::ShareError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        crate::cluster::ShareError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    error(status, e.to_string())
 }
 
 /// Applies fences another node stored in the cluster's config bucket at

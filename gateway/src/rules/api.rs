@@ -13,7 +13,6 @@
 //! Nothing here changes a record; there is no such route for any role.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, Query, State};
@@ -23,10 +22,9 @@ use serde_json::json;
 
 use super::records::{self, RecordQuery, Source};
 use super::store::{self, AuditEntry, RulesHandle, RulesSource};
-use crate::admin::{AdminState, Role, authorize_token, error, forbidden_config};
+use crate::admin::state::{AdminState, Role, authorize_token, error, forbidden_config};
 use crate::clock;
 use crate::config::Config;
-use crate::metrics::RulesMetrics;
 
 /// The example rules bundled into the binary, seeding `<data_dir>/rules.toml`
 /// on embedded defaults.
@@ -64,46 +62,9 @@ const DEFAULT_LIMIT: usize = 10_000;
 /// Most records one `GET /v1/records` may ask for.
 const MAX_LIMIT: usize = 100_000;
 
-/// State of the attendance routes.
-#[derive(Debug)]
-pub struct AttendanceApi {
-    /// The live rules.
-    pub rules: Arc<RulesHandle>,
-    /// Where they live and how they compile.
-    pub source: RulesSource,
-    /// Serialises rule changes so two PUTs cannot interleave.
-    pub update: tokio::sync::Mutex<()>,
-    /// Rule-change counters.
-    pub metrics: RulesMetrics,
-    /// The per-segment time index of records.
-    pub index_dir: PathBuf,
-    /// Bounds on records queries.
-    pub query_limits: crate::config::QueryLimits,
-    /// One permit per records query running.
-    pub queries: Arc<tokio::sync::Semaphore>,
-}
-
-impl AttendanceApi {
-    /// The routes' state.
-    pub fn new(
-        rules: Arc<RulesHandle>,
-        source: RulesSource,
-        index_dir: PathBuf,
-        query_limits: crate::config::QueryLimits,
-    ) -> Self {
-        let metrics = RulesMetrics::register();
-        metrics.version.set(rules.version() as f64);
-        Self {
-            rules,
-            source,
-            update: tokio::sync::Mutex::new(()),
-            metrics,
-            index_dir,
-            queries: Arc::new(tokio::sync::Semaphore::new(query_limits.max_concurrent)),
-            query_limits,
-        }
-    }
-}
+// The routes' state lives with the rest of the admin state (below the
+// routes, so the admin layer has no import circle).
+pub use crate::admin::state::AttendanceApi;
 
 /// Loads the rules of a configuration at start: seeds the example on
 /// embedded defaults, compiles (every problem reported), and publishes.
@@ -234,7 +195,7 @@ pub async fn put_rules(
     let shared = match &state.shared {
         Some(c) => match c.publish(crate::cluster::Doc::Rules, &new_text).await {
             Ok(rev) => Some((c, rev)),
-            Err(e) => return crate::admin::share_error(&e),
+            Err(e) => return crate::admin::state::share_error(&e),
         },
         None => None,
     };

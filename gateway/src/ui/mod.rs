@@ -35,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::admin::{AdminState, Role, authorize_token, error};
+use crate::admin::state::{AdminState, Role, authorize_token, error};
 use i18n::{Lang, t};
 use stats::{Bucket, Filter, Rank};
 
