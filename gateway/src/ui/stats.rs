@@ -39,6 +39,25 @@ impl Filter {
     }
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds the filter's scope to a day-results query: `$1` tenant, `$2`/`$3`
+/// the date range, `$4`/`$5` the department (`$4 = '' OR department = $5`),
+/// in that order, so every chart is scoped the same way.
+trait Scoped<'q> {
+    fn scoped(self, f: &'q Filter) -> Self;
+}
+
+impl<'q> Scoped<'q> for AnyQuery<'q> {
+    fn scoped(self, f: &'q Filter) -> Self {
+        self.bind(&f.tenant)
+            .bind(&f.from)
+            .bind(&f.to)
+            .bind(f.dept())
+            .bind(f.dept())
+    }
+}
+
 /// How the attendance-rate trend groups days.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {
@@ -119,11 +138,7 @@ pub async fn attendance_trend(
          AND ($4 = '' OR department = $5) AND closed = 1 AND status NOT IN {NOT_EXPECTED} \
          GROUP BY date ORDER BY date"
     ))
-    .bind(&f.tenant)
-    .bind(&f.from)
-    .bind(&f.to)
-    .bind(f.dept())
-    .bind(f.dept())
+    .scoped(f)
     .fetch_all(pool)
     .await?;
     let mut out: Vec<TrendPoint> = Vec::new();
@@ -182,11 +197,7 @@ pub async fn top10(pool: &AnyPool, f: &Filter, rank: Rank) -> Result<Vec<Ranked>
          WHERE tenant = $1 AND slot = '' AND date >= $2 AND date <= $3 AND ($4 = '' OR department = $5) \
          AND {col} > 0 GROUP BY employee ORDER BY days DESC, minutes DESC, employee LIMIT 10"
     ))
-    .bind(&f.tenant)
-    .bind(&f.from)
-    .bind(&f.to)
-    .bind(f.dept())
-    .bind(f.dept())
+    .scoped(f)
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -257,11 +268,7 @@ pub async fn departments(pool: &AnyPool, f: &Filter) -> Result<Vec<DeptStats>, s
          FROM day_results WHERE tenant = $1 AND slot = '' AND date >= $2 AND date <= $3 \
          AND ($4 = '' OR department = $5) GROUP BY COALESCE(department, '') ORDER BY dept"
     ))
-    .bind(&f.tenant)
-    .bind(&f.from)
-    .bind(&f.to)
-    .bind(f.dept())
-    .bind(f.dept())
+    .scoped(f)
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -341,11 +348,7 @@ pub async fn causes(
         "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM day_results WHERE tenant = $1 AND slot = '' \
          AND date >= $2 AND date <= $3 AND ($4 = '' OR department = $5) AND status IN ('missing_in', 'missing_out')",
     )
-    .bind(&f.tenant)
-    .bind(&f.from)
-    .bind(&f.to)
-    .bind(f.dept())
-    .bind(f.dept())
+    .scoped(f)
     .fetch_one(pool)
     .await?;
     Ok(Causes {
@@ -374,11 +377,7 @@ pub async fn overtime(pool: &AnyPool, f: &Filter) -> Result<Overtime, sqlx::Erro
         "SELECT date, CAST(SUM(overtime_min) AS BIGINT) AS m FROM day_results WHERE tenant = $1 AND slot = '' \
          AND date >= $2 AND date <= $3 AND ($4 = '' OR department = $5) GROUP BY date ORDER BY date",
     )
-    .bind(&f.tenant)
-    .bind(&f.from)
-    .bind(&f.to)
-    .bind(f.dept())
-    .bind(f.dept())
+    .scoped(f)
     .fetch_all(pool)
     .await?;
     let by_date = rows
@@ -390,11 +389,7 @@ pub async fn overtime(pool: &AnyPool, f: &Filter) -> Result<Overtime, sqlx::Erro
          FROM day_results WHERE tenant = $1 AND slot = '' AND date >= $2 AND date <= $3 \
          AND ($4 = '' OR department = $5) AND overtime_min > 0 GROUP BY employee ORDER BY m DESC, employee LIMIT 200",
     )
-    .bind(&f.tenant)
-    .bind(&f.from)
-    .bind(&f.to)
-    .bind(f.dept())
-    .bind(f.dept())
+    .scoped(f)
     .fetch_all(pool)
     .await?;
     let by_employee = rows
