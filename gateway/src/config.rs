@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::log::LogConfig;
+
 /// Every problem found in one configuration file, reported together so an
 /// operator fixes them in one pass instead of one restart per mistake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -621,6 +623,27 @@ impl Default for RawDedup {
     }
 }
 
+/// `[dedup]`, compiled: windows as durations and the ping cell resolution as
+/// an H3 resolution, so no user of it converts or re-checks a raw number.
+/// See [`RawDedup`] for what each setting means and its default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dedup {
+    /// See [`RawDedup::repeat_window_s`].
+    pub repeat_window: Duration,
+    /// See [`RawDedup::idempotency_horizon_s`].
+    pub idempotency_horizon: Duration,
+    /// See [`RawDedup::ping_heartbeat_s`].
+    pub ping_heartbeat: Duration,
+    /// See [`RawDedup::ping_cell_resolution`].
+    pub ping_cell_resolution: h3o::Resolution,
+    /// See [`RawDedup::max_punch_keys`].
+    pub max_punch_keys: usize,
+    /// See [`RawDedup::max_employees`].
+    pub max_employees: usize,
+    /// See [`RawDedup::max_devices`].
+    pub max_devices: usize,
+}
+
 /// `[pings]`: fence events from location pings. Both settings are off
 /// unless set, and then every membership change is an Enter or Exit at the
 /// first fix that shows it.
@@ -744,16 +767,66 @@ pub struct RawLog {
 }
 
 impl Default for RawLog {
+    /// The log's own defaults ([`LogConfig::new`]): one set, not two.
     fn default() -> Self {
+        let d = LogConfig::new("");
         Self {
             dir: None,
-            segment_bytes: 64 << 20,
-            max_bytes: 10 << 30,
-            max_age_h: 168,
-            commit_delay_us: 0,
-            commit_max_records: 8_192,
+            segment_bytes: d.segment_bytes,
+            max_bytes: d.max_bytes,
+            max_age_h: d.retain_age.map_or(0, |a| a.as_secs() / 3_600),
+            commit_delay_us: d.max_batch_delay.as_micros() as u64,
+            commit_max_records: d.max_batch_records,
         }
     }
+}
+
+/// Turns `[log]` into the log's settings, naming the TOML field of every
+/// problem: `serve` opens the log with exactly what this returns, so
+/// `check-config` rejects whatever the log would refuse.
+fn compile_log(raw: &RawLog, data_dir: &Path, p: &mut Vec<String>) -> LogConfig {
+    let mut l = LogConfig::new(raw.dir.clone().unwrap_or_else(|| data_dir.join("log")));
+    if raw.segment_bytes < (1 << 20) {
+        p.push(format!(
+            "log.segment_bytes = {} is below 1 MiB",
+            raw.segment_bytes
+        ));
+    }
+    // Retention frees whole segments and must leave a quarter of the cap
+    // free; one write batch must fit twice.
+    let min_max = (raw.segment_bytes.saturating_mul(4))
+        .max(2 * (l.max_batch_bytes as u64 + crate::log::BATCH_OVERHEAD_BYTES));
+    if raw.max_bytes < min_max {
+        p.push(format!(
+            "log.max_bytes = {} is below {min_max}: it must hold 4 × log.segment_bytes ({}) and two write batches of {} bytes; raise it",
+            raw.max_bytes,
+            raw.segment_bytes.saturating_mul(4),
+            l.max_batch_bytes
+        ));
+    }
+    if raw.commit_max_records == 0 {
+        p.push("log.commit_max_records must be at least 1".into());
+    }
+    if raw.commit_delay_us > 100_000 {
+        p.push(format!(
+            "log.commit_delay_us = {} exceeds 100000 (100 ms); acks would wait that long",
+            raw.commit_delay_us
+        ));
+    }
+    l.segment_bytes = raw.segment_bytes;
+    l.max_bytes = raw.max_bytes;
+    l.retain_bytes = raw.max_bytes / 4 * 3;
+    l.retain_age = Some(Duration::from_secs(raw.max_age_h.saturating_mul(3_600)));
+    l.max_batch_delay = Duration::from_micros(raw.commit_delay_us);
+    l.max_batch_records = raw.commit_max_records;
+    // Whatever the checks above missed, the log's own check still catches
+    // here rather than when `serve` opens the log.
+    if p.is_empty() {
+        if let Err(e) = l.validate() {
+            p.push(format!("log: {e}"));
+        }
+    }
+    l
 }
 
 /// `[attendance]`: attendance rules and punch verification.
@@ -844,6 +917,9 @@ pub struct RawTenant {
 /// A compiled, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Where the configuration came from (a path, or "embedded defaults"):
+    /// names it in the problems `serve` and `check-config` report.
+    pub source: String,
     /// Node name written into records.
     pub node_name: String,
     /// Data directory.
@@ -864,14 +940,13 @@ pub struct Config {
     pub allow_sample_fences: bool,
     /// Frame limits.
     pub limits: RawLimits,
-    /// Dedup settings.
-    pub dedup: RawDedup,
+    /// Dedup windows and memory bounds, compiled.
+    pub dedup: Dedup,
     /// Fence event debounce and hysteresis (`[pings]`).
     pub pings: PingsConfig,
-    /// Log directory (resolved).
-    pub log_dir: PathBuf,
-    /// Log settings.
-    pub log: RawLog,
+    /// The durable log's settings, compiled and checked (`log.dir` is the
+    /// resolved folder).
+    pub log: LogConfig,
     /// Tenants and where their keys live (resolved).
     pub tenants: Vec<(String, PathBuf)>,
     /// Attendance rules and settings.
@@ -1105,40 +1180,28 @@ impl Config {
         if d.ping_heartbeat_s == 0 {
             p.push("dedup.ping_heartbeat_s must be at least 1".into());
         }
-        if d.ping_cell_resolution > 15 {
-            p.push(format!(
-                "dedup.ping_cell_resolution = {} is not an H3 resolution; use 0 to 15",
-                d.ping_cell_resolution
-            ));
-        }
+        let ping_cell_resolution = h3o::Resolution::try_from(d.ping_cell_resolution)
+            .unwrap_or_else(|_| {
+                p.push(format!(
+                    "dedup.ping_cell_resolution = {} is not an H3 resolution; use 0 to 15",
+                    d.ping_cell_resolution
+                ));
+                h3o::Resolution::Nine
+            });
+        let dedup = Dedup {
+            repeat_window: Duration::from_secs(d.repeat_window_s),
+            idempotency_horizon: Duration::from_secs(d.idempotency_horizon_s),
+            ping_heartbeat: Duration::from_secs(d.ping_heartbeat_s),
+            ping_cell_resolution,
+            max_punch_keys: d.max_punch_keys,
+            max_employees: d.max_employees,
+            max_devices: d.max_devices,
+        };
         if d.max_punch_keys < 1_000 || d.max_devices < 1_000 || d.max_employees < 1_000 {
             p.push(
                 "dedup.max_punch_keys, dedup.max_devices and dedup.max_employees must be at least 1000"
                     .into(),
             );
-        }
-        let l = &raw.log;
-        if l.segment_bytes < (1 << 20) {
-            p.push(format!(
-                "log.segment_bytes = {} is below 1 MiB",
-                l.segment_bytes
-            ));
-        }
-        if l.max_bytes < 4 * l.segment_bytes {
-            p.push(format!(
-                "log.max_bytes = {} must be at least 4 × log.segment_bytes ({})",
-                l.max_bytes,
-                4 * l.segment_bytes
-            ));
-        }
-        if l.commit_max_records == 0 {
-            p.push("log.commit_max_records must be at least 1".into());
-        }
-        if l.commit_delay_us > 100_000 {
-            p.push(format!(
-                "log.commit_delay_us = {} exceeds 100000 (100 ms); acks would wait that long",
-                l.commit_delay_us
-            ));
         }
         if raw.tenants.is_empty() {
             p.push("no [[tenants]]: add at least one, e.g. [[tenants]] id = \"acme\"".into());
@@ -1185,6 +1248,7 @@ impl Config {
         let sinks = crate::sink::config::compile(&raw.sinks, &mut p);
         let tenant_ids: Vec<String> = raw.tenants.iter().map(|t| t.id.clone()).collect();
         let cluster = crate::cluster::settings::compile(&raw.cluster, &tenant_ids, &sinks, &mut p);
+        let log = compile_log(&raw.log, &raw.node.data_dir, &mut p);
         if !p.is_empty() {
             return Err(ConfigErrors {
                 source: source.into(),
@@ -1204,8 +1268,8 @@ impl Config {
             })
             .collect();
         Ok(Self {
+            source: source.into(),
             node_name: raw.node.name,
-            log_dir: raw.log.dir.clone().unwrap_or_else(|| data_dir.join("log")),
             data_dir,
             quic_listen,
             quic: raw.quic,
@@ -1219,9 +1283,9 @@ impl Config {
             fences: raw.fences,
             allow_sample_fences: false,
             limits: raw.limits,
-            dedup: raw.dedup,
+            dedup,
             pings,
-            log: raw.log,
+            log,
             tenants,
             attendance: AttendanceConfig {
                 rules_path: raw.attendance.rules.clone(),
@@ -1247,16 +1311,6 @@ impl Config {
             budgets: raw.budgets,
             cluster,
         })
-    }
-
-    /// The repeat-merge window.
-    pub fn repeat_window(&self) -> Duration {
-        Duration::from_secs(self.dedup.repeat_window_s)
-    }
-
-    /// How long punch ids are remembered.
-    pub fn idempotency_horizon(&self) -> Duration {
-        Duration::from_secs(self.dedup.idempotency_horizon_s)
     }
 }
 
@@ -1294,8 +1348,40 @@ mod tests {
         let c = Config::embedded_defaults();
         assert_eq!(c.quic_listen.to_string(), "127.0.0.1:4433");
         assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9464");
-        assert_eq!(c.log_dir, PathBuf::from("./data/log"));
+        assert_eq!(c.log.dir, PathBuf::from("./data/log"));
         assert_eq!(c.tenants.len(), 2);
+    }
+
+    #[test]
+    fn an_empty_log_section_is_the_log_s_own_defaults() {
+        let c = Config::parse("[[tenants]]\nid = \"acme\"", "test").unwrap();
+        assert_eq!(c.log, LogConfig::new("./data/log"));
+        let example =
+            Config::parse(include_str!("../../config/fencegate.toml"), "example").unwrap();
+        let mut want = LogConfig::new(example.log.dir.clone());
+        want.dir = example.log.dir.clone();
+        assert_eq!(
+            example.log, want,
+            "config/fencegate.toml shows other log defaults"
+        );
+    }
+
+    #[test]
+    fn log_problems_name_the_toml_field() {
+        let e = Config::parse(
+            "[log]\nsegment_bytes = 100\nmax_bytes = 1000\ncommit_max_records = 0\ncommit_delay_us = 5000000",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "log.segment_bytes = 100 ",
+            "log.max_bytes = 1000 ",
+            "log.commit_max_records",
+            "log.commit_delay_us = 5000000",
+        ] {
+            assert!(e.contains(want), "{want} missing from: {e}");
+        }
     }
 
     #[test]

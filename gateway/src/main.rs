@@ -33,10 +33,16 @@ enum Command {
         #[arg(long, env = "FENCEGATE_NODE_NAME")]
         node_name: Option<String>,
     },
-    /// Validate a configuration file and list every problem.
+    /// Validate a configuration file and the files it names (keys, tokens,
+    /// fences, rules, TLS), listing every problem `serve` would refuse.
     CheckConfig {
         /// The file to check.
         file: PathBuf,
+        /// Check only the configuration text, not the files it names: for an
+        /// image build, where keys, certificates and fences are mounted at
+        /// run time.
+        #[arg(long)]
+        toml_only: bool,
     },
     /// Device tokens.
     #[command(subcommand)]
@@ -161,7 +167,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(fencegate::serve::serve(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { file } => match Config::load(&file) {
+        Command::CheckConfig { file, toml_only } => match Config::load(&file).and_then(|cfg| {
+            if toml_only {
+                Ok(cfg)
+            } else {
+                fencegate::serve::check(&cfg).map(|_| cfg)
+            }
+        }) {
             Ok(cfg) => {
                 println!(
                     "{}: ok ({} tenant(s), QUIC {}, admin {}, log {})",
@@ -169,7 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     cfg.tenants.len(),
                     cfg.quic_listen,
                     cfg.admin_listen,
-                    cfg.log_dir.display()
+                    cfg.log.dir.display()
                 );
                 Ok(ExitCode::SUCCESS)
             }

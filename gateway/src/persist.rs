@@ -165,6 +165,13 @@ pub fn create_new(path: &Path, data: &[u8], mode: u32) -> io::Result<bool> {
     finish(tmp, path, true)
 }
 
+/// Replaces a text state file (fences, rules) atomically and durably,
+/// keeping the mode the operator gave it (new files are [`SHARED`]).
+pub fn replace_text(path: &Path, text: &str) -> io::Result<()> {
+    let mode = mode_of(path).unwrap_or(SHARED);
+    atomic_replace(path, text.as_bytes(), mode)
+}
+
 /// The file mode of an existing file (`None` when it does not exist).
 pub fn mode_of(path: &Path) -> Option<u32> {
     #[cfg(unix)]

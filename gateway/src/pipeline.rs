@@ -65,11 +65,10 @@ impl PipelineConfig {
     pub fn from_config(cfg: &crate::config::Config) -> Self {
         Self {
             node: cfg.node_name.as_str().into(),
-            repeat_window_ms: cfg.dedup.repeat_window_s as i64 * 1_000,
-            idempotency_horizon_ms: cfg.dedup.idempotency_horizon_s as i64 * 1_000,
-            heartbeat_ms: cfg.dedup.ping_heartbeat_s as i64 * 1_000,
-            cell_resolution: h3o::Resolution::try_from(cfg.dedup.ping_cell_resolution)
-                .expect("validated by config"),
+            repeat_window_ms: cfg.dedup.repeat_window.as_millis() as i64,
+            idempotency_horizon_ms: cfg.dedup.idempotency_horizon.as_millis() as i64,
+            heartbeat_ms: cfg.dedup.ping_heartbeat.as_millis() as i64,
+            cell_resolution: cfg.dedup.ping_cell_resolution,
             max_punch_keys: cfg.dedup.max_punch_keys,
             max_employees: cfg.dedup.max_employees,
             max_devices: cfg.dedup.max_devices,

@@ -15,10 +15,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::admin::{AdminState, AdminToken, Role};
 use crate::auth::{Keyring, TenantKey};
 use crate::clock;
-use crate::config::Config;
+use crate::config::{Config, ConfigErrors};
 use crate::edge::{self, EdgeContext, EdgeSettings, tls};
 use crate::fences::{self, Fences};
-use crate::log::{LogConfig, LogHandle, Lsn};
+use crate::log::{LogHandle, Lsn};
 use crate::pipeline::{Pipeline, PipelineConfig};
 
 /// A running node, for tests and for the binary.
@@ -69,9 +69,9 @@ pub fn keyring(cfg: &Config) -> anyhow::Result<Keyring> {
     Ok(ring)
 }
 
-/// Resolves admin tokens from their files or environment variables. With no
-/// token configured, a super-admin token is generated under the data dir.
-fn admin_tokens(cfg: &Config) -> anyhow::Result<Vec<AdminToken>> {
+/// The configured admin tokens, read from their files or environment
+/// variables; changes nothing (`check-config` calls it too).
+fn configured_admin_tokens(cfg: &Config) -> anyhow::Result<Vec<AdminToken>> {
     let mut out = Vec::new();
     for t in &cfg.admin_tokens {
         let secret = match (&t.token_file, &t.token_env) {
@@ -111,6 +111,84 @@ fn admin_tokens(cfg: &Config) -> anyhow::Result<Vec<AdminToken>> {
             role,
         });
     }
+    Ok(out)
+}
+
+/// Every problem `serve` would meet in the files the configuration names
+/// (tenant keys, admin tokens, fences, rules, TLS), found without changing
+/// any file: `check-config` reports exactly what start-up refuses, and
+/// start-up runs it first so both say the same. What the TOML alone decides
+/// (ranges, the log's sizes) was already checked by [`Config::compile`].
+pub fn check(cfg: &Config) -> Result<Checked, ConfigErrors> {
+    let mut p = Vec::new();
+    let mut fences = None;
+    for (tenant, path) in &cfg.tenants {
+        let generated_default = path.starts_with(cfg.data_dir.join("keys"));
+        if path.exists() || !generated_default {
+            if let Err(e) = TenantKey::load_or_create(path, false) {
+                p.push(format!("tenant {tenant}: {e:#}"));
+            }
+        }
+    }
+    if let Err(e) = configured_admin_tokens(cfg) {
+        p.push(format!("{e:#}"));
+    }
+    if cfg.fences.path.exists() || !cfg.allow_sample_fences {
+        match read_fences(cfg) {
+            Ok(index) => fences = Some(index),
+            Err(e) => p.push(format!("{e:#}")),
+        }
+    }
+    if let Err(rules) = crate::rules::api::check(cfg) {
+        p.extend(rules);
+    }
+    if let (Some(c), Some(k)) = (&cfg.quic.cert, &cfg.quic.key) {
+        if let Err(e) = tls::load_identity(c, k) {
+            p.push(format!("{e:#}"));
+        }
+    }
+    if p.is_empty() {
+        Ok(Checked { fences })
+    } else {
+        Err(ConfigErrors {
+            source: cfg.source.clone(),
+            problems: p,
+        })
+    }
+}
+
+/// What [`check`] loaded on the way, so start-up does not load it twice.
+#[derive(Debug)]
+pub struct Checked {
+    /// The fences file's text and index (`None`: missing, and the samples
+    /// will be seeded).
+    pub fences: Option<(String, fencegate_spatial::FenceIndex)>,
+}
+
+/// Reads and indexes the fences file.
+fn read_fences(cfg: &Config) -> anyhow::Result<(String, fencegate_spatial::FenceIndex)> {
+    let fence_text = std::fs::read_to_string(&cfg.fences.path).with_context(|| {
+        format!(
+            "fences.path {}: cannot read it; point it at a GeoJSON FeatureCollection",
+            cfg.fences.path.display()
+        )
+    })?;
+    let index = fences::build_index(&fence_text, &load_options(cfg))
+        .map_err(|e| anyhow::anyhow!("fences.path {}: {e}", cfg.fences.path.display()))?;
+    Ok((fence_text, index))
+}
+
+fn load_options(cfg: &Config) -> LoadOptions {
+    LoadOptions {
+        min_radius_m: cfg.fences.min_radius_m,
+        max_radius_m: cfg.fences.max_radius_m,
+    }
+}
+
+/// Resolves admin tokens from their files or environment variables. With no
+/// token configured, a super-admin token is generated under the data dir.
+fn admin_tokens(cfg: &Config) -> anyhow::Result<Vec<AdminToken>> {
+    let mut out = configured_admin_tokens(cfg)?;
     if out.is_empty() {
         let path = cfg.data_dir.join("admin.token");
         if !path.exists() {
@@ -131,18 +209,6 @@ fn admin_tokens(cfg: &Config) -> anyhow::Result<Vec<AdminToken>> {
         });
     }
     Ok(out)
-}
-
-/// The log settings of a configuration.
-pub fn log_config(cfg: &Config) -> LogConfig {
-    let mut l = LogConfig::new(&cfg.log_dir);
-    l.segment_bytes = cfg.log.segment_bytes;
-    l.max_bytes = cfg.log.max_bytes;
-    l.retain_bytes = cfg.log.max_bytes / 4 * 3;
-    l.retain_age = Some(Duration::from_secs(cfg.log.max_age_h * 3_600));
-    l.max_batch_delay = Duration::from_micros(cfg.log.commit_delay_us);
-    l.max_batch_records = cfg.log.commit_max_records;
-    l
 }
 
 /// Frame limits of a configuration.
@@ -203,33 +269,27 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let prometheus = prometheus();
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("node.data_dir {}: cannot create it", cfg.data_dir.display()))?;
+    let checked = check(cfg)?;
     let keyring = Arc::new(keyring(cfg)?);
 
-    let load_opts = LoadOptions {
-        min_radius_m: cfg.fences.min_radius_m,
-        max_radius_m: cfg.fences.max_radius_m,
-    };
-    if cfg.allow_sample_fences && !cfg.fences.path.exists() {
-        if let Some(dir) = cfg.fences.path.parent() {
-            std::fs::create_dir_all(dir)?;
+    let load_opts = load_options(cfg);
+    let (fence_text, index) = match checked.fences {
+        Some(loaded) => loaded,
+        None => {
+            if let Some(dir) = cfg.fences.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&cfg.fences.path, fences::SAMPLE_FENCES)
+                .with_context(|| format!("cannot seed {}", cfg.fences.path.display()))?;
+            read_fences(cfg)?
         }
-        std::fs::write(&cfg.fences.path, fences::SAMPLE_FENCES)
-            .with_context(|| format!("cannot seed {}", cfg.fences.path.display()))?;
-    }
-    let fence_text = std::fs::read_to_string(&cfg.fences.path).with_context(|| {
-        format!(
-            "fences.path {}: cannot read it; point it at a GeoJSON FeatureCollection",
-            cfg.fences.path.display()
-        )
-    })?;
-    let index = fences::build_index(&fence_text, &load_opts)
-        .map_err(|e| anyhow::anyhow!("fences.path {}: {e}", cfg.fences.path.display()))?;
+    };
     let fences = Arc::new(Fences::new(index, load_opts));
     metrics::gauge!("fencegate_fences").set(fences.load().index().len() as f64);
     metrics::gauge!("fencegate_fence_snapshot_version").set(1.0);
 
-    let (log, report) = LogHandle::open(log_config(cfg))
-        .map_err(|e| anyhow::anyhow!("log {}: {e}", cfg.log_dir.display()))?;
+    let (log, report) = LogHandle::open(cfg.log.clone())
+        .map_err(|e| anyhow::anyhow!("log {}: {e}", cfg.log.dir.display()))?;
     if let Some(t) = &report.truncation {
         tracing::warn!(
             ?t,
@@ -281,7 +341,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         ping_datagrams_per_s: cfg.quic.ping_datagrams_per_s,
         ping_burst: cfg.quic.ping_burst,
         zero_rtt: cfg.quic.zero_rtt,
-        repeat_window_s: cfg.dedup.repeat_window_s as u32,
+        repeat_window_s: cfg.dedup.repeat_window.as_secs() as u32,
         admission: edge::admission::AdmissionSettings {
             target: Duration::from_millis(cfg.quic.admission_target_ms),
             interval: Duration::from_millis(cfg.quic.admission_interval_ms),
@@ -302,7 +362,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     };
     if let (Some(c), Some(client)) = (&cfg.cluster, &cluster_client) {
         if c.claims {
-            let repeat_ms = cfg.dedup.repeat_window_s as i64 * 1_000;
+            let repeat_ms = cfg.dedup.repeat_window.as_millis() as i64;
             let claims = Arc::new(crate::cluster::PunchClaims::new(
                 c,
                 &cfg.node_name,
@@ -312,8 +372,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                 client.clone(),
                 crate::cluster::ClaimsConfig {
                     prefix: c.prefix.clone(),
-                    idempotency_ttl: Duration::from_secs(cfg.dedup.idempotency_horizon_s),
-                    repeat_ttl: Duration::from_secs(cfg.dedup.repeat_window_s),
+                    idempotency_ttl: cfg.dedup.idempotency_horizon,
+                    repeat_ttl: cfg.dedup.repeat_window,
                     replicas: c.replicas,
                     timeout: c.timeout,
                 },
@@ -518,7 +578,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tenants.join(", "),
         running.edge.pipeline.fences().load().index().len(),
         cfg.fences.path.display(),
-        cfg.log_dir.display(),
+        cfg.log.dir.display(),
         sink_summary(&cfg),
         tenants.first().copied().unwrap_or("TENANT"),
     );

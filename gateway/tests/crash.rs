@@ -140,7 +140,7 @@ async fn kill_9_mid_burst() {
 
     // Restart: recovery runs, and the dedup window is rebuilt from the log.
     let (mut child, addr, fp) = spawn(&config);
-    let records = read_records(&cfg.log_dir);
+    let records = read_records(&cfg.log.dir);
     let mut seen: HashMap<[u8; 16], usize> = HashMap::new();
     for r in &records {
         if let RecordBodyMsg::Punch(p) = &r.body {
@@ -160,7 +160,7 @@ async fn kill_9_mid_burst() {
     // record id, no new record.
     let connector = Connector::new(addr, "localhost", Trust::Pinned(fp), false).unwrap();
     let client = connector.connect(&token, "terminal-1").await.unwrap();
-    let before = read_records(&cfg.log_dir).len();
+    let before = read_records(&cfg.log.dir).len();
     for (id, record_id) in acked.iter().take(50) {
         let mut p = punch(u128::from_be_bytes(*id), "resend", HQ);
         p.punch_id = *id;
@@ -170,7 +170,7 @@ async fn kill_9_mid_burst() {
         assert_eq!(a.record_id, *record_id);
     }
     assert_eq!(
-        read_records(&cfg.log_dir).len(),
+        read_records(&cfg.log.dir).len(),
         before,
         "resends wrote nothing"
     );

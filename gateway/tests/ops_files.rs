@@ -226,7 +226,8 @@ fn kubernetes_configmap_holds_a_config_the_gateway_accepts() {
         .arg("check-config")
         .arg(&path));
     assert!(ok, "check-config on the ConfigMap's fencegate.toml: {out}");
-    // check-config does not load the rules; start-up does, the same way.
+    // check-config compiled the rules too; loading them applies them (QR
+    // keys) the way start-up does.
     let cfg = fencegate::config::Config::load(&path).unwrap();
     if let Err(e) = fencegate::rules::api::load(&cfg) {
         panic!("the ConfigMap's rules.toml does not load: {e:#}");

@@ -223,7 +223,7 @@ async fn kill_9_mid_forward() {
         "the restart should redeliver what the stream had ({before_restart}) and JetStream drop it; dropped {duplicates}"
     );
     // Every stored record was logged (nothing invented).
-    let logged: HashSet<String> = common::read_records(&cfg.log_dir)
+    let logged: HashSet<String> = common::read_records(&cfg.log.dir)
         .iter()
         .map(|r| uuid(&r.record_id))
         .collect();

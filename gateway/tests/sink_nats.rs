@@ -133,7 +133,7 @@ async fn routes_records_with_msg_ids_and_skips_repeats() {
     let committed = node.running.committed();
     let cfg = node.cfg.clone();
     node.running.shutdown(Duration::from_secs(5)).await;
-    let (log, _) = fencegate::log::LogHandle::open(fencegate::serve::log_config(&cfg)).unwrap();
+    let (log, _) = fencegate::log::LogHandle::open(cfg.log.clone()).unwrap();
     // (The day-results materializer keeps a `results` cursor of its own.)
     let sinks: Vec<_> = log
         .cursors()
@@ -514,8 +514,7 @@ async fn a_full_log_refuses_punches_then_recovers_when_the_sink_catches_up() {
     }
     // No corruption: the log reopens without cutting anything.
     node.running.shutdown(Duration::from_secs(5)).await;
-    let (log, report) =
-        fencegate::log::LogHandle::open(fencegate::serve::log_config(&cfg)).unwrap();
+    let (log, report) = fencegate::log::LogHandle::open(cfg.log.clone()).unwrap();
     assert!(report.truncation.is_none(), "{report:?}");
     let mut r = log.reader(log.oldest()).unwrap();
     let mut n = 0;

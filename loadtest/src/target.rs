@@ -141,13 +141,13 @@ impl Target {
             server_name: "localhost".into(),
             trust: Trust::Pinned(running.fingerprint.clone()),
             tenant: s.world.tenant.clone(),
-            log_dir: Some(cfg.log_dir.clone()),
+            log_dir: Some(cfg.log.dir.clone()),
             metrics: MetricsSource::InProcess,
             description: format!(
                 "built-in gateway on {} ({} endpoint(s), log in {})",
                 running.quic_addr,
                 cfg.quic.endpoints,
-                cfg.log_dir.display()
+                cfg.log.dir.display()
             ),
             issuer: Arc::new(Issuer {
                 keyring,

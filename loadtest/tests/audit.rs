@@ -116,7 +116,7 @@ fn audit_finds_lost_duplicated_and_mismatched_records() {
     book.acked(id(4), &other).unwrap();
 
     let r = audit_log(
-        &cfg.log_dir,
+        &cfg.log.dir,
         Lsn(0),
         &book,
         [0xaa, 0xbb, 0xcc, 0xdd],

@@ -70,7 +70,7 @@ fn a_tiny_ramp_reports_its_knee_and_balances() {
             tenant: Some(tenant),
             tenant_key_file: Some(key),
         }),
-        log_dir: Some(cfg.log_dir.clone()),
+        log_dir: Some(cfg.log.dir.clone()),
         metrics_url: Some(format!("http://{}/metrics", running.admin_addr)),
         // This process: harness and gateway together, but measured.
         gateway_pid: Some(std::process::id()),

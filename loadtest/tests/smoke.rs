@@ -73,7 +73,7 @@ impl Gateway {
                 tenant: Some(tenant),
                 tenant_key_file: Some(key),
             }),
-            log_dir: Some(self.cfg.log_dir.clone()),
+            log_dir: Some(self.cfg.log.dir.clone()),
             fences: Some(self.fences.clone()),
             audit: true,
             client_endpoints: Some(2),

@@ -290,7 +290,7 @@ async fn put_fences(
         },
         None => None,
     };
-    if let Err(e) = persist(&state.fences_path, &new_text) {
+    if let Err(e) = crate::persist::replace_text(&state.fences_path, &new_text) {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!(
@@ -336,18 +336,11 @@ pub(crate) async fn apply_shared_fences(
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
-    persist(&state.fences_path, &text)
+    crate::persist::replace_text(&state.fences_path, &text)
         .map_err(|e| format!("cannot save them to {}: {e}", state.fences_path.display()))?;
     let version = state.fences.store(index);
     state.fences_geojson.store(Arc::new(text));
     shared.set_served(crate::cluster::Doc::Fences, revision);
     tracing::info!(version, revision, "fences replaced from the cluster");
     Ok(())
-}
-
-/// Writes the fence file atomically and durably (see
-/// [`crate::persist::atomic_replace`]), keeping its mode.
-fn persist(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let mode = crate::persist::mode_of(path).unwrap_or(crate::persist::SHARED);
-    crate::persist::atomic_replace(path, text.as_bytes(), mode)
 }

@@ -449,10 +449,10 @@ pub fn seed(cfg: &Config, args: &DemoArgs, today_ms: i64) -> anyhow::Result<Summ
     }
     let (rules, _) = crate::rules::api::load(cfg)?;
 
-    let (log, _) = LogHandle::open(crate::serve::log_config(cfg)).map_err(|e| {
+    let (log, _) = LogHandle::open(cfg.log.clone()).map_err(|e| {
         anyhow::anyhow!(
             "log {}: {e}; fencegate demo writes the log offline: stop `fencegate serve` first, then start it again to see the results",
-            cfg.log_dir.display()
+            cfg.log.dir.display()
         )
     })?;
 
@@ -563,7 +563,7 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         "demo: {} punches through the pipeline, {} records appended to {} ({} refused), {} employee days in {}; start `fencegate serve` and open http://{}/ui/",
         s.punches,
         s.records,
-        cfg.log_dir.display(),
+        cfg.log.dir.display(),
         s.refused,
         s.days,
         cfg.attendance.results_url,

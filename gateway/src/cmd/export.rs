@@ -107,9 +107,9 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
         from
     );
     anyhow::ensure!(
-        cfg.log_dir.is_dir(),
+        cfg.log.dir.is_dir(),
         "log directory {} does not exist; pass --config for the node's configuration",
-        cfg.log_dir.display()
+        cfg.log.dir.display()
     );
     // `-` or no --output: stdout. A regular file is staged and renamed over
     // only once every record is written; a device, FIFO or symlink is written
@@ -129,7 +129,7 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let mut failed: Option<std::io::Error> = None;
     let index_dir = cfg.data_dir.join("index").join("records");
     let stats = records::query(
-        Source::Dir(&cfg.log_dir),
+        Source::Dir(&cfg.log.dir),
         &index_dir,
         &q,
         &mut |lsn, rec| {

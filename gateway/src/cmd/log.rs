@@ -34,8 +34,8 @@ pub struct TailArgs {
 pub async fn tail(args: &TailArgs) -> anyhow::Result<()> {
     let dir = match (&args.dir, &args.config) {
         (Some(d), _) => d.clone(),
-        (None, Some(c)) => Config::load(c)?.log_dir,
-        (None, None) => Config::embedded_defaults().log_dir,
+        (None, Some(c)) => Config::load(c)?.log.dir,
+        (None, None) => Config::embedded_defaults().log.dir,
     };
     anyhow::ensure!(
         dir.is_dir(),

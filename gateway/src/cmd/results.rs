@@ -30,7 +30,7 @@ pub fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
         None => Config::embedded_defaults(),
     };
     let (rules, _) = crate::rules::api::load(&cfg)?;
-    let dir = cfg.log_dir.clone();
+    let dir = cfg.log.dir.clone();
     let poll = Duration::from_millis(100);
     let mut reader = match LogReader::open_dir(&dir, Lsn(0), poll) {
         Err(LogError::Trimmed { oldest, .. }) => LogReader::open_dir(&dir, oldest, poll)?,

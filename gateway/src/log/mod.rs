@@ -206,6 +206,11 @@ impl LsnRange {
     }
 }
 
+/// Bytes a segment and an entry header add to a batch: a batch of
+/// `max_batch_bytes` must fit twice in `max_bytes` with them.
+pub const BATCH_OVERHEAD_BYTES: u64 =
+    (format::SEGMENT_HEADER_LEN + format::ENTRY_HEADER_LEN) as u64;
+
 /// Settings of the durable log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -222,7 +227,7 @@ pub struct LogConfig {
     /// At least twice `segment_bytes`, so a full log always has a closed
     /// segment that retention can delete.
     ///
-    /// 8 GiB unless set.
+    /// 10 GiB unless set.
     pub max_bytes: u64,
     /// Retention deletes the oldest segments (that every cursor has passed)
     /// while the log is larger than this. At most `max_bytes - segment_bytes`.
@@ -243,7 +248,7 @@ pub struct LogConfig {
     pub max_batch_delay: Duration,
     /// Most records synced by one `fdatasync`.
     ///
-    /// 4096 unless set.
+    /// 8192 unless set.
     pub max_batch_records: usize,
     /// Most bytes (headers included) written by one batch; this also bounds
     /// what a crash can tear. A single append must fit in it.
@@ -265,9 +270,10 @@ pub struct LogConfig {
 }
 
 impl LogConfig {
-    /// The defaults above, with the log kept in `dir`.
+    /// The defaults above, with the log kept in `dir`. These are the only
+    /// defaults of the log: `[log]` in the node's TOML starts from them.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        let max_bytes = 8 << 30;
+        let max_bytes = 10 << 30;
         Self {
             dir: dir.into(),
             segment_bytes: 64 << 20,
@@ -275,7 +281,7 @@ impl LogConfig {
             retain_bytes: max_bytes / 4 * 3,
             retain_age: Some(Duration::from_secs(7 * 24 * 3600)),
             max_batch_delay: Duration::ZERO,
-            max_batch_records: 4096,
+            max_batch_records: 8192,
             max_batch_bytes: 4 << 20,
             max_record_bytes: 1 << 20,
             queue_capacity: 16384,
@@ -286,7 +292,7 @@ impl LogConfig {
     /// Checks the settings and lists every problem in one error.
     pub fn validate(&self) -> Result<(), LogError> {
         let mut p: Vec<String> = Vec::new();
-        let hdr = (format::SEGMENT_HEADER_LEN + format::ENTRY_HEADER_LEN) as u64;
+        let hdr = BATCH_OVERHEAD_BYTES;
         if self.segment_bytes < 4096 {
             p.push(format!(
                 "segment_bytes {} is below the minimum 4096",

@@ -69,13 +69,7 @@ pub use crate::admin::state::AttendanceApi;
 /// Loads the rules of a configuration at start: seeds the example on
 /// embedded defaults, compiles (every problem reported), and publishes.
 pub fn load(cfg: &Config) -> anyhow::Result<(Arc<RulesHandle>, RulesSource)> {
-    let source = RulesSource {
-        path: cfg.attendance.rules_path.clone(),
-        holidays_dir: cfg.attendance.holidays_dir.clone(),
-        data_dir: cfg.data_dir.clone(),
-        settings: cfg.attendance.settings.clone(),
-        tenants: cfg.tenants.iter().map(|(t, _)| t.clone()).collect(),
-    };
+    let source = source(cfg);
     if let (Some(path), true) = (&source.path, cfg.attendance.seed_sample_rules) {
         if !path.exists() {
             let dir = source.calendar_dir();
@@ -91,6 +85,41 @@ pub fn load(cfg: &Config) -> anyhow::Result<(Arc<RulesHandle>, RulesSource)> {
     }
     let (rules, text) = source.load()?;
     Ok((Arc::new(RulesHandle::new(rules, text)), source))
+}
+
+/// Where a node's rules live and what compiling them needs.
+pub fn source(cfg: &Config) -> RulesSource {
+    RulesSource {
+        path: cfg.attendance.rules_path.clone(),
+        holidays_dir: cfg.attendance.holidays_dir.clone(),
+        data_dir: cfg.data_dir.clone(),
+        settings: cfg.attendance.settings.clone(),
+        tenants: cfg.tenants.iter().map(|(t, _)| t.clone()).collect(),
+    }
+}
+
+/// Compiles the rules file without applying it (no QR key is created):
+/// `check-config` and the start of `serve` both call it, so a file `serve`
+/// would refuse is refused by `check-config` too. A missing file that
+/// start-up would seed from the bundled example is fine.
+pub fn check(cfg: &Config) -> Result<(), Vec<String>> {
+    let source = source(cfg);
+    let Some(path) = &source.path else {
+        return Ok(());
+    };
+    if !path.exists() && cfg.attendance.seed_sample_rules {
+        return Ok(());
+    }
+    let at = format!("attendance.rules {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![format!(
+            "{at}: cannot read the rules file: {e}; point attendance.rules at a rules file (see config/rules.toml)"
+        )]
+    })?;
+    source
+        .compile(&text, &path.display().to_string())
+        .map(|_| ())
+        .map_err(|e| e.problems.iter().map(|p| format!("{at}: {p}")).collect())
 }
 
 fn api(state: &AdminState) -> &AttendanceApi {
@@ -199,7 +228,7 @@ pub async fn put_rules(
         },
         None => None,
     };
-    if let Err(e) = store::persist(&path, &new_text) {
+    if let Err(e) = crate::persist::replace_text(&path, &new_text) {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!(
@@ -672,7 +701,7 @@ pub(crate) async fn apply_shared_rules(
     .await
     .map_err(|e| e.to_string())??;
     if let Some(path) = &a.source.path {
-        store::persist(path, &text)
+        crate::persist::replace_text(path, &text)
             .map_err(|e| format!("cannot save them to {}: {e}", path.display()))?;
     }
     let version = a.rules.store(rules, text);

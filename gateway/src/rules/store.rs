@@ -271,13 +271,6 @@ pub fn read_audit(path: &Path) -> std::io::Result<Vec<AuditEntry>> {
         .collect())
 }
 
-/// Writes the rules file atomically and durably (see
-/// [`crate::persist::atomic_replace`]), keeping its mode.
-pub fn persist(path: &Path, text: &str) -> std::io::Result<()> {
-    let mode = crate::persist::mode_of(path).unwrap_or(crate::persist::SHARED);
-    crate::persist::atomic_replace(path, text.as_bytes(), mode)
-}
-
 /// Replaces tenant `tenant`'s section of `current` with the one in
 /// `incoming`, which must contain that tenant's section and nothing else.
 ///

@@ -88,7 +88,7 @@ impl Node {
     }
 
     pub fn log_dir(&self) -> PathBuf {
-        self.cfg.log_dir.clone()
+        self.cfg.log.dir.clone()
     }
 
     /// Every record committed so far.

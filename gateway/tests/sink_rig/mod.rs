@@ -188,7 +188,7 @@ pub fn punch_record(
 /// Appends `records` to the node's log before the node starts (the log is
 /// opened and closed here), returning the committed end.
 pub async fn preload(cfg: &Config, records: &[Vec<u8>]) -> fencegate::log::Lsn {
-    let (log, _) = fencegate::log::LogHandle::open(fencegate::serve::log_config(cfg)).unwrap();
+    let (log, _) = fencegate::log::LogHandle::open(cfg.log.clone()).unwrap();
     let now = crate::common::now_ms() as u64;
     for chunk in records.chunks(1024) {
         let mut b = fencegate::log::RecordBatch::new();
