@@ -7,11 +7,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::Guard;
 use fencegate_spatial::{
-    Fence, FenceIndex, FenceKey, FenceSet, IndexOptions, LoadError, LoadOptions, TenantKey,
+    Fence, FenceIndex, FenceKey, FenceSet, IndexOptions, LoadError, LoadOptions, SharedIndex,
+    TenantKey, Versioned,
 };
 
 /// The sample fences bundled into the binary, used by `fencegate serve` on
@@ -27,22 +27,26 @@ pub struct FenceSnapshot {
     /// order. Ping state remembers fences by id across snapshot swaps; the
     /// exit margin needs the geometry of a fence the device was last inside.
     by_id: Vec<HashMap<Arc<str>, u32>>,
-    version: u64,
+}
+
+impl Versioned for FenceSnapshot {
+    fn version(&self) -> u64 {
+        self.index.version()
+    }
+
+    fn set_version(&mut self, v: u64) {
+        Versioned::set_version(&mut self.index, v);
+    }
 }
 
 impl FenceSnapshot {
-    fn new(index: FenceIndex, version: u64) -> Self {
+    fn new(index: FenceIndex) -> Self {
         let ids: Vec<Arc<str>> = index.fences().iter().map(|f| Arc::from(f.id())).collect();
         let mut by_id = vec![HashMap::new(); index.tenants().len()];
         for (i, (f, id)) in index.fences().iter().zip(&ids).enumerate() {
             by_id[f.tenant().index()].insert(id.clone(), i as u32);
         }
-        Self {
-            index,
-            ids,
-            by_id,
-            version,
-        }
+        Self { index, ids, by_id }
     }
 
     /// The fence of `tenant` with id `id` in this snapshot, if it exists.
@@ -68,15 +72,15 @@ impl FenceSnapshot {
 
     /// The snapshot's version: 1 for the first, one more for each swap.
     pub fn version(&self) -> u64 {
-        self.version
+        self.index.version()
     }
 }
 
-/// The current snapshot, readable without locks from every task.
+/// The current snapshot, readable without locks from every task: the
+/// spatial crate's [`SharedIndex`] publishing the gateway's snapshot.
 #[derive(Debug)]
 pub struct Fences {
-    current: ArcSwap<FenceSnapshot>,
-    next_version: AtomicU64,
+    current: SharedIndex<FenceSnapshot>,
     opts: LoadOptions,
 }
 
@@ -84,8 +88,7 @@ impl Fences {
     /// Publishes `index` as version 1.
     pub fn new(index: FenceIndex, opts: LoadOptions) -> Self {
         Self {
-            current: ArcSwap::from_pointee(FenceSnapshot::new(index, 1)),
-            next_version: AtomicU64::new(2),
+            current: SharedIndex::new(FenceSnapshot::new(index)),
             opts,
         }
     }
@@ -104,8 +107,7 @@ impl Fences {
 
     /// Swaps in a built index; returns its version.
     pub fn store(&self, index: FenceIndex) -> u64 {
-        let v = self.next_version.fetch_add(1, Ordering::Relaxed);
-        self.current.store(Arc::new(FenceSnapshot::new(index, v)));
+        let v = self.current.store(FenceSnapshot::new(index));
         metrics::gauge!("fencegate_fence_snapshot_version").set(v as f64);
         metrics::gauge!("fencegate_fences").set(self.load().index.len() as f64);
         v

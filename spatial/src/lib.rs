@@ -27,4 +27,4 @@ pub use load::{
     FenceError, FenceErrorKind, FenceSet, FenceSpec, LoadError, LoadOptions, LoadReport,
 };
 pub use point::{EARTH_RADIUS_M, Point, PointError, cell_of, haversine_m};
-pub use shared::SharedIndex;
+pub use shared::{SharedIndex, Versioned};
