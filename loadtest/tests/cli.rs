@@ -174,3 +174,52 @@ fn writes_fences_and_rules_for_a_remote_gateway() {
             .contains("[tenants.loadtest.sites.lt-f0]")
     );
 }
+
+#[test]
+fn per_target_flags_name_the_problem() {
+    // A per-target flag given neither once nor once per --target.
+    let out = bin()
+        .args(["--scenario", &scenario("fleet")])
+        .args(["--target", "127.0.0.1:4433", "--target", "127.0.0.1:4434"])
+        .args([
+            "--fingerprint",
+            "aa",
+            "--fingerprint",
+            "bb",
+            "--fingerprint",
+            "cc",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--fingerprint is given 3 times for 2 --target(s)")
+            && err.contains("once per --target"),
+        "{err}"
+    );
+
+    // One log folder for two nodes.
+    let out = bin()
+        .args(["--scenario", &scenario("fleet")])
+        .args(["--target", "127.0.0.1:4433", "--target", "127.0.0.1:4434"])
+        .args(["--log-dir", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("each node has its own log folder"), "{err}");
+
+    // Moving employees needs somewhere to move to.
+    let out = bin()
+        .args(["--scenario", &scenario("peak-0900")])
+        .args(["--target", "127.0.0.1:4433", "--move-share", "0.5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--move-share needs at least two --target"),
+        "{err}"
+    );
+}
