@@ -66,7 +66,7 @@ fn node_config(s: &Scenario, dir: &Path, i: usize, key: &Path, nats: &str) -> Co
 }
 
 #[test]
-fn three_targets_share_the_load_and_the_audit_finds_every_ack_once() {
+fn multi_node_three_targets_share_the_load_and_the_audit_finds_every_ack_once() {
     let dir = tempfile::tempdir().unwrap();
     let nats = fencegate_testkit::NatsServer::start(&dir.path().join("nats"));
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/mixed.toml");
