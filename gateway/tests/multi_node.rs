@@ -403,8 +403,8 @@ async fn nats_down() {
     }
 
     // The cluster returns: every node drains within a bound.
-    nats.start_stopped();
     let t0 = fencegate::clock::instant();
+    nats.start_stopped();
     for g in &gws {
         assert!(
             wait_metric(g.admin, LAG, Duration::from_secs(60), |v| v == 0.0).await,
@@ -413,7 +413,7 @@ async fn nats_down() {
         );
     }
     eprintln!(
-        "{} punches acknowledged during the outage (slowest ack {slowest:?}); all nodes drained {:?} after NATS returned",
+        "{} punches acknowledged during the outage (slowest ack {slowest:?}); all nodes drained {:?} after NATS was started again (its start included)",
         during.len(),
         t0.elapsed()
     );
