@@ -276,13 +276,16 @@ fn two_targets_from_the_command_line() {
         nodes.push((cfg, running));
     }
     let json = dir.path().join("r.json");
+    let html = dir.path().join("r.html");
     let mut cmd = bin();
     cmd.args(["--scenario", &scenario("peak-0900")])
         .args(["--duration", "2", "--employees", "80", "--audit", "--quiet"])
         .arg("--tenant-key-file")
         .arg(&key)
         .arg("--json")
-        .arg(&json);
+        .arg(&json)
+        .arg("--html")
+        .arg(&html);
     for (cfg, running) in &nodes {
         cmd.args(["--target", &running.quic_addr.to_string()])
             .args(["--fingerprint", &running.fingerprint])
@@ -315,6 +318,8 @@ fn two_targets_from_the_command_line() {
             .all(|t| t["punches_acked"].as_u64().unwrap() * 4 >= acked),
         "a node got less than a quarter of the punches: {stdout}"
     );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<h2>Targets</h2>"), "no per-target table");
     let source = r["audit"]["source"].as_str().unwrap();
     assert!(
         source.contains("node0") && source.contains("node1"),
