@@ -8,6 +8,11 @@
 //! between its claim and its commit is taken over by the resend.
 //!
 //!
+//! The whole NATS cluster stopped under the three processes: every node
+//! keeps acknowledging into its own log (claims fail open, marked) and
+//! drains when the cluster returns; the stream then holds every
+//! acknowledged punch exactly once.
+//!
 //! The `[cluster]` claims (in-process nodes, for reading their logs): a
 //! repeat on another node within the window is merged, a resend to another
 //! node gets the first ack and appends nothing, and each unreachable policy
@@ -74,6 +79,19 @@ replicas = 3
     path
 }
 
+/// acme's device-token key, shared by every node.
+fn write_key(dir: &Path) -> PathBuf {
+    let key = dir.join("acme.key");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, "5a".repeat(32).as_bytes()))
+        .unwrap();
+    key
+}
+
 async fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
     let text = reqwest::get(format!("http://{admin}/metrics"))
         .await
@@ -102,14 +120,7 @@ async fn multi_node_cluster_kills_lose_no_acked_punch_and_store_none_twice() {
 async fn run() {
     let dir = tempfile::tempdir().unwrap();
     let mut nats = NatsCluster::start(&dir.path().join("nats"), 3);
-    let key = dir.path().join("acme.key");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&key)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, "5a".repeat(32).as_bytes()))
-        .unwrap();
+    let key = write_key(dir.path());
     let bin = Path::new(env!("CARGO_BIN_EXE_fencegate"));
     let configs: Vec<PathBuf> = (0..NODES)
         .map(|i| write_config(dir.path(), i, &key, &nats.urls()))
@@ -255,6 +266,191 @@ async fn run() {
     }
 }
 
+/// Punches `per_node` new punches into every node at once (one terminal
+/// per node, a new employee each), retrying `Busy`; returns each ack's
+/// record id and the longest wait for an ack.
+async fn punch_every_node(
+    gws: &[GatewayProcess],
+    keyring: &fencegate::auth::Keyring,
+    base: u128,
+    per_node: u128,
+) -> (Vec<[u8; 16]>, Duration) {
+    let mut tasks = Vec::new();
+    for (n, g) in gws.iter().enumerate() {
+        let device = format!("terminal-{n}");
+        let token = keyring
+            .issue("acme", &device, now_ms() / 1000 + 3600)
+            .unwrap();
+        let (addr, fp) = (g.quic, g.fingerprint.clone());
+        tasks.push(tokio::spawn(async move {
+            let connector = Connector::new(addr, "localhost", Trust::Pinned(fp), false).unwrap();
+            let client = connector.connect(&token, &device).await.unwrap();
+            let (mut ids, mut slowest) = (Vec::new(), Duration::ZERO);
+            for k in 0..per_node {
+                let id = base + ((n as u128) << 32) + k;
+                let p = punch(id, &format!("nd-{id:x}"), HQ);
+                let t0 = fencegate::clock::instant();
+                let ack = loop {
+                    match client.punch(&p).await.unwrap() {
+                        PunchReply::Ack(a) => break a,
+                        PunchReply::Busy { retry_after_ms, .. } => {
+                            tokio::time::sleep(Duration::from_millis(retry_after_ms.into())).await;
+                        }
+                    }
+                };
+                slowest = slowest.max(t0.elapsed());
+                assert_eq!(ack.verdict, Verdict::Accepted, "node {n}: {ack:?}");
+                ids.push(ack.record_id.unwrap());
+            }
+            client.close();
+            (ids, slowest)
+        }));
+    }
+    let (mut ids, mut slowest) = (Vec::new(), Duration::ZERO);
+    for t in tasks {
+        let (i, s) = t.await.unwrap();
+        ids.extend(i);
+        slowest = slowest.max(s);
+    }
+    (ids, slowest)
+}
+
+/// Waits until `f` of node `admin`'s metric `name` holds, at most `within`.
+async fn wait_metric(
+    admin: SocketAddr,
+    name: &str,
+    within: Duration,
+    f: impl Fn(f64) -> bool,
+) -> bool {
+    let deadline = fencegate::clock::tokio_now() + within;
+    while fencegate::clock::tokio_now() < deadline {
+        if metric(admin, name).await.is_some_and(&f) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+const LAG: &str = "fencegate_sink_lag_records{sink=\"js\"}";
+
+/// The whole NATS cluster stopped under three gateway nodes: every node
+/// keeps acknowledging punches into its own log, and when the cluster
+/// returns every node drains, so the stream holds every acknowledged punch
+/// exactly once. Claims stay on (`on_unreachable = fail_open`, the
+/// default): the punches of the outage are accepted after the claim
+/// timeout, marked `CLAIM_UNCHECKED`, and the mark travels to the stream,
+/// so a consumer can tell which punches no cross-node check saw. The NATS
+/// nodes are stopped with SIGTERM, not killed: this test is about the
+/// gateways' side; what a NATS node loses to a kill depends on its
+/// `sync_interval` (docs/DOWNSTREAM.md), and the kill test above kills one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_node_nats_down_nodes_ack_locally_and_drain_on_return() {
+    tokio::time::timeout(Duration::from_secs(180), nats_down())
+        .await
+        .expect("finishes within 3 minutes");
+}
+
+async fn nats_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsCluster::start(&dir.path().join("nats"), 3);
+    let key = write_key(dir.path());
+    let bin = Path::new(env!("CARGO_BIN_EXE_fencegate"));
+    let configs: Vec<PathBuf> = (0..NODES)
+        .map(|i| write_config(dir.path(), i, &key, &nats.urls()))
+        .collect();
+    let mut gws: Vec<GatewayProcess> = configs
+        .iter()
+        .map(|c| GatewayProcess::spawn(bin, c, &[]))
+        .collect();
+    let cfg = fencegate::config::Config::load(&configs[0]).unwrap();
+    let keyring = fencegate::serve::keyring(&cfg).unwrap();
+
+    // NATS up: every node acknowledges and forwards.
+    let (before, _) = punch_every_node(&gws, &keyring, 0x10 << 64, 5).await;
+    for g in &gws {
+        assert!(
+            wait_metric(g.admin, LAG, Duration::from_secs(30), |v| v == 0.0).await,
+            "node {} did not forward before the outage",
+            g.admin
+        );
+    }
+
+    // The whole cluster down: every node still acknowledges, each within
+    // the claim timeout and a commit, and its sink's lag grows.
+    for i in 0..3 {
+        nats.stop(i);
+    }
+    let (during, slowest) = punch_every_node(&gws, &keyring, 0x20 << 64, 8).await;
+    assert_eq!(during.len(), 8 * NODES);
+    assert!(
+        slowest < Duration::from_secs(5),
+        "an ack during the outage took {slowest:?}"
+    );
+    for g in &gws {
+        assert!(
+            wait_metric(g.admin, LAG, Duration::from_secs(10), |v| v >= 8.0).await,
+            "node {}: its outage punches are not waiting in its log",
+            g.admin
+        );
+        assert!(
+            metric(g.admin, "fencegate_claims_unreachable_total")
+                .await
+                .is_some_and(|v| v >= 8.0),
+            "node {}: the unchecked claims were not counted",
+            g.admin
+        );
+    }
+
+    // The cluster returns: every node drains within a bound.
+    let t0 = fencegate::clock::instant();
+    nats.start_stopped();
+    for g in &gws {
+        assert!(
+            wait_metric(g.admin, LAG, Duration::from_secs(60), |v| v == 0.0).await,
+            "node {} did not drain within 60 s of NATS's return",
+            g.admin
+        );
+    }
+    eprintln!(
+        "{} punches acknowledged during the outage (slowest ack {slowest:?}); all nodes drained {:?} after NATS was started again (its start included)",
+        during.len(),
+        t0.elapsed()
+    );
+
+    // Every acknowledged punch exactly once; the outage's ones marked.
+    let stored = read_stream(&nats.url(0), "FENCEGATE").await;
+    let ids = punch_ids(&stored);
+    for (phase, acked) in [("before", &before), ("during", &during)] {
+        for id in acked {
+            assert_eq!(
+                ids.get(&uuid(id)).copied(),
+                Some(1),
+                "punch {} acknowledged {phase} the outage is in the stream {} time(s)",
+                uuid(id),
+                ids.get(&uuid(id)).copied().unwrap_or(0)
+            );
+        }
+    }
+    let during_ids: HashSet<String> = during.iter().map(uuid).collect();
+    let mut marked = 0;
+    for s in stored.iter().filter(|s| during_ids.contains(&s.msg_id)) {
+        let rec = fencegate_schema::parse_record(&s.payload).unwrap().to_msg();
+        if let RecordBodyMsg::Punch(p) = rec.body {
+            assert_ne!(
+                p.anomaly_flags & CLAIM_UNCHECKED,
+                0,
+                "an outage punch reached the stream unmarked"
+            );
+            marked += 1;
+        }
+    }
+    assert_eq!(marked, during.len());
+    for g in &mut gws {
+        g.stop();
+    }
+}
+
 /// An in-process node of a `[cluster]` on `urls` (claims only; no sink:
 /// the tests read each node's own log).
 async fn cluster_node(urls: &str, replicas: usize, tweak: impl FnOnce(&mut RawCluster)) -> Node {
@@ -348,6 +544,17 @@ async fn multi_node_repeat_on_another_node_is_merged_and_a_resend_gets_the_first
         );
     }
 
+    // The resends answered on C left A's repeat window in place: the
+    // employee's next press, on C, still merges into A's record. (A
+    // release is spawned after its answer: give one time to land.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = ack(&c, "acme", &punch(0x1004, "E-7", HQ)).await;
+    assert_eq!(
+        (third.verdict, third.record_id),
+        (Verdict::RepeatMerged, Some(r1)),
+        "a resend answered with another node's ack released that node's repeat window"
+    );
+
     let logged = punches(&[&a, &b, &c]);
     let accepted: Vec<_> = logged.iter().filter(|l| l.2 == Verdict::Accepted).collect();
     assert_eq!(accepted.len(), 1, "accepted records: {logged:?}");
@@ -359,7 +566,9 @@ async fn multi_node_repeat_on_another_node_is_merged_and_a_resend_gets_the_first
         "node B logged no repeat merged into A's record: {logged:?}"
     );
     assert!(
-        logged.iter().all(|l| l.0 != 2),
+        logged
+            .iter()
+            .all(|l| l.0 != 2 || (l.1 == punch(0x1004, "E-7", HQ).punch_id && l.4 == Some(r1))),
         "node C appended a resend: {logged:?}"
     );
     assert!(logged.iter().all(|l| l.5 & CLAIM_UNCHECKED == 0));

@@ -213,6 +213,61 @@ async fn a_mismatched_stream_degrades_readiness_until_fixed() {
     node.running.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A stream made beforehand with one replica while the sink is set for
+/// three (a production sink pointed at a stream someone created by hand):
+/// the punches are still acknowledged into the log, and `/readyz` says the
+/// node is degraded, naming the replicas and both fixes. A single server
+/// can host the R1 stream and the check needs no R3 one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_other_replicas_degrades_readiness_naming_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(&dir.path().join("nats"));
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: STREAM.into(),
+        subjects: vec!["fencegate.>".into()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        num_replicas: 1,
+        duplicate_window: Duration::from_secs(300),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let sink = RawSink {
+        replicas: Some(3),
+        ..nats_sink("js", &nats.url())
+    };
+    let cfg = config_with(dir.path(), vec![sink], |_| {});
+    let node = Node::start_with(dir, cfg).await;
+    let c = node.client("acme", "terminal-1").await;
+    for i in 0..3u128 {
+        let r = c.punch(&punch(1 + i, &format!("r{i}"), HQ)).await.unwrap();
+        assert_eq!(r.verdict(), Some(Verdict::Accepted));
+    }
+    let h = node.running.sinks()[0].clone();
+    assert!(wait_until(Duration::from_secs(10), || h.is_down()).await);
+    let (code, body) = readyz(node.running.admin_addr).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["sinks_down"][0], "js", "{body}");
+    assert_eq!(body["sinks"][0]["lag_records"], 3, "{body}");
+    assert_eq!(body["sinks"][0]["last_error"]["kind"], "config", "{body}");
+    let message = body["sinks"][0]["last_error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    for want in [
+        "it has 1 replica(s), the sink's replicas = 3",
+        "nats stream edit FENCEGATE --replicas 3",
+        "set the sink's replicas = 1",
+    ] {
+        assert!(message.contains(want), "{want:?} missing in {message}");
+    }
+    // Nothing reached the mismatched stream: the sink does not write to a
+    // stream that cannot keep its promise.
+    assert_eq!(stream_len(&nats.url(), STREAM).await, 0);
+    node.running.shutdown(Duration::from_secs(5)).await;
+}
+
 struct Load {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<[u8; 16]>>>,

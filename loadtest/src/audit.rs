@@ -367,23 +367,37 @@ pub fn audit_log(
     punch_prefix: [u8; 4],
     device_prefix: &str,
 ) -> anyhow::Result<AuditReport> {
+    audit_logs(&[(dir, from)], book, punch_prefix, device_prefix)
+}
+
+/// Reconciles `book` with several nodes' logs at once (each from its own
+/// position): every acknowledged punch must be in exactly one of them, a
+/// repeat may be merged into a record another node logged, and a resend
+/// answered by another node must have left no record there.
+pub fn audit_logs(
+    logs: &[(&Path, Lsn)],
+    book: &Book,
+    punch_prefix: [u8; 4],
+    device_prefix: &str,
+) -> anyhow::Result<AuditReport> {
     let acked = book.acked.lock().unwrap_or_else(|p| p.into_inner());
-    let mut rec = Reconciler::new(
-        &acked,
-        format!("log {} from LSN {}", dir.display(), from.0),
-        punch_prefix,
-        device_prefix,
-        true,
-    );
-    let mut reader = LogReader::open_dir(dir, from, Duration::from_millis(10))
-        .map_err(|e| anyhow::anyhow!("audit: cannot read the log {}: {e}", dir.display()))?;
-    while let Some(e) = reader
-        .next_entry()
-        .map_err(|e| anyhow::anyhow!("audit: reading {}: {e}", dir.display()))?
-    {
-        match parse_record(e.payload) {
-            Ok(r) => rec.see(Seen::of(&r)),
-            Err(_) => rec.r.records_scanned += 1,
+    let source = logs
+        .iter()
+        .map(|(dir, from)| format!("log {} from LSN {}", dir.display(), from.0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut rec = Reconciler::new(&acked, source, punch_prefix, device_prefix, true);
+    for (dir, from) in logs {
+        let mut reader = LogReader::open_dir(dir, *from, Duration::from_millis(10))
+            .map_err(|e| anyhow::anyhow!("audit: cannot read the log {}: {e}", dir.display()))?;
+        while let Some(e) = reader
+            .next_entry()
+            .map_err(|e| anyhow::anyhow!("audit: reading {}: {e}", dir.display()))?
+        {
+            match parse_record(e.payload) {
+                Ok(r) => rec.see(Seen::of(&r)),
+                Err(_) => rec.r.records_scanned += 1,
+            }
         }
     }
     Ok(rec.finish())

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fencegate::client::{Client, Connector};
+use fencegate::client::Client;
 use fencegate_schema::{Fix, PingBatchMsg};
 use flatbuffers::FlatBufferBuilder;
 use serde::Serialize;
@@ -26,8 +26,8 @@ use crate::ids::RunIds;
 use crate::punch::error_kind;
 use crate::rng::Rng;
 use crate::scenario::FleetLoad;
+use crate::spread::{Link, LinkCounts, Spread};
 use crate::stats::Series;
-use crate::target::Issuer;
 use crate::world::{self, World};
 
 /// When every device sends.
@@ -102,10 +102,10 @@ impl Schedule {
 /// Everything the device tasks share.
 #[derive(Debug)]
 pub struct FleetCtx {
-    /// Client endpoints, used round-robin.
-    pub connectors: Vec<Connector>,
-    /// Device tokens.
-    pub issuer: Arc<Issuer>,
+    /// The targets: client endpoints, token issuers, counts.
+    pub links: Arc<[Link]>,
+    /// Which target each device uses.
+    pub spread: Spread,
     /// Fences and positions.
     pub world: Arc<World>,
     /// The world's seed.
@@ -204,14 +204,15 @@ async fn connect_one(
     deadline: Instant,
 ) -> Option<Client> {
     let id = ctx.ids.device(d);
-    let token = match ctx.issuer.token(&id) {
+    let link = &ctx.links[ctx.spread.device(d)];
+    let token = match link.issuer.token(&id) {
         Ok(t) => t,
         Err(e) => {
             ctx.connect.error(clock::now(), &format!("token: {e}"));
             return None;
         }
     };
-    let connector = &ctx.connectors[d as usize % ctx.connectors.len()];
+    let connector = link.connector(d);
     let mut rng = Rng::derive(ctx.seed, 6, d);
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -224,6 +225,7 @@ async fn connect_one(
             Ok(Ok(c)) => {
                 ctx.connect.done(intended, clock::now(), 1);
                 ctx.counts.connected.fetch_add(1, Ordering::Relaxed);
+                LinkCounts::bump(&link.counts.devices_connected);
                 return Some(c);
             }
             Ok(Err(e)) => {
@@ -263,6 +265,7 @@ async fn device(ctx: &FleetCtx, sched: &Schedule, d: usize, mut conn: Option<Cli
         fixes: Vec::with_capacity(batch as usize),
     };
     let dt_s = sched.fix_ms as f64 / 1_000.0;
+    let link = &ctx.links[ctx.spread.device(d as u64)];
     let accuracy_dm = rng.range(30.0, 150.0) as u16;
     let mut reconnected = false;
     for k in 0.. {
@@ -302,6 +305,7 @@ async fn device(ctx: &FleetCtx, sched: &Schedule, d: usize, mut conn: Option<Cli
         match c.ping_frame(Bytes::copy_from_slice(frame)) {
             Ok(()) => {
                 ctx.counts.datagrams.fetch_add(1, Ordering::Relaxed);
+                LinkCounts::bump(&link.counts.datagrams_sent);
                 ctx.counts
                     .fixes_sent
                     .fetch_add(u64::from(batch), Ordering::Relaxed);
@@ -344,8 +348,9 @@ async fn device(ctx: &FleetCtx, sched: &Schedule, d: usize, mut conn: Option<Cli
 
 async fn reconnect(ctx: &FleetCtx, d: usize) -> Option<Client> {
     let id = ctx.ids.device(d as u64);
-    let token = ctx.issuer.token(&id).ok()?;
-    let connector = &ctx.connectors[d % ctx.connectors.len()];
+    let link = &ctx.links[ctx.spread.device(d as u64)];
+    let token = link.issuer.token(&id).ok()?;
+    let connector = link.connector(d as u64);
     ctx.counts.reconnects.fetch_add(1, Ordering::Relaxed);
     match tokio::time::timeout(Duration::from_secs(5), connector.connect(&token, &id)).await {
         Ok(Ok(c)) => Some(c),

@@ -505,6 +505,23 @@ svg{{display:block;margin:1em 0}} .t{{font:600 13px system-ui}} .a{{font:11px sy
             esc(knee.lines().last().unwrap_or_default())
         );
     }
+    if r.targets.len() > 1 {
+        o.push_str("<h2>Targets</h2><table><tr><th>target</th><th>punches offered</th><th>acked</th><th>failed attempts</th><th>moved in</th><th>devices</th><th>datagrams</th></tr>");
+        for t in &r.targets {
+            let _ = write!(
+                o,
+                r#"<tr><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
+                esc(&t.target),
+                t.punches_offered,
+                t.punches_acked,
+                t.punch_errors,
+                t.punches_moved_in,
+                t.devices_connected,
+                t.datagrams_sent
+            );
+        }
+        o.push_str("</table>");
+    }
     o.push_str("<h2>Errors</h2>");
     if r.errors.is_empty() {
         o.push_str("<p>None.</p>");

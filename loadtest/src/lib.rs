@@ -3,13 +3,15 @@
 //!
 //! A run takes a scenario (`loadtest/scenarios/*.toml`), builds a seeded
 //! synthetic world (fences, employees, devices), points it at a gateway
-//! (one started in-process on loopback, or a remote one), offers the load
+//! (one started in-process on loopback, or remote ones: several nodes of a
+//! deployment share the load, `spread`), offers the load
 //! open-loop from every core, and reports what happened: a terminal
 //! summary, `--json`, `--html`, an optional audit of the gateway's log
 //! against every ack, and an optional raw-UDP baseline.
 //!
 //! Module map: `scenario` (files and overrides) → `world` (seeded
 //! fences, employees, devices) → `target` (built-in or remote gateway) →
+//! `spread` (which target each employee and device uses) →
 //! `punch` / `fleet` (the loads) with `stats` (histograms) and `tail`
 //! (ping→log latency) → `audit`, `probe` (gateway counters, memory),
 //! `baseline` → `report` / `html`.
@@ -27,6 +29,7 @@ pub mod reconcile;
 pub mod report;
 pub mod rng;
 pub mod scenario;
+pub mod spread;
 pub mod stats;
 pub mod tail;
 pub mod target;
@@ -49,6 +52,7 @@ use crate::probe::GatewayCounts;
 use crate::punch::{PunchCtx, PunchSchedule};
 use crate::report::{MemoryReport, PingReport, PunchReport, Report};
 use crate::scenario::{Handshake, Scenario};
+use crate::spread::{Link, LinkCounts, Spread, TargetReport};
 use crate::stats::Series;
 use crate::tail::{Tail, TailSource};
 use crate::target::{RemoteSpec, Target};
@@ -64,12 +68,13 @@ pub enum BaselineKind {
 /// Everything a run needs besides the scenario.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// A remote gateway; `None` starts one in-process on loopback.
-    pub remote: Option<RemoteSpec>,
-    /// The gateway's log folder (remote; the built-in one is known).
-    pub log_dir: Option<PathBuf>,
-    /// The gateway's `/metrics` URL (remote).
-    pub metrics_url: Option<String>,
+    /// Remote gateways, each with its own log folder and `/metrics` (the
+    /// nodes of one deployment share the load, see `spread`); none starts
+    /// one in-process on loopback.
+    pub remotes: Vec<RemoteSpec>,
+    /// Share of the employees (0 to 1) whose later punches go to another
+    /// target than their first (cross-node repeats and resends).
+    pub move_share: f64,
     /// The gateway's process id, to sample its memory.
     pub gateway_pid: Option<u32>,
     /// The target's fences (GeoJSON); default: the scenario's synthetic ones.
@@ -104,35 +109,52 @@ pub fn fences_geojson(s: &Scenario, opts: &Options) -> anyhow::Result<String> {
 pub fn run(s: &Scenario, opts: &Options) -> anyhow::Result<Report> {
     let geojson = fences_geojson(s, opts)?;
     let world = Arc::new(World::build(s, &geojson)?);
-    let mut target = match &opts.remote {
-        None => Target::start_builtin(
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&opts.move_share),
+        "--move-share {}: give a share from 0 to 1 (0.2: a fifth of the employees punch again on another target)",
+        opts.move_share
+    );
+    anyhow::ensure!(
+        opts.move_share == 0.0 || opts.remotes.len() >= 2,
+        "--move-share needs at least two --target: employees move between targets"
+    );
+    let mut targets = if opts.remotes.is_empty() {
+        vec![Target::start_builtin(
             s,
             &geojson,
             opts.data_dir.as_deref(),
             opts.jetstream.as_ref(),
-        )?,
-        Some(spec) => Target::remote(spec, s, opts.log_dir.clone(), opts.metrics_url.clone())?,
+        )?]
+    } else {
+        opts.remotes
+            .iter()
+            .map(|spec| Target::remote(spec, s))
+            .collect::<anyhow::Result<Vec<_>>>()?
     };
-    if opts.audit && target.log_dir.is_none() && opts.jetstream.is_none() {
+    let all_logs = targets.iter().all(|t| t.log_dir.is_some());
+    if opts.audit && !all_logs && opts.jetstream.is_none() {
         anyhow::bail!(
-            "--audit needs what the gateway stored: give --log-dir (the gateway's <data_dir>/log, on this host or mounted read-only) or --nats-url (its JetStream sink)"
+            "--audit needs what the gateways stored: give --log-dir for every --target (the gateway's <data_dir>/log, on this host or mounted read-only) or --nats-url (their JetStream sink)"
         );
     }
     let result = match &s.ramp {
-        Some(r) => ramp::run(s, r, opts, &world, &target),
-        None => run_on(s, opts, &world, &target),
+        Some(r) => ramp::run(s, r, opts, &world, &targets),
+        None => run_on(s, opts, &world, &targets),
     };
-    target.shutdown();
+    for t in &mut targets {
+        t.shutdown();
+    }
     result
 }
 
-/// Runs scenario `s` once against `target` (a ramp runs it once a step).
+/// Runs scenario `s` once against `targets` (a ramp runs it once a step).
 pub(crate) fn run_on(
     s: &Scenario,
     opts: &Options,
     world: &Arc<World>,
-    target: &Target,
+    targets: &[Target],
 ) -> anyhow::Result<Report> {
+    let builtin = targets.len() == 1 && targets[0].is_builtin();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let ids = Arc::new(RunIds::new(opts.run_salt.unwrap_or_else(rand::random)));
 
@@ -156,24 +178,42 @@ pub(crate) fn run_on(
         .context("cannot start the harness runtime")?;
     let endpoints = opts.client_endpoints.unwrap_or(cores * 2).max(1);
     let handshake = s.punch.as_ref().map_or(Handshake::Full, |p| p.handshake);
-    let connectors = rt.block_on(async {
-        (0..endpoints)
-            .map(|_| {
-                let mut o =
-                    ConnectorOptions::new(target.addr, &target.server_name, target.trust.clone());
-                o.resumption = handshake != Handshake::Full;
-                o.zero_rtt = handshake == Handshake::ZeroRtt;
-                o.ticket_pool = 65_536;
-                o.socket_buffer = 4 << 20;
-                o.keep_alive = Some(Duration::from_secs(10));
-                Connector::with_options(&o)
-            })
-            .collect::<anyhow::Result<Vec<_>>>()
-    })?;
+    // `endpoints` client sockets per target.
+    let links: Arc<[Link]> = rt
+        .block_on(async {
+            targets
+                .iter()
+                .map(|target| {
+                    let connectors = (0..endpoints)
+                        .map(|_| {
+                            let mut o = ConnectorOptions::new(
+                                target.addr,
+                                &target.server_name,
+                                target.trust.clone(),
+                            );
+                            o.resumption = handshake != Handshake::Full;
+                            o.zero_rtt = handshake == Handshake::ZeroRtt;
+                            o.ticket_pool = 65_536;
+                            o.socket_buffer = 4 << 20;
+                            o.keep_alive = Some(Duration::from_secs(10));
+                            Connector::with_options(&o)
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    Ok(Link {
+                        name: target.addr.to_string(),
+                        connectors,
+                        issuer: target.issuer(),
+                        counts: LinkCounts::default(),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })?
+        .into();
+    let spread = Spread::new(targets.len(), s.seed, opts.move_share);
 
     let js_from = match (&opts.jetstream, opts.audit) {
         (Some(spec), true) => Some(rt.block_on(async {
-            if target.is_builtin() {
+            if builtin {
                 audit::ensure_stream(spec).await?;
             }
             audit::jetstream_position(spec).await
@@ -181,14 +221,14 @@ pub(crate) fn run_on(
         _ => None,
     };
     let started_unix_ms = clock::unix_ms();
-    let log_from = log_position(target);
+    let log_from: Vec<Lsn> = targets.iter().map(log_position).collect();
     let book = Arc::new(Book::default());
     let bar = progress_bar(opts.progress);
     let pid = opts.gateway_pid;
     let peak_rss = Arc::new(AtomicU64::new(0));
 
     let outcome = rt.block_on(async {
-        let before = probe::scrape(&target.metrics).await?;
+        let before = scrape_all(targets).await?;
         let t0 = clock::now();
         let t0_unix = clock::unix_ms();
         let duration = Duration::from_secs_f64(s.duration_s);
@@ -211,8 +251,8 @@ pub(crate) fn run_on(
         let mut fleet_state = None;
         if let Some(f) = &s.fleet {
             let ctx = Arc::new(FleetCtx {
-                connectors: connectors.clone(),
-                issuer: target.issuer(),
+                links: links.clone(),
+                spread,
                 world: world.clone(),
                 seed: s.seed,
                 route_share: f.route_share,
@@ -240,7 +280,7 @@ pub(crate) fn run_on(
                 (Some(a), Some(b)) if connected > 0 => Some(MemoryReport {
                     source: match pid {
                         Some(p) => format!("gateway process {p}"),
-                        None if target.is_builtin() => {
+                        None if builtin => {
                             "this process: harness and built-in gateway together (an upper bound; use --gateway-pid with a separate gateway)".into()
                         }
                         None => "this process: the harness only (give --gateway-pid for the gateway's)".into(),
@@ -262,17 +302,25 @@ pub(crate) fn run_on(
                 f,
                 s.seed,
             ));
-            let tail = match tail_source(target) {
-                Some(src) => Some(Tail::start(src, log_position(target), sched.clone(), ids.clone(), ctx.series.clone())?),
-                None => None,
+            // Every target's log, when each is readable (a device's pings
+            // are all in its target's log).
+            let tail = if targets.iter().all(|t| tail_source(t).is_some()) {
+                let mut tails = Vec::with_capacity(targets.len());
+                for t in targets {
+                    let src = tail_source(t).expect("checked above");
+                    tails.push(Tail::start(src, log_position(t), sched.clone(), ids.clone(), ctx.series.clone())?);
+                }
+                Some(tails)
+            } else {
+                None
             };
             fleet_state = Some((ctx, sched, clients, tail, memory, connect_s));
         }
 
         let punch_ctx = s.punch.as_ref().map(|p| {
             Arc::new(PunchCtx {
-                connectors: connectors.clone(),
-                issuer: target.issuer(),
+                links: links.clone(),
+                spread,
                 world: world.clone(),
                 seed: s.seed,
                 mix: p.mix.clone(),
@@ -335,14 +383,14 @@ pub(crate) fn run_on(
                 }
             }
         };
-        let gateway_cpu = |target: &Target| {
-            (opts.gateway_pid.is_some() || target.is_builtin())
+        let gateway_cpu = || {
+            (opts.gateway_pid.is_some() || builtin)
                 .then(|| probe::gateway_cpu_s(opts.gateway_pid))
                 .flatten()
         };
-        let cpu_from = (gateway_cpu(target), clock::now());
+        let cpu_from = (gateway_cpu(), clock::now());
         let ((), fleet_clients) = tokio::join!(punch_fut, fleet_fut);
-        let cpu_cores = match (cpu_from, gateway_cpu(target)) {
+        let cpu_cores = match (cpu_from, gateway_cpu()) {
             ((Some(a), t), Some(b)) => Some((b - a) / t.elapsed().as_secs_f64().max(1e-3)),
             _ => None,
         };
@@ -354,7 +402,18 @@ pub(crate) fn run_on(
         if let Some((ctx, sched, _, tail, memory, connect_s)) = fleet_taken {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let tail = match tail {
-                Some(t) => Some(tokio::task::spawn_blocking(move || t.finish()).await??),
+                Some(tails) => Some(
+                    tokio::task::spawn_blocking(move || {
+                        let mut sum = tail::TailCounts::default();
+                        for t in tails {
+                            let c = t.finish()?;
+                            sum.pings += c.pings;
+                            sum.events += c.events;
+                        }
+                        anyhow::Ok(sum)
+                    })
+                    .await??,
+                ),
                 None => None,
             };
             for c in &fleet_clients {
@@ -370,12 +429,12 @@ pub(crate) fn run_on(
         let after = match &before {
             // Datagrams still unread when a connection closes, and kernel
             // drops (sampled once a second), are counted after the close.
-            Some(b) if fleet_report.is_some() => settled_scrape(target, b).await?,
-            _ => probe::scrape(&target.metrics).await?,
+            Some(b) if fleet_report.is_some() => settled_scrape(targets, b).await?,
+            _ => scrape_all(targets).await?,
         };
         sampler.abort();
         bar.finish_and_clear();
-        for c in &connectors {
+        for c in links.iter().flat_map(|l| l.connectors.iter()) {
             c.endpoint().close(quinn::VarInt::from_u32(0), b"done");
         }
         anyhow::Ok((before, after, punch_ctx, fleet_report, cpu_cores))
@@ -412,14 +471,15 @@ pub(crate) fn run_on(
         m.rss_peak = peak_rss.load(Ordering::Relaxed);
     }
 
-    let audit = match (&target.log_dir, opts.audit) {
-        (Some(dir), true) => Some(audit::audit_log(
-            dir,
-            log_from,
-            &book,
-            ids.salt,
-            &ids.prefix,
-        )?),
+    // Every target's log or none: a punch acknowledged by a node whose
+    // log is not read would count as lost.
+    let logs: Option<Vec<(&std::path::Path, Lsn)>> = targets
+        .iter()
+        .zip(&log_from)
+        .map(|(t, from)| t.log_dir.as_deref().map(|d| (d, *from)))
+        .collect();
+    let audit = match (logs, opts.audit) {
+        (Some(logs), true) => Some(audit::audit_logs(&logs, &book, ids.salt, &ids.prefix)?),
         _ => None,
     };
     let audits = || audit.iter().chain(audit_jetstream.iter());
@@ -478,7 +538,12 @@ pub(crate) fn run_on(
         description: s.description.clone(),
         seed: s.seed,
         run_id: ids.prefix.trim_end_matches('-').to_owned(),
-        target: target.description.clone(),
+        target: targets
+            .iter()
+            .map(|t| t.description.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+        targets: links.iter().map(TargetReport::of).collect(),
         started_unix_ms,
         primary,
         duration_s,
@@ -504,18 +569,34 @@ pub(crate) fn run_on(
     })
 }
 
-/// The gateway's counters once the run's connections have ended there:
+/// The targets' counters, summed over the targets (`None` unless every
+/// target has a source: a partial sum would read as the whole).
+async fn scrape_all(targets: &[Target]) -> anyhow::Result<Option<probe::Scrape>> {
+    let mut sum: Option<probe::Scrape> = None;
+    for t in targets {
+        let Some(one) = probe::scrape(&t.metrics).await? else {
+            return Ok(None);
+        };
+        sum = Some(match sum {
+            None => one,
+            Some(s) => s.plus(&one),
+        });
+    }
+    Ok(sum)
+}
+
+/// The gateways' counters once the run's connections have ended there:
 /// waits 1.2 s (one kernel-drop sample), then until the open connections
 /// are back to `before`'s, at most 5 s more.
 async fn settled_scrape(
-    target: &Target,
+    targets: &[Target],
     before: &probe::Scrape,
 ) -> anyhow::Result<Option<probe::Scrape>> {
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     let open_before = before.get("fencegate_connections");
     let mut last = None;
     for _ in 0..50 {
-        last = probe::scrape(&target.metrics).await?;
+        last = scrape_all(targets).await?;
         match &last {
             Some(a) if a.get("fencegate_connections") > open_before => {
                 tokio::time::sleep(Duration::from_millis(100)).await;

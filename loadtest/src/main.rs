@@ -42,9 +42,16 @@ struct Cli {
     #[arg(long, value_name = "X")]
     speed: Option<f64>,
     /// The gateway's QUIC address (host:port). Without it the harness
-    /// starts its own gateway on loopback.
+    /// starts its own gateway on loopback. Give it once per node to spread
+    /// the load over several nodes of one deployment: each employee and
+    /// device sticks to one (by a hash of its index).
     #[arg(long, value_name = "ADDR")]
-    target: Option<String>,
+    target: Vec<String>,
+    /// Share of the employees (0 to 1) whose repeat and lost-ack resend go
+    /// to another --target than their first punch: cross-node repeats and
+    /// resends (needs two or more targets).
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    move_share: f64,
     /// Reconcile every ack with the gateway's log after the run; exit 2 if
     /// anything acknowledged is lost or duplicated.
     #[arg(long)]
@@ -61,30 +68,34 @@ struct Cli {
     html: Option<PathBuf>,
 
     /// Server name for SNI and certificate checks (default: the host of
-    /// --target, or "localhost" for an IP address).
+    /// --target, or "localhost" for an IP address). Once for every target,
+    /// or once per --target in the same order (as every per-target flag).
     #[arg(long, value_name = "NAME", requires = "target")]
-    server_name: Option<String>,
-    /// PEM file of the CA that signed the gateway's certificate.
+    server_name: Vec<String>,
+    /// PEM file of the CA that signed the gateway's certificate (per
+    /// target, see --server-name).
     #[arg(long, value_name = "FILE", requires = "target")]
-    ca_file: Option<PathBuf>,
+    ca_file: Vec<PathBuf>,
     /// SHA-256 fingerprint of the gateway's certificate, as `fencegate
-    /// serve` prints it (pinning; for dev certificates).
+    /// serve` prints it (pinning; for dev certificates; per target).
     #[arg(long, value_name = "FP", requires = "target")]
-    fingerprint: Option<String>,
+    fingerprint: Vec<String>,
     /// Tenant to load as (default: the scenario's world.tenant).
     #[arg(long, value_name = "T", requires = "target")]
     tenant: Option<String>,
     /// The tenant's device-token key file (the gateway's [[tenants]]
-    /// key_file); the harness issues each device its token with it.
+    /// key_file); the harness issues each device its token with it. The
+    /// nodes of one deployment share it.
     #[arg(long, value_name = "FILE", requires = "target")]
     tenant_key_file: Option<PathBuf>,
-    /// The gateway's log folder, for --audit and ping→log latency.
+    /// The gateway's log folder, for --audit and ping→log latency (per
+    /// target: with several, give one per --target).
     #[arg(long, value_name = "DIR", requires = "target")]
-    log_dir: Option<PathBuf>,
+    log_dir: Vec<PathBuf>,
     /// The gateway's admin metrics URL (http://host:9464/metrics), for its
-    /// own counters in the report.
+    /// own counters in the report (per target; summed over them).
     #[arg(long, value_name = "URL", requires = "target")]
-    metrics_url: Option<String>,
+    metrics_url: Vec<String>,
     /// The tenant's fences as GeoJSON, so inside/outside punches and routes
     /// aim at the gateway's real fences (default: the scenario's synthetic
     /// fences, which a remote gateway must have loaded).
@@ -158,6 +169,52 @@ fn main() -> ExitCode {
     }
 }
 
+/// One value of a per-target flag for each of `n` targets: the flag given
+/// never (none), once (the same for all), or once per `--target` in order.
+fn per_target<T: Clone>(flag: &str, values: &[T], n: usize) -> anyhow::Result<Vec<Option<T>>> {
+    match values.len() {
+        0 => Ok(vec![None; n]),
+        1 => Ok(vec![Some(values[0].clone()); n]),
+        k if k == n => Ok(values.iter().cloned().map(Some).collect()),
+        k => anyhow::bail!(
+            "--{flag} is given {k} times for {n} --target(s); give it once (the same for every target) or once per --target, in the same order"
+        ),
+    }
+}
+
+/// The `--target`s with their per-target settings.
+fn remote_specs(cli: &Cli) -> anyhow::Result<Vec<RemoteSpec>> {
+    let n = cli.target.len();
+    let names = per_target("server-name", &cli.server_name, n)?;
+    let cas = per_target("ca-file", &cli.ca_file, n)?;
+    let fps = per_target("fingerprint", &cli.fingerprint, n)?;
+    let logs = per_target("log-dir", &cli.log_dir, n)?;
+    let metrics = per_target("metrics-url", &cli.metrics_url, n)?;
+    anyhow::ensure!(
+        n <= 1 || cli.log_dir.len() != 1,
+        "--log-dir is given once for {n} targets: each node has its own log folder; give one per --target, in the same order"
+    );
+    anyhow::ensure!(
+        n <= 1 || cli.metrics_url.len() != 1,
+        "--metrics-url is given once for {n} targets: each node has its own /metrics; give one per --target, in the same order"
+    );
+    Ok(cli
+        .target
+        .iter()
+        .enumerate()
+        .map(|(i, t)| RemoteSpec {
+            server_name: names[i].clone(),
+            ca_file: cas[i].clone(),
+            fingerprint: fps[i].clone(),
+            tenant: cli.tenant.clone(),
+            tenant_key_file: cli.tenant_key_file.clone(),
+            log_dir: logs[i].clone(),
+            metrics_url: metrics[i].clone(),
+            ..RemoteSpec::new(t.clone())
+        })
+        .collect())
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ov = Overrides {
         duration_s: cli.duration,
@@ -190,18 +247,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let remote = cli.target.as_ref().map(|t| RemoteSpec {
-        target: t.clone(),
-        server_name: cli.server_name.clone(),
-        ca_file: cli.ca_file.clone(),
-        fingerprint: cli.fingerprint.clone(),
-        tenant: cli.tenant.clone(),
-        tenant_key_file: cli.tenant_key_file.clone(),
-    });
+    let remotes = remote_specs(&cli)?;
     let opts = Options {
-        remote,
-        log_dir: cli.log_dir.clone(),
-        metrics_url: cli.metrics_url.clone(),
+        remotes,
+        move_share: cli.move_share,
         gateway_pid: cli.gateway_pid,
         fences: cli.fences.clone(),
         data_dir: cli.data_dir.clone(),

@@ -38,6 +38,15 @@ impl Scrape {
         Self(m)
     }
 
+    /// This scrape and `other` summed series by series: several nodes'
+    /// counters as one deployment's.
+    pub fn plus(mut self, other: &Scrape) -> Self {
+        for (k, v) in &other.0 {
+            *self.0.entry(k.clone()).or_insert(0.0) += v;
+        }
+        self
+    }
+
     /// A series' value, 0 when absent.
     pub fn get(&self, series: &str) -> f64 {
         self.0.get(series).copied().unwrap_or(0.0)

@@ -3,6 +3,10 @@
 //! punches, waits for the ack and closes, retrying on failure the way the
 //! protocol tells phones to (docs/PROTOCOL.md §9).
 //!
+//! With several targets each employee punches the one `spread.rs` gives
+//! it; a mover sends its repeat, and its resend after a lost ack, to
+//! another.
+//!
 //! Open loop: employee `i` is due at the curve's time for it, whatever
 //! happened to the others, and its latency runs from that time. Retries
 //! follow the SDK schedule ([`fencegate::client::Backoff`]): full jitter,
@@ -12,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fencegate::client::{Backoff, Client, Connector, PunchReply};
+use fencegate::client::{Backoff, Client, PunchReply};
 use fencegate_schema::{
     Position, PunchAckMsg, PunchKind, PunchMethod, PunchMsg, TerminalAuth, Verdict,
 };
@@ -25,8 +29,8 @@ use crate::clock;
 use crate::ids::RunIds;
 use crate::rng::Rng;
 use crate::scenario::PunchMix;
+use crate::spread::{Link, LinkCounts, Spread};
 use crate::stats::Series;
-use crate::target::Issuer;
 use crate::world::{self, Curve, PunchClass, World};
 
 /// How far ahead an invalid punch's clock runs (beyond the 5-minute skew
@@ -36,10 +40,10 @@ const FUTURE_SKEW_MS: i64 = 3_600_000;
 /// Everything the employee tasks share.
 #[derive(Debug)]
 pub struct PunchCtx {
-    /// Client endpoints, used round-robin.
-    pub connectors: Vec<Connector>,
-    /// Device tokens.
-    pub issuer: Arc<Issuer>,
+    /// The targets: client endpoints, token issuers, counts.
+    pub links: Arc<[Link]>,
+    /// Which target each employee punches.
+    pub spread: Spread,
     /// Fences and positions.
     pub world: Arc<World>,
     /// The world's seed.
@@ -80,6 +84,9 @@ pub struct PunchOutcomes {
     pub repeats: u64,
     /// Punches whose first ack was (deliberately) lost and were resent.
     pub lost_acks: u64,
+    /// Repeats and resends sent to another target than the employee's
+    /// first (`--move-share`).
+    pub moved: u64,
     /// Punches that got no final ack before their timeout.
     pub unacked: u64,
     /// Tasks still running when the run's time ran out.
@@ -188,14 +195,31 @@ pub fn goodput_rate(ctx: &PunchCtx) -> f64 {
 async fn employee(ctx: Arc<PunchCtx>, i: u64, intended: Instant, _permit: OwnedSemaphorePermit) {
     let plan = world::employee(&ctx.world, ctx.seed, &ctx.mix, i);
     let phone = ctx.ids.phone(i);
-    let token = match ctx.issuer.token(&phone) {
-        Ok(t) => t,
-        Err(e) => {
-            ctx.series.error(clock::now(), &format!("token: {e}"));
-            return;
+    let route = |target: usize| -> Option<Route<'_>> {
+        let link = &ctx.links[target];
+        match link.issuer.token(&phone) {
+            Ok(token) => Some(Route {
+                target,
+                link,
+                token,
+                i,
+            }),
+            Err(e) => {
+                ctx.series.error(clock::now(), &format!("token: {e}"));
+                None
+            }
         }
     };
-    let connector = &ctx.connectors[i as usize % ctx.connectors.len()];
+    let home = ctx.spread.employee(i);
+    LinkCounts::bump(&ctx.links[home].counts.punches_offered);
+    let Some(first) = route(home) else { return };
+    let later = match ctx.spread.moved(i) {
+        Some(t) => match route(t) {
+            Some(r) => Some(r),
+            None => return,
+        },
+        None => None,
+    };
     let mut rng = plan.rng.clone();
     let (method, bssids) = match plan.class {
         PunchClass::Wifi => (PunchMethod::Wifi, ctx.world.bssids(plan.fence)),
@@ -224,14 +248,15 @@ async fn employee(ctx: Arc<PunchCtx>, i: u64, intended: Instant, _permit: OwnedS
         PunchClass::FutureClock | PunchClass::NoBssids => Verdict::Rejected,
     };
     let who = Who {
-        connector,
-        token: &token,
         phone: &phone,
         class: plan.class,
+        first,
+        later,
     };
     let first = attempt(
         &ctx,
         &who,
+        false,
         msg.clone(),
         intended,
         expect,
@@ -248,6 +273,12 @@ async fn employee(ctx: Arc<PunchCtx>, i: u64, intended: Instant, _permit: OwnedS
     tokio::time::sleep_until(at.into()).await;
     ctx.series.offered(at, 1);
     ctx.outcomes().repeats += 1;
+    let to = who.later();
+    LinkCounts::bump(&to.link.counts.punches_offered);
+    if to.target != who.first.target {
+        LinkCounts::bump(&to.link.counts.punches_moved_in);
+        ctx.outcomes().moved += 1;
+    }
     let second = PunchMsg {
         punch_id: ctx.ids.punch_id(&mut rng),
         ..msg
@@ -257,21 +288,45 @@ async fn employee(ctx: Arc<PunchCtx>, i: u64, intended: Instant, _permit: OwnedS
     } else {
         ack.verdict
     };
-    attempt(&ctx, &who, second, at, expect, None, &mut rng).await;
+    attempt(&ctx, &who, true, second, at, expect, None, &mut rng).await;
+}
+
+/// One way to one target for one employee: its link and the token its
+/// issuer gave the employee's phone.
+struct Route<'a> {
+    target: usize,
+    link: &'a Link,
+    token: String,
+    /// The employee, for the connector choice.
+    i: u64,
 }
 
 struct Who<'a> {
-    connector: &'a Connector,
-    token: &'a str,
     phone: &'a str,
     class: PunchClass,
+    /// Where the first punch goes.
+    first: Route<'a>,
+    /// Where later punches go, when the employee moves.
+    later: Option<Route<'a>>,
 }
 
-/// Makes one punch until it has a final ack or its time runs out. Returns
-/// the ack and when it came.
+impl Who<'_> {
+    fn later(&self) -> &Route<'_> {
+        self.later.as_ref().unwrap_or(&self.first)
+    }
+}
+
+/// Makes one punch until it has a final ack or its time runs out; starts
+/// on the employee's later target when `later`, and moves there after a
+/// lost ack. Returns the ack and when it came.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one punch's whole context; a struct would only rename it"
+)]
 async fn attempt(
     ctx: &PunchCtx,
     who: &Who<'_>,
+    later: bool,
     mut msg: PunchMsg,
     intended: Instant,
     expect: Verdict,
@@ -282,6 +337,11 @@ async fn attempt(
     let mut backoff = Backoff::new();
     let mut conn: Option<Client> = None;
     let mut resent = false;
+    let mut route = if later { who.later() } else { &who.first };
+    let error = |route: &Route<'_>, kind: &str| {
+        ctx.series.error(clock::now(), kind);
+        LinkCounts::bump(&route.link.counts.punch_errors);
+    };
     loop {
         let now = clock::now();
         // This attempt's own start, for the admitted latency.
@@ -300,7 +360,10 @@ async fn attempt(
                 let t = clock::now();
                 match tokio::time::timeout_at(
                     deadline.into(),
-                    who.connector.connect(who.token, who.phone),
+                    route
+                        .link
+                        .connector(route.i)
+                        .connect(&route.token, who.phone),
                 )
                 .await
                 {
@@ -313,7 +376,7 @@ async fn attempt(
                         // CONNECTION_REFUSED carries no retry-after: the
                         // documented refused base, doubled per failure,
                         // full jitter.
-                        ctx.series.error(clock::now(), &error_kind("connect", &e));
+                        error(route, &error_kind("connect", &e));
                         let wait = if fencegate::client::is_refused(&e) {
                             backoff.next_wait_refused(rng.f64())
                         } else {
@@ -342,6 +405,14 @@ async fn attempt(
             conn = None;
             ctx.outcomes().lost_acks += 1;
             resent = true;
+            // A mover resends to its other target: the resend must get the
+            // first ack from a node that never saw the punch.
+            let to = who.later();
+            if to.target != route.target {
+                LinkCounts::bump(&to.link.counts.punches_moved_in);
+                ctx.outcomes().moved += 1;
+            }
+            route = to;
             tokio::time::sleep(Duration::from_secs_f64(resend_s / ctx.speed)).await;
             continue;
         }
@@ -350,6 +421,7 @@ async fn attempt(
             Ok(Ok(PunchReply::Ack(a))) => {
                 let at = clock::now();
                 client.close();
+                LinkCounts::bump(&route.link.counts.punches_acked);
                 ctx.series.done(intended, at, 1);
                 ctx.admitted.done(attempt_start, at, 1);
                 ctx.ack_times
@@ -393,12 +465,12 @@ async fn attempt(
                 } else {
                     format!("busy: {reason:?}")
                 };
-                ctx.series.error(clock::now(), &kind);
+                error(route, &kind);
                 let retry_after = Duration::from_millis(u64::from(retry_after_ms));
                 tokio::time::sleep(backoff.next_wait(Some(retry_after), rng.f64())).await;
             }
             Ok(Err(e)) => {
-                ctx.series.error(clock::now(), &error_kind("punch", &e));
+                error(route, &error_kind("punch", &e));
                 client.close();
                 conn = None;
                 tokio::time::sleep(backoff.next_wait(None, rng.f64())).await;

@@ -210,7 +210,7 @@ impl RampReport {
     }
 }
 
-/// Runs the ramp of scenario `s` against `target`. The report's top-level
+/// Runs the ramp of scenario `s` against `targets`. The report's top-level
 /// figures are the knee step's (the first step's when none passed), with
 /// the ramp, the baseline and the knee's ratio to it attached.
 pub(crate) fn run(
@@ -218,7 +218,7 @@ pub(crate) fn run(
     ramp: &Ramp,
     opts: &Options,
     world: &Arc<World>,
-    target: &Target,
+    targets: &[Target],
 ) -> anyhow::Result<Report> {
     let f = s.fleet.as_ref().context("[ramp] needs a [fleet]")?;
     let baseline = match opts.baseline {
@@ -262,7 +262,7 @@ pub(crate) fn run(
         // p99 over its bound below the real knee.
         let mut passed = false;
         for attempt in 0..2 {
-            let r = crate::run_on(&step, &step_opts, world, target)
+            let r = crate::run_on(&step, &step_opts, world, targets)
                 .with_context(|| format!("ramp step {k} (ping interval {ms} ms)"))?;
             let mut st = RampStep::from_report(k, ms / 1_000.0, &r, ramp)?;
             passed = st.passed;

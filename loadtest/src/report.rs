@@ -31,6 +31,9 @@ pub struct Report {
     pub run_id: String,
     /// What was loaded.
     pub target: String,
+    /// What each target was given (one entry per `--target`; the built-in
+    /// gateway's alone without one).
+    pub targets: Vec<crate::spread::TargetReport>,
     /// Wall clock at the start, unix ms.
     pub started_unix_ms: i64,
     /// `"punches"` or `"pings"`: what the top-level fields describe.
@@ -322,6 +325,33 @@ impl Report {
                     o,
                     "         the harness waited {:.1} s for in-flight slots (punch.max_in_flight)",
                     oc.harness_wait_s
+                );
+            }
+            if oc.moved > 0 {
+                let _ = writeln!(
+                    o,
+                    "         {} repeats and resends went to another target than the employee's first",
+                    oc.moved
+                );
+            }
+        }
+        if self.targets.len() > 1 {
+            let _ = writeln!(
+                o,
+                "targets  {:<24} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+                "", "offered", "acked", "errors", "moved in", "devices", "datagrams"
+            );
+            for t in &self.targets {
+                let _ = writeln!(
+                    o,
+                    "         {:<24} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+                    t.target,
+                    t.punches_offered,
+                    t.punches_acked,
+                    t.punch_errors,
+                    t.punches_moved_in,
+                    t.devices_connected,
+                    t.datagrams_sent
                 );
             }
         }

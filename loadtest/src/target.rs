@@ -32,6 +32,27 @@ pub struct RemoteSpec {
     pub tenant: Option<String>,
     /// `--tenant-key-file`: that tenant's device-token key.
     pub tenant_key_file: Option<PathBuf>,
+    /// `--log-dir`: the gateway's log folder, for the audit and ping→log
+    /// latency.
+    pub log_dir: Option<PathBuf>,
+    /// `--metrics-url`: the gateway's admin `/metrics`.
+    pub metrics_url: Option<String>,
+}
+
+impl RemoteSpec {
+    /// A spec for `target` with nothing else set.
+    pub fn new(target: impl Into<String>) -> Self {
+        Self {
+            target: target.into(),
+            server_name: None,
+            ca_file: None,
+            fingerprint: None,
+            tenant: None,
+            tenant_key_file: None,
+            log_dir: None,
+            metrics_url: None,
+        }
+    }
 }
 
 /// Where the gateway's own counters come from.
@@ -162,12 +183,8 @@ impl Target {
     }
 
     /// A remote gateway. Every missing credential is reported at once.
-    pub fn remote(
-        spec: &RemoteSpec,
-        s: &Scenario,
-        log_dir: Option<PathBuf>,
-        metrics_url: Option<String>,
-    ) -> anyhow::Result<Self> {
+    pub fn remote(spec: &RemoteSpec, s: &Scenario) -> anyhow::Result<Self> {
+        let (log_dir, metrics_url) = (spec.log_dir.clone(), spec.metrics_url.clone());
         let mut problems = Vec::new();
         let addr = match spec.target.to_socket_addrs() {
             Ok(mut a) => a.next(),

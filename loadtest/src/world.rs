@@ -22,6 +22,12 @@ pub(crate) mod stream {
     pub const FENCE: u64 = 1;
     pub const EMPLOYEE: u64 = 2;
     pub const DEVICE: u64 = 3;
+    /// Which target an employee punches first (`spread.rs`).
+    pub const SPREAD_EMPLOYEE: u64 = 11;
+    /// Whether, and where, an employee moves for later punches.
+    pub const SPREAD_MOVE: u64 = 12;
+    /// Which target a fleet device uses.
+    pub const SPREAD_DEVICE: u64 = 13;
 }
 
 /// Fences of the load tenant, indexed for inside/outside checks.

@@ -174,3 +174,155 @@ fn writes_fences_and_rules_for_a_remote_gateway() {
             .contains("[tenants.loadtest.sites.lt-f0]")
     );
 }
+
+#[test]
+fn per_target_flags_name_the_problem() {
+    // A per-target flag given neither once nor once per --target.
+    let out = bin()
+        .args(["--scenario", &scenario("fleet")])
+        .args(["--target", "127.0.0.1:4433", "--target", "127.0.0.1:4434"])
+        .args([
+            "--fingerprint",
+            "aa",
+            "--fingerprint",
+            "bb",
+            "--fingerprint",
+            "cc",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--fingerprint is given 3 times for 2 --target(s)")
+            && err.contains("once per --target"),
+        "{err}"
+    );
+
+    // One log folder for two nodes.
+    let out = bin()
+        .args(["--scenario", &scenario("fleet")])
+        .args(["--target", "127.0.0.1:4433", "--target", "127.0.0.1:4434"])
+        .args(["--log-dir", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("each node has its own log folder"), "{err}");
+
+    // Moving employees needs somewhere to move to.
+    let out = bin()
+        .args(["--scenario", &scenario("peak-0900")])
+        .args(["--target", "127.0.0.1:4433", "--move-share", "0.5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--move-share needs at least two --target"),
+        "{err}"
+    );
+}
+
+/// Two gateways as one deployment, from the command line: `--target`,
+/// `--fingerprint` and `--log-dir` once per node, one tenant key. Each
+/// node gets punches, the JSON has a `targets` entry per node adding up to
+/// the run, and the audit reads both logs.
+#[test]
+fn two_targets_from_the_command_line() {
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    use fencegate::config::{Config, RawConfig, RawTenant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = fencegate_load::scenario::Scenario::load(
+        std::path::Path::new(&scenario("peak-0900")),
+        &fencegate_load::scenario::Overrides::default(),
+    )
+    .unwrap();
+    let key = dir.path().join("loadtest.key");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, "7e".repeat(32).as_bytes()))
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let d = dir.path().join(format!("node{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let fences = d.join("fences.geojson");
+        std::fs::write(&fences, fencegate_load::world::synthetic_geojson(&s)).unwrap();
+        let rules = d.join("rules.toml");
+        std::fs::write(&rules, fencegate_load::world::synthetic_rules(&s)).unwrap();
+        let mut raw = RawConfig::default();
+        raw.node.data_dir = d.join("data");
+        raw.quic.listen = "127.0.0.1:0".into();
+        raw.admin.listen = "127.0.0.1:0".into();
+        raw.fences.path = fences;
+        raw.attendance.rules = Some(rules);
+        raw.tenants = vec![RawTenant {
+            id: s.world.tenant.clone(),
+            key_file: Some(key.clone()),
+        }];
+        let cfg = Config::compile(raw, "cli").unwrap();
+        let running = rt.block_on(fencegate::serve::start(&cfg)).unwrap();
+        nodes.push((cfg, running));
+    }
+    let json = dir.path().join("r.json");
+    let html = dir.path().join("r.html");
+    let mut cmd = bin();
+    cmd.args(["--scenario", &scenario("peak-0900")])
+        .args(["--duration", "2", "--employees", "80", "--audit", "--quiet"])
+        .arg("--tenant-key-file")
+        .arg(&key)
+        .arg("--json")
+        .arg(&json)
+        .arg("--html")
+        .arg(&html);
+    for (cfg, running) in &nodes {
+        cmd.args(["--target", &running.quic_addr.to_string()])
+            .args(["--fingerprint", &running.fingerprint])
+            .arg("--log-dir")
+            .arg(&cfg.log.dir);
+    }
+    let out = cmd.output().unwrap();
+    for (_, running) in nodes {
+        rt.block_on(running.shutdown(std::time::Duration::from_secs(2)));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("audit    PASSED"), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let targets = r["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2, "{stdout}");
+    let acked: u64 = targets
+        .iter()
+        .map(|t| t["punches_acked"].as_u64().unwrap())
+        .sum();
+    assert_eq!(acked, r["punches"]["acked"].as_u64().unwrap(), "{stdout}");
+    assert!(
+        targets
+            .iter()
+            .all(|t| t["punches_acked"].as_u64().unwrap() * 4 >= acked),
+        "a node got less than a quarter of the punches: {stdout}"
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<h2>Targets</h2>"), "no per-target table");
+    let source = r["audit"]["source"].as_str().unwrap();
+    assert!(
+        source.contains("node0") && source.contains("node1"),
+        "{source}"
+    );
+}

@@ -62,16 +62,15 @@ fn a_tiny_ramp_reports_its_knee_and_balances() {
     let running: Running = rt.block_on(fencegate::serve::start(&cfg)).unwrap();
     let (tenant, key) = cfg.tenants[0].clone();
     let opts = Options {
-        remote: Some(RemoteSpec {
-            target: running.quic_addr.to_string(),
+        remotes: vec![RemoteSpec {
             server_name: Some("localhost".into()),
-            ca_file: None,
             fingerprint: Some(running.fingerprint.clone()),
             tenant: Some(tenant),
             tenant_key_file: Some(key),
-        }),
-        log_dir: Some(cfg.log.dir.clone()),
-        metrics_url: Some(format!("http://{}/metrics", running.admin_addr)),
+            log_dir: Some(cfg.log.dir.clone()),
+            metrics_url: Some(format!("http://{}/metrics", running.admin_addr)),
+            ..RemoteSpec::new(running.quic_addr.to_string())
+        }],
         // This process: harness and gateway together, but measured.
         gateway_pid: Some(std::process::id()),
         fences: Some(fences),

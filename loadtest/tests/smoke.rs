@@ -65,15 +65,14 @@ impl Gateway {
         let running = self.running.as_ref().unwrap();
         let (tenant, key) = self.cfg.tenants[0].clone();
         Options {
-            remote: Some(RemoteSpec {
-                target: running.quic_addr.to_string(),
+            remotes: vec![RemoteSpec {
                 server_name: Some("localhost".into()),
-                ca_file: None,
                 fingerprint: Some(running.fingerprint.clone()),
                 tenant: Some(tenant),
                 tenant_key_file: Some(key),
-            }),
-            log_dir: Some(self.cfg.log.dir.clone()),
+                log_dir: Some(self.cfg.log.dir.clone()),
+                ..RemoteSpec::new(running.quic_addr.to_string())
+            }],
             fences: Some(self.fences.clone()),
             audit: true,
             client_endpoints: Some(2),

@@ -45,6 +45,13 @@ pub(super) struct Claimed {
     /// The repeat window this punch holds or should hold: (employee, kind,
     /// stake, whether it still has to be written).
     repeat: Option<(Box<str>, u8, Stake, bool)>,
+    /// Whether this attempt created the repeat window's key. A window held
+    /// under this punch's record id was written by whichever node holds
+    /// the punch id: released on a failure only by that holder, or a
+    /// resend answered here with another node's ack would delete the
+    /// window that node's punch opened (and the employee's next repeat
+    /// would be accepted as new).
+    repeat_won: bool,
 }
 
 impl Claimed {
@@ -70,12 +77,13 @@ impl Claimed {
     /// The record could not be written: give the claims back.
     pub(super) fn failed(self, ctx: &EdgeContext) {
         ctx.tasks.spawn(async move {
+            let ours = self.repeat_won || self.own_punch;
             release(
                 &self.cluster,
                 &self.tenant,
                 &self.punch_id,
                 self.own_punch,
-                self.repeat.as_ref(),
+                self.repeat.as_ref().filter(|_| ours),
             )
             .await;
         });
@@ -150,6 +158,7 @@ pub(super) async fn claim_and_append(
         stake,
         own_punch: pc == Claim::Won,
         repeat: None,
+        repeat_won: rc == Some(Claim::Won),
     };
     let mut outcome = ClaimOutcome::default();
     let mut unreachable = pc == Claim::Unreachable;

@@ -91,8 +91,8 @@ pub struct RawSink {
     ///
     /// `300` unless set.
     pub duplicate_window_s: Option<u64>,
-    /// nats: replicas when the stream is created (3 in a 3-node cluster;
-    /// see `ops/nats/`).
+    /// nats: replicas when the stream is created, and what an existing
+    /// stream must have (3 in a 3-node cluster; see `ops/nats/`).
     ///
     /// `1` unless set.
     pub replicas: Option<usize>,

@@ -2,8 +2,8 @@
 //!
 //! - At connect it creates the configured stream (file storage, the four
 //!   subject patterns, the duplicate window) or verifies that an existing
-//!   one captures our subjects with file storage and a window at least as
-//!   long as configured.
+//!   one captures our subjects with file storage, the configured replicas
+//!   and a window at least as long as configured.
 //! - Each record goes to `<prefix>.<tenant>.<punch|ping|event>`, with
 //!   `Nats-Msg-Id` set to its record id; a punch awaiting a supervisor's
 //!   approval is also published to `<prefix>.<tenant>.approval` with the
@@ -90,6 +90,19 @@ pub fn stream_mismatches(cfg: &NatsConfig, have: &stream::Config) -> Vec<String>
             "its duplicate_window is {} s, below the configured {} s",
             have.duplicate_window.as_secs(),
             cfg.duplicate_window.as_secs()
+        ));
+    }
+    // The server reports an unset replica count as 0 in some versions;
+    // it means one.
+    let replicas = have.num_replicas.max(1);
+    if replicas != cfg.replicas {
+        p.push(format!(
+            "it has {replicas} replica(s), the sink's replicas = {want}; a PubAck promises \
+             what the stream's replicas give (docs/DOWNSTREAM.md), so change the stream \
+             (`nats stream edit {name} --replicas {want}`: JetStream re-replicates it in place) \
+             or set the sink's replicas = {replicas} if that is the intended durability",
+            want = cfg.replicas,
+            name = cfg.stream,
         ));
     }
     p
@@ -712,10 +725,17 @@ mod tests {
             ..Default::default()
         };
         assert!(stream_mismatches(&cfg, &ok).is_empty());
+        // An unset replica count (0) is one replica.
+        let one = stream::Config {
+            num_replicas: 1,
+            ..ok.clone()
+        };
+        assert!(stream_mismatches(&cfg, &one).is_empty());
         let bad = stream::Config {
             subjects: vec!["fencegate.*.punch".into()],
             storage: StorageType::Memory,
             duplicate_window: Duration::from_secs(120),
+            num_replicas: 3,
             ..ok
         };
         let p = stream_mismatches(&cfg, &bad).join("\n");
@@ -725,6 +745,8 @@ mod tests {
             "fencegate.*.approval",
             "memory storage",
             "120 s",
+            "it has 3 replica(s), the sink's replicas = 1",
+            "nats stream edit FENCEGATE --replicas 1",
         ] {
             assert!(p.contains(n), "{n} missing in {p}");
         }

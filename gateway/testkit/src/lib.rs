@@ -109,19 +109,8 @@ impl NatsServer {
     /// Stops the server gracefully (SIGTERM) and waits for it to exit
     /// (SIGKILL after 5 s).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // Our child is not reaped yet, so its pid cannot have been reused.
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            for _ in 0..200 {
-                if matches!(c.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            terminate(c, Duration::from_secs(5));
         }
     }
 
@@ -144,6 +133,23 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Sends `c` SIGTERM and waits up to `within` for it to exit, then kills it.
+fn terminate(mut c: Child, within: Duration) {
+    // Our child is not reaped yet, so its pid cannot have been reused.
+    let _ = Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status();
+    let step = Duration::from_millis(25);
+    for _ in 0..(within.as_millis() / step.as_millis()).max(1) {
+        if matches!(c.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(step);
+    }
+    let _ = c.kill();
+    let _ = c.wait();
 }
 
 /// One node of a [`NatsCluster`]: a server started from its own config file.
@@ -264,6 +270,32 @@ impl NatsCluster {
     pub fn restart(&mut self, i: usize) {
         self.spawn(i);
         self.wait_healthy(i, Duration::from_secs(20));
+    }
+
+    /// Stops node `i` gracefully (SIGTERM: it flushes its store first) and
+    /// waits for it, killing it after 10 s.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(c) = self.nodes[i].child.take() {
+            terminate(c, Duration::from_secs(10));
+        }
+    }
+
+    /// Starts every node that is not running, all at once, and waits until
+    /// each is healthy. A cluster that was wholly down needs this: one node
+    /// restarted alone waits for a quorum that is not back yet.
+    ///
+    /// # Panics
+    /// When a node is not healthy within 30 s.
+    pub fn start_stopped(&mut self) {
+        let stopped: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_none())
+            .collect();
+        for &i in &stopped {
+            self.spawn(i);
+        }
+        for &i in &stopped {
+            self.wait_healthy(i, Duration::from_secs(30));
+        }
     }
 }
 
@@ -568,6 +600,13 @@ mod tests {
         c.kill(1);
         assert!(http_status(c.nodes[1].monitor, "/healthz").is_none());
         c.restart(1);
+        // The whole cluster stopped, then started together.
+        for i in 0..3 {
+            c.stop(i);
+        }
+        assert!((0..3).all(|i| http_status(c.nodes[i].monitor, "/healthz").is_none()));
+        c.start_stopped();
+        assert!((0..3).all(|i| http_status(c.nodes[i].monitor, "/healthz") == Some(200)));
         drop(c);
         let _ = std::fs::remove_dir_all(dir);
     }
