@@ -30,7 +30,10 @@ mod hr_rig;
 use std::time::Duration;
 
 use fencegate::client::PunchReply;
-use fencegate_schema::{CorrectionMsg, HrMsg, PunchKind, RecordBodyMsg, RecordMsg};
+use fencegate_schema::{
+    CorrectionDecisionMsg, CorrectionEvidenceMsg, CorrectionMsg, HrMsg, PunchKind, RecordBodyMsg,
+    RecordMsg,
+};
 use hr_rig::common::Node;
 use hr_rig::{HQ, http, json, now_ms, punch, wait_for};
 use serde_json::Value;
@@ -146,6 +149,50 @@ async fn offline_clock_out(node: &Node, id: u128, employee: &str, when: i64) {
     p.offline = true;
     p.device_time_ms = when;
     assert!(matches!(c.punch(&p).await.unwrap(), PunchReply::Ack(_)));
+}
+
+/// Appends an HR record at `time_ms` straight to the node's log, as the
+/// routes (or another node) write them; returns its LSN.
+async fn append(node: &Node, kind: &str, id: &str, time_ms: i64, body: HrMsg) -> u64 {
+    let rec = RecordMsg {
+        record_id: fencegate::results::hr::hr_record_id("acme", kind, id),
+        tenant: "acme".into(),
+        gateway_time_ms: time_ms,
+        node: None,
+        body: RecordBodyMsg::Hr(body),
+    };
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let bytes = rec.encode_into(&mut fbb).to_vec();
+    node.running
+        .edge
+        .log
+        .append(&bytes, time_ms as u64)
+        .unwrap()
+        .await
+        .unwrap()
+        .first
+        .0
+}
+
+/// Waits until the materializer has applied the record at `lsn`, then
+/// lists acme's requests.
+async fn wait_until_applied(node: &Node, lsn: u64) -> (u16, Value) {
+    let store = fencegate::results::ResultsStore::open(&node.cfg.attendance.results_url)
+        .await
+        .unwrap();
+    assert!(
+        store.wait_applied(lsn, Duration::from_secs(10)).await,
+        "the materializer did not reach record {lsn}"
+    );
+    let (code, body) = http(
+        node,
+        "GET",
+        "/v1/corrections?tenant=acme",
+        Some("super"),
+        None,
+    )
+    .await;
+    (code, json(&body))
 }
 
 fn err(v: &Value) -> &str {
@@ -288,12 +335,12 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     // pass within 4 h: it lapsed an hour ago (the record written as the
     // route writes it, at that time).
     let five_h_ago = now_ms() - 5 * 3_600_000;
-    let old = RecordMsg {
-        record_id: fencegate::results::hr::hr_record_id("acme", "correction", "trip-0"),
-        tenant: "acme".into(),
-        gateway_time_ms: five_h_ago,
-        node: None,
-        body: RecordBodyMsg::Hr(HrMsg::Correction(CorrectionMsg {
+    append(
+        &node,
+        "correction",
+        "trip-0",
+        five_h_ago,
+        HrMsg::Correction(CorrectionMsg {
             correction_id: "trip-0".into(),
             employee_id: "E1001".into(),
             date: days_ago(2).to_string(),
@@ -305,17 +352,9 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
             requested_by: Some("e1001".into()),
             department: Some("ops".into()),
             evidence_due_ms: five_h_ago + 4 * 3_600_000,
-        })),
-    };
-    let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let bytes = old.encode_into(&mut fbb).to_vec();
-    node.running
-        .edge
-        .log
-        .append(&bytes, five_h_ago as u64)
-        .unwrap()
-        .await
-        .unwrap();
+        }),
+    )
+    .await;
     let listed = wait_for(&node, "/v1/corrections?tenant=acme&status=lapsed", |v| {
         v["corrections"].as_array().is_some_and(|a| !a.is_empty())
     })
@@ -342,6 +381,54 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     )
     .await;
     assert!(code == 409 && err(&body).contains(&deadline), "{body}");
+    // Records after the deadline (another node's, or a rebuild) change
+    // nothing either: the materializer judges them at their own time.
+    let now = now_ms();
+    append(
+        &node,
+        "correction-evidence",
+        "trip-0",
+        now,
+        HrMsg::CorrectionEvidence(CorrectionEvidenceMsg {
+            correction_id: "trip-0".into(),
+            evidence_ref: "too late".into(),
+            attached_by: Some("e1001".into()),
+            employee_id: Some("E1001".into()),
+        }),
+    )
+    .await;
+    let last = append(
+        &node,
+        "correction-decision",
+        "trip-d0",
+        now,
+        HrMsg::CorrectionDecision(CorrectionDecisionMsg {
+            correction_id: "trip-0".into(),
+            decision_id: "trip-d0".into(),
+            approve: false,
+            decider: Some("ops-lead".into()),
+            role: Some("supervisor".into()),
+            comment: None,
+            employee_id: Some("E1001".into()),
+            kind: PunchKind::Out,
+            at_ms: at(days_ago(2), 18, 0),
+            slot: Some("day".into()),
+        }),
+    )
+    .await;
+    let (_, body) = wait_until_applied(&node, last).await;
+    let t0 = body["corrections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["correction_id"] == "trip-0")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&t0["status"], &t0["evidence"], &t0["decision"]),
+        (&Value::from("lapsed"), &Value::Null, &Value::Null),
+        "{t0:#}"
+    );
 
     // --- Watched live: E3001's group gives 3.6 s for the evidence.
     let (code, hurry) = post(
@@ -594,8 +681,8 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     assert_eq!(
         kinds,
         [
-            "trip-1", "evidence", "decision", "trip-0", "h-1", "h-2", "q-1", "decision", "q-2",
-            "s-1", "g-1", "decision"
+            "trip-1", "evidence", "decision", "trip-0", "evidence", "decision", "h-1", "h-2",
+            "q-1", "decision", "q-2", "s-1", "g-1", "decision"
         ],
         "{records:#?}"
     );

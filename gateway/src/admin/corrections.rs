@@ -39,8 +39,9 @@ use fencegate_schema::{
 use serde_json::{Map, Value, json};
 
 use super::approvals::{
-    append_hr, bad_request, body_object, decision_field, hr_lock, hr_token, in_scope, known_fields,
-    known_params, opt_str, req_str, results, scoped_tenant, store_error, unprocessable,
+    append_hr, append_hr_at, bad_request, body_object, decision_field, hr_lock, hr_token, in_scope,
+    known_fields, known_params, opt_str, req_str, results, scoped_tenant, store_error,
+    unprocessable,
 };
 use super::{AdminState, AdminToken, Role, authorize_token, error};
 use crate::results::ResultsStore;
@@ -535,7 +536,8 @@ pub async fn post_correction(
         department: department.clone(),
         evidence_due_ms,
     });
-    let requested_ms = match append_hr(&state, store, &tenant, "correction", cid, msg).await {
+    let requested_ms = match append_hr_at(&state, store, &tenant, "correction", cid, now, msg).await
+    {
         Ok(at) => at,
         Err(r) => return r,
     };
