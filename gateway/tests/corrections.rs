@@ -215,19 +215,31 @@ fn correction_records(node: &Node) -> Vec<(String, HrMsg)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
-    let node = hr_rig::start_with_rules(RULES).await;
+    scenario(&hr_rig::start_with_rules(RULES, None).await).await;
+}
+
+/// The same suite with the results in a real PostgreSQL (the multi-node
+/// store): one schema, one set of queries, the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day_postgres() {
+    let pg_dir = tempfile::tempdir().unwrap();
+    let pg = fencegate_testkit::Postgres::start(pg_dir.path());
+    scenario(&hr_rig::start_with_rules(RULES, Some(&pg.url())).await).await;
+}
+
+async fn scenario(node: &Node) {
     let yesterday = days_ago(1);
     let y = yesterday.to_string();
 
     // --- The seed's traveller: offline clock-out, then a make-up clock-in.
-    offline_clock_out(&node, 1, "E1001", at(yesterday, 18, 5)).await;
+    offline_clock_out(node, 1, "E1001", at(yesterday, 18, 5)).await;
     let day = format!("/v1/days?tenant=acme&employee=E1001&date={y}");
-    let missing = wait_for(&node, &day, |v| v["days"][0]["status"] == "missing_in").await;
+    let missing = wait_for(node, &day, |v| v["days"][0]["status"] == "missing_in").await;
     assert!(missing["days"][0].get("made_up").is_none(), "{missing:#}");
 
     // She files it herself (the employee token), without the boarding pass.
     let (code, filed) = post(
-        &node,
+        node,
         "/v1/corrections",
         "e1001",
         &request(
@@ -249,7 +261,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     assert_eq!(due - requested, 4 * 3_600_000, "{filed:#}");
     // Resent as it was: the same answer; the id for another request: 409.
     let (code, again) = post(
-        &node,
+        node,
         "/v1/corrections",
         "e1001",
         &request(
@@ -263,7 +275,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     .await;
     assert_eq!((code, &again), (200, &filed));
     let (code, body) = post(
-        &node,
+        node,
         "/v1/corrections",
         "e1001",
         &request("trip-1", None, &y, "out", "another thing"),
@@ -275,7 +287,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     );
     // An employee files for itself only.
     let (code, body) = post(
-        &node,
+        node,
         "/v1/corrections",
         "e1001",
         &request("x-1", Some("E1002"), &y, "in", "x"),
@@ -288,7 +300,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
 
     // Approving while the boarding pass is owed: 409 naming the deadline.
     let decision = "/v1/corrections/trip-1/decision";
-    let (code, body) = post(&node, decision, "ops-lead", &decide("trip-d1", "approve")).await;
+    let (code, body) = post(node, decision, "ops-lead", &decide("trip-d1", "approve")).await;
     assert!(
         code == 409
             && err(&body).contains("still owes its evidence")
@@ -297,7 +309,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     );
     // Attached in time: decidable.
     let (code, with) = post(
-        &node,
+        node,
         "/v1/corrections/trip-1/evidence",
         "e1001",
         r#"{"evidence_ref": "boarding-pass MU5101 2026"}"#,
@@ -306,24 +318,24 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     assert_eq!(code, 200, "{with:#}");
     assert_eq!(with["evidence"], "boarding-pass MU5101 2026");
     assert_eq!(with["status"], "pending");
-    let (code, approved) = post(&node, decision, "ops-lead", &decide("trip-d1", "approve")).await;
+    let (code, approved) = post(node, decision, "ops-lead", &decide("trip-d1", "approve")).await;
     assert_eq!(code, 200, "{approved:#}");
     assert_eq!(approved["status"], "approved");
     assert_eq!(approved["decision"]["decider"], "ops-lead");
     // The same decision again: the same answer; the id reused, or a second
     // decision: 409.
-    let (code, again) = post(&node, decision, "ops-lead", &decide("trip-d1", "approve")).await;
+    let (code, again) = post(node, decision, "ops-lead", &decide("trip-d1", "approve")).await;
     assert_eq!((code, &again), (200, &approved));
-    let (code, body) = post(&node, decision, "ops-lead", &decide("trip-d1", "reject")).await;
+    let (code, body) = post(node, decision, "ops-lead", &decide("trip-d1", "reject")).await;
     assert!(code == 409 && err(&body).contains("already used"), "{body}");
-    let (code, body) = post(&node, decision, "acme-admin", &decide("trip-d2", "reject")).await;
+    let (code, body) = post(node, decision, "acme-admin", &decide("trip-d2", "reject")).await;
     assert!(
         code == 409 && err(&body).contains("already approved"),
         "{body}"
     );
 
     // The day follows: the missing clock-in is made up, the slot normal.
-    let made = wait_for(&node, &day, |v| v["days"][0]["status"] == "normal").await;
+    let made = wait_for(node, &day, |v| v["days"][0]["status"] == "normal").await;
     let slot = &made["days"][0]["slots"][0];
     assert_eq!(slot["status"], "normal", "{made:#}");
     assert_eq!(slot["in_ms"], at(yesterday, 9, 0), "{made:#}");
@@ -336,7 +348,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     // route writes it, at that time).
     let five_h_ago = now_ms() - 5 * 3_600_000;
     append(
-        &node,
+        node,
         "correction",
         "trip-0",
         five_h_ago,
@@ -355,7 +367,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
         }),
     )
     .await;
-    let listed = wait_for(&node, "/v1/corrections?tenant=acme&status=lapsed", |v| {
+    let listed = wait_for(node, "/v1/corrections?tenant=acme&status=lapsed", |v| {
         v["corrections"].as_array().is_some_and(|a| !a.is_empty())
     })
     .await;
@@ -363,7 +375,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     assert_eq!(lapsed["correction_id"], "trip-0", "{listed:#}");
     let deadline = lapsed["evidence_due"].as_str().unwrap().to_owned();
     let (code, body) = post(
-        &node,
+        node,
         "/v1/corrections/trip-0/decision",
         "ops-lead",
         &decide("trip-d0", "approve"),
@@ -374,7 +386,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
         "{body}"
     );
     let (code, body) = post(
-        &node,
+        node,
         "/v1/corrections/trip-0/evidence",
         "e1001",
         r#"{"evidence_ref": "too late"}"#,
@@ -385,7 +397,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     // nothing either: the materializer judges them at their own time.
     let now = now_ms();
     append(
-        &node,
+        node,
         "correction-evidence",
         "trip-0",
         now,
@@ -398,7 +410,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     )
     .await;
     let last = append(
-        &node,
+        node,
         "correction-decision",
         "trip-d0",
         now,
@@ -416,7 +428,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
         }),
     )
     .await;
-    let (_, body) = wait_until_applied(&node, last).await;
+    let (_, body) = wait_until_applied(node, last).await;
     let t0 = body["corrections"]
         .as_array()
         .unwrap()
@@ -432,7 +444,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
 
     // --- Watched live: E3001's group gives 3.6 s for the evidence.
     let (code, hurry) = post(
-        &node,
+        node,
         "/v1/corrections",
         "ops-lead",
         &request("h-1", Some("E3001"), &y, "out", "phone died"),
@@ -443,7 +455,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     let wait = hurry["evidence_due_ms"].as_i64().unwrap() - now_ms() + 300;
     tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
     let (_, body) = http(
-        &node,
+        node,
         "GET",
         "/v1/corrections?tenant=acme&employee=E3001",
         Some("ops-lead"),
@@ -452,7 +464,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     .await;
     assert_eq!(json(&body)["corrections"][0]["status"], "lapsed", "{body}");
     let (code, body) = post(
-        &node,
+        node,
         "/v1/corrections/h-1/decision",
         "acme-admin",
         &decide("h-d1", "reject"),
@@ -461,7 +473,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     assert!(code == 409 && err(&body).contains("lapsed"), "{body}");
     // A lapsed request does not hold the slot: the employee files again.
     let (code, body) = post(
-        &node,
+        node,
         "/v1/corrections",
         "ops-lead",
         &request("h-2", Some("E3001"), &y, "out", "phone died"),
@@ -471,7 +483,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
 
     // --- The window and the quota (group office: 3 days back, 1 a month).
     let (code, body) = post(
-        &node,
+        node,
         "/v1/corrections",
         "acme-admin",
         &request("w-1", Some("E1002"), &days_ago(4).to_string(), "in", "x"),
@@ -484,7 +496,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
         "{body}"
     );
     let (code, q1) = post(
-        &node,
+        node,
         "/v1/corrections",
         "acme-admin",
         &request("q-1", Some("E1002"), &y, "in", "forgot"),
@@ -492,7 +504,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     .await;
     assert_eq!(code, 200, "{q1:#}");
     let (code, body) = post(
-        &node,
+        node,
         "/v1/corrections",
         "acme-admin",
         &request("q-2", Some("E1002"), &y, "out", "forgot"),
@@ -505,7 +517,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     );
     // Rejected requests do not count.
     let (code, body) = post(
-        &node,
+        node,
         "/v1/corrections/q-1/decision",
         "acme-admin",
         &decide("q-d1", "reject"),
@@ -517,7 +529,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
         "{body}"
     );
     let (code, body) = post(
-        &node,
+        node,
         "/v1/corrections",
         "acme-admin",
         &request("q-2", Some("E1002"), &y, "out", "forgot"),
@@ -526,11 +538,11 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     assert_eq!(code, 200, "{body}");
 
     // --- A rejected make-up leaves the slot missing.
-    offline_clock_out(&node, 2, "E2001", at(yesterday, 18, 2)).await;
+    offline_clock_out(node, 2, "E2001", at(yesterday, 18, 2)).await;
     let sec_day = format!("/v1/days?tenant=acme&employee=E2001&date={y}");
-    wait_for(&node, &sec_day, |v| v["days"][0]["status"] == "missing_in").await;
+    wait_for(node, &sec_day, |v| v["days"][0]["status"] == "missing_in").await;
     let (code, body) = post(
-        &node,
+        node,
         "/v1/corrections",
         "super",
         &format!(
@@ -544,7 +556,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
         "{body}"
     );
     let (code, body) = post(
-        &node,
+        node,
         "/v1/corrections?tenant=acme",
         "super",
         &format!(
@@ -555,7 +567,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     assert_eq!(code, 200, "{body:#}");
     // globex's own request, for the scope checks.
     let (code, body) = post(
-        &node,
+        node,
         "/v1/corrections?tenant=globex",
         "super",
         &request("g-1", Some("G1"), &y, "in", "x"),
@@ -571,11 +583,11 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
         ("acme-admin", "/v1/corrections/g-1/decision"),
         ("acme-admin", "/v1/corrections/no-such/decision"),
     ] {
-        let (code, body) = post(&node, path, token, &decide("z", "approve")).await;
+        let (code, body) = post(node, path, token, &decide("z", "approve")).await;
         assert_eq!(code, 404, "{token} {path}: {body}");
     }
     let (code, _) = post(
-        &node,
+        node,
         "/v1/corrections/trip-1/decision",
         "e1001",
         &decide("z", "approve"),
@@ -583,7 +595,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     .await;
     assert_eq!(code, 403);
     let (code, body) = post(
-        &node,
+        node,
         "/v1/corrections",
         "ops-lead",
         &request("o-1", Some("E2001"), &y, "in", "x"),
@@ -594,7 +606,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
         "a supervisor files for its department only: {body}"
     );
     // Listing is scoped too.
-    let (_, body) = http(&node, "GET", "/v1/corrections", Some("e1001"), None).await;
+    let (_, body) = http(node, "GET", "/v1/corrections", Some("e1001"), None).await;
     let mine = json(&body);
     assert!(
         mine["corrections"]
@@ -604,7 +616,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
             .all(|c| c["employee"] == "E1001"),
         "{mine:#}"
     );
-    let (_, body) = http(&node, "GET", "/v1/corrections", Some("ops-lead"), None).await;
+    let (_, body) = http(node, "GET", "/v1/corrections", Some("ops-lead"), None).await;
     let ops = json(&body);
     assert!(
         ops["corrections"]
@@ -615,14 +627,14 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
         "{ops:#}"
     );
     let (code, body) = post(
-        &node,
+        node,
         "/v1/corrections/s-1/decision",
         "acme-admin",
         &decide("s-d1", "reject"),
     )
     .await;
     assert_eq!(code, 200, "{body}");
-    let still = wait_for(&node, &sec_day, |v| v["days"][0]["status"] == "missing_in").await;
+    let still = wait_for(node, &sec_day, |v| v["days"][0]["status"] == "missing_in").await;
     assert_eq!(still["days"][0]["slots"][0]["status"], "missing_in");
     assert!(still["days"][0].get("made_up").is_none(), "{still:#}");
 
@@ -654,7 +666,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
         ),
     ] {
         let (code, text) = http(
-            &node,
+            node,
             "POST",
             "/v1/corrections",
             Some("acme-admin"),
@@ -668,7 +680,7 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     }
 
     // Every step is a record of the log, as the sinks forward it.
-    let records = correction_records(&node);
+    let records = correction_records(node);
     let kinds: Vec<&str> = records
         .iter()
         .map(|(_, h)| match h {
@@ -699,5 +711,5 @@ async fn make_ups_follow_the_policy_lapse_without_evidence_and_fill_the_day() {
     assert_eq!(approved_record.kind, PunchKind::In);
     assert_eq!(records.iter().filter(|(t, _)| t == "globex").count(), 1);
 
-    hr_rig::assert_rebuild_equals_incremental(&node).await;
+    hr_rig::assert_rebuild_equals_incremental(node).await;
 }
