@@ -202,6 +202,13 @@ fn hr_json(h: HrView<'_>, obj: &mut serde_json::Map<String, Value>) {
             obj.insert("month".into(), m.month().into());
             obj.insert("archived_by".into(), m.archived_by().into());
         }
+        HrView::CorrectionEvidence(e) => {
+            obj.insert("type".into(), "correction_evidence".into());
+            obj.insert("correction_id".into(), e.correction_id().into());
+            obj.insert("evidence_ref".into(), e.evidence_ref().into());
+            obj.insert("attached_by".into(), e.attached_by().into());
+            obj.insert("employee_id".into(), e.employee_id().into());
+        }
     }
 }
 

@@ -8,14 +8,15 @@
 use flatbuffers::VerifierOptions;
 
 use crate::encode::{
-    ApprovalDecisionMsg, AttendanceRef, BusyMsg, CorrectionDecisionMsg, CorrectionMsg,
-    FenceEventMsg, HelloAckMsg, HrMsg, LeaveEntryMsg, MonthArchiveMsg, PingRecordMsg, PunchAckMsg,
-    PunchRecordMsg, RecordBodyMsg, RecordMsg, ReplyMsg,
+    ApprovalDecisionMsg, AttendanceRef, BusyMsg, CorrectionDecisionMsg, CorrectionEvidenceMsg,
+    CorrectionMsg, FenceEventMsg, HelloAckMsg, HrMsg, LeaveEntryMsg, MonthArchiveMsg,
+    PingRecordMsg, PunchAckMsg, PunchRecordMsg, RecordBodyMsg, RecordMsg, ReplyMsg,
 };
 use crate::generated::{
-    ApprovalDecision, Busy, Correction, CorrectionDecision, FenceEvent, HelloAck, LeaveEntry,
-    MonthArchive, PingRecord, PunchAck, PunchRecord, RECORD_IDENTIFIER, REPLY_IDENTIFIER, Reason,
-    Record, RecordBody, ReplyBody, root_as_record_with_opts, root_as_reply_with_opts,
+    ApprovalDecision, Busy, Correction, CorrectionDecision, CorrectionEvidence, FenceEvent,
+    HelloAck, LeaveEntry, MonthArchive, PingRecord, PunchAck, PunchRecord, RECORD_IDENTIFIER,
+    REPLY_IDENTIFIER, Reason, Record, RecordBody, ReplyBody, root_as_record_with_opts,
+    root_as_reply_with_opts,
 };
 use crate::parse::{check_identifier, verifier_reason};
 
@@ -120,6 +121,8 @@ pub enum HrView<'a> {
     Leave(LeaveEntry<'a>),
     /// A month archived.
     MonthArchive(MonthArchive<'a>),
+    /// Evidence attached to a pending make-up request.
+    CorrectionEvidence(CorrectionEvidence<'a>),
 }
 
 fn owned(s: Option<&str>) -> Option<String> {
@@ -178,6 +181,12 @@ impl HrView<'_> {
                 month: m.month().to_owned(),
                 archived_by: owned(m.archived_by()),
             }),
+            HrView::CorrectionEvidence(e) => HrMsg::CorrectionEvidence(CorrectionEvidenceMsg {
+                correction_id: e.correction_id().to_owned(),
+                evidence_ref: e.evidence_ref().to_owned(),
+                attached_by: owned(e.attached_by()),
+                employee_id: owned(e.employee_id()),
+            }),
         }
     }
 }
@@ -210,6 +219,9 @@ pub fn parse_record(buf: &[u8]) -> Result<RecordView<'_>, Reason> {
         RecordBody::MonthArchive => record
             .body_as_month_archive()
             .map(|b| RecordBodyView::Hr(HrView::MonthArchive(b))),
+        RecordBody::CorrectionEvidence => record
+            .body_as_correction_evidence()
+            .map(|b| RecordBodyView::Hr(HrView::CorrectionEvidence(b))),
         _ => return Err(Reason::UnknownBody),
     };
     Ok(RecordView {
@@ -443,6 +455,12 @@ mod tests {
             HrMsg::MonthArchive(MonthArchiveMsg {
                 month: "2025-03".into(),
                 archived_by: Some("acme-admin".into()),
+            }),
+            HrMsg::CorrectionEvidence(CorrectionEvidenceMsg {
+                correction_id: "c-1".into(),
+                evidence_ref: "boarding-pass-MU5101".into(),
+                attached_by: Some("e1".into()),
+                employee_id: Some("E1".into()),
             }),
         ];
         let mut fbb = flatbuffers::FlatBufferBuilder::new();

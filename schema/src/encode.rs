@@ -12,13 +12,13 @@ use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, WIPOffset};
 
 use crate::generated::{
     ApprovalDecision, ApprovalDecisionArgs, AttendanceStatus, Body, Bssid, Busy, BusyArgs,
-    Correction, CorrectionArgs, CorrectionDecision, CorrectionDecisionArgs, FenceEvent,
-    FenceEventArgs, Fix, Frame, FrameArgs, Hello, HelloAck, HelloAckArgs, HelloArgs, LeaveEntry,
-    LeaveEntryArgs, MonthArchive, MonthArchiveArgs, PingBatch, PingBatchArgs, PingRecord,
-    PingRecordArgs, Position, Punch, PunchAck, PunchAckArgs, PunchArgs, PunchKind, PunchMethod,
-    PunchRecord, PunchRecordArgs, Reason, Record, RecordArgs, RecordBody, Reply, ReplyArgs,
-    ReplyBody, TerminalAuth, Transition, Uuid, Verdict, finish_frame_buffer, finish_record_buffer,
-    finish_reply_buffer,
+    Correction, CorrectionArgs, CorrectionDecision, CorrectionDecisionArgs, CorrectionEvidence,
+    CorrectionEvidenceArgs, FenceEvent, FenceEventArgs, Fix, Frame, FrameArgs, Hello, HelloAck,
+    HelloAckArgs, HelloArgs, LeaveEntry, LeaveEntryArgs, MonthArchive, MonthArchiveArgs, PingBatch,
+    PingBatchArgs, PingRecord, PingRecordArgs, Position, Punch, PunchAck, PunchAckArgs, PunchArgs,
+    PunchKind, PunchMethod, PunchRecord, PunchRecordArgs, Reason, Record, RecordArgs, RecordBody,
+    Reply, ReplyArgs, ReplyBody, TerminalAuth, Transition, Uuid, Verdict, finish_frame_buffer,
+    finish_record_buffer, finish_reply_buffer,
 };
 use crate::parse::{HelloView, PingBatchView, PunchView, Request};
 
@@ -502,6 +502,8 @@ pub enum HrMsg {
     Leave(LeaveEntryMsg),
     /// See [`MonthArchiveMsg`].
     MonthArchive(MonthArchiveMsg),
+    /// See [`CorrectionEvidenceMsg`].
+    CorrectionEvidence(CorrectionEvidenceMsg),
 }
 
 /// A decision on a punch record waiting for approval.
@@ -592,6 +594,19 @@ pub struct LeaveEntryMsg {
     pub leave_type: String,
     /// Admin token name that pushed it.
     pub entered_by: Option<String>,
+}
+
+/// Evidence attached to a pending make-up request after it was filed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrectionEvidenceMsg {
+    /// The request the evidence is for.
+    pub correction_id: String,
+    /// Reference to the evidence (a boarding pass's file id).
+    pub evidence_ref: String,
+    /// Admin token name that attached it.
+    pub attached_by: Option<String>,
+    /// The request's employee.
+    pub employee_id: Option<String>,
 }
 
 /// A month frozen by its archive.
@@ -1115,6 +1130,22 @@ impl HrMsg {
                     },
                 );
                 (RecordBody::MonthArchive, t.as_union_value())
+            }
+            HrMsg::CorrectionEvidence(e) => {
+                let correction_id = fbb.create_string(&e.correction_id);
+                let evidence_ref = fbb.create_string(&e.evidence_ref);
+                let attached_by = opt_str(fbb, e.attached_by.as_deref());
+                let employee_id = opt_str(fbb, e.employee_id.as_deref());
+                let t = CorrectionEvidence::create(
+                    fbb,
+                    &CorrectionEvidenceArgs {
+                        correction_id: Some(correction_id),
+                        evidence_ref: Some(evidence_ref),
+                        attached_by,
+                        employee_id,
+                    },
+                );
+                (RecordBody::CorrectionEvidence, t.as_union_value())
             }
         }
     }

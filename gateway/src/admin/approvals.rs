@@ -207,7 +207,29 @@ pub(crate) async fn append_hr(
     id: &str,
     body: HrMsg,
 ) -> Result<i64, Response> {
-    let now = crate::clock::unix_ms();
+    append_hr_at(
+        state,
+        store,
+        tenant,
+        kind,
+        id,
+        crate::clock::unix_ms(),
+        body,
+    )
+    .await
+}
+
+/// [`append_hr`] with the record's time given: a route that judged the
+/// request at `now` (and wrote deadlines from it) records that same time.
+pub(crate) async fn append_hr_at(
+    state: &AdminState,
+    store: &ResultsStore,
+    tenant: &str,
+    kind: &str,
+    id: &str,
+    now: i64,
+    body: HrMsg,
+) -> Result<i64, Response> {
     let msg = RecordMsg {
         record_id: hr_record_id(tenant, kind, id),
         tenant: tenant.to_owned(),

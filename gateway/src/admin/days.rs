@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::{AdminState, Role, authorize_token, error};
 use crate::results::DayRow;
+use crate::results::hr::CorrectionRow;
 
 fn bad_request(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, message)
@@ -41,7 +42,16 @@ fn fields(r: &DayRow) -> serde_json::Map<String, Value> {
 }
 
 /// The rows of a day grouped per employee: the day's fields, then `slots`.
-fn render(rows: &[DayRow]) -> Vec<Value> {
+/// A slot an approved make-up request filled carries `made_up` (the kinds
+/// and request ids), and so does its day.
+fn render(rows: &[DayRow], makeups: &[CorrectionRow]) -> Vec<Value> {
+    let made_up = |employee: &str, slot: Option<&str>| -> Vec<Value> {
+        makeups
+            .iter()
+            .filter(|c| c.employee == employee && slot.is_none_or(|s| c.slot.as_deref() == Some(s)))
+            .map(|c| json!({ "kind": c.kind, "correction_id": c.correction_id, "slot": c.slot }))
+            .collect()
+    };
     let mut out: Vec<Value> = Vec::new();
     for r in rows.iter().filter(|r| r.slot.is_empty()) {
         let mut m = fields(r);
@@ -50,12 +60,20 @@ fn render(rows: &[DayRow]) -> Vec<Value> {
         m.insert("group".into(), r.group.clone().into());
         m.insert("closed".into(), r.closed.into());
         m.insert("revision".into(), r.revision.into());
+        let day_made_up = made_up(&r.employee, None);
+        if !day_made_up.is_empty() {
+            m.insert("made_up".into(), day_made_up.into());
+        }
         let slots: Vec<Value> = rows
             .iter()
             .filter(|s| !s.slot.is_empty() && s.employee == r.employee)
             .map(|s| {
                 let mut f = fields(s);
                 f.insert("slot".into(), s.slot.clone().into());
+                let mine = made_up(&s.employee, Some(&s.slot));
+                if !mine.is_empty() {
+                    f.insert("made_up".into(), mine.into());
+                }
                 Value::Object(f)
             })
             .collect();
@@ -154,14 +172,18 @@ pub async fn get_days(
             "day results are not materialized on this node",
         );
     };
-    match store
+    let days = store
         .days(&tenant, date, department.as_deref(), employee.as_deref())
-        .await
-    {
-        Ok(rows) => axum::Json(json!({
+        .await;
+    let makeups = match &days {
+        Ok(rows) if !rows.is_empty() => store.approved_makeups(&tenant, date).await,
+        _ => Ok(Vec::new()),
+    };
+    match days.and_then(|rows| Ok((rows, makeups?))) {
+        Ok((rows, makeups)) => axum::Json(json!({
             "tenant": tenant,
             "date": date,
-            "days": render(&rows),
+            "days": render(&rows, &makeups),
         }))
         .into_response(),
         Err(e) => error(

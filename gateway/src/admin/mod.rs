@@ -17,6 +17,8 @@
 //! | `GET /v1/leave`, `POST /v1/leave` | supervisor reads, tenant or super posts | leave and business trips pushed by an HR system (`leave.rs`) |
 //! | `GET /v1/summary`, `POST /v1/summary/{month}/archive`, `GET /v1/export/payroll` | supervisor (department), tenant, super; archive: tenant or super | monthly summaries, month archives, payroll CSV/JSON (`summary.rs`) |
 //! | `GET /v1/approvals`, `POST /v1/approvals/{record_id}/decision` | supervisor, tenant, super | punches waiting for approval and decisions on them, appended to the log before the answer (`approvals.rs`) |
+//! | `GET /v1/corrections`, `POST /v1/corrections`, `POST /v1/corrections/{id}/evidence` | every role (an employee its own) | make-up punch requests (补卡) within the group's policy, and evidence attached before the deadline (`corrections.rs`) |
+//! | `POST /v1/corrections/{id}/decision` | supervisor, tenant, super | decides a make-up request; approved, it is a make-up punch (`corrections.rs`) |
 //!
 //! No route changes a record: the log is append-only, for every role
 //! including the super admin (a correction is a new punch or an approval
@@ -25,6 +27,7 @@
 use std::sync::Arc;
 
 pub mod approvals;
+pub mod corrections;
 pub mod days;
 pub mod leave;
 pub mod state;
@@ -59,6 +62,18 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(
             "/v1/approvals/{record_id}/decision",
             axum::routing::post(approvals::post_decision),
+        )
+        .route(
+            "/v1/corrections",
+            get(corrections::get_corrections).post(corrections::post_correction),
+        )
+        .route(
+            "/v1/corrections/{id}/evidence",
+            axum::routing::post(corrections::post_evidence),
+        )
+        .route(
+            "/v1/corrections/{id}/decision",
+            axum::routing::post(corrections::post_decision),
         )
         .route("/v1/leave", get(leave::get_leave).post(leave::post_leave))
         .route("/v1/summary", get(summary::get_summary))

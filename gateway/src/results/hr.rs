@@ -121,7 +121,9 @@ pub struct CorrectionRow {
     pub requested_ms: i64,
     /// When it lapses without evidence, unix ms (0: no evidence owed).
     pub evidence_due_ms: i64,
-    /// `pending`, `approved` or `rejected`.
+    /// As stored: `pending`, `approved`, `rejected` or `lapsed` (a decision
+    /// came after the deadline). A pending request past its deadline
+    /// without evidence is lapsed too: see [`CorrectionRow::status_at`].
     pub status: String,
     /// The decision's id.
     pub decision_id: Option<String>,
@@ -131,6 +133,45 @@ pub struct CorrectionRow {
     pub comment: Option<String>,
     /// When decided, unix ms.
     pub decided_ms: Option<i64>,
+    /// Evidence attached after the request (`POST .../evidence`).
+    pub attached_evidence: Option<String>,
+    /// Who attached it.
+    pub attached_by: Option<String>,
+    /// When it was attached, unix ms.
+    pub attached_ms: Option<i64>,
+}
+
+impl CorrectionRow {
+    /// The evidence the request has: given with it, or attached later.
+    pub fn evidence(&self) -> Option<&str> {
+        self.evidence_ref
+            .as_deref()
+            .or(self.attached_evidence.as_deref())
+    }
+
+    /// Whether evidence is still owed (required by the group's policy when
+    /// the request was filed, and neither given nor attached yet).
+    pub fn owes_evidence(&self) -> bool {
+        self.evidence_due_ms > 0 && self.evidence().is_none()
+    }
+
+    /// Whether the request had lapsed by `now_ms`: still pending, evidence
+    /// owed, and its deadline passed. The deadline is in the request's
+    /// record, so every reader (and a rebuild) agrees on it.
+    pub fn lapsed_at(&self, now_ms: i64) -> bool {
+        self.status == "lapsed"
+            || (self.status == "pending" && self.owes_evidence() && now_ms > self.evidence_due_ms)
+    }
+
+    /// The status as of `now_ms`: `pending`, `approved`, `rejected` or
+    /// `lapsed`.
+    pub fn status_at(&self, now_ms: i64) -> &str {
+        if self.lapsed_at(now_ms) {
+            "lapsed"
+        } else {
+            &self.status
+        }
+    }
 }
 
 fn kind_name(k: PunchKind) -> &'static str {
@@ -165,7 +206,12 @@ fn leave_row(r: &AnyRow) -> Result<LeaveRow, sqlx::Error> {
     })
 }
 
-const CORRECTION_COLUMNS: &str = "correction_id, employee, department, date, slot, kind, at_ms, reason, evidence_ref, requested_by, requested_ms, evidence_due_ms, status, decision_id, decider, comment, decided_ms";
+/// A request with the evidence attached to it later; `WHERE` clauses name
+/// `c.` columns.
+const CORRECTION_SELECT: &str = "SELECT c.correction_id, c.employee, c.department, c.date, c.slot, c.kind, c.at_ms, c.reason, c.evidence_ref, \
+     c.requested_by, c.requested_ms, c.evidence_due_ms, c.status, c.decision_id, c.decider, c.comment, c.decided_ms, \
+     e.evidence_ref AS attached_evidence, e.attached_by, e.at_ms AS attached_ms \
+     FROM corrections c LEFT JOIN correction_evidence e ON e.tenant = c.tenant AND e.correction_id = c.correction_id";
 
 fn correction_row(r: &AnyRow) -> Result<CorrectionRow, sqlx::Error> {
     Ok(CorrectionRow {
@@ -186,6 +232,9 @@ fn correction_row(r: &AnyRow) -> Result<CorrectionRow, sqlx::Error> {
         decider: r.try_get("decider")?,
         comment: r.try_get("comment")?,
         decided_ms: r.try_get("decided_ms")?,
+        attached_evidence: r.try_get("attached_evidence")?,
+        attached_by: r.try_get("attached_by")?,
+        attached_ms: r.try_get("attached_ms")?,
     })
 }
 
@@ -332,7 +381,7 @@ impl ResultsStore {
         employee: Option<&str>,
     ) -> Result<Vec<CorrectionRow>, sqlx::Error> {
         let rows = sqlx::query(&format!(
-            "SELECT {CORRECTION_COLUMNS} FROM corrections WHERE tenant = $1 AND ($2 = '' OR employee = $2) ORDER BY date, correction_id"
+            "{CORRECTION_SELECT} WHERE c.tenant = $1 AND ($2 = '' OR c.employee = $2) ORDER BY c.date, c.correction_id"
         ))
         .bind(tenant)
         .bind(employee.unwrap_or(""))
@@ -348,13 +397,66 @@ impl ResultsStore {
         correction_id: &str,
     ) -> Result<Option<CorrectionRow>, sqlx::Error> {
         let row = sqlx::query(&format!(
-            "SELECT {CORRECTION_COLUMNS} FROM corrections WHERE tenant = $1 AND correction_id = $2"
+            "{CORRECTION_SELECT} WHERE c.tenant = $1 AND c.correction_id = $2"
         ))
         .bind(tenant)
         .bind(correction_id)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| correction_row(&r)).transpose()
+    }
+
+    /// The make-up request of `tenant` decided by decision `decision_id`.
+    pub async fn correction_by_decision(
+        &self,
+        tenant: &str,
+        decision_id: &str,
+    ) -> Result<Option<CorrectionRow>, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "{CORRECTION_SELECT} WHERE c.tenant = $1 AND c.decision_id = $2"
+        ))
+        .bind(tenant)
+        .bind(decision_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| correction_row(&r)).transpose()
+    }
+
+    /// `employee`'s make-up requests of `tenant` for days in `month`
+    /// (`YYYY-MM`), any status (the quota counts the live ones).
+    pub async fn corrections_in_month(
+        &self,
+        tenant: &str,
+        employee: &str,
+        month: &str,
+    ) -> Result<Vec<CorrectionRow>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "{CORRECTION_SELECT} WHERE c.tenant = $1 AND c.employee = $2 AND c.date >= $3 AND c.date <= $4 ORDER BY c.date, c.correction_id"
+        ))
+        .bind(tenant)
+        .bind(employee)
+        .bind(format!("{month}-01"))
+        .bind(format!("{month}-31"))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(correction_row).collect()
+    }
+
+    /// Approved make-up requests of `tenant` for `date` (the marker on
+    /// `GET /v1/days`).
+    pub async fn approved_makeups(
+        &self,
+        tenant: &str,
+        date: &str,
+    ) -> Result<Vec<CorrectionRow>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "{CORRECTION_SELECT} WHERE c.tenant = $1 AND c.date = $2 AND c.status = 'approved' ORDER BY c.employee, c.correction_id"
+        ))
+        .bind(tenant)
+        .bind(date)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(correction_row).collect()
     }
 
     /// Every HR row of the store as text lines, sorted (for comparing a
@@ -373,6 +475,10 @@ impl ResultsStore {
             (
                 "corrections",
                 "tenant, correction_id, employee, date, kind, at_ms, status, decision_id, decided_ms",
+            ),
+            (
+                "correction_evidence",
+                "tenant, correction_id, evidence_ref, attached_by, at_ms",
             ),
             ("month_archives", "tenant, month, archived_ms"),
             ("month_snapshots", "tenant, month, employee, summary"),
@@ -557,7 +663,7 @@ pub(crate) async fn apply_hr(
         }
         HrView::CorrectionDecision(d) => {
             let Some(c) = sqlx::query(&format!(
-                "SELECT {CORRECTION_COLUMNS} FROM corrections WHERE tenant = $1 AND correction_id = $2"
+                "{CORRECTION_SELECT} WHERE c.tenant = $1 AND c.correction_id = $2"
             ))
             .bind(tenant)
             .bind(d.correction_id())
@@ -571,25 +677,32 @@ pub(crate) async fn apply_hr(
             if c.status != "pending" {
                 return Ok(());
             }
-            // A request still owing evidence past its deadline has lapsed:
-            // an approval after that changes nothing (the route refuses it
-            // too; this keeps a rebuild the same).
-            let lapsed = d.approve()
-                && c.evidence_due_ms > 0
-                && c.evidence_ref.is_none()
-                && at > c.evidence_due_ms;
-            let status = if d.approve() && !lapsed {
-                "approved"
+            // The route refuses both cases below; applying the same rule
+            // to the record's own time keeps a rebuild (and a racing node's
+            // decision) the same. Past the deadline without evidence the
+            // request has lapsed, whatever the decision; an approval while
+            // evidence is still owed changes nothing.
+            let (status, decided) = if c.lapsed_at(at) {
+                ("lapsed", false)
+            } else if d.approve() && c.owes_evidence() {
+                return Ok(());
+            } else if d.approve() {
+                ("approved", true)
             } else {
-                "rejected"
+                ("rejected", true)
+            };
+            let (decision_id, decider, comment) = if decided {
+                (Some(d.decision_id()), d.decider(), d.comment())
+            } else {
+                (None, None, None)
             };
             sqlx::query(
                 "UPDATE corrections SET status = $1, decision_id = $2, decider = $3, comment = $4, decided_ms = $5 WHERE tenant = $6 AND correction_id = $7",
             )
             .bind(status)
-            .bind(d.decision_id())
-            .bind(d.decider())
-            .bind(d.comment())
+            .bind(decision_id)
+            .bind(decider)
+            .bind(comment)
             .bind(at)
             .bind(tenant)
             .bind(d.correction_id())
@@ -613,6 +726,36 @@ pub(crate) async fn apply_hr(
                 .await?;
                 touch_punch(tx, rules, tenant, &record_id, touched).await?;
             }
+        }
+        HrView::CorrectionEvidence(e) => {
+            let Some(c) = sqlx::query(&format!(
+                "{CORRECTION_SELECT} WHERE c.tenant = $1 AND c.correction_id = $2"
+            ))
+            .bind(tenant)
+            .bind(e.correction_id())
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| correction_row(&r))
+            .transpose()?
+            else {
+                return Ok(());
+            };
+            // Only onto a pending request without evidence, and not after
+            // its deadline (judged by the record's time, as the route does).
+            if c.status != "pending" || c.evidence().is_some() || c.lapsed_at(at) {
+                return Ok(());
+            }
+            sqlx::query(
+                "INSERT INTO correction_evidence (tenant, correction_id, evidence_ref, attached_by, at_ms) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, correction_id) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(e.correction_id())
+            .bind(e.evidence_ref())
+            .bind(e.attached_by())
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
         }
         HrView::MonthArchive(_) => {}
     }

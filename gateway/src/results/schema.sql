@@ -124,3 +124,17 @@ CREATE TABLE IF NOT EXISTS month_snapshots (
     summary TEXT NOT NULL,
     PRIMARY KEY (tenant, month, employee)
 );
+
+-- Evidence attached to a make-up request after it was filed (a
+-- `CorrectionEvidence` record: at most one per request, and only before
+-- the request's evidence_due_ms). No semicolons in comments here: the
+-- store splits this file on them. The request's own evidence_ref stays in
+-- `corrections`, so resending the original request still matches it.
+CREATE TABLE IF NOT EXISTS correction_evidence (
+    tenant TEXT NOT NULL,
+    correction_id TEXT NOT NULL,
+    evidence_ref TEXT NOT NULL,
+    attached_by TEXT,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (tenant, correction_id)
+);

@@ -21,15 +21,16 @@ pub const SCHEMA: &str = include_str!("schema.sql");
 /// The version of [`SCHEMA`] (`results_meta` key `schema_version`). A store
 /// of another version is dropped and rebuilt from the log on open: results
 /// are a view, and `CREATE TABLE IF NOT EXISTS` cannot add columns.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Every table of [`SCHEMA`], for dropping and clearing.
-const TABLES: [&str; 8] = [
+const TABLES: [&str; 9] = [
     "day_results",
     "punches",
     "decisions",
     "leave_entries",
     "corrections",
+    "correction_evidence",
     "month_archives",
     "month_snapshots",
     "results_meta",

@@ -15,8 +15,9 @@ use super::holidays::Calendars;
 use super::qr::QrKey;
 use super::schedule::{Schedule, Slot, TimeRules, day_of};
 use super::{
-    AccuracyPolicy, AttendanceSettings, DualRule, Employee, Factor, FastMap, Group, Holidays,
-    OutOfRangePolicy, QrKeyed, Rules, Site, TenantRules, bssid_key,
+    AccuracyPolicy, AttendanceSettings, CorrectionPolicy, DualRule, Employee, EvidencePolicy,
+    Factor, FastMap, Group, Holidays, OutOfRangePolicy, QrKeyed, Rules, Site, TenantRules,
+    bssid_key,
 };
 
 /// Every problem found in a rules file, reported together.
@@ -215,6 +216,46 @@ pub struct RawGroup {
     /// `out_after_min` unless set (when no clock-out can count any more).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close_after_min: Option<u32>,
+    /// Make-up punch (补卡) policy: how far back, how many a month, and
+    /// whether evidence is required by when.
+    ///
+    /// The defaults of [`RawCorrections`] unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrections: Option<RawCorrections>,
+}
+
+/// `[tenants.<id>.groups.<name>.corrections]`: the group's make-up punch
+/// policy (docs/ATTENDANCE.md, "Make-up punches").
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCorrections {
+    /// How many days before today (in the tenant's zone) a slot may still
+    /// be made up; 0 allows today's slots only. 0 to 366.
+    ///
+    /// `30` unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days_back: Option<u32>,
+    /// Make-up requests per employee per calendar month (the month of the
+    /// day made up); pending and approved requests count, rejected and
+    /// lapsed ones do not. 0 turns make-ups off for the group. 0 to 100.
+    ///
+    /// `5` unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_quota: Option<u32>,
+    /// `"none"` (evidence is refused), `"optional"` or `"required"` (a
+    /// request without it lapses unless it is attached within
+    /// `evidence_within_h`).
+    ///
+    /// `"optional"` unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
+    /// With `evidence = "required"`: hours after the request within which
+    /// the evidence must be attached, else the request lapses (fractions
+    /// allowed, e.g. 1.5). Above 0, at most 720.
+    ///
+    /// `24` unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_within_h: Option<f64>,
 }
 
 /// A slot or shift.
@@ -420,6 +461,60 @@ fn compile_slots(raw: &[RawSlot], at: &str, p: &mut Vec<String>) -> Vec<Slot> {
     out
 }
 
+fn compile_corrections(
+    c: Option<&RawCorrections>,
+    at: &str,
+    p: &mut Vec<String>,
+) -> CorrectionPolicy {
+    let mut out = CorrectionPolicy::default();
+    let Some(c) = c else {
+        return out;
+    };
+    let at = format!("{at}.corrections");
+    if let Some(d) = c.days_back {
+        if d > 366 {
+            p.push(format!(
+                "{at}: days_back = {d} is above 366; use 0 (today's slots only) to 366"
+            ));
+        }
+        out.days_back = d.min(366) as i32;
+    }
+    if let Some(q) = c.monthly_quota {
+        if q > 100 {
+            p.push(format!(
+                "{at}: monthly_quota = {q} is above 100; use 0 (make-ups off) to 100 requests per employee and month"
+            ));
+        }
+        out.monthly_quota = q.min(100);
+    }
+    out.evidence = match c.evidence.as_deref() {
+        None | Some("optional") => EvidencePolicy::Optional,
+        Some("none") => EvidencePolicy::None,
+        Some("required") => EvidencePolicy::Required,
+        Some(other) => {
+            p.push(format!(
+                "{at}: evidence = {other:?} is unknown; use \"none\", \"optional\" or \"required\""
+            ));
+            EvidencePolicy::Optional
+        }
+    };
+    if let Some(h) = c.evidence_within_h {
+        if !(h.is_finite() && h > 0.0 && h <= 720.0) {
+            p.push(format!(
+                "{at}: evidence_within_h = {h} is out of range; use a number of hours above 0 and at most 720 (30 days), e.g. 4"
+            ));
+        } else if out.evidence != EvidencePolicy::Required {
+            p.push(format!(
+                "{at}: evidence_within_h applies only to evidence = \"required\" (this group's is \"{}\"); set evidence = \"required\" or remove evidence_within_h",
+                out.evidence.as_str()
+            ));
+        } else {
+            out.evidence_within_ms = (h * 3_600_000.0).round() as i64;
+        }
+    }
+    out
+}
+
 fn compile_group(name: &str, g: &RawGroup, at: &str, p: &mut Vec<String>) -> Group {
     let schedule = match g.schedule.as_str() {
         "fixed" => {
@@ -618,6 +713,7 @@ fn compile_group(name: &str, g: &RawGroup, at: &str, p: &mut Vec<String>) -> Gro
             ),
         },
         dual,
+        corrections: compile_corrections(g.corrections.as_ref(), at, p),
     }
 }
 
@@ -979,6 +1075,84 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn correction_policies_compile_with_defaults_and_name_every_mistake() {
+        let rules = compile_str(
+            r#"
+            [tenants.acme]
+            timezone = "Asia/Shanghai"
+            default_group = "office"
+            [tenants.acme.groups.office]
+            schedule = "fixed"
+            workdays = ["mon"]
+            slots = [{ name = "day", start = "09:00", end = "18:00" }]
+            [tenants.acme.groups.travel]
+            schedule = "fixed"
+            workdays = ["mon"]
+            slots = [{ name = "day", start = "09:00", end = "18:00" }]
+            [tenants.acme.groups.travel.corrections]
+            days_back = 7
+            monthly_quota = 2
+            evidence = "required"
+            evidence_within_h = 4
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let acme = rules.tenant("acme");
+        let by_name = |n: &str| {
+            acme.groups
+                .iter()
+                .find(|g| &*g.name == n)
+                .unwrap()
+                .corrections
+        };
+        assert_eq!(by_name("office"), CorrectionPolicy::default());
+        assert_eq!(
+            by_name("travel"),
+            CorrectionPolicy {
+                days_back: 7,
+                monthly_quota: 2,
+                evidence: EvidencePolicy::Required,
+                evidence_within_ms: 4 * 3_600_000,
+            }
+        );
+
+        let err = compile_str(
+            r#"
+            [tenants.acme]
+            timezone = "UTC"
+            default_group = "a"
+            [tenants.acme.groups.a]
+            schedule = "free"
+            [tenants.acme.groups.a.corrections]
+            days_back = 400
+            monthly_quota = 101
+            evidence = "maybe"
+            [tenants.acme.groups.b]
+            schedule = "free"
+            [tenants.acme.groups.b.corrections]
+            evidence_within_h = 4
+            [tenants.acme.groups.c]
+            schedule = "free"
+            [tenants.acme.groups.c.corrections]
+            evidence = "required"
+            evidence_within_h = 0
+            "#,
+        )
+        .unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "tenants.acme.groups.a.corrections: days_back = 400 is above 366; use 0",
+            "tenants.acme.groups.a.corrections: monthly_quota = 101",
+            "tenants.acme.groups.a.corrections: evidence = \"maybe\" is unknown",
+            "tenants.acme.groups.b.corrections: evidence_within_h applies only to evidence = \"required\"",
+            "tenants.acme.groups.c.corrections: evidence_within_h = 0 is out of range",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(err.problems.len(), 5, "{all}");
     }
 
     #[test]

@@ -158,7 +158,8 @@ pub struct DualRule {
     pub within_ms: i64,
 }
 
-/// An attendance group: a schedule and its dual-verification rule.
+/// An attendance group: a schedule, its dual-verification rule and its
+/// make-up policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
     /// Group name, written into records.
@@ -167,6 +168,72 @@ pub struct Group {
     pub time: TimeRules,
     /// Dual verification, if the group uses it.
     pub dual: Option<DualRule>,
+    /// What its employees may ask for as make-up punches.
+    pub corrections: CorrectionPolicy,
+}
+
+/// Whether a make-up request must carry evidence (a boarding pass, a
+/// ticket, a doctor's note).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvidencePolicy {
+    /// Never asked for; a request or attachment carrying some is refused,
+    /// so no personal documents are collected where the policy wants none.
+    None,
+    /// May be given with the request or attached while it is pending.
+    Optional,
+    /// Must be given with the request or attached within the group's
+    /// deadline, or the request lapses.
+    Required,
+}
+
+impl EvidencePolicy {
+    /// The name used in the rules file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvidencePolicy::None => "none",
+            EvidencePolicy::Optional => "optional",
+            EvidencePolicy::Required => "required",
+        }
+    }
+}
+
+/// A group's make-up punch policy (`[tenants.<id>.groups.<name>.corrections]`,
+/// docs/ATTENDANCE.md "Make-up punches").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CorrectionPolicy {
+    /// How many days before today (in the tenant's zone) a slot may be made
+    /// up; 0: today's slots only.
+    pub days_back: i32,
+    /// Requests per employee per calendar month of the day made up;
+    /// pending and approved ones count, rejected and lapsed ones do not.
+    /// 0 turns make-ups off for the group.
+    pub monthly_quota: u32,
+    /// Whether evidence is asked for.
+    pub evidence: EvidencePolicy,
+    /// With required evidence: how long after the request it may be
+    /// attached before the request lapses, ms.
+    pub evidence_within_ms: i64,
+}
+
+/// Make-up days back unless a group sets `days_back` (DingTalk's default
+/// window for 补卡).
+pub const DEFAULT_CORRECTION_DAYS_BACK: i32 = 30;
+/// Make-up requests per employee and month unless a group sets
+/// `monthly_quota`.
+pub const DEFAULT_CORRECTION_QUOTA: u32 = 5;
+/// Hours to attach required evidence unless a group sets
+/// `evidence_within_h`.
+pub const DEFAULT_EVIDENCE_WITHIN_H: f64 = 24.0;
+
+impl Default for CorrectionPolicy {
+    fn default() -> Self {
+        Self {
+            days_back: DEFAULT_CORRECTION_DAYS_BACK,
+            monthly_quota: DEFAULT_CORRECTION_QUOTA,
+            evidence: EvidencePolicy::Optional,
+            evidence_within_ms: (DEFAULT_EVIDENCE_WITHIN_H * 3_600_000.0) as i64,
+        }
+    }
 }
 
 /// An employee as the rules know them.
@@ -253,6 +320,7 @@ impl TenantRules {
                 name: "default".into(),
                 time: TimeRules::free(),
                 dual: None,
+                corrections: CorrectionPolicy::default(),
             }],
             default_group: 0,
             employees: FastMap::default(),

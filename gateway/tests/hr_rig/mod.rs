@@ -123,6 +123,17 @@ pub async fn start_with(results: Option<&str>) -> Node {
     Node::start_with(dir, cfg).await
 }
 
+/// A node whose attendance rules are `rules` instead of [`RULES`] (the
+/// same tenants and tokens), for tests that need their own groups; its
+/// results store at `results` (a `postgres://` URL) or SQLite when `None`.
+pub async fn start_with_rules(rules: &str, results: Option<&str>) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config_with(dir.path(), results);
+    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
+    let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    Node::start_with(dir, cfg).await
+}
+
 /// One HTTP/1.1 request; the status and the body (raw bytes as text).
 pub async fn http(
     node: &Node,

@@ -369,13 +369,13 @@ pub mod fencegate {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_RECORD_BODY: u8 = 8;
+        pub const ENUM_MAX_RECORD_BODY: u8 = 9;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_RECORD_BODY: [RecordBody; 9] = [
+        pub const ENUM_VALUES_RECORD_BODY: [RecordBody; 10] = [
             RecordBody::NONE,
             RecordBody::PunchRecord,
             RecordBody::PingRecord,
@@ -385,6 +385,7 @@ pub mod fencegate {
             RecordBody::CorrectionDecision,
             RecordBody::LeaveEntry,
             RecordBody::MonthArchive,
+            RecordBody::CorrectionEvidence,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -401,9 +402,10 @@ pub mod fencegate {
             pub const CorrectionDecision: Self = Self(6);
             pub const LeaveEntry: Self = Self(7);
             pub const MonthArchive: Self = Self(8);
+            pub const CorrectionEvidence: Self = Self(9);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 8;
+            pub const ENUM_MAX: u8 = 9;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::PunchRecord,
@@ -414,6 +416,7 @@ pub mod fencegate {
                 Self::CorrectionDecision,
                 Self::LeaveEntry,
                 Self::MonthArchive,
+                Self::CorrectionEvidence,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -427,6 +430,7 @@ pub mod fencegate {
                     Self::CorrectionDecision => Some("CorrectionDecision"),
                     Self::LeaveEntry => Some("LeaveEntry"),
                     Self::MonthArchive => Some("MonthArchive"),
+                    Self::CorrectionEvidence => Some("CorrectionEvidence"),
                     _ => None,
                 }
             }
@@ -3371,6 +3375,234 @@ pub mod fencegate {
                 ds.finish()
             }
         }
+        pub enum CorrectionEvidenceOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// Evidence attached to a pending make-up request after it was filed (a
+        /// boarding pass scanned on landing). The record's `gateway_time_ms` is
+        /// when it was attached; evidence attached after the request's
+        /// `evidence_due_ms` changes nothing (the request has lapsed).
+        pub struct CorrectionEvidence<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for CorrectionEvidence<'a> {
+            type Inner = CorrectionEvidence<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> CorrectionEvidence<'a> {
+            pub const VT_CORRECTION_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_EVIDENCE_REF: ::flatbuffers::VOffsetT = 6;
+            pub const VT_ATTACHED_BY: ::flatbuffers::VOffsetT = 8;
+            pub const VT_EMPLOYEE_ID: ::flatbuffers::VOffsetT = 10;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                CorrectionEvidence { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args CorrectionEvidenceArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<CorrectionEvidence<'bldr>> {
+                let mut builder = CorrectionEvidenceBuilder::new(_fbb);
+                if let Some(x) = args.employee_id {
+                    builder.add_employee_id(x);
+                }
+                if let Some(x) = args.attached_by {
+                    builder.add_attached_by(x);
+                }
+                if let Some(x) = args.evidence_ref {
+                    builder.add_evidence_ref(x);
+                }
+                if let Some(x) = args.correction_id {
+                    builder.add_correction_id(x);
+                }
+                builder.finish()
+            }
+
+            /// The request the evidence is for.
+            #[inline]
+            pub fn correction_id(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(
+                            CorrectionEvidence::VT_CORRECTION_ID,
+                            None,
+                        )
+                        .unwrap()
+                }
+            }
+            /// Reference to the evidence (a boarding pass's file id, a ticket number).
+            #[inline]
+            pub fn evidence_ref(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(
+                            CorrectionEvidence::VT_EVIDENCE_REF,
+                            None,
+                        )
+                        .unwrap()
+                }
+            }
+            /// Admin token name that attached it.
+            #[inline]
+            pub fn attached_by(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        CorrectionEvidence::VT_ATTACHED_BY,
+                        None,
+                    )
+                }
+            }
+            /// The request's employee (routing downstream).
+            #[inline]
+            pub fn employee_id(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        CorrectionEvidence::VT_EMPLOYEE_ID,
+                        None,
+                    )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for CorrectionEvidence<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "correction_id",
+                        Self::VT_CORRECTION_ID,
+                        true,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "evidence_ref",
+                        Self::VT_EVIDENCE_REF,
+                        true,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "attached_by",
+                        Self::VT_ATTACHED_BY,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "employee_id",
+                        Self::VT_EMPLOYEE_ID,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct CorrectionEvidenceArgs<'a> {
+            pub correction_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub evidence_ref: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub attached_by: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub employee_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+        }
+        impl<'a> Default for CorrectionEvidenceArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                CorrectionEvidenceArgs {
+                    correction_id: None, // required field
+                    evidence_ref: None,  // required field
+                    attached_by: None,
+                    employee_id: None,
+                }
+            }
+        }
+
+        pub struct CorrectionEvidenceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CorrectionEvidenceBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_correction_id(&mut self, correction_id: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    CorrectionEvidence::VT_CORRECTION_ID,
+                    correction_id,
+                );
+            }
+            #[inline]
+            pub fn add_evidence_ref(&mut self, evidence_ref: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    CorrectionEvidence::VT_EVIDENCE_REF,
+                    evidence_ref,
+                );
+            }
+            #[inline]
+            pub fn add_attached_by(&mut self, attached_by: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    CorrectionEvidence::VT_ATTACHED_BY,
+                    attached_by,
+                );
+            }
+            #[inline]
+            pub fn add_employee_id(&mut self, employee_id: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    CorrectionEvidence::VT_EMPLOYEE_ID,
+                    employee_id,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> CorrectionEvidenceBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                CorrectionEvidenceBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<CorrectionEvidence<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                self.fbb_
+                    .required(o, CorrectionEvidence::VT_CORRECTION_ID, "correction_id");
+                self.fbb_
+                    .required(o, CorrectionEvidence::VT_EVIDENCE_REF, "evidence_ref");
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for CorrectionEvidence<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("CorrectionEvidence");
+                ds.field("correction_id", &self.correction_id());
+                ds.field("evidence_ref", &self.evidence_ref());
+                ds.field("attached_by", &self.attached_by());
+                ds.field("employee_id", &self.employee_id());
+                ds.finish()
+            }
+        }
         pub enum RecordOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -3613,6 +3845,21 @@ pub mod fencegate {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_correction_evidence(&self) -> Option<CorrectionEvidence<'a>> {
+                if self.body_type() == RecordBody::CorrectionEvidence {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { CorrectionEvidence::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Record<'_> {
@@ -3636,6 +3883,7 @@ pub mod fencegate {
           RecordBody::CorrectionDecision => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CorrectionDecision>>("RecordBody::CorrectionDecision", pos),
           RecordBody::LeaveEntry => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaveEntry>>("RecordBody::LeaveEntry", pos),
           RecordBody::MonthArchive => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MonthArchive>>("RecordBody::MonthArchive", pos),
+          RecordBody::CorrectionEvidence => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CorrectionEvidence>>("RecordBody::CorrectionEvidence", pos),
           _ => Ok(()),
         }
      })?
@@ -3806,6 +4054,16 @@ pub mod fencegate {
                     }
                     RecordBody::MonthArchive => {
                         if let Some(x) = self.body_as_month_archive() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RecordBody::CorrectionEvidence => {
+                        if let Some(x) = self.body_as_correction_evidence() {
                             ds.field("body", &x)
                         } else {
                             ds.field(
