@@ -23,6 +23,7 @@
 
 pub mod i18n;
 pub mod stats;
+pub mod stats_raw;
 pub mod svg;
 
 use std::collections::HashMap;
