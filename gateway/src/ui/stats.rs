@@ -8,7 +8,7 @@
 //! `employee_months`, `punch_stats` in `results/schema.sql`), which the
 //! materializer keeps in the same transaction as the rows they count: a
 //! month of a 100,000-employee tenant is about a thousand `day_stats` rows
-//! instead of 3.1 M day rows. [`super::stats_raw`] has the same charts
+//! instead of 3.1 M day rows. `stats_raw.rs` has the same charts
 //! over the raw tables, the definition the tests hold these equal to.
 //! Definitions (docs/DASHBOARD.md):
 //!
@@ -478,7 +478,7 @@ pub async fn causes(
         c.anti_cheat += o.anti_cheat;
     };
     if first >= end {
-        add(super::stats_raw::punch_causes(pool, f, from_ms, to_ms).await?);
+        add(punch_causes(pool, f, from_ms, to_ms).await?);
     } else {
         let r = sqlx::query(
             "SELECT CAST(COALESCE(SUM(late), 0) AS BIGINT) AS late, CAST(COALESCE(SUM(early), 0) AS BIGINT) AS early, \
@@ -503,7 +503,7 @@ pub async fn causes(
         });
         for (a, b) in [(from_ms, first * HOUR_MS), (end * HOUR_MS, to_ms)] {
             if a < b {
-                add(super::stats_raw::punch_causes(pool, f, a, b).await?);
+                add(punch_causes(pool, f, a, b).await?);
             }
         }
     }
@@ -516,6 +516,46 @@ pub async fn causes(
     .await?;
     c.missing = missing.try_get("n")?;
     Ok(c)
+}
+
+/// The causes of punches with attendance time in `[from_ms, to_ms)` of
+/// the filter's tenant and department (`missing`, a day-row count, is 0).
+/// [`causes`] reads these for the parts of hours at the edges of a range
+/// (`punches_by_time` makes that a short range scan); `stats_raw.rs` for
+/// the whole range.
+pub async fn punch_causes(
+    pool: &AnyPool,
+    f: &Filter,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Causes, sqlx::Error> {
+    // Flags are compared as "flags minus the offline bit is not zero", which
+    // needs no bitwise operator (not every engine spells it alike).
+    let offline = fencegate_schema::anomaly::OFFLINE as i64;
+    let r = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(CASE WHEN status = 'late' THEN 1 ELSE 0 END), 0) AS BIGINT) AS late, \
+         CAST(COALESCE(SUM(CASE WHEN status = 'early_leave' THEN 1 ELSE 0 END), 0) AS BIGINT) AS early, \
+         CAST(COALESCE(SUM(CASE WHEN verdict = 'out_of_range' OR status = 'out_of_range_pending_approval' THEN 1 ELSE 0 END), 0) AS BIGINT) AS oor, \
+         CAST(COALESCE(SUM(CASE WHEN verdict = 'rejected' THEN 1 ELSE 0 END), 0) AS BIGINT) AS rejected, \
+         CAST(COALESCE(SUM(CASE WHEN flags <> 0 AND flags <> $6 THEN 1 ELSE 0 END), 0) AS BIGINT) AS cheat \
+         FROM punches WHERE tenant = $1 AND at_ms >= $2 AND at_ms < $3 AND ($4 = '' OR department = $5)",
+    )
+    .bind(&f.tenant)
+    .bind(from_ms)
+    .bind(to_ms)
+    .bind(f.dept())
+    .bind(f.dept())
+    .bind(offline)
+    .fetch_one(pool)
+    .await?;
+    Ok(Causes {
+        late: r.try_get("late")?,
+        early: r.try_get("early")?,
+        missing: 0,
+        out_of_range: r.try_get("oor")?,
+        rejected: r.try_get("rejected")?,
+        anti_cheat: r.try_get("cheat")?,
+    })
 }
 
 /// Overtime: hours per date (the line) and per employee (the table).

@@ -10,7 +10,6 @@
 use sqlx::{AnyPool, Row};
 
 use super::stats::{Bucket, Causes, DeptStats, Filter, Overtime, Rank, Ranked, TrendPoint};
-use fencegate_schema::anomaly;
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
@@ -135,7 +134,7 @@ pub async fn causes(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Causes, sqlx::Error> {
-    let punches = punch_causes(pool, f, from_ms, to_ms).await?;
+    let punches = super::stats::punch_causes(pool, f, from_ms, to_ms).await?;
     let missing = sqlx::query(
         "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM day_results WHERE tenant = $1 AND slot = '' \
          AND date >= $2 AND date <= $3 AND ($4 = '' OR department = $5) AND status IN ('missing_in', 'missing_out')",
@@ -146,45 +145,6 @@ pub async fn causes(
     Ok(Causes {
         missing: missing.try_get("n")?,
         ..punches
-    })
-}
-
-/// The causes of punches with attendance time in `[from_ms, to_ms)` of
-/// the filter's tenant and department (`missing`, a day-row count, is 0).
-/// The aggregate path reads these for the parts of hours at the edges of
-/// a range (`punches_by_time` makes that a short range scan).
-pub async fn punch_causes(
-    pool: &AnyPool,
-    f: &Filter,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<Causes, sqlx::Error> {
-    // Flags are compared as "flags minus the offline bit is not zero", which
-    // needs no bitwise operator (not every engine spells it alike).
-    let offline = anomaly::OFFLINE as i64;
-    let r = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(CASE WHEN status = 'late' THEN 1 ELSE 0 END), 0) AS BIGINT) AS late, \
-         CAST(COALESCE(SUM(CASE WHEN status = 'early_leave' THEN 1 ELSE 0 END), 0) AS BIGINT) AS early, \
-         CAST(COALESCE(SUM(CASE WHEN verdict = 'out_of_range' OR status = 'out_of_range_pending_approval' THEN 1 ELSE 0 END), 0) AS BIGINT) AS oor, \
-         CAST(COALESCE(SUM(CASE WHEN verdict = 'rejected' THEN 1 ELSE 0 END), 0) AS BIGINT) AS rejected, \
-         CAST(COALESCE(SUM(CASE WHEN flags <> 0 AND flags <> $6 THEN 1 ELSE 0 END), 0) AS BIGINT) AS cheat \
-         FROM punches WHERE tenant = $1 AND at_ms >= $2 AND at_ms < $3 AND ($4 = '' OR department = $5)",
-    )
-    .bind(&f.tenant)
-    .bind(from_ms)
-    .bind(to_ms)
-    .bind(f.dept())
-    .bind(f.dept())
-    .bind(offline)
-    .fetch_one(pool)
-    .await?;
-    Ok(Causes {
-        late: r.try_get("late")?,
-        early: r.try_get("early")?,
-        missing: 0,
-        out_of_range: r.try_get("oor")?,
-        rejected: r.try_get("rejected")?,
-        anti_cheat: r.try_get("cheat")?,
     })
 }
 
