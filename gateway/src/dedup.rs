@@ -278,6 +278,19 @@ impl<K: Eq + Hash + Clone, V: Clone> WindowMap<K, V> {
         }
     }
 
+    /// Calls `f` with every live entry (the current and the previous
+    /// generation), holding one shard's read lock at a time: for an
+    /// occasional look at the whole map (the dashboard's fleet live view),
+    /// never a hot path. `f` must be quick and must not touch the map.
+    pub fn for_each(&self, mut f: impl FnMut(&K, &V)) {
+        let g = self.current.load(Ordering::Acquire);
+        for generation in [g, g - 1] {
+            for e in self.gens[Self::slot(generation)].iter() {
+                f(e.key(), e.value());
+            }
+        }
+    }
+
     /// Keys currently held (live or awaiting rotation).
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)

@@ -219,6 +219,9 @@ struct DeviceState {
     /// Bumped by every batch that decided fixes of this device, so a batch
     /// prepared from a copy of the state can tell the copy is still current.
     seq: u32,
+    /// The tenant and device by name (the map is keyed by their hashes),
+    /// for the fleet live view; shared with the session, set once.
+    owner: Option<(Arc<str>, Arc<str>)>,
 }
 
 /// A membership change awaiting `dwell_ms`: the fence, and the fix time
@@ -534,6 +537,8 @@ pub struct Pipeline {
     mono_ms: AtomicI64,
     /// Debounce and exit hysteresis of fence events, per tenant.
     ping_events: PingEventSettings,
+    /// Each tenant's last enter/exit events, for the fleet live view.
+    live: crate::live::LiveEvents,
     metrics: PipelineMetrics,
     rules_metrics: RulesMetrics,
 }
@@ -617,6 +622,7 @@ impl Pipeline {
             qr_window_ms: qr_window,
             mono_ms: AtomicI64::new(now_ms),
             ping_events: PingEventSettings::default(),
+            live: crate::live::LiveEvents::default(),
             metrics: PipelineMetrics::register(),
             rules_metrics: RulesMetrics::register(),
             rules,
@@ -762,6 +768,44 @@ impl Pipeline {
         self.metrics.dedup_keys.set(keys as f64);
         self.metrics.devices.set(self.devices.len() as f64);
         self.rules_metrics.memory_evicted.increment(evicted as u64);
+    }
+
+    /// The devices of `tenant` this node holds live state for, newest fix
+    /// first, at most `limit`: where each was at its newest live fix and
+    /// which fences downstream was told it is in. Reads the device map one
+    /// shard at a time (for the dashboard's fleet live view, on request;
+    /// the ping path keeps nothing extra for it).
+    pub fn live_devices(&self, tenant: &str, limit: usize) -> Vec<crate::live::LiveDevice> {
+        let mut out = Vec::new();
+        self.devices.for_each(|_, st| {
+            let Some((t, device)) = &st.owner else {
+                return;
+            };
+            if &**t != tenant || st.last_fix_ms == 0 {
+                return;
+            }
+            let mut fences: Vec<String> = st.members.iter().map(|f| f.to_string()).collect();
+            fences.sort_unstable();
+            out.push(crate::live::LiveDevice {
+                device: device.to_string(),
+                lat: f64::from_bits(st.position.0),
+                lon: f64::from_bits(st.position.1),
+                time_ms: st.last_fix_ms,
+                fences,
+            });
+        });
+        out.sort_by(|a, b| {
+            b.time_ms
+                .cmp(&a.time_ms)
+                .then_with(|| a.device.cmp(&b.device))
+        });
+        out.truncate(limit);
+        out
+    }
+
+    /// `tenant`'s last enter/exit events on this node, newest first.
+    pub fn live_events(&self, tenant: &str) -> Vec<crate::live::LiveEvent> {
+        self.live.of(tenant)
     }
 
     /// Number of remembered punch keys (every tenant's) and devices.
@@ -1397,6 +1441,9 @@ impl Pipeline {
             // Decide under the device's entry lock, then build records after.
             let tracked = self.devices.with(dkey, |slot| {
                 let st = slot.get_or_insert_with(DeviceState::default);
+                if st.owner.is_none() {
+                    st.owner = Some((session.tenant.clone(), session.device.clone()));
+                }
                 let fresh = st.last_fix_ms == 0 && st.last_forward_ms == 0;
                 if !fresh && fix.time_ms <= st.last_fix_ms {
                     // Only a copy of the newest fix is dropped: the state
@@ -1521,6 +1568,13 @@ impl Pipeline {
                 };
                 sink.push(rec.encode_into(&mut scratch.fbb), now_ms);
                 out.events += 1;
+                self.live.note(
+                    &session.tenant,
+                    &session.device,
+                    f,
+                    *transition,
+                    (fix.time_ms, fix.lat, fix.lon),
+                );
             }
             // The same id whether the fix arrives live or late, so a fix
             // forwarded live and uploaded again in a backlog is one record
@@ -1629,6 +1683,9 @@ impl Pipeline {
         let res = self.cfg.cell_resolution;
         let tracked = self.devices.with(dkey, |slot| {
             let st = slot.get_or_insert_with(DeviceState::default);
+            if st.owner.is_none() {
+                st.owner = Some((session.tenant.clone(), session.device.clone()));
+            }
             // The answers that say "the fences the state holds" were made
             // from a copy; if another batch of this device moved the state
             // since (two connections, or datagrams racing a backlog), make
@@ -1800,6 +1857,13 @@ impl Pipeline {
                 };
                 sink.push(rec.encode_into(&mut scratch.fbb), now_ms);
                 out.events += 1;
+                self.live.note(
+                    &session.tenant,
+                    &session.device,
+                    f,
+                    *transition,
+                    (fix.time_ms, fix.lat, fix.lon),
+                );
             }
             let rid = record_id(&[
                 b"ping",

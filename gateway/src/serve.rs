@@ -469,8 +469,10 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         .with_context(|| format!("admin.listen {}: cannot bind", cfg.admin_listen))?;
     let admin_addr = listener.local_addr()?;
     let shutdown = ctx.shutdown.clone();
+    // The dashboard's fleet live view reads the pipeline's device state.
+    let live = crate::ui::live::Live(pipeline.clone());
     let admin_task = tokio::spawn(async move {
-        let app = crate::admin::router(admin);
+        let app = crate::admin::router(admin).layer(axum::Extension(live));
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;

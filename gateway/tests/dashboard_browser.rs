@@ -17,8 +17,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::Node;
+use common::{Node, now_ms};
 use fencegate::config::Config;
+use fencegate_schema::{Fix, PingBatchMsg};
+use flatbuffers::FlatBufferBuilder;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -518,6 +520,20 @@ async fn dashboard_in_a_real_browser() {
         .map(|r| r[0].clone())
         .expect("the demo has latecomers outside ops");
 
+    // A fleet: acme's truck drives into hq-north, globex's (also called
+    // truck-1) leaves its Berlin office. The live view shows acme's only.
+    let _acme_truck = drive(&node, "acme", &[(ACME_HQ.0 + 0.02, ACME_HQ.1), ACME_HQ]).await;
+    let _globex_truck = drive(
+        &node,
+        "globex",
+        &[BERLIN_OFFICE, (BERLIN_OFFICE.0 + 0.02, BERLIN_OFFICE.1)],
+    )
+    .await;
+    wait_json(&addr, "/ui/api/live.json", "acme-admin", |v| {
+        v["events"].as_array().is_some_and(|e| !e.is_empty())
+    })
+    .await;
+
     let mut b = Browser::launch().await;
     b.open(&format!("http://{addr}/ui/")).await;
     assert_eq!(b.eval("document.body.dataset.state").await, "signed-out");
@@ -562,8 +578,42 @@ async fn dashboard_in_a_real_browser() {
         true,
         "no out-of-range hexagon naming its nearest fence"
     );
+    // The fleet live view: acme's truck inside hq-north over the fence
+    // outline, its enter event listed, nothing of globex's.
+    assert_eq!(b.marks("live").await, ["hq-north"], "live view marks");
+    assert_eq!(
+        b.eval("document.querySelector('#chart-live .mark.device').dataset.label")
+            .await,
+        "truck-1"
+    );
+    assert_eq!(
+        b.eval(
+            "document.querySelectorAll('#chart-live path.fence[data-label=\"hq-north\"]').length"
+        )
+        .await,
+        1,
+        "the live view drew no hq-north outline"
+    );
+    assert_eq!(
+        b.eval("Array.from(document.querySelectorAll('#chart-live table.events tbody td')).slice(1).map(td => td.textContent)")
+            .await,
+        json!(["truck-1", "Entered", "hq-north"])
+    );
+    let live_text = b
+        .eval("document.getElementById('chart-live').textContent")
+        .await;
+    assert!(
+        !live_text.as_str().unwrap().contains("berlin"),
+        "acme's live view shows globex: {live_text}"
+    );
+    let live_csv = csv_rows(&b.download_csv("live").await);
+    assert_eq!(live_csv.len(), 1, "{live_csv:?}");
+    assert_eq!(
+        (live_csv[0][0].as_str(), live_csv[0][4].as_str()),
+        ("truck-1", "hq-north")
+    );
     b.screenshot("acme-admin-en").await;
-    for c in ALL_CHARTS {
+    for c in ALL_CHARTS.iter().chain(&["live"]) {
         b.screenshot_chart(c).await;
     }
 
@@ -615,6 +665,11 @@ async fn dashboard_in_a_real_browser() {
         "出勤率趋势",
         "the server-rendered chart kept its English title"
     );
+    b.wait_for(
+        "Array.from(document.querySelectorAll('#chart-live table.events td')).some(td => td.textContent === '进入')",
+        "the live view's events in Chinese",
+    )
+    .await;
     b.screenshot("acme-admin-zh").await;
     b.eval("document.getElementById('lang').click(); true")
         .await;
@@ -707,4 +762,128 @@ async fn dashboard_api_is_scoped_like_days() {
         "{buf}"
     );
     assert!(buf.contains("<html lang=\"zh-CN\">"), "{buf}");
+}
+
+/// acme's `hq-north` (People's Square, 200 m) and globex's `berlin-office`
+/// (Potsdamer Platz, 150 m) in the sample fences.
+const ACME_HQ: (f64, f64) = (31.2304, 121.4737);
+const BERLIN_OFFICE: (f64, f64) = (52.5096, 13.376);
+
+/// Drives a device of `tenant` called `truck-1` (both tenants have one)
+/// through `stops`, one ping batch per stop, a second apart.
+async fn drive(node: &Node, tenant: &str, stops: &[(f64, f64)]) -> fencegate::client::Client {
+    let c = node.client(tenant, "truck-1").await;
+    let mut fbb = FlatBufferBuilder::new();
+    let t = now_ms() - 60_000;
+    for (i, at) in stops.iter().enumerate() {
+        let fix = |off| Fix::new((at.0 * 1e7) as i32, (at.1 * 1e7) as i32, off, 10, 0);
+        let batch = PingBatchMsg {
+            device_seq: i as u64 + 1,
+            base_time_ms: t + i as i64 * 1_000,
+            fixes: vec![fix(0), fix(100)],
+        };
+        c.ping(&batch, &mut fbb).unwrap();
+        // Datagrams may be reordered; the next batch must come after.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c
+}
+
+/// Polls `path` until its body satisfies `ok` (datagrams are async).
+async fn wait_json(addr: &str, path: &str, token: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (code, body) = get(addr, path, token).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        last = serde_json::from_str(&body).unwrap();
+        if ok(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never showed what was expected: {last:#}");
+}
+
+/// The fleet live view over HTTP: each tenant sees its own devices and
+/// events only (both tenants have a `truck-1`), super the tenant it
+/// names, a supervisor and an employee nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_live_view_is_scoped_to_the_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::load(&write_config(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    let node = Node::start_with(dir, cfg).await;
+    let addr = node.running.admin_addr.to_string();
+    let away = (ACME_HQ.0 + 0.02, ACME_HQ.1);
+    // acme's truck drives into hq-north; globex's leaves its office.
+    let _a = drive(&node, "acme", &[away, ACME_HQ]).await;
+    let _g = drive(
+        &node,
+        "globex",
+        &[BERLIN_OFFICE, (BERLIN_OFFICE.0 + 0.02, BERLIN_OFFICE.1)],
+    )
+    .await;
+    let acme = wait_json(&addr, "/ui/api/live.json", "acme-admin", |v| {
+        v["events"].as_array().is_some_and(|e| !e.is_empty())
+    })
+    .await;
+    let devices = acme["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 1, "{acme:#}");
+    assert_eq!(devices[0]["device"], "truck-1");
+    assert_eq!(devices[0]["fences"], json!(["hq-north"]));
+    assert!((devices[0]["lat"].as_f64().unwrap() - ACME_HQ.0).abs() < 1e-6);
+    let events = acme["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{acme:#}");
+    assert_eq!(
+        (&events[0]["fence"], &events[0]["transition"]),
+        (&json!("hq-north"), &json!("enter"))
+    );
+    let globex = wait_json(&addr, "/ui/api/live.json?tenant=globex", "super", |v| {
+        v["events"].as_array().is_some_and(|e| !e.is_empty())
+    })
+    .await;
+    let devices = globex["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 1, "{globex:#}");
+    assert!(devices[0]["lat"].as_f64().unwrap() > 52.0, "{globex:#}");
+    assert_eq!(devices[0]["fences"], json!([]));
+    assert_eq!(globex["events"][0]["fence"], "berlin-office");
+    assert_eq!(globex["events"][0]["transition"], "exit");
+    // Nothing of globex in acme's chart, CSV or JSON, in either language.
+    for path in [
+        "/ui/api/live.html",
+        "/ui/api/live.html?lang=zh",
+        "/ui/api/live.csv",
+        "/ui/api/live.json",
+    ] {
+        let (code, body) = get(&addr, path, "acme-admin").await;
+        assert_eq!(code, 200, "{path}: {body}");
+        for word in ["berlin", "westhafen"] {
+            assert!(!body.contains(word), "{path} shows globex's {word}: {body}");
+        }
+    }
+    let (_, html) = get(&addr, "/ui/api/live.html?lang=zh", "acme-admin").await;
+    assert!(
+        html.contains(r#"class="mark device" data-label="truck-1" data-v="hq-north""#),
+        "{html}"
+    );
+    assert!(
+        html.contains("进入") && html.contains("最近的进出围栏事件"),
+        "{html}"
+    );
+    // The meta lists the view for a tenant admin, not for a supervisor.
+    let (_, meta) = get(&addr, "/ui/api/meta", "acme-admin").await;
+    assert!(meta.contains("\"live\""), "{meta}");
+    let (_, meta) = get(&addr, "/ui/api/meta", "ops-lead").await;
+    assert!(!meta.contains("\"live\""), "{meta}");
+    for (path, who, want) in [
+        ("/ui/api/live.json?tenant=globex", "acme-admin", 403),
+        ("/ui/api/live.json", "ops-lead", 403),
+        ("/ui/api/live.html", "ops-lead", 403),
+        ("/ui/api/live.json", "e1001", 403),
+        ("/ui/api/live.json", "nobody", 401),
+        ("/ui/api/live.json", "super", 400),
+        ("/ui/api/live.xml", "acme-admin", 404),
+    ] {
+        let (code, body) = get(&addr, path, who).await;
+        assert_eq!(code, want, "{who} {path}: {body}");
+    }
 }

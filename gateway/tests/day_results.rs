@@ -365,6 +365,48 @@ async fn store(dir: &Path, name: &str) -> ResultsStore {
     ResultsStore::open_sqlite(&dir.join(name)).await.unwrap()
 }
 
+/// The dashboard's aggregate rows with something in them, as text, sorted
+/// (as `tests/dashboard_stats.rs` compares them).
+async fn aggregates(store: &ResultsStore) -> Vec<String> {
+    use sqlx::Row;
+    let mut out = Vec::new();
+    for (table, nk) in [("day_stats", 3), ("employee_months", 4), ("punch_stats", 3)] {
+        let rows = sqlx::query(&format!("SELECT * FROM {table}"))
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        for r in &rows {
+            let keys: Vec<String> = (0..nk)
+                .map(|i| {
+                    r.try_get::<String, _>(i)
+                        .or_else(|_| r.try_get::<i64, _>(i).map(|v| v.to_string()))
+                        .unwrap()
+                })
+                .collect();
+            let vals: Vec<i64> = (nk..r.len()).map(|i| r.try_get(i).unwrap()).collect();
+            if vals.iter().any(|v| *v != 0) {
+                out.push(format!("{table} {keys:?} {vals:?}"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Holds the aggregates the materializer kept row by row equal to their
+/// definition (`recount_stats`), and returns them.
+async fn aggregates_hold(store: &ResultsStore) -> Vec<String> {
+    let kept = aggregates(store).await;
+    assert!(!kept.is_empty());
+    store.recount_stats().await.unwrap();
+    assert_eq!(
+        aggregates(store).await,
+        kept,
+        "kept row by row vs recounted"
+    );
+    kept
+}
+
 fn row<'a>(rows: &'a [DayRow], employee: &str, slot: &str) -> &'a DayRow {
     rows.iter()
         .find(|r| r.employee == employee && r.slot == slot)
@@ -472,11 +514,14 @@ async fn a_day_closes_with_the_rosters_absentees_and_a_late_offline_punch_reopen
     // Re-reading the same records (a crash before the position moved)
     // changes nothing.
     let before = m.store().all_rows().await.unwrap();
+    // The reopened day moved the dashboard's aggregates with it.
+    let kept = aggregates_hold(m.store()).await;
     let mut again = log.reader(Lsn(0)).unwrap();
     m.drain(&mut again, sh("2025-03-06T08:00:00"))
         .await
         .unwrap();
     assert_eq!(m.store().all_rows().await.unwrap(), before);
+    assert_eq!(aggregates(m.store()).await, kept);
     log.close();
 }
 
@@ -548,6 +593,12 @@ async fn a_rebuild_from_the_log_equals_the_incremental_results() {
     for (x, y) in a.iter().zip(&b) {
         assert!(x.same_result(y), "incremental {x:#?}\nrebuilt {y:#?}");
     }
+    // The dashboard's aggregates too, and both equal their definition.
+    assert_eq!(
+        aggregates(inc.store()).await,
+        aggregates_hold(rebuilt.store()).await
+    );
+    aggregates_hold(inc.store()).await;
     // The offline clock-out made Wednesday whole; its revision says it
     // changed after being written.
     let wed = inc

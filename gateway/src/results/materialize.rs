@@ -442,13 +442,14 @@ async fn recompute(
     let rows = rows_of(tenant, employee, &group.name, &result, closed, department);
     let old = ResultsStore::rows_of_day(tx, tenant, employee, &date_string(d)).await?;
     for mut row in rows {
-        if let Some(o) = old.iter().find(|o| o.slot == row.slot) {
+        let was = old.iter().find(|o| o.slot == row.slot);
+        if let Some(o) = was {
             if o.same_result(&row) {
                 continue;
             }
             row.revision = o.revision + 1;
         }
-        ResultsStore::upsert_row(tx, &row).await?;
+        ResultsStore::upsert_row(tx, was, &row).await?;
     }
     for o in &old {
         if o.slot.is_empty() || result.slots.iter().any(|s| s.name == o.slot) {

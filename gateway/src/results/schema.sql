@@ -53,6 +53,67 @@ CREATE TABLE IF NOT EXISTS day_results (
 );
 CREATE INDEX IF NOT EXISTS day_results_by_date ON day_results (tenant, date, department);
 
+-- The dashboard's aggregates (docs/DASHBOARD.md, "How the numbers are
+-- kept"): written in the same transaction as the rows they count, by
+-- adding the difference between a row's old and new values, so a chart
+-- reads a few rows per date and department instead of one per employee
+-- day. `department` is '' for employees without one. Only day rows
+-- (slot '') count.
+CREATE TABLE IF NOT EXISTS day_stats (
+    tenant TEXT NOT NULL,
+    date TEXT NOT NULL,
+    department TEXT NOT NULL,
+    day_rows BIGINT NOT NULL,
+    expected BIGINT NOT NULL,
+    attended BIGINT NOT NULL,
+    late_days BIGINT NOT NULL,
+    early_days BIGINT NOT NULL,
+    missing BIGINT NOT NULL,
+    field_days BIGINT NOT NULL,
+    overtime_min BIGINT NOT NULL,
+    PRIMARY KEY (tenant, date, department)
+);
+
+-- Per employee and month (`YYYY-MM`): what the top-10 lists and the
+-- overtime table rank by. A month only partly in a chart's range is read
+-- from `day_results` for its days instead.
+CREATE TABLE IF NOT EXISTS employee_months (
+    tenant TEXT NOT NULL,
+    month TEXT NOT NULL,
+    department TEXT NOT NULL,
+    employee TEXT NOT NULL,
+    late_days BIGINT NOT NULL,
+    late_min BIGINT NOT NULL,
+    early_days BIGINT NOT NULL,
+    early_min BIGINT NOT NULL,
+    overtime_min BIGINT NOT NULL,
+    PRIMARY KEY (tenant, month, department, employee)
+);
+
+-- Abnormal punches per UTC hour (`at_ms / 3600000`) and department, for
+-- the causes pie. Punch rows never change their counted columns after the
+-- insert, so only new punches with a cause add here. The hours at the edges
+-- of a range that does not start on a whole hour are counted from
+-- `punches` through `punches_by_time`.
+CREATE TABLE IF NOT EXISTS punch_stats (
+    tenant TEXT NOT NULL,
+    hour BIGINT NOT NULL,
+    department TEXT NOT NULL,
+    late BIGINT NOT NULL,
+    early BIGINT NOT NULL,
+    out_of_range BIGINT NOT NULL,
+    rejected BIGINT NOT NULL,
+    anti_cheat BIGINT NOT NULL,
+    PRIMARY KEY (tenant, hour, department)
+);
+CREATE INDEX IF NOT EXISTS punches_by_time ON punches (tenant, at_ms);
+-- The days of a ranking's range outside whole months: partial covering
+-- indexes hold only the day rows that count (late, early, overtime), so a
+-- ranking reads those and never the table.
+CREATE INDEX IF NOT EXISTS day_results_late ON day_results (tenant, date, employee, department, late_min) WHERE slot = '' AND late_min > 0;
+CREATE INDEX IF NOT EXISTS day_results_early ON day_results (tenant, date, employee, department, early_min) WHERE slot = '' AND early_min > 0;
+CREATE INDEX IF NOT EXISTS day_results_overtime ON day_results (tenant, date, employee, department, overtime_min) WHERE slot = '' AND overtime_min > 0;
+
 -- HR records (docs/ATTENDANCE.md, "HR records"): each is a record of the
 -- log, folded in here by the materializer in log order.
 

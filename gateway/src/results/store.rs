@@ -21,11 +21,14 @@ pub const SCHEMA: &str = include_str!("schema.sql");
 /// The version of [`SCHEMA`] (`results_meta` key `schema_version`). A store
 /// of another version is dropped and rebuilt from the log on open: results
 /// are a view, and `CREATE TABLE IF NOT EXISTS` cannot add columns.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Every table of [`SCHEMA`], for dropping and clearing.
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 12] = [
     "day_results",
+    "day_stats",
+    "employee_months",
+    "punch_stats",
     "punches",
     "decisions",
     "leave_entries",
@@ -205,6 +208,212 @@ pub(crate) fn day_row(r: &AnyRow) -> Result<DayRow, sqlx::Error> {
 
 pub(crate) const DAY_COLUMNS: &str = "tenant, employee, date, slot, department, grp, status, late_min, early_min, worked_min, overtime_min, in_ms, out_ms, closed, revision";
 
+/// What one day row (slot `''`) adds to the dashboard's aggregates
+/// (`day_stats`, `employee_months`). The definitions are the charts'
+/// (docs/DASHBOARD.md): expected is a closed row not `rest_day`, `holiday`
+/// or `on_leave`; attended is expected and not `absent`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct DayCounts {
+    day_rows: i64,
+    expected: i64,
+    attended: i64,
+    late_days: i64,
+    early_days: i64,
+    missing: i64,
+    field_days: i64,
+    overtime_min: i64,
+    late_min: i64,
+    early_min: i64,
+}
+
+impl DayCounts {
+    fn of(r: &DayRow) -> Self {
+        let expected =
+            r.closed && !matches!(r.status.as_str(), "rest_day" | "holiday" | "on_leave");
+        Self {
+            day_rows: 1,
+            expected: i64::from(expected),
+            attended: i64::from(expected && r.status != "absent"),
+            late_days: i64::from(r.late_min > 0),
+            early_days: i64::from(r.early_min > 0),
+            missing: i64::from(matches!(r.status.as_str(), "missing_in" | "missing_out")),
+            field_days: i64::from(r.status == "field"),
+            overtime_min: r.overtime_min,
+            late_min: r.late_min,
+            early_min: r.early_min,
+        }
+    }
+
+    fn minus(self, o: Self) -> Self {
+        Self {
+            day_rows: self.day_rows - o.day_rows,
+            expected: self.expected - o.expected,
+            attended: self.attended - o.attended,
+            late_days: self.late_days - o.late_days,
+            early_days: self.early_days - o.early_days,
+            missing: self.missing - o.missing,
+            field_days: self.field_days - o.field_days,
+            overtime_min: self.overtime_min - o.overtime_min,
+            late_min: self.late_min - o.late_min,
+            early_min: self.early_min - o.early_min,
+        }
+    }
+
+    fn day_part_is_zero(&self) -> bool {
+        [
+            self.day_rows,
+            self.expected,
+            self.attended,
+            self.late_days,
+            self.early_days,
+            self.missing,
+            self.field_days,
+            self.overtime_min,
+        ]
+        .iter()
+        .all(|v| *v == 0)
+    }
+
+    fn month_part_is_zero(&self) -> bool {
+        [
+            self.late_days,
+            self.late_min,
+            self.early_days,
+            self.early_min,
+            self.overtime_min,
+        ]
+        .iter()
+        .all(|v| *v == 0)
+    }
+}
+
+/// The aggregates' key of a day row: its tenant, date, department (`''`
+/// for none) and employee.
+fn stats_key(r: &DayRow) -> (&str, &str, &str, &str) {
+    (
+        &r.tenant,
+        &r.date,
+        r.department.as_deref().unwrap_or(""),
+        &r.employee,
+    )
+}
+
+/// Moves the aggregates from what `old` counted to what `new` counts (a
+/// row written, replaced or deleted). Slot rows count for nothing. Most
+/// rewrites of a day (a second punch, a revision) change the same key, so
+/// one statement per table carries the difference, and none when it is 0.
+async fn move_stats(
+    tx: &mut Tx,
+    old: Option<&DayRow>,
+    new: Option<&DayRow>,
+) -> Result<(), sqlx::Error> {
+    let old = old.filter(|r| r.slot.is_empty());
+    let new = new.filter(|r| r.slot.is_empty());
+    match (old, new) {
+        (Some(o), Some(n)) if stats_key(o) == stats_key(n) => {
+            add_counts(tx, n, DayCounts::of(n).minus(DayCounts::of(o))).await
+        }
+        (o, n) => {
+            if let Some(o) = o {
+                add_counts(tx, o, DayCounts::default().minus(DayCounts::of(o))).await?;
+            }
+            if let Some(n) = n {
+                add_counts(tx, n, DayCounts::of(n)).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Adds `d` to the aggregate rows of `r`'s key.
+async fn add_counts(tx: &mut Tx, r: &DayRow, d: DayCounts) -> Result<(), sqlx::Error> {
+    let (tenant, date, department, employee) = stats_key(r);
+    if !d.day_part_is_zero() {
+        sqlx::query(
+            "INSERT INTO day_stats (tenant, date, department, day_rows, expected, attended, late_days, early_days, missing, field_days, overtime_min) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (tenant, date, department) DO UPDATE SET \
+             day_rows = day_stats.day_rows + excluded.day_rows, expected = day_stats.expected + excluded.expected, \
+             attended = day_stats.attended + excluded.attended, late_days = day_stats.late_days + excluded.late_days, \
+             early_days = day_stats.early_days + excluded.early_days, missing = day_stats.missing + excluded.missing, \
+             field_days = day_stats.field_days + excluded.field_days, overtime_min = day_stats.overtime_min + excluded.overtime_min",
+        )
+        .bind(tenant)
+        .bind(date)
+        .bind(department)
+        .bind(d.day_rows)
+        .bind(d.expected)
+        .bind(d.attended)
+        .bind(d.late_days)
+        .bind(d.early_days)
+        .bind(d.missing)
+        .bind(d.field_days)
+        .bind(d.overtime_min)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !d.month_part_is_zero() {
+        sqlx::query(
+            "INSERT INTO employee_months (tenant, month, department, employee, late_days, late_min, early_days, early_min, overtime_min) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant, month, department, employee) DO UPDATE SET \
+             late_days = employee_months.late_days + excluded.late_days, late_min = employee_months.late_min + excluded.late_min, \
+             early_days = employee_months.early_days + excluded.early_days, early_min = employee_months.early_min + excluded.early_min, \
+             overtime_min = employee_months.overtime_min + excluded.overtime_min",
+        )
+        .bind(tenant)
+        .bind(date.get(..7).unwrap_or(date))
+        .bind(department)
+        .bind(employee)
+        .bind(d.late_days)
+        .bind(d.late_min)
+        .bind(d.early_days)
+        .bind(d.early_min)
+        .bind(d.overtime_min)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Counts a newly stored punch in `punch_stats` when it has a cause of the
+/// causes pie (most punches have none and cost no statement). The tests
+/// in `charts_match_raw_tables` hold these rules equal to the chart's SQL
+/// over `punches`. A make-up punch (inserted by `hr.rs`) is accepted,
+/// normal and unflagged: it has no cause, so it needs no row here.
+async fn add_punch_stats(tx: &mut Tx, p: &PunchRow) -> Result<(), sqlx::Error> {
+    // By the stored spellings, as the chart's SQL over `punches` reads them.
+    let (verdict, status) = (verdict_name(p.verdict), status_name(p.status));
+    let late = i64::from(status == "late");
+    let early = i64::from(status == "early_leave");
+    let oor = i64::from(verdict == "out_of_range" || status == "out_of_range_pending_approval");
+    let rejected = i64::from(verdict == "rejected");
+    let offline = fencegate_schema::anomaly::OFFLINE as i64;
+    let cheat = i64::from(p.flags != 0 && p.flags != offline);
+    if late + early + oor + rejected + cheat == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO punch_stats (tenant, hour, department, late, early, out_of_range, rejected, anti_cheat) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant, hour, department) DO UPDATE SET \
+         late = punch_stats.late + excluded.late, early = punch_stats.early + excluded.early, \
+         out_of_range = punch_stats.out_of_range + excluded.out_of_range, \
+         rejected = punch_stats.rejected + excluded.rejected, anti_cheat = punch_stats.anti_cheat + excluded.anti_cheat",
+    )
+    .bind(&p.tenant)
+    .bind(p.at_ms.div_euclid(HOUR_MS))
+    .bind(p.department.as_deref().unwrap_or(""))
+    .bind(late)
+    .bind(early)
+    .bind(oor)
+    .bind(rejected)
+    .bind(cheat)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The width of a `punch_stats` bucket.
+pub const HOUR_MS: i64 = 3_600_000;
+
 impl ResultsStore {
     /// Connects to `url` (`sqlite://...` or `postgres://...`) and creates
     /// the schema when missing.
@@ -302,6 +511,61 @@ impl ResultsStore {
         Ok(())
     }
 
+    /// Recomputes the dashboard's aggregates (`day_stats`,
+    /// `employee_months`, `punch_stats`) from `day_results` and `punches`
+    /// with `GROUP BY`. The materializer keeps them up to date row by row;
+    /// this is their definition: the tests hold the two equal, and the
+    /// dashboard bench fills its generated rows' aggregates with it.
+    pub async fn recount_stats(&self) -> Result<(), sqlx::Error> {
+        let offline = fencegate_schema::anomaly::OFFLINE as i64;
+        let mut tx = self.begin().await?;
+        for t in ["day_stats", "employee_months", "punch_stats"] {
+            sqlx::query(&format!("DELETE FROM {t}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO day_stats (tenant, date, department, day_rows, expected, attended, late_days, early_days, missing, field_days, overtime_min) \
+             SELECT tenant, date, COALESCE(department, ''), COUNT(*), \
+             SUM(CASE WHEN closed = 1 AND status NOT IN ('rest_day', 'holiday', 'on_leave') THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN closed = 1 AND status NOT IN ('rest_day', 'holiday', 'on_leave', 'absent') THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN late_min > 0 THEN 1 ELSE 0 END), SUM(CASE WHEN early_min > 0 THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN status IN ('missing_in', 'missing_out') THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN status = 'field' THEN 1 ELSE 0 END), SUM(overtime_min) \
+             FROM day_results WHERE slot = '' GROUP BY tenant, date, COALESCE(department, '')",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO employee_months (tenant, month, department, employee, late_days, late_min, early_days, early_min, overtime_min) \
+             SELECT tenant, substr(date, 1, 7), COALESCE(department, ''), employee, \
+             SUM(CASE WHEN late_min > 0 THEN 1 ELSE 0 END), SUM(late_min), \
+             SUM(CASE WHEN early_min > 0 THEN 1 ELSE 0 END), SUM(early_min), SUM(overtime_min) \
+             FROM day_results WHERE slot = '' AND (late_min <> 0 OR early_min <> 0 OR overtime_min <> 0) \
+             GROUP BY tenant, substr(date, 1, 7), COALESCE(department, ''), employee",
+        )
+        .execute(&mut *tx)
+        .await?;
+        // The hour is spelled out (not bound) so that PostgreSQL sees the
+        // same expression in SELECT and GROUP BY.
+        sqlx::query(&format!(
+            "INSERT INTO punch_stats (tenant, hour, department, late, early, out_of_range, rejected, anti_cheat) \
+             SELECT tenant, at_ms / {HOUR_MS}, COALESCE(department, ''), \
+             SUM(CASE WHEN status = 'late' THEN 1 ELSE 0 END), SUM(CASE WHEN status = 'early_leave' THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN verdict = 'out_of_range' OR status = 'out_of_range_pending_approval' THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN verdict = 'rejected' THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN flags <> 0 AND flags <> $1 THEN 1 ELSE 0 END) \
+             FROM punches WHERE status IN ('late', 'early_leave', 'out_of_range_pending_approval') \
+             OR verdict IN ('out_of_range', 'rejected') OR (flags <> 0 AND flags <> $2) \
+             GROUP BY tenant, at_ms / {HOUR_MS}, COALESCE(department, '')",
+        ))
+        .bind(offline)
+        .bind(offline)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
     /// The materializer's position (the next LSN to read), 0 when new.
     pub async fn position(&self) -> Result<u64, sqlx::Error> {
         let mut tx = self.begin().await?;
@@ -331,7 +595,11 @@ impl ResultsStore {
         .bind(p.slot.clone())
         .execute(&mut **tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        let new = done.rows_affected() > 0;
+        if new {
+            add_punch_stats(tx, p).await?;
+        }
+        Ok(new)
     }
 
     /// An employee's punches with attendance time in `[from_ms, to_ms)`.
@@ -411,8 +679,16 @@ impl ResultsStore {
         rows.iter().map(|r| r.try_get("employee")).collect()
     }
 
-    /// Writes a row (insert or replace).
-    pub async fn upsert_row(tx: &mut Tx, r: &DayRow) -> Result<(), sqlx::Error> {
+    /// Writes a row (insert or replace). `old` is the row with the same
+    /// key as the transaction holds it now (`None` when there is none): the
+    /// dashboard's aggregates move by the difference, so a wrong `old`
+    /// would leave them off until the next rebuild.
+    pub async fn upsert_row(
+        tx: &mut Tx,
+        old: Option<&DayRow>,
+        r: &DayRow,
+    ) -> Result<(), sqlx::Error> {
+        move_stats(tx, old, Some(r)).await?;
         sqlx::query(&format!(
             "INSERT INTO day_results ({DAY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              ON CONFLICT (tenant, employee, date, slot) DO UPDATE SET department = excluded.department, grp = excluded.grp, \
@@ -442,7 +718,9 @@ impl ResultsStore {
 
     /// Deletes rows of a day whose slot no longer exists (the rules
     /// changed the day's slots).
+    /// `r` is the row as stored (its counts leave the aggregates).
     pub async fn delete_row(tx: &mut Tx, r: &DayRow) -> Result<(), sqlx::Error> {
+        move_stats(tx, Some(r), None).await?;
         sqlx::query(
             "DELETE FROM day_results WHERE tenant = $1 AND employee = $2 AND date = $3 AND slot = $4",
         )

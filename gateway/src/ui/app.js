@@ -13,6 +13,9 @@
     ((navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en");
   let meta = null;
   let bucket = "day";
+  // The fleet live view redraws itself; the other charts wait for Apply.
+  const LIVE_EVERY_MS = 5000;
+  let liveTimer = null;
 
   const t = (key) => (labels[lang] && labels[lang][key]) || key;
 
@@ -162,6 +165,12 @@
     charts.replaceChildren(...meta.charts.map(card));
     applyLabels();
     await loadAll();
+    clearInterval(liveTimer);
+    if (meta.charts.includes("live")) {
+      liveTimer = setInterval(() => {
+        if (!$("dash").hidden && document.body.dataset.state === "ready") loadChart("live");
+      }, LIVE_EVERY_MS);
+    }
   }
 
   function init() {

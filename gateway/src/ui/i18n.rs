@@ -127,6 +127,26 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("nearest_fence", "Nearest fence", "最近围栏"),
     ("fence", "Fence", "围栏"),
     ("total", "Total", "合计"),
+    ("chart_live", "Fleet live view", "车队实时位置"),
+    (
+        "no_devices",
+        "No device of this tenant has sent a position to this node lately.",
+        "近期没有本租户的设备向本节点上报位置。",
+    ),
+    ("live_device", "Device", "设备"),
+    ("time", "Time", "时间"),
+    ("latitude", "Latitude", "纬度"),
+    ("longitude", "Longitude", "经度"),
+    ("in_fences", "In fences", "所在围栏"),
+    ("outside", "outside every fence", "不在任何围栏内"),
+    (
+        "last_events",
+        "Last enter/exit events",
+        "最近的进出围栏事件",
+    ),
+    ("event", "Event", "事件"),
+    ("enter", "Entered", "进入"),
+    ("exit", "Left", "离开"),
 ];
 
 /// The label `key` in `lang` (the key itself when unknown, so a missing

@@ -9,6 +9,7 @@
 //! | `GET /ui/api/meta` | super, tenant, supervisor | who the token is, its tenants, departments, the tenant's zone and the default date range |
 //! | `GET /ui/api/{chart}.html` | super, tenant, supervisor | a chart: SVG plus, for some, a table |
 //! | `GET /ui/api/{chart}.csv` | super, tenant, supervisor | the numbers behind that chart |
+//! | `GET /ui/api/live.html`, `.csv`, `.json` | super, tenant | the fleet live view: devices' newest positions over the fences, the last enter/exit events ([`live`]) |
 //!
 //! Scope is `GET /v1/days`'s: a supervisor sees its department, a tenant
 //! admin its tenant, super the tenant it names; asking outside the scope is
@@ -18,11 +19,14 @@
 //!
 //! - [`stats`]: the numbers (SQL over the results store; a fold over log
 //!   records for methods and locations);
+//! - [`live`]: the fleet live view;
 //! - [`svg`]: the charts;
 //! - [`i18n`]: English and Chinese labels.
 
 pub mod i18n;
+pub mod live;
 pub mod stats;
+pub mod stats_raw;
 pub mod svg;
 
 use std::collections::HashMap;
@@ -271,6 +275,11 @@ async fn meta(
             .unwrap_or_default(),
         (_, None) => Vec::new(),
     };
+    // Devices belong to no department: the live view is the tenant's.
+    let mut charts: Vec<&str> = CHARTS.to_vec();
+    if !matches!(ask.role, Role::Supervisor { .. }) {
+        charts.push("live");
+    }
     secure(
         axum::Json(json!({
             "role": ask.role.name(),
@@ -281,7 +290,7 @@ async fn meta(
             "timezone": ask.tz.iana_name().unwrap_or("UTC"),
             "from": ask.filter.from,
             "to": ask.filter.to,
-            "charts": CHARTS,
+            "charts": charts,
         }))
         .into_response(),
     )
@@ -305,6 +314,7 @@ fn store_error(e: impl std::fmt::Display) -> Response {
 
 async fn chart(
     State(state): State<Arc<AdminState>>,
+    live: Option<axum::Extension<live::Live>>,
     headers: HeaderMap,
     Path(file): Path<String>,
     Query(params): Query<HashMap<String, String>>,
@@ -315,11 +325,17 @@ async fn chart(
             format!("no dashboard file {file:?}; ask for <chart>.html or <chart>.csv"),
         ));
     };
+    if name == "live" && matches!(ext, "html" | "csv" | "json") {
+        return match resolve(&state, &headers, &params) {
+            Ok(ask) => live::answer(&state, live.as_ref().map(|e| &e.0), &ask, ext),
+            Err(e) => *e,
+        };
+    }
     if !CHARTS.contains(&name) || !matches!(ext, "html" | "csv") {
         return secure(error(
             StatusCode::NOT_FOUND,
             format!(
-                "no dashboard chart {file:?}; the charts are {} (each as .html or .csv)",
+                "no dashboard chart {file:?}; the charts are {} (each as .html or .csv) and live (.html, .csv or .json)",
                 CHARTS.join(", ")
             ),
         ));

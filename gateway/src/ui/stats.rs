@@ -4,9 +4,13 @@
 //! Nothing here renders; the SVG and the CSV of a chart are both drawn from
 //! the same structs, so a download always equals what the chart shows.
 //!
-//! Every query is one aggregate statement (`GROUP BY` in the database), so
-//! the rows that cross into Rust are a handful per date or department, not
-//! one per employee day. Definitions (docs/DASHBOARD.md):
+//! Every query reads the dashboard's aggregates (`day_stats`,
+//! `employee_months`, `punch_stats` in `results/schema.sql`), which the
+//! materializer keeps in the same transaction as the rows they count: a
+//! month of a 100,000-employee tenant is about a thousand `day_stats` rows
+//! instead of 3.1 M day rows. `stats_raw.rs` has the same charts
+//! over the raw tables, the definition the tests hold these equal to.
+//! Definitions (docs/DASHBOARD.md):
 //!
 //! - an *expected* employee day is a closed day row (`slot = ''`) whose
 //!   status is not `rest_day`, `holiday` or `on_leave`; it is *attended*
@@ -15,7 +19,7 @@
 
 use std::collections::BTreeMap;
 
-use fencegate_schema::{PunchMethod, RecordBodyView, RecordView, anomaly};
+use fencegate_schema::{PunchMethod, RecordBodyView, RecordView};
 use sqlx::{AnyPool, Row};
 
 /// Which employee days a chart covers: one tenant, an inclusive range of
@@ -34,7 +38,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn dept(&self) -> &str {
+    pub(crate) fn dept(&self) -> &str {
         self.department.as_deref().unwrap_or("")
     }
 }
@@ -80,7 +84,7 @@ impl Bucket {
         }
     }
 
-    fn label(self, date: &str) -> String {
+    pub(crate) fn label(self, date: &str) -> String {
         match self {
             Self::Day => date.to_owned(),
             Self::Month => date.get(..7).unwrap_or(date).to_owned(),
@@ -123,21 +127,17 @@ pub fn pct(part: i64, whole: i64) -> f64 {
     }
 }
 
-const NOT_EXPECTED: &str = "('rest_day', 'holiday', 'on_leave')";
-
 /// The attendance rate per day, week or month.
 pub async fn attendance_trend(
     pool: &AnyPool,
     f: &Filter,
     bucket: Bucket,
 ) -> Result<Vec<TrendPoint>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT date, CAST(COUNT(*) AS BIGINT) AS expected, \
-         CAST(SUM(CASE WHEN status = 'absent' THEN 0 ELSE 1 END) AS BIGINT) AS attended \
-         FROM day_results WHERE tenant = $1 AND slot = '' AND date >= $2 AND date <= $3 \
-         AND ($4 = '' OR department = $5) AND closed = 1 AND status NOT IN {NOT_EXPECTED} \
-         GROUP BY date ORDER BY date"
-    ))
+    let rows = sqlx::query(
+        "SELECT date, CAST(SUM(expected) AS BIGINT) AS expected, CAST(SUM(attended) AS BIGINT) AS attended \
+         FROM day_stats WHERE tenant = $1 AND date >= $2 AND date <= $3 AND ($4 = '' OR department = $5) \
+         GROUP BY date HAVING SUM(expected) > 0 ORDER BY date",
+    )
     .scoped(f)
     .fetch_all(pool)
     .await?;
@@ -187,27 +187,169 @@ pub enum Rank {
 /// The ten employees late (or leaving early) on the most days, then by
 /// minutes, then by id.
 pub async fn top10(pool: &AnyPool, f: &Filter, rank: Rank) -> Result<Vec<Ranked>, sqlx::Error> {
-    let col = match rank {
-        Rank::Late => "late_min",
-        Rank::Early => "early_min",
+    let sum = match rank {
+        Rank::Late => PerEmployee {
+            month_days: "late_days",
+            month_min: "late_min",
+            day_days: "1",
+            day_min: "late_min",
+        },
+        Rank::Early => PerEmployee {
+            month_days: "early_days",
+            month_min: "early_min",
+            day_days: "1",
+            day_min: "early_min",
+        },
     };
-    let rows = sqlx::query(&format!(
-        "SELECT employee, COALESCE(MAX(department), '') AS department, CAST(COUNT(*) AS BIGINT) AS days, \
-         CAST(SUM({col}) AS BIGINT) AS minutes FROM day_results \
-         WHERE tenant = $1 AND slot = '' AND date >= $2 AND date <= $3 AND ($4 = '' OR department = $5) \
-         AND {col} > 0 GROUP BY employee ORDER BY days DESC, minutes DESC, employee LIMIT 10"
-    ))
-    .scoped(f)
-    .fetch_all(pool)
-    .await?;
+    let rows = per_employee(pool, f, sum, "days DESC, minutes DESC, employee LIMIT 10").await?;
+    Ok(rows
+        .into_iter()
+        .map(|(employee, department, days, minutes)| Ranked {
+            employee,
+            department,
+            days,
+            minutes,
+        })
+        .collect())
+}
+
+/// Which columns a per-employee ranking sums: from `employee_months` for
+/// whole months, from `day_results` for the other days of the range. The
+/// day part's `WHERE {day_min} > 0` matches a partial index of
+/// `schema.sql` (`day_results_late`, `_early`, `_overtime`), so it reads
+/// only the rows that count.
+#[derive(Debug, Clone, Copy)]
+struct PerEmployee {
+    month_days: &'static str,
+    month_min: &'static str,
+    day_days: &'static str,
+    day_min: &'static str,
+}
+
+/// Which whole months and which single days a range reads, given the
+/// first and last date the tenant has rows for (`lo`, `hi`): a month is
+/// read whole from `employee_months` when every row it can have lies in
+/// the range (the range covers the month, or the month's uncovered part
+/// has no rows yet, as this month's future days); other days of the range
+/// come from `day_results`. Dates outside `[lo, hi]` are not read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeParts {
+    /// First and last whole month (`YYYY-MM`), if any.
+    pub months: Option<(String, String)>,
+    /// Inclusive date ranges read day by day (at most two: the range's
+    /// first and last month when not whole).
+    pub days: Vec<(String, String)>,
+}
+
+/// Splits `[from, to]` (see [`RangeParts`]); `None` when a date does not
+/// parse.
+pub fn split_range(from: &str, to: &str, lo: &str, hi: &str) -> Option<RangeParts> {
+    use jiff::civil::Date;
+    let (from, to): (Date, Date) = (from.parse().ok()?, to.parse().ok()?);
+    let (lo, hi): (Date, Date) = (lo.parse().ok()?, hi.parse().ok()?);
+    let mut out = RangeParts::default();
+    let (a, b) = (from.max(lo), to.min(hi));
+    if a > b {
+        return Some(out);
+    }
+    let mut m = a.first_of_month();
+    while m <= b {
+        let last = m.last_of_month();
+        // The month's rows lie in [max(first, lo), min(last, hi)].
+        let whole = from <= m.max(lo) && to >= last.min(hi);
+        if whole {
+            let name = m.strftime("%Y-%m").to_string();
+            match &mut out.months {
+                Some((_, end)) => *end = name,
+                None => out.months = Some((name.clone(), name)),
+            }
+        } else {
+            out.days
+                .push((a.max(m).to_string(), b.min(last).to_string()));
+        }
+        m = last.tomorrow().ok()?;
+    }
+    Some(out)
+}
+
+/// The tenant's first and last date with rows, if any.
+async fn data_span(pool: &AnyPool, tenant: &str) -> Result<Option<(String, String)>, sqlx::Error> {
+    let r = sqlx::query("SELECT MIN(date) AS lo, MAX(date) AS hi FROM day_stats WHERE tenant = $1")
+        .bind(tenant)
+        .fetch_one(pool)
+        .await?;
+    let lo: Option<String> = r.try_get("lo")?;
+    let hi: Option<String> = r.try_get("hi")?;
+    Ok(lo.zip(hi))
+}
+
+/// `(employee, department, days, minutes)` summed over the filter's range
+/// for employees with minutes, ordered and limited by `order`.
+async fn per_employee(
+    pool: &AnyPool,
+    f: &Filter,
+    sum: PerEmployee,
+    order: &str,
+) -> Result<Vec<(String, String, i64, i64)>, sqlx::Error> {
+    let Some((lo, hi)) = data_span(pool, &f.tenant).await? else {
+        return Ok(Vec::new());
+    };
+    let Some(parts) = split_range(&f.from, &f.to, &lo, &hi) else {
+        return Ok(Vec::new());
+    };
+    // Each part binds its own five parameters (tenant, first, last,
+    // department twice): numbered in order, as every engine reads them.
+    let mut sql = Vec::new();
+    let mut binds: Vec<(&str, &str)> = Vec::new();
+    let mut n = 0;
+    let mut next = || {
+        n += 5;
+        (n - 4, n - 3, n - 2, n - 1, n)
+    };
+    if let Some((m0, m1)) = &parts.months {
+        let (t, a, b, d, e) = next();
+        sql.push(format!(
+            "SELECT employee, department, {} AS days, {} AS minutes FROM employee_months \
+             WHERE tenant = ${t} AND month >= ${a} AND month <= ${b} AND (${d} = '' OR department = ${e}) AND {} > 0",
+            sum.month_days, sum.month_min, sum.month_min
+        ));
+        binds.push((m0, m1));
+    }
+    for (d0, d1) in &parts.days {
+        let (t, a, b, d, e) = next();
+        sql.push(format!(
+            "SELECT employee, COALESCE(department, '') AS department, {} AS days, {} AS minutes FROM day_results \
+             WHERE tenant = ${t} AND slot = '' AND date >= ${a} AND date <= ${b} AND (${d} = '' OR department = ${e}) AND {} > 0",
+            sum.day_days, sum.day_min, sum.day_min
+        ));
+        binds.push((d0, d1));
+    }
+    if sql.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT employee, MAX(department) AS department, CAST(SUM(days) AS BIGINT) AS days, \
+         CAST(SUM(minutes) AS BIGINT) AS minutes FROM ({}) u GROUP BY employee ORDER BY {order}",
+        sql.join(" UNION ALL ")
+    );
+    let mut q = sqlx::query(&sql);
+    for (a, b) in binds {
+        q = q
+            .bind(&f.tenant)
+            .bind(a)
+            .bind(b)
+            .bind(f.dept())
+            .bind(f.dept());
+    }
+    let rows = q.fetch_all(pool).await?;
     rows.iter()
         .map(|r| {
-            Ok(Ranked {
-                employee: r.try_get("employee")?,
-                department: r.try_get("department")?,
-                days: r.try_get("days")?,
-                minutes: r.try_get("minutes")?,
-            })
+            Ok((
+                r.try_get("employee")?,
+                r.try_get("department")?,
+                r.try_get("days")?,
+                r.try_get("minutes")?,
+            ))
         })
         .collect()
 }
@@ -257,17 +399,14 @@ pub fn hours(min: i64) -> f64 {
 
 /// Every department side by side (the radar's five axes).
 pub async fn departments(pool: &AnyPool, f: &Filter) -> Result<Vec<DeptStats>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT COALESCE(department, '') AS dept, \
-         CAST(SUM(CASE WHEN closed = 1 AND status NOT IN {NOT_EXPECTED} THEN 1 ELSE 0 END) AS BIGINT) AS expected, \
-         CAST(SUM(CASE WHEN closed = 1 AND status NOT IN {NOT_EXPECTED} AND status <> 'absent' THEN 1 ELSE 0 END) AS BIGINT) AS attended, \
-         CAST(SUM(CASE WHEN late_min > 0 THEN 1 ELSE 0 END) AS BIGINT) AS late_days, \
-         CAST(SUM(CASE WHEN status IN ('missing_in', 'missing_out') THEN 1 ELSE 0 END) AS BIGINT) AS missing, \
-         CAST(SUM(overtime_min) AS BIGINT) AS overtime, \
-         CAST(SUM(CASE WHEN status = 'field' THEN 1 ELSE 0 END) AS BIGINT) AS field \
-         FROM day_results WHERE tenant = $1 AND slot = '' AND date >= $2 AND date <= $3 \
-         AND ($4 = '' OR department = $5) GROUP BY COALESCE(department, '') ORDER BY dept"
-    ))
+    let rows = sqlx::query(
+        "SELECT department AS dept, CAST(SUM(expected) AS BIGINT) AS expected, \
+         CAST(SUM(attended) AS BIGINT) AS attended, CAST(SUM(late_days) AS BIGINT) AS late_days, \
+         CAST(SUM(missing) AS BIGINT) AS missing, CAST(SUM(overtime_min) AS BIGINT) AS overtime, \
+         CAST(SUM(field_days) AS BIGINT) AS field \
+         FROM day_stats WHERE tenant = $1 AND date >= $2 AND date <= $3 AND ($4 = '' OR department = $5) \
+         GROUP BY department HAVING SUM(day_rows) > 0 ORDER BY dept",
+    )
     .scoped(f)
     .fetch_all(pool)
     .await?;
@@ -318,8 +457,73 @@ impl Causes {
 }
 
 /// Counts abnormal punches (attendance time in `[from_ms, to_ms)`, the
-/// filter's dates in the tenant's zone) and missing days.
+/// filter's dates in the tenant's zone) and missing days. Whole hours come
+/// from `punch_stats`; the parts of an hour at either end (a zone whose
+/// offset is not whole hours) from `punches`.
 pub async fn causes(
+    pool: &AnyPool,
+    f: &Filter,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Causes, sqlx::Error> {
+    use crate::results::store::HOUR_MS;
+    let first = from_ms.div_euclid(HOUR_MS) + i64::from(from_ms.rem_euclid(HOUR_MS) != 0);
+    let end = to_ms.div_euclid(HOUR_MS);
+    let mut c = Causes::default();
+    let mut add = |o: Causes| {
+        c.late += o.late;
+        c.early += o.early;
+        c.out_of_range += o.out_of_range;
+        c.rejected += o.rejected;
+        c.anti_cheat += o.anti_cheat;
+    };
+    if first >= end {
+        add(punch_causes(pool, f, from_ms, to_ms).await?);
+    } else {
+        let r = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(late), 0) AS BIGINT) AS late, CAST(COALESCE(SUM(early), 0) AS BIGINT) AS early, \
+             CAST(COALESCE(SUM(out_of_range), 0) AS BIGINT) AS oor, CAST(COALESCE(SUM(rejected), 0) AS BIGINT) AS rejected, \
+             CAST(COALESCE(SUM(anti_cheat), 0) AS BIGINT) AS cheat \
+             FROM punch_stats WHERE tenant = $1 AND hour >= $2 AND hour < $3 AND ($4 = '' OR department = $5)",
+        )
+        .bind(&f.tenant)
+        .bind(first)
+        .bind(end)
+        .bind(f.dept())
+        .bind(f.dept())
+        .fetch_one(pool)
+        .await?;
+        add(Causes {
+            late: r.try_get("late")?,
+            early: r.try_get("early")?,
+            missing: 0,
+            out_of_range: r.try_get("oor")?,
+            rejected: r.try_get("rejected")?,
+            anti_cheat: r.try_get("cheat")?,
+        });
+        for (a, b) in [(from_ms, first * HOUR_MS), (end * HOUR_MS, to_ms)] {
+            if a < b {
+                add(punch_causes(pool, f, a, b).await?);
+            }
+        }
+    }
+    let missing = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(missing), 0) AS BIGINT) AS n FROM day_stats WHERE tenant = $1 \
+         AND date >= $2 AND date <= $3 AND ($4 = '' OR department = $5)",
+    )
+    .scoped(f)
+    .fetch_one(pool)
+    .await?;
+    c.missing = missing.try_get("n")?;
+    Ok(c)
+}
+
+/// The causes of punches with attendance time in `[from_ms, to_ms)` of
+/// the filter's tenant and department (`missing`, a day-row count, is 0).
+/// [`causes`] reads these for the parts of hours at the edges of a range
+/// (`punches_by_time` makes that a short range scan); `stats_raw.rs` for
+/// the whole range.
+pub async fn punch_causes(
     pool: &AnyPool,
     f: &Filter,
     from_ms: i64,
@@ -327,7 +531,7 @@ pub async fn causes(
 ) -> Result<Causes, sqlx::Error> {
     // Flags are compared as "flags minus the offline bit is not zero", which
     // needs no bitwise operator (not every engine spells it alike).
-    let offline = anomaly::OFFLINE as i64;
+    let offline = fencegate_schema::anomaly::OFFLINE as i64;
     let r = sqlx::query(
         "SELECT CAST(COALESCE(SUM(CASE WHEN status = 'late' THEN 1 ELSE 0 END), 0) AS BIGINT) AS late, \
          CAST(COALESCE(SUM(CASE WHEN status = 'early_leave' THEN 1 ELSE 0 END), 0) AS BIGINT) AS early, \
@@ -344,17 +548,10 @@ pub async fn causes(
     .bind(offline)
     .fetch_one(pool)
     .await?;
-    let missing = sqlx::query(
-        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM day_results WHERE tenant = $1 AND slot = '' \
-         AND date >= $2 AND date <= $3 AND ($4 = '' OR department = $5) AND status IN ('missing_in', 'missing_out')",
-    )
-    .scoped(f)
-    .fetch_one(pool)
-    .await?;
     Ok(Causes {
         late: r.try_get("late")?,
         early: r.try_get("early")?,
-        missing: missing.try_get("n")?,
+        missing: 0,
         out_of_range: r.try_get("oor")?,
         rejected: r.try_get("rejected")?,
         anti_cheat: r.try_get("cheat")?,
@@ -374,8 +571,8 @@ pub struct Overtime {
 /// Overtime minutes by date and by employee.
 pub async fn overtime(pool: &AnyPool, f: &Filter) -> Result<Overtime, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT date, CAST(SUM(overtime_min) AS BIGINT) AS m FROM day_results WHERE tenant = $1 AND slot = '' \
-         AND date >= $2 AND date <= $3 AND ($4 = '' OR department = $5) GROUP BY date ORDER BY date",
+        "SELECT date, CAST(SUM(overtime_min) AS BIGINT) AS m FROM day_stats WHERE tenant = $1 \
+         AND date >= $2 AND date <= $3 AND ($4 = '' OR department = $5) GROUP BY date HAVING SUM(day_rows) > 0 ORDER BY date",
     )
     .scoped(f)
     .fetch_all(pool)
@@ -384,24 +581,17 @@ pub async fn overtime(pool: &AnyPool, f: &Filter) -> Result<Overtime, sqlx::Erro
         .iter()
         .map(|r| Ok((r.try_get("date")?, r.try_get("m")?)))
         .collect::<Result<_, sqlx::Error>>()?;
-    let rows = sqlx::query(
-        "SELECT employee, COALESCE(MAX(department), '') AS department, CAST(SUM(overtime_min) AS BIGINT) AS m \
-         FROM day_results WHERE tenant = $1 AND slot = '' AND date >= $2 AND date <= $3 \
-         AND ($4 = '' OR department = $5) AND overtime_min > 0 GROUP BY employee ORDER BY m DESC, employee LIMIT 200",
-    )
-    .scoped(f)
-    .fetch_all(pool)
-    .await?;
-    let by_employee = rows
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get("employee")?,
-                r.try_get("department")?,
-                r.try_get("m")?,
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
+    let sum = PerEmployee {
+        month_days: "0",
+        month_min: "overtime_min",
+        day_days: "0",
+        day_min: "overtime_min",
+    };
+    let by_employee = per_employee(pool, f, sum, "minutes DESC, employee LIMIT 200")
+        .await?
+        .into_iter()
+        .map(|(e, d, _, m)| (e, d, m))
+        .collect();
     Ok(Overtime {
         by_date,
         by_employee,
@@ -411,7 +601,7 @@ pub async fn overtime(pool: &AnyPool, f: &Filter) -> Result<Overtime, sqlx::Erro
 /// The departments a tenant's day results name (for the filter).
 pub async fn department_names(pool: &AnyPool, tenant: &str) -> Result<Vec<String>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT DISTINCT department FROM day_results WHERE tenant = $1 AND department IS NOT NULL ORDER BY department",
+        "SELECT DISTINCT department FROM day_stats WHERE tenant = $1 AND department <> '' AND day_rows > 0 ORDER BY department",
     )
     .bind(tenant)
     .fetch_all(pool)

@@ -450,6 +450,89 @@ pub fn heatmap(chart: &str, title: &str, panels: &[MapPanel], legend: (&str, &st
     out
 }
 
+/// A device on the fleet live view: label (device id), `(lon, lat)`, the
+/// fences it is in (empty: outside every fence), and its tooltip.
+pub type DeviceDot = (String, (f64, f64), Vec<String>, String);
+
+/// The fleet live view's map: fence outlines and one dot per device, green
+/// inside a fence and orange outside. Each dot is a mark whose `data-v`
+/// lists its fences (space-separated, as the CSV does).
+pub fn live_map(chart: &str, title: &str, fences: &[Outline], devices: &[DeviceDot]) -> String {
+    let (w, h) = (640.0, 400.0);
+    let pts = devices
+        .iter()
+        .map(|d| d.1)
+        .chain(fences.iter().flat_map(|f| f.1.iter().flatten().copied()));
+    let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+    for (lon, lat) in pts {
+        x0 = x0.min(lon);
+        x1 = x1.max(lon);
+        y0 = y0.min(lat);
+        y1 = y1.max(lat);
+    }
+    let mut out = String::new();
+    open(&mut out, chart, w as u32, h as u32, title);
+    let _ = write!(
+        out,
+        r##"<rect x="0" y="0" width="{w}" height="{h}" fill="#f7f7f7" stroke="#ccc"/>"##
+    );
+    if x0 <= x1 {
+        let kx = ((y0 + y1) / 2.0).to_radians().cos();
+        let scale = ((w - 40.0) / ((x1 - x0) * kx).max(1e-6)).min((h - 40.0) / (y1 - y0).max(1e-6));
+        let (mx, my) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0);
+        let proj = |(lon, lat): (f64, f64)| {
+            (
+                w / 2.0 + (lon - mx) * kx * scale,
+                h / 2.0 - (lat - my) * scale,
+            )
+        };
+        for (id, rings) in fences {
+            let mut d = String::new();
+            for ring in rings {
+                for (i, &q) in ring.iter().enumerate() {
+                    let (x, y) = proj(q);
+                    let _ = write!(d, "{}{x:.1},{y:.1}", if i == 0 { "M" } else { " L" });
+                }
+                d.push_str("Z ");
+            }
+            let _ = write!(
+                out,
+                r##"<path class="fence" data-label="{id}" d="{}" fill="#009E73" fill-opacity="0.10" fill-rule="evenodd" stroke="#009E73" stroke-width="1.5"><title>{id}</title></path>"##,
+                d.trim_end(),
+                id = esc(id)
+            );
+            if let Some(&q) = rings.first().and_then(|r| r.first()) {
+                let (x, y) = proj(q);
+                let _ = write!(
+                    out,
+                    r##"<text x="{x:.1}" y="{:.1}" font-size="10" fill="#006644">{}</text>"##,
+                    y - 3.0,
+                    esc(id)
+                );
+            }
+        }
+        for (label, at, inside, tip) in devices {
+            let (x, y) = proj(*at);
+            let fill = if inside.is_empty() {
+                "#D55E00"
+            } else {
+                "#009E73"
+            };
+            let _ = write!(
+                out,
+                r##"<circle class="mark device" data-label="{l}" data-v="{v}" cx="{x:.1}" cy="{y:.1}" r="5" fill="{fill}" stroke="#fff" stroke-width="1.5"><title>{t}</title></circle><text x="{:.1}" y="{:.1}" font-size="10" fill="#222">{l}</text>"##,
+                x + 7.0,
+                y + 3.0,
+                l = esc(label),
+                v = esc(&inside.join(" ")),
+                t = esc(tip)
+            );
+        }
+    }
+    out.push_str("</svg>");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,6 +552,17 @@ mod tests {
                 &[(evil.to_owned(), vec![0.5], vec![1.0])],
             ),
             table(evil, &[evil], &[vec![evil.to_owned()]]),
+            live_map(
+                "c",
+                evil,
+                &[(evil.to_owned(), vec![vec![(121.0, 31.0), (121.1, 31.1)]])],
+                &[(
+                    evil.to_owned(),
+                    (121.05, 31.05),
+                    vec![evil.to_owned()],
+                    evil.to_owned(),
+                )],
+            ),
         ] {
             assert!(!svg.contains("<script"), "{svg}");
             assert!(!svg.contains("\"x\""), "{svg}");
