@@ -139,7 +139,7 @@ pub fn check(cfg: &Config) -> Result<Checked, ConfigErrors> {
             Err(e) => p.push(format!("{e:#}")),
         }
     }
-    if let Err(rules) = crate::rules::api::check(cfg) {
+    if let Err(rules) = crate::rules::load::check(cfg) {
         p.extend(rules);
     }
     if let (Some(c), Some(k)) = (&cfg.quic.cert, &cfg.quic.key) {
@@ -304,7 +304,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         &cfg.node_name,
         &cfg.data_dir.join("dead-letter"),
     )?;
-    let (rules, rules_source) = crate::rules::api::load(cfg)?;
+    let (rules, rules_source) = crate::rules::load::load(cfg)?;
     let now = clock::unix_ms();
     let pipeline = Arc::new(
         Pipeline::with_rules(
@@ -428,7 +428,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         prometheus: prometheus.clone(),
         tokens: admin_tokens(cfg)?,
         fence_update: tokio::sync::Mutex::new(()),
-        attendance: Arc::new(crate::rules::api::AttendanceApi::new(
+        attendance: Arc::new(crate::admin::state::AttendanceApi::new(
             rules,
             rules_source,
             cfg.data_dir.join("index").join("records"),
@@ -451,7 +451,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                         crate::admin::apply_shared_fences(&state, revision, text).await
                     }
                     crate::cluster::Doc::Rules => {
-                        crate::rules::api::apply_shared_rules(&state, revision, text).await
+                        crate::admin::rules::apply_shared_rules(&state, revision, text).await
                     }
                 }
             })

@@ -229,7 +229,7 @@ fn kubernetes_configmap_holds_a_config_the_gateway_accepts() {
     // check-config compiled the rules too; loading them applies them (QR
     // keys) the way start-up does.
     let cfg = fencegate::config::Config::load(&path).unwrap();
-    if let Err(e) = fencegate::rules::api::load(&cfg) {
+    if let Err(e) = fencegate::rules::load::load(&cfg) {
         panic!("the ConfigMap's rules.toml does not load: {e:#}");
     }
 }

@@ -12,12 +12,12 @@ use std::sync::OnceLock;
 
 use fencegate::auth::{AuthError, Keyring, TenantKey, parse_ttl};
 use fencegate::backlog::{self, split_backlog};
+use fencegate::log::query::{parse_status, parse_time};
 use fencegate::rules::config::{CompileContext, compile_text, fixed_qr_keys};
 use fencegate::rules::holidays::Calendars;
 use fencegate::rules::qr::{self, QrKey};
-use fencegate::rules::records::{parse_status, parse_time};
 use fencegate::rules::store::{merge_tenant_section, tenant_section, tenants_changed};
-use fencegate::rules::{AttendanceSettings, api::SAMPLE_HOLIDAYS, api::SAMPLE_RULES};
+use fencegate::rules::{AttendanceSettings, load::SAMPLE_HOLIDAYS, load::SAMPLE_RULES};
 use fencegate_schema::{Channel, Fix, Limits, PingBatchMsg, Reason, Request, parse_frame};
 use fencegate_spatial::{FenceSet, IndexOptions, LoadError, LoadOptions, Shape};
 

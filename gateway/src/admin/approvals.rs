@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use fencegate_schema::{ApprovalDecisionMsg, HrMsg, RecordBodyMsg, RecordMsg};
 use serde_json::{Map, Value, json};
 
+use super::state::bad_request;
 use super::{AdminState, AdminToken, Role, authorize_token, error};
 use crate::results::ResultsStore;
 use crate::results::hr::{ApprovalFilter, DecisionRow, PunchInfo, hr_record_id};
@@ -43,10 +44,6 @@ static HR_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Longest client-supplied id or free-text field accepted.
 const MAX_ID: usize = 128;
 const MAX_TEXT: usize = 2_000;
-
-pub(crate) fn bad_request(message: impl Into<String>) -> Response {
-    error(StatusCode::BAD_REQUEST, message)
-}
 
 pub(crate) fn unprocessable(message: impl Into<String>) -> Response {
     error(StatusCode::UNPROCESSABLE_ENTITY, message)

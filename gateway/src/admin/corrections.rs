@@ -39,10 +39,11 @@ use fencegate_schema::{
 use serde_json::{Map, Value, json};
 
 use super::approvals::{
-    append_hr, append_hr_at, bad_request, body_object, decision_field, hr_lock, hr_token, in_scope,
+    append_hr, append_hr_at, body_object, decision_field, hr_lock, hr_token, in_scope,
     known_fields, known_params, opt_str, req_str, results, scoped_tenant, store_error,
     unprocessable,
 };
+use super::state::bad_request;
 use super::{AdminState, AdminToken, Role, authorize_token, error};
 use crate::results::ResultsStore;
 use crate::results::hr::{CorrectionRow, day_of_date};

@@ -12,13 +12,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::state::bad_request;
 use super::{AdminState, Role, authorize_token, error};
 use crate::results::DayRow;
 use crate::results::hr::CorrectionRow;
-
-fn bad_request(message: impl Into<String>) -> Response {
-    error(StatusCode::BAD_REQUEST, message)
-}
 
 fn forbidden(message: impl Into<String>) -> Response {
     error(StatusCode::FORBIDDEN, message)

@@ -22,7 +22,7 @@
 //!
 //! No route changes a record: the log is append-only, for every role
 //! including the super admin (a correction is a new punch or an approval
-//! downstream). Handlers of the attendance routes are in `crate::rules::api`.
+//! downstream). Handlers of the rules, records and QR routes are in `rules.rs`, `records.rs` and `qr.rs`.
 
 use std::sync::Arc;
 
@@ -30,6 +30,9 @@ pub mod approvals;
 pub mod corrections;
 pub mod days;
 pub mod leave;
+pub mod qr;
+pub mod records;
+pub mod rules;
 pub mod state;
 pub mod summary;
 
@@ -52,11 +55,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/fences", get(get_fences).put(put_fences))
         .route(
             "/v1/rules",
-            get(crate::rules::api::get_rules).put(crate::rules::api::put_rules),
+            get(self::rules::get_rules).put(self::rules::put_rules),
         )
-        .route("/v1/rules/audit", get(crate::rules::api::get_audit))
-        .route("/v1/records", get(crate::rules::api::get_records))
-        .route("/v1/qr/{site}", get(crate::rules::api::get_qr))
+        .route("/v1/rules/audit", get(self::rules::get_audit))
+        .route("/v1/records", get(self::records::get_records))
+        .route("/v1/qr/{site}", get(self::qr::get_qr))
         .route("/v1/days", get(days::get_days))
         .route("/v1/approvals", get(approvals::get_approvals))
         .route(

@@ -1,6 +1,6 @@
 //! What every admin route shares, below the router and the resources: the
 //! state handlers get (`AdminState`), bearer tokens and their roles, and the
-//! JSON error answers. Resource modules (`days.rs`, `crate::rules::api`,
+//! JSON error answers. Resource modules (`days.rs`, `rules.rs`,
 //! `crate::ui`) import this, never the router, so the admin layer has no
 //! import circle.
 
@@ -115,6 +115,11 @@ impl std::fmt::Debug for AdminState {
 /// A JSON error answer: `{"error": message}` with `status`.
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// A 400 answer naming what is wrong with the request and how to fix it.
+pub(crate) fn bad_request(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, message)
 }
 
 /// Why a request was not authorised; small, so handlers can `?` it.

@@ -23,8 +23,9 @@ use axum::response::{IntoResponse, Response};
 use fencegate_schema::{HrMsg, MonthArchiveMsg};
 
 use super::approvals::{
-    append_hr, bad_request, hr_lock, hr_token, known_params, results, scoped_tenant, store_error,
+    append_hr, hr_lock, hr_token, known_params, results, scoped_tenant, store_error,
 };
+use super::state::bad_request;
 use super::{AdminState, AdminToken, Role, error};
 use crate::results::summary::{self, payroll_csv, summary_json, valid_month};
 

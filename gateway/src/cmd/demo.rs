@@ -434,7 +434,7 @@ pub fn seed(cfg: &Config, args: &DemoArgs, today_ms: i64) -> anyhow::Result<Summ
     let mut rng = StdRng::seed_from_u64(args.seed);
     let people = roster(args.employees, &mut rng);
     // Seeds the sample rules file on embedded defaults, then adds the roster.
-    let (_, source) = crate::rules::api::load(cfg)?;
+    let (_, source) = crate::rules::load::load(cfg)?;
     let Some(path) = &source.path else {
         anyhow::bail!(
             "fencegate demo adds its employees to the rules file, and this configuration has none: set [attendance] rules"
@@ -447,7 +447,7 @@ pub fn seed(cfg: &Config, args: &DemoArgs, today_ms: i64) -> anyhow::Result<Summ
             path.display()
         );
     }
-    let (rules, _) = crate::rules::api::load(cfg)?;
+    let (rules, _) = crate::rules::load::load(cfg)?;
 
     let (log, _) = LogHandle::open(cfg.log.clone()).map_err(|e| {
         anyhow::anyhow!(

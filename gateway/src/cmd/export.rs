@@ -7,8 +7,8 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use crate::config::Config;
+use crate::log::query::{self as records, RecordQuery, Source};
 use crate::persist;
-use crate::rules::records::{self, RecordQuery, Source};
 
 /// Arguments of `fencegate export`.
 #[derive(Debug, clap::Args)]
@@ -80,7 +80,7 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
         "json" => false,
         f => anyhow::bail!("--format {f:?} is unknown; use csv or json"),
     };
-    let (rules, _) = crate::rules::api::load(&cfg)?;
+    let (rules, _) = crate::rules::load::load(&cfg)?;
     let tz = rules.load().tenant(tenant).tz.clone();
     let q = RecordQuery {
         tenant: Some(tenant.clone()),

@@ -33,7 +33,7 @@ pub fn current_code(
     site: &str,
     now_ms: i64,
 ) -> anyhow::Result<(String, i64, i64)> {
-    let (rules, _) = crate::rules::api::load(cfg)?;
+    let (rules, _) = crate::rules::load::load(cfg)?;
     let rules = rules.load();
     anyhow::ensure!(
         rules.has_tenant(tenant),

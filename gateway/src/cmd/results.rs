@@ -29,7 +29,7 @@ pub fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
         Some(p) => Config::load(p)?,
         None => Config::embedded_defaults(),
     };
-    let (rules, _) = crate::rules::api::load(&cfg)?;
+    let (rules, _) = crate::rules::load::load(&cfg)?;
     let dir = cfg.log.dir.clone();
     let poll = Duration::from_millis(100);
     let mut reader = match LogReader::open_dir(&dir, Lsn(0), poll) {

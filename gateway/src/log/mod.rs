@@ -156,6 +156,7 @@ mod format;
 mod handle;
 mod lock;
 mod metrics;
+pub mod query;
 mod reader;
 mod recovery;
 mod retention;

@@ -20,14 +20,13 @@
 //! Like the rest of the pipeline, nothing here reads the clock: every
 //! function is handed the time. See docs/ATTENDANCE.md.
 
-pub mod api;
 pub mod calendar;
 pub mod config;
 pub mod day;
 pub mod holidays;
 pub mod judge;
+pub mod load;
 pub mod qr;
-pub mod records;
 pub mod schedule;
 pub mod state;
 pub mod store;

@@ -791,7 +791,7 @@ async fn from_log(state: &Arc<AdminState>, ask: &Ask, name: &str) -> Result<Char
             ))
         })?;
     let limits = state.attendance.query_limits;
-    let q = crate::rules::records::RecordQuery {
+    let q = crate::log::query::RecordQuery {
         tenant: Some(ask.filter.tenant.clone()),
         from_ms: a,
         to_ms: b,
@@ -806,8 +806,8 @@ async fn from_log(state: &Arc<AdminState>, ask: &Ask, name: &str) -> Result<Char
     let fold = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let mut fold = stats::PunchFold::default();
-        let r = crate::rules::records::query(
-            crate::rules::records::Source::Handle(&log),
+        let r = crate::log::query::query(
+            crate::log::query::Source::Handle(&log),
             &index_dir,
             &q,
             &mut |_, rec| {

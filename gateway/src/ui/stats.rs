@@ -666,7 +666,7 @@ impl PunchFold {
         {
             return;
         }
-        let at = crate::rules::records::attendance_time(rec);
+        let at = crate::log::query::attendance_time(rec);
         if at < from_ms || at >= to_ms {
             return;
         }

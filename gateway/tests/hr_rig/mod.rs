@@ -197,7 +197,7 @@ pub async fn wait_for(
 /// rebuild` does) and checks it says what the node's incremental store
 /// says: every day row (revisions aside) and every HR row.
 pub async fn assert_rebuild_equals_incremental(node: &Node) {
-    let (rules, _) = fencegate::rules::api::load(&node.cfg).unwrap();
+    let (rules, _) = fencegate::rules::load::load(&node.cfg).unwrap();
     let live = ResultsStore::open(&node.cfg.attendance.results_url)
         .await
         .unwrap();

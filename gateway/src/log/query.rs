@@ -18,7 +18,7 @@ use fencegate_schema::{AttendanceStatus, RecordBodyView, RecordView, anomaly, pa
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::log::{LogError, LogHandle, LogReader, Lsn};
+use super::{LogError, LogHandle, LogReader, Lsn};
 use crate::record_json::{record_json, uuid};
 
 /// Anomaly bits that make a record an exception for its supervisor
