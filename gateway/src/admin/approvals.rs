@@ -42,8 +42,8 @@ pub const APPLY_WAIT: Duration = Duration::from_secs(10);
 static HR_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Longest client-supplied id or free-text field accepted.
-const MAX_ID: usize = 128;
-const MAX_TEXT: usize = 2_000;
+pub(crate) const MAX_ID: usize = 128;
+pub(crate) const MAX_TEXT: usize = 2_000;
 
 pub(crate) fn unprocessable(message: impl Into<String>) -> Response {
     error(StatusCode::UNPROCESSABLE_ENTITY, message)
@@ -179,8 +179,27 @@ pub(crate) fn known_fields(m: &Map<String, Value>, allowed: &[&str]) -> Result<(
     Ok(())
 }
 
+/// The body of a decision, on an approval or a make-up request: a
+/// client-chosen `decision_id`, `decision` (approve or reject) and an
+/// optional `comment`, nothing else.
+pub(crate) fn decision_body(
+    m: &Map<String, Value>,
+) -> Result<(String, bool, Option<String>), Response> {
+    known_fields(m, &["decision_id", "decision", "comment"])?;
+    Ok((
+        req_str(
+            m,
+            "decision_id",
+            MAX_ID,
+            "a client-chosen id (a UUID, say) that makes the decision idempotent; resend the same id to retry",
+        )?,
+        decision_field(m)?,
+        opt_str(m, "comment", MAX_TEXT)?,
+    ))
+}
+
 /// `approve` / `reject` from the `decision` field.
-pub(crate) fn decision_field(m: &Map<String, Value>) -> Result<bool, Response> {
+fn decision_field(m: &Map<String, Value>) -> Result<bool, Response> {
     match m.get("decision").and_then(Value::as_str) {
         Some("approve") => Ok(true),
         Some("reject") => Ok(false),
@@ -404,19 +423,7 @@ pub async fn post_decision(
         Ok(m) => m,
         Err(r) => return r,
     };
-    let parsed = known_fields(&m, &["decision_id", "decision", "comment"]).and_then(|()| {
-        Ok((
-            req_str(
-                &m,
-                "decision_id",
-                MAX_ID,
-                "a client-chosen id (a UUID, say) that makes the decision idempotent; resend the same id to retry",
-            )?,
-            decision_field(&m)?,
-            opt_str(&m, "comment", MAX_TEXT)?,
-        ))
-    });
-    let (decision_id, approve, comment) = match parsed {
+    let (decision_id, approve, comment) = match decision_body(&m) {
         Ok(x) => x,
         Err(r) => return r,
     };

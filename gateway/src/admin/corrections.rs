@@ -39,8 +39,8 @@ use fencegate_schema::{
 use serde_json::{Map, Value, json};
 
 use super::approvals::{
-    append_hr, append_hr_at, body_object, decision_field, hr_lock, hr_token, in_scope,
-    known_fields, known_params, opt_str, req_str, results, scoped_tenant, store_error,
+    MAX_ID, MAX_TEXT, append_hr, append_hr_at, body_object, decision_body, hr_lock, hr_token,
+    in_scope, known_fields, known_params, opt_str, req_str, results, scoped_tenant, store_error,
     unprocessable,
 };
 use super::state::bad_request;
@@ -50,10 +50,6 @@ use crate::results::hr::{CorrectionRow, day_of_date};
 use crate::rules::schedule::slot_instants;
 use crate::rules::{EvidencePolicy, TenantRules};
 
-/// Longest client-supplied id accepted.
-const MAX_ID: usize = 128;
-/// Longest reason or comment accepted.
-const MAX_TEXT: usize = 2_000;
 /// Longest evidence reference accepted (a file id or URL, not the file).
 const MAX_EVIDENCE: usize = 512;
 
@@ -688,19 +684,7 @@ pub async fn post_decision(
         Ok(t) => t,
         Err(r) => return r,
     };
-    let parsed = body_object(&body).and_then(|m| {
-        known_fields(&m, &["decision_id", "decision", "comment"])?;
-        Ok((
-            req_str(
-                &m,
-                "decision_id",
-                MAX_ID,
-                "a client-chosen id (a UUID, say) that makes the decision idempotent; resend the same id to retry",
-            )?,
-            decision_field(&m)?,
-            opt_str(&m, "comment", MAX_TEXT)?,
-        ))
-    });
+    let parsed = body_object(&body).and_then(|m| decision_body(&m));
     let (decision_id, approve, comment) = match parsed {
         Ok(x) => x,
         Err(r) => return r,
