@@ -1247,7 +1247,17 @@ impl Config {
         check_budgets(&raw, &mut p);
         let sinks = crate::sink::config::compile(&raw.sinks, &mut p);
         let tenant_ids: Vec<String> = raw.tenants.iter().map(|t| t.id.clone()).collect();
-        let cluster = crate::cluster::settings::compile(&raw.cluster, &tenant_ids, &sinks, &mut p);
+        let cluster = crate::cluster::settings::compile(
+            &raw.cluster,
+            &tenant_ids,
+            &sinks,
+            &raw.node.name,
+            raw.attendance
+                .results
+                .as_deref()
+                .is_some_and(is_postgres_url),
+            &mut p,
+        );
         let log = compile_log(&raw.log, &raw.node.data_dir, &mut p);
         if !p.is_empty() {
             return Err(ConfigErrors {
@@ -1298,9 +1308,7 @@ impl Config {
                 },
                 seed_sample_rules: false,
                 results_url: match raw.attendance.results.as_deref() {
-                    Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-                        u.to_owned()
-                    }
+                    Some(u) if is_postgres_url(u) => u.to_owned(),
                     Some(path) => crate::results::store::sqlite_url(Path::new(path)),
                     None => {
                         crate::results::store::sqlite_url(&raw.node.data_dir.join("results.sqlite"))
@@ -1312,6 +1320,11 @@ impl Config {
             cluster,
         })
     }
+}
+
+/// Whether `attendance.results` names PostgreSQL (else a SQLite file).
+fn is_postgres_url(u: &str) -> bool {
+    u.starts_with("postgres://") || u.starts_with("postgresql://")
 }
 
 /// Whether `id` is a usable tenant id: it appears in NATS subjects and file

@@ -391,9 +391,20 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     }
 
     // Day results: a materialized view of the log (docs/ATTENDANCE.md, "Day
-    // results"). Its cursor is registered before retention can run.
-    log.cursor("results", crate::log::CursorStart::Oldest)
-        .map_err(|e| anyhow::anyhow!("results cursor: {e}"))?;
+    // results"), or with several nodes of the stream they all forward to
+    // (docs/SCALING.md). The log's cursor is registered before retention
+    // can run; fed by the stream, the log keeps nothing back for results.
+    let from_stream = match (&cfg.cluster, &cluster_client) {
+        (Some(c), Some(client)) => c.results.clone().map(|s| (s, client.clone())),
+        _ => None,
+    };
+    if from_stream.is_none() {
+        log.cursor("results", crate::log::CursorStart::Oldest)
+            .map_err(|e| anyhow::anyhow!("results cursor: {e}"))?;
+    } else {
+        log.remove_cursor("results")
+            .map_err(|e| anyhow::anyhow!("results cursor: {e}"))?;
+    }
     let results = crate::results::ResultsStore::open(&cfg.attendance.results_url)
         .await
         .with_context(|| {
@@ -402,13 +413,22 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                 cfg.attendance.results_url
             )
         })?;
-    tokio::spawn(
-        crate::results::Materializer::new(results.clone(), rules.clone()).run(
-            log.clone(),
-            ctx.shutdown.clone(),
-            Duration::from_secs(60),
-        ),
-    );
+    let materializer = crate::results::Materializer::new(results.clone(), rules.clone());
+    match from_stream {
+        Some((source, client)) => {
+            tokio::spawn(
+                crate::results::StreamMaterializer::new(materializer, client, source)
+                    .run(ctx.shutdown.clone(), Duration::from_secs(60)),
+            );
+        }
+        None => {
+            tokio::spawn(materializer.run(
+                log.clone(),
+                ctx.shutdown.clone(),
+                Duration::from_secs(60),
+            ));
+        }
+    }
 
     let shared = match (&cfg.cluster, &cluster_client) {
         (Some(c), Some(client)) if c.shared_config => Some(Arc::new(

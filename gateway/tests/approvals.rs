@@ -34,7 +34,19 @@ fn decide(decision_id: &str, decision: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_are_scoped_idempotent_durable_and_change_the_day() {
-    let node = start().await;
+    scenario(start().await).await;
+}
+
+/// The same suite with the results in a real PostgreSQL (the multi-node
+/// store): one schema, one set of queries, the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_scoped_idempotent_durable_and_change_the_day_postgres() {
+    let pg_dir = tempfile::tempdir().unwrap();
+    let pg = fencegate_testkit::Postgres::start(pg_dir.path());
+    scenario(hr_rig::start_with(Some(&pg.url())).await).await;
+}
+
+async fn scenario(node: hr_rig::Node) {
     let c = node.client("acme", "phone-a").await;
     for (id, e, at) in [(1, "E1001", FAR), (2, "E2001", FAR), (3, "E3001", HQ)] {
         assert!(matches!(

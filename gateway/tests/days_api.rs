@@ -63,7 +63,7 @@ fn secret(name: &str) -> String {
     format!("{name}-secret-0123456789")
 }
 
-fn write_config(dir: &Path) -> std::path::PathBuf {
+fn write_config(dir: &Path, results: Option<&str>) -> std::path::PathBuf {
     std::fs::write(dir.join("fences.geojson"), common::FENCES).unwrap();
     std::fs::write(dir.join("rules.toml"), RULES).unwrap();
     let mut text = format!(
@@ -78,9 +78,10 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
         ));
     }
     text.push_str(&format!(
-        "[fences]\npath = {:?}\n[attendance]\nrules = {:?}\n[[tenants]]\nid = \"acme\"\n[[tenants]]\nid = \"globex\"\n",
+        "[fences]\npath = {:?}\n[attendance]\nrules = {:?}\n{}[[tenants]]\nid = \"acme\"\n[[tenants]]\nid = \"globex\"\n",
         dir.join("fences.geojson"),
-        dir.join("rules.toml")
+        dir.join("rules.toml"),
+        results.map_or(String::new(), |u| format!("results = {u:?}\n")),
     ));
     let path = dir.join("fencegate.toml");
     std::fs::write(&path, text).unwrap();
@@ -126,8 +127,21 @@ fn employees(body: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn day_results_are_scoped_by_role_like_records() {
+    scenario(None).await;
+}
+
+/// The same suite with the results in a real PostgreSQL (the multi-node
+/// store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn day_results_are_scoped_by_role_like_records_postgres() {
+    let pg_dir = tempfile::tempdir().unwrap();
+    let pg = fencegate_testkit::Postgres::start(pg_dir.path());
+    scenario(Some(&pg.url())).await;
+}
+
+async fn scenario(results: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::load(&write_config(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = Config::load(&write_config(dir.path(), results)).unwrap_or_else(|e| panic!("{e}"));
     let node = Node::start_with(dir, cfg).await;
     let c = node.client("acme", "phone-a").await;
     for (id, e) in [(1, "E1001"), (2, "E2001"), (3, "E3001")] {

@@ -452,7 +452,7 @@ async fn nats_down() {
 }
 
 /// An in-process node of a `[cluster]` on `urls` (claims only; no sink:
-/// the tests read each node's own log).
+/// the tests read each node's own log, so day results come from it too).
 async fn cluster_node(urls: &str, replicas: usize, tweak: impl FnOnce(&mut RawCluster)) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = RawCluster {
@@ -460,6 +460,7 @@ async fn cluster_node(urls: &str, replicas: usize, tweak: impl FnOnce(&mut RawCl
         urls: urls.split(',').map(str::to_owned).collect(),
         replicas,
         timeout_ms: 500,
+        results: fencegate::cluster::ResultsFrom::Log,
         ..RawCluster::default()
     };
     tweak(&mut cluster);

@@ -267,7 +267,12 @@ pub(crate) async fn append_hr_at(
             format!("the durable log did not commit the record ({e}); retry with the same id"),
         )
     })?;
-    if !store.wait_applied(range.first.0, APPLY_WAIT).await {
+    // By record id, not log position: with several nodes the record is
+    // applied from the stream, by whichever node materializes it.
+    if !store
+        .wait_hr_record(&crate::record_json::uuid(&msg.record_id), APPLY_WAIT)
+        .await
+    {
         tracing::warn!(
             lsn = range.first.0,
             "HR record is durable but not yet materialized; results lag"
@@ -276,9 +281,49 @@ pub(crate) async fn append_hr_at(
     Ok(now)
 }
 
-/// The lock serialising HR writes on this node.
-pub(crate) async fn hr_lock() -> tokio::sync::MutexGuard<'static, ()> {
-    HR_WRITES.lock().await
+/// Held while an HR route checks, appends and waits for its record to be
+/// applied: this node's lock, and with a PostgreSQL store (which nodes
+/// share) a transaction holding an advisory lock, so two nodes never both
+/// pass a check (a make-up quota, an idempotent id) the other would fail.
+pub(crate) struct HrGuard {
+    _node: tokio::sync::MutexGuard<'static, ()>,
+    /// Rolled back when dropped, which releases the advisory lock.
+    _cluster: Option<crate::results::store::Tx>,
+}
+
+/// Takes the [`HrGuard`]; 503 when the shared store does not answer.
+pub(crate) async fn hr_lock(store: &ResultsStore) -> Result<HrGuard, Response> {
+    // This node's lock first: a node's waiting requests then hold no
+    // connection of the store's pool (the materializer needs one).
+    let node = HR_WRITES.lock().await;
+    let cluster = if store.is_postgres() {
+        let locked = async {
+            let mut tx = store.begin().await?;
+            ResultsStore::lock_xact(&mut tx, crate::results::store::lock_key::HR).await?;
+            Ok::<_, sqlx::Error>(tx)
+        };
+        match tokio::time::timeout(APPLY_WAIT, locked).await {
+            Ok(Ok(tx)) => Some(tx),
+            Ok(Err(e)) => {
+                return Err(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the results store did not answer ({e}); retry with the same id"),
+                ));
+            }
+            Err(_) => {
+                return Err(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "another node's HR write held the cluster's HR lock for 10 s; retry with the same id",
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    Ok(HrGuard {
+        _node: node,
+        _cluster: cluster,
+    })
 }
 
 /// Whether `role` may see a record of `tenant` and `department`.
@@ -431,7 +476,10 @@ pub async fn post_decision(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let _guard = hr_lock().await;
+    let _guard = match hr_lock(store).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
     let not_found = || {
         error(
             StatusCode::NOT_FOUND,

@@ -361,7 +361,10 @@ pub async fn post_correction(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let _guard = hr_lock().await;
+    let _guard = match hr_lock(store).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
     let now = crate::clock::unix_ms();
     // Idempotency first: a resend gets its answer even if the policy
     // would refuse it now (its quota is full with itself).
@@ -606,7 +609,10 @@ pub async fn post_evidence(
     };
     let rules = state.attendance.rules.load();
     let t = rules.tenant(&tenant);
-    let _guard = hr_lock().await;
+    let _guard = match hr_lock(store).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
     let now = crate::clock::unix_ms();
     let c = match visible(store, &token, &tenant, &id).await {
         Ok(c) => c,
@@ -695,7 +701,10 @@ pub async fn post_decision(
     };
     let rules = state.attendance.rules.load();
     let t = rules.tenant(&tenant);
-    let _guard = hr_lock().await;
+    let _guard = match hr_lock(store).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
     let now = crate::clock::unix_ms();
     let c = match visible(store, &token, &tenant, &id).await {
         Ok(c) => c,

@@ -151,7 +151,10 @@ pub async fn post_leave(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let _guard = hr_lock().await;
+    let _guard = match hr_lock(store).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
     let wanted = |at_ms: i64| LeaveRow {
         source_id: source_id.clone(),
         employee: employee.clone(),

@@ -120,7 +120,10 @@ pub async fn post_archive(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let _guard = hr_lock().await;
+    let _guard = match hr_lock(store).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
     match store.is_archived(&tenant, &month).await {
         Ok(true) => {}
         Ok(false) => {

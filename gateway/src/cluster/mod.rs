@@ -16,5 +16,5 @@ pub mod shared;
 
 pub use claims::{Claim, Claims, ClaimsConfig, ClaimsError, Stake};
 pub use punch::{CLAIM_UNCHECKED, PunchClaims};
-pub use settings::{ClusterSettings, OnUnreachable, RawCluster, RawClusterTenant};
+pub use settings::{ClusterSettings, OnUnreachable, RawCluster, RawClusterTenant, ResultsFrom};
 pub use shared::{Doc, ShareError, SharedConfig};

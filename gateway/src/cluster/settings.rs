@@ -23,6 +23,20 @@ pub enum OnUnreachable {
     Busy,
 }
 
+/// Where a cluster node's day results come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultsFrom {
+    /// The JetStream stream every node forwards to, through one durable
+    /// consumer (a shared PostgreSQL store: one leader consumes) or one per
+    /// node (each node's own SQLite store): every node answers alike.
+    #[default]
+    Stream,
+    /// This node's own log only: each node's results cover the punches it
+    /// took (a node per site, say). Not with a shared PostgreSQL store.
+    Log,
+}
+
 /// `[cluster]` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -75,6 +89,11 @@ pub struct RawCluster {
     ///
     /// `5000` unless set.
     pub takeover_ms: u64,
+    /// Where day results come from: `"stream"` (every node's records) or
+    /// `"log"` (this node's own).
+    ///
+    /// `"stream"` unless set.
+    pub results: ResultsFrom,
     /// Per-tenant overrides (`[cluster.tenants.acme]`).
     pub tenants: BTreeMap<String, RawClusterTenant>,
 }
@@ -94,6 +113,7 @@ impl Default for RawCluster {
             on_unreachable: OnUnreachable::FailOpen,
             busy_retry_after_ms: 1_000,
             takeover_ms: 5_000,
+            results: ResultsFrom::Stream,
             tenants: BTreeMap::new(),
         }
     }
@@ -134,13 +154,21 @@ pub struct ClusterSettings {
     pub busy_retry_after_ms: u32,
     /// In-flight take-over age.
     pub takeover_ms: i64,
+    /// The stream day results are materialized from; `None` with
+    /// `results = "log"`.
+    pub results: Option<crate::results::StreamSource>,
 }
 
 /// Validates `[cluster]`, reporting problems into `p`; `None` when off.
+///
+/// `node` is the node's name, `shared_results` whether the results store
+/// is PostgreSQL (which nodes share).
 pub fn compile(
     raw: &RawCluster,
     tenants: &[String],
     sinks: &[crate::sink::SinkConfig],
+    node: &str,
+    shared_results: bool,
     p: &mut Vec<String>,
 ) -> Option<ClusterSettings> {
     for id in raw.tenants.keys() {
@@ -154,9 +182,39 @@ pub fn compile(
         return None;
     }
     let nats_sink = sinks.iter().find_map(|s| match &s.target {
-        crate::sink::SinkTarget::Nats(n) => Some(n),
+        crate::sink::SinkTarget::Nats(n) => Some((s.name.as_str(), n)),
         _ => None,
     });
+    let results = match (raw.results, nats_sink) {
+        (ResultsFrom::Log, _) => {
+            if shared_results {
+                p.push(
+                    "cluster.results = \"log\" with a PostgreSQL attendance.results: every node would materialize its own log into the one store, each over the others' position; set cluster.results = \"stream\" (one consumer of the stream every node forwards to) or give each node its own SQLite file".into(),
+                );
+            }
+            None
+        }
+        (ResultsFrom::Stream, None) => {
+            p.push(
+                "cluster.results = \"stream\" reads the stream a [[sinks]] block with type = \"nats\" forwards to; add one, or set cluster.results = \"log\" (each node's results cover its own punches)".into(),
+            );
+            None
+        }
+        (ResultsFrom::Stream, Some((name, n))) => {
+            if n.encoding != crate::sink::config::Encoding::FlatBuffers {
+                p.push(format!(
+                    "sinks {name:?}: encoding = \"json\", but cluster.results = \"stream\" reads FlatBuffers records from the stream; remove the encoding setting (FlatBuffers) or set cluster.results = \"log\""
+                ));
+            }
+            Some(crate::results::StreamSource::new(
+                &n.stream,
+                &n.subject_prefix,
+                node,
+                shared_results,
+            ))
+        }
+    };
+    let nats_sink = nats_sink.map(|(_, n)| n);
     let (urls, token_env, credentials_file) = match (raw.urls.is_empty(), nats_sink) {
         (false, _) => (
             raw.urls.clone(),
@@ -225,6 +283,7 @@ pub fn compile(
             .collect(),
         busy_retry_after_ms: raw.busy_retry_after_ms,
         takeover_ms: raw.takeover_ms as i64,
+        results,
     })
 }
 

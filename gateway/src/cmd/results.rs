@@ -29,6 +29,25 @@ pub fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
         Some(p) => Config::load(p)?,
         None => Config::embedded_defaults(),
     };
+    if let Some(source) = cfg.cluster.as_ref().and_then(|c| c.results.as_ref()) {
+        // Fed by the stream: the node that materializes it notices the
+        // emptied store at its next batch and reads the stream again from
+        // its first record (docs/SCALING.md, "Day results on several
+        // nodes"). No node's log holds every record, so none is read here.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let store = ResultsStore::open(&cfg.attendance.results_url).await?;
+            store.clear().await?;
+            anyhow::Ok(())
+        })?;
+        eprintln!(
+            "emptied the day results in {}; the node materializing stream {} (consumer {}) reads it again from its first record",
+            cfg.attendance.results_url, source.stream, source.durable
+        );
+        return Ok(());
+    }
     let (rules, _) = crate::rules::load::load(&cfg)?;
     let dir = cfg.log.dir.clone();
     let poll = Duration::from_millis(100);

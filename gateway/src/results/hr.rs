@@ -266,6 +266,23 @@ impl ResultsStore {
         }
     }
 
+    /// Waits until the HR record `record_id` is applied, by this node's
+    /// materializer or (fed by the stream) any node's; false after
+    /// `timeout`.
+    pub async fn wait_hr_record(&self, record_id: &str, timeout: Duration) -> bool {
+        let deadline = crate::clock::tokio_now() + timeout;
+        // Bounded: 10 ms steps until the deadline.
+        loop {
+            if self.hr_record_applied(record_id).await.unwrap_or(false) {
+                return true;
+            }
+            if crate::clock::tokio_now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The punch record `record_id` (any tenant: the caller scopes it).
     pub async fn punch_info(&self, record_id: &str) -> Result<Option<PunchInfo>, sqlx::Error> {
         let row = sqlx::query(
@@ -789,5 +806,34 @@ async fn touch_punch(
     };
     let d = day::attributed_day(t, group, kind, at_ms);
     touched.insert((tenant.to_owned(), employee, d));
+    Ok(())
+}
+
+/// Gives a punch just stored the first decision already stored for it (by
+/// decision time, then id): from the stream a decision can arrive before
+/// the punch it decides. The punch's day is recomputed by the caller.
+pub(crate) async fn adopt_decision(
+    tx: &mut Tx,
+    tenant: &str,
+    record_id: &str,
+) -> Result<(), sqlx::Error> {
+    let first = sqlx::query(
+        "SELECT approve FROM decisions WHERE tenant = $1 AND record_id = $2 ORDER BY at_ms, decision_id LIMIT 1",
+    )
+    .bind(tenant)
+    .bind(record_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(r) = first {
+        let approve: i64 = r.try_get("approve")?;
+        sqlx::query(
+            "UPDATE punches SET decision = $1 WHERE record_id = $2 AND tenant = $3 AND decision IS NULL",
+        )
+        .bind(approve)
+        .bind(record_id)
+        .bind(tenant)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }

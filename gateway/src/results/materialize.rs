@@ -35,6 +35,30 @@ use crate::rules::{Rules, RulesHandle};
 /// Most log entries applied in one transaction.
 const BATCH: usize = 4_096;
 
+/// The `results_meta` key of the last stream sequence applied.
+pub(crate) const STREAM_SEQ: &str = "stream_seq";
+
+/// Where a batch of entries came from, and the position to store with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// The node's own log: read on from `next`.
+    Log {
+        /// The next LSN to read.
+        next: u64,
+    },
+    /// The JetStream stream: entries are `(stream sequence, bytes)` and
+    /// `last` is the batch's last sequence (entries outside the consumer's
+    /// subjects leave gaps).
+    Stream {
+        /// The last stream sequence of the batch.
+        last: u64,
+        /// The stored sequence the consumer's position was taken from (or
+        /// last committed); another one means the store was rebuilt or
+        /// restored under the consumer, which must start again.
+        after: Option<u64>,
+    },
+}
+
 /// A failure of the materializer: the store, or the log.
 #[derive(Debug, thiserror::Error)]
 pub enum MaterializeError {
@@ -44,6 +68,17 @@ pub enum MaterializeError {
     /// The log could not be read.
     #[error("durable log: {0}")]
     Log(#[from] LogError),
+    /// The stored stream position is not the one the consumer went on
+    /// from: the store was rebuilt or restored meanwhile.
+    #[error(
+        "the results store's stream position moved from {expected} to {stored} (rebuilt or restored); reading the stream again from it"
+    )]
+    Moved {
+        /// The position the consumer went on from.
+        expected: u64,
+        /// The position the store holds.
+        stored: u64,
+    },
 }
 
 /// What one call did.
@@ -89,8 +124,42 @@ impl Materializer {
         next: u64,
         now_ms: i64,
     ) -> Result<Applied, MaterializeError> {
+        self.apply_marked(entries, Mark::Log { next }, now_ms).await
+    }
+
+    /// [`Materializer::apply`] with the position kept as `mark` says: the
+    /// log's next LSN, or the last stream sequence applied. Stream entries
+    /// at or below the stored sequence were applied before (a batch
+    /// redelivered after a crash between commit and ack, or another node's
+    /// turn) and are skipped, read in the same transaction that writes.
+    pub(crate) async fn apply_marked(
+        &self,
+        entries: &[(u64, Vec<u8>)],
+        mark: Mark,
+        now_ms: i64,
+    ) -> Result<Applied, MaterializeError> {
         let rules = self.rules.load();
         let mut tx = self.store.begin().await?;
+        let mut entries = entries;
+        if let Mark::Stream { last, after } = mark {
+            if self.store.is_postgres() {
+                ResultsStore::lock_xact(&mut tx, super::store::lock_key::APPLY).await?;
+            }
+            let done = ResultsStore::meta(&mut tx, STREAM_SEQ).await?.unwrap_or(0);
+            if let Some(expected) = after
+                && done != expected as i64
+            {
+                return Err(MaterializeError::Moved {
+                    expected,
+                    stored: done.max(0) as u64,
+                });
+            }
+            let fresh = entries.partition_point(|(seq, _)| *seq as i64 <= done);
+            entries = &entries[fresh..];
+            if entries.is_empty() && last as i64 <= done {
+                return Ok(Applied::default());
+            }
+        }
         let mut touched = Touched::new();
         let mut out = Applied {
             entries: entries.len(),
@@ -121,6 +190,13 @@ impl Materializer {
                     continue;
                 }
                 RecordBodyView::Hr(h) => {
+                    ResultsStore::note_hr_record(
+                        &mut tx,
+                        &crate::record_json::uuid(&view.record_id()),
+                        view.tenant(),
+                        view.gateway_time_ms(),
+                    )
+                    .await?;
                     let mut mine = Touched::new();
                     hr::apply_hr(&mut tx, &rules, &view, h, *lsn, &mut mine).await?;
                     for (tenant, _, d) in &mine {
@@ -155,6 +231,12 @@ impl Materializer {
             };
             if ResultsStore::insert_punch(&mut tx, &row).await? {
                 out.punches += 1;
+                if row.needs_approval {
+                    // From the stream a decision can come before its punch
+                    // (decided through one node while the punch's node was
+                    // still forwarding): the first decision stored applies.
+                    hr::adopt_decision(&mut tx, tenant, &row.record_id).await?;
+                }
             }
             let t = rules.tenant(tenant);
             let group = t.group_of(t.employee(&row.employee));
@@ -164,7 +246,12 @@ impl Materializer {
         }
         out.days += touched.len();
         flush(&mut tx, &rules, &mut touched, now_ms).await?;
-        ResultsStore::set_meta(&mut tx, "next_lsn", next as i64).await?;
+        match mark {
+            Mark::Log { next } => ResultsStore::set_meta(&mut tx, "next_lsn", next as i64).await?,
+            Mark::Stream { last, .. } => {
+                ResultsStore::set_meta(&mut tx, STREAM_SEQ, last as i64).await?;
+            }
+        }
         tx.commit().await?;
         Ok(out)
     }
@@ -179,6 +266,10 @@ impl Materializer {
         tenants.sort_unstable();
         for tenant in tenants {
             let mut tx = self.store.begin().await?;
+            if self.store.is_postgres() {
+                // Beside a stream materializer's batches on another node.
+                ResultsStore::lock_xact(&mut tx, super::store::lock_key::APPLY).await?;
+            }
             written += close_tenant(&mut tx, &rules, tenant, now_ms, None).await?;
             tx.commit().await?;
         }

@@ -8,7 +8,9 @@
 //!   the same transaction as the rows), recomputes the days a punch
 //!   touches with the pure [`crate::rules::day`], and closes days when
 //!   their time comes.
-//!
+//! - [`stream`]: the same materializer fed by the JetStream stream every
+//!   node forwards to, for several nodes (`[cluster] results = "stream"`):
+//!   one leader at a time consumes into the shared PostgreSQL store.
 //! - [`hr`]: HR records (approval decisions, leave, make-up requests)
 //!   folded in by the materializer, and the queries the HR routes answer
 //!   from.
@@ -21,7 +23,9 @@
 pub mod hr;
 pub mod materialize;
 pub mod store;
+pub mod stream;
 pub mod summary;
 
 pub use materialize::Materializer;
 pub use store::{DayRow, ResultsStore};
+pub use stream::{StreamMaterializer, StreamSource};

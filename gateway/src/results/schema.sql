@@ -3,8 +3,9 @@
 -- PostgreSQL: only types and statements both accept. Everything here can
 -- be dropped and rebuilt with `fencegate results rebuild`.
 
--- The materializer's position in the log, committed with the rows it
--- produced (key 'next_lsn'), and per tenant and group the last day number
+-- The materializer's position, committed with the rows it produced: in
+-- the node's log (key 'next_lsn'), or in the JetStream stream every node
+-- forwards to (key 'stream_seq', the last stream sequence applied); and per tenant and group the last day number
 -- closed (key 'closed:<tenant>:<group>').
 CREATE TABLE IF NOT EXISTS results_meta (
     key TEXT PRIMARY KEY,
@@ -116,6 +117,15 @@ CREATE INDEX IF NOT EXISTS day_results_overtime ON day_results (tenant, date, em
 
 -- HR records (docs/ATTENDANCE.md, "HR records"): each is a record of the
 -- log, folded in here by the materializer in log order.
+
+-- Every HR record applied, by record id: an HR route that appended one
+-- waits here until it is applied, whichever node's materializer applies it
+-- (with `[cluster] results = "stream"` that is the stream's consumer).
+CREATE TABLE IF NOT EXISTS hr_records (
+    record_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    at_ms BIGINT NOT NULL
+);
 
 -- Decisions on punches waiting for approval (the first per record wins).
 CREATE TABLE IF NOT EXISTS decisions (

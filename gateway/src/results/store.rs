@@ -6,6 +6,7 @@
 //! depends on the engine.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use fencegate_schema::{AttendanceStatus, PunchKind, Verdict};
 use serde::Serialize;
@@ -21,10 +22,11 @@ pub const SCHEMA: &str = include_str!("schema.sql");
 /// The version of [`SCHEMA`] (`results_meta` key `schema_version`). A store
 /// of another version is dropped and rebuilt from the log on open: results
 /// are a view, and `CREATE TABLE IF NOT EXISTS` cannot add columns.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Every table of [`SCHEMA`], for dropping and clearing.
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
+    "hr_records",
     "day_results",
     "day_stats",
     "employee_months",
@@ -122,6 +124,25 @@ pub struct PunchRow {
 #[derive(Debug, Clone)]
 pub struct ResultsStore {
     pub(crate) pool: AnyPool,
+    /// The URL it was opened with (a leader's own connection uses it).
+    url: Arc<str>,
+    /// PostgreSQL (shared by nodes: advisory locks) rather than SQLite.
+    postgres: bool,
+}
+
+/// PostgreSQL advisory lock keys (one 64-bit space per database): the
+/// schema while a node creates or replaces it, the stream materializer's
+/// leadership, its transactions, and each tenant's HR writes (this key
+/// plus a hash of the tenant id in the low bits).
+pub(crate) mod lock_key {
+    /// Creating or replacing the schema on open.
+    pub const SCHEMA: i64 = 0x6667_0001_0000_0000;
+    /// Held for as long as a node consumes the stream.
+    pub const LEADER: i64 = 0x6667_0002_0000_0000;
+    /// Taken by every transaction of a stream materializer.
+    pub const APPLY: i64 = 0x6667_0003_0000_0000;
+    /// The base of a tenant's HR write lock.
+    pub const HR: i64 = 0x6667_0004_0000_0000;
 }
 
 /// A transaction on the results store.
@@ -421,41 +442,118 @@ impl ResultsStore {
         sqlx::any::install_default_drivers();
         // SQLite allows one writer: one connection, so writers queue here
         // instead of failing with "database is locked".
-        let max = if url.starts_with("sqlite:") { 1 } else { 4 };
+        let postgres = !url.starts_with("sqlite:");
+        // PostgreSQL: an HR route may hold one connection for its tenant's
+        // lock while it waits for the materializer, which needs its own.
+        let max = if postgres { 8 } else { 1 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .connect(url)
             .await?;
-        let version = sqlx::query("SELECT value FROM results_meta WHERE key = 'schema_version'")
-            .fetch_optional(&pool)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|r| r.try_get::<i64, _>("value").ok());
+        let store = Self {
+            pool,
+            url: url.into(),
+            postgres,
+        };
+        // One transaction (DDL is transactional in both databases) under a
+        // lock: nodes sharing a PostgreSQL database start together, and
+        // two concurrent `CREATE TABLE IF NOT EXISTS` of one table fail.
+        let mut tx = store.begin().await?;
+        if postgres {
+            Self::lock_xact(&mut tx, lock_key::SCHEMA).await?;
+        }
+        let version =
+            match sqlx::query("SELECT value FROM results_meta WHERE key = 'schema_version'")
+                .fetch_optional(&mut *tx)
+                .await
+            {
+                Ok(row) => row.and_then(|r| r.try_get::<i64, _>("value").ok()),
+                Err(_) => {
+                    // No table yet; PostgreSQL aborts a transaction at its
+                    // first error, so start again (still under no schema).
+                    tx.rollback().await?;
+                    tx = store.begin().await?;
+                    if postgres {
+                        Self::lock_xact(&mut tx, lock_key::SCHEMA).await?;
+                    }
+                    None
+                }
+            };
         if version != Some(SCHEMA_VERSION) {
             // Older (or no) tables: the materializer starts again at the
-            // log's oldest record.
+            // log's oldest record (or the stream's first).
             for t in TABLES {
                 sqlx::query(&format!("DROP TABLE IF EXISTS {t}"))
-                    .execute(&pool)
+                    .execute(&mut *tx)
                     .await?;
             }
         }
-        for stmt in SCHEMA.split(';') {
-            let code = stmt
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            if !code.trim().is_empty() {
-                sqlx::query(&code).execute(&pool).await?;
+        // Comments out first: a ';' in a comment is not a statement's end.
+        let code: String = SCHEMA
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for stmt in code.split(';') {
+            if !stmt.trim().is_empty() {
+                sqlx::query(stmt).execute(&mut *tx).await?;
             }
         }
-        let store = Self { pool };
-        let mut tx = store.begin().await?;
         Self::set_meta(&mut tx, "schema_version", SCHEMA_VERSION).await?;
         tx.commit().await?;
         Ok(store)
+    }
+
+    /// Takes the PostgreSQL advisory lock `key` until `tx` ends (waiting
+    /// for it). PostgreSQL only: SQLite has one writer anyway.
+    pub(crate) async fn lock_xact(tx: &mut Tx, key: i64) -> Result<(), sqlx::Error> {
+        // The function returns `void`, which the `Any` driver cannot
+        // decode: select a constant over it.
+        sqlx::query("SELECT CAST(1 AS BIGINT) AS ok FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+            .bind(key)
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the store is PostgreSQL (several nodes may share it).
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+
+    /// The URL the store was opened with.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether the HR record `record_id` has been applied.
+    pub async fn hr_record_applied(&self, record_id: &str) -> Result<bool, sqlx::Error> {
+        Ok(
+            sqlx::query("SELECT at_ms FROM hr_records WHERE record_id = $1")
+                .bind(record_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Notes that the HR record `record_id` of `tenant` is applied (in the
+    /// transaction that applies it).
+    pub(crate) async fn note_hr_record(
+        tx: &mut Tx,
+        record_id: &str,
+        tenant: &str,
+        at_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO hr_records (record_id, tenant, at_ms) VALUES ($1, $2, $3) ON CONFLICT (record_id) DO NOTHING",
+        )
+        .bind(record_id)
+        .bind(tenant)
+        .bind(at_ms)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     /// Opens the SQLite file at `path`.

@@ -537,7 +537,13 @@ impl GatewayProcess {
             seen.push(line);
         }
         // Keep draining stderr so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                if std::env::var_os("FG_DEBUG_GW").is_some() {
+                    eprintln!("gw: {l}");
+                }
+            }
+        });
         let (Some(quic), Some(admin), Some(fingerprint)) = (quic, admin, fp) else {
             let _ = child.kill();
             panic!(
