@@ -443,7 +443,10 @@ async fn downstream_restart_while_publishing_a_backlog() {
         drained(&node, Duration::from_secs(60)).await,
         "backlog not drained"
     );
-    assert!(h.retries() > 0, "the restart went unnoticed");
+    // Whether the sink had to retry depends on where in a batch the kill
+    // fell: a kill between batches leaves the client's reconnect buffer to
+    // carry the next publish with no error at all. What must hold either
+    // way is that the kill fell inside the backlog, and no gap or double.
     assert!(
         at_kill < u64::from(N),
         "the backlog finished before the kill; make it larger"
