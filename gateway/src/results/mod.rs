@@ -9,6 +9,9 @@
 //!   touches with the pure [`crate::rules::day`], and closes days when
 //!   their time comes.
 //!
+//! - `batch`: many employee days recomputed at once (a batch's touched
+//!   days, a day's close for a whole roster): set reads per chunk of
+//!   employees, the pure computation in memory, multi-row writes.
 //! - [`hr`]: HR records (approval decisions, leave, make-up requests)
 //!   folded in by the materializer, and the queries the HR routes answer
 //!   from.
@@ -18,10 +21,11 @@
 //! The HTTP route is `crate::admin::days`, the CLI `fencegate results
 //! rebuild` (`crate::cmd::results`). See docs/ATTENDANCE.md ("Day results").
 
+mod batch;
 pub mod hr;
 pub mod materialize;
 pub mod store;
 pub mod summary;
 
-pub use materialize::Materializer;
+pub use materialize::{Materializer, Recompute};
 pub use store::{DayRow, ResultsStore};
