@@ -449,6 +449,7 @@ impl StatsDelta {
     /// Writes the summed moves ([`add_counts`]'s statements, many rows
     /// each) and forgets them.
     pub(crate) async fn write(&mut self, tx: &mut Tx) -> Result<(), sqlx::Error> {
+        let sqlite = is_sqlite(tx);
         let days: Vec<_> = std::mem::take(&mut self.days)
             .into_iter()
             .filter(|(_, d)| !d.day_part_is_zero())
@@ -461,7 +462,7 @@ impl StatsDelta {
                  attended = day_stats.attended + excluded.attended, late_days = day_stats.late_days + excluded.late_days, \
                  early_days = day_stats.early_days + excluded.early_days, missing = day_stats.missing + excluded.missing, \
                  field_days = day_stats.field_days + excluded.field_days, overtime_min = day_stats.overtime_min + excluded.overtime_min",
-                values_list(chunk.len(), 11)
+                values_list(sqlite, chunk.len(), 11)
             );
             let mut q = sqlx::query(&sql);
             for ((tenant, date, department), d) in chunk {
@@ -491,7 +492,7 @@ impl StatsDelta {
                  late_days = employee_months.late_days + excluded.late_days, late_min = employee_months.late_min + excluded.late_min, \
                  early_days = employee_months.early_days + excluded.early_days, early_min = employee_months.early_min + excluded.early_min, \
                  overtime_min = employee_months.overtime_min + excluded.overtime_min",
-                values_list(chunk.len(), 9)
+                values_list(sqlite, chunk.len(), 9)
             );
             let mut q = sqlx::query(&sql);
             for ((tenant, month, department, employee), d) in chunk {
@@ -524,9 +525,28 @@ const UPSERT_ROWS: usize = 1_000;
 /// the same for every chunk.
 pub(crate) const IN_CHUNK: usize = 500;
 
+/// Whether the transaction is on SQLite: its multi-row statements take
+/// anonymous `?` placeholders. sqlx finds the index of a `$n` parameter by
+/// name, and SQLite looks a name up by walking a list, so binding `n`
+/// named parameters costs O(n²): a 15,000-parameter upsert took most of a
+/// second, and closing a day for 100,000 employees over three minutes.
+fn is_sqlite(tx: &mut Tx) -> bool {
+    (**tx).backend_name() == "SQLite"
+}
+
+/// The `n`-th (from 1) placeholder: `?` on SQLite (bound in order), `$n`
+/// on PostgreSQL.
+fn placeholder(s: &mut String, sqlite: bool, n: usize) {
+    if sqlite {
+        s.push('?');
+    } else {
+        let _ = write!(s, "${n}");
+    }
+}
+
 /// `($1, ..., $k), ($k+1, ...), ...`: `rows` tuples of `width`
 /// placeholders.
-fn values_list(rows: usize, width: usize) -> String {
+fn values_list(sqlite: bool, rows: usize, width: usize) -> String {
     let mut s = String::with_capacity(rows * width * 6);
     for r in 0..rows {
         s.push_str(if r == 0 { "(" } else { ", (" });
@@ -534,7 +554,7 @@ fn values_list(rows: usize, width: usize) -> String {
             if c > 0 {
                 s.push_str(", ");
             }
-            let _ = write!(s, "${}", r * width + c + 1);
+            placeholder(&mut s, sqlite, r * width + c + 1);
         }
         s.push(')');
     }
@@ -543,15 +563,24 @@ fn values_list(rows: usize, width: usize) -> String {
 
 /// `$first, ..., $first+IN_CHUNK-1`: an `IN` list of [`IN_CHUNK`]
 /// placeholders.
-fn in_list(first: usize) -> String {
+fn in_list(sqlite: bool, first: usize) -> String {
     let mut s = String::with_capacity(IN_CHUNK * 6);
     for i in 0..IN_CHUNK {
         if i > 0 {
             s.push_str(", ");
         }
-        let _ = write!(s, "${}", first + i);
+        placeholder(&mut s, sqlite, first + i);
     }
     s
+}
+
+/// The first three placeholders, before an [`in_list`] from 4.
+fn first3(sqlite: bool) -> [&'static str; 3] {
+    if sqlite {
+        ["?", "?", "?"]
+    } else {
+        ["$1", "$2", "$3"]
+    }
 }
 
 /// `employees` padded to [`IN_CHUNK`] with its last one (`IN` ignores
@@ -616,9 +645,33 @@ impl ResultsStore {
         sqlx::any::install_default_drivers();
         // SQLite allows one writer: one connection, so writers queue here
         // instead of failing with "database is locked".
-        let max = if url.starts_with("sqlite:") { 1 } else { 4 };
+        let sqlite = url.starts_with("sqlite:");
+        let max = if sqlite { 1 } else { 4 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // A day's close rewrites a page per employee (rows
+                        // are keyed employee first): ~400 MB at 100,000.
+                        // With the default rollback journal every spill of
+                        // the 2 MB cache synced the journal (a close took
+                        // ~3 minutes); in WAL mode a spill is an append and
+                        // only the commit syncs. NORMAL is still atomic: a
+                        // power cut loses whole transactions, rows and the
+                        // log position together, and the materializer reads
+                        // those records again.
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA cache_size = -65536",
+                        ] {
+                            sqlx::Executor::execute(&mut *conn, pragma).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await?;
         let version = sqlx::query("SELECT value FROM results_meta WHERE key = 'schema_version'")
@@ -885,10 +938,14 @@ impl ResultsStore {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<(String, DayPunch)>, sqlx::Error> {
+        let sqlite = is_sqlite(tx);
         let sql = format!(
             "SELECT employee, kind, at_ms, verdict, status, needs_approval, decision FROM punches \
-             WHERE tenant = $1 AND at_ms >= $2 AND at_ms < $3 AND employee IN ({})",
-            in_list(4)
+             WHERE tenant = {} AND at_ms >= {} AND at_ms < {} AND employee IN ({})",
+            first3(sqlite)[0],
+            first3(sqlite)[1],
+            first3(sqlite)[2],
+            in_list(sqlite, 4)
         );
         let mut q = sqlx::query(&sql).bind(tenant).bind(from_ms).bind(to_ms);
         for e in padded(employees) {
@@ -926,10 +983,14 @@ impl ResultsStore {
         from_date: &str,
         to_date: &str,
     ) -> Result<Vec<(String, String, String, String)>, sqlx::Error> {
+        let sqlite = is_sqlite(tx);
         let sql = format!(
             "SELECT employee, from_date, to_date, leave_type FROM leave_entries \
-             WHERE tenant = $1 AND from_date <= $2 AND to_date >= $3 AND employee IN ({})",
-            in_list(4)
+             WHERE tenant = {} AND from_date <= {} AND to_date >= {} AND employee IN ({})",
+            first3(sqlite)[0],
+            first3(sqlite)[1],
+            first3(sqlite)[2],
+            in_list(sqlite, 4)
         );
         let mut q = sqlx::query(&sql).bind(tenant).bind(to_date).bind(from_date);
         for e in padded(employees) {
@@ -957,10 +1018,14 @@ impl ResultsStore {
         from_date: &str,
         to_date: &str,
     ) -> Result<Vec<DayRow>, sqlx::Error> {
+        let sqlite = is_sqlite(tx);
         let sql = format!(
             "SELECT {DAY_COLUMNS} FROM day_results \
-             WHERE tenant = $1 AND date >= $2 AND date <= $3 AND employee IN ({})",
-            in_list(4)
+             WHERE tenant = {} AND date >= {} AND date <= {} AND employee IN ({})",
+            first3(sqlite)[0],
+            first3(sqlite)[1],
+            first3(sqlite)[2],
+            in_list(sqlite, 4)
         );
         let mut q = sqlx::query(&sql).bind(tenant).bind(from_date).bind(to_date);
         for e in padded(employees) {
@@ -1005,6 +1070,7 @@ impl ResultsStore {
         tx: &mut Tx,
         rows: &[(Option<DayRow>, DayRow)],
     ) -> Result<(), sqlx::Error> {
+        let sqlite = is_sqlite(tx);
         let mut delta = StatsDelta::default();
         for (old, new) in rows {
             delta.moved(old.as_ref(), Some(new));
@@ -1017,7 +1083,7 @@ impl ResultsStore {
                  status = excluded.status, late_min = excluded.late_min, early_min = excluded.early_min, worked_min = excluded.worked_min, \
                  overtime_min = excluded.overtime_min, in_ms = excluded.in_ms, out_ms = excluded.out_ms, closed = excluded.closed, \
                  revision = excluded.revision",
-                values_list(chunk.len(), 15)
+                values_list(sqlite, chunk.len(), 15)
             );
             let mut q = sqlx::query(&sql);
             for (_, r) in chunk {
