@@ -101,8 +101,7 @@ fn handle(employees: usize) -> Arc<RulesHandle> {
         settings: AttendanceSettings::default(),
         qr_key: &mut keys,
     };
-    let rules =
-        compile_text(&text, "bench", &["acme"], &mut ctx).unwrap_or_else(|e| panic!("{e}"));
+    let rules = compile_text(&text, "bench", &["acme"], &mut ctx).unwrap_or_else(|e| panic!("{e}"));
     Arc::new(RulesHandle::new(rules, text))
 }
 
@@ -197,7 +196,13 @@ fn copy_of(rt: &tokio::runtime::Runtime, base: &Path, dir: &Path) -> ResultsStor
 }
 
 /// A punch record of employee `i` at `at_ms`.
-fn record(fbb: &mut FlatBufferBuilder<'_>, id: u128, i: usize, kind: PunchKind, at_ms: i64) -> Vec<u8> {
+fn record(
+    fbb: &mut FlatBufferBuilder<'_>,
+    id: u128,
+    i: usize,
+    kind: PunchKind,
+    at_ms: i64,
+) -> Vec<u8> {
     let employee = name(i);
     let department = format!("dept-{}", i % DEPARTMENTS);
     fbb.reset();
@@ -248,9 +253,15 @@ fn apply_batch(k: usize) -> Vec<(u64, Vec<u8>)> {
             let i = first + n;
             let (r, _) = day_of(i, day);
             let (kind, at) = if out {
-                (PunchKind::Out, DAY0_MS + day * DAY_MS + 64_800_000 + (i % 20) as i64 * MIN_MS)
+                (
+                    PunchKind::Out,
+                    DAY0_MS + day * DAY_MS + 64_800_000 + (i % 20) as i64 * MIN_MS,
+                )
             } else {
-                (PunchKind::In, DAY0_MS + day * DAY_MS + 31_800_000 + r * MIN_MS)
+                (
+                    PunchKind::In,
+                    DAY0_MS + day * DAY_MS + 31_800_000 + r * MIN_MS,
+                )
             };
             let id = 1u128 << 100 | (k as u128) << 32 | n as u128;
             (id as u64, record(&mut fbb, id, i, kind, at))
@@ -268,7 +279,14 @@ fn bench_month(c: &mut Criterion) {
     g.warm_up_time(Duration::from_millis(1));
     g.measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Elements(EMPLOYEES as u64));
-    close_day(&mut g, &rt, dir.path(), rules(), "close_day/batched", Recompute::Batched);
+    close_day(
+        &mut g,
+        &rt,
+        dir.path(),
+        rules(),
+        "close_day/batched",
+        Recompute::Batched,
+    );
     g.throughput(Throughput::Elements(1_000));
     g.bench_function("month_summary/department", |b| {
         let base = month_store(&rt, dir.path());
@@ -387,10 +405,7 @@ fn punch_row(lsn: u64, bytes: &[u8]) -> PunchRow {
         status: p.status(),
         needs_approval: false,
         flags: 0,
-        department: v
-            .attendance()
-            .and_then(|a| a.department)
-            .map(str::to_owned),
+        department: v.attendance().and_then(|a| a.department).map(str::to_owned),
         slot: None,
     }
 }
@@ -412,9 +427,15 @@ fn write_log(dir: &Path, employees: usize) -> usize {
                     continue;
                 }
                 let (kind, at) = if out {
-                    (PunchKind::Out, DAY0_MS + j * DAY_MS + 64_800_000 + (i % 20) as i64 * MIN_MS)
+                    (
+                        PunchKind::Out,
+                        DAY0_MS + j * DAY_MS + 64_800_000 + (i % 20) as i64 * MIN_MS,
+                    )
                 } else {
-                    (PunchKind::In, DAY0_MS + j * DAY_MS + 31_800_000 + r * MIN_MS)
+                    (
+                        PunchKind::In,
+                        DAY0_MS + j * DAY_MS + 31_800_000 + r * MIN_MS,
+                    )
                 };
                 batch.push(&record(&mut fbb, n as u128, i, kind, at), at as u64);
                 n += 1;

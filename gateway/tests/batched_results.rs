@@ -189,12 +189,7 @@ fn world(rng: &mut StdRng, monday: i32) -> World {
         .map(|i| {
             let from = monday + rng.random_range(-3..9);
             let to = from + rng.random_range(0..4);
-            (
-                someone(rng),
-                date(from),
-                date(to),
-                kinds[i % kinds.len()],
-            )
+            (someone(rng), date(from), date(to), kinds[i % kinds.len()])
         })
         .collect();
     let mut stale = Vec::new();
@@ -305,7 +300,11 @@ async fn aggregates(store: &ResultsStore) -> Vec<String> {
 /// Every row and aggregate of the two stores equal, after `what`.
 async fn same(a: &ResultsStore, b: &ResultsStore, what: &str) {
     let (x, y) = (a.all_rows().await.unwrap(), b.all_rows().await.unwrap());
-    assert_eq!(x.len(), y.len(), "{what}: row count, batched vs per employee");
+    assert_eq!(
+        x.len(),
+        y.len(),
+        "{what}: row count, batched vs per employee"
+    );
     for (r, s) in x.iter().zip(&y) {
         assert_eq!(r, s, "{what}: batched vs per employee");
     }
@@ -398,7 +397,10 @@ async fn run(seed: u64, open: impl AsyncFn(&str) -> ResultsStore) {
             "seed {seed}: no {status} row: the world does not reach every path"
         );
     }
-    assert!(rows.iter().all(|r| r.slot != "ghost"), "stale slots deleted");
+    assert!(
+        rows.iter().all(|r| r.slot != "ghost"),
+        "stale slots deleted"
+    );
     // Both equal the aggregates' definition.
     let kept = aggregates(batched.store()).await;
     batched.store().recount_stats().await.unwrap();

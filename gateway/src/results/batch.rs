@@ -66,7 +66,11 @@ pub(crate) async fn recompute_many(
 /// What covers `employee` on `date` among a chunk's leave entries `(employee,
 /// from, to, type)`: a business trip wins over other leave, as
 /// `hr::cover_of` decides for one employee day.
-fn cover_of(leave: &[(String, String, String, String)], employee: &str, date: &str) -> Option<Cover> {
+fn cover_of(
+    leave: &[(String, String, String, String)],
+    employee: &str,
+    date: &str,
+) -> Option<Cover> {
     let mut cover = None;
     for (e, from, to, kind) in leave {
         if e != employee || from.as_str() > date || to.as_str() < date {
@@ -127,7 +131,8 @@ async fn chunk(
         let mine = &punches[starts[i]..starts[i + 1]];
         let lo = midnight_ms(&t.tz, &t.tz_table, d - 1);
         let hi = midnight_ms(&t.tz, &t.tz_table, d + 2);
-        let near = &mine[mine.partition_point(|p| p.at_ms < lo)..mine.partition_point(|p| p.at_ms < hi)];
+        let near =
+            &mine[mine.partition_point(|p| p.at_ms < lo)..mine.partition_point(|p| p.at_ms < hi)];
         let date = date_string(d);
         let listed = t.employee(employee);
         let group = t.group_of(listed);
