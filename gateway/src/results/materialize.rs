@@ -25,12 +25,13 @@ use std::time::Duration;
 use fencegate_schema::{HrView, RecordBodyView, parse_record};
 use tokio_util::sync::CancellationToken;
 
+use super::batch;
 use super::hr::{self, Touched};
 use super::store::{DayRow, PunchRow, ResultsStore, Tx};
 use crate::log::{CursorStart, LogError, LogHandle, LogReader, Lsn};
 use crate::rules::day::{self, DayResult};
 use crate::rules::schedule::{civil_from_day, midnight_ms};
-use crate::rules::{Rules, RulesHandle};
+use crate::rules::{Group, Rules, RulesHandle, TenantRules};
 
 /// Most log entries applied in one transaction.
 const BATCH: usize = 4_096;
@@ -92,6 +93,20 @@ pub struct Applied {
     pub days: usize,
 }
 
+/// How the materializer recomputes many employee days (a batch's touched
+/// days, a day's close).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Recompute {
+    /// Up to 500 employees' days per set query, computed in memory,
+    /// written in multi-row statements: what the node does.
+    #[default]
+    Batched,
+    /// One employee day at a time: three selects and a statement per row,
+    /// as before batching. The node never uses it: it is the oracle the
+    /// batched path is tested against and the baseline of its bench.
+    PerEmployee,
+}
+
 /// Turns log records into day results in a [`ResultsStore`].
 #[derive(Debug, Clone)]
 pub struct Materializer {
@@ -99,7 +114,7 @@ pub struct Materializer {
     rules: Arc<RulesHandle>,
 }
 
-fn date_string(day: i32) -> String {
+pub(super) fn date_string(day: i32) -> String {
     let (y, m, d) = civil_from_day(day);
     format!("{y:04}-{m:02}-{d:02}")
 }
@@ -260,6 +275,15 @@ impl Materializer {
     /// employee of the group's roster (and anyone with a row that day) gets
     /// the day recomputed as closed. Returns the employee days written.
     pub async fn close_due(&self, now_ms: i64) -> Result<usize, MaterializeError> {
+        self.close_due_with(now_ms, Recompute::Batched).await
+    }
+
+    /// [`close_due`](Self::close_due), recomputing the days as `how` says.
+    pub async fn close_due_with(
+        &self,
+        now_ms: i64,
+        how: Recompute,
+    ) -> Result<usize, MaterializeError> {
         let rules = self.rules.load();
         let mut written = 0;
         let mut tenants: Vec<&str> = rules.tenant_ids().collect();
@@ -270,10 +294,37 @@ impl Materializer {
                 // Beside a stream materializer's batches on another node.
                 ResultsStore::lock_xact(&mut tx, super::store::lock_key::APPLY).await?;
             }
-            written += close_tenant(&mut tx, &rules, tenant, now_ms, None).await?;
+            written += match how {
+                Recompute::Batched => close_tenant(&mut tx, &rules, tenant, now_ms, None).await?,
+                Recompute::PerEmployee => {
+                    close_tenant_each(&mut tx, &rules, tenant, now_ms, None).await?
+                }
+            };
             tx.commit().await?;
         }
         Ok(written)
+    }
+
+    /// Recomputes employee days `(tenant, employee, day number)` in one
+    /// transaction, as records touching them would, and returns how many.
+    /// For comparing the two ways (`how`) on the same store state: the
+    /// node recomputes the days its records touch itself.
+    pub async fn recompute_days(
+        &self,
+        days: &[(String, String, i32)],
+        now_ms: i64,
+        how: Recompute,
+    ) -> Result<usize, MaterializeError> {
+        let rules = self.rules.load();
+        let mut touched: Touched = days.iter().cloned().collect();
+        let n = touched.len();
+        let mut tx = self.store.begin().await?;
+        match how {
+            Recompute::Batched => flush(&mut tx, &rules, &mut touched, now_ms).await?,
+            Recompute::PerEmployee => flush_each(&mut tx, &rules, &mut touched, now_ms).await?,
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Reads every entry `reader` has and applies it, batch by batch;
@@ -381,8 +432,29 @@ async fn note_start(tx: &mut Tx, tenant: &str, d: i32) -> Result<(), sqlx::Error
     Ok(())
 }
 
-/// Recomputes every touched employee day and forgets them.
+/// Recomputes every touched employee day and forgets them, tenant by
+/// tenant in set queries ([`batch::recompute_many`]).
 async fn flush(
+    tx: &mut Tx,
+    rules: &Rules,
+    touched: &mut Touched,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let all = std::mem::take(touched);
+    let mut days: Vec<(&str, i32)> = Vec::new();
+    let mut it = all.iter().peekable();
+    while let Some((tenant, e, d)) = it.next() {
+        days.push((e, *d));
+        if it.peek().is_none_or(|(next, _, _)| next != tenant) {
+            batch::recompute_many(tx, rules, tenant, &mut days, now_ms).await?;
+            days.clear();
+        }
+    }
+    Ok(())
+}
+
+/// [`flush`] one employee day at a time ([`Recompute::PerEmployee`]).
+async fn flush_each(
     tx: &mut Tx,
     rules: &Rules,
     touched: &mut Touched,
@@ -394,11 +466,82 @@ async fn flush(
     Ok(())
 }
 
+/// The days of `group` that close by `now_ms`: from `next` on, none after
+/// `today`, stopping at the first whose close time has not passed.
+fn due_days(t: &TenantRules, group: &Group, mut next: i32, today: i32, now_ms: i64) -> Vec<i32> {
+    let mut out = Vec::new();
+    while next <= today && day::close_ms(t, group, next) <= now_ms {
+        out.push(next);
+        next += 1;
+    }
+    out
+}
+
 /// Closes `tenant`'s days whose close time has passed by `now_ms`: each
 /// employee of the group's roster (and anyone with a row that day) gets
 /// the day recomputed as closed; no day after `until` (a month archive
 /// closes its month only). Returns the employee days written.
+///
+/// Every due day of a group is closed at once: the roster's days and
+/// those of employees with a row in the group go to
+/// [`batch::recompute_many`], which reads and writes them in set queries.
 async fn close_tenant(
+    tx: &mut Tx,
+    rules: &Rules,
+    tenant: &str,
+    now_ms: i64,
+    until: Option<i32>,
+) -> Result<usize, sqlx::Error> {
+    let t = rules.tenant(tenant);
+    let mut written = 0;
+    let Some(start) = ResultsStore::meta(tx, &format!("start:{tenant}")).await? else {
+        return Ok(0);
+    };
+    let local = now_ms + t.tz_table.offset_ms(&t.tz, now_ms);
+    let today = (local.div_euclid(86_400_000) as i32).min(until.unwrap_or(i32::MAX));
+    for (gi, group) in t.groups.iter().enumerate() {
+        let key = format!("closed:{tenant}:{}", group.name);
+        let next = ResultsStore::meta(tx, &key)
+            .await?
+            .map_or(start as i32, |c| c as i32 + 1);
+        let due = due_days(t, group, next, today, now_ms);
+        let (Some(&first), Some(&last)) = (due.first(), due.last()) else {
+            continue;
+        };
+        // Employees the rules do not list in the group but who have a row
+        // in it (left the roster, or never on it).
+        let dates: std::collections::HashMap<String, i32> =
+            due.iter().map(|&d| (date_string(d), d)).collect();
+        let extra = ResultsStore::employees_between(
+            tx,
+            tenant,
+            &group.name,
+            &date_string(first),
+            &date_string(last),
+        )
+        .await?;
+        let roster = t
+            .employees
+            .iter()
+            .filter(|(_, e)| usize::from(e.group) == gi)
+            .map(|(id, _)| &**id);
+        let mut days: Vec<(&str, i32)> = Vec::with_capacity(due.len() * t.employees.len());
+        for e in roster {
+            days.extend(due.iter().map(|&d| (e, d)));
+        }
+        days.extend(
+            extra
+                .iter()
+                .filter_map(|(e, date)| dates.get(date).map(|&d| (e.as_str(), d))),
+        );
+        written += batch::recompute_many(tx, rules, tenant, &mut days, now_ms).await?;
+        ResultsStore::set_meta(tx, &key, i64::from(last)).await?;
+    }
+    Ok(written)
+}
+
+/// [`close_tenant`] one employee day at a time ([`Recompute::PerEmployee`]).
+async fn close_tenant_each(
     tx: &mut Tx,
     rules: &Rules,
     tenant: &str,
@@ -461,7 +604,7 @@ fn off_the_reactor<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// The rows of one employee's day from a result.
-fn rows_of(
+pub(super) fn rows_of(
     tenant: &str,
     employee: &str,
     group: &str,
@@ -505,7 +648,9 @@ fn rows_of(
 }
 
 /// Recomputes one employee's day from every punch the store holds near it
-/// and writes its rows, bumping the revision of rows that changed.
+/// and writes its rows, bumping the revision of rows that changed: three
+/// selects and a statement per row, the per-employee path
+/// ([`Recompute::PerEmployee`]) that [`batch::recompute_many`] must equal.
 async fn recompute(
     tx: &mut Tx,
     rules: &Rules,

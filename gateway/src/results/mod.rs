@@ -11,6 +11,9 @@
 //! - [`stream`]: the same materializer fed by the JetStream stream every
 //!   node forwards to, for several nodes (`[cluster] results = "stream"`):
 //!   one leader at a time consumes into the shared PostgreSQL store.
+//! - `batch`: many employee days recomputed at once (a batch's touched
+//!   days, a day's close for a whole roster): set reads per chunk of
+//!   employees, the pure computation in memory, multi-row writes.
 //! - [`hr`]: HR records (approval decisions, leave, make-up requests)
 //!   folded in by the materializer, and the queries the HR routes answer
 //!   from.
@@ -20,12 +23,13 @@
 //! The HTTP route is `crate::admin::days`, the CLI `fencegate results
 //! rebuild` (`crate::cmd::results`). See docs/ATTENDANCE.md ("Day results").
 
+mod batch;
 pub mod hr;
 pub mod materialize;
 pub mod store;
 pub mod stream;
 pub mod summary;
 
-pub use materialize::Materializer;
+pub use materialize::{Materializer, Recompute};
 pub use store::{DayRow, ResultsStore};
 pub use stream::{StreamMaterializer, StreamSource};

@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS day_results (
     PRIMARY KEY (tenant, employee, date, slot)
 );
 CREATE INDEX IF NOT EXISTS day_results_by_date ON day_results (tenant, date, department);
+-- A department's days (a supervisor's month summary): without it a
+-- department's month reads every department's rows of the month.
+CREATE INDEX IF NOT EXISTS day_results_by_department ON day_results (tenant, department, date);
 
 -- The dashboard's aggregates (docs/DASHBOARD.md, "How the numbers are
 -- kept"): written in the same transaction as the rows they count, by

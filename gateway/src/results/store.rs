@@ -5,6 +5,8 @@
 //! CONFLICT ... DO UPDATE`, and only BIGINT and TEXT columns, so no query
 //! depends on the engine.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -265,6 +267,21 @@ impl DayCounts {
         }
     }
 
+    fn plus(self, o: Self) -> Self {
+        Self {
+            day_rows: self.day_rows + o.day_rows,
+            expected: self.expected + o.expected,
+            attended: self.attended + o.attended,
+            late_days: self.late_days + o.late_days,
+            early_days: self.early_days + o.early_days,
+            missing: self.missing + o.missing,
+            field_days: self.field_days + o.field_days,
+            overtime_min: self.overtime_min + o.overtime_min,
+            late_min: self.late_min + o.late_min,
+            early_min: self.early_min + o.early_min,
+        }
+    }
+
     fn minus(self, o: Self) -> Self {
         Self {
             day_rows: self.day_rows - o.day_rows,
@@ -395,6 +412,213 @@ async fn add_counts(tx: &mut Tx, r: &DayRow, d: DayCounts) -> Result<(), sqlx::E
     Ok(())
 }
 
+/// The aggregates' moves of many day rows, summed per aggregate row before
+/// they are written: what [`move_stats`] does row by row, in one multi-row
+/// statement per table (a day closed for 100,000 employees moves about 40
+/// `day_stats` rows, not 100,000). Sums commute, so the tables end the
+/// same as with one [`move_stats`] per row; `tests/batched_results.rs`
+/// holds the two paths equal, and both equal to `recount_stats`.
+#[derive(Debug, Default)]
+pub(crate) struct StatsDelta {
+    /// Per (tenant, date, department): the `day_stats` part.
+    days: BTreeMap<(String, String, String), DayCounts>,
+    /// Per (tenant, month, department, employee): the `employee_months` part.
+    months: BTreeMap<(String, String, String, String), DayCounts>,
+}
+
+impl StatsDelta {
+    /// Notes `d` for `r`'s aggregate rows (as [`add_counts`] would write it).
+    fn add(&mut self, r: &DayRow, d: DayCounts) {
+        let (tenant, date, department, employee) = stats_key(r);
+        if !d.day_part_is_zero() {
+            let k = (tenant.to_owned(), date.to_owned(), department.to_owned());
+            let e = self.days.entry(k).or_default();
+            *e = e.plus(d);
+        }
+        if !d.month_part_is_zero() {
+            let month = date.get(..7).unwrap_or(date);
+            let k = (
+                tenant.to_owned(),
+                month.to_owned(),
+                department.to_owned(),
+                employee.to_owned(),
+            );
+            let e = self.months.entry(k).or_default();
+            *e = e.plus(d);
+        }
+    }
+
+    /// [`move_stats`]'s decision, noted instead of written.
+    pub(crate) fn moved(&mut self, old: Option<&DayRow>, new: Option<&DayRow>) {
+        let old = old.filter(|r| r.slot.is_empty());
+        let new = new.filter(|r| r.slot.is_empty());
+        match (old, new) {
+            (Some(o), Some(n)) if stats_key(o) == stats_key(n) => {
+                self.add(n, DayCounts::of(n).minus(DayCounts::of(o)));
+            }
+            (o, n) => {
+                if let Some(o) = o {
+                    self.add(o, DayCounts::default().minus(DayCounts::of(o)));
+                }
+                if let Some(n) = n {
+                    self.add(n, DayCounts::of(n));
+                }
+            }
+        }
+    }
+
+    /// Writes the summed moves ([`add_counts`]'s statements, many rows
+    /// each) and forgets them.
+    pub(crate) async fn write(&mut self, tx: &mut Tx) -> Result<(), sqlx::Error> {
+        let sqlite = is_sqlite(tx);
+        let days: Vec<_> = std::mem::take(&mut self.days)
+            .into_iter()
+            .filter(|(_, d)| !d.day_part_is_zero())
+            .collect();
+        for chunk in days.chunks(STATS_ROWS) {
+            let sql = format!(
+                "INSERT INTO day_stats (tenant, date, department, day_rows, expected, attended, late_days, early_days, missing, field_days, overtime_min) \
+                 VALUES {} ON CONFLICT (tenant, date, department) DO UPDATE SET \
+                 day_rows = day_stats.day_rows + excluded.day_rows, expected = day_stats.expected + excluded.expected, \
+                 attended = day_stats.attended + excluded.attended, late_days = day_stats.late_days + excluded.late_days, \
+                 early_days = day_stats.early_days + excluded.early_days, missing = day_stats.missing + excluded.missing, \
+                 field_days = day_stats.field_days + excluded.field_days, overtime_min = day_stats.overtime_min + excluded.overtime_min",
+                values_list(sqlite, chunk.len(), 11)
+            );
+            let mut q = sqlx::query(&sql);
+            for ((tenant, date, department), d) in chunk {
+                q = q
+                    .bind(tenant)
+                    .bind(date)
+                    .bind(department)
+                    .bind(d.day_rows)
+                    .bind(d.expected)
+                    .bind(d.attended)
+                    .bind(d.late_days)
+                    .bind(d.early_days)
+                    .bind(d.missing)
+                    .bind(d.field_days)
+                    .bind(d.overtime_min);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        let months: Vec<_> = std::mem::take(&mut self.months)
+            .into_iter()
+            .filter(|(_, d)| !d.month_part_is_zero())
+            .collect();
+        for chunk in months.chunks(STATS_ROWS) {
+            let sql = format!(
+                "INSERT INTO employee_months (tenant, month, department, employee, late_days, late_min, early_days, early_min, overtime_min) \
+                 VALUES {} ON CONFLICT (tenant, month, department, employee) DO UPDATE SET \
+                 late_days = employee_months.late_days + excluded.late_days, late_min = employee_months.late_min + excluded.late_min, \
+                 early_days = employee_months.early_days + excluded.early_days, early_min = employee_months.early_min + excluded.early_min, \
+                 overtime_min = employee_months.overtime_min + excluded.overtime_min",
+                values_list(sqlite, chunk.len(), 9)
+            );
+            let mut q = sqlx::query(&sql);
+            for ((tenant, month, department, employee), d) in chunk {
+                q = q
+                    .bind(tenant)
+                    .bind(month)
+                    .bind(department)
+                    .bind(employee)
+                    .bind(d.late_days)
+                    .bind(d.late_min)
+                    .bind(d.early_days)
+                    .bind(d.early_min)
+                    .bind(d.overtime_min);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Aggregate rows per multi-row statement (11 parameters each: well
+/// under SQLite's 32,766 and PostgreSQL's 65,535).
+const STATS_ROWS: usize = 1_000;
+
+/// Day rows per multi-row upsert (15 parameters each).
+const UPSERT_ROWS: usize = 1_000;
+
+/// Employees per set query (`employee IN (...)`); every list is padded
+/// to this length so the statement text, and its prepared statement, is
+/// the same for every chunk.
+pub(crate) const IN_CHUNK: usize = 500;
+
+/// Whether the transaction is on SQLite: its multi-row statements take
+/// anonymous `?` placeholders. sqlx finds the index of a `$n` parameter by
+/// name, and SQLite looks a name up by walking a list, so binding `n`
+/// named parameters costs O(n²): a 15,000-parameter upsert took most of a
+/// second, and closing a day for 100,000 employees over three minutes.
+fn is_sqlite(tx: &mut Tx) -> bool {
+    (**tx).backend_name() == "SQLite"
+}
+
+/// The `n`-th (from 1) placeholder: `?` on SQLite (bound in order), `$n`
+/// on PostgreSQL.
+fn placeholder(s: &mut String, sqlite: bool, n: usize) {
+    if sqlite {
+        s.push('?');
+    } else {
+        let _ = write!(s, "${n}");
+    }
+}
+
+/// `($1, ..., $k), ($k+1, ...), ...`: `rows` tuples of `width`
+/// placeholders.
+fn values_list(sqlite: bool, rows: usize, width: usize) -> String {
+    let mut s = String::with_capacity(rows * width * 6);
+    for r in 0..rows {
+        s.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            placeholder(&mut s, sqlite, r * width + c + 1);
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// `$first, ..., $first+IN_CHUNK-1`: an `IN` list of [`IN_CHUNK`]
+/// placeholders.
+fn in_list(sqlite: bool, first: usize) -> String {
+    let mut s = String::with_capacity(IN_CHUNK * 6);
+    for i in 0..IN_CHUNK {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        placeholder(&mut s, sqlite, first + i);
+    }
+    s
+}
+
+/// The first three placeholders, before an [`in_list`] from 4.
+fn first3(sqlite: bool) -> [&'static str; 3] {
+    if sqlite {
+        ["?", "?", "?"]
+    } else {
+        ["$1", "$2", "$3"]
+    }
+}
+
+/// `employees` padded to [`IN_CHUNK`] with its last one (`IN` ignores
+/// repeats).
+fn padded<'a>(employees: &[&'a str]) -> impl Iterator<Item = &'a str> {
+    assert!(
+        !employees.is_empty() && employees.len() <= IN_CHUNK,
+        "an IN list takes 1 to {IN_CHUNK} employees"
+    );
+    let last = employees[employees.len() - 1];
+    employees
+        .iter()
+        .copied()
+        .chain(std::iter::repeat(last))
+        .take(IN_CHUNK)
+}
+
 /// Counts a newly stored punch in `punch_stats` when it has a cause of the
 /// causes pie (most punches have none and cost no statement). The tests
 /// in `charts_match_raw_tables` hold these rules equal to the chart's SQL
@@ -442,12 +666,36 @@ impl ResultsStore {
         sqlx::any::install_default_drivers();
         // SQLite allows one writer: one connection, so writers queue here
         // instead of failing with "database is locked".
-        let postgres = !url.starts_with("sqlite:");
+        let sqlite = url.starts_with("sqlite:");
+        let postgres = !sqlite;
         // PostgreSQL: an HR route may hold one connection for its tenant's
         // lock while it waits for the materializer, which needs its own.
         let max = if postgres { 8 } else { 1 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // A day's close rewrites a page per employee (rows
+                        // are keyed employee first): ~400 MB at 100,000.
+                        // With the default rollback journal every spill of
+                        // the 2 MB cache synced the journal (a close took
+                        // ~3 minutes); in WAL mode a spill is an append and
+                        // only the commit syncs. NORMAL is still atomic: a
+                        // power cut loses whole transactions, rows and the
+                        // log position together, and the materializer reads
+                        // those records again.
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA cache_size = -65536",
+                        ] {
+                            sqlx::Executor::execute(&mut *conn, pragma).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await?;
         let store = Self {
@@ -561,9 +809,17 @@ impl ResultsStore {
         Self::open(&sqlite_url(path)).await
     }
 
-    /// Starts a transaction.
+    /// Starts a transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): in WAL mode a deferred transaction that read
+    /// first and then writes fails at once with SQLITE_BUSY when another
+    /// connection (a CLI, a test, a second pool) committed in between,
+    /// where an immediate one waits out the busy timeout instead.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        self.pool.begin().await
+        if self.postgres {
+            self.pool.begin().await
+        } else {
+            self.pool.begin_with("BEGIN IMMEDIATE").await
+        }
     }
 
     /// Deletes every row (before a rebuild).
@@ -777,6 +1033,188 @@ impl ResultsStore {
         rows.iter().map(|r| r.try_get("employee")).collect()
     }
 
+    /// The punches of `employees` (1 to [`IN_CHUNK`]) with attendance
+    /// time in `[from_ms, to_ms)`, each with its employee, in no
+    /// particular order: [`punches_of`](Self::punches_of) for a chunk of a
+    /// roster in one statement.
+    pub(crate) async fn punches_of_many(
+        tx: &mut Tx,
+        tenant: &str,
+        employees: &[&str],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, DayPunch)>, sqlx::Error> {
+        let sqlite = is_sqlite(tx);
+        let sql = format!(
+            "SELECT employee, kind, at_ms, verdict, status, needs_approval, decision FROM punches \
+             WHERE tenant = {} AND at_ms >= {} AND at_ms < {} AND employee IN ({})",
+            first3(sqlite)[0],
+            first3(sqlite)[1],
+            first3(sqlite)[2],
+            in_list(sqlite, 4)
+        );
+        let mut q = sqlx::query(&sql).bind(tenant).bind(from_ms).bind(to_ms);
+        for e in padded(employees) {
+            q = q.bind(e);
+        }
+        let rows = q.fetch_all(&mut **tx).await?;
+        rows.iter()
+            .map(|r| {
+                let decision: Option<i64> = r.try_get("decision")?;
+                Ok((
+                    r.try_get("employee")?,
+                    DayPunch {
+                        kind: if r.try_get::<&str, _>("kind")? == "out" {
+                            PunchKind::Out
+                        } else {
+                            PunchKind::In
+                        },
+                        at_ms: r.try_get("at_ms")?,
+                        verdict: verdict_of(r.try_get("verdict")?),
+                        status: status_of(r.try_get("status")?),
+                        needs_approval: r.try_get::<i64, _>("needs_approval")? != 0,
+                        decision: decision.map(|d| d != 0),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Leave entries of `employees` (1 to [`IN_CHUNK`]) overlapping
+    /// `from_date..=to_date`: `(employee, from_date, to_date, leave_type)`.
+    pub(crate) async fn leave_of_many(
+        tx: &mut Tx,
+        tenant: &str,
+        employees: &[&str],
+        from_date: &str,
+        to_date: &str,
+    ) -> Result<Vec<(String, String, String, String)>, sqlx::Error> {
+        let sqlite = is_sqlite(tx);
+        let sql = format!(
+            "SELECT employee, from_date, to_date, leave_type FROM leave_entries \
+             WHERE tenant = {} AND from_date <= {} AND to_date >= {} AND employee IN ({})",
+            first3(sqlite)[0],
+            first3(sqlite)[1],
+            first3(sqlite)[2],
+            in_list(sqlite, 4)
+        );
+        let mut q = sqlx::query(&sql).bind(tenant).bind(to_date).bind(from_date);
+        for e in padded(employees) {
+            q = q.bind(e);
+        }
+        let rows = q.fetch_all(&mut **tx).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("employee")?,
+                    r.try_get("from_date")?,
+                    r.try_get("to_date")?,
+                    r.try_get("leave_type")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The stored rows of `employees` (1 to [`IN_CHUNK`]) on
+    /// `from_date..=to_date`, in no particular order.
+    pub(crate) async fn rows_of_many(
+        tx: &mut Tx,
+        tenant: &str,
+        employees: &[&str],
+        from_date: &str,
+        to_date: &str,
+    ) -> Result<Vec<DayRow>, sqlx::Error> {
+        let sqlite = is_sqlite(tx);
+        let sql = format!(
+            "SELECT {DAY_COLUMNS} FROM day_results \
+             WHERE tenant = {} AND date >= {} AND date <= {} AND employee IN ({})",
+            first3(sqlite)[0],
+            first3(sqlite)[1],
+            first3(sqlite)[2],
+            in_list(sqlite, 4)
+        );
+        let mut q = sqlx::query(&sql).bind(tenant).bind(from_date).bind(to_date);
+        for e in padded(employees) {
+            q = q.bind(e);
+        }
+        let rows = q.fetch_all(&mut **tx).await?;
+        rows.iter().map(day_row).collect()
+    }
+
+    /// `(employee, date)` of every day row of group `group` on
+    /// `from_date..=to_date`: [`employees_on`](Self::employees_on) for a
+    /// range of days.
+    pub(crate) async fn employees_between(
+        tx: &mut Tx,
+        tenant: &str,
+        group: &str,
+        from_date: &str,
+        to_date: &str,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT employee, date FROM day_results \
+             WHERE tenant = $1 AND date >= $2 AND date <= $3 AND grp = $4 AND slot = ''",
+        )
+        .bind(tenant)
+        .bind(from_date)
+        .bind(to_date)
+        .bind(group)
+        .fetch_all(&mut **tx)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("employee")?, r.try_get("date")?)))
+            .collect()
+    }
+
+    /// Writes rows (insert or replace), each with the row of the same key
+    /// as the transaction holds it now, as [`upsert_row`](Self::upsert_row)
+    /// does one by one: the aggregates move by the summed differences
+    /// ([`StatsDelta`]), the rows go in multi-row upserts. No two rows may
+    /// share a key (PostgreSQL refuses to update a row twice in one
+    /// statement).
+    pub(crate) async fn upsert_rows(
+        tx: &mut Tx,
+        rows: &[(Option<DayRow>, DayRow)],
+    ) -> Result<(), sqlx::Error> {
+        let sqlite = is_sqlite(tx);
+        let mut delta = StatsDelta::default();
+        for (old, new) in rows {
+            delta.moved(old.as_ref(), Some(new));
+        }
+        delta.write(tx).await?;
+        for chunk in rows.chunks(UPSERT_ROWS) {
+            let sql = format!(
+                "INSERT INTO day_results ({DAY_COLUMNS}) VALUES {} \
+                 ON CONFLICT (tenant, employee, date, slot) DO UPDATE SET department = excluded.department, grp = excluded.grp, \
+                 status = excluded.status, late_min = excluded.late_min, early_min = excluded.early_min, worked_min = excluded.worked_min, \
+                 overtime_min = excluded.overtime_min, in_ms = excluded.in_ms, out_ms = excluded.out_ms, closed = excluded.closed, \
+                 revision = excluded.revision",
+                values_list(sqlite, chunk.len(), 15)
+            );
+            let mut q = sqlx::query(&sql);
+            for (_, r) in chunk {
+                q = q
+                    .bind(&r.tenant)
+                    .bind(&r.employee)
+                    .bind(&r.date)
+                    .bind(&r.slot)
+                    .bind(r.department.as_deref())
+                    .bind(&r.group)
+                    .bind(&r.status)
+                    .bind(r.late_min)
+                    .bind(r.early_min)
+                    .bind(r.worked_min)
+                    .bind(r.overtime_min)
+                    .bind(r.in_ms)
+                    .bind(r.out_ms)
+                    .bind(i64::from(r.closed))
+                    .bind(r.revision);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
     /// Writes a row (insert or replace). `old` is the row with the same
     /// key as the transaction holds it now (`None` when there is none): the
     /// dashboard's aggregates move by the difference, so a wrong `old`
@@ -874,5 +1312,46 @@ impl ResultsStore {
     /// The connection pool, for read-only aggregate queries.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two pools on one SQLite file (a gateway and a CLI or test beside
+    /// it): transactions that read before they write must wait for the
+    /// other writer, not fail with "database is locked" (a deferred
+    /// transaction in WAL mode does, at once, when the other one commits
+    /// between its read and its write).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_then_write_transactions_of_two_pools_wait_for_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.sqlite");
+        let a = ResultsStore::open_sqlite(&path).await.unwrap();
+        let b = ResultsStore::open_sqlite(&path).await.unwrap();
+        let bump = |store: ResultsStore, key: &'static str| async move {
+            for _ in 0..200 {
+                let mut tx = store.begin().await?;
+                let v = ResultsStore::meta(&mut tx, "shared").await?.unwrap_or(0);
+                tokio::task::yield_now().await;
+                ResultsStore::set_meta(&mut tx, "shared", v + 1).await?;
+                ResultsStore::set_meta(&mut tx, key, v).await?;
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        };
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(bump(a.clone(), "a")),
+            tokio::spawn(bump(b.clone(), "b"))
+        );
+        ra.unwrap().unwrap();
+        rb.unwrap().unwrap();
+        let mut tx = a.begin().await.unwrap();
+        // Serialized: no increment lost.
+        assert_eq!(
+            ResultsStore::meta(&mut tx, "shared").await.unwrap(),
+            Some(400)
+        );
     }
 }

@@ -212,16 +212,27 @@ async fn month_rows(
     month: &str,
     department: Option<&str>,
 ) -> Result<Vec<DayRow>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT {DAY_COLUMNS} FROM day_results WHERE tenant = $1 AND date >= $2 AND date <= $3 \
-         AND ($4 = '' OR department = $4) ORDER BY employee, date, slot"
-    ))
-    .bind(tenant)
-    .bind(format!("{month}-01"))
-    .bind(format!("{month}-31"))
-    .bind(department.unwrap_or(""))
-    .fetch_all(&mut **tx)
-    .await?;
+    // Two statements, not `($4 = '' OR department = $4)`: the OR keeps the
+    // planner off `day_results_by_department`, and a department's month
+    // then scans every department's day rows (6 M at 100,000 employees).
+    let q = match department {
+        Some(_) => format!(
+            "SELECT {DAY_COLUMNS} FROM day_results WHERE tenant = $1 AND department = $4 \
+             AND date >= $2 AND date <= $3 ORDER BY employee, date, slot"
+        ),
+        None => format!(
+            "SELECT {DAY_COLUMNS} FROM day_results WHERE tenant = $1 AND date >= $2 AND date <= $3 \
+             ORDER BY employee, date, slot"
+        ),
+    };
+    let mut q = sqlx::query(&q)
+        .bind(tenant)
+        .bind(format!("{month}-01"))
+        .bind(format!("{month}-31"));
+    if let Some(d) = department {
+        q = q.bind(d);
+    }
+    let rows = q.fetch_all(&mut **tx).await?;
     rows.iter().map(day_row).collect()
 }
 
