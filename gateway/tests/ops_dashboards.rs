@@ -96,7 +96,7 @@ fn alerts() -> Vec<(String, String, String, String)> {
 
 /// Runbook rows with no metric to alert on yet, named so the gap is seen.
 const RUNBOOK_WITHOUT_ALERT: &[&str] = &[
-    // The results materializer exports no lag metric yet.
+    // The log's results materializer (one node) exports no lag metric yet.
     "rb-results-behind",
 ];
 
@@ -219,15 +219,27 @@ fn dashboard_queries_are_valid_promql() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_dashboard_and_alerts_read_is_exported() {
-    // A node with a sink, so the per-sink metrics are exported too.
+    // A node with sinks, so the per-sink metrics are exported too, and in
+    // a one-server `[cluster]` whose day results come from the stream, so
+    // the claims' and the stream materializer's are.
     let dir = tempfile::tempdir().unwrap();
+    let nats_dir = tempfile::tempdir().unwrap();
+    let nats = fencegate_testkit::NatsServer::start(nats_dir.path());
     let sink = fencegate::sink::RawSink {
         name: "files".into(),
         kind: "jsonl".into(),
         path: Some(dir.path().join("out.jsonl")),
         ..fencegate::sink::RawSink::default()
     };
-    let cfg = sink_rig::config_with(dir.path(), vec![sink], |_| {});
+    let sinks = vec![sink, sink_rig::nats_sink("js", &nats.url())];
+    let cfg = sink_rig::config_with(dir.path(), sinks, |raw| {
+        raw.cluster = fencegate::cluster::RawCluster {
+            enabled: true,
+            urls: vec![nats.url()],
+            replicas: 1,
+            ..fencegate::cluster::RawCluster::default()
+        };
+    });
     let node = Node::start_with(dir, cfg).await;
     // Exercise the punch path once so its histograms have samples.
     let c = node.client("acme", "phone-1").await;

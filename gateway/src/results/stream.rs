@@ -137,6 +137,9 @@ impl StreamMaterializer {
         loop {
             let r = self.lead(&stop, tick).await;
             self.leader.set(0.0);
+            // Only the leader's lag counts: a follower's stale figure would
+            // keep the results alert firing after a takeover.
+            self.pending.set(0.0);
             match r {
                 Ok(()) => return,
                 Err(e) => {
