@@ -1,7 +1,9 @@
 //! Day results: every status from the pure computation (`rules::day`), and
 //! the materializer over a real durable log into SQLite: days closing with
 //! the roster's absentees, a late offline punch reopening a closed day, and
-//! a rebuild from the log equal to the incremental result.
+//! a rebuild from the log equal to the incremental result. The
+//! materializer's tests run twice: on SQLite (the embedded default) and on
+//! a real PostgreSQL (the store several nodes share).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -361,8 +363,27 @@ fn handle() -> Arc<RulesHandle> {
     Arc::new(RulesHandle::new(rules(), RULES.into()))
 }
 
-async fn store(dir: &Path, name: &str) -> ResultsStore {
-    ResultsStore::open_sqlite(&dir.join(name)).await.unwrap()
+/// Where a test's results stores live: SQLite files in its folder, or
+/// databases of one PostgreSQL server.
+enum Stores {
+    Sqlite,
+    Postgres(fencegate_testkit::Postgres),
+}
+
+impl Stores {
+    fn postgres(dir: &Path) -> Self {
+        Self::Postgres(fencegate_testkit::Postgres::start(&dir.join("pg")))
+    }
+
+    /// A new, empty store called `name`.
+    async fn open(&self, dir: &Path, name: &str) -> ResultsStore {
+        match self {
+            Self::Sqlite => ResultsStore::open_sqlite(&dir.join(format!("{name}.sqlite")))
+                .await
+                .unwrap(),
+            Self::Postgres(pg) => ResultsStore::open(&pg.database(name)).await.unwrap(),
+        }
+    }
 }
 
 /// The dashboard's aggregate rows with something in them, as text, sorted
@@ -425,8 +446,19 @@ async fn append(log: &LogHandle, punches: &[Punch<'_>]) {
 #[tokio::test]
 async fn a_day_closes_with_the_rosters_absentees_and_a_late_offline_punch_reopens_it() {
     let dir = tempfile::tempdir().unwrap();
+    closes_and_reopens(&dir, &Stores::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_closes_with_the_rosters_absentees_and_a_late_offline_punch_reopens_it_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::postgres(dir.path());
+    closes_and_reopens(&dir, &stores).await;
+}
+
+async fn closes_and_reopens(dir: &tempfile::TempDir, stores: &Stores) {
     let (log, _) = LogHandle::open(LogConfig::new(dir.path().join("log"))).unwrap();
-    let m = Materializer::new(store(dir.path(), "results.sqlite").await, handle());
+    let m = Materializer::new(stores.open(dir.path(), "results").await, handle());
     let mut reader = log.reader(Lsn(0)).unwrap();
     append(
         &log,
@@ -528,8 +560,19 @@ async fn a_day_closes_with_the_rosters_absentees_and_a_late_offline_punch_reopen
 #[tokio::test]
 async fn a_rebuild_from_the_log_equals_the_incremental_results() {
     let dir = tempfile::tempdir().unwrap();
+    rebuild_equals_incremental(&dir, &Stores::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_from_the_log_equals_the_incremental_results_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::postgres(dir.path());
+    rebuild_equals_incremental(&dir, &stores).await;
+}
+
+async fn rebuild_equals_incremental(dir: &tempfile::TempDir, stores: &Stores) {
     let (log, _) = LogHandle::open(LogConfig::new(dir.path().join("log"))).unwrap();
-    let inc = Materializer::new(store(dir.path(), "incremental.sqlite").await, handle());
+    let inc = Materializer::new(stores.open(dir.path(), "incremental").await, handle());
     let mut reader = log.reader(Lsn(0)).unwrap();
     // A week of punches by E1 (office), L1 (lab) and G1 (guard), fed a day
     // at a time with the day's closes in between, plus an offline upload.
@@ -576,7 +619,7 @@ async fn a_rebuild_from_the_log_equals_the_incremental_results() {
     inc.close_due(end).await.unwrap();
 
     // The rebuild reads the log's folder from the start, as the CLI does.
-    let rebuilt = Materializer::new(store(dir.path(), "rebuilt.sqlite").await, handle());
+    let rebuilt = Materializer::new(stores.open(dir.path(), "rebuilt").await, handle());
     let mut from_dir = LogReader::open_dir(
         dir.path().join("log"),
         Lsn(0),
@@ -629,7 +672,18 @@ async fn a_rebuild_from_the_log_equals_the_incremental_results() {
 #[tokio::test]
 async fn a_tenant_without_rules_keeps_its_own_name_in_the_results() {
     let dir = tempfile::tempdir().unwrap();
-    let m = Materializer::new(store(dir.path(), "r.sqlite").await, handle());
+    tenant_without_rules(&dir, &Stores::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_without_rules_keeps_its_own_name_in_the_results_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::postgres(dir.path());
+    tenant_without_rules(&dir, &stores).await;
+}
+
+async fn tenant_without_rules(dir: &tempfile::TempDir, stores: &Stores) {
+    let m = Materializer::new(stores.open(dir.path(), "r").await, handle());
     let at = t("2025-03-04T09:00:00Z");
     let p = Punch {
         id: 9,

@@ -453,6 +453,26 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// Creates the database `name` and returns its connection URL: for a
+    /// test that needs two stores side by side (an oracle and the store
+    /// under test) on one server.
+    ///
+    /// # Panics
+    /// When `createdb` fails (the name exists, the server is down).
+    pub fn database(&self, name: &str) -> String {
+        let out = Command::new(self.bin.join("createdb"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", name])
+            .output()
+            .expect("createdb runs");
+        assert!(
+            out.status.success(),
+            "createdb {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
     /// Stops the server (fast shutdown) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
