@@ -126,7 +126,10 @@ fn memory_report() {
             unreachable!()
         };
         if let PunchDecision::Record { ack, pending, .. } = p.punch(T0, &s, &v, &mut scratch) {
-            p.punch_durable(&pending, ack.verdict);
+            p.settle(
+                &pending,
+                fencegate::pipeline::Settled::Committed(ack.verdict),
+            );
         }
     }
     let bytes = rss() - before;

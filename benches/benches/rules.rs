@@ -272,7 +272,10 @@ fn bench_pipeline(c: &mut Criterion) {
                             pending,
                         } => {
                             black_box(record.len());
-                            p.punch_durable(&pending, ack.verdict);
+                            p.settle(
+                                &pending,
+                                fencegate::pipeline::Settled::Committed(ack.verdict),
+                            );
                         }
                         other => {
                             black_box(&other);

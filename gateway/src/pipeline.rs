@@ -7,7 +7,7 @@
 //! It owns no socket, no task and no clock, so tests drive it with a fake
 //! clock and the benches measure it alone. The edge appends the record
 //! bytes to the durable log, and only once they are durable does it call
-//! [`Pipeline::punch_durable`] and send the ack.
+//! [`Pipeline::settle`] and send the ack.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -383,6 +383,19 @@ struct Remember {
     seen_ms: i64,
 }
 
+/// What became of a punch's record after [`PunchDecision::Record`]: the
+/// edge's one answer back to the pipeline ([`Pipeline::settle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// The record is durable: resends now get its ack (with this verdict
+    /// counted), and the employee memory learns the punch.
+    Committed(Verdict),
+    /// The record was not written (the log refused it, or the cluster's
+    /// claims found it belongs elsewhere): the punch leaves no trace, so
+    /// the client's retry is decided afresh.
+    Failed,
+}
+
 /// The pipeline's answer to one punch.
 #[derive(Debug)]
 #[expect(
@@ -391,14 +404,15 @@ struct Remember {
 )]
 pub enum PunchDecision<'b> {
     /// A new record: append `record` to the log, and once it is durable
-    /// call [`Pipeline::punch_durable`] and send `ack`. If the append fails,
-    /// call [`Pipeline::punch_failed`] and answer `Busy`.
+    /// call [`Pipeline::settle`] with [`Settled::Committed`] and send
+    /// `ack`. If the append fails, settle it [`Settled::Failed`] and
+    /// answer `Busy`.
     Record {
         /// Encoded `Record` to append.
         record: &'b [u8],
         /// The ack to send once durable.
         ack: AckInfo,
-        /// Handle for `punch_durable` / `punch_failed`.
+        /// Handle for [`Pipeline::settle`].
         pending: PendingPunch,
     },
     /// A resend of a punch whose record is already durable: send this ack.
@@ -1068,7 +1082,7 @@ impl Pipeline {
                 record_id: own_record_id,
             };
             // Read only: the memory learns this punch once it is durable
-            // (`punch_durable`), so a punch the log refused leaves no trace.
+            // (`settle`), so a punch the log refused leaves no trace.
             let ekey = (session.tenant_tag, emp_tag);
             let obs = slot
                 .employees
@@ -1214,9 +1228,19 @@ impl Pipeline {
         PunchDecision::Full
     }
 
+    /// Settles a punch [`Pipeline::punch`] answered with `Record`, once
+    /// the edge knows what became of the record: the one entry point back
+    /// from the log (and the cluster's claims) into the pipeline.
+    pub fn settle(&self, pending: &PendingPunch, outcome: Settled) {
+        match outcome {
+            Settled::Committed(verdict) => self.committed(pending, verdict),
+            Settled::Failed => self.forget(pending),
+        }
+    }
+
     /// The record of `pending` is durable: resends now get its ack, and the
     /// employee memory learns the punch.
-    pub fn punch_durable(&self, pending: &PendingPunch, verdict: Verdict) {
+    fn committed(&self, pending: &PendingPunch, verdict: Verdict) {
         let slot = self.tenant(pending.key.0, pending.memory.map_or(0, |m| m.seen_ms));
         slot.punch_ids.update(&pending.key, |e| {
             if e.own_record_id == pending.record_id {
@@ -1240,7 +1264,7 @@ impl Pipeline {
 
     /// The record of `pending` could not be written: forget it, so the
     /// client's retry is decided afresh.
-    pub fn punch_failed(&self, pending: &PendingPunch) {
+    fn forget(&self, pending: &PendingPunch) {
         let rid = pending.record_id;
         let slot = self.tenant(pending.key.0, pending.memory.map_or(0, |m| m.seen_ms));
         slot.punch_ids

@@ -121,7 +121,10 @@ fn send(p: &Pipeline, now: i64, s: &Session, m: &PunchMsg) -> Out {
             pending,
         } => {
             let record = record.to_vec();
-            p.punch_durable(&pending, ack.verdict);
+            p.settle(
+                &pending,
+                fencegate::pipeline::Settled::Committed(ack.verdict),
+            );
             let RecordBodyView::Punch(pr) = parse_record(&record).unwrap().body() else {
                 panic!("punch record")
             };

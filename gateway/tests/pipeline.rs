@@ -82,7 +82,10 @@ fn punch(
             pending,
         } => {
             let record = record.to_vec();
-            p.punch_durable(&pending, ack.verdict);
+            p.settle(
+                &pending,
+                fencegate::pipeline::Settled::Committed(ack.verdict),
+            );
             (ack.verdict, ack.reason, ack.record_id, Some(record))
         }
         PunchDecision::Known(ack) => (ack.verdict, ack.reason, ack.record_id, None),
@@ -134,7 +137,7 @@ fn resend_while_first_copy_is_being_written_is_told_to_retry() {
         PunchDecision::InFlight
     ));
     // The write failed: the retry is decided afresh and writes a record.
-    p.punch_failed(&pending);
+    p.settle(&pending, fencegate::pipeline::Settled::Failed);
     assert!(matches!(
         p.punch(T0, &s, &view, &mut b),
         PunchDecision::Record { .. }
@@ -216,7 +219,10 @@ fn tenants_never_see_each_others_fences_or_punch_ids() {
     else {
         panic!()
     };
-    p.punch_durable(&pending, ack.verdict);
+    p.settle(
+        &pending,
+        fencegate::pipeline::Settled::Committed(ack.verdict),
+    );
     assert_eq!(ack.verdict, Verdict::OutOfRange);
     assert_eq!(ack.nearest_fence_id.as_deref(), Some("hq-north"));
     // The same punch id from globex is a different punch, not a resend.
@@ -540,7 +546,7 @@ fn a_punch_the_log_refused_leaves_no_trace_in_the_employee_memory() {
     else {
         panic!()
     };
-    p.punch_failed(&pending);
+    p.settle(&pending, fencegate::pipeline::Settled::Failed);
     let mut b = punch_msg(2, "e-1", HQ, T0 + MIN);
     b.kind = PunchKind::Out;
     b.position = Some(Position::new(HQ.0, HQ.1, 0.0));

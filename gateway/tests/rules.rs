@@ -338,7 +338,10 @@ fn run_step(p: &Pipeline, id: u128, s: &Step) -> Outcome {
             pending,
         } => {
             let record = record.to_vec();
-            p.punch_durable(&pending, ack.verdict);
+            p.settle(
+                &pending,
+                fencegate::pipeline::Settled::Committed(ack.verdict),
+            );
             Outcome {
                 verdict: ack.verdict,
                 reason: ack.reason,
@@ -803,7 +806,7 @@ fn a_qr_use_is_released_when_its_record_cannot_be_written() {
     else {
         panic!()
     };
-    p.punch_failed(&pending);
+    p.settle(&pending, fencegate::pipeline::Settled::Failed);
     // The client's retry of the same punch is decided afresh and accepted,
     // not refused as a replay of its own first attempt.
     let PunchDecision::Record { ack, .. } = p.punch(now + 500, &s, &view, &mut Scratch::default())

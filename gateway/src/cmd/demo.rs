@@ -519,7 +519,7 @@ pub fn seed(cfg: &Config, args: &DemoArgs, today_ms: i64) -> anyhow::Result<Summ
                 pending,
             } => {
                 batch.push(record, now as u64);
-                pipeline.punch_durable(&pending, ack.verdict);
+                pipeline.settle(&pending, crate::pipeline::Settled::Committed(ack.verdict));
                 summary.records += 1;
             }
             PunchDecision::Known(_) | PunchDecision::InFlight => {}

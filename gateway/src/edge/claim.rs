@@ -210,7 +210,8 @@ pub(super) async fn claim_and_append(
             Some(Answer::Busy(HELD_IN_FLIGHT_RETRY_MS, Reason::Overloaded))
         };
         if let Some(answer) = answer {
-            ctx.pipeline.punch_failed(&pending);
+            ctx.pipeline
+                .settle(&pending, crate::pipeline::Settled::Failed);
             claimed.failed(ctx);
             return Err(answer);
         }
@@ -219,7 +220,8 @@ pub(super) async fn claim_and_append(
         cluster.count_unreachable();
         match cluster.policy(tenant) {
             OnUnreachable::Busy => {
-                ctx.pipeline.punch_failed(&pending);
+                ctx.pipeline
+                    .settle(&pending, crate::pipeline::Settled::Failed);
                 let retry = cluster.busy_retry_after_ms();
                 claimed.failed(ctx);
                 return Err(Answer::Busy(retry, Reason::Overloaded));
@@ -255,7 +257,8 @@ pub(super) async fn claim_and_append(
     match appended {
         Ok((p, ack, pending)) => Ok((p, ack, pending, claimed)),
         Err(answer) => {
-            ctx.pipeline.punch_failed(&pending);
+            ctx.pipeline
+                .settle(&pending, crate::pipeline::Settled::Failed);
             claimed.failed(ctx);
             Err(answer)
         }

@@ -1143,7 +1143,8 @@ async fn decide_punch_inner(
                 match ctx.log.append(record, now_ms.max(0) as u64) {
                     Ok(p) => Ok(Submitted::Appended(p, ack, pending)),
                     Err(e) => {
-                        ctx.pipeline.punch_failed(&pending);
+                        ctx.pipeline
+                            .settle(&pending, crate::pipeline::Settled::Failed);
                         Err(log_busy(&e))
                     }
                 }
@@ -1175,14 +1176,16 @@ async fn decide_punch_inner(
     match commit.await {
         Ok(_) => {
             *read_at = Some(t_pipe);
-            ctx.pipeline.punch_durable(&pending, ack.verdict);
+            ctx.pipeline
+                .settle(&pending, crate::pipeline::Settled::Committed(ack.verdict));
             if let Some(c) = claimed {
                 c.durable(ctx, &ack);
             }
             Answer::Ack(punch_id, ack)
         }
         Err(e) => {
-            ctx.pipeline.punch_failed(&pending);
+            ctx.pipeline
+                .settle(&pending, crate::pipeline::Settled::Failed);
             if let Some(c) = claimed {
                 c.failed(ctx);
             }
