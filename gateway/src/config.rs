@@ -377,6 +377,99 @@ pub struct RawQuic {
     pub admission_retry_after_ms: u32,
 }
 
+/// `[quic]` compiled: every problem reported by [`Config::compile`], then
+/// durations as [`Duration`] and the idle timeout in quinn's own type, so
+/// nothing downstream re-checks or `expect`s a setting. The field docs are
+/// [`RawQuic`]'s.
+#[derive(Debug, Clone)]
+pub struct Quic {
+    /// UDP sockets bound to the listen address with `SO_REUSEPORT`.
+    pub endpoints: usize,
+    /// The operator's PEM certificate chain and key, or `None` for the
+    /// dev certificate made under `<data_dir>/tls/`.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// Host names the dev certificate is made for.
+    pub dev_cert_names: Vec<String>,
+    /// Most concurrent connections.
+    pub max_connections: usize,
+    /// New handshakes per second above which clients must Retry first.
+    pub retry_above_handshakes_per_s: u32,
+    /// Connections in set-up above which new ones are refused at once.
+    pub max_handshakes_in_flight: usize,
+    /// Silence after which a connection is closed.
+    pub idle_timeout: quinn::IdleTimeout,
+    /// Keep-alive interval the server sends at; `None` sends none.
+    pub keep_alive: Option<Duration>,
+    /// Concurrent bidirectional streams per connection.
+    pub max_bidi_streams: u32,
+    /// Concurrent unidirectional streams per connection.
+    pub max_uni_streams: u32,
+    /// Flow-control window per stream, in bytes.
+    pub stream_window: u32,
+    /// Flow-control window per connection, in bytes.
+    pub connection_window: u32,
+    /// Bytes of received datagrams buffered per connection.
+    pub datagram_buffer: usize,
+    /// Time a new connection has to finish its Hello.
+    pub hello_timeout: Duration,
+    /// Wait for its Hello after which a connection may be evicted.
+    pub hello_evict_grace: Duration,
+    /// Time a punch stream has to deliver its frame and FIN.
+    pub stream_read_timeout: Duration,
+    /// Ping datagrams per second one connection may send.
+    pub ping_datagrams_per_s: u32,
+    /// Ping datagrams a connection may send at once above the rate.
+    pub ping_burst: u32,
+    /// Whether 0-RTT data from resumed sessions is accepted.
+    pub zero_rtt: bool,
+    /// Resumable sessions kept in memory (with `zero_rtt`).
+    pub session_cache: usize,
+    /// Punches being processed at once across the node.
+    pub max_inflight_punches: usize,
+    /// Admission control's target queueing delay; zero turns it off.
+    pub admission_target: Duration,
+    /// Admission control's window.
+    pub admission_interval: Duration,
+    /// Retry-after of the `Busy` sent to punches shed by admission control.
+    pub admission_retry_after: Duration,
+}
+
+impl Quic {
+    /// Compiles checked settings (ranges are [`Config::compile`]'s
+    /// problems; a value out of them is clamped here, never trusted).
+    fn compile(q: RawQuic) -> Self {
+        // At most 3,600,000 ms after the range check: a VarInt, so the
+        // conversion cannot fail (quinn's limit is 2^62 ms).
+        let idle_ms = q.idle_timeout_s.clamp(1, 3_600) as u32 * 1_000;
+        Self {
+            endpoints: q.endpoints,
+            identity: q.cert.zip(q.key),
+            dev_cert_names: q.dev_cert_names,
+            max_connections: q.max_connections,
+            retry_above_handshakes_per_s: q.retry_above_handshakes_per_s,
+            max_handshakes_in_flight: q.max_handshakes_in_flight,
+            idle_timeout: quinn::IdleTimeout::from(quinn::VarInt::from_u32(idle_ms)),
+            keep_alive: (q.keep_alive_s > 0).then(|| Duration::from_secs(q.keep_alive_s)),
+            max_bidi_streams: q.max_bidi_streams,
+            max_uni_streams: q.max_uni_streams,
+            stream_window: q.stream_window,
+            connection_window: q.connection_window,
+            datagram_buffer: q.datagram_buffer,
+            hello_timeout: Duration::from_millis(q.hello_timeout_ms),
+            hello_evict_grace: Duration::from_millis(q.hello_evict_grace_ms),
+            stream_read_timeout: Duration::from_millis(q.stream_read_timeout_ms),
+            ping_datagrams_per_s: q.ping_datagrams_per_s,
+            ping_burst: q.ping_burst,
+            zero_rtt: q.zero_rtt,
+            session_cache: q.session_cache,
+            max_inflight_punches: q.max_inflight_punches,
+            admission_target: Duration::from_millis(q.admission_target_ms),
+            admission_interval: Duration::from_millis(q.admission_interval_ms),
+            admission_retry_after: Duration::from_millis(u64::from(q.admission_retry_after_ms)),
+        }
+    }
+}
+
 impl Default for RawQuic {
     fn default() -> Self {
         Self {
@@ -926,8 +1019,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// QUIC listen address.
     pub quic_listen: SocketAddr,
-    /// The QUIC settings as written (already validated).
-    pub quic: RawQuic,
+    /// The QUIC settings, compiled.
+    pub quic: Quic,
     /// Admin API listen address.
     pub admin_listen: SocketAddr,
     /// Admin tokens (secrets resolved at start, not here).
@@ -1282,7 +1375,7 @@ impl Config {
             node_name: raw.node.name,
             data_dir,
             quic_listen,
-            quic: raw.quic,
+            quic: Quic::compile(raw.quic),
             admin_listen,
             admin_queries: QueryLimits {
                 max_concurrent: raw.admin.max_concurrent_queries,
@@ -1433,14 +1526,38 @@ mod tests {
         assert!(err.problems.len() >= 6);
     }
 
+    /// The compiled `[quic]` keeps each setting's unit: seconds and
+    /// milliseconds as the raw names say, 0 keep-alive as none.
+    #[test]
+    fn quic_compiles_durations_in_their_units() {
+        let base = "[[tenants]]\nid = \"acme\"\n";
+        let c = Config::parse(
+            &format!(
+                "[quic]\nidle_timeout_s = 90\nkeep_alive_s = 0\nhello_evict_grace_ms = 250\nadmission_retry_after_ms = 700\n{base}"
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.quic.idle_timeout,
+            quinn::IdleTimeout::try_from(Duration::from_secs(90)).unwrap()
+        );
+        assert_eq!(c.quic.keep_alive, None);
+        assert_eq!(c.quic.hello_evict_grace, Duration::from_millis(250));
+        assert_eq!(c.quic.admission_retry_after, Duration::from_millis(700));
+        let d = Config::parse(base, "t.toml").unwrap();
+        assert_eq!(d.quic.keep_alive, Some(Duration::from_secs(20)));
+        assert_eq!(d.quic.identity, None);
+    }
+
     #[test]
     fn edge_budgets_default_and_errors_name_the_setting_and_fix() {
         let base = "[[tenants]]\nid = \"acme\"\n";
         let c = Config::parse(base, "t.toml").unwrap();
         assert_eq!(
             (
-                c.quic.hello_timeout_ms,
-                c.quic.stream_read_timeout_ms,
+                c.quic.hello_timeout.as_millis(),
+                c.quic.stream_read_timeout.as_millis(),
                 c.quic.ping_datagrams_per_s,
                 c.quic.ping_burst
             ),

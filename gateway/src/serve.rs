@@ -142,7 +142,7 @@ pub fn check(cfg: &Config) -> Result<Checked, ConfigErrors> {
     if let Err(rules) = crate::rules::load::check(cfg) {
         p.extend(rules);
     }
-    if let (Some(c), Some(k)) = (&cfg.quic.cert, &cfg.quic.key) {
+    if let Some((c, k)) = &cfg.quic.identity {
         if let Err(e) = tls::load_identity(c, k) {
             p.push(format!("{e:#}"));
         }
@@ -327,25 +327,25 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         "log recovered"
     );
 
-    let identity = match (&cfg.quic.cert, &cfg.quic.key) {
-        (Some(c), Some(k)) => tls::load_identity(c, k)?,
-        _ => tls::dev_identity(&cfg.data_dir.join("tls"), &cfg.quic.dev_cert_names)?,
+    let identity = match &cfg.quic.identity {
+        Some((c, k)) => tls::load_identity(c, k)?,
+        None => tls::dev_identity(&cfg.data_dir.join("tls"), &cfg.quic.dev_cert_names)?,
     };
     let settings = EdgeSettings {
         max_connections: cfg.quic.max_connections,
         retry_above_handshakes_per_s: cfg.quic.retry_above_handshakes_per_s,
         max_handshakes_in_flight: cfg.quic.max_handshakes_in_flight,
-        hello_timeout: Duration::from_millis(cfg.quic.hello_timeout_ms),
-        hello_evict_grace: Duration::from_millis(cfg.quic.hello_evict_grace_ms),
-        stream_read_timeout: Duration::from_millis(cfg.quic.stream_read_timeout_ms),
+        hello_timeout: cfg.quic.hello_timeout,
+        hello_evict_grace: cfg.quic.hello_evict_grace,
+        stream_read_timeout: cfg.quic.stream_read_timeout,
         ping_datagrams_per_s: cfg.quic.ping_datagrams_per_s,
         ping_burst: cfg.quic.ping_burst,
         zero_rtt: cfg.quic.zero_rtt,
         repeat_window_s: cfg.dedup.repeat_window.as_secs() as u32,
         admission: edge::admission::AdmissionSettings {
-            target: Duration::from_millis(cfg.quic.admission_target_ms),
-            interval: Duration::from_millis(cfg.quic.admission_interval_ms),
-            retry_after: Duration::from_millis(u64::from(cfg.quic.admission_retry_after_ms)),
+            target: cfg.quic.admission_target,
+            interval: cfg.quic.admission_interval,
+            retry_after: cfg.quic.admission_retry_after,
         },
     };
     let mut ctx = EdgeContext::new(

@@ -472,9 +472,9 @@ async fn connections_beyond_the_set_up_bound_are_refused_until_one_authenticates
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::config(dir.path());
     cfg.quic.max_handshakes_in_flight = 1;
-    cfg.quic.hello_timeout_ms = 30_000;
+    cfg.quic.hello_timeout = Duration::from_secs(30);
     // Long enough that a loaded machine cannot reach it during the test.
-    cfg.quic.hello_evict_grace_ms = 30_000;
+    cfg.quic.hello_evict_grace = Duration::from_secs(30);
     let node = Node::start_with(dir, cfg).await;
     // A connection that has shaken hands but not sent its Hello still holds
     // the only set-up slot, and within the eviction grace it is not closed

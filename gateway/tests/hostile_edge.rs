@@ -40,7 +40,7 @@ async fn held_punch_streams_without_fin_do_not_starve_another_device() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::config(dir.path());
     cfg.quic.max_inflight_punches = SLOTS;
-    cfg.quic.stream_read_timeout_ms = 1_500;
+    cfg.quic.stream_read_timeout = Duration::from_millis(1_500);
     let node = Node::start_with(dir, cfg).await;
     let timeouts = r#"fencegate_edge_timeouts_total{cause="punch_stream"}"#;
     let timeouts_before = metric(timeouts);
@@ -94,7 +94,7 @@ async fn silent_handshakes_filling_the_set_up_bound_do_not_lock_out_real_devices
     let mut cfg = common::config(dir.path());
     cfg.quic.max_handshakes_in_flight = SET_UP;
     // Long, so that getting in cannot be the deadline freeing a slot.
-    cfg.quic.hello_timeout_ms = 30_000;
+    cfg.quic.hello_timeout = Duration::from_secs(30);
     let node = Node::start_with(dir, cfg).await;
     let evicted = r#"fencegate_handshakes_total{kind="evicted"}"#;
     let evicted_before = metric(evicted);

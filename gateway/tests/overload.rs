@@ -132,7 +132,7 @@ async fn ping_flood_during_punches_is_shed_and_counted_and_every_punch_is_acked(
     cfg.quic.ping_burst = 1_000_000;
     // Punches wait for the held writer; that wait must not turn into
     // admission control refusing the next ones in this test.
-    cfg.quic.admission_target_ms = 0;
+    cfg.quic.admission_target = Duration::ZERO;
     let node = Node::start_with(dir, cfg).await;
     let shed = r#"fencegate_datagrams_dropped_total{reason="shed"}"#;
     let busy = "fencegate_busy_total";
@@ -221,9 +221,9 @@ async fn admission_refuses_new_connections_when_the_queueing_delay_is_over_targe
     const HELD_MS: u64 = 300;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::config(dir.path());
-    cfg.quic.admission_target_ms = 50;
-    cfg.quic.admission_interval_ms = INTERVAL_MS;
-    cfg.quic.admission_retry_after_ms = 700;
+    cfg.quic.admission_target = Duration::from_millis(50);
+    cfg.quic.admission_interval = Duration::from_millis(INTERVAL_MS);
+    cfg.quic.admission_retry_after = Duration::from_millis(700);
     let node = Node::start_with(dir, cfg).await;
     let conn_refused = r#"fencegate_refused_total{channel="connection",reason="Overloaded"}"#;
     let punch_shed = r#"fencegate_refused_total{channel="punch",reason="Overloaded"}"#;

@@ -27,11 +27,11 @@ pub fn fingerprint_cmd(args: &FingerprintArgs) -> anyhow::Result<()> {
         Some(p) => Config::load(p)?,
         None => Config::embedded_defaults(),
     };
-    let path = match &cfg.quic.cert {
-        Some(c) => c.clone(),
+    let path = match &cfg.quic.identity {
+        Some((c, _)) => c.clone(),
         None => cfg.data_dir.join("tls").join("dev-cert.pem"),
     };
-    if cfg.quic.cert.is_none() && !path.exists() {
+    if cfg.quic.identity.is_none() && !path.exists() {
         anyhow::bail!(
             "no dev certificate at {}: `fencegate serve` makes it at first start (with the same --config), or set quic.cert to your certificate",
             path.display()

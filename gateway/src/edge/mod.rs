@@ -182,7 +182,7 @@ impl EdgeContext {
 }
 
 /// Transport settings sized for very many small, mostly idle connections.
-pub fn transport_config(q: &crate::config::RawQuic) -> quinn::TransportConfig {
+pub fn transport_config(q: &crate::config::Quic) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(q.max_bidi_streams))
         .max_concurrent_uni_streams(VarInt::from_u32(q.max_uni_streams))
@@ -190,11 +190,8 @@ pub fn transport_config(q: &crate::config::RawQuic) -> quinn::TransportConfig {
         .receive_window(VarInt::from_u32(q.connection_window))
         // Replies are tiny; a small send window keeps per-connection memory low.
         .send_window(u64::from(q.stream_window))
-        .max_idle_timeout(Some(
-            quinn::IdleTimeout::try_from(Duration::from_secs(q.idle_timeout_s))
-                .expect("validated by config"),
-        ))
-        .keep_alive_interval((q.keep_alive_s > 0).then(|| Duration::from_secs(q.keep_alive_s)))
+        .max_idle_timeout(Some(q.idle_timeout))
+        .keep_alive_interval(q.keep_alive)
         .datagram_receive_buffer_size(Some(q.datagram_buffer))
         .datagram_send_buffer_size(0);
     t
@@ -257,7 +254,7 @@ impl rustls::server::StoresServerSessions for CountingStore {
 /// Builds the quinn server configuration.
 pub fn server_config(
     id: &tls::ServerIdentity,
-    q: &crate::config::RawQuic,
+    q: &crate::config::Quic,
     metrics: &EdgeMetrics,
 ) -> anyhow::Result<quinn::ServerConfig> {
     let mut crypto = tls::server_crypto(id, q.zero_rtt, q.session_cache)?;
