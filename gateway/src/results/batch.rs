@@ -13,8 +13,7 @@
 //! (its revision bumped) only when it changed; `tests/batched_results.rs`
 //! holds both paths equal on random rosters, SQLite and PostgreSQL.
 
-use super::materialize::{date_string, rows_of};
-use super::store::{DayRow, IN_CHUNK, ResultsStore, Tx};
+use super::store::{DayRow, IN_CHUNK, ResultsStore, Tx, date_string, rows_of};
 use crate::rules::Rules;
 use crate::rules::day::{self, Cover, DayPunch};
 use crate::rules::schedule::midnight_ms;

@@ -27,10 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch;
 use super::hr::{self, Touched};
-use super::store::{DayRow, PunchRow, ResultsStore, Tx};
+use super::store::{PunchRow, ResultsStore, Tx, date_string, rows_of};
 use crate::log::{CursorStart, LogError, LogHandle, LogReader, Lsn};
-use crate::rules::day::{self, DayResult};
-use crate::rules::schedule::{civil_from_day, midnight_ms};
+use crate::rules::day;
+use crate::rules::schedule::midnight_ms;
 use crate::rules::{Group, Rules, RulesHandle, TenantRules};
 
 /// Most log entries applied in one transaction.
@@ -112,11 +112,6 @@ pub enum Recompute {
 pub struct Materializer {
     store: ResultsStore,
     rules: Arc<RulesHandle>,
-}
-
-pub(super) fn date_string(day: i32) -> String {
-    let (y, m, d) = civil_from_day(day);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 impl Materializer {
@@ -601,50 +596,6 @@ fn off_the_reactor<R>(f: impl FnOnce() -> R) -> R {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
     }
-}
-
-/// The rows of one employee's day from a result.
-pub(super) fn rows_of(
-    tenant: &str,
-    employee: &str,
-    group: &str,
-    r: &DayResult,
-    closed: bool,
-    department: Option<String>,
-) -> Vec<DayRow> {
-    let date = date_string(r.day);
-    let base = DayRow {
-        tenant: tenant.to_owned(),
-        employee: employee.to_owned(),
-        date,
-        slot: String::new(),
-        department,
-        group: group.to_owned(),
-        status: r.status.as_str().to_owned(),
-        late_min: i64::from(r.late_min),
-        early_min: i64::from(r.early_min),
-        worked_min: i64::from(r.worked_min),
-        overtime_min: i64::from(r.overtime_min),
-        in_ms: r.slots.iter().filter_map(|s| s.in_ms).min(),
-        out_ms: r.slots.iter().filter_map(|s| s.out_ms).max(),
-        closed,
-        revision: 0,
-    };
-    let mut rows = vec![base.clone()];
-    for s in &r.slots {
-        rows.push(DayRow {
-            slot: s.name.clone(),
-            status: s.status.as_str().to_owned(),
-            late_min: i64::from(s.late_min),
-            early_min: i64::from(s.early_min),
-            worked_min: i64::from(s.worked_min),
-            overtime_min: i64::from(s.overtime_min),
-            in_ms: s.in_ms,
-            out_ms: s.out_ms,
-            ..base.clone()
-        });
-    }
-    rows
 }
 
 /// Recomputes one employee's day from every punch the store holds near it

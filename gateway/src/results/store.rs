@@ -1315,6 +1315,56 @@ impl ResultsStore {
     }
 }
 
+/// A day number as `YYYY-MM-DD`, the `date` column's form.
+pub(super) fn date_string(day: i32) -> String {
+    let (y, m, d) = crate::rules::schedule::civil_from_day(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The rows of one employee's day from a result.
+pub(super) fn rows_of(
+    tenant: &str,
+    employee: &str,
+    group: &str,
+    r: &crate::rules::day::DayResult,
+    closed: bool,
+    department: Option<String>,
+) -> Vec<DayRow> {
+    let date = date_string(r.day);
+    let base = DayRow {
+        tenant: tenant.to_owned(),
+        employee: employee.to_owned(),
+        date,
+        slot: String::new(),
+        department,
+        group: group.to_owned(),
+        status: r.status.as_str().to_owned(),
+        late_min: i64::from(r.late_min),
+        early_min: i64::from(r.early_min),
+        worked_min: i64::from(r.worked_min),
+        overtime_min: i64::from(r.overtime_min),
+        in_ms: r.slots.iter().filter_map(|s| s.in_ms).min(),
+        out_ms: r.slots.iter().filter_map(|s| s.out_ms).max(),
+        closed,
+        revision: 0,
+    };
+    let mut rows = vec![base.clone()];
+    for s in &r.slots {
+        rows.push(DayRow {
+            slot: s.name.clone(),
+            status: s.status.as_str().to_owned(),
+            late_min: i64::from(s.late_min),
+            early_min: i64::from(s.early_min),
+            worked_min: i64::from(s.worked_min),
+            overtime_min: i64::from(s.overtime_min),
+            in_ms: s.in_ms,
+            out_ms: s.out_ms,
+            ..base.clone()
+        });
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
