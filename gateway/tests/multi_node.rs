@@ -18,12 +18,12 @@
 //! node gets the first ack and appends nothing, and each unreachable policy
 //! answers as documented (fail open: accepted and marked; busy: `Busy`).
 
+mod cluster_rig;
 mod common;
 mod sink_rig;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,58 +39,6 @@ use fencegate_testkit::{GatewayProcess, NatsCluster};
 use sink_rig::{punch_ids, read_stream};
 
 const NODES: usize = 3;
-
-/// Node `i`'s config: its own data dir, the shared tenant key, the cluster.
-fn write_config(dir: &Path, i: usize, key: &Path, nats_urls: &str) -> PathBuf {
-    let d = dir.join(format!("node{i}"));
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("fences.geojson"), common::FENCES).unwrap();
-    let cfg = format!(
-        r#"
-[node]
-name = "gw-{i}"
-data_dir = "{d}/data"
-[quic]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[fences]
-path = "{d}/fences.geojson"
-[[tenants]]
-id = "acme"
-key_file = "{key}"
-[[sinks]]
-name = "js"
-type = "nats"
-url = "{nats_urls}"
-replicas = 3
-timeout_ms = 2000
-retry_initial_ms = 50
-retry_max_ms = 500
-[cluster]
-enabled = true
-replicas = 3
-"#,
-        d = d.display(),
-        key = key.display(),
-    );
-    let path = d.join("fencegate.toml");
-    std::fs::write(&path, cfg).unwrap();
-    path
-}
-
-/// acme's device-token key, shared by every node.
-fn write_key(dir: &Path) -> PathBuf {
-    let key = dir.join("acme.key");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&key)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, "5a".repeat(32).as_bytes()))
-        .unwrap();
-    key
-}
 
 async fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
     let text = reqwest::get(format!("http://{admin}/metrics"))
@@ -120,10 +68,10 @@ async fn multi_node_cluster_kills_lose_no_acked_punch_and_store_none_twice() {
 async fn run() {
     let dir = tempfile::tempdir().unwrap();
     let mut nats = NatsCluster::start(&dir.path().join("nats"), 3);
-    let key = write_key(dir.path());
+    let key = cluster_rig::write_key(dir.path());
     let bin = Path::new(env!("CARGO_BIN_EXE_fencegate"));
     let configs: Vec<PathBuf> = (0..NODES)
-        .map(|i| write_config(dir.path(), i, &key, &nats.urls()))
+        .map(|i| cluster_rig::write_config(dir.path(), i, &key, &nats.urls(), ""))
         .collect();
     let mut gws: Vec<GatewayProcess> = configs
         .iter()
@@ -354,10 +302,10 @@ async fn multi_node_nats_down_nodes_ack_locally_and_drain_on_return() {
 async fn nats_down() {
     let dir = tempfile::tempdir().unwrap();
     let mut nats = NatsCluster::start(&dir.path().join("nats"), 3);
-    let key = write_key(dir.path());
+    let key = cluster_rig::write_key(dir.path());
     let bin = Path::new(env!("CARGO_BIN_EXE_fencegate"));
     let configs: Vec<PathBuf> = (0..NODES)
-        .map(|i| write_config(dir.path(), i, &key, &nats.urls()))
+        .map(|i| cluster_rig::write_config(dir.path(), i, &key, &nats.urls(), ""))
         .collect();
     let mut gws: Vec<GatewayProcess> = configs
         .iter()

@@ -15,11 +15,11 @@
 //! the store under the running leader: it reads the stream again and the
 //! store equals the oracle again.
 
+mod cluster_rig;
 mod common;
 mod sink_rig;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,63 +64,25 @@ department = "ops"
 
 const SUPER: &str = "super-secret-0123456789";
 
+/// Node `i`'s config: the cluster rig's, with a super token, the rules,
+/// and the results in the PostgreSQL every node shares.
 fn write_config(dir: &Path, i: usize, key: &Path, nats: &str, pg: &str) -> PathBuf {
-    let d = dir.join(format!("node{i}"));
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("fences.geojson"), common::FENCES).unwrap();
+    let d = cluster_rig::node_dir(dir, i);
     std::fs::write(d.join("rules.toml"), RULES).unwrap();
     std::fs::write(d.join("super.token"), SUPER).unwrap();
-    let cfg = format!(
+    let extra = format!(
         r#"
-[node]
-name = "gw-{i}"
-data_dir = "{d}/data"
-[quic]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
+[attendance]
+rules = "{d}/rules.toml"
+results = "{pg}"
 [[admin.tokens]]
 name = "super"
 role = "super"
 token_file = "{d}/super.token"
-[fences]
-path = "{d}/fences.geojson"
-[attendance]
-rules = "{d}/rules.toml"
-results = "{pg}"
-[[tenants]]
-id = "acme"
-key_file = "{key}"
-[[sinks]]
-name = "js"
-type = "nats"
-url = "{nats}"
-replicas = 3
-timeout_ms = 2000
-retry_initial_ms = 50
-retry_max_ms = 500
-[cluster]
-enabled = true
-replicas = 3
 "#,
-        d = d.display(),
-        key = key.display(),
+        d = d.display()
     );
-    let path = d.join("fencegate.toml");
-    std::fs::write(&path, cfg).unwrap();
-    path
-}
-
-fn write_key(dir: &Path) -> PathBuf {
-    let key = dir.join("acme.key");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&key)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, "5a".repeat(32).as_bytes()))
-        .unwrap();
-    key
+    cluster_rig::write_config(dir, i, key, nats, &extra)
 }
 
 async fn get(admin: SocketAddr, path: &str) -> Value {
@@ -302,7 +264,7 @@ async fn run() {
     let pg = Postgres::start(&dir.path().join("pg"));
     let pg_url = pg.url();
     let nats = NatsCluster::start(&dir.path().join("nats"), 3);
-    let key = write_key(dir.path());
+    let key = cluster_rig::write_key(dir.path());
     let bin = Path::new(env!("CARGO_BIN_EXE_fencegate"));
     let configs: Vec<PathBuf> = (0..NODES)
         .map(|i| write_config(dir.path(), i, &key, &nats.urls(), &pg_url))

@@ -1184,31 +1184,12 @@ impl ResultsStore {
         delta.write(tx).await?;
         for chunk in rows.chunks(UPSERT_ROWS) {
             let sql = format!(
-                "INSERT INTO day_results ({DAY_COLUMNS}) VALUES {} \
-                 ON CONFLICT (tenant, employee, date, slot) DO UPDATE SET department = excluded.department, grp = excluded.grp, \
-                 status = excluded.status, late_min = excluded.late_min, early_min = excluded.early_min, worked_min = excluded.worked_min, \
-                 overtime_min = excluded.overtime_min, in_ms = excluded.in_ms, out_ms = excluded.out_ms, closed = excluded.closed, \
-                 revision = excluded.revision",
+                "INSERT INTO day_results ({DAY_COLUMNS}) VALUES {} {DAY_UPSERT}",
                 values_list(sqlite, chunk.len(), 15)
             );
             let mut q = sqlx::query(&sql);
             for (_, r) in chunk {
-                q = q
-                    .bind(&r.tenant)
-                    .bind(&r.employee)
-                    .bind(&r.date)
-                    .bind(&r.slot)
-                    .bind(r.department.as_deref())
-                    .bind(&r.group)
-                    .bind(&r.status)
-                    .bind(r.late_min)
-                    .bind(r.early_min)
-                    .bind(r.worked_min)
-                    .bind(r.overtime_min)
-                    .bind(r.in_ms)
-                    .bind(r.out_ms)
-                    .bind(i64::from(r.closed))
-                    .bind(r.revision);
+                q = bind_day_row(q, r);
             }
             q.execute(&mut **tx).await?;
         }
@@ -1225,30 +1206,12 @@ impl ResultsStore {
         r: &DayRow,
     ) -> Result<(), sqlx::Error> {
         move_stats(tx, old, Some(r)).await?;
-        sqlx::query(&format!(
-            "INSERT INTO day_results ({DAY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-             ON CONFLICT (tenant, employee, date, slot) DO UPDATE SET department = excluded.department, grp = excluded.grp, \
-             status = excluded.status, late_min = excluded.late_min, early_min = excluded.early_min, worked_min = excluded.worked_min, \
-             overtime_min = excluded.overtime_min, in_ms = excluded.in_ms, out_ms = excluded.out_ms, closed = excluded.closed, \
-             revision = excluded.revision"
-        ))
-        .bind(&r.tenant)
-        .bind(&r.employee)
-        .bind(&r.date)
-        .bind(&r.slot)
-        .bind(r.department.clone())
-        .bind(&r.group)
-        .bind(&r.status)
-        .bind(r.late_min)
-        .bind(r.early_min)
-        .bind(r.worked_min)
-        .bind(r.overtime_min)
-        .bind(r.in_ms)
-        .bind(r.out_ms)
-        .bind(i64::from(r.closed))
-        .bind(r.revision)
-        .execute(&mut **tx)
-        .await?;
+        let sql = format!(
+            "INSERT INTO day_results ({DAY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) {DAY_UPSERT}"
+        );
+        bind_day_row(sqlx::query(&sql), r)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
@@ -1313,6 +1276,36 @@ impl ResultsStore {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
+}
+
+/// The conflict clause of a `day_results` upsert: every column but the key
+/// takes the new row's value.
+const DAY_UPSERT: &str = "ON CONFLICT (tenant, employee, date, slot) DO UPDATE SET \
+    department = excluded.department, grp = excluded.grp, status = excluded.status, \
+    late_min = excluded.late_min, early_min = excluded.early_min, worked_min = excluded.worked_min, \
+    overtime_min = excluded.overtime_min, in_ms = excluded.in_ms, out_ms = excluded.out_ms, \
+    closed = excluded.closed, revision = excluded.revision";
+
+/// Binds `r`'s 15 values in `DAY_COLUMNS` order (one row of an upsert).
+fn bind_day_row<'q>(
+    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    r: &'q DayRow,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(&r.tenant)
+        .bind(&r.employee)
+        .bind(&r.date)
+        .bind(&r.slot)
+        .bind(r.department.as_deref())
+        .bind(&r.group)
+        .bind(&r.status)
+        .bind(r.late_min)
+        .bind(r.early_min)
+        .bind(r.worked_min)
+        .bind(r.overtime_min)
+        .bind(r.in_ms)
+        .bind(r.out_ms)
+        .bind(i64::from(r.closed))
+        .bind(r.revision)
 }
 
 /// A day number as `YYYY-MM-DD`, the `date` column's form.
