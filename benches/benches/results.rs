@@ -2,7 +2,11 @@
 //! SQLite, against storing the same records alone (the floor: what the
 //! store costs without computing any day), and closing a day for a roster,
 //! in the same run; plus the pure day computation against one per-punch
-//! judgement.
+//! judgement. And the same punches materialized from a JetStream stream
+//! (`[cluster] results = "stream"`: fetch, apply, ack) against applying
+//! them from the log, in the same run (`results/stream_2000_punches` vs
+//! `results/apply_2000_punches`); the bench starts its own
+//! `nats-server -js`.
 //!
 //! `cargo bench -p fencegate-benches --bench results`
 
@@ -13,7 +17,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use fencegate::results::store::PunchRow;
-use fencegate::results::{Materializer, ResultsStore};
+use fencegate::results::{Materializer, ResultsStore, StreamMaterializer, StreamSource};
 use fencegate::rules::config::{CompileContext, compile_text, fixed_qr_keys};
 use fencegate::rules::day::{DayPunch, compute};
 use fencegate::rules::holidays::Calendars;
@@ -260,5 +264,77 @@ fn bench_compute(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_materialize, bench_compute);
+/// The punches of [`records`] published to a stream, then materialized
+/// into a fresh store by the stream materializer (one durable consumer,
+/// batches of up to 4,096, the sequence committed with the rows): from its
+/// start until the store holds the last sequence. The store is polled
+/// every 2 ms, so a figure can be up to 2 ms late.
+fn bench_stream(c: &mut Criterion) {
+    let text = rules_text();
+    let handle = Arc::new(RulesHandle::new(rules(&text), text));
+    let entries = records();
+    let n = entries.len() as i64;
+    let rt = runtime();
+    let nats_dir = tempfile::tempdir().unwrap();
+    let nats = fencegate_testkit::NatsServer::start(nats_dir.path());
+    let client = rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client.clone());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "FENCEGATE".into(),
+            subjects: vec!["fencegate.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        for (_, bytes) in &entries {
+            js.publish("fencegate.acme.punch", bytes.clone().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        client
+    });
+    let mut g = c.benchmark_group("results");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(8));
+    g.throughput(Throughput::Elements(entries.len() as u64));
+    g.bench_function("stream_2000_punches", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (_dir, store) = fresh(&rt);
+                let m = Materializer::new(store.clone(), handle.clone());
+                let source = StreamSource::new("FENCEGATE", "fencegate", "bench", false);
+                let stop = tokio_util::sync::CancellationToken::new();
+                let start = fencegate_benches::clock::now();
+                let (client, stop2) = (client.clone(), stop.clone());
+                let task = rt.spawn(async move {
+                    StreamMaterializer::new(m, client, source)
+                        .run(stop2, Duration::from_secs(3_600))
+                        .await;
+                });
+                rt.block_on(async {
+                    loop {
+                        let mut tx = store.begin().await.unwrap();
+                        let seq = ResultsStore::meta(&mut tx, "stream_seq").await.unwrap();
+                        tx.commit().await.unwrap();
+                        if seq.unwrap_or(0) >= n {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                });
+                total += start.elapsed();
+                stop.cancel();
+                rt.block_on(task).unwrap();
+            }
+            total
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_materialize, bench_stream, bench_compute);
 criterion_main!(benches);
