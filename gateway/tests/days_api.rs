@@ -7,14 +7,12 @@
 //! The rules use a free schedule, so the results do not depend on the
 //! wall-clock time the test runs at.
 
-mod common;
+mod hr_rig;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{HQ, Node, now_ms, punch};
 use fencegate::client::PunchReply;
-use fencegate::config::Config;
+use hr_rig::common::{self, HQ, Node, now_ms, punch};
 use serde_json::Value;
 
 const RULES: &str = r#"
@@ -42,75 +40,9 @@ supervisor = "G0100"
 department = "ops"
 "#;
 
-const TOKENS: [(&str, &str); 5] = [
-    ("super", "role = \"super\""),
-    ("acme-admin", "role = \"tenant\"\ntenant = \"acme\""),
-    (
-        "ops-lead",
-        "role = \"supervisor\"\ntenant = \"acme\"\ndepartment = \"ops\"",
-    ),
-    (
-        "globex-ops-lead",
-        "role = \"supervisor\"\ntenant = \"globex\"\ndepartment = \"ops\"",
-    ),
-    (
-        "e1001",
-        "role = \"employee\"\ntenant = \"acme\"\nemployee = \"E1001\"",
-    ),
-];
-
-fn secret(name: &str) -> String {
-    format!("{name}-secret-0123456789")
-}
-
-fn write_config(dir: &Path, results: Option<&str>) -> std::path::PathBuf {
-    std::fs::write(dir.join("fences.geojson"), common::FENCES).unwrap();
-    std::fs::write(dir.join("rules.toml"), RULES).unwrap();
-    let mut text = format!(
-        "[node]\ndata_dir = {:?}\n[quic]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        dir.join("data")
-    );
-    for (name, role) in TOKENS {
-        let f = dir.join(format!("{name}.token"));
-        std::fs::write(&f, secret(name)).unwrap();
-        text.push_str(&format!(
-            "[[admin.tokens]]\nname = {name:?}\n{role}\ntoken_file = {f:?}\n"
-        ));
-    }
-    text.push_str(&format!(
-        "[fences]\npath = {:?}\n[attendance]\nrules = {:?}\n{}[[tenants]]\nid = \"acme\"\n[[tenants]]\nid = \"globex\"\n",
-        dir.join("fences.geojson"),
-        dir.join("rules.toml"),
-        results.map_or(String::new(), |u| format!("results = {u:?}\n")),
-    ));
-    let path = dir.join("fencegate.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
+/// `GET path` with `token` (a name of the rig's tokens).
 async fn get(node: &Node, path: &str, token: Option<&str>) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = node.running.admin_addr.to_string();
-    let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {}\r\n", secret(t)))
-        .unwrap_or_default();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text[9..12].parse().unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        common::dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    (code, body)
+    hr_rig::http(node, "GET", path, token, None).await
 }
 
 fn employees(body: &str) -> Vec<String> {
@@ -140,9 +72,9 @@ async fn day_results_are_scoped_by_role_like_records_postgres() {
 }
 
 async fn scenario(results: Option<&str>) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::load(&write_config(dir.path(), results)).unwrap_or_else(|e| panic!("{e}"));
-    let node = Node::start_with(dir, cfg).await;
+    // The HR rig's node (its tenants and one token per role) with this
+    // test's rules.
+    let node = hr_rig::start_with_rules(RULES, results).await;
     let c = node.client("acme", "phone-a").await;
     for (id, e) in [(1, "E1001"), (2, "E2001"), (3, "E3001")] {
         assert!(matches!(
