@@ -7,7 +7,7 @@ use geo::kernels::Orientation;
 use geojson::{Feature, GeometryValue, JsonObject, Position};
 
 use crate::fence::{Circle, Fence, FenceKind, Shape, TenantKey};
-use crate::geom::{LonLat, PolygonPart, orient, segments_intersect};
+use crate::geom::{LonLat, PolygonPart, RingPos, orient, ring_position, segments_intersect};
 use crate::point::Point;
 
 /// Limits applied while loading fences.
@@ -162,6 +162,13 @@ pub enum FenceErrorKind {
         lon: f64,
         /// Latitude near the intersection.
         lat: f64,
+    },
+    /// A hole that lies outside its shell: it cuts nothing, and its edges would count as the
+    /// fence's boundary where the fence is not.
+    #[error("{at} is a hole outside its shell; move it inside the shell (ring 0) or remove it")]
+    HoleOutsideShell {
+        /// Which ring.
+        at: String,
     },
     /// An edge spans more than 180° of longitude.
     #[error(
@@ -664,6 +671,17 @@ fn polygon(
             lon: near[0],
             lat: near[1],
         });
+        return None;
+    }
+    // No ring touches another (checked above), so one vertex tells which side a hole is on.
+    for (r, hole) in out.iter().enumerate().skip(1) {
+        if ring_position(&out[0], hole[0]) != RingPos::Inside {
+            errs.push(FenceErrorKind::HoleOutsideShell {
+                at: ring_name(part, r),
+            });
+        }
+    }
+    if errs.len() > before {
         return None;
     }
     Some(PolygonPart::new(out))

@@ -111,6 +111,26 @@ fn ring_problems() {
 }
 
 #[test]
+fn hole_outside_its_shell() {
+    let errs = errors(&collection(&[
+        &polygon(
+            "stray-hole",
+            "[[[0,0],[2,0],[2,2],[0,2],[0,0]],[[0.5,0.5],[1,0.5],[1,1],[0.5,0.5]],[[3,3],[4,3],[4,4],[3,3]]]",
+        ),
+        &polygon(
+            "ok-hole",
+            "[[[0,0],[2,0],[2,2],[0,2],[0,0]],[[0.5,0.5],[1,0.5],[1,1],[0.5,0.5]]]",
+        ),
+    ]));
+    assert_eq!(
+        errs,
+        [
+            "feature 0 (fence 'stray-hole'): ring 2 is a hole outside its shell; move it inside the shell (ring 0) or remove it"
+        ]
+    );
+}
+
+#[test]
 fn coordinates_and_antimeridian() {
     let errs = errors(&collection(&[
         &polygon("lat", "[[[0,0],[1,0],[1,91],[0,1],[0,0]]]"),
