@@ -13,6 +13,8 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use serde::Deserialize;
+
 /// A sustained rate with a burst: `burst` punches at once, refilled at
 /// `per_s` a second.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -149,59 +151,185 @@ pub struct Budgets {
     pub device_rate: Option<Rate>,
 }
 
-impl Budgets {
-    /// The budgets of a compiled configuration: `[budgets]` rates, and the
-    /// node's `dedup.max_punch_keys` and `dedup.max_employees` shared
-    /// among the `[[tenants]]`: a tenant with its own value
-    /// (`[budgets.tenants.<id>]`) gets it, and the rest is divided evenly
-    /// among the others, so the shares never add up to more than the node
-    /// holds and no tenant's window can be filled by another.
-    pub fn from_config(cfg: &crate::config::Config) -> Self {
-        let b = &cfg.budgets;
-        let rate = |per_s: f64, burst: u32| (per_s > 0.0).then_some(Rate { per_s, burst });
-        let tenant_rate = rate(b.tenant_punches_per_s, b.tenant_punch_burst);
-        let ids: Vec<&str> = cfg.tenants.iter().map(|(id, _)| id.as_str()).collect();
-        let share =
-            |node: usize, own: &dyn Fn(&crate::config::RawBudgetTenant) -> Option<usize>| {
-                let mut fixed = 0usize;
-                let mut others = 0usize;
-                for id in &ids {
-                    match b.tenants.get(*id).and_then(own) {
-                        Some(n) => fixed = fixed.saturating_add(n),
-                        None => others += 1,
-                    }
-                }
-                (node.saturating_sub(fixed) / others.max(1)).max(1)
-            };
-        let keys = share(cfg.dedup.max_punch_keys, &|t| t.max_punch_keys);
-        let employees = share(cfg.dedup.max_employees, &|t| t.max_employees);
-        let default = TenantBudget {
-            max_punch_keys: keys,
-            max_employees: employees,
-            rate: tenant_rate,
-        };
-        let tenants = b
-            .tenants
-            .iter()
-            .map(|(id, t)| {
-                let r = t.punches_per_s.unwrap_or(b.tenant_punches_per_s);
-                let burst = t.punch_burst.unwrap_or(b.tenant_punch_burst);
-                (
-                    id.clone(),
-                    TenantBudget {
-                        max_punch_keys: t.max_punch_keys.unwrap_or(keys),
-                        max_employees: t.max_employees.unwrap_or(employees),
-                        rate: rate(r, burst),
-                    },
-                )
-            })
-            .collect();
+/// Splits the node's memory among the tenants (see [`compile`]).
+fn shares(
+    b: &RawBudgets,
+    tenant_ids: &[String],
+    max_punch_keys: usize,
+    max_employees: usize,
+) -> Budgets {
+    let rate = |per_s: f64, burst: u32| (per_s > 0.0).then_some(Rate { per_s, burst });
+    let tenant_rate = rate(b.tenant_punches_per_s, b.tenant_punch_burst);
+    let share = |node: usize, own: &dyn Fn(&RawBudgetTenant) -> Option<usize>| {
+        let mut fixed = 0usize;
+        let mut others = 0usize;
+        for id in tenant_ids {
+            match b.tenants.get(id).and_then(own) {
+                Some(n) => fixed = fixed.saturating_add(n),
+                None => others += 1,
+            }
+        }
+        (node.saturating_sub(fixed) / others.max(1)).max(1)
+    };
+    let keys = share(max_punch_keys, &|t| t.max_punch_keys);
+    let employees = share(max_employees, &|t| t.max_employees);
+    let default = TenantBudget {
+        max_punch_keys: keys,
+        max_employees: employees,
+        rate: tenant_rate,
+    };
+    let tenants = b
+        .tenants
+        .iter()
+        .map(|(id, t)| {
+            let r = t.punches_per_s.unwrap_or(b.tenant_punches_per_s);
+            let burst = t.punch_burst.unwrap_or(b.tenant_punch_burst);
+            (
+                id.clone(),
+                TenantBudget {
+                    max_punch_keys: t.max_punch_keys.unwrap_or(keys),
+                    max_employees: t.max_employees.unwrap_or(employees),
+                    rate: rate(r, burst),
+                },
+            )
+        })
+        .collect();
+    Budgets {
+        tenant: default,
+        tenants,
+        device_rate: rate(b.device_punches_per_s, b.device_punch_burst),
+    }
+}
+
+/// `[budgets]`: punch rate limits per device and per tenant, and per-tenant
+/// shares of `dedup.max_punch_keys` and `dedup.max_employees`. A punch over
+/// a rate is answered `Busy` with the milliseconds until the bucket has a
+/// token, and counted in `fencegate_refused_total{channel="punch"}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBudgets {
+    /// Punches a second one device may send, over all its connections
+    /// (0 = no limit). A phone punches a few times a day and a door
+    /// terminal about once a second at the peak at most.
+    ///
+    /// `10` unless set.
+    pub device_punches_per_s: f64,
+    /// Punches one device may send at once after a quiet spell (a terminal
+    /// uploading punches it held offline).
+    ///
+    /// `100` unless set.
+    pub device_punch_burst: u32,
+    /// Punches a second one tenant may send, all its devices together
+    /// (0 = no limit): caps the share of a node one tenant can take.
+    ///
+    /// `1000` unless set.
+    pub tenant_punches_per_s: f64,
+    /// Punches one tenant may send at once (the 9:00 spike).
+    ///
+    /// `10000` unless set.
+    pub tenant_punch_burst: u32,
+    /// Per-tenant budgets (`[budgets.tenants.acme]`). A tenant without
+    /// `max_punch_keys` (or `max_employees`) gets an even share of what
+    /// the node's `dedup` value leaves after the tenants that set one.
+    pub tenants: std::collections::BTreeMap<String, RawBudgetTenant>,
+}
+
+impl Default for RawBudgets {
+    fn default() -> Self {
         Self {
-            tenant: default,
-            tenants,
-            device_rate: rate(b.device_punches_per_s, b.device_punch_burst),
+            device_punches_per_s: 10.0,
+            device_punch_burst: 100,
+            tenant_punches_per_s: 1_000.0,
+            tenant_punch_burst: 10_000,
+            tenants: std::collections::BTreeMap::new(),
         }
     }
+}
+
+/// `[budgets.tenants.<id>]`: one tenant's own budgets.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudgetTenant {
+    /// Punch ids (and repeat keys) this tenant's idempotency window holds.
+    pub max_punch_keys: Option<usize>,
+    /// Employees (and QR uses) this tenant's anti-cheat memory holds.
+    pub max_employees: Option<usize>,
+    /// See [`RawBudgets::tenant_punches_per_s`].
+    pub punches_per_s: Option<f64>,
+    /// See [`RawBudgets::tenant_punch_burst`].
+    pub punch_burst: Option<u32>,
+}
+
+/// Compiles `[budgets]`: checks every rate and share (each problem into
+/// `p`) and divides the node's `max_punch_keys` and `max_employees` among
+/// the tenants `tenant_ids` names: a tenant with its own value
+/// (`[budgets.tenants.<id>]`) gets it, and the rest is divided evenly
+/// among the others, so the shares never add up to more than the node
+/// holds and no tenant's window can be filled by another.
+pub(crate) fn compile(
+    b: &RawBudgets,
+    tenant_ids: &[String],
+    max_punch_keys: usize,
+    max_employees: usize,
+    p: &mut Vec<String>,
+) -> Budgets {
+    let rate = |p: &mut Vec<String>, at: &str, per_s: f64, burst: u32| {
+        if !(per_s.is_finite() && (0.0..=1_000_000.0).contains(&per_s)) {
+            p.push(format!(
+                "{at}punches_per_s = {per_s} is out of range; use 0 (no limit) to 1000000"
+            ));
+        }
+        if per_s > 0.0 && burst == 0 {
+            p.push(format!(
+                "{at}punch_burst = 0 would refuse every punch; use at least 1"
+            ));
+        }
+    };
+    rate(
+        p,
+        "budgets.device_",
+        b.device_punches_per_s,
+        b.device_punch_burst,
+    );
+    rate(
+        p,
+        "budgets.tenant_",
+        b.tenant_punches_per_s,
+        b.tenant_punch_burst,
+    );
+    let (mut keys, mut employees) = (0usize, 0usize);
+    for (id, t) in &b.tenants {
+        let at = format!("budgets.tenants.{id}.");
+        if !tenant_ids.iter().any(|k| k == id) {
+            p.push(format!(
+                "budgets.tenants.{id}: no [[tenants]] block has id {id:?}; add one or remove the override"
+            ));
+        }
+        rate(
+            p,
+            &at,
+            t.punches_per_s.unwrap_or(b.tenant_punches_per_s),
+            t.punch_burst.unwrap_or(b.tenant_punch_burst),
+        );
+        keys = keys.saturating_add(t.max_punch_keys.unwrap_or(0));
+        employees = employees.saturating_add(t.max_employees.unwrap_or(0));
+        if t.max_punch_keys == Some(0) || t.max_employees == Some(0) {
+            p.push(format!(
+                "{at}max_punch_keys and max_employees must be at least 1"
+            ));
+        }
+    }
+    if keys > max_punch_keys {
+        p.push(format!(
+            "budgets.tenants.*.max_punch_keys add up to {keys}, more than dedup.max_punch_keys = {max_punch_keys}; the node total bounds memory, so raise it or lower the tenants' shares"
+        ));
+    }
+    if employees > max_employees {
+        p.push(format!(
+            "budgets.tenants.*.max_employees add up to {employees}, more than dedup.max_employees = {max_employees}; the node total bounds memory, so raise it or lower the tenants' shares"
+        ));
+    }
+    shares(b, tenant_ids, max_punch_keys, max_employees)
 }
 
 #[cfg(test)]
@@ -275,7 +403,7 @@ mod tests {
             "t.toml",
         )
         .unwrap();
-        let b = Budgets::from_config(&c);
+        let b = c.budgets.clone();
         // globex and initech split what acme leaves; everyone splits the
         // employees evenly.
         assert_eq!(

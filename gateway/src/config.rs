@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::budget::{RawBudgetTenant, RawBudgets};
 use crate::log::LogConfig;
 
 /// Every problem found in one configuration file, reported together so an
@@ -76,127 +77,6 @@ pub struct RawConfig {
     /// JetStream (`[cluster]`, docs/OPERATIONS.md "Cluster"). Off unless
     /// `enabled = true`.
     pub cluster: crate::cluster::RawCluster,
-}
-
-/// `[budgets]`: punch rate limits per device and per tenant, and per-tenant
-/// shares of `dedup.max_punch_keys` and `dedup.max_employees`. A punch over
-/// a rate is answered `Busy` with the milliseconds until the bucket has a
-/// token, and counted in `fencegate_refused_total{channel="punch"}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawBudgets {
-    /// Punches a second one device may send, over all its connections
-    /// (0 = no limit). A phone punches a few times a day and a door
-    /// terminal about once a second at the peak at most.
-    ///
-    /// `10` unless set.
-    pub device_punches_per_s: f64,
-    /// Punches one device may send at once after a quiet spell (a terminal
-    /// uploading punches it held offline).
-    ///
-    /// `100` unless set.
-    pub device_punch_burst: u32,
-    /// Punches a second one tenant may send, all its devices together
-    /// (0 = no limit): caps the share of a node one tenant can take.
-    ///
-    /// `1000` unless set.
-    pub tenant_punches_per_s: f64,
-    /// Punches one tenant may send at once (the 9:00 spike).
-    ///
-    /// `10000` unless set.
-    pub tenant_punch_burst: u32,
-    /// Per-tenant budgets (`[budgets.tenants.acme]`). A tenant without
-    /// `max_punch_keys` (or `max_employees`) gets an even share of what
-    /// the node's `dedup` value leaves after the tenants that set one.
-    pub tenants: std::collections::BTreeMap<String, RawBudgetTenant>,
-}
-
-impl Default for RawBudgets {
-    fn default() -> Self {
-        Self {
-            device_punches_per_s: 10.0,
-            device_punch_burst: 100,
-            tenant_punches_per_s: 1_000.0,
-            tenant_punch_burst: 10_000,
-            tenants: std::collections::BTreeMap::new(),
-        }
-    }
-}
-
-/// `[budgets.tenants.<id>]`: one tenant's own budgets.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawBudgetTenant {
-    /// Punch ids (and repeat keys) this tenant's idempotency window holds.
-    pub max_punch_keys: Option<usize>,
-    /// Employees (and QR uses) this tenant's anti-cheat memory holds.
-    pub max_employees: Option<usize>,
-    /// See [`RawBudgets::tenant_punches_per_s`].
-    pub punches_per_s: Option<f64>,
-    /// See [`RawBudgets::tenant_punch_burst`].
-    pub punch_burst: Option<u32>,
-}
-
-fn check_budgets(raw: &RawConfig, p: &mut Vec<String>) {
-    let b = &raw.budgets;
-    let rate = |p: &mut Vec<String>, at: &str, per_s: f64, burst: u32| {
-        if !(per_s.is_finite() && (0.0..=1_000_000.0).contains(&per_s)) {
-            p.push(format!(
-                "{at}punches_per_s = {per_s} is out of range; use 0 (no limit) to 1000000"
-            ));
-        }
-        if per_s > 0.0 && burst == 0 {
-            p.push(format!(
-                "{at}punch_burst = 0 would refuse every punch; use at least 1"
-            ));
-        }
-    };
-    rate(
-        p,
-        "budgets.device_",
-        b.device_punches_per_s,
-        b.device_punch_burst,
-    );
-    rate(
-        p,
-        "budgets.tenant_",
-        b.tenant_punches_per_s,
-        b.tenant_punch_burst,
-    );
-    let (mut keys, mut employees) = (0usize, 0usize);
-    for (id, t) in &b.tenants {
-        let at = format!("budgets.tenants.{id}.");
-        if !raw.tenants.iter().any(|k| &k.id == id) {
-            p.push(format!(
-                "budgets.tenants.{id}: no [[tenants]] block has id {id:?}; add one or remove the override"
-            ));
-        }
-        rate(
-            p,
-            &at,
-            t.punches_per_s.unwrap_or(b.tenant_punches_per_s),
-            t.punch_burst.unwrap_or(b.tenant_punch_burst),
-        );
-        keys = keys.saturating_add(t.max_punch_keys.unwrap_or(0));
-        employees = employees.saturating_add(t.max_employees.unwrap_or(0));
-        if t.max_punch_keys == Some(0) || t.max_employees == Some(0) {
-            p.push(format!(
-                "{at}max_punch_keys and max_employees must be at least 1"
-            ));
-        }
-    }
-    if keys > raw.dedup.max_punch_keys {
-        p.push(format!(
-            "budgets.tenants.*.max_punch_keys add up to {keys}, more than dedup.max_punch_keys = {}; the node total bounds memory, so raise it or lower the tenants' shares",
-            raw.dedup.max_punch_keys
-        ));
-    }
-    if employees > raw.dedup.max_employees {
-        p.push(format!(
-            "budgets.tenants.*.max_employees add up to {employees}, more than dedup.max_employees = {}; the node total bounds memory, so raise it or lower the tenants' shares",
-            raw.dedup.max_employees
-        ));
-    }
 }
 
 /// `[node]`: identity and storage of this gateway node.
@@ -625,6 +505,16 @@ impl Default for RawFences {
     }
 }
 
+/// `[fences]`, compiled: the fence file and the bounds fences are loaded
+/// with (also by `PUT /v1/fences`).
+#[derive(Debug, Clone)]
+pub struct FenceSource {
+    /// The GeoJSON FeatureCollection of fences.
+    pub path: PathBuf,
+    /// Circle radius bounds.
+    pub load: fencegate_spatial::LoadOptions,
+}
+
 /// `[limits]`: per-frame limits (see docs/PROTOCOL.md).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1027,12 +917,12 @@ pub struct Config {
     pub admin_tokens: Vec<RawAdminToken>,
     /// Bounds on records queries.
     pub admin_queries: QueryLimits,
-    /// Fence settings.
-    pub fences: RawFences,
+    /// Where fences come from and the bounds they are loaded with.
+    pub fences: FenceSource,
     /// Whether the bundled sample fences may stand in for a missing file.
     pub allow_sample_fences: bool,
-    /// Frame limits.
-    pub limits: RawLimits,
+    /// Frame limits (`[limits]` over the protocol's defaults).
+    pub limits: fencegate_schema::Limits,
     /// Dedup windows and memory bounds, compiled.
     pub dedup: Dedup,
     /// Fence event debounce and hysteresis (`[pings]`).
@@ -1047,7 +937,7 @@ pub struct Config {
     /// Downstream sinks (validated), in config order.
     pub sinks: Vec<crate::sink::SinkConfig>,
     /// Punch rate limits and tenants' shares (`[budgets]`, validated).
-    pub budgets: RawBudgets,
+    pub budgets: crate::budget::Budgets,
     /// `[cluster]`, when enabled.
     pub cluster: Option<crate::cluster::ClusterSettings>,
 }
@@ -1337,9 +1227,15 @@ impl Config {
             }
         }
         let pings = compile_pings(&raw.pings, &raw.tenants, &mut p);
-        check_budgets(&raw, &mut p);
-        let sinks = crate::sink::config::compile(&raw.sinks, &mut p);
         let tenant_ids: Vec<String> = raw.tenants.iter().map(|t| t.id.clone()).collect();
+        let budgets = crate::budget::compile(
+            &raw.budgets,
+            &tenant_ids,
+            d.max_punch_keys,
+            d.max_employees,
+            &mut p,
+        );
+        let sinks = crate::sink::config::compile(&raw.sinks, &mut p);
         let cluster = crate::cluster::settings::compile(
             &raw.cluster,
             &tenant_ids,
@@ -1383,9 +1279,19 @@ impl Config {
                 max_scan: raw.admin.max_scan_records,
             },
             admin_tokens: raw.admin.tokens,
-            fences: raw.fences,
+            fences: FenceSource {
+                path: raw.fences.path,
+                load: fencegate_spatial::LoadOptions {
+                    min_radius_m: raw.fences.min_radius_m,
+                    max_radius_m: raw.fences.max_radius_m,
+                },
+            },
             allow_sample_fences: false,
-            limits: raw.limits,
+            limits: fencegate_schema::Limits {
+                max_future_skew_ms: raw.limits.max_future_skew_s as i64 * 1_000,
+                max_batch_fixes: raw.limits.max_batch_fixes as usize,
+                ..fencegate_schema::Limits::default()
+            },
             dedup,
             pings,
             log,
@@ -1409,7 +1315,7 @@ impl Config {
                 },
             },
             sinks,
-            budgets: raw.budgets,
+            budgets,
             cluster,
         })
     }

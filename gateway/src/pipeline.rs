@@ -32,7 +32,7 @@ pub use crate::metrics::PingOutcome;
 use crate::metrics::{PipelineMetrics, RulesMetrics};
 use crate::rules::judge::{GpsLookup, Location, gps_lookup, judge};
 use crate::rules::state::{EMPLOYEE_MEMORY_MS, EmployeeState, Observed, QrUseKey};
-use crate::rules::{AttendanceSettings, RulesHandle};
+use crate::rules::{AttendanceSettings, RulesHandle, TenantRules};
 
 /// How long a device's last ping state is remembered without news. Longer
 /// than the heartbeat so a device that pauses still gets its enter/exit
@@ -653,7 +653,7 @@ impl Pipeline {
     }
 
     /// This pipeline with per-tenant shares and punch rate limits (see
-    /// [`Budgets::from_config`]). Call it before any punch or replay.
+    /// [`crate::config::Config::budgets`]). Call it before any punch or replay.
     pub fn with_budgets(mut self, budgets: Budgets) -> Self {
         let window = budgets
             .device_rate
@@ -878,6 +878,13 @@ impl Pipeline {
         self.decide(now_ms, session, punch, scratch, Some(outcome))
     }
 
+    /// One punch through the stages, in order: a resend is answered from
+    /// the idempotency window and a new punch pays the rate limits
+    /// ([`Pipeline::resend_or_rate`]); [`locate`] places its position;
+    /// [`classify`] judges it by the rules; [`Pipeline::merge`] applies
+    /// once-only QR codes, the repeat window and the employee memory;
+    /// [`Pipeline::take_punch_id`] claims its id; [`encode_punch`] writes
+    /// the record. A stage that refuses returns the decision early.
     fn decide<'b>(
         &self,
         now_ms: i64,
@@ -888,337 +895,226 @@ impl Pipeline {
     ) -> PunchDecision<'b> {
         let id = punch.punch_id();
         let key: PunchKey = (session.tenant_tag, u128::from_be_bytes(id));
-        let window = self.cfg.repeat_window_ms;
         let mono = self.mono_ms.load(Ordering::Relaxed);
-        let horizon = self.cfg.idempotency_horizon_ms.max(window);
-        let live = move |e: &PunchEntry| mono - e.mono_ms < horizon;
         let slot = self.tenant(session.tenant_tag, now_ms);
         if claimed.is_none() {
-            if let Some(e) = slot.punch_ids.get(&key, |e| live(e).then(|| e.clone())) {
-                self.metrics.dedup_hits.increment(1);
-                return if e.durable {
-                    PunchDecision::Known(e.ack)
-                } else {
-                    PunchDecision::InFlight
-                };
-            }
-            // A resend above is answered whatever the rate; a new punch
-            // spends a token before anything costly (locate, judge, record).
-            if let Some(retry_after_ms) = self.over_rate(now_ms, session, &slot) {
-                return PunchDecision::RateLimited { retry_after_ms };
+            if let Some(answer) = self.resend_or_rate(now_ms, mono, session, &slot, &key) {
+                return answer;
             }
         }
 
         let snap = self.fences.load();
         let rules = self.rules.load();
-        let tenant_rules = rules.tenant(&session.tenant);
-        let own_record_id = record_id(&[b"punch", session.tenant.as_bytes(), &id]);
+        let cx = PunchCx {
+            now_ms,
+            session,
+            punch,
+            snap: &snap,
+            settings: &rules.settings,
+            tenant: rules.tenant(&session.tenant),
+            own_record_id: record_id(&[b"punch", session.tenant.as_bytes(), &id]),
+        };
         let mut ack = AckInfo {
-            record_id: own_record_id,
+            record_id: cx.own_record_id,
             verdict: Verdict::Accepted,
             reason: Reason::None,
             fence_id: None,
             nearest_fence_id: None,
             distance_m: 0.0,
         };
-
-        // Locate: where the position is, by the tenant's accuracy policy.
-        scratch.ids.clear();
-        let position = punch.position();
-        let method = punch.method();
-        let lookup = gps_lookup(tenant_rules.accuracy, method, position.map_or(0.0, |p| p.2));
-        let mut location = Location::NotUsed;
-        let mut informational = Location::NotUsed;
-        let mut fence_site = None;
-        if let Some((lat, lon, acc)) = position {
-            let point = Point::new(lat, lon).expect("the parser checked the range");
-            location = match (lookup, snap.tenant(&session.tenant)) {
-                (GpsLookup::TooInaccurate, _) => Location::TooInaccurate,
-                (_, None) => Location::NoFences,
-                (GpsLookup::Strict, Some(tenant)) => {
-                    match snap.index().classify(point, f64::from(acc), Some(tenant)) {
-                        Classification::Inside { fence, .. } => {
-                            ack.fence_id = Some(snap.id(fence).clone());
-                            ack.nearest_fence_id = ack.fence_id.clone();
-                            fence_site = snap.index().fence(fence).site();
-                            scratch.keys.clear();
-                            snap.index().locate(point, Some(tenant), &mut scratch.keys);
-                            for k in &scratch.keys {
-                                scratch.ids.push(snap.id(*k).clone());
-                            }
-                            Location::Inside
-                        }
-                        Classification::Outside {
-                            nearest,
-                            distance_m,
-                        } => {
-                            ack.nearest_fence_id = Some(snap.id(nearest).clone());
-                            ack.distance_m = distance_m as f32;
-                            Location::Outside
-                        }
-                        Classification::Uncertain {
-                            fence,
-                            inside,
-                            distance_m,
-                        } => {
-                            ack.nearest_fence_id = Some(snap.id(fence).clone());
-                            ack.distance_m = if inside { 0.0 } else { distance_m as f32 };
-                            Location::Uncertain
-                        }
-                        Classification::NoFences => Location::NoFences,
-                    }
-                }
-                (_, Some(tenant)) => {
-                    scratch.keys.clear();
-                    snap.index().locate(point, Some(tenant), &mut scratch.keys);
-                    for k in &scratch.keys {
-                        scratch.ids.push(snap.id(*k).clone());
-                    }
-                    if let Some(&first) = scratch.keys.first() {
-                        ack.fence_id = Some(snap.id(first).clone());
-                        ack.nearest_fence_id = ack.fence_id.clone();
-                        fence_site = snap.index().fence(first).site();
-                        Location::Inside
-                    } else {
-                        if let Some((k, d)) = snap.index().nearest(point, Some(tenant)) {
-                            ack.nearest_fence_id = Some(snap.id(k).clone());
-                            ack.distance_m = d as f32;
-                        }
-                        Location::Outside
-                    }
-                }
-            };
-            if lookup == GpsLookup::Informational {
-                // Wi-Fi, QR and terminal punches are verified by their own
-                // evidence; a position they carry is recorded, not judged
-                // (but compared with the verified site below).
-                informational = location;
-                location = Location::NotUsed;
-            }
+        let place = locate(&cx, &mut ack, scratch);
+        let mut judged = classify(&cx, &place, &mut ack, scratch, claimed);
+        let Some(merge) = self.merge(&cx, &slot, &mut judged, &mut ack, claimed) else {
+            return self.full();
+        };
+        if let Some(answer) = self.take_punch_id(&cx, &slot, key, mono, &ack, &merge, claimed) {
+            return answer;
         }
+        encode_punch(
+            &cx,
+            &self.cfg.node,
+            &place,
+            &judged,
+            ack,
+            merge,
+            key,
+            scratch,
+        )
+    }
 
-        // Classify: the attendance rules.
-        let j = judge(
-            now_ms,
-            &rules.settings,
-            tenant_rules,
-            &session.device,
-            punch,
-            location,
-            &mut scratch.label,
-        );
-        ack.verdict = j.verdict;
-        ack.reason = j.reason;
-        let mut status = j.status;
-        let mut flags = j.flags | claimed.map_or(0, |c| c.flags);
-        if let (Some(site), Some((_, _, acc))) = (j.site, position) {
-            let name = &*tenant_rules.sites[usize::from(site)].name;
-            let at_site = informational == Location::Inside
-                && scratch
-                    .keys
-                    .iter()
-                    .any(|k| snap.index().fence(*k).site() == Some(name));
-            if crate::rules::judge::evidence_disagrees(
-                tenant_rules,
-                informational,
-                at_site,
-                ack.distance_m,
-                acc,
-            ) {
-                flags |= fencegate_schema::anomaly::EVIDENCE_MISMATCH;
-            }
+    /// The idempotency and rate stage: a punch id seen within the horizon
+    /// gets its first answer again (whatever the rate); a new punch spends
+    /// a rate token before anything costly (locate, judge, record).
+    fn resend_or_rate<'b>(
+        &self,
+        now_ms: i64,
+        mono: i64,
+        session: &Session,
+        slot: &TenantSlot,
+        key: &PunchKey,
+    ) -> Option<PunchDecision<'b>> {
+        let horizon = self
+            .cfg
+            .idempotency_horizon_ms
+            .max(self.cfg.repeat_window_ms);
+        let live = |e: &PunchEntry| mono - e.mono_ms < horizon;
+        if let Some(e) = slot.punch_ids.get(key, |e| live(e).then(|| e.clone())) {
+            self.metrics.dedup_hits.increment(1);
+            return Some(if e.durable {
+                PunchDecision::Known(e.ack)
+            } else {
+                PunchDecision::InFlight
+            });
         }
-        let at_ms = j.at_ms;
+        self.over_rate(now_ms, session, slot)
+            .map(|retry_after_ms| PunchDecision::RateLimited { retry_after_ms })
+    }
+
+    /// The merge stage: a QR code is good once per employee; an accepted
+    /// punch within the repeat window of an earlier one (here, or on
+    /// another node per `claimed`) merges into it; the employee memory is
+    /// consulted (it learns the punch in [`Pipeline::settle`]). `None` when
+    /// the repeat window is full.
+    fn merge(
+        &self,
+        cx: &PunchCx<'_>,
+        slot: &TenantSlot,
+        judged: &mut Judged<'_>,
+        ack: &mut AckInfo,
+        claimed: Option<ClaimOutcome>,
+    ) -> Option<Merge> {
+        let (session, punch) = (cx.session, cx.punch);
         let emp_tag = xxh3_64(punch.employee_id().as_bytes());
-
-        // A QR code is good once per employee.
-        let mut qr = None;
-        if let Some((site_tag, step)) = j.qr_use {
+        let mut merge = Merge::default();
+        if let Some((site_tag, step)) = judged.j.qr_use {
             let qkey: QrUseKey = (session.tenant_tag, emp_tag, site_tag, step);
-            if slot.qr_uses.insert_new(qkey, now_ms, ()) {
-                qr = Some(qkey);
+            if slot.qr_uses.insert_new(qkey, cx.now_ms, ()) {
+                merge.qr = Some(qkey);
             } else {
                 ack.verdict = Verdict::Rejected;
                 ack.reason = Reason::QrReplay;
-                status = AttendanceStatus::Rejected;
+                judged.status = AttendanceStatus::Rejected;
             }
         }
-        let release_qr = |qr: Option<QrUseKey>| {
-            if let Some(k) = qr {
-                slot.qr_uses.remove(&k);
-            }
-        };
-
-        let dual = j.group.dual;
+        if ack.verdict == Verdict::Rejected {
+            return Some(merge);
+        }
+        let (at_ms, method) = (judged.j.at_ms, punch.method());
+        let dual = judged.j.group.dual;
         let factor = factor_of(dual, method, punch.terminal_auth());
         let rkey: RepeatKey = (session.tenant_tag, emp_tag, kind_tag(punch.kind(), factor));
-        let mut repeat = None;
-        let mut memory = None;
-        let mut merged_into = None;
-        let mut paired_with = None;
-        if ack.verdict != Verdict::Rejected {
-            // Only accepted punches merge (contract 3); pending ones stand alone.
-            let accepted = ack.verdict == Verdict::Accepted;
-            let first = claimed
-                .and_then(|c| c.merged_into)
-                .or_else(|| {
-                    slot.repeats.get(&rkey, |e| {
-                        (at_ms >= e.time_ms && at_ms - e.time_ms < window).then_some(e.record_id)
-                    })
+        // Only accepted punches merge (contract 3); pending ones stand alone.
+        let accepted = ack.verdict == Verdict::Accepted;
+        let window = self.cfg.repeat_window_ms;
+        let first = claimed
+            .and_then(|c| c.merged_into)
+            .or_else(|| {
+                slot.repeats.get(&rkey, |e| {
+                    (at_ms >= e.time_ms && at_ms - e.time_ms < window).then_some(e.record_id)
                 })
-                .filter(|_| accepted);
-            // Compare with the employee's earlier punches (and remember this
-            // one, unless it is merged as a repeat).
-            let observed = Observed {
-                at_ms,
-                kind: punch.kind(),
-                method,
-                auth: punch.terminal_auth(),
-                fix: if method == PunchMethod::Gps {
-                    position
-                } else {
-                    None
-                },
-                record_id: own_record_id,
-            };
-            // Read only: the memory learns this punch once it is durable
-            // (`settle`), so a punch the log refused leaves no trace.
-            let ekey = (session.tenant_tag, emp_tag);
-            let obs = slot
-                .employees
-                .get(&ekey, now_ms, |st| st.check(tenant_rules, dual, &observed))
-                .unwrap_or_else(|| EmployeeState::default().check(tenant_rules, dual, &observed));
-            memory = Some(Remember {
-                key: ekey,
-                dual,
-                observed,
-                counts: first.is_none(),
-                seen_ms: now_ms,
-            });
-            flags |= obs.flags;
-            paired_with = obs.paired_with;
-            match first.or(obs.merged_into.filter(|_| accepted)) {
-                _ if !accepted => {}
-                Some(first) => {
-                    ack.verdict = Verdict::RepeatMerged;
-                    ack.record_id = first;
-                    status = AttendanceStatus::RepeatMerged;
-                    merged_into = Some(first);
+            })
+            .filter(|_| accepted);
+        // Compare with the employee's earlier punches (and remember this
+        // one, unless it is merged as a repeat).
+        let observed = Observed {
+            at_ms,
+            kind: punch.kind(),
+            method,
+            auth: punch.terminal_auth(),
+            fix: if method == PunchMethod::Gps {
+                punch.position()
+            } else {
+                None
+            },
+            record_id: cx.own_record_id,
+        };
+        // Read only: the memory learns this punch once it is durable
+        // (`settle`), so a punch the log refused leaves no trace.
+        let ekey = (session.tenant_tag, emp_tag);
+        let obs = slot
+            .employees
+            .get(&ekey, cx.now_ms, |st| st.check(cx.tenant, dual, &observed))
+            .unwrap_or_else(|| EmployeeState::default().check(cx.tenant, dual, &observed));
+        merge.memory = Some(Remember {
+            key: ekey,
+            dual,
+            observed,
+            counts: first.is_none(),
+            seen_ms: cx.now_ms,
+        });
+        judged.flags |= obs.flags;
+        merge.paired_with = obs.paired_with;
+        match first.or(obs.merged_into.filter(|_| accepted)) {
+            _ if !accepted => {}
+            Some(first) => {
+                ack.verdict = Verdict::RepeatMerged;
+                ack.record_id = first;
+                judged.status = AttendanceStatus::RepeatMerged;
+                merge.merged_into = Some(first);
+            }
+            None => {
+                let entry = RepeatEntry {
+                    time_ms: at_ms,
+                    record_id: cx.own_record_id,
+                };
+                if slot.repeats.insert(rkey, entry).is_err() {
+                    merge.release(slot, cx.own_record_id);
+                    return None;
                 }
-                None => {
-                    if slot
-                        .repeats
-                        .insert(
-                            rkey,
-                            RepeatEntry {
-                                time_ms: at_ms,
-                                record_id: own_record_id,
-                            },
-                        )
-                        .is_err()
-                    {
-                        release_qr(qr);
-                        return self.full();
-                    }
-                    repeat = Some(rkey);
-                }
+                merge.repeat = Some(rkey);
             }
         }
+        Some(merge)
+    }
 
-        let entry = PunchEntry {
-            mono_ms: mono,
-            ack: ack.clone(),
-            own_record_id,
-            durable: false,
-        };
-        // Decided again after the claims: the punch id is already ours
-        // (in flight), so only its ack changes.
+    /// The punch id stage: the id becomes this punch's (in flight) unless
+    /// a concurrent copy won it (`InFlight`) or the window is full. Decided
+    /// again after the claims, the id is already ours and only its ack
+    /// changes. Returns the refusal, having released what
+    /// [`Pipeline::merge`] took.
+    #[allow(clippy::too_many_arguments)]
+    fn take_punch_id<'b>(
+        &self,
+        cx: &PunchCx<'_>,
+        slot: &TenantSlot,
+        key: PunchKey,
+        mono: i64,
+        ack: &AckInfo,
+        merge: &Merge,
+        claimed: Option<ClaimOutcome>,
+    ) -> Option<PunchDecision<'b>> {
+        let own_record_id = cx.own_record_id;
         let taken = claimed.is_some()
             && slot.punch_ids.update(&key, |e| {
                 if e.own_record_id == own_record_id {
                     e.ack = ack.clone();
                 }
             });
-        match if taken {
-            Ok(Ok(()))
-        } else {
-            slot.punch_ids.get_or_insert(key, live, || entry)
-        } {
-            Ok(Ok(())) => {}
+        if taken {
+            return None;
+        }
+        let horizon = self
+            .cfg
+            .idempotency_horizon_ms
+            .max(self.cfg.repeat_window_ms);
+        let live = move |e: &PunchEntry| mono - e.mono_ms < horizon;
+        let entry = || PunchEntry {
+            mono_ms: mono,
+            ack: ack.clone(),
+            own_record_id,
+            durable: false,
+        };
+        match slot.punch_ids.get_or_insert(key, live, entry) {
+            Ok(Ok(())) => None,
+            // A concurrent copy of the same punch won the race.
             Ok(Err(_raced)) => {
-                // A concurrent copy of the same punch won the race.
-                if let Some(r) = repeat {
-                    slot.repeats.remove_if(&r, |e| e.record_id == own_record_id);
-                }
-                release_qr(qr);
-                return PunchDecision::InFlight;
+                merge.release(slot, own_record_id);
+                Some(PunchDecision::InFlight)
             }
             Err(_) => {
-                if let Some(r) = repeat {
-                    slot.repeats.remove_if(&r, |e| e.record_id == own_record_id);
-                }
-                release_qr(qr);
-                return self.full();
+                merge.release(slot, own_record_id);
+                Some(self.full())
             }
-        }
-
-        let site = match j.site {
-            Some(i) => Some(&*tenant_rules.sites[usize::from(i)].name),
-            None => fence_site,
-        };
-        let employee = j.employee;
-        let attendance = AttendanceRef {
-            site,
-            department: employee.and_then(|e| e.department.as_deref()),
-            supervisor: employee.and_then(|e| e.supervisor.as_deref()),
-            needs_approval: j.needs_approval && ack.verdict == Verdict::OutOfRange,
-            paired_with,
-            attendance_time_ms: at_ms,
-            group: Some(&j.group.name),
-            terminal_auth: punch.terminal_auth(),
-        };
-        let slot = (!scratch.label.is_empty()).then_some(scratch.label.as_str());
-        let (lat, lon, acc) = position.unwrap_or((0.0, 0.0, -1.0));
-        let record = RecordRef {
-            record_id: own_record_id,
-            tenant: &session.tenant,
-            gateway_time_ms: now_ms,
-            node: Some(&self.cfg.node),
-            body: RecordBodyRef::Punch(PunchRecordRef {
-                punch_id: id,
-                employee_id: punch.employee_id(),
-                device_id: &session.device,
-                kind: punch.kind(),
-                method,
-                device_time_ms: punch.device_time_ms(),
-                position: position.map(|_| Position::new(lat, lon, acc)),
-                verdict: ack.verdict,
-                reason: ack.reason,
-                fence_ids: &scratch.ids,
-                nearest_fence_id: ack.nearest_fence_id.as_deref(),
-                distance_m: ack.distance_m,
-                offline: punch.offline(),
-                mock_location: punch.mock_location(),
-                status,
-                anomaly_flags: flags,
-                slot,
-                merged_into,
-            }),
-        };
-        let bytes = record.encode_with_attendance(&attendance, &mut scratch.fbb);
-        PunchDecision::Record {
-            record: bytes,
-            ack,
-            pending: PendingPunch {
-                key,
-                repeat,
-                record_id: own_record_id,
-                qr,
-                status,
-                flags,
-                memory,
-                at_ms,
-            },
         }
     }
 
@@ -1924,6 +1820,274 @@ impl Pipeline {
         scratch.ids.clear();
         self.metrics.pings(&out);
         out
+    }
+}
+
+/// What every stage of one punch's decision reads.
+struct PunchCx<'a> {
+    now_ms: i64,
+    session: &'a Session,
+    punch: &'a PunchView<'a>,
+    snap: &'a FenceSnapshot,
+    settings: &'a AttendanceSettings,
+    tenant: &'a TenantRules,
+    own_record_id: [u8; 16],
+}
+
+/// Where [`locate`] placed a punch.
+struct Place<'a> {
+    /// What the rules judge by: the GPS lookup's outcome, or `NotUsed`
+    /// for a punch verified by other evidence.
+    location: Location,
+    /// The lookup's outcome for a Wi-Fi, QR or terminal punch's position,
+    /// compared with the verified site but not judged.
+    informational: Location,
+    /// The site of the fence the position is in.
+    fence_site: Option<&'a str>,
+}
+
+/// What [`classify`] made of a punch, refined by [`Pipeline::merge`].
+struct Judged<'r> {
+    j: crate::rules::judge::Judgement<'r>,
+    status: AttendanceStatus,
+    flags: u64,
+}
+
+/// What [`Pipeline::merge`] took for a punch, released if it goes no
+/// further.
+#[derive(Default)]
+struct Merge {
+    qr: Option<QrUseKey>,
+    repeat: Option<RepeatKey>,
+    memory: Option<Remember>,
+    merged_into: Option<[u8; 16]>,
+    paired_with: Option<[u8; 16]>,
+}
+
+impl Merge {
+    fn release(&self, slot: &TenantSlot, own_record_id: [u8; 16]) {
+        if let Some(r) = self.repeat {
+            slot.repeats.remove_if(&r, |e| e.record_id == own_record_id);
+        }
+        if let Some(k) = self.qr {
+            slot.qr_uses.remove(&k);
+        }
+    }
+}
+
+/// The locate stage: where the punch's position is, by the tenant's
+/// accuracy policy. Fills the ack's fence fields and `scratch.ids` (every
+/// fence containing the position, for the record).
+fn locate<'a>(cx: &PunchCx<'a>, ack: &mut AckInfo, scratch: &mut Scratch) -> Place<'a> {
+    scratch.ids.clear();
+    scratch.keys.clear();
+    let snap = cx.snap;
+    let method = cx.punch.method();
+    let position = cx.punch.position();
+    let lookup = gps_lookup(cx.tenant.accuracy, method, position.map_or(0.0, |p| p.2));
+    let mut place = Place {
+        location: Location::NotUsed,
+        informational: Location::NotUsed,
+        fence_site: None,
+    };
+    let Some((lat, lon, acc)) = position else {
+        return place;
+    };
+    let point = Point::new(lat, lon).expect("the parser checked the range");
+    let location = match (lookup, snap.tenant(&cx.session.tenant)) {
+        (GpsLookup::TooInaccurate, _) => Location::TooInaccurate,
+        (_, None) => Location::NoFences,
+        (GpsLookup::Strict, Some(tenant)) => {
+            match snap.index().classify(point, f64::from(acc), Some(tenant)) {
+                Classification::Inside { fence, .. } => {
+                    place.fence_site = inside(snap, point, tenant, fence, ack, scratch);
+                    Location::Inside
+                }
+                Classification::Outside {
+                    nearest,
+                    distance_m,
+                } => {
+                    ack.nearest_fence_id = Some(snap.id(nearest).clone());
+                    ack.distance_m = distance_m as f32;
+                    Location::Outside
+                }
+                Classification::Uncertain {
+                    fence,
+                    inside,
+                    distance_m,
+                } => {
+                    ack.nearest_fence_id = Some(snap.id(fence).clone());
+                    ack.distance_m = if inside { 0.0 } else { distance_m as f32 };
+                    Location::Uncertain
+                }
+                Classification::NoFences => Location::NoFences,
+            }
+        }
+        (_, Some(tenant)) => {
+            snap.index().locate(point, Some(tenant), &mut scratch.keys);
+            if let Some(&first) = scratch.keys.first() {
+                place.fence_site = inside(snap, point, tenant, first, ack, scratch);
+                Location::Inside
+            } else {
+                if let Some((k, d)) = snap.index().nearest(point, Some(tenant)) {
+                    ack.nearest_fence_id = Some(snap.id(k).clone());
+                    ack.distance_m = d as f32;
+                }
+                Location::Outside
+            }
+        }
+    };
+    if lookup == GpsLookup::Informational {
+        // Wi-Fi, QR and terminal punches are verified by their own
+        // evidence; a position they carry is recorded, not judged (but
+        // compared with the verified site in `classify`).
+        place.informational = location;
+    } else {
+        place.location = location;
+    }
+    place
+}
+
+/// A position inside `fence`: the ack names it, and `scratch.ids` gets
+/// every fence of the tenant containing the position. Returns the fence's
+/// site.
+fn inside<'a>(
+    snap: &'a FenceSnapshot,
+    point: Point,
+    tenant: TenantKey,
+    fence: FenceKey,
+    ack: &mut AckInfo,
+    scratch: &mut Scratch,
+) -> Option<&'a str> {
+    ack.fence_id = Some(snap.id(fence).clone());
+    ack.nearest_fence_id = ack.fence_id.clone();
+    if scratch.keys.is_empty() {
+        snap.index().locate(point, Some(tenant), &mut scratch.keys);
+    }
+    for k in &scratch.keys {
+        scratch.ids.push(snap.id(*k).clone());
+    }
+    snap.index().fence(fence).site()
+}
+
+/// The classify stage: the attendance rules' judgement, with an anomaly
+/// flag when a position lies far from the site other evidence verified,
+/// and the flags the cluster's claims added.
+fn classify<'r>(
+    cx: &PunchCx<'r>,
+    place: &Place<'_>,
+    ack: &mut AckInfo,
+    scratch: &mut Scratch,
+    claimed: Option<ClaimOutcome>,
+) -> Judged<'r> {
+    let j = judge(
+        cx.now_ms,
+        cx.settings,
+        cx.tenant,
+        &cx.session.device,
+        cx.punch,
+        place.location,
+        &mut scratch.label,
+    );
+    ack.verdict = j.verdict;
+    ack.reason = j.reason;
+    let mut flags = j.flags | claimed.map_or(0, |c| c.flags);
+    if let (Some(site), Some((_, _, acc))) = (j.site, cx.punch.position()) {
+        let name = &*cx.tenant.sites[usize::from(site)].name;
+        let at_site = place.informational == Location::Inside
+            && scratch
+                .keys
+                .iter()
+                .any(|k| cx.snap.index().fence(*k).site() == Some(name));
+        if crate::rules::judge::evidence_disagrees(
+            cx.tenant,
+            place.informational,
+            at_site,
+            ack.distance_m,
+            acc,
+        ) {
+            flags |= fencegate_schema::anomaly::EVIDENCE_MISMATCH;
+        }
+    }
+    Judged {
+        status: j.status,
+        flags,
+        j,
+    }
+}
+
+/// The encode stage: the punch record, written into `scratch`'s builder,
+/// and what [`Pipeline::settle`] needs once the log has answered.
+#[allow(clippy::too_many_arguments)]
+fn encode_punch<'b>(
+    cx: &PunchCx<'_>,
+    node: &str,
+    place: &Place<'_>,
+    judged: &Judged<'_>,
+    ack: AckInfo,
+    merge: Merge,
+    key: PunchKey,
+    scratch: &'b mut Scratch,
+) -> PunchDecision<'b> {
+    let (j, punch) = (&judged.j, cx.punch);
+    let site = match j.site {
+        Some(i) => Some(&*cx.tenant.sites[usize::from(i)].name),
+        None => place.fence_site,
+    };
+    let employee = j.employee;
+    let attendance = AttendanceRef {
+        site,
+        department: employee.and_then(|e| e.department.as_deref()),
+        supervisor: employee.and_then(|e| e.supervisor.as_deref()),
+        needs_approval: j.needs_approval && ack.verdict == Verdict::OutOfRange,
+        paired_with: merge.paired_with,
+        attendance_time_ms: j.at_ms,
+        group: Some(&j.group.name),
+        terminal_auth: punch.terminal_auth(),
+    };
+    let slot = (!scratch.label.is_empty()).then_some(scratch.label.as_str());
+    let position = punch.position();
+    let (lat, lon, acc) = position.unwrap_or((0.0, 0.0, -1.0));
+    let record = RecordRef {
+        record_id: cx.own_record_id,
+        tenant: &cx.session.tenant,
+        gateway_time_ms: cx.now_ms,
+        node: Some(node),
+        body: RecordBodyRef::Punch(PunchRecordRef {
+            punch_id: punch.punch_id(),
+            employee_id: punch.employee_id(),
+            device_id: &cx.session.device,
+            kind: punch.kind(),
+            method: punch.method(),
+            device_time_ms: punch.device_time_ms(),
+            position: position.map(|_| Position::new(lat, lon, acc)),
+            verdict: ack.verdict,
+            reason: ack.reason,
+            fence_ids: &scratch.ids,
+            nearest_fence_id: ack.nearest_fence_id.as_deref(),
+            distance_m: ack.distance_m,
+            offline: punch.offline(),
+            mock_location: punch.mock_location(),
+            status: judged.status,
+            anomaly_flags: judged.flags,
+            slot,
+            merged_into: merge.merged_into,
+        }),
+    };
+    let bytes = record.encode_with_attendance(&attendance, &mut scratch.fbb);
+    PunchDecision::Record {
+        record: bytes,
+        ack,
+        pending: PendingPunch {
+            key,
+            repeat: merge.repeat,
+            record_id: cx.own_record_id,
+            qr: merge.qr,
+            status: judged.status,
+            flags: judged.flags,
+            memory: merge.memory,
+            at_ms: j.at_ms,
+        },
     }
 }
 

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use fencegate_schema::{Limits, RecordBodyView, parse_record};
-use fencegate_spatial::LoadOptions;
+use fencegate_schema::{RecordBodyView, parse_record};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::admin::{AdminState, AdminToken, Role};
@@ -173,16 +172,9 @@ fn read_fences(cfg: &Config) -> anyhow::Result<(String, fencegate_spatial::Fence
             cfg.fences.path.display()
         )
     })?;
-    let index = fences::build_index(&fence_text, &load_options(cfg))
+    let index = fences::build_index(&fence_text, &cfg.fences.load.clone())
         .map_err(|e| anyhow::anyhow!("fences.path {}: {e}", cfg.fences.path.display()))?;
     Ok((fence_text, index))
-}
-
-fn load_options(cfg: &Config) -> LoadOptions {
-    LoadOptions {
-        min_radius_m: cfg.fences.min_radius_m,
-        max_radius_m: cfg.fences.max_radius_m,
-    }
 }
 
 /// Resolves admin tokens from their files or environment variables. With no
@@ -209,15 +201,6 @@ fn admin_tokens(cfg: &Config) -> anyhow::Result<Vec<AdminToken>> {
         });
     }
     Ok(out)
-}
-
-/// Frame limits of a configuration.
-pub fn limits(cfg: &Config) -> Limits {
-    Limits {
-        max_future_skew_ms: cfg.limits.max_future_skew_s as i64 * 1_000,
-        max_batch_fixes: cfg.limits.max_batch_fixes as usize,
-        ..Limits::default()
-    }
 }
 
 /// Replays the log's idempotency horizon into the pipeline's dedup maps,
@@ -272,7 +255,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let checked = check(cfg)?;
     let keyring = Arc::new(keyring(cfg)?);
 
-    let load_opts = load_options(cfg);
+    let load_opts = cfg.fences.load.clone();
     let (fence_text, index) = match checked.fences {
         Some(loaded) => loaded,
         None => {
@@ -314,7 +297,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             now,
         )
         .with_ping_events(crate::pipeline::PingEventSettings::from_config(cfg))
-        .with_budgets(crate::budget::Budgets::from_config(cfg)),
+        .with_budgets(cfg.budgets.clone()),
     );
     let mono = clock::MonoMs::starting_at(now);
     let replay_started = clock::instant();
@@ -352,7 +335,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         pipeline.clone(),
         log.clone(),
         keyring,
-        limits(cfg),
+        cfg.limits.clone(),
         settings,
         cfg.quic.max_inflight_punches,
     );

@@ -399,8 +399,10 @@ async fn a_device_over_its_punch_rate_is_answered_busy_over_quic() {
     use fencegate::client::PunchReply;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::config(dir.path());
-    cfg.budgets.device_punches_per_s = 0.2;
-    cfg.budgets.device_punch_burst = 2;
+    cfg.budgets.device_rate = Some(fencegate::budget::Rate {
+        per_s: 0.2,
+        burst: 2,
+    });
     let node = common::Node::start_with(dir, cfg).await;
     let series = r#"fencegate_refused_total{channel="punch",reason="device_rate"}"#;
     let metric = || {

@@ -423,10 +423,7 @@ pub fn seed(cfg: &Config, args: &DemoArgs, today_ms: i64) -> anyhow::Result<Summ
     }
     let fence_text = std::fs::read_to_string(&cfg.fences.path)
         .with_context(|| format!("fences.path {}: cannot read it", cfg.fences.path.display()))?;
-    let load_opts = fencegate_spatial::LoadOptions {
-        min_radius_m: cfg.fences.min_radius_m,
-        max_radius_m: cfg.fences.max_radius_m,
-    };
+    let load_opts = cfg.fences.load.clone();
     let index = fences::build_index(&fence_text, &load_opts)
         .map_err(|e| anyhow::anyhow!("fences.path {}: {e}", cfg.fences.path.display()))?;
     let fences = Arc::new(Fences::new(index, load_opts));
