@@ -1601,6 +1601,13 @@ impl Pipeline {
             ..
         } = scratch;
         let res = self.cfg.cell_resolution;
+        let cx = FixCx {
+            snap: &snap,
+            tenant,
+            rules,
+            version,
+            heartbeat_ms: self.cfg.heartbeat_ms,
+        };
         let tracked = self.devices.with(dkey, |slot| {
             let st = slot.get_or_insert_with(DeviceState::default);
             if st.owner.is_none() {
@@ -1618,110 +1625,14 @@ impl Pipeline {
             // Which answer `st.located` is the list of: `Loc::State` until a
             // lookup's answer replaces it.
             let mut current = Loc::State;
+            let mut bufs = FixBufs {
+                ids,
+                events: fix_events,
+                members,
+                pending,
+            };
             for i in 0..b.fixes.len() {
-                let fix = b.fixes[i];
-                let a = b.answers[i];
-                let position = (fix.lat.to_bits(), fix.lon.to_bits());
-                let fresh = st.last_fix_ms == 0 && st.last_forward_ms == 0;
-                if !fresh && fix.time_ms <= st.last_fix_ms {
-                    // See `pings_per_fix`: only a copy of the newest fix is
-                    // dropped; an older one is history.
-                    if fix.time_ms == st.last_fix_ms && st.position == position {
-                        out.duplicates += 1;
-                    } else {
-                        let ids_at = ids.len();
-                        push_ids(&b.keys, a.loc, &snap, &st.located, ids);
-                        out.late += 1;
-                        b.decided.push(Decided {
-                            fix: i as u32,
-                            kind: Kind::Late,
-                            cell: a.cell,
-                            ids: (ids_at as u32, ids.len() as u32),
-                            events: (0, 0),
-                        });
-                    }
-                    continue;
-                }
-                let exit_counts = |id: &str| -> bool {
-                    let Some(margin) = rules.exit_margin_m else {
-                        return true;
-                    };
-                    let Some(f) = tenant.and_then(|t| snap.fence_by_id(t, id)) else {
-                        return true;
-                    };
-                    let p = Point::new(fix.lat, fix.lon).expect("the parser checked the range");
-                    f.distance_m(p) - f64::from(fix.accuracy_m) > margin
-                };
-                // The same fences as the state holds: no list to build.
-                let same = !fresh && a.loc == current && st.snapshot == version;
-                b.located.clear();
-                if !same {
-                    push_ids(&b.keys, a.loc, &snap, &st.located, &mut b.located);
-                }
-                let located: &[Arc<str>] = if same { &st.located } else { &b.located };
-                let relocated = !same && !same_set(&st.located, located);
-                let mut ev = std::mem::take(fix_events);
-                ev.clear();
-                if fresh {
-                    ev.extend(located.iter().map(|f| (f.clone(), Transition::Inside)));
-                    st.members = located.into();
-                } else if !st.pending.is_empty() || !same_set(&st.members, located) {
-                    membership_step(
-                        &mut st.members,
-                        &mut st.pending,
-                        located,
-                        fix.time_ms,
-                        rules.dwell_ms,
-                        exit_counts,
-                        &mut ev,
-                        members,
-                        pending,
-                    );
-                }
-                if ev.len() > 1 {
-                    ev.sort_unstable_by(|a, b| {
-                        (event_order(a.1), &a.0).cmp(&(event_order(b.1), &b.0))
-                    });
-                }
-                let mut kind = Kind::Suppressed;
-                if fresh || relocated || st.cell != a.cell || !ev.is_empty() {
-                    kind = Kind::Forward;
-                } else if fix.time_ms - st.last_forward_ms >= self.cfg.heartbeat_ms {
-                    kind = Kind::Heartbeat;
-                }
-                let ids_at = ids.len();
-                if kind != Kind::Suppressed {
-                    ids.extend(located.iter().cloned());
-                    st.last_forward_ms = fix.time_ms;
-                }
-                // The state keeps the exact list of its newest fix, so a
-                // later fix reusing it gets the list a lookup would give.
-                if !same && (fresh || st.located[..] != b.located[..]) {
-                    st.located = b.located.as_slice().into();
-                }
-                if !same {
-                    current = a.loc;
-                }
-                st.last_fix_ms = fix.time_ms;
-                st.cell = a.cell;
-                st.cell_box = a.cell_box;
-                st.grid = a.grid;
-                st.position = position;
-                st.snapshot = version;
-                let ev_at = b.events.len();
-                b.events.append(&mut ev);
-                *fix_events = ev;
-                if kind == Kind::Suppressed {
-                    out.suppressed += 1;
-                } else {
-                    b.decided.push(Decided {
-                        fix: i as u32,
-                        kind,
-                        cell: a.cell,
-                        ids: (ids_at as u32, ids.len() as u32),
-                        events: (ev_at as u32, b.events.len() as u32),
-                    });
-                }
+                decide_fix(&cx, st, b, i, &mut current, &mut bufs, &mut out);
             }
             st.seq = st.seq.wrapping_add(1);
         });
@@ -1747,6 +1658,27 @@ impl Pipeline {
         }
 
         // 4. Records, after the lock.
+        self.encode_pings(now_ms, session, scratch, sink, &mut out);
+        scratch.batch.events.clear();
+        scratch.ids.clear();
+        self.metrics.pings(&out);
+        out
+    }
+
+    /// The records stage of a ping batch, after the device's lock: each
+    /// decided fix's fence events (first, so a consumer sees the exit
+    /// before the ping that is already outside), then its ping record.
+    fn encode_pings(
+        &self,
+        now_ms: i64,
+        session: &Session,
+        scratch: &mut Scratch,
+        sink: &mut impl RecordSink,
+        out: &mut PingOutcome,
+    ) {
+        let Scratch {
+            batch: b, ids, fbb, ..
+        } = scratch;
         for d in &b.decided {
             let fix = b.fixes[d.fix as usize];
             let time = fix.time_ms.to_le_bytes();
@@ -1775,7 +1707,7 @@ impl Pipeline {
                         lon: fix.lon,
                     }),
                 };
-                sink.push(rec.encode_into(&mut scratch.fbb), now_ms);
+                sink.push(rec.encode_into(fbb), now_ms);
                 out.events += 1;
                 self.live.note(
                     &session.tenant,
@@ -1806,20 +1738,16 @@ impl Pipeline {
                     lon: fix.lon,
                     accuracy_m: fix.accuracy_m,
                     h3_cell: d.cell,
-                    fence_ids: &scratch.ids[d.ids.0 as usize..d.ids.1 as usize],
+                    fence_ids: &ids[d.ids.0 as usize..d.ids.1 as usize],
                     heartbeat: d.kind == Kind::Heartbeat,
                     late,
                 }),
             };
-            sink.push(rec.encode_into(&mut scratch.fbb), now_ms);
+            sink.push(rec.encode_into(fbb), now_ms);
             if !late {
                 out.forwarded += 1;
             }
         }
-        b.events.clear();
-        scratch.ids.clear();
-        self.metrics.pings(&out);
-        out
     }
 }
 
@@ -2376,6 +2304,143 @@ impl BatchScratch {
 
 /// Appends the fence ids of `loc` to `out`: `state` for [`Loc::State`],
 /// else the looked-up `keys` it names.
+/// What deciding the fixes of one ping batch reads.
+struct FixCx<'a> {
+    snap: &'a FenceSnapshot,
+    tenant: Option<TenantKey>,
+    rules: FenceEventRules,
+    /// The snapshot's version: a device state located in it is current.
+    version: u64,
+    heartbeat_ms: i64,
+}
+
+/// The buffers deciding fixes writes into, lent from [`Scratch`].
+struct FixBufs<'s> {
+    /// Fence ids of every decided fix, in order (ranges in `Decided`).
+    ids: &'s mut Vec<Arc<str>>,
+    /// The events of the fix being decided.
+    events: &'s mut Vec<(Arc<str>, Transition)>,
+    members: &'s mut Vec<Arc<str>>,
+    pending: &'s mut Vec<Pending>,
+}
+
+/// The decide stage for fix `i` of a batch, under the device's lock: a
+/// copy of the newest fix is dropped and an older fix kept as history
+/// (late); a newer one steps the fence membership (events, after
+/// `dwell_ms` and the exit margin) and is forwarded, suppressed, or sent
+/// as a heartbeat. `current` says which answer `st.located` lists.
+fn decide_fix(
+    cx: &FixCx<'_>,
+    st: &mut DeviceState,
+    b: &mut BatchScratch,
+    i: usize,
+    current: &mut Loc,
+    bufs: &mut FixBufs<'_>,
+    out: &mut PingOutcome,
+) {
+    let fix = b.fixes[i];
+    let a = b.answers[i];
+    let position = (fix.lat.to_bits(), fix.lon.to_bits());
+    let fresh = st.last_fix_ms == 0 && st.last_forward_ms == 0;
+    if !fresh && fix.time_ms <= st.last_fix_ms {
+        // See `pings_per_fix`: only a copy of the newest fix is
+        // dropped; an older one is history.
+        if fix.time_ms == st.last_fix_ms && st.position == position {
+            out.duplicates += 1;
+        } else {
+            let ids_at = bufs.ids.len();
+            push_ids(&b.keys, a.loc, cx.snap, &st.located, bufs.ids);
+            out.late += 1;
+            b.decided.push(Decided {
+                fix: i as u32,
+                kind: Kind::Late,
+                cell: a.cell,
+                ids: (ids_at as u32, bufs.ids.len() as u32),
+                events: (0, 0),
+            });
+        }
+        return;
+    }
+    let exit_counts = |id: &str| -> bool {
+        let Some(margin) = cx.rules.exit_margin_m else {
+            return true;
+        };
+        let Some(f) = cx.tenant.and_then(|t| cx.snap.fence_by_id(t, id)) else {
+            return true;
+        };
+        let p = Point::new(fix.lat, fix.lon).expect("the parser checked the range");
+        f.distance_m(p) - f64::from(fix.accuracy_m) > margin
+    };
+    // The same fences as the state holds: no list to build.
+    let same = !fresh && a.loc == *current && st.snapshot == cx.version;
+    b.located.clear();
+    if !same {
+        push_ids(&b.keys, a.loc, cx.snap, &st.located, &mut b.located);
+    }
+    let located: &[Arc<str>] = if same { &st.located } else { &b.located };
+    let relocated = !same && !same_set(&st.located, located);
+    let mut ev = std::mem::take(bufs.events);
+    ev.clear();
+    if fresh {
+        ev.extend(located.iter().map(|f| (f.clone(), Transition::Inside)));
+        st.members = located.into();
+    } else if !st.pending.is_empty() || !same_set(&st.members, located) {
+        membership_step(
+            &mut st.members,
+            &mut st.pending,
+            located,
+            fix.time_ms,
+            cx.rules.dwell_ms,
+            exit_counts,
+            &mut ev,
+            bufs.members,
+            bufs.pending,
+        );
+    }
+    if ev.len() > 1 {
+        ev.sort_unstable_by(|a, b| (event_order(a.1), &a.0).cmp(&(event_order(b.1), &b.0)));
+    }
+    let mut kind = Kind::Suppressed;
+    if fresh || relocated || st.cell != a.cell || !ev.is_empty() {
+        kind = Kind::Forward;
+    } else if fix.time_ms - st.last_forward_ms >= cx.heartbeat_ms {
+        kind = Kind::Heartbeat;
+    }
+    let ids_at = bufs.ids.len();
+    if kind != Kind::Suppressed {
+        bufs.ids.extend(located.iter().cloned());
+        st.last_forward_ms = fix.time_ms;
+    }
+    // The state keeps the exact list of its newest fix, so a
+    // later fix reusing it gets the list a lookup would give.
+    if !same && (fresh || st.located[..] != b.located[..]) {
+        st.located = b.located.as_slice().into();
+    }
+    if !same {
+        *current = a.loc;
+    }
+    st.last_fix_ms = fix.time_ms;
+    st.cell = a.cell;
+    st.cell_box = a.cell_box;
+    st.grid = a.grid;
+    st.position = position;
+    st.snapshot = cx.version;
+    let ev_at = b.events.len();
+    b.events.append(&mut ev);
+    *bufs.events = ev;
+    if kind == Kind::Suppressed {
+        out.suppressed += 1;
+    } else {
+        b.decided.push(Decided {
+            fix: i as u32,
+            kind,
+            cell: a.cell,
+            ids: (ids_at as u32, bufs.ids.len() as u32),
+            events: (ev_at as u32, b.events.len() as u32),
+        });
+    }
+}
+
 fn push_ids(
     keys: &[FenceKey],
     loc: Loc,
