@@ -424,7 +424,7 @@ pub enum PunchDecision<'b> {
     /// `Busy(Overloaded)`. Another tenant's window is never this one.
     Full,
     /// The device or its tenant is over its punch rate (`[budgets]`):
-    /// answer `Busy(Overloaded)` with this retry-after. Nothing was
+    /// answer `Busy(RateLimited)` with this retry-after. Nothing was
     /// decided or remembered; the resend is decided afresh.
     RateLimited {
         /// Milliseconds until the bucket has a token for this punch.

@@ -437,8 +437,12 @@ async fn a_device_over_its_punch_rate_is_answered_busy_over_quic() {
     for r in &replies[2..] {
         match r {
             // 5 s a token: the wait until the next one, never more.
-            PunchReply::Busy { retry_after_ms, .. } => {
-                assert!((1..=5_000).contains(retry_after_ms), "{r:?}")
+            PunchReply::Busy {
+                retry_after_ms,
+                reason,
+            } => {
+                assert!((1..=5_000).contains(retry_after_ms), "{r:?}");
+                assert_eq!(*reason, fencegate_schema::Reason::RateLimited, "{r:?}");
             }
             other => panic!("expected Busy with a retry-after: {other:?}"),
         }

@@ -334,7 +334,7 @@ pub struct PunchAckRef<'a> {
 pub struct BusyMsg {
     /// Milliseconds to wait before resending (add jitter).
     pub retry_after_ms: u32,
-    /// `Overloaded`, `LogFull`, `ShuttingDown` or `InternalError`.
+    /// `Overloaded`, `LogFull`, `ShuttingDown`, `InternalError` or `RateLimited`.
     pub reason: Reason,
 }
 

@@ -80,6 +80,7 @@ impl Reason {
         Reason::LogFull,
         Reason::ShuttingDown,
         Reason::InternalError,
+        Reason::RateLimited,
     ];
 
     /// What a client should do about this reason; codes this version does
@@ -161,6 +162,9 @@ impl Reason {
             Reason::LogFull => "the gateway's durable log is full; retry the same request later",
             Reason::ShuttingDown => "the gateway is shutting down; retry on a new connection",
             Reason::InternalError => "the gateway failed internally; retry the same request later",
+            Reason::RateLimited => {
+                "the device or its tenant is over its punch rate; retry the same request later"
+            }
             _ => "reason code not known to this version",
         }
     }

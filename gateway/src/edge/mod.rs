@@ -1150,7 +1150,7 @@ async fn decide_punch_inner(
             PunchDecision::InFlight => Err(Answer::Busy(IN_FLIGHT_RETRY_MS, Reason::Overloaded)),
             PunchDecision::Full => Err(Answer::Busy(OVERLOAD_RETRY_MS, Reason::Overloaded)),
             PunchDecision::RateLimited { retry_after_ms } => {
-                Err(Answer::Busy(retry_after_ms, Reason::Overloaded))
+                Err(Answer::Busy(retry_after_ms, Reason::RateLimited))
             }
         }
     });

@@ -423,13 +423,13 @@ pub mod fencegate {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_REASON: u16 = 303;
+        pub const ENUM_MAX_REASON: u16 = 304;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_REASON: [Reason; 36] = [
+        pub const ENUM_VALUES_REASON: [Reason; 37] = [
             Reason::None,
             Reason::Malformed,
             Reason::UnknownBody,
@@ -466,6 +466,7 @@ pub mod fencegate {
             Reason::LogFull,
             Reason::ShuttingDown,
             Reason::InternalError,
+            Reason::RateLimited,
         ];
 
         /// Every way the gateway can refuse or qualify input. Values are explicit
@@ -513,9 +514,10 @@ pub mod fencegate {
             pub const LogFull: Self = Self(301);
             pub const ShuttingDown: Self = Self(302);
             pub const InternalError: Self = Self(303);
+            pub const RateLimited: Self = Self(304);
 
             pub const ENUM_MIN: u16 = 0;
-            pub const ENUM_MAX: u16 = 303;
+            pub const ENUM_MAX: u16 = 304;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::None,
                 Self::Malformed,
@@ -553,6 +555,7 @@ pub mod fencegate {
                 Self::LogFull,
                 Self::ShuttingDown,
                 Self::InternalError,
+                Self::RateLimited,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -593,6 +596,7 @@ pub mod fencegate {
                     Self::LogFull => Some("LogFull"),
                     Self::ShuttingDown => Some("ShuttingDown"),
                     Self::InternalError => Some("InternalError"),
+                    Self::RateLimited => Some("RateLimited"),
                     _ => None,
                 }
             }
