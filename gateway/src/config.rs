@@ -173,8 +173,13 @@ pub struct RawQuic {
     /// Bytes of received datagrams buffered per connection before the
     /// oldest are dropped (and counted).
     ///
-    /// `65536` unless set.
-    pub datagram_buffer: usize,
+    /// Sized from the ping budget unless set: room for `ping_burst`
+    /// datagrams plus two seconds at `ping_datagrams_per_s` (the longest
+    /// stall of a connection's task worth riding out), each of the
+    /// protocol's largest datagram (1452 bytes), at least 65536 and at
+    /// most 8 MiB ([`datagram_buffer_for`]). `65536` with the default
+    /// budget.
+    pub datagram_buffer: Option<usize>,
     /// Milliseconds a new connection has, from the end of its handshake,
     /// to open its Hello stream and finish it; past it the connection is
     /// closed `AUTH_TIMEOUT`. Short, because a connection waiting for its
@@ -334,7 +339,13 @@ impl Quic {
             max_uni_streams: q.max_uni_streams,
             stream_window: q.stream_window,
             connection_window: q.connection_window,
-            datagram_buffer: q.datagram_buffer,
+            datagram_buffer: q.datagram_buffer.unwrap_or_else(|| {
+                datagram_buffer_for(
+                    q.ping_burst,
+                    q.ping_datagrams_per_s,
+                    fencegate_schema::Limits::default().max_datagram_bytes,
+                )
+            }),
             hello_timeout: Duration::from_millis(q.hello_timeout_ms),
             hello_evict_grace: Duration::from_millis(q.hello_evict_grace_ms),
             stream_read_timeout: Duration::from_millis(q.stream_read_timeout_ms),
@@ -367,7 +378,7 @@ impl Default for RawQuic {
             max_uni_streams: 2,
             stream_window: 65_536,
             connection_window: 262_144,
-            datagram_buffer: 65_536,
+            datagram_buffer: None,
             hello_timeout_ms: 2_000,
             hello_evict_grace_ms: 200,
             auth_timeout_ms: None,
@@ -382,6 +393,22 @@ impl Default for RawQuic {
             admission_retry_after_ms: 500,
         }
     }
+}
+
+/// How much a connection's datagram buffer holds when
+/// `quic.datagram_buffer` is not set: a full burst of `burst` datagrams
+/// plus two seconds at `per_s` (a connection whose task stalls that long,
+/// behind a log append or the scheduler, loses nothing it was allowed to
+/// send), each `datagram_bytes` long. At least 64 KiB, so a default
+/// connection keeps its former room; at most 8 MiB, because the buffer is
+/// per connection and a node holds thousands.
+pub fn datagram_buffer_for(burst: u32, per_s: u32, datagram_bytes: usize) -> usize {
+    const STALL_S: u64 = 2;
+    let datagrams = u64::from(burst) + u64::from(per_s) * STALL_S;
+    let bytes = datagrams.saturating_mul(datagram_bytes as u64);
+    usize::try_from(bytes)
+        .unwrap_or(usize::MAX)
+        .clamp(65_536, 8 << 20)
 }
 
 /// `[admin]`: the admin HTTP API.
@@ -1072,6 +1099,14 @@ impl Config {
                 q.ping_datagrams_per_s
             ));
         }
+        if let Some(b) = q.datagram_buffer {
+            let max = fencegate_schema::Limits::default().max_datagram_bytes;
+            if b < max {
+                p.push(format!(
+                    "quic.datagram_buffer = {b} is below one datagram ({max} bytes); raise it, or leave it out to size it from the ping budget"
+                ));
+            }
+        }
         if q.ping_burst == 0 || q.ping_burst > 1_000_000 {
             p.push(format!(
                 "quic.ping_burst = {} is out of range; use 1 to 1000000 (default 10)",
@@ -1454,6 +1489,38 @@ mod tests {
         let d = Config::parse(base, "t.toml").unwrap();
         assert_eq!(d.quic.keep_alive, Some(Duration::from_secs(20)));
         assert_eq!(d.quic.identity, None);
+    }
+
+    /// Left out, the datagram buffer follows the ping budget (a fleet
+    /// allowed 100 datagrams/s in bursts of 100 gets room for 300), keeps
+    /// 64 KiB at the defaults, and never exceeds 8 MiB; set, it is used
+    /// as is unless it cannot hold one datagram.
+    #[test]
+    fn datagram_buffer_is_sized_from_the_ping_budget() {
+        let base = "[[tenants]]\nid = \"acme\"\n";
+        let at = |quic: &str| Config::parse(&format!("[quic]\n{quic}\n{base}"), "t.toml");
+        assert_eq!(at("").unwrap().quic.datagram_buffer, 65_536);
+        assert_eq!(
+            at("ping_burst = 100\nping_datagrams_per_s = 100")
+                .unwrap()
+                .quic
+                .datagram_buffer,
+            300 * 1_452
+        );
+        assert_eq!(
+            at("ping_burst = 1000000\nping_datagrams_per_s = 1000000")
+                .unwrap()
+                .quic
+                .datagram_buffer,
+            8 << 20
+        );
+        let set = "datagram_buffer = 4096\nping_burst = 100\nping_datagrams_per_s = 100";
+        assert_eq!(at(set).unwrap().quic.datagram_buffer, 4_096);
+        let err = at("datagram_buffer = 1000").unwrap_err().to_string();
+        assert!(
+            err.contains("quic.datagram_buffer = 1000 is below one datagram (1452 bytes)"),
+            "{err}"
+        );
     }
 
     #[test]

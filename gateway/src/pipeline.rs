@@ -2329,6 +2329,11 @@ struct FixBufs<'s> {
 /// (late); a newer one steps the fence membership (events, after
 /// `dwell_ms` and the exit margin) and is forwarded, suppressed, or sent
 /// as a heartbeat. `current` says which answer `st.located` lists.
+///
+/// Inlined into its one caller: a standing fix costs about 0.08 µs, so
+/// a call per fix would show (measured: batched standing 5.3-5.9 µs per
+/// 64-fix batch as a call vs 4.1-5.1 µs inline before the split).
+#[inline(always)]
 fn decide_fix(
     cx: &FixCx<'_>,
     st: &mut DeviceState,

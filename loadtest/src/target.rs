@@ -393,7 +393,7 @@ fn builtin_config(
         raw.quic.ping_burst = b;
     }
     if let Some(b) = g.datagram_buffer {
-        raw.quic.datagram_buffer = b;
+        raw.quic.datagram_buffer = Some(b);
     }
     if let Some(js) = jetstream {
         raw.sinks = vec![fencegate::sink::RawSink {
