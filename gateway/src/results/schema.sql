@@ -38,8 +38,9 @@ CREATE INDEX IF NOT EXISTS punches_by_employee ON punches (tenant, employee, at_
 
 -- One row per employee, day and slot, and one for the whole day (slot '').
 -- Keyed date first, and on SQLite stored in its key's order (WITHOUT
--- ROWID; the store drops the marker comment on PostgreSQL, whose tables are
--- heaps anyway): a day's rows lie together, so closing a day for a roster
+-- ROWID: the store turns the marker comment into that clause on SQLite,
+-- and PostgreSQL, whose tables are heaps, reads past it). A day's rows lie
+-- together, so closing a day for a roster
 -- rewrites a few thousand pages instead of one per employee (at 100,000
 -- employees, 400 MB of pages through the WAL and back). An employee's days
 -- are found through `day_results_by_employee`.
