@@ -3,7 +3,9 @@
 //! URL). One schema (`schema.sql`) and one set of plain queries serve both:
 //! `$n` placeholders (SQLite reads `$NNN` as the n-th argument), `ON
 //! CONFLICT ... DO UPDATE`, and only BIGINT and TEXT columns, so no query
-//! depends on the engine.
+//! depends on the engine. The schema's one engine-specific word is
+//! `WITHOUT ROWID` for `day_results` on SQLite (`SQLITE_ONLY`): a
+//! storage layout, which no query sees.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
