@@ -13,7 +13,7 @@
 //! (its revision bumped) only when it changed; `tests/batched_results.rs`
 //! holds both paths equal on random rosters, SQLite and PostgreSQL.
 
-use super::store::{DayRow, IN_CHUNK, ResultsStore, Tx, date_string, rows_of};
+use super::store::{DATES_IN, DayRow, IN_CHUNK, ResultsStore, Tx, date_string, rows_of};
 use crate::rules::Rules;
 use crate::rules::day::{self, Cover, DayPunch};
 use crate::rules::schedule::midnight_ms;
@@ -22,7 +22,7 @@ use crate::rules::schedule::midnight_ms;
 /// employees have in its span (and a day either side): employee days far
 /// apart (an offline upload months late) go to different chunks instead of
 /// one read of everything in between.
-const SPAN: i32 = 32;
+const SPAN: i32 = DATES_IN as i32;
 
 /// Recomputes `tenant`'s employee days `(employee, day number)` (sorted
 /// and deduplicated here) and writes the rows that changed, bumping their
@@ -120,8 +120,7 @@ async fn chunk(
     let (first_date, last_date) = (date_string(first), date_string(last));
     let leave =
         ResultsStore::leave_of_many(tx, tenant, &employees, &first_date, &last_date).await?;
-    let mut old =
-        ResultsStore::rows_of_many(tx, tenant, &employees, &first_date, &last_date).await?;
+    let mut old = ResultsStore::rows_of_many(tx, tenant, &employees, first, last).await?;
     old.sort_unstable_by(|a, b| (&a.employee, &a.date).cmp(&(&b.employee, &b.date)));
     let mut writes: Vec<(Option<DayRow>, DayRow)> = Vec::with_capacity(days.len() * 2);
     let mut gone: Vec<DayRow> = Vec::new();

@@ -31,9 +31,19 @@ CREATE TABLE IF NOT EXISTS punches (
     -- 'makeup:<correction id>'), NULL for a device's punch.
     makeup BIGINT
 );
-CREATE INDEX IF NOT EXISTS punches_by_employee ON punches (tenant, employee, at_ms);
+-- Covering: a chunk of a day's close reads its employees' punches from
+-- the index alone, without a lookup in the table per punch (400,000 of
+-- them for a day closed at 100,000 employees).
+CREATE INDEX IF NOT EXISTS punches_by_employee ON punches (tenant, employee, at_ms, kind, verdict, status, needs_approval, decision, record_id);
 
 -- One row per employee, day and slot, and one for the whole day (slot '').
+-- Keyed date first, and on SQLite stored in its key's order (WITHOUT
+-- ROWID: the store turns the marker comment into that clause on SQLite,
+-- and PostgreSQL, whose tables are heaps, reads past it). A day's rows lie
+-- together, so closing a day for a roster
+-- rewrites a few thousand pages instead of one per employee (at 100,000
+-- employees, 400 MB of pages through the WAL and back). An employee's days
+-- are found through `day_results_by_employee`.
 CREATE TABLE IF NOT EXISTS day_results (
     tenant TEXT NOT NULL,
     employee TEXT NOT NULL,
@@ -50,12 +60,19 @@ CREATE TABLE IF NOT EXISTS day_results (
     out_ms BIGINT,
     closed BIGINT NOT NULL,
     revision BIGINT NOT NULL,
-    PRIMARY KEY (tenant, employee, date, slot)
-);
-CREATE INDEX IF NOT EXISTS day_results_by_date ON day_results (tenant, date, department);
+    PRIMARY KEY (tenant, date, employee, slot)
+) /* sqlite: WITHOUT ROWID */;
+CREATE INDEX IF NOT EXISTS day_results_by_employee ON day_results (tenant, employee, date);
+-- The rows of a date; with the group, slot and employee in it, the close
+-- finds who has a row on a due day (`employees_between`) from the index
+-- alone.
+CREATE INDEX IF NOT EXISTS day_results_by_date ON day_results (tenant, date, department, grp, slot, employee);
 -- A department's days (a supervisor's month summary): without it a
--- department's month reads every department's rows of the month.
-CREATE INDEX IF NOT EXISTS day_results_by_department ON day_results (tenant, department, date);
+-- department's month reads every department's rows of the month. It
+-- covers every column the summary's `GROUP BY` reads, so a department's
+-- month is read from the index (its rows of the month lie together there)
+-- and never from the table, where they are spread over a page each.
+CREATE INDEX IF NOT EXISTS day_results_by_department ON day_results (tenant, department, date, employee, slot, status, late_min, early_min, overtime_min, in_ms, out_ms);
 
 -- The dashboard's aggregates (docs/DASHBOARD.md, "How the numbers are
 -- kept"): written in the same transaction as the rows they count, by
