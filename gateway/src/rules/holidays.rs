@@ -69,7 +69,7 @@ pub struct Coverage {
 }
 
 impl Holidays {
-    /// Whether `day` (see [`day_number`]) is a holiday.
+    /// Whether `day` (see [`day_number`](super::calendar::day_number)) is a holiday.
     pub fn is_off(&self, day: i32) -> bool {
         self.off.binary_search(&day).is_ok()
     }

@@ -10,11 +10,11 @@
 //! - [`qr`]: rotating per-site QR codes (HMAC of site and time step).
 //! - [`state`]: what the pipeline remembers per employee between punches
 //!   (anti-cheat, minimum interval, dual verification) and QR uses.
-//! - [`judge`]: the per-punch decision, pure and allocation-free.
+//! - [`judge`](mod@judge): the per-punch decision, pure and allocation-free.
 //! - [`day`]: day results (slot statuses, late/early/worked/overtime
 //!   minutes, close times) from an employee's punches, pure.
-//! - [`records`]: `GET /v1/records` and `fencegate export`, read from the
-//!   durable log through a per-segment time index.
+//! - Records queries (`GET /v1/records`, `fencegate export`) are not
+//!   here: they read the durable log, so they live with it (`log/query.rs`).
 //! - [`store`]: the live snapshot, atomic swaps and the audit log of changes.
 //!
 //! Like the rest of the pipeline, nothing here reads the clock: every
