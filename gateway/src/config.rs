@@ -112,6 +112,15 @@ pub struct RawQuic {
     ///
     /// `"127.0.0.1:4433"` unless set.
     pub listen: String,
+    /// A second UDP address that serves punches only (docs/PROTOCOL.md §1,
+    /// "Two addresses"): Hello and punch streams, no datagrams, no backlog
+    /// streams. It has its own socket, kernel buffer, endpoint task and
+    /// connection set-up bound, so a fleet flooding `listen` with pings
+    /// cannot delay or refuse the 9:00 punches. Give phones and terminals
+    /// this address and fleets `listen`.
+    ///
+    /// Unset unless set (one address serves everything).
+    pub punch_listen: Option<String>,
     /// Number of UDP sockets bound to `listen` with `SO_REUSEPORT`, each
     /// driven by its own quinn endpoint. One endpoint is capped at about one
     /// core; several spread load across cores, at the cost that a client
@@ -365,6 +374,7 @@ impl Default for RawQuic {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:4433".into(),
+            punch_listen: None,
             endpoints: 1,
             cert: None,
             key: None,
@@ -936,6 +946,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// QUIC listen address.
     pub quic_listen: SocketAddr,
+    /// The punch-only QUIC address (`quic.punch_listen`), if any.
+    pub quic_punch_listen: Option<SocketAddr>,
     /// The QUIC settings, compiled.
     pub quic: Quic,
     /// Admin API listen address.
@@ -1023,6 +1035,20 @@ impl Config {
             })
         };
         let quic_listen = addr(&mut p, "quic.listen", &raw.quic.listen);
+        let quic_punch_listen = raw
+            .quic
+            .punch_listen
+            .as_ref()
+            .map(|v| addr(&mut p, "quic.punch_listen", v));
+        if let Some(pl) = quic_punch_listen {
+            if pl == quic_listen && pl.port() != 0 {
+                p.push(format!(
+                    "quic.punch_listen = \"{pl}\" is quic.listen's address; give punches another port (for example {}:{})",
+                    pl.ip(),
+                    pl.port().wrapping_add(1)
+                ));
+            }
+        }
         let admin_listen = addr(&mut p, "admin.listen", &raw.admin.listen);
 
         if raw.node.name.is_empty() || raw.node.name.len() > 64 {
@@ -1306,6 +1332,7 @@ impl Config {
             node_name: raw.node.name,
             data_dir,
             quic_listen,
+            quic_punch_listen,
             quic: Quic::compile(raw.quic),
             admin_listen,
             admin_queries: QueryLimits {
@@ -1519,6 +1546,27 @@ mod tests {
         let err = at("datagram_buffer = 1000").unwrap_err().to_string();
         assert!(
             err.contains("quic.datagram_buffer = 1000 is below one datagram (1452 bytes)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn punch_listen_is_optional_and_must_not_be_the_main_address() {
+        let base = "[[tenants]]\nid = \"acme\"\n";
+        let at = |quic: &str| Config::parse(&format!("[quic]\n{quic}\n{base}"), "t.toml");
+        assert_eq!(at("").unwrap().quic_punch_listen, None);
+        let c = at("punch_listen = \"0.0.0.0:4434\"").unwrap();
+        assert_eq!(c.quic_punch_listen, Some("0.0.0.0:4434".parse().unwrap()));
+        let err = at("listen = \"0.0.0.0:4433\"\npunch_listen = \"0.0.0.0:4433\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("quic.punch_listen = \"0.0.0.0:4433\" is quic.listen's address; give punches another port (for example 0.0.0.0:4434)"),
+            "{err}"
+        );
+        let err = at("punch_listen = \"port 4434\"").unwrap_err().to_string();
+        assert!(
+            err.contains("quic.punch_listen = \"port 4434\" is not an IP:port address"),
             "{err}"
         );
     }

@@ -25,6 +25,8 @@ use crate::pipeline::{Pipeline, PipelineConfig};
 pub struct Running {
     /// The QUIC address actually bound (useful with port 0).
     pub quic_addr: SocketAddr,
+    /// The punch-only QUIC address actually bound (`quic.punch_listen`).
+    pub punch_addr: Option<SocketAddr>,
     /// The admin address actually bound.
     pub admin_addr: SocketAddr,
     /// SHA-256 fingerprint of the served certificate.
@@ -32,6 +34,8 @@ pub struct Running {
     /// The edge context (pipeline, log, metrics).
     pub edge: Arc<EdgeContext>,
     endpoints: Vec<quinn::Endpoint>,
+    /// The punch address's own runtime, when `quic.punch_listen` is set.
+    _punch_lane: Option<LaneRuntime>,
     admin_task: tokio::task::JoinHandle<()>,
     housekeeping: tokio::task::JoinHandle<()>,
     forwarders: crate::sink::Forwarders,
@@ -366,11 +370,47 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         }
     }
     let ctx = Arc::new(ctx);
-    let server = edge::server_config(&identity, &cfg.quic, &ctx.metrics)?;
-    let endpoints = edge::bind_endpoints(cfg.quic_listen, cfg.quic.endpoints, server)?;
+    let [server, punch_server] = edge::server_configs(&identity, &cfg.quic, &ctx.metrics)?;
+    let mut endpoints =
+        edge::bind_endpoints("quic.listen", cfg.quic_listen, cfg.quic.endpoints, server)?;
     let quic_addr = endpoints[0].local_addr()?;
     for ep in &endpoints {
-        tokio::spawn(edge::run_endpoint(ctx.clone(), ep.clone()));
+        tokio::spawn(edge::run_endpoint(
+            ctx.clone(),
+            ep.clone(),
+            edge::Lane::Main,
+        ));
+    }
+    let mut punch_addr = None;
+    let mut punch_lane = None;
+    if let Some(addr) = cfg.quic_punch_listen {
+        // Its own runtime thread, not only its own socket: on the shared
+        // workers a punch's handshake and stream tasks queue behind the
+        // flood's datagram tasks (tokio has no priorities), and its
+        // set-up delay trips admission. On a thread of its own the kernel
+        // schedules it beside the workers, and a punch waits for CPU only
+        // as long as a time slice. One thread: punches are few next to
+        // pings (one socket, too, for the same reason).
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("punch-lane")
+            .enable_all()
+            .build()
+            .context("quic.punch_listen: cannot start the punch lane's runtime")?;
+        let eps = {
+            // quinn spawns the endpoint's driver on the runtime it is
+            // created in.
+            let _in_lane = rt.enter();
+            edge::bind_endpoints("quic.punch_listen", addr, 1, punch_server)?
+        };
+        punch_addr = Some(eps[0].local_addr()?);
+        rt.spawn(edge::run_endpoint(
+            ctx.clone(),
+            eps[0].clone(),
+            edge::Lane::Punch,
+        ));
+        endpoints.extend(eps);
+        punch_lane = Some(LaneRuntime(Some(rt)));
     }
 
     // Day results: a materialized view of the log (docs/ATTENDANCE.md, "Day
@@ -508,14 +548,31 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
 
     Ok(Running {
         quic_addr,
+        punch_addr,
         admin_addr,
         fingerprint: identity.fingerprint.clone(),
         edge: ctx,
         endpoints,
+        _punch_lane: punch_lane,
         admin_task,
         housekeeping,
         forwarders,
     })
+}
+
+/// The punch lane's runtime. Dropped without blocking, because the node
+/// that owns it is dropped (or shut down) from async code, where a
+/// runtime's blocking drop would panic; by then its connections have
+/// drained (`Running::shutdown`) or the node is being torn down anyway.
+#[derive(Debug)]
+struct LaneRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for LaneRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 fn prometheus_upkeep(n: u64) {
@@ -575,9 +632,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let running = start(&cfg).await?;
     let tenants: Vec<&str> = cfg.tenants.iter().map(|(t, _)| t.as_str()).collect();
     eprintln!(
-        "fencegate {} serving\n  QUIC   {} (ALPN fencegate/1)\n  admin  http://{}\n  certificate SHA-256 {}\n  tenants {}\n  fences {} from {}\n  log    {}\n  sinks  {}\nIssue a device token with: fencegate token issue --tenant {} --device DEVICE",
+        "fencegate {} serving\n  QUIC   {} (ALPN fencegate/1){}\n  admin  http://{}\n  certificate SHA-256 {}\n  tenants {}\n  fences {} from {}\n  log    {}\n  sinks  {}\nIssue a device token with: fencegate token issue --tenant {} --device DEVICE",
         env!("CARGO_PKG_VERSION"),
         running.quic_addr,
+        running
+            .punch_addr
+            .map(|a| format!("\n  punches only {a}"))
+            .unwrap_or_default(),
         running.admin_addr,
         running.fingerprint,
         tenants.join(", "),

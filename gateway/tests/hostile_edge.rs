@@ -188,3 +188,80 @@ async fn ping_flood_above_the_device_rate_is_dropped_and_counted() {
     );
     node.running.shutdown(Duration::from_secs(2)).await;
 }
+
+/// Today's bug (measured with `loadtest/scenarios/ping-flood.toml`): pings
+/// and punches shared one UDP socket and one connection set-up bound, so a
+/// fleet whose datagrams overflowed the socket, or whose set-up delays
+/// tripped admission, got the 9:00 punches refused with it. With
+/// `quic.punch_listen`, punches have an address of their own: here the
+/// main address's set-up bound is held full and a punch on the punch
+/// address still gets in, while that address refuses what belongs on the
+/// main one (datagrams, backlog streams).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn punches_on_their_own_address_get_in_while_the_main_one_is_full() {
+    const SET_UP: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.quic_punch_listen = Some("127.0.0.1:0".parse().unwrap());
+    cfg.quic.max_handshakes_in_flight = SET_UP;
+    // Neither the deadline nor eviction may free a slot during the test.
+    cfg.quic.hello_timeout = Duration::from_secs(30);
+    cfg.quic.hello_evict_grace = Duration::from_secs(30);
+    let node = Node::start_with(dir, cfg).await;
+    let punch_addr = node.running.punch_addr.expect("quic.punch_listen is bound");
+    assert_ne!(punch_addr, node.running.quic_addr);
+
+    // The main address's set-up bound, held full by silent handshakes.
+    let mut silent = Vec::new();
+    for _ in 0..SET_UP {
+        silent.push(node.connector.handshake().await.unwrap());
+    }
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        node.connector
+            .connect(&node.token("acme", "tracker-1"), "tracker-1"),
+    )
+    .await
+    .expect("a refusal is prompt");
+    assert!(refused.is_err(), "the main address's set-up bound is full");
+
+    let punches = fencegate::client::Connector::new(
+        punch_addr,
+        "localhost",
+        fencegate::edge::tls::Trust::Pinned(node.running.fingerprint.clone()),
+        true,
+    )
+    .unwrap();
+    let phone = punches
+        .connect(&node.token("acme", "phone-1"), "phone-1")
+        .await
+        .expect("the punch address has its own set-up bound");
+    let r = phone.punch(&punch(1, "e-1", HQ)).await.unwrap();
+    assert_eq!(r.verdict(), Some(Verdict::Accepted), "{r:?}");
+
+    // Pings and backlogs are refused by the transport parameters, before
+    // any byte reaches the gateway's code.
+    assert_eq!(phone.connection().max_datagram_size(), None);
+    let mut fbb = FlatBufferBuilder::new();
+    let batch = PingBatchMsg {
+        device_seq: 0,
+        base_time_ms: now_ms(),
+        fixes: vec![Fix::new(312_304_000, 1_214_737_000, 0, 50, 0)],
+    };
+    let e = phone.ping(&batch, &mut fbb).unwrap_err();
+    assert!(
+        matches!(
+            e.downcast_ref::<quinn::SendDatagramError>(),
+            Some(quinn::SendDatagramError::UnsupportedByPeer)
+        ),
+        "{e:#}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), phone.connection().open_uni())
+            .await
+            .is_err(),
+        "the punch address allows no unidirectional stream"
+    );
+    drop(silent);
+    node.running.shutdown(Duration::from_secs(2)).await;
+}

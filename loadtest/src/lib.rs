@@ -184,24 +184,32 @@ pub(crate) fn run_on(
             targets
                 .iter()
                 .map(|target| {
-                    let connectors = (0..endpoints)
-                        .map(|_| {
-                            let mut o = ConnectorOptions::new(
-                                target.addr,
-                                &target.server_name,
-                                target.trust.clone(),
-                            );
-                            o.resumption = handshake != Handshake::Full;
-                            o.zero_rtt = handshake == Handshake::ZeroRtt;
-                            o.ticket_pool = 65_536;
-                            o.socket_buffer = 4 << 20;
-                            o.keep_alive = Some(Duration::from_secs(10));
-                            Connector::with_options(&o)
-                        })
-                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let connect = |addr| {
+                        (0..endpoints)
+                            .map(|_| {
+                                let mut o = ConnectorOptions::new(
+                                    addr,
+                                    &target.server_name,
+                                    target.trust.clone(),
+                                );
+                                o.resumption = handshake != Handshake::Full;
+                                o.zero_rtt = handshake == Handshake::ZeroRtt;
+                                o.ticket_pool = 65_536;
+                                o.socket_buffer = 4 << 20;
+                                o.keep_alive = Some(Duration::from_secs(10));
+                                Connector::with_options(&o)
+                            })
+                            .collect::<anyhow::Result<Vec<_>>>()
+                    };
+                    let connectors = connect(target.addr)?;
+                    let punch_connectors = match target.punch_addr {
+                        Some(a) => connect(a)?,
+                        None => connectors.clone(),
+                    };
                     Ok(Link {
                         name: target.addr.to_string(),
                         connectors,
+                        punch_connectors,
                         issuer: target.issuer(),
                         counts: LinkCounts::default(),
                     })
@@ -434,7 +442,10 @@ pub(crate) fn run_on(
         };
         sampler.abort();
         bar.finish_and_clear();
-        for c in links.iter().flat_map(|l| l.connectors.iter()) {
+        for c in links
+            .iter()
+            .flat_map(|l| l.connectors.iter().chain(&l.punch_connectors))
+        {
             c.endpoint().close(quinn::VarInt::from_u32(0), b"done");
         }
         anyhow::Ok((before, after, punch_ctx, fleet_report, cpu_cores))

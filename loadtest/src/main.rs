@@ -96,6 +96,10 @@ struct Cli {
     /// own counters in the report (per target; summed over them).
     #[arg(long, value_name = "URL", requires = "target")]
     metrics_url: Vec<String>,
+    /// The gateway's punch-only address (its `quic.punch_listen`, per
+    /// target): punches go there, pings and backlogs to --target.
+    #[arg(long, value_name = "HOST:PORT", requires = "target")]
+    punch_target: Vec<String>,
     /// The tenant's fences as GeoJSON, so inside/outside punches and routes
     /// aim at the gateway's real fences (default: the scenario's synthetic
     /// fences, which a remote gateway must have loaded).
@@ -190,6 +194,11 @@ fn remote_specs(cli: &Cli) -> anyhow::Result<Vec<RemoteSpec>> {
     let fps = per_target("fingerprint", &cli.fingerprint, n)?;
     let logs = per_target("log-dir", &cli.log_dir, n)?;
     let metrics = per_target("metrics-url", &cli.metrics_url, n)?;
+    let punch = per_target("punch-target", &cli.punch_target, n)?;
+    anyhow::ensure!(
+        n <= 1 || cli.punch_target.len() != 1,
+        "--punch-target is given once for {n} targets: each node has its own punch address; give one per --target, in the same order"
+    );
     anyhow::ensure!(
         n <= 1 || cli.log_dir.len() != 1,
         "--log-dir is given once for {n} targets: each node has its own log folder; give one per --target, in the same order"
@@ -210,6 +219,7 @@ fn remote_specs(cli: &Cli) -> anyhow::Result<Vec<RemoteSpec>> {
             tenant_key_file: cli.tenant_key_file.clone(),
             log_dir: logs[i].clone(),
             metrics_url: metrics[i].clone(),
+            punch_target: punch[i].clone(),
             ..RemoteSpec::new(t.clone())
         })
         .collect())

@@ -362,7 +362,7 @@ async fn attempt(
                     deadline.into(),
                     route
                         .link
-                        .connector(route.i)
+                        .punch_connector(route.i)
                         .connect(&route.token, who.phone),
                 )
                 .await

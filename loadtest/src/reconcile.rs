@@ -127,7 +127,7 @@ impl Reconciliation {
             if self.unexplained == 0 {
                 ""
             } else {
-                " (NOT BALANCED: no gateway counter explains these datagrams)"
+                " (NOT BALANCED: no gateway counter explains these datagrams; with kernel drops, UDP GRO makes the kernel's count low, docs/OPERATIONS.md \"Datagram drops\")"
             }
         )
     }

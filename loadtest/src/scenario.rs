@@ -306,6 +306,9 @@ pub struct BuiltInGateway {
     pub ping_burst: Option<u32>,
     /// `quic.datagram_buffer`, bytes.
     pub datagram_buffer: Option<usize>,
+    /// Serve punches on a second, punch-only address (`quic.punch_listen`
+    /// on a free loopback port); the harness sends its punches there.
+    pub punch_listen: bool,
 }
 
 /// Command-line overrides, applied before the scenario is checked.

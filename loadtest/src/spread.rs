@@ -71,6 +71,10 @@ pub struct Link {
     pub name: String,
     /// Client endpoints to it, used round-robin.
     pub connectors: Vec<Connector>,
+    /// Client endpoints to its punch-only address (its own client sockets,
+    /// as the phones that punch are other devices than the fleet's); the
+    /// same as `connectors` when it has none.
+    pub punch_connectors: Vec<Connector>,
     /// Device tokens for its tenant.
     pub issuer: Arc<Issuer>,
     /// Counts kept while the loads run.
@@ -78,9 +82,14 @@ pub struct Link {
 }
 
 impl Link {
-    /// The connector for employee or device `i`.
+    /// The connector for device `i`'s pings and backlogs.
     pub fn connector(&self, i: u64) -> &Connector {
         &self.connectors[i as usize % self.connectors.len()]
+    }
+
+    /// The connector for employee `i`'s punches.
+    pub fn punch_connector(&self, i: u64) -> &Connector {
+        &self.punch_connectors[i as usize % self.punch_connectors.len()]
     }
 }
 

@@ -37,6 +37,9 @@ pub struct RemoteSpec {
     pub log_dir: Option<PathBuf>,
     /// `--metrics-url`: the gateway's admin `/metrics`.
     pub metrics_url: Option<String>,
+    /// `--punch-target`: host:port of the gateway's punch-only listener
+    /// (`quic.punch_listen`), where punches go instead of `target`.
+    pub punch_target: Option<String>,
 }
 
 impl RemoteSpec {
@@ -51,6 +54,7 @@ impl RemoteSpec {
             tenant_key_file: None,
             log_dir: None,
             metrics_url: None,
+            punch_target: None,
         }
     }
 }
@@ -77,6 +81,9 @@ struct BuiltIn {
 pub struct Target {
     /// QUIC address.
     pub addr: SocketAddr,
+    /// The punch-only QUIC address, when the gateway has one: punches go
+    /// there, pings and backlogs to `addr`.
+    pub punch_addr: Option<SocketAddr>,
     /// Name for SNI.
     pub server_name: String,
     /// How its certificate is trusted.
@@ -159,14 +166,19 @@ impl Target {
         let keyring = fencegate::serve::keyring(&cfg)?;
         Ok(Self {
             addr: running.quic_addr,
+            punch_addr: running.punch_addr,
             server_name: "localhost".into(),
             trust: Trust::Pinned(running.fingerprint.clone()),
             tenant: s.world.tenant.clone(),
             log_dir: Some(cfg.log.dir.clone()),
             metrics: MetricsSource::InProcess,
             description: format!(
-                "built-in gateway on {} ({} endpoint(s), log in {})",
+                "built-in gateway on {}{} ({} endpoint(s), log in {})",
                 running.quic_addr,
+                running
+                    .punch_addr
+                    .map(|a| format!(", punches on {a}"))
+                    .unwrap_or_default(),
                 cfg.quic.endpoints,
                 cfg.log.dir.display()
             ),
@@ -196,6 +208,17 @@ impl Target {
                 None
             }
         };
+        let punch_addr = spec.punch_target.as_ref().and_then(|p| {
+            match p.to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(a)) => Some(a),
+                Ok(None) | Err(_) => {
+                    problems.push(format!(
+                        "--punch-target {p}: not a reachable host:port; write it like gw.example.com:4434 (the gateway's quic.punch_listen)"
+                    ));
+                    None
+                }
+            }
+        });
         let host = spec
             .target
             .rsplit_once(':')
@@ -267,9 +290,13 @@ impl Target {
         let metrics = metrics_url.map_or(MetricsSource::None, MetricsSource::Url);
         Ok(Self {
             addr,
+            punch_addr,
             description: format!(
-                "remote gateway {} ({addr}), server name {server_name}",
-                spec.target
+                "remote gateway {} ({addr}{}), server name {server_name}",
+                spec.target,
+                punch_addr
+                    .map(|a| format!(", punches on {a}"))
+                    .unwrap_or_default()
             ),
             server_name,
             trust: trust.expect("checked above"),
@@ -394,6 +421,9 @@ fn builtin_config(
     }
     if let Some(b) = g.datagram_buffer {
         raw.quic.datagram_buffer = Some(b);
+    }
+    if g.punch_listen {
+        raw.quic.punch_listen = Some("127.0.0.1:0".into());
     }
     if let Some(js) = jetstream {
         raw.sinks = vec![fencegate::sink::RawSink {

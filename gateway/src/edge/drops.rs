@@ -71,15 +71,15 @@ fn read_drops(inodes: &[u64]) -> HashMap<u64, u64> {
 /// Adds the kernel drops since the last sample of every registered socket
 /// to `counter`; returns how many that was.
 pub fn sample(counter: &metrics::Counter) -> u64 {
-    let inodes: Vec<u64> = {
-        let s = SOCKETS.lock().unwrap_or_else(|e| e.into_inner());
-        s.iter().map(|(i, _)| *i).collect()
-    };
+    // Held across the procfs read: with several endpoints, several
+    // samplers run, and one applying an older reading after a newer one
+    // would move `seen` back and count the difference twice.
+    let mut s = SOCKETS.lock().unwrap_or_else(|e| e.into_inner());
+    let inodes: Vec<u64> = s.iter().map(|(i, _)| *i).collect();
     if inodes.is_empty() {
         return 0;
     }
     let now = read_drops(&inodes);
-    let mut s = SOCKETS.lock().unwrap_or_else(|e| e.into_inner());
     let mut added = 0;
     for (inode, seen) in s.iter_mut() {
         if let Some(&d) = now.get(inode) {

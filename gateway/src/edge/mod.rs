@@ -71,18 +71,15 @@ pub struct EdgeContext {
     pub settings: EdgeSettings,
     /// Metric handles.
     pub metrics: EdgeMetrics,
-    /// Admission control on connection set-up delay (`Incoming` → Hello
-    /// authenticated): refuses new connections while over target.
-    pub admission: Admission,
+    /// Connection set-up state of each listener ([`Lane`]): the main
+    /// address and the punch-only address have their own set-up bound and
+    /// admission, so a flood of one cannot refuse the other's connections.
+    lanes: [SetupLane; 2],
     /// Admission control on punch sojourn (frame read → ack ready): refuses
     /// new connections and answers new punches `Busy` while over target.
     pub punch_admission: Admission,
     inflight: Arc<Semaphore>,
     connections: AtomicUsize,
-    handshaking: Arc<AtomicUsize>,
-    awaiting_hello: AwaitingHello,
-    handshake_second: AtomicI64,
-    handshakes_this_second: AtomicU32,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
     /// Tracks every connection and stream task, for draining.
@@ -144,14 +141,13 @@ impl EdgeContext {
             limits,
             settings,
             metrics: EdgeMetrics::register(),
-            admission: Admission::new(admission, clock::instant()).with_max_limit(max_setup),
+            lanes: [
+                SetupLane::new(admission, max_setup),
+                SetupLane::new(admission, max_setup),
+            ],
             punch_admission: Admission::new(admission, clock::instant()),
             inflight: Arc::new(Semaphore::new(max_inflight_punches)),
             connections: AtomicUsize::new(0),
-            handshaking: Arc::new(AtomicUsize::new(0)),
-            awaiting_hello: AwaitingHello::default(),
-            handshake_second: AtomicI64::new(0),
-            handshakes_this_second: AtomicU32::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             ping_buckets: ping_rate::DeviceBuckets::default(),
@@ -164,35 +160,91 @@ impl EdgeContext {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Connections accepted and not yet authenticated.
-    pub fn handshaking(&self) -> usize {
-        self.handshaking.load(Ordering::Relaxed)
+    /// Connections accepted on `lane` and not yet authenticated.
+    pub fn handshaking(&self, lane: Lane) -> usize {
+        self.lane(lane).handshaking.load(Ordering::Relaxed)
     }
 
-    /// Counts a handshake attempt; true when this second's count is over the
-    /// Retry threshold.
-    fn handshake_flood(&self, now_ms: i64) -> bool {
+    /// The set-up state of `lane`.
+    fn lane(&self, lane: Lane) -> &SetupLane {
+        &self.lanes[lane as usize]
+    }
+
+    /// Counts a handshake attempt on `lane`; true when this second's count
+    /// is over the Retry threshold.
+    fn handshake_flood(&self, lane: Lane, now_ms: i64) -> bool {
+        let l = self.lane(lane);
         let sec = now_ms / 1_000;
-        if self.handshake_second.swap(sec, Ordering::Relaxed) != sec {
-            self.handshakes_this_second.store(0, Ordering::Relaxed);
+        if l.handshake_second.swap(sec, Ordering::Relaxed) != sec {
+            l.handshakes_this_second.store(0, Ordering::Relaxed);
         }
-        self.handshakes_this_second.fetch_add(1, Ordering::Relaxed)
+        l.handshakes_this_second.fetch_add(1, Ordering::Relaxed)
             >= self.settings.retry_above_handshakes_per_s
     }
 }
 
+/// The listener a connection arrived on (docs/PROTOCOL.md §1, "Two
+/// addresses").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// `quic.listen`: every message kind.
+    Main = 0,
+    /// `quic.punch_listen`: Hello and punches only. Its transport
+    /// parameters allow no datagrams and no unidirectional streams, so a
+    /// fleet's pings cannot reach its socket, its kernel buffer or its
+    /// set-up bound.
+    Punch = 1,
+}
+
+/// Connection set-up state of one listener: the connections in set-up,
+/// the ones awaiting their Hello (eviction candidates), admission control
+/// on set-up delay, and the handshake rate that triggers Retry. Kept per
+/// listener so a flood on the main address (whose set-up delays grow when
+/// its socket drops packets) does not refuse connections on the punch
+/// address.
+#[derive(Debug)]
+struct SetupLane {
+    /// Admission control on connection set-up delay (`Incoming` → Hello
+    /// authenticated): refuses new connections while over target.
+    admission: Admission,
+    handshaking: Arc<AtomicUsize>,
+    awaiting_hello: AwaitingHello,
+    handshake_second: AtomicI64,
+    handshakes_this_second: AtomicU32,
+}
+
+impl SetupLane {
+    fn new(settings: AdmissionSettings, max_setup: usize) -> Self {
+        Self {
+            admission: Admission::new(settings, clock::instant()).with_max_limit(max_setup),
+            handshaking: Arc::new(AtomicUsize::new(0)),
+            awaiting_hello: AwaitingHello::default(),
+            handshake_second: AtomicI64::new(0),
+            handshakes_this_second: AtomicU32::new(0),
+        }
+    }
+}
+
 /// Transport settings sized for very many small, mostly idle connections.
-pub fn transport_config(q: &crate::config::Quic) -> quinn::TransportConfig {
+/// On the punch lane the peer may open no unidirectional stream and send no
+/// datagram (quinn leaves `max_datagram_frame_size` out of the transport
+/// parameters, so a DATAGRAM frame there is a protocol violation): pings
+/// and backlogs belong on the main address.
+pub fn transport_config(q: &crate::config::Quic, lane: Lane) -> quinn::TransportConfig {
+    let (uni, datagrams) = match lane {
+        Lane::Main => (q.max_uni_streams, Some(q.datagram_buffer)),
+        Lane::Punch => (0, None),
+    };
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(q.max_bidi_streams))
-        .max_concurrent_uni_streams(VarInt::from_u32(q.max_uni_streams))
+        .max_concurrent_uni_streams(VarInt::from_u32(uni))
         .stream_receive_window(VarInt::from_u32(q.stream_window))
         .receive_window(VarInt::from_u32(q.connection_window))
         // Replies are tiny; a small send window keeps per-connection memory low.
         .send_window(u64::from(q.stream_window))
         .max_idle_timeout(Some(q.idle_timeout))
         .keep_alive_interval(q.keep_alive)
-        .datagram_receive_buffer_size(Some(q.datagram_buffer))
+        .datagram_receive_buffer_size(datagrams)
         .datagram_send_buffer_size(0);
     t
 }
@@ -251,12 +303,14 @@ impl rustls::server::StoresServerSessions for CountingStore {
     }
 }
 
-/// Builds the quinn server configuration.
-pub fn server_config(
+/// Builds the quinn server configuration of each listener, indexed by
+/// [`Lane`]. Both share one TLS configuration, so a session ticket issued
+/// on one address resumes on the other.
+pub fn server_configs(
     id: &tls::ServerIdentity,
     q: &crate::config::Quic,
     metrics: &EdgeMetrics,
-) -> anyhow::Result<quinn::ServerConfig> {
+) -> anyhow::Result<[quinn::ServerConfig; 2]> {
     let mut crypto = tls::server_crypto(id, q.zero_rtt, q.session_cache)?;
     if crypto.ticketer.enabled() {
         crypto.ticketer = Arc::new(CountingTicketer {
@@ -269,19 +323,26 @@ pub fn server_config(
             resumed: metrics.handshakes_resumed.clone(),
         });
     }
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
-        .context("the TLS configuration cannot serve QUIC")?;
-    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    cfg.transport_config(Arc::new(transport_config(q)));
-    // Devices behind carrier NAT change address; let them migrate.
-    cfg.migration(true);
-    cfg.max_incoming(q.max_connections.min(1 << 16));
-    Ok(cfg)
+    let quic = Arc::new(
+        quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
+            .context("the TLS configuration cannot serve QUIC")?,
+    );
+    let config = |lane| {
+        let mut cfg = quinn::ServerConfig::with_crypto(quic.clone());
+        cfg.transport_config(Arc::new(transport_config(q, lane)));
+        // Devices behind carrier NAT change address; let them migrate.
+        cfg.migration(true);
+        cfg.max_incoming(q.max_connections.min(1 << 16));
+        cfg
+    };
+    Ok([config(Lane::Main), config(Lane::Punch)])
 }
 
 /// Binds `count` UDP sockets to `addr` (with `SO_REUSEPORT` when more than
-/// one) and starts a quinn endpoint on each.
+/// one) and starts a quinn endpoint on each; `field` names the setting the
+/// address came from, for the error when it is taken.
 pub fn bind_endpoints(
+    field: &str,
     addr: SocketAddr,
     count: usize,
     server: quinn::ServerConfig,
@@ -302,7 +363,7 @@ pub fn bind_endpoints(
         let _ = sock.set_recv_buffer_size(4 << 20);
         let _ = sock.set_send_buffer_size(4 << 20);
         sock.bind(&bound.into()).with_context(|| {
-            format!("quic.listen {bound}: cannot bind; is another process using it?")
+            format!("{field} {bound}: cannot bind; is another process using it?")
         })?;
         sock.set_nonblocking(true)?;
         let udp: std::net::UdpSocket = sock.into();
@@ -326,8 +387,8 @@ pub fn bind_endpoints(
     Ok(out)
 }
 
-/// Accepts connections on `endpoint` until shutdown.
-pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
+/// Accepts connections on `endpoint`, a listener of `lane`, until shutdown.
+pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint, lane: Lane) {
     // Kernel drops of the bound sockets (every endpoint's sampler shares
     // one registry, so none is counted twice).
     ctx.tasks.spawn(drops::run_sampler(
@@ -347,7 +408,8 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
         // One clock read per connection attempt: admission's `now`, and the
         // start of this connection's wait for the runtime.
         let arrived = clock::instant();
-        if !ctx.admission.admit(arrived, ctx.handshaking())
+        let setup = ctx.lane(lane);
+        if !setup.admission.admit(arrived, ctx.handshaking(lane))
             || ctx.punch_admission.overloaded(arrived)
         {
             // The node's own queue stood above target for a whole interval:
@@ -358,8 +420,8 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
             incoming.refuse();
             continue;
         }
-        if ctx.handshaking() >= ctx.settings.max_handshakes_in_flight {
-            if let Some(idle) = ctx
+        if ctx.handshaking(lane) >= ctx.settings.max_handshakes_in_flight {
+            if let Some(idle) = setup
                 .awaiting_hello
                 .evict_oldest(arrived, ctx.settings.hello_evict_grace)
             {
@@ -387,14 +449,14 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
         }
         if !incoming.remote_address_validated()
             && incoming.may_retry()
-            && ctx.handshake_flood(clock::unix_ms())
+            && ctx.handshake_flood(lane, clock::unix_ms())
         {
             // Make the client prove its address before we spend a handshake on it.
             let _ = incoming.retry();
             continue;
         }
         let ctx2 = ctx.clone();
-        let handshaking = Handshaking::start(&ctx.handshaking);
+        let handshaking = Handshaking::start(&setup.handshaking);
         ctx.tasks.spawn(async move {
             let connecting = match incoming.accept() {
                 Ok(c) => c,
@@ -429,7 +491,7 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint) {
             ctx2.metrics.handshakes_completed.increment(1);
             ctx2.connections.fetch_add(1, Ordering::Relaxed);
             ctx2.metrics.connections.increment(1.0);
-            handle_connection(&ctx2, conn, handshaking, arrived).await;
+            handle_connection(&ctx2, conn, lane, handshaking, arrived).await;
             ctx2.connections.fetch_sub(1, Ordering::Relaxed);
             ctx2.metrics.connections.decrement(1.0);
         });
@@ -705,10 +767,14 @@ async fn authenticate(ctx: &EdgeContext, conn: &quinn::Connection) -> Option<Ses
 async fn handle_connection(
     ctx: &Arc<EdgeContext>,
     conn: quinn::Connection,
+    lane: Lane,
     setup: Handshaking,
     arrived: Instant,
 ) {
-    let waiting = ctx.awaiting_hello.register(&conn, clock::instant());
+    let waiting = ctx
+        .lane(lane)
+        .awaiting_hello
+        .register(&conn, clock::instant());
     let Some(session) = authenticate(ctx, &conn).await else {
         return;
     };
@@ -717,7 +783,8 @@ async fn handle_connection(
     // handshakes, not a line before them). One round trip of it is the
     // client's; the window's minimum keeps one slow client from counting.
     let authed = clock::instant();
-    ctx.admission
+    ctx.lane(lane)
+        .admission
         .observe(authed, authed.saturating_duration_since(arrived));
     // Set up: from here on the connection no longer counts against
     // `max_handshakes_in_flight` and cannot be evicted.
