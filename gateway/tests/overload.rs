@@ -296,3 +296,94 @@ async fn admission_refuses_new_connections_when_the_queueing_delay_is_over_targe
     assert_eq!(r.verdict(), Some(Verdict::Accepted), "{r:?}");
     node.running.shutdown(Duration::from_secs(2)).await;
 }
+
+/// A UDP relay on loopback that delays every datagram by `delay` each
+/// way, so a client through it is a round trip of `2 × delay` away (the
+/// kernel here has no netem). One upstream socket per client address.
+async fn delay_relay(upstream: std::net::SocketAddr, delay: Duration) -> std::net::SocketAddr {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use tokio::net::UdpSocket;
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = front.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut backs: HashMap<std::net::SocketAddr, Arc<UdpSocket>> = HashMap::new();
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, client)) = front.recv_from(&mut buf).await {
+            let back = match backs.get(&client) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                    b.connect(upstream).await.unwrap();
+                    let (b2, front2) = (b.clone(), front.clone());
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 65_536];
+                        while let Ok(n) = b2.recv(&mut buf).await {
+                            let (data, f) = (buf[..n].to_vec(), front2.clone());
+                            tokio::spawn(async move {
+                                tokio::time::sleep(delay).await;
+                                let _ = f.send_to(&data, client).await;
+                            });
+                        }
+                    });
+                    backs.insert(client, b.clone());
+                    b
+                }
+            };
+            let data = buf[..n].to_vec();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = back.send(&data).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Found reading the controller: a connection's set-up time includes the
+/// client's round trip, so with clients far enough away every window stood
+/// "over target", the set-up limit was cut to its floor (32) whatever the
+/// load, and connections beyond it were refused while the node idled.
+/// Here every client is 300 ms away (target 200 ms) and 200 connect a
+/// second for 1.5 s, so about 60 are in set-up at once; none may be
+/// refused (a refusal fails its connect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_does_not_count_the_clients_round_trip_as_queueing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.quic.admission_target = Duration::from_millis(200);
+    cfg.quic.admission_interval = Duration::from_millis(100);
+    let node = Node::start_with(dir, cfg).await;
+    let relay = delay_relay(node.running.quic_addr, Duration::from_millis(150)).await;
+    let far = std::sync::Arc::new(
+        fencegate::client::Connector::new(
+            relay,
+            "localhost",
+            fencegate::edge::tls::Trust::Pinned(node.running.fingerprint.clone()),
+            true,
+        )
+        .unwrap(),
+    );
+    let mut tries = Vec::new();
+    for d in 0..300 {
+        let (far, token) = (far.clone(), node.token("acme", &format!("far-{d}")));
+        tries.push(tokio::spawn(async move {
+            let started = fencegate::clock::tokio_now();
+            let c = far.connect(&token, &format!("far-{d}")).await;
+            (c, started.elapsed())
+        }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut slowest = Duration::ZERO;
+    for t in tries {
+        let (c, took) = t.await.unwrap();
+        let c = c.expect("a far client is admitted on an idle node");
+        slowest = slowest.max(took);
+        c.connection().close(0u32.into(), b"done");
+    }
+    assert!(
+        slowest >= Duration::from_millis(300),
+        "the relay delays: {slowest:?}"
+    );
+    node.running.shutdown(Duration::from_secs(2)).await;
+}
