@@ -7,11 +7,8 @@
 //! handshakes in flight share the cores and each one slows: the queue is
 //! the set of handshakes in progress, not a line in front of them, so the
 //! set-up time is the delay that shows it. One round trip of it is the
-//! client's, and the edge takes quinn's estimate of it off before
-//! reporting (else every window of far-away clients stands over target
-//! and the limit falls to its floor on an idle node); the window's minimum
-//! (below) keeps a slow or hostile client from counting unless every
-//! set-up of the window is slow too.
+//! client's; the window's minimum (below) keeps a slow or hostile client
+//! from counting unless every set-up of the window is slow too.
 //!
 //! Time is cut into windows of `interval`. A window of at least
 //! [`MIN_SAMPLES`] samples whose *smallest* delay stayed above `target`

@@ -781,15 +781,11 @@ async fn handle_connection(
     // Set-up delay for admission control: under overload the handshakes
     // in flight share the CPU and each one slows (the queue is the set of
     // handshakes, not a line before them). One round trip of it is the
-    // client's, and is taken off (quinn's estimate from the handshake's
-    // acks): otherwise a crowd of phones 60 ms away would stand over the
-    // 50 ms target at any load, and the node would refuse connections
-    // while idle. The window's minimum keeps one slow client from counting.
+    // client's; the window's minimum keeps one slow client from counting.
     let authed = clock::instant();
-    let queued = authed
-        .saturating_duration_since(arrived)
-        .saturating_sub(conn.rtt());
-    ctx.lane(lane).admission.observe(authed, queued);
+    ctx.lane(lane)
+        .admission
+        .observe(authed, authed.saturating_duration_since(arrived));
     // Set up: from here on the connection no longer counts against
     // `max_handshakes_in_flight` and cannot be evicted.
     drop(waiting);
