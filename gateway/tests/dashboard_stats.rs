@@ -10,13 +10,18 @@
 //! - every chart answered from the aggregates (`ui::stats`) equals the same
 //!   chart as one `GROUP BY` over `day_results` / `punches`
 //!   (`ui::stats_raw`), for whole and partial months, one department, a
-//!   single day, and a zone whose midnight is not on a whole UTC hour.
+//!   single day, and a zone whose midnight is not on a whole UTC hour;
+//! - the per-employee rankings (top 10 late and early, the overtime table)
+//!   equal the raw `GROUP BY` for every range between the dates at the
+//!   edges of the months: ranges that start or end mid-month or both, lie
+//!   in one month or span two or three, a single day, the first or last
+//!   day of a month, days 30 and 31, and ranges reaching past the data.
 //!
 //! On SQLite, and on a real PostgreSQL (one schema, one set of queries).
 
 use fencegate::results::store::PunchRow;
 use fencegate::results::{DayRow, ResultsStore};
-use fencegate::ui::stats::{self, Bucket, Filter, Rank, split_range};
+use fencegate::ui::stats::{self, Bucket, Filter, MonthPart, Rank, month_span};
 use fencegate::ui::stats_raw;
 use fencegate_schema::{AttendanceStatus, PunchKind, Verdict, anomaly};
 use rand::rngs::StdRng;
@@ -192,43 +197,49 @@ async fn churn(store: &ResultsStore, seed: u64) {
     }
 }
 
-/// Every aggregate row with something in it, as text, sorted.
+/// Every aggregate row with something in it, as text, sorted: every
+/// column (`employee_months`' running sums too).
 async fn aggregates(store: &ResultsStore) -> Vec<String> {
     let mut out = Vec::new();
-    for (table, key, cols) in [
-        (
-            "day_stats",
-            "tenant, date, department",
-            "day_rows, expected, attended, late_days, early_days, missing, field_days, overtime_min",
-        ),
-        (
-            "employee_months",
-            "tenant, month, department, employee",
-            "late_days, late_min, early_days, early_min, overtime_min",
-        ),
-        (
-            "punch_stats",
-            "tenant, CAST(hour AS TEXT), department",
-            "late, early, out_of_range, rejected, anti_cheat",
-        ),
-    ] {
-        let rows = sqlx::query(&format!("SELECT {key}, {cols} FROM {table}"))
+    for (table, nk) in [("day_stats", 3), ("employee_months", 4), ("punch_stats", 3)] {
+        let rows = sqlx::query(&format!("SELECT * FROM {table}"))
             .fetch_all(store.pool())
             .await
             .unwrap();
-        let nk = key.split(", ").count();
-        let nc = cols.split(", ").count();
         for r in &rows {
-            let vals: Vec<i64> = (nk..nk + nc).map(|i| r.try_get(i).unwrap()).collect();
+            let vals: Vec<i64> = (nk..r.len()).map(|i| r.try_get(i).unwrap()).collect();
             if vals.iter().all(|v| *v == 0) {
                 continue;
             }
-            let keys: Vec<String> = (0..nk).map(|i| r.try_get(i).unwrap()).collect();
+            let keys: Vec<String> = (0..nk)
+                .map(|i| {
+                    r.try_get::<String, _>(i)
+                        .or_else(|_| r.try_get::<i64, _>(i).map(|v| v.to_string()))
+                        .unwrap()
+                })
+                .collect();
             out.push(format!("{table} {keys:?} {vals:?}"));
         }
     }
     out.sort();
     out
+}
+
+/// The per-employee rankings of `f` from both paths.
+async fn rankings_agree(store: &ResultsStore, f: &Filter) {
+    let pool = store.pool();
+    for rank in [Rank::Late, Rank::Early] {
+        assert_eq!(
+            stats::top10(pool, f, rank).await.unwrap(),
+            stats_raw::top10(pool, f, rank).await.unwrap(),
+            "top10 {rank:?} {f:?}"
+        );
+    }
+    assert_eq!(
+        stats::overtime(pool, f).await.unwrap().by_employee,
+        stats_raw::overtime(pool, f).await.unwrap().by_employee,
+        "overtime by employee {f:?}"
+    );
 }
 
 /// Every chart of `f` from both paths; `tz` turns the dates into the
@@ -288,6 +299,9 @@ async fn suite(store: &ResultsStore) {
         ("2026-02-10", "2026-02-10"), // one day
         ("2026-01-01", "2026-12-31"), // wider than the data: every month whole
         ("2026-02-03", "2026-03-31"), // to past the last row: March whole
+        ("2026-01-21", "2026-02-27"), // two months, both ends mid-month
+        ("2026-01-22", "2026-03-03"), // three months, the middle one whole
+        ("2026-02-05", "2026-02-20"), // the middle of one month
     ];
     for (from, to) in ranges {
         for department in [None, Some("ops"), Some("nobody")] {
@@ -298,6 +312,47 @@ async fn suite(store: &ResultsStore) {
                 department: department.map(str::to_owned),
             };
             charts_agree(store, &f, "Asia/Shanghai").await;
+        }
+    }
+    // The rankings over every range between dates at the months' edges
+    // (running sums to the day before the first and to the last, the
+    // total for a month's last day): 210 ranges, each in one month, two
+    // or three; starting or ending on a month's first, last or a middle
+    // day (days 30 and 31 of January and March, 27 and 28 of February);
+    // one day long; before, at and past the data's ends (01-20, 03-05).
+    let edges = [
+        "2025-12-31",
+        "2026-01-19",
+        "2026-01-20",
+        "2026-01-21",
+        "2026-01-29",
+        "2026-01-30",
+        "2026-01-31",
+        "2026-02-01",
+        "2026-02-02",
+        "2026-02-13",
+        "2026-02-14",
+        "2026-02-15",
+        "2026-02-27",
+        "2026-02-28",
+        "2026-03-01",
+        "2026-03-02",
+        "2026-03-05",
+        "2026-03-06",
+        "2026-03-30",
+        "2026-03-31",
+    ];
+    for (i, from) in edges.iter().enumerate() {
+        for to in &edges[i..] {
+            for department in [None, Some("ops")] {
+                let f = Filter {
+                    tenant: "acme".into(),
+                    from: (*from).into(),
+                    to: (*to).into(),
+                    department: department.map(str::to_owned),
+                };
+                rankings_agree(store, &f).await;
+            }
         }
     }
     // Midnight at 18:15 UTC: the causes read the hours' edges from punches.
@@ -338,34 +393,53 @@ async fn aggregates_equal_the_raw_tables_postgres() {
 }
 
 #[test]
-fn a_range_splits_into_whole_months_and_days() {
-    let s = |from, to, lo, hi| split_range(from, to, lo, hi).unwrap();
-    let months = |a: &str, b: &str| Some((a.to_owned(), b.to_owned()));
-    let days = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-        v.iter()
-            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-            .collect()
+fn a_range_is_read_as_its_first_and_last_month() {
+    let part = |month: &str, first, last, len| MonthPart {
+        month: month.into(),
+        first,
+        last,
+        len,
+    };
+    let span = |from, to| {
+        let s = month_span(from, to).unwrap();
+        (s.first, s.last)
     };
     // A whole month.
-    let p = s("2026-01-01", "2026-01-31", "2025-06-01", "2026-05-01");
-    assert_eq!(p.months, months("2026-01", "2026-01"));
-    assert!(p.days.is_empty());
-    // The last 31 days: both ends are parts of months.
-    let p = s("2026-01-18", "2026-02-17", "2025-06-01", "2026-05-01");
-    assert_eq!(p.months, None);
     assert_eq!(
-        p.days,
-        days(&[("2026-01-18", "2026-01-31"), ("2026-02-01", "2026-02-17")])
+        span("2026-01-01", "2026-01-31"),
+        (part("2026-01", 1, 31, 31), part("2026-01", 1, 31, 31))
     );
-    // The same when the data ends on the 17th: February so far is whole.
-    let p = s("2026-01-18", "2026-02-17", "2025-06-01", "2026-02-17");
-    assert_eq!(p.months, months("2026-02", "2026-02"));
-    assert_eq!(p.days, days(&[("2026-01-18", "2026-01-31")]));
-    // Three months, the middle one whole; data starts on the 20th.
-    let p = s("2026-01-10", "2026-03-05", "2026-01-20", "2026-03-31");
-    assert_eq!(p.months, months("2026-01", "2026-02"));
-    assert_eq!(p.days, days(&[("2026-03-01", "2026-03-05")]));
-    // Nothing in range.
-    let p = s("2026-04-01", "2026-04-30", "2026-01-20", "2026-03-31");
-    assert_eq!((p.months, p.days.len()), (None, 0));
+    // The last 31 days: the end of one month and the start of the next.
+    assert_eq!(
+        span("2026-01-18", "2026-02-17"),
+        (part("2026-01", 18, 31, 31), part("2026-02", 1, 17, 28))
+    );
+    // Three months: the middle one is whole, and not named.
+    assert_eq!(
+        span("2026-01-10", "2026-03-05"),
+        (part("2026-01", 10, 31, 31), part("2026-03", 1, 5, 31))
+    );
+    // One day; a leap February.
+    assert_eq!(
+        span("2028-02-29", "2028-02-29"),
+        (part("2028-02", 29, 29, 29), part("2028-02", 29, 29, 29))
+    );
+    // Across a year's end.
+    assert_eq!(
+        span("2025-12-20", "2026-01-05"),
+        (part("2025-12", 20, 31, 31), part("2026-01", 1, 5, 31))
+    );
+    // Every month read, the ends and those between.
+    assert_eq!(
+        month_span("2025-11-30", "2026-02-01").unwrap().months(),
+        ["2025-11", "2025-12", "2026-01", "2026-02"]
+    );
+    assert_eq!(
+        month_span("2026-02-03", "2026-02-05").unwrap().months(),
+        ["2026-02"]
+    );
+    // Empty or not dates.
+    assert_eq!(month_span("2026-02-02", "2026-02-01"), None);
+    assert_eq!(month_span("2026-02-30", "2026-03-01"), None);
+    assert_eq!(month_span("", "2026-03-01"), None);
 }

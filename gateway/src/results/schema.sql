@@ -96,8 +96,17 @@ CREATE TABLE IF NOT EXISTS day_stats (
 );
 
 -- Per employee and month (`YYYY-MM`): what the top-10 lists and the
--- overtime table rank by. A month only partly in a chart's range is read
--- from `day_results` for its days instead.
+-- overtime table rank by, for any range of dates. Each of the five sums
+-- is kept twice: for the whole month (`late_days` ... `overtime_min`), and
+-- as running sums from the month's first day, `<sum>_to_DD` = the sum over
+-- days 1 to DD, for DD = 01 to 30 (day 31's is the month's own). So the
+-- days a to b of a month are `<sum>_to_b - <sum>_to_(a-1)`: one row per
+-- employee and month for any part of a month, instead of a row per
+-- employee day (docs/DASHBOARD.md, "How the numbers are kept"). The store
+-- writes the 150 running-sum columns where the marker comment below stands
+-- (`RUN_MARKER` in store.rs, from `MONTH_SUMS` and `RUN_DAYS`). Stored in
+-- its key's order on SQLite (WITHOUT ROWID, as `day_results`): a month's
+-- rows lie together, and an upsert finds its row in one B-tree.
 CREATE TABLE IF NOT EXISTS employee_months (
     tenant TEXT NOT NULL,
     month TEXT NOT NULL,
@@ -108,8 +117,9 @@ CREATE TABLE IF NOT EXISTS employee_months (
     early_days BIGINT NOT NULL,
     early_min BIGINT NOT NULL,
     overtime_min BIGINT NOT NULL,
+    /* running sums */
     PRIMARY KEY (tenant, month, department, employee)
-);
+) /* sqlite: WITHOUT ROWID */;
 
 -- Abnormal punches per UTC hour (`at_ms / 3600000`) and department, for
 -- the causes pie. Punch rows never change their counted columns after the
@@ -128,12 +138,6 @@ CREATE TABLE IF NOT EXISTS punch_stats (
     PRIMARY KEY (tenant, hour, department)
 );
 CREATE INDEX IF NOT EXISTS punches_by_time ON punches (tenant, at_ms);
--- The days of a ranking's range outside whole months: partial covering
--- indexes hold only the day rows that count (late, early, overtime), so a
--- ranking reads those and never the table.
-CREATE INDEX IF NOT EXISTS day_results_late ON day_results (tenant, date, employee, department, late_min) WHERE slot = '' AND late_min > 0;
-CREATE INDEX IF NOT EXISTS day_results_early ON day_results (tenant, date, employee, department, early_min) WHERE slot = '' AND early_min > 0;
-CREATE INDEX IF NOT EXISTS day_results_overtime ON day_results (tenant, date, employee, department, overtime_min) WHERE slot = '' AND overtime_min > 0;
 
 -- HR records (docs/ATTENDANCE.md, "HR records"): each is a record of the
 -- log, folded in here by the materializer in log order.

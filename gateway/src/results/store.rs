@@ -32,7 +32,14 @@ pub const SCHEMA: &str = include_str!("schema.sql");
 /// department's month summary (`day_results_by_department`), a close's
 /// punch reads (`punches_by_employee`) and its roster of a date
 /// (`day_results_by_date`).
-pub const SCHEMA_VERSION: i64 = 6;
+///
+/// 7: `employee_months` keeps running sums within the month
+/// (`<sum>_to_DD`, [`MONTH_SUMS`]) and is stored `WITHOUT ROWID` on
+/// SQLite, so the dashboard's rankings read one row per employee and month
+/// for any range; the partial indexes `day_results_late`, `_early` and
+/// `_overtime`, through which they read the days of a part month, are
+/// gone.
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// The marker in [`SCHEMA`] of a table SQLite stores in its primary key's
 /// order (`WITHOUT ROWID`): a comment to PostgreSQL, which has no such
@@ -325,17 +332,62 @@ impl DayCounts {
         .all(|v| *v == 0)
     }
 
-    fn month_part_is_zero(&self) -> bool {
+    /// The `employee_months` part, in [`MONTH_SUMS`] order (the Rust side
+    /// of the per-row expressions there).
+    fn month_values(&self) -> [i64; 5] {
         [
+            self.overtime_min,
             self.late_days,
             self.late_min,
             self.early_days,
             self.early_min,
-            self.overtime_min,
         ]
-        .iter()
-        .all(|v| *v == 0)
     }
+}
+
+/// The five per-employee sums of `employee_months`, each with the value
+/// one day row adds to it (an SQL expression over `day_results`, which
+/// `recount_stats` sums; `DayCounts::month_values` is the same in Rust, in
+/// this order). Their running-sum columns are laid out in this order: the
+/// overtime table reads the most rows, and SQLite reaches a column by
+/// walking the row's header up to it, so the columns it reads come first.
+pub(crate) const MONTH_SUMS: [(&str, &str); 5] = [
+    ("overtime_min", "overtime_min"),
+    ("late_days", "CASE WHEN late_min > 0 THEN 1 ELSE 0 END"),
+    ("late_min", "late_min"),
+    ("early_days", "CASE WHEN early_min > 0 THEN 1 ELSE 0 END"),
+    ("early_min", "early_min"),
+];
+
+/// The last day with a running-sum column: day 31's running sum is the
+/// month's total, so a month's days need columns 1 to 30 only.
+pub(crate) const RUN_DAYS: u32 = 30;
+
+/// Where `schema.sql` has the running-sum columns written (inside
+/// `employee_months`): 150 column definitions are kept in one place, here.
+const RUN_MARKER: &str = "/* running sums */";
+
+/// The column holding the running sum of `sum` (a [`MONTH_SUMS`] name) over
+/// the month's days 1 to `day` (1 to [`RUN_DAYS`]).
+pub(crate) fn run_column(sum: &str, day: u32) -> String {
+    format!("{sum}_to_{day:02}")
+}
+
+/// Every running-sum column, in table order (by [`MONTH_SUMS`], then day).
+fn run_columns() -> impl Iterator<Item = String> {
+    MONTH_SUMS
+        .iter()
+        .flat_map(|(sum, _)| (1..=RUN_DAYS).map(move |d| run_column(sum, d)))
+}
+
+/// The day of the month of a `YYYY-MM-DD` date (1 to 31). A date without
+/// one (never written by the materializer) counts as day 31: in the
+/// month's totals, in no running sum.
+fn day_of_month(date: &str) -> usize {
+    date.get(8..10)
+        .and_then(|d| d.parse::<usize>().ok())
+        .filter(|d| (1..=31).contains(d))
+        .unwrap_or(31)
 }
 
 /// The aggregates' key of a day row: its tenant, date, department (`''`
@@ -350,97 +402,91 @@ fn stats_key(r: &DayRow) -> (&str, &str, &str, &str) {
 }
 
 /// Moves the aggregates from what `old` counted to what `new` counts (a
-/// row written, replaced or deleted). Slot rows count for nothing. Most
-/// rewrites of a day (a second punch, a revision) change the same key, so
-/// one statement per table carries the difference, and none when it is 0.
+/// row written, replaced or deleted): [`StatsDelta`] for one row. Slot
+/// rows count for nothing; a move that changes no aggregate (most
+/// rewrites of a day keep its key and its counts) writes nothing.
 async fn move_stats(
     tx: &mut Tx,
     old: Option<&DayRow>,
     new: Option<&DayRow>,
 ) -> Result<(), sqlx::Error> {
-    let old = old.filter(|r| r.slot.is_empty());
-    let new = new.filter(|r| r.slot.is_empty());
-    match (old, new) {
-        (Some(o), Some(n)) if stats_key(o) == stats_key(n) => {
-            add_counts(tx, n, DayCounts::of(n).minus(DayCounts::of(o))).await
+    let mut delta = StatsDelta::default();
+    delta.moved(old, new);
+    delta.write(tx).await
+}
+
+/// One `employee_months` row's move: what it adds to each day's part of
+/// the five sums ([`MONTH_SUMS`] order), from which the totals and running
+/// sums follow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct MonthDelta {
+    days: [[i64; 5]; 31],
+}
+
+impl MonthDelta {
+    fn is_zero(&self) -> bool {
+        self.days.iter().flatten().all(|v| *v == 0)
+    }
+
+    /// The row's values in [`month_upsert_columns`] order: the five
+    /// totals, then every running sum ([`run_columns`] order).
+    fn values(&self) -> Vec<i64> {
+        let mut out = Vec::with_capacity(MONTH_WIDTH - 4);
+        for s in 0..MONTH_SUMS.len() {
+            out.push(self.days.iter().map(|d| d[s]).sum());
         }
-        (o, n) => {
-            if let Some(o) = o {
-                add_counts(tx, o, DayCounts::default().minus(DayCounts::of(o))).await?;
+        for s in 0..MONTH_SUMS.len() {
+            let mut run = 0;
+            for day in &self.days[..RUN_DAYS as usize] {
+                run += day[s];
+                out.push(run);
             }
-            if let Some(n) = n {
-                add_counts(tx, n, DayCounts::of(n)).await?;
-            }
-            Ok(())
         }
+        out
     }
 }
 
-/// Adds `d` to the aggregate rows of `r`'s key.
-async fn add_counts(tx: &mut Tx, r: &DayRow, d: DayCounts) -> Result<(), sqlx::Error> {
-    let (tenant, date, department, employee) = stats_key(r);
-    if !d.day_part_is_zero() {
-        sqlx::query(
-            "INSERT INTO day_stats (tenant, date, department, day_rows, expected, attended, late_days, early_days, missing, field_days, overtime_min) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (tenant, date, department) DO UPDATE SET \
-             day_rows = day_stats.day_rows + excluded.day_rows, expected = day_stats.expected + excluded.expected, \
-             attended = day_stats.attended + excluded.attended, late_days = day_stats.late_days + excluded.late_days, \
-             early_days = day_stats.early_days + excluded.early_days, missing = day_stats.missing + excluded.missing, \
-             field_days = day_stats.field_days + excluded.field_days, overtime_min = day_stats.overtime_min + excluded.overtime_min",
-        )
-        .bind(tenant)
-        .bind(date)
-        .bind(department)
-        .bind(d.day_rows)
-        .bind(d.expected)
-        .bind(d.attended)
-        .bind(d.late_days)
-        .bind(d.early_days)
-        .bind(d.missing)
-        .bind(d.field_days)
-        .bind(d.overtime_min)
-        .execute(&mut **tx)
-        .await?;
-    }
-    if !d.month_part_is_zero() {
-        sqlx::query(
-            "INSERT INTO employee_months (tenant, month, department, employee, late_days, late_min, early_days, early_min, overtime_min) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant, month, department, employee) DO UPDATE SET \
-             late_days = employee_months.late_days + excluded.late_days, late_min = employee_months.late_min + excluded.late_min, \
-             early_days = employee_months.early_days + excluded.early_days, early_min = employee_months.early_min + excluded.early_min, \
-             overtime_min = employee_months.overtime_min + excluded.overtime_min",
-        )
-        .bind(tenant)
-        .bind(date.get(..7).unwrap_or(date))
-        .bind(department)
-        .bind(employee)
-        .bind(d.late_days)
-        .bind(d.late_min)
-        .bind(d.early_days)
-        .bind(d.early_min)
-        .bind(d.overtime_min)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
+/// Values per `employee_months` row written: four key columns, five
+/// totals, the running sums.
+const MONTH_WIDTH: usize = 4 + MONTH_SUMS.len() * (1 + RUN_DAYS as usize);
+
+/// The `employee_months` upsert's column list and its `DO UPDATE SET`
+/// (every value column adds the new row's), made once.
+fn month_upsert_columns() -> &'static (String, String) {
+    static SQL: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let values: Vec<String> = MONTH_SUMS
+            .iter()
+            .map(|(sum, _)| (*sum).to_owned())
+            .chain(run_columns())
+            .collect();
+        let columns = format!("tenant, month, department, employee, {}", values.join(", "));
+        let set = values
+            .iter()
+            .map(|c| format!("{c} = employee_months.{c} + excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (columns, set)
+    })
 }
 
 /// The aggregates' moves of many day rows, summed per aggregate row before
-/// they are written: what [`move_stats`] does row by row, in one multi-row
-/// statement per table (a day closed for 100,000 employees moves about 40
-/// `day_stats` rows, not 100,000). Sums commute, so the tables end the
-/// same as with one [`move_stats`] per row; `tests/batched_results.rs`
-/// holds the two paths equal, and both equal to `recount_stats`.
+/// they are written, in one multi-row statement per table (a day closed
+/// for 100,000 employees moves about 40 `day_stats` rows, not 100,000).
+/// Sums commute, so the tables end the same as with one move per row;
+/// `tests/batched_results.rs` and `tests/dashboard_stats.rs` hold what is
+/// kept equal to `recount_stats`.
 #[derive(Debug, Default)]
 pub(crate) struct StatsDelta {
     /// Per (tenant, date, department): the `day_stats` part.
     days: BTreeMap<(String, String, String), DayCounts>,
-    /// Per (tenant, month, department, employee): the `employee_months` part.
-    months: BTreeMap<(String, String, String, String), DayCounts>,
+    /// Per (tenant, month, department, employee): the `employee_months`
+    /// part, by day of the month.
+    months: BTreeMap<(String, String, String, String), MonthDelta>,
 }
 
 impl StatsDelta {
-    /// Notes `d` for `r`'s aggregate rows (as [`add_counts`] would write it).
+    /// Notes `d` for `r`'s aggregate rows.
     fn add(&mut self, r: &DayRow, d: DayCounts) {
         let (tenant, date, department, employee) = stats_key(r);
         if !d.day_part_is_zero() {
@@ -448,7 +494,8 @@ impl StatsDelta {
             let e = self.days.entry(k).or_default();
             *e = e.plus(d);
         }
-        if !d.month_part_is_zero() {
+        let values = d.month_values();
+        if values.iter().any(|v| *v != 0) {
             let month = date.get(..7).unwrap_or(date);
             let k = (
                 tenant.to_owned(),
@@ -456,12 +503,17 @@ impl StatsDelta {
                 department.to_owned(),
                 employee.to_owned(),
             );
-            let e = self.months.entry(k).or_default();
-            *e = e.plus(d);
+            let day = &mut self.months.entry(k).or_default().days[day_of_month(date) - 1];
+            for (sum, v) in day.iter_mut().zip(values) {
+                *sum += v;
+            }
         }
     }
 
-    /// [`move_stats`]'s decision, noted instead of written.
+    /// Notes the move of the aggregates from what `old` counted to what
+    /// `new` counts (a row written, replaced or deleted). Slot rows count
+    /// for nothing; most rewrites of a day (a second punch, a revision)
+    /// keep the same key, so the difference is noted once.
     pub(crate) fn moved(&mut self, old: Option<&DayRow>, new: Option<&DayRow>) {
         let old = old.filter(|r| r.slot.is_empty());
         let new = new.filter(|r| r.slot.is_empty());
@@ -480,8 +532,8 @@ impl StatsDelta {
         }
     }
 
-    /// Writes the summed moves ([`add_counts`]'s statements, many rows
-    /// each) and forgets them.
+    /// Writes the summed moves (upserts adding to each aggregate row, many
+    /// rows each) and forgets them.
     pub(crate) async fn write(&mut self, tx: &mut Tx) -> Result<(), sqlx::Error> {
         let sqlite = is_sqlite(tx);
         let days: Vec<_> = std::mem::take(&mut self.days)
@@ -517,29 +569,21 @@ impl StatsDelta {
         }
         let months: Vec<_> = std::mem::take(&mut self.months)
             .into_iter()
-            .filter(|(_, d)| !d.month_part_is_zero())
+            .filter(|(_, d)| !d.is_zero())
             .collect();
-        for chunk in months.chunks(STATS_ROWS) {
+        let (columns, set) = month_upsert_columns();
+        for chunk in months.chunks(MONTH_ROWS) {
             let sql = format!(
-                "INSERT INTO employee_months (tenant, month, department, employee, late_days, late_min, early_days, early_min, overtime_min) \
-                 VALUES {} ON CONFLICT (tenant, month, department, employee) DO UPDATE SET \
-                 late_days = employee_months.late_days + excluded.late_days, late_min = employee_months.late_min + excluded.late_min, \
-                 early_days = employee_months.early_days + excluded.early_days, early_min = employee_months.early_min + excluded.early_min, \
-                 overtime_min = employee_months.overtime_min + excluded.overtime_min",
-                values_list(sqlite, chunk.len(), 9)
+                "INSERT INTO employee_months ({columns}) VALUES {} \
+                 ON CONFLICT (tenant, month, department, employee) DO UPDATE SET {set}",
+                values_list(sqlite, chunk.len(), MONTH_WIDTH)
             );
             let mut q = sqlx::query(&sql);
             for ((tenant, month, department, employee), d) in chunk {
-                q = q
-                    .bind(tenant)
-                    .bind(month)
-                    .bind(department)
-                    .bind(employee)
-                    .bind(d.late_days)
-                    .bind(d.late_min)
-                    .bind(d.early_days)
-                    .bind(d.early_min)
-                    .bind(d.overtime_min);
+                q = q.bind(tenant).bind(month).bind(department).bind(employee);
+                for v in d.values() {
+                    q = q.bind(v);
+                }
             }
             q.execute(&mut **tx).await?;
         }
@@ -550,6 +594,10 @@ impl StatsDelta {
 /// Aggregate rows per multi-row statement (11 parameters each: well
 /// under SQLite's 32,766 and PostgreSQL's 65,535).
 const STATS_ROWS: usize = 1_000;
+
+/// `employee_months` rows per multi-row statement: [`MONTH_WIDTH`] (159)
+/// parameters each, 31,800 in all, under SQLite's 32,766.
+const MONTH_ROWS: usize = 200;
 
 /// Day rows per multi-row upsert (15 parameters each).
 const UPSERT_ROWS: usize = 1_000;
@@ -759,6 +807,12 @@ impl ResultsStore {
             .filter(|l| !l.trim_start().starts_with("--"))
             .map(|l| format!("{l}\n"))
             .collect();
+        // `employee_months`'s 150 running-sum columns, made from the one
+        // list the upserts and `recount_stats` are made from.
+        let runs: String = run_columns()
+            .map(|c| format!("{c} BIGINT NOT NULL, "))
+            .collect();
+        let code = code.replace(RUN_MARKER, &runs);
         for stmt in code.split(';') {
             if !stmt.trim().is_empty() {
                 // SQLite-only table options, written as a comment that
@@ -914,14 +968,30 @@ impl ResultsStore {
         )
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO employee_months (tenant, month, department, employee, late_days, late_min, early_days, early_min, overtime_min) \
-             SELECT tenant, substr(date, 1, 7), COALESCE(department, ''), employee, \
-             SUM(CASE WHEN late_min > 0 THEN 1 ELSE 0 END), SUM(late_min), \
-             SUM(CASE WHEN early_min > 0 THEN 1 ELSE 0 END), SUM(early_min), SUM(overtime_min) \
+        // The running sum to day DD adds the rows of days 01 to DD (the
+        // dates' day as text: '05' <= '12' as 5 <= 12).
+        let mut columns = Vec::new();
+        let mut sums = Vec::new();
+        for (sum, value) in MONTH_SUMS {
+            columns.push(sum.to_owned());
+            sums.push(format!("SUM({value})"));
+        }
+        for (sum, value) in MONTH_SUMS {
+            for d in 1..=RUN_DAYS {
+                columns.push(run_column(sum, d));
+                sums.push(format!(
+                    "SUM(CASE WHEN substr(date, 9, 2) <= '{d:02}' THEN {value} ELSE 0 END)"
+                ));
+            }
+        }
+        sqlx::query(&format!(
+            "INSERT INTO employee_months (tenant, month, department, employee, {}) \
+             SELECT tenant, substr(date, 1, 7), COALESCE(department, ''), employee, {} \
              FROM day_results WHERE slot = '' AND (late_min <> 0 OR early_min <> 0 OR overtime_min <> 0) \
              GROUP BY tenant, substr(date, 1, 7), COALESCE(department, ''), employee",
-        )
+            columns.join(", "),
+            sums.join(", ")
+        ))
         .execute(&mut *tx)
         .await?;
         // The hour is spelled out (not bound) so that PostgreSQL sees the

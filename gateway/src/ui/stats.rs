@@ -8,7 +8,9 @@
 //! `employee_months`, `punch_stats` in `results/schema.sql`), which the
 //! materializer keeps in the same transaction as the rows they count: a
 //! month of a 100,000-employee tenant is about a thousand `day_stats` rows
-//! instead of 3.1 M day rows. `stats_raw.rs` has the same charts
+//! instead of 3.1 M day rows, and a ranking reads one `employee_months` row
+//! per employee and month whatever days of it the range covers (running
+//! sums within the month). `stats_raw.rs` has the same charts
 //! over the raw tables, the definition the tests hold these equal to.
 //! Definitions (docs/DASHBOARD.md):
 //!
@@ -189,16 +191,12 @@ pub enum Rank {
 pub async fn top10(pool: &AnyPool, f: &Filter, rank: Rank) -> Result<Vec<Ranked>, sqlx::Error> {
     let sum = match rank {
         Rank::Late => PerEmployee {
-            month_days: "late_days",
-            month_min: "late_min",
-            day_days: "1",
-            day_min: "late_min",
+            days: Some("late_days"),
+            minutes: "late_min",
         },
         Rank::Early => PerEmployee {
-            month_days: "early_days",
-            month_min: "early_min",
-            day_days: "1",
-            day_min: "early_min",
+            days: Some("early_days"),
+            minutes: "early_min",
         },
     };
     let rows = per_employee(pool, f, sum, "days DESC, minutes DESC, employee LIMIT 10").await?;
@@ -213,133 +211,179 @@ pub async fn top10(pool: &AnyPool, f: &Filter, rank: Rank) -> Result<Vec<Ranked>
         .collect())
 }
 
-/// Which columns a per-employee ranking sums: from `employee_months` for
-/// whole months, from `day_results` for the other days of the range. The
-/// day part's `WHERE {day_min} > 0` matches a partial index of
-/// `schema.sql` (`day_results_late`, `_early`, `_overtime`), so it reads
-/// only the rows that count.
+/// Which of `employee_months`' sums a per-employee ranking adds up (names
+/// of `results::store::MONTH_SUMS`): minutes, and the days with minutes
+/// (none for the overtime table).
 #[derive(Debug, Clone, Copy)]
 struct PerEmployee {
-    month_days: &'static str,
-    month_min: &'static str,
-    day_days: &'static str,
-    day_min: &'static str,
+    days: Option<&'static str>,
+    minutes: &'static str,
 }
 
-/// Which whole months and which single days a range reads, given the
-/// first and last date the tenant has rows for (`lo`, `hi`): a month is
-/// read whole from `employee_months` when every row it can have lies in
-/// the range (the range covers the month, or the month's uncovered part
-/// has no rows yet, as this month's future days); other days of the range
-/// come from `day_results`. Dates outside `[lo, hi]` are not read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RangeParts {
-    /// First and last whole month (`YYYY-MM`), if any.
-    pub months: Option<(String, String)>,
-    /// Inclusive date ranges read day by day (at most two: the range's
-    /// first and last month when not whole).
-    pub days: Vec<(String, String)>,
+/// The days `first..=last` of `month` that a range covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthPart {
+    /// `YYYY-MM`.
+    pub month: String,
+    /// First day of the month covered (1 to 31).
+    pub first: u32,
+    /// Last day of the month covered.
+    pub last: u32,
+    /// Days in the month.
+    pub len: u32,
 }
 
-/// Splits `[from, to]` (see [`RangeParts`]); `None` when a date does not
-/// parse.
-pub fn split_range(from: &str, to: &str, lo: &str, hi: &str) -> Option<RangeParts> {
+impl MonthPart {
+    /// `sum` over the part's days, as an SQL expression over an
+    /// `employee_months` row: the running sum to the last day (the total
+    /// when that is the month's last) minus the running sum to the day
+    /// before the first (none when the first is the 1st).
+    fn sum_sql(&self, sum: &str) -> String {
+        use crate::results::store::run_column;
+        let to = if self.last >= self.len {
+            sum.to_owned()
+        } else {
+            run_column(sum, self.last)
+        };
+        if self.first <= 1 {
+            to
+        } else {
+            format!("({to} - {})", run_column(sum, self.first - 1))
+        }
+    }
+}
+
+/// The months a range of dates touches, as the rankings read them: the
+/// first and the last (the same month when the range lies in one), each
+/// with the days of it in the range; every month between is covered whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthSpan {
+    /// The range's first month.
+    pub first: MonthPart,
+    /// The range's last month.
+    pub last: MonthPart,
+}
+
+impl MonthSpan {
+    /// Every month from the first to the last (`YYYY-MM`).
+    pub fn months(&self) -> Vec<String> {
+        let parse = |m: &str| format!("{m}-01").parse::<jiff::civil::Date>().ok();
+        let (Some(mut m), Some(last)) = (parse(&self.first.month), parse(&self.last.month)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        while m <= last {
+            out.push(m.strftime("%Y-%m").to_string());
+            match m.last_of_month().tomorrow() {
+                Ok(next) => m = next,
+                Err(_) => break,
+            }
+        }
+        out
+    }
+}
+
+/// The months of `[from, to]` (see [`MonthSpan`]); `None` when a date does
+/// not parse or the range is empty.
+pub fn month_span(from: &str, to: &str) -> Option<MonthSpan> {
     use jiff::civil::Date;
     let (from, to): (Date, Date) = (from.parse().ok()?, to.parse().ok()?);
-    let (lo, hi): (Date, Date) = (lo.parse().ok()?, hi.parse().ok()?);
-    let mut out = RangeParts::default();
-    let (a, b) = (from.max(lo), to.min(hi));
-    if a > b {
-        return Some(out);
+    if from > to {
+        return None;
     }
-    let mut m = a.first_of_month();
-    while m <= b {
-        let last = m.last_of_month();
-        // The month's rows lie in [max(first, lo), min(last, hi)].
-        let whole = from <= m.max(lo) && to >= last.min(hi);
-        if whole {
-            let name = m.strftime("%Y-%m").to_string();
-            match &mut out.months {
-                Some((_, end)) => *end = name,
-                None => out.months = Some((name.clone(), name)),
-            }
-        } else {
-            out.days
-                .push((a.max(m).to_string(), b.min(last).to_string()));
-        }
-        m = last.tomorrow().ok()?;
+    let part = |d: Date, first: i8, last: i8| MonthPart {
+        month: d.strftime("%Y-%m").to_string(),
+        first: first.unsigned_abs().into(),
+        last: last.unsigned_abs().into(),
+        len: d.days_in_month().unsigned_abs().into(),
+    };
+    if (from.year(), from.month()) == (to.year(), to.month()) {
+        let p = part(from, from.day(), to.day());
+        return Some(MonthSpan {
+            first: p.clone(),
+            last: p,
+        });
     }
-    Some(out)
-}
-
-/// The tenant's first and last date with rows, if any.
-async fn data_span(pool: &AnyPool, tenant: &str) -> Result<Option<(String, String)>, sqlx::Error> {
-    let r = sqlx::query("SELECT MIN(date) AS lo, MAX(date) AS hi FROM day_stats WHERE tenant = $1")
-        .bind(tenant)
-        .fetch_one(pool)
-        .await?;
-    let lo: Option<String> = r.try_get("lo")?;
-    let hi: Option<String> = r.try_get("hi")?;
-    Ok(lo.zip(hi))
+    Some(MonthSpan {
+        first: part(from, from.day(), from.days_in_month()),
+        last: part(to, 1, to.day()),
+    })
 }
 
 /// `(employee, department, days, minutes)` summed over the filter's range
 /// for employees with minutes, ordered and limited by `order`.
+///
+/// One scan of `employee_months` over the range's months, one row per
+/// employee, month and department: a month covered whole adds its totals,
+/// the range's first and last month the part in range, from the running
+/// sums (`MonthPart::sum_sql`). So any range reads the same rows as its
+/// whole months would, and no day rows (docs/DASHBOARD.md, "How the
+/// numbers are kept"). The department shown is the greatest among the
+/// rows with minutes in range, as `MAX(department)` over the day rows
+/// that count: a department's row with minutes only outside the range
+/// does not count. (Minutes are never negative, as everywhere the
+/// aggregates count them: a row's part is positive exactly when one of
+/// its days in range counts.)
 async fn per_employee(
     pool: &AnyPool,
     f: &Filter,
     sum: PerEmployee,
     order: &str,
 ) -> Result<Vec<(String, String, i64, i64)>, sqlx::Error> {
-    let Some((lo, hi)) = data_span(pool, &f.tenant).await? else {
+    let Some(span) = month_span(&f.from, &f.to) else {
         return Ok(Vec::new());
     };
-    let Some(parts) = split_range(&f.from, &f.to, &lo, &hi) else {
-        return Ok(Vec::new());
-    };
-    // Each part binds its own five parameters (tenant, first, last,
-    // department twice): numbered in order, as every engine reads them.
-    let mut sql = Vec::new();
-    let mut binds: Vec<(&str, &str)> = Vec::new();
-    let mut n = 0;
+    let one_month = span.first.month == span.last.month;
+    // Placeholders in order, each bound once (as every engine reads them):
+    // the tenant, every month of the range (an `IN` list, so that one
+    // department's rows are found by the key (tenant, month, department)
+    // instead of by reading every department's), the two months at the
+    // ends, the department.
+    let months = span.months();
+    let mut n = 1;
     let mut next = || {
-        n += 5;
-        (n - 4, n - 3, n - 2, n - 1, n)
+        n += 1;
+        format!("${n}")
     };
-    if let Some((m0, m1)) = &parts.months {
-        let (t, a, b, d, e) = next();
-        sql.push(format!(
-            "SELECT employee, department, {} AS days, {} AS minutes FROM employee_months \
-             WHERE tenant = ${t} AND month >= ${a} AND month <= ${b} AND (${d} = '' OR department = ${e}) AND {} > 0",
-            sum.month_days, sum.month_min, sum.month_min
-        ));
-        binds.push((m0, m1));
-    }
-    for (d0, d1) in &parts.days {
-        let (t, a, b, d, e) = next();
-        sql.push(format!(
-            "SELECT employee, COALESCE(department, '') AS department, {} AS days, {} AS minutes FROM day_results \
-             WHERE tenant = ${t} AND slot = '' AND date >= ${a} AND date <= ${b} AND (${d} = '' OR department = ${e}) AND {} > 0",
-            sum.day_days, sum.day_min, sum.day_min
-        ));
-        binds.push((d0, d1));
-    }
-    if sql.is_empty() {
-        return Ok(Vec::new());
-    }
+    let month_list: Vec<String> = months.iter().map(|_| next()).collect();
+    let ends = (!one_month).then(|| (next(), next()));
+    let dept = f.dept();
+    let dept_sql = if dept.is_empty() {
+        String::new()
+    } else {
+        format!("AND department = {}", next())
+    };
+    // The part in range of a row's sum.
+    let in_range = |s: &str| match &ends {
+        None => span.first.sum_sql(s),
+        Some((first, last)) => format!(
+            "CASE month WHEN {first} THEN {} WHEN {last} THEN {} ELSE {s} END",
+            span.first.sum_sql(s),
+            span.last.sum_sql(s)
+        ),
+    };
+    // Only rows with minutes in range: a row's days in range are counted
+    // days with minutes, so the rows left out add nothing but their
+    // department, which must not show (and the grouping, nearly all of a
+    // ranking's cost, groups fewer rows).
+    let days = sum.days.map_or_else(|| "0".to_owned(), in_range);
+    let minutes = in_range(sum.minutes);
     let sql = format!(
-        "SELECT employee, MAX(department) AS department, CAST(SUM(days) AS BIGINT) AS days, \
-         CAST(SUM(minutes) AS BIGINT) AS minutes FROM ({}) u GROUP BY employee ORDER BY {order}",
-        sql.join(" UNION ALL ")
+        "SELECT employee, MAX(department) AS department, \
+         CAST(SUM({days}) AS BIGINT) AS days, CAST(SUM({minutes}) AS BIGINT) AS minutes \
+         FROM employee_months WHERE tenant = $1 AND month IN ({}) {dept_sql} AND {minutes} > 0 \
+         GROUP BY employee ORDER BY {order}",
+        month_list.join(", ")
     );
-    let mut q = sqlx::query(&sql);
-    for (a, b) in binds {
-        q = q
-            .bind(&f.tenant)
-            .bind(a)
-            .bind(b)
-            .bind(f.dept())
-            .bind(f.dept());
+    let mut q = sqlx::query(&sql).bind(&f.tenant);
+    for m in &months {
+        q = q.bind(m);
+    }
+    if ends.is_some() {
+        q = q.bind(&span.first.month).bind(&span.last.month);
+    }
+    if !dept.is_empty() {
+        q = q.bind(dept);
     }
     let rows = q.fetch_all(pool).await?;
     rows.iter()
@@ -582,10 +626,8 @@ pub async fn overtime(pool: &AnyPool, f: &Filter) -> Result<Overtime, sqlx::Erro
         .map(|r| Ok((r.try_get("date")?, r.try_get("m")?)))
         .collect::<Result<_, sqlx::Error>>()?;
     let sum = PerEmployee {
-        month_days: "0",
-        month_min: "overtime_min",
-        day_days: "0",
-        day_min: "overtime_min",
+        days: None,
+        minutes: "overtime_min",
     };
     let by_employee = per_employee(pool, f, sum, "minutes DESC, employee LIMIT 200")
         .await?
