@@ -355,6 +355,16 @@ async fn suite(store: &ResultsStore) {
             }
         }
     }
+    // Decades: the months are read as a range, not named one by one.
+    for department in [None, Some("ops")] {
+        let f = Filter {
+            tenant: "acme".into(),
+            from: "1990-01-15".into(),
+            to: "2099-12-30".into(),
+            department: department.map(str::to_owned),
+        };
+        rankings_agree(store, &f).await;
+    }
     // Midnight at 18:15 UTC: the causes read the hours' edges from punches.
     let f = Filter {
         tenant: "acme".into(),

@@ -310,6 +310,9 @@ pub fn month_span(from: &str, to: &str) -> Option<MonthSpan> {
     })
 }
 
+/// The most months a ranking names one by one (ten years).
+const MONTHS_IN: usize = 120;
+
 /// `(employee, department, days, minutes)` summed over the filter's range
 /// for employees with minutes, ordered and limited by `order`.
 ///
@@ -339,13 +342,27 @@ async fn per_employee(
     // department's rows are found by the key (tenant, month, department)
     // instead of by reading every department's), the two months at the
     // ends, the department.
+    // A range of decades is read as a range of months instead (any
+    // length within the engines' limits on parameters): its rankings are
+    // slow anyway, a department's no slower than the tenant's.
     let months = span.months();
+    let listed = months.len() <= MONTHS_IN;
+    let months = if listed {
+        months
+    } else {
+        vec![span.first.month.clone(), span.last.month.clone()]
+    };
     let mut n = 1;
     let mut next = || {
         n += 1;
         format!("${n}")
     };
     let month_list: Vec<String> = months.iter().map(|_| next()).collect();
+    let month_sql = if listed {
+        format!("month IN ({})", month_list.join(", "))
+    } else {
+        format!("month >= {} AND month <= {}", month_list[0], month_list[1])
+    };
     let ends = (!one_month).then(|| (next(), next()));
     let dept = f.dept();
     let dept_sql = if dept.is_empty() {
@@ -371,9 +388,8 @@ async fn per_employee(
     let sql = format!(
         "SELECT employee, MAX(department) AS department, \
          CAST(SUM({days}) AS BIGINT) AS days, CAST(SUM({minutes}) AS BIGINT) AS minutes \
-         FROM employee_months WHERE tenant = $1 AND month IN ({}) {dept_sql} AND {minutes} > 0 \
-         GROUP BY employee ORDER BY {order}",
-        month_list.join(", ")
+         FROM employee_months WHERE tenant = $1 AND {month_sql} {dept_sql} AND {minutes} > 0 \
+         GROUP BY employee ORDER BY {order}"
     );
     let mut q = sqlx::query(&sql).bind(&f.tenant);
     for m in &months {
