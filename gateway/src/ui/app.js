@@ -121,11 +121,19 @@
       body.replaceChildren(p);
     }
     c.dataset.loaded = resp.ok ? "1" : "error";
+    // When the page became usable, for the timing run
+    // (dashboard_browser.rs, `first_chart_timing`; docs/PERFORMANCE.md).
+    if (resp.ok) markOnce("fencegate.first-chart");
+  }
+
+  function markOnce(name) {
+    if (!performance.getEntriesByName(name).length) performance.mark(name);
   }
 
   async function loadAll() {
     document.body.dataset.state = "loading";
     await Promise.all(meta.charts.map(loadChart));
+    markOnce("fencegate.all-charts");
     document.body.dataset.state = "ready";
   }
 
