@@ -14,12 +14,17 @@
 //! - `apply/4096_punches`: the materializer's apply of one log batch (4,096
 //!   punch records of distinct employees, the next day) onto the month's
 //!   store, in punches/s, against `insert_only/4096_punches`, the same rows
-//!   stored alone. Target: 2× the node's peak punch rate (docs/PERFORMANCE.md).
-//! - `rebuild_month`: `fencegate results rebuild`'s work (drain a log of a
-//!   month into an empty store, then close every day) for
-//!   `FENCEGATE_REBUILD_EMPLOYEES` employees (10,000 unless set: 620,000
-//!   records; 100,000 is the 6.2 M and takes minutes an
-//!   iteration). Target at 100,000: ≤ 60 s.
+//!   stored alone (`insert_only`: a statement per punch, as before
+//!   `insert_punches`; `insert_many`: multi-row statements, as the
+//!   materializer stores them now). Target: 2× the node's peak punch rate
+//!   (docs/PERFORMANCE.md).
+//! - `rebuild_month`: `fencegate results rebuild`'s work
+//!   (`Materializer::rebuild`: a log of a month into an empty store, every
+//!   day closed) for `FENCEGATE_REBUILD_EMPLOYEES` employees (10,000
+//!   unless set: 620,000 records; 100,000 is the 6.2 M and takes
+//!   minutes an iteration). Target at 100,000: ≤ 60 s. Beside it,
+//!   `drain_then_close`: the same log through the node's own path (every
+//!   batch's days recomputed, then the close), the same-run baseline.
 //!
 //! The month's rows are generated inside SQLite (`WITH RECURSIVE`, as the
 //! dashboard bench does; the aggregates filled by `recount_stats`), which
@@ -346,6 +351,31 @@ fn bench_month(c: &mut Criterion) {
         });
         rt.block_on(store.pool().close());
     });
+    g.bench_function("insert_many/4096_punches", |b| {
+        let base = month_store(&rt, dir.path());
+        let store = copy_of(&rt, &base, dir.path());
+        let mut k = 0;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let rows: Vec<PunchRow> = apply_batch(k)
+                    .iter()
+                    .map(|(lsn, bytes)| punch_row(*lsn, bytes))
+                    .collect();
+                k += 1;
+                let started = fencegate_benches::clock::now();
+                rt.block_on(async {
+                    let mut tx = store.begin().await.unwrap();
+                    let new = ResultsStore::insert_punches(&mut tx, &rows).await.unwrap();
+                    assert!(new.iter().all(|n| *n));
+                    tx.commit().await.unwrap();
+                });
+                total += started.elapsed();
+            }
+            total
+        });
+        rt.block_on(store.pool().close());
+    });
     // Last: about 11 iterations of the slow way.
     g.throughput(Throughput::Elements(EMPLOYEES as u64));
     close_day(
@@ -462,40 +492,52 @@ fn bench_rebuild(c: &mut Criterion) {
         .unwrap_or(10_000);
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let started = fencegate_benches::clock::now();
+    let records = write_log(&log_dir, employees);
+    eprintln!("wrote {records} records in {:.0?}", started.elapsed());
+    let rules = handle(employees);
+    // 2026-02-02 12:00: every day of January has closed.
+    let now = DAY0_MS + 32 * DAY_MS + 4 * 60 * MIN_MS;
     let mut g = c.benchmark_group(format!("results_{}k", employees / 1_000));
     g.sample_size(10);
     g.warm_up_time(Duration::from_millis(1));
     g.measurement_time(Duration::from_secs(20));
-    g.bench_function("rebuild_month", |b| {
-        let log_dir = dir.path().join("log");
-        let started = fencegate_benches::clock::now();
-        let records = write_log(&log_dir, employees);
-        eprintln!("wrote {records} records in {:.0?}", started.elapsed());
-        let rules = handle(employees);
-        // 2026-02-02 12:00: every day of January has closed.
-        let now = DAY0_MS + 32 * DAY_MS + 4 * 60 * MIN_MS;
+    g.throughput(Throughput::Elements(records as u64));
+    // `rebuild_month`: the CLI's path. `drain_then_close`: the same log
+    // through the node's path (each batch's days recomputed as it
+    // commits, then the close), the same-run baseline.
+    for (name, rebuild) in [("rebuild_month", true), ("drain_then_close", false)] {
         let mut k = 0;
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                k += 1;
-                let path = dir.path().join(format!("rebuilt-{k}.sqlite"));
-                let store = rt.block_on(ResultsStore::open_sqlite(&path)).unwrap();
-                let m = Materializer::new(store, rules.clone());
-                let started = fencegate_benches::clock::now();
-                let mut reader =
-                    LogReader::open_dir(&log_dir, Lsn(0), Duration::from_millis(100)).unwrap();
-                let applied = rt.block_on(m.drain(&mut reader, now)).unwrap();
-                let closed = rt.block_on(m.close_due(now)).unwrap();
-                total += started.elapsed();
-                assert_eq!(applied.punches, records);
-                assert!(closed >= employees, "{closed} closed");
-                rt.block_on(m.store().pool().close());
-                std::fs::remove_file(&path).unwrap();
-            }
-            total
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    k += 1;
+                    let path = dir.path().join(format!("{name}-{k}.sqlite"));
+                    let store = rt.block_on(ResultsStore::open_sqlite(&path)).unwrap();
+                    let m = Materializer::new(store, rules.clone());
+                    let started = fencegate_benches::clock::now();
+                    let mut reader =
+                        LogReader::open_dir(&log_dir, Lsn(0), Duration::from_millis(100)).unwrap();
+                    let (applied, closed) = if rebuild {
+                        rt.block_on(m.rebuild(&mut reader, now)).unwrap()
+                    } else {
+                        let applied = rt.block_on(m.drain(&mut reader, now)).unwrap();
+                        (applied, rt.block_on(m.close_due(now)).unwrap())
+                    };
+                    total += started.elapsed();
+                    assert_eq!(applied.punches, records);
+                    assert!(closed >= employees, "{closed} closed");
+                    rt.block_on(m.store().pool().close());
+                    for ext in ["", "-wal", "-shm"] {
+                        let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
+                    }
+                }
+                total
+            });
         });
-    });
+    }
     g.finish();
 }
 

@@ -795,15 +795,7 @@ async fn first_chart_timing() {
         "first_chart_timing: {} loads on {} records ({} employee days): \
          shell {:.0} ms (max {:.0}), first chart {:.0} ms (max {:.0}), \
          every chart {:.0} ms (max {:.0}); medians from the navigation's start",
-        TIMING_LOADS,
-        seeded.records,
-        seeded.days,
-        shell.0,
-        shell.1,
-        first.0,
-        first.1,
-        all.0,
-        all.1
+        TIMING_LOADS, seeded.records, seeded.days, shell.0, shell.1, first.0, first.1, all.0, all.1
     );
     assert!(b.errors.is_empty(), "console errors: {:#?}", b.errors);
 }

@@ -626,8 +626,7 @@ async fn rebuild_equals_incremental(dir: &tempfile::TempDir, stores: &Stores) {
         std::time::Duration::from_millis(10),
     )
     .unwrap();
-    rebuilt.drain(&mut from_dir, end).await.unwrap();
-    rebuilt.close_due(end).await.unwrap();
+    rebuilt.rebuild(&mut from_dir, end).await.unwrap();
 
     let a = inc.store().all_rows().await.unwrap();
     let b = rebuilt.store().all_rows().await.unwrap();

@@ -63,9 +63,7 @@ pub fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
         store.clear().await?;
         let m = Materializer::new(store, Arc::clone(&rules));
         let now = crate::clock::unix_ms();
-        let applied = m.drain(&mut reader, now).await?;
-        let closed = m.close_due(now).await?;
-        anyhow::Ok((applied, closed))
+        anyhow::Ok(m.rebuild(&mut reader, now).await?)
     })?;
     eprintln!(
         "rebuilt day results in {} from {}: {} log entries, {} punches, {} employee days recomputed, {} closed",

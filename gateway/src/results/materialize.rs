@@ -148,6 +148,19 @@ impl Materializer {
         mark: Mark,
         now_ms: i64,
     ) -> Result<Applied, MaterializeError> {
+        self.apply_with(entries, mark, now_ms, Days::Recompute)
+            .await
+    }
+
+    /// [`Materializer::apply_marked`], with the touched days recomputed as
+    /// `days` says.
+    async fn apply_with(
+        &self,
+        entries: &[(u64, Vec<u8>)],
+        mark: Mark,
+        now_ms: i64,
+        days: Days,
+    ) -> Result<Applied, MaterializeError> {
         let rules = self.rules.load();
         let mut tx = self.store.begin().await?;
         let mut entries = entries;
@@ -175,6 +188,10 @@ impl Materializer {
             entries: entries.len(),
             ..Applied::default()
         };
+        // Punches wait here to be stored in multi-row statements; an HR
+        // record is applied only after the punches before it are stored
+        // (a decision on a punch of the same batch finds it).
+        let mut punches: Vec<PunchRow> = Vec::new();
         for (lsn, bytes) in entries {
             let Ok(view) = parse_record(bytes) else {
                 continue;
@@ -186,7 +203,9 @@ impl Materializer {
                     // decides, closed as of the record's time, whether
                     // this runs live or in a rebuild.
                     let tenant = view.tenant();
-                    flush(&mut tx, &rules, &mut touched, now_ms).await?;
+                    out.punches +=
+                        store_punches(&mut tx, &rules, &mut punches, &mut touched).await?;
+                    days.flush(&mut tx, &rules, &mut touched, now_ms).await?;
                     let last = super::summary::last_day_of(m.month());
                     close_tenant(&mut tx, &rules, tenant, view.gateway_time_ms(), last).await?;
                     super::summary::archive(
@@ -200,6 +219,8 @@ impl Materializer {
                     continue;
                 }
                 RecordBodyView::Hr(h) => {
+                    out.punches +=
+                        store_punches(&mut tx, &rules, &mut punches, &mut touched).await?;
                     ResultsStore::note_hr_record(
                         &mut tx,
                         &crate::record_json::uuid(&view.record_id()),
@@ -225,7 +246,7 @@ impl Materializer {
                 view.gateway_time_ms()
             };
             let tenant = view.tenant();
-            let row = PunchRow {
+            punches.push(PunchRow {
                 record_id: crate::record_json::uuid(&view.record_id()),
                 lsn: *lsn as i64,
                 tenant: tenant.to_owned(),
@@ -238,24 +259,11 @@ impl Materializer {
                 flags: p.anomaly_flags() as i64,
                 department: att.department.map(str::to_owned),
                 slot: p.slot().map(str::to_owned),
-            };
-            if ResultsStore::insert_punch(&mut tx, &row).await? {
-                out.punches += 1;
-                if row.needs_approval {
-                    // From the stream a decision can come before its punch
-                    // (decided through one node while the punch's node was
-                    // still forwarding): the first decision stored applies.
-                    hr::adopt_decision(&mut tx, tenant, &row.record_id).await?;
-                }
-            }
-            let t = rules.tenant(tenant);
-            let group = t.group_of(t.employee(&row.employee));
-            let d = day::attributed_day(t, group, row.kind, at_ms);
-            note_start(&mut tx, tenant, d).await?;
-            touched.insert((tenant.to_owned(), row.employee, d));
+            });
         }
+        out.punches += store_punches(&mut tx, &rules, &mut punches, &mut touched).await?;
         out.days += touched.len();
-        flush(&mut tx, &rules, &mut touched, now_ms).await?;
+        days.flush(&mut tx, &rules, &mut touched, now_ms).await?;
         match mark {
             Mark::Log { next } => ResultsStore::set_meta(&mut tx, "next_lsn", next as i64).await?,
             Mark::Stream { last, .. } => {
@@ -342,6 +350,37 @@ impl Materializer {
         }
     }
 
+    /// Rebuilds the results from `reader` (`fencegate results rebuild`):
+    /// applies every entry it has, then closes every day due by `now_ms`.
+    /// The same rows as [`Materializer::drain`] then
+    /// [`Materializer::close_due`], computed about once each instead of
+    /// once per batch and again at the close (see [`Days`]); revisions
+    /// count the changes made here, not the node's. Returns the entries
+    /// applied and the employee days closed. A rebuild stopped halfway is
+    /// completed by the node's next close: the days it left are due.
+    pub async fn rebuild(
+        &self,
+        reader: &mut LogReader,
+        now_ms: i64,
+    ) -> Result<(Applied, usize), MaterializeError> {
+        let mut total = Applied::default();
+        loop {
+            let batch = read_batch(reader)?;
+            if batch.is_empty() {
+                break;
+            }
+            let next = reader.position().0;
+            let a = self
+                .apply_with(&batch, Mark::Log { next }, now_ms, Days::LeaveDueToClose)
+                .await?;
+            total.entries += a.entries;
+            total.punches += a.punches;
+            total.days += a.days;
+        }
+        let closed = self.close_due(now_ms).await?;
+        Ok((total, closed))
+    }
+
     /// Follows the log of a running node until `stop`: applies new records
     /// as they commit and closes due days every `tick`. Errors are logged
     /// and retried after a pause; results are a view, so the node keeps
@@ -409,6 +448,125 @@ impl Materializer {
             }
         }
     }
+}
+
+/// Stores the waiting `punches` (multi-row statements) and notes the days
+/// they touch; returns how many were new. Each tenant's closing start is
+/// moved once, to its earliest day among them, as one [`note_start`] per
+/// punch would.
+async fn store_punches(
+    tx: &mut Tx,
+    rules: &Rules,
+    punches: &mut Vec<PunchRow>,
+    touched: &mut Touched,
+) -> Result<usize, sqlx::Error> {
+    if punches.is_empty() {
+        return Ok(0);
+    }
+    let new = ResultsStore::insert_punches(tx, punches).await?;
+    let mut starts: std::collections::BTreeMap<&str, i32> = std::collections::BTreeMap::new();
+    let mut days = Vec::with_capacity(punches.len());
+    for (row, &is_new) in punches.iter().zip(&new) {
+        if is_new && row.needs_approval {
+            // From the stream a decision can come before its punch
+            // (decided through one node while the punch's node was still
+            // forwarding): the first decision stored applies.
+            hr::adopt_decision(tx, &row.tenant, &row.record_id).await?;
+        }
+        let t = rules.tenant(&row.tenant);
+        let group = t.group_of(t.employee(&row.employee));
+        let d = day::attributed_day(t, group, row.kind, row.at_ms);
+        let start = starts.entry(&row.tenant).or_insert(d);
+        *start = (*start).min(d);
+        days.push(d);
+    }
+    for (tenant, d) in starts {
+        note_start(tx, tenant, d).await?;
+    }
+    for (row, d) in std::mem::take(punches).into_iter().zip(days) {
+        touched.insert((row.tenant, row.employee, d));
+    }
+    Ok(new.iter().filter(|n| **n).count())
+}
+
+/// When a batch's touched employee days are recomputed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Days {
+    /// In the batch's transaction: what a node does, so every record's day
+    /// is current when its batch commits.
+    Recompute,
+    /// As [`Days::Recompute`], except the days the closing pass that
+    /// follows ([`Materializer::close_due`] at the same time) recomputes
+    /// anyway: a rostered employee's day from the group's next day to
+    /// close on, whose close time has passed. A rebuild reads a whole
+    /// month of punches whose days are all due: each would otherwise be
+    /// computed once per batch that touches it and again when it closes.
+    LeaveDueToClose,
+}
+
+impl Days {
+    /// Recomputes `touched` (all of it, or what the close leaves) and
+    /// forgets it.
+    async fn flush(
+        self,
+        tx: &mut Tx,
+        rules: &Rules,
+        touched: &mut Touched,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        if self == Days::LeaveDueToClose {
+            leave_due_to_close(tx, rules, touched, now_ms).await?;
+        }
+        flush(tx, rules, touched, now_ms).await
+    }
+}
+
+/// Removes from `touched` the days [`close_tenant`] at `now_ms` will
+/// recompute: the employee is on its group's roster, and the day lies
+/// among the group's [`due_days`] (from the next day to close, as the
+/// store says now, to today; close times only grow with the day).
+async fn leave_due_to_close(
+    tx: &mut Tx,
+    rules: &Rules,
+    touched: &mut Touched,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    // Per (tenant, group): the first day the close recomputes (None: it
+    // closes nothing), and the tenant's today.
+    let mut next: std::collections::HashMap<(String, u16), Option<(i32, i32)>> =
+        std::collections::HashMap::new();
+    let mut keep = Touched::new();
+    for (tenant, employee, d) in std::mem::take(touched) {
+        let t = rules.tenant(&tenant);
+        let Some(listed) = t.employee(&employee) else {
+            keep.insert((tenant, employee, d));
+            continue;
+        };
+        let gi = listed.group;
+        let group = t.group_of(Some(listed));
+        let key = (tenant.clone(), gi);
+        let from = match next.get(&key) {
+            Some(v) => *v,
+            None => {
+                let closed =
+                    ResultsStore::meta(tx, &format!("closed:{tenant}:{}", group.name)).await?;
+                let start = ResultsStore::meta(tx, &format!("start:{tenant}")).await?;
+                let first = closed.map(|c| c as i32 + 1).or(start.map(|s| s as i32));
+                let local = now_ms + t.tz_table.offset_ms(&t.tz, now_ms);
+                let v = first.map(|f| (f, local.div_euclid(86_400_000) as i32));
+                next.insert(key, v);
+                v
+            }
+        };
+        let closes = from.is_some_and(|(first, today)| {
+            d >= first && d <= today && day::close_ms(t, group, d) <= now_ms
+        });
+        if !closes {
+            keep.insert((tenant, employee, d));
+        }
+    }
+    *touched = keep;
+    Ok(())
 }
 
 /// Notes that `tenant` has a day `d`: closing starts at the tenant's first

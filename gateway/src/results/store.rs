@@ -690,36 +690,76 @@ fn padded<'a>(employees: &[&'a str]) -> impl Iterator<Item = &'a str> {
 /// over `punches`. A make-up punch (inserted by `hr.rs`) is accepted,
 /// normal and unflagged: it has no cause, so it needs no row here.
 async fn add_punch_stats(tx: &mut Tx, p: &PunchRow) -> Result<(), sqlx::Error> {
-    // By the stored spellings, as the chart's SQL over `punches` reads them.
-    let (verdict, status) = (verdict_name(p.verdict), status_name(p.status));
-    let late = i64::from(status == "late");
-    let early = i64::from(status == "early_leave");
-    let oor = i64::from(verdict == "out_of_range" || status == "out_of_range_pending_approval");
-    let rejected = i64::from(verdict == "rejected");
-    let offline = fencegate_schema::anomaly::OFFLINE as i64;
-    let cheat = i64::from(p.flags != 0 && p.flags != offline);
-    if late + early + oor + rejected + cheat == 0 {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO punch_stats (tenant, hour, department, late, early, out_of_range, rejected, anti_cheat) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant, hour, department) DO UPDATE SET \
-         late = punch_stats.late + excluded.late, early = punch_stats.early + excluded.early, \
-         out_of_range = punch_stats.out_of_range + excluded.out_of_range, \
-         rejected = punch_stats.rejected + excluded.rejected, anti_cheat = punch_stats.anti_cheat + excluded.anti_cheat",
-    )
-    .bind(&p.tenant)
-    .bind(p.at_ms.div_euclid(HOUR_MS))
-    .bind(p.department.as_deref().unwrap_or(""))
-    .bind(late)
-    .bind(early)
-    .bind(oor)
-    .bind(rejected)
-    .bind(cheat)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    let mut stats = PunchStats::default();
+    stats.add(p);
+    stats.write(tx).await
 }
+
+/// `punch_stats` moves of new punches, summed per row (tenant, UTC hour,
+/// department) before they are written in multi-row upserts: a batch of
+/// 4,096 punches writes a few dozen rows, not a statement per punch.
+#[derive(Debug, Default)]
+struct PunchStats {
+    /// Per (tenant, hour, department): late, early, out of range,
+    /// rejected, anti-cheat.
+    rows: BTreeMap<(String, i64, String), [i64; 5]>,
+}
+
+impl PunchStats {
+    /// Counts a new punch where the causes pie reads it.
+    fn add(&mut self, p: &PunchRow) {
+        // By the stored spellings, as the chart's SQL over `punches` reads them.
+        let (verdict, status) = (verdict_name(p.verdict), status_name(p.status));
+        let offline = fencegate_schema::anomaly::OFFLINE as i64;
+        let counts = [
+            i64::from(status == "late"),
+            i64::from(status == "early_leave"),
+            i64::from(verdict == "out_of_range" || status == "out_of_range_pending_approval"),
+            i64::from(verdict == "rejected"),
+            i64::from(p.flags != 0 && p.flags != offline),
+        ];
+        if counts.iter().all(|c| *c == 0) {
+            return;
+        }
+        let key = (
+            p.tenant.clone(),
+            p.at_ms.div_euclid(HOUR_MS),
+            p.department.clone().unwrap_or_default(),
+        );
+        let row = self.rows.entry(key).or_default();
+        for (sum, c) in row.iter_mut().zip(counts) {
+            *sum += c;
+        }
+    }
+
+    /// Adds the sums to their rows and forgets them.
+    async fn write(&mut self, tx: &mut Tx) -> Result<(), sqlx::Error> {
+        let sqlite = is_sqlite(tx);
+        let rows: Vec<_> = std::mem::take(&mut self.rows).into_iter().collect();
+        for chunk in rows.chunks(STATS_ROWS) {
+            let sql = format!(
+                "INSERT INTO punch_stats (tenant, hour, department, late, early, out_of_range, rejected, anti_cheat) \
+                 VALUES {} ON CONFLICT (tenant, hour, department) DO UPDATE SET \
+                 late = punch_stats.late + excluded.late, early = punch_stats.early + excluded.early, \
+                 out_of_range = punch_stats.out_of_range + excluded.out_of_range, \
+                 rejected = punch_stats.rejected + excluded.rejected, anti_cheat = punch_stats.anti_cheat + excluded.anti_cheat",
+                values_list(sqlite, chunk.len(), 8)
+            );
+            let mut q = sqlx::query(&sql);
+            for ((tenant, hour, department), c) in chunk {
+                q = q.bind(tenant).bind(*hour).bind(department);
+                for v in c {
+                    q = q.bind(*v);
+                }
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Punch rows per multi-row insert (12 parameters each).
+const PUNCH_ROWS: usize = 1_000;
 
 /// The width of a `punch_stats` bucket.
 pub const HOUR_MS: i64 = 3_600_000;
@@ -1047,6 +1087,59 @@ impl ResultsStore {
         if new {
             add_punch_stats(tx, p).await?;
         }
+        Ok(new)
+    }
+
+    /// Stores many punches, as [`Self::insert_punch`] does each, in
+    /// multi-row statements (their `punch_stats` counts summed into one
+    /// upsert): the materializer's batches, thousands of punches each.
+    /// Returns, in `rows` order, whether each was new; of one record id
+    /// given twice, only the first.
+    pub async fn insert_punches(tx: &mut Tx, rows: &[PunchRow]) -> Result<Vec<bool>, sqlx::Error> {
+        let sqlite = is_sqlite(tx);
+        let mut new = Vec::with_capacity(rows.len());
+        let mut stats = PunchStats::default();
+        for chunk in rows.chunks(PUNCH_ROWS) {
+            let sql = format!(
+                "INSERT INTO punches (record_id, lsn, tenant, employee, kind, at_ms, verdict, status, needs_approval, flags, department, slot) \
+                 VALUES {} ON CONFLICT (record_id) DO NOTHING RETURNING record_id",
+                values_list(sqlite, chunk.len(), 12)
+            );
+            let mut q = sqlx::query(&sql);
+            for p in chunk {
+                q = q
+                    .bind(&p.record_id)
+                    .bind(p.lsn)
+                    .bind(&p.tenant)
+                    .bind(&p.employee)
+                    .bind(if p.kind == PunchKind::Out {
+                        "out"
+                    } else {
+                        "in"
+                    })
+                    .bind(p.at_ms)
+                    .bind(verdict_name(p.verdict))
+                    .bind(status_name(p.status))
+                    .bind(i64::from(p.needs_approval))
+                    .bind(p.flags)
+                    .bind(p.department.clone())
+                    .bind(p.slot.clone());
+            }
+            let mut stored = std::collections::HashSet::new();
+            for r in q.fetch_all(&mut **tx).await? {
+                stored.insert(r.try_get::<String, _>("record_id")?);
+            }
+            for p in chunk {
+                // `remove`: a second copy of an id in the same chunk was
+                // not the one stored.
+                let is_new = stored.remove(&p.record_id);
+                if is_new {
+                    stats.add(p);
+                }
+                new.push(is_new);
+            }
+        }
+        stats.write(tx).await?;
         Ok(new)
     }
 

@@ -211,8 +211,7 @@ pub async fn assert_rebuild_equals_incremental(node: &Node) {
     let mut reader =
         LogReader::open_dir(node.log_dir(), Lsn(0), Duration::from_millis(50)).unwrap();
     let now = now_ms();
-    m.drain(&mut reader, now).await.unwrap();
-    m.close_due(now).await.unwrap();
+    m.rebuild(&mut reader, now).await.unwrap();
     // The node closes due days on its own tick; close them on the live
     // store as of the same time, as that tick would.
     Materializer::new(live.clone(), Arc::clone(&rules))
