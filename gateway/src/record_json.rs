@@ -133,6 +133,42 @@ pub fn record_json(r: &RecordView<'_>) -> Value {
             obj.insert("lon".into(), e.lon().into());
         }
         RecordBodyView::Hr(h) => hr_json(h, obj),
+        RecordBodyView::DayResult(d) => {
+            // docs/ATTENDANCE.md, "Day results downstream". Times of 0 are
+            // "none" in the record and null here, as in `/v1/days`.
+            let ms = |v: i64| (v != 0).then_some(v);
+            obj.insert("type".into(), "day_result".into());
+            obj.insert("employee_id".into(), d.employee_id().into());
+            obj.insert("date".into(), d.date().into());
+            obj.insert("department".into(), d.department().into());
+            obj.insert("group".into(), d.group().into());
+            obj.insert("status".into(), d.status().into());
+            obj.insert("late_min".into(), d.late_min().into());
+            obj.insert("early_min".into(), d.early_min().into());
+            obj.insert("worked_min".into(), d.worked_min().into());
+            obj.insert("overtime_min".into(), d.overtime_min().into());
+            obj.insert("in_ms".into(), ms(d.in_ms()).into());
+            obj.insert("out_ms".into(), ms(d.out_ms()).into());
+            obj.insert("revision".into(), d.revision().into());
+            let slots: Vec<Value> = d
+                .slots()
+                .map(|v| {
+                    v.iter()
+                        .map(|s| {
+                            json!({
+                                "slot": s.slot(),
+                                "status": s.status(),
+                                "late_min": s.late_min(),
+                                "early_min": s.early_min(),
+                                "in_ms": ms(s.in_ms()),
+                                "out_ms": ms(s.out_ms()),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            obj.insert("slots".into(), slots.into());
+        }
     }
     v
 }

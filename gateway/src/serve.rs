@@ -437,6 +437,15 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             )
         })?;
     let materializer = crate::results::Materializer::new(results.clone(), rules.clone());
+    // Closed days and their later changes go downstream as records
+    // (docs/ATTENDANCE.md, "Day results downstream"), from either source.
+    tokio::spawn(crate::results::outbox::run(
+        results.clone(),
+        log.clone(),
+        Some(cfg.node_name.clone()),
+        ctx.shutdown.clone(),
+        Duration::from_secs(1),
+    ));
     match from_stream {
         Some((source, client)) => {
             tokio::spawn(

@@ -710,3 +710,193 @@ async fn tenant_without_rules(dir: &tempfile::TempDir, stores: &Stores) {
     );
     assert_eq!(m.store().position().await.unwrap(), 1);
 }
+
+/// The `DayResult` records in `log` from `from` on, as the JSON a sink
+/// sends, and the position after them.
+fn day_records(log: &LogHandle, from: Lsn) -> (Vec<serde_json::Value>, Lsn) {
+    let mut reader = log.reader(from).unwrap();
+    let mut out = Vec::new();
+    while let Some(e) = reader.next_entry().unwrap() {
+        let view = fencegate_schema::parse_record(e.payload).unwrap();
+        let json = fencegate::record_json::record_json(&view);
+        if json["type"] == "day_result" {
+            out.push(json);
+        }
+    }
+    (out, reader.position())
+}
+
+#[tokio::test]
+async fn closed_days_and_their_changes_go_downstream_as_records() {
+    let dir = tempfile::tempdir().unwrap();
+    days_go_downstream(&dir, &Stores::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_days_and_their_changes_go_downstream_as_records_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::postgres(dir.path());
+    days_go_downstream(&dir, &stores).await;
+}
+
+/// docs/ATTENDANCE.md, "Day results downstream": a day's result is a
+/// record in the log (and so downstream) once it closes, and again after
+/// each change; never while it is open, never twice for one write, with an
+/// id that follows the content; a rebuild sends nothing of its own.
+async fn days_go_downstream(dir: &tempfile::TempDir, stores: &Stores) {
+    use fencegate::results::outbox::publish_round;
+    let (log, _) = LogHandle::open(LogConfig::new(dir.path().join("log"))).unwrap();
+    let m = Materializer::new(stores.open(dir.path(), "results").await, handle());
+    let store = m.store().clone();
+    let mut reader = log.reader(Lsn(0)).unwrap();
+    let send = |at: &str| {
+        let (store, log) = (store.clone(), log.clone());
+        let now = sh(at);
+        async move {
+            publish_round(&store, &log, Some("edge-1"), now)
+                .await
+                .unwrap()
+        }
+    };
+    append(
+        &log,
+        &[Punch {
+            id: 1,
+            employee: "E1",
+            kind: IN,
+            at: sh("2025-03-04T09:00:00"),
+            received: sh("2025-03-04T09:00:00"),
+        }],
+    )
+    .await;
+    m.drain(&mut reader, sh("2025-03-04T12:00:00"))
+        .await
+        .unwrap();
+    m.close_due(sh("2025-03-04T12:00:00")).await.unwrap();
+    // Open: E1's missing_out is not final, nothing goes.
+    assert_eq!(send("2025-03-04T12:00:00").await, 0);
+    let (none, mut seen) = day_records(&log, Lsn(0));
+    assert!(none.is_empty(), "{none:#?}");
+
+    // 22:00: the day closes; every closed day row goes, absentees too,
+    // each once, saying what the store says.
+    m.close_due(sh("2025-03-04T22:00:00")).await.unwrap();
+    let sent = send("2025-03-04T22:00:00").await;
+    let (records, next) = day_records(&log, seen);
+    seen = next;
+    let rows = store.all_rows().await.unwrap();
+    let closed_days: Vec<&DayRow> = rows
+        .iter()
+        .filter(|r| r.slot.is_empty() && r.closed)
+        .collect();
+    assert!(closed_days.len() >= 2, "{rows:#?}");
+    assert_eq!(
+        (sent, records.len()),
+        (closed_days.len(), closed_days.len())
+    );
+    for day in &closed_days {
+        let r = records
+            .iter()
+            .find(|r| {
+                r["tenant"] == day.tenant.as_str()
+                    && r["employee_id"] == day.employee.as_str()
+                    && r["date"] == day.date.as_str()
+            })
+            .unwrap_or_else(|| panic!("no record for {day:#?} in {records:#?}"));
+        assert_eq!(r["status"], day.status.as_str(), "{r}");
+        assert_eq!(r["node"], "edge-1");
+        let slots: Vec<(&str, &str)> = rows
+            .iter()
+            .filter(|s| s.employee == day.employee && s.date == day.date && !s.slot.is_empty())
+            .map(|s| (s.slot.as_str(), s.status.as_str()))
+            .collect();
+        let sent_slots: Vec<(&str, &str)> = r["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["slot"].as_str().unwrap(), s["status"].as_str().unwrap()))
+            .collect();
+        assert_eq!(sent_slots, slots, "{r}");
+    }
+    let e1_closed = records
+        .iter()
+        .find(|r| r["employee_id"] == "E1")
+        .unwrap()
+        .clone();
+    assert_eq!(e1_closed["status"], "missing_out");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["employee_id"] == "E2" && r["status"] == "absent")
+    );
+    // Sent is sent: nothing goes twice.
+    assert_eq!(send("2025-03-04T22:01:00").await, 0);
+
+    // Two days later E1's offline clock-out reopens the closed day: the
+    // change goes, E1's day alone, under a new id. The materializer reads
+    // past the day records in the log.
+    append(
+        &log,
+        &[Punch {
+            id: 2,
+            employee: "E1",
+            kind: OUT,
+            at: sh("2025-03-04T18:05:00"),
+            received: sh("2025-03-06T08:00:00"),
+        }],
+    )
+    .await;
+    m.drain(&mut reader, sh("2025-03-06T08:00:00"))
+        .await
+        .unwrap();
+    // 03-05 closed meanwhile too (its roster went absent): only 03-04's
+    // change is looked at here.
+    send("2025-03-06T08:00:00").await;
+    let (changed, next) = day_records(&log, seen);
+    seen = next;
+    let e1: Vec<_> = changed
+        .iter()
+        .filter(|r| r["date"] == "2025-03-04")
+        .collect();
+    assert_eq!(e1.len(), 1, "{changed:#?}");
+    assert_eq!(
+        (
+            e1[0]["employee_id"].as_str(),
+            e1[0]["status"].as_str(),
+            e1[0]["revision"].as_i64()
+        ),
+        (Some("E1"), Some("normal"), Some(2))
+    );
+    assert_ne!(e1[0]["record_id"], e1_closed["record_id"]);
+
+    // The same result sent again (a crash after the append, before the
+    // note was forgotten) has the same id: the downstream drops it.
+    let key = |e: &str| ("acme".to_owned(), "2025-03-04".to_owned(), e.to_owned());
+    store.reset_day_outbox(&[key("E1")]).await.unwrap();
+    assert_eq!(send("2025-03-06T08:01:00").await, 1);
+    let (again, next) = day_records(&log, seen);
+    seen = next;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["record_id"], e1[0]["record_id"]);
+
+    // A rebuild re-derives days that were sent: it sends none, and a day
+    // waiting to be sent before it still goes.
+    store.reset_day_outbox(&[key("E2")]).await.unwrap();
+    store.clear().await.unwrap();
+    let mut from_start = log.reader(Lsn(0)).unwrap();
+    m.rebuild(&mut from_start, sh("2025-03-06T08:02:00"))
+        .await
+        .unwrap();
+    assert_eq!(store.day_outbox().await.unwrap(), vec![key("E2")]);
+    assert_eq!(send("2025-03-06T08:03:00").await, 1);
+    let (after, _) = day_records(&log, seen);
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        (
+            after[0]["employee_id"].as_str(),
+            after[0]["status"].as_str()
+        ),
+        (Some("E2"), Some("absent"))
+    );
+    log.close();
+}

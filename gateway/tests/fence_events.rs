@@ -98,8 +98,8 @@ fn decode(records: &[Vec<u8>]) -> Vec<Out> {
                 heartbeat: p.heartbeat(),
                 late: p.late(),
             },
-            RecordBodyView::Punch(_) | RecordBodyView::Hr(_) => {
-                panic!("a ping batch made a punch or HR record")
+            RecordBodyView::Punch(_) | RecordBodyView::Hr(_) | RecordBodyView::DayResult(_) => {
+                panic!("a ping batch made a punch, HR or day record")
             }
         })
         .collect()

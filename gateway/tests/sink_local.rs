@@ -332,3 +332,100 @@ async fn webhook_413_dead_letters_the_one_record_and_the_rest_flows_then_replays
     assert!(rx.lock().unwrap().accepted.contains(&poison));
     node.running.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Day results reach a real sink from a running node (docs/ATTENDANCE.md,
+/// "Day results downstream"): the node's materializer closes yesterday
+/// (its only slot ended long ago) for the roster, and its publisher puts
+/// each closed day into the log, from where the JSON lines sink writes it.
+/// Red when the node never starts the publisher, when days are not noted
+/// as they close, or when the sink cannot carry the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_days_reach_the_sink_as_day_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out/days.jsonl");
+    std::fs::write(
+        dir.path().join("rules.toml"),
+        r#"
+[tenants.acme]
+timezone = "UTC"
+default_group = "dawn"
+
+[tenants.acme.groups.dawn]
+schedule = "fixed"
+workdays = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+slots = [{ name = "dawn", start = "00:00", end = "00:30" }]
+close_after_min = 0
+
+[tenants.acme.employees.e-1]
+[tenants.acme.employees.e-2]
+"#,
+    )
+    .unwrap();
+    let rules = dir.path().join("rules.toml");
+    let cfg = config_with(
+        dir.path(),
+        vec![RawSink {
+            name: "days".into(),
+            kind: "jsonl".into(),
+            path: Some(out.clone()),
+            start: Some("oldest".into()),
+            ..RawSink::default()
+        }],
+        |raw| raw.attendance.rules = Some(rules),
+    );
+    // e-1 clocked in yesterday at 00:10 UTC; e-2 never did.
+    let yesterday = (common::now_ms() / 86_400_000 - 1) * 86_400_000;
+    let mut rec = punch_record(1, "acme", Verdict::Accepted, AttendanceStatus::Normal);
+    rec.gateway_time_ms = yesterday + 10 * 60_000;
+    if let fencegate_schema::RecordBodyMsg::Punch(p) = &mut rec.body {
+        p.device_time_ms = rec.gateway_time_ms;
+    }
+    preload(&cfg, &[encode(&rec)]).await;
+    let node = Node::start_with(dir, cfg).await;
+    let date = jiff::Timestamp::from_millisecond(yesterday)
+        .unwrap()
+        .strftime("%Y-%m-%d")
+        .to_string();
+    let days = |p: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["type"] == "day_result")
+            .collect()
+    };
+    // Today closed too unless the test runs before 00:30 UTC: yesterday's
+    // days are the ones compared.
+    let yesterdays = |p: &std::path::Path| -> Vec<serde_json::Value> {
+        days(p)
+            .into_iter()
+            .filter(|d| d["date"] == date.as_str())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || yesterdays(&out).len() >= 2).await,
+        "no day results in the sink: {:#?}",
+        std::fs::read_to_string(&out).unwrap_or_default()
+    );
+    let mut got: Vec<(String, String, String)> = yesterdays(&out)
+        .iter()
+        .map(|d| {
+            assert_eq!(d["tenant"], "acme");
+            assert_eq!(d["slots"][0]["slot"], "dawn", "{d}");
+            (
+                d["employee_id"].as_str().unwrap().to_owned(),
+                d["date"].as_str().unwrap().to_owned(),
+                d["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("e-1".into(), date.clone(), "missing_out".into()),
+            ("e-2".into(), date, "absent".into()),
+        ]
+    );
+    node.running.shutdown(Duration::from_secs(5)).await;
+}

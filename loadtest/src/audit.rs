@@ -178,7 +178,7 @@ impl<'a> Seen<'a> {
             RecordBodyView::FenceEvent(e) => Seen::Event {
                 device: e.device_id(),
             },
-            RecordBodyView::Hr(_) => Seen::Other,
+            RecordBodyView::Hr(_) | RecordBodyView::DayResult(_) => Seen::Other,
         }
     }
 }

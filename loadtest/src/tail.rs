@@ -119,7 +119,8 @@ fn follow(
                         counts.events += 1;
                     }
                 }
-                RecordBodyView::Punch(_) | RecordBodyView::Hr(_) => {}
+                RecordBodyView::Punch(_) | RecordBodyView::Hr(_) | RecordBodyView::DayResult(_) => {
+                }
             }
         }
         if stopping {

@@ -9,14 +9,15 @@ use flatbuffers::VerifierOptions;
 
 use crate::encode::{
     ApprovalDecisionMsg, AttendanceRef, BusyMsg, CorrectionDecisionMsg, CorrectionEvidenceMsg,
-    CorrectionMsg, FenceEventMsg, HelloAckMsg, HrMsg, LeaveEntryMsg, MonthArchiveMsg,
-    PingRecordMsg, PunchAckMsg, PunchRecordMsg, RecordBodyMsg, RecordMsg, ReplyMsg,
+    CorrectionMsg, DayResultMsg, DaySlotResultMsg, FenceEventMsg, HelloAckMsg, HrMsg,
+    LeaveEntryMsg, MonthArchiveMsg, PingRecordMsg, PunchAckMsg, PunchRecordMsg, RecordBodyMsg,
+    RecordMsg, ReplyMsg,
 };
 use crate::generated::{
-    ApprovalDecision, Busy, Correction, CorrectionDecision, CorrectionEvidence, FenceEvent,
-    HelloAck, LeaveEntry, MonthArchive, PingRecord, PunchAck, PunchRecord, RECORD_IDENTIFIER,
-    REPLY_IDENTIFIER, Reason, Record, RecordBody, ReplyBody, root_as_record_with_opts,
-    root_as_reply_with_opts,
+    ApprovalDecision, Busy, Correction, CorrectionDecision, CorrectionEvidence, DayResult,
+    FenceEvent, HelloAck, LeaveEntry, MonthArchive, PingRecord, PunchAck, PunchRecord,
+    RECORD_IDENTIFIER, REPLY_IDENTIFIER, Reason, Record, RecordBody, ReplyBody,
+    root_as_record_with_opts, root_as_reply_with_opts,
 };
 use crate::parse::{check_identifier, verifier_reason};
 
@@ -106,6 +107,8 @@ pub enum RecordBodyView<'a> {
     FenceEvent(FenceEvent<'a>),
     /// What an HR user or system decided (see [`HrView`]).
     Hr(HrView<'a>),
+    /// An employee's day result, written by the results materializer.
+    DayResult(DayResult<'a>),
 }
 
 /// The body of a verified HR record.
@@ -222,6 +225,7 @@ pub fn parse_record(buf: &[u8]) -> Result<RecordView<'_>, Reason> {
         RecordBody::CorrectionEvidence => record
             .body_as_correction_evidence()
             .map(|b| RecordBodyView::Hr(HrView::CorrectionEvidence(b))),
+        RecordBody::DayResult => record.body_as_day_result().map(RecordBodyView::DayResult),
         _ => return Err(Reason::UnknownBody),
     };
     Ok(RecordView {
@@ -331,6 +335,35 @@ impl<'a> RecordView<'a> {
                 lon: e.lon(),
             }),
             RecordBodyView::Hr(h) => RecordBodyMsg::Hr(h.to_msg()),
+            RecordBodyView::DayResult(d) => RecordBodyMsg::DayResult(DayResultMsg {
+                employee_id: d.employee_id().to_owned(),
+                date: d.date().to_owned(),
+                department: owned(d.department()),
+                group: owned(d.group()),
+                status: d.status().to_owned(),
+                late_min: d.late_min(),
+                early_min: d.early_min(),
+                worked_min: d.worked_min(),
+                overtime_min: d.overtime_min(),
+                in_ms: d.in_ms(),
+                out_ms: d.out_ms(),
+                revision: d.revision(),
+                slots: d
+                    .slots()
+                    .map(|v| {
+                        v.iter()
+                            .map(|s| DaySlotResultMsg {
+                                slot: s.slot().to_owned(),
+                                status: s.status().to_owned(),
+                                late_min: s.late_min(),
+                                early_min: s.early_min(),
+                                in_ms: s.in_ms(),
+                                out_ms: s.out_ms(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
         };
         RecordMsg {
             record_id: self.record_id(),
@@ -478,5 +511,42 @@ mod tests {
             assert_eq!(view.to_msg(), msg);
             assert_eq!(view.attendance(), None, "no punch fields on an HR record");
         }
+    }
+
+    #[test]
+    fn day_results_round_trip_with_their_slots() {
+        let msg = RecordMsg {
+            record_id: [7; 16],
+            tenant: "acme".into(),
+            gateway_time_ms: 1_741_000_000_000,
+            node: Some("edge-1".into()),
+            body: RecordBodyMsg::DayResult(DayResultMsg {
+                employee_id: "E1".into(),
+                date: "2025-03-05".into(),
+                department: Some("ops".into()),
+                group: Some("office".into()),
+                status: "late".into(),
+                late_min: 12,
+                early_min: 0,
+                worked_min: 528,
+                overtime_min: 0,
+                in_ms: 1_741_165_920_000,
+                out_ms: 1_741_197_600_000,
+                revision: 2,
+                slots: vec![DaySlotResultMsg {
+                    slot: "day".into(),
+                    status: "late".into(),
+                    late_min: 12,
+                    early_min: 0,
+                    in_ms: 1_741_165_920_000,
+                    out_ms: 1_741_197_600_000,
+                }],
+            }),
+        };
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let bytes = msg.encode_into(&mut fbb).to_vec();
+        let view = parse_record(&bytes).unwrap();
+        assert!(matches!(view.body(), RecordBodyView::DayResult(_)));
+        assert_eq!(view.to_msg(), msg);
     }
 }

@@ -13,12 +13,13 @@ use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, WIPOffset};
 use crate::generated::{
     ApprovalDecision, ApprovalDecisionArgs, AttendanceStatus, Body, Bssid, Busy, BusyArgs,
     Correction, CorrectionArgs, CorrectionDecision, CorrectionDecisionArgs, CorrectionEvidence,
-    CorrectionEvidenceArgs, FenceEvent, FenceEventArgs, Fix, Frame, FrameArgs, Hello, HelloAck,
-    HelloAckArgs, HelloArgs, LeaveEntry, LeaveEntryArgs, MonthArchive, MonthArchiveArgs, PingBatch,
-    PingBatchArgs, PingRecord, PingRecordArgs, Position, Punch, PunchAck, PunchAckArgs, PunchArgs,
-    PunchKind, PunchMethod, PunchRecord, PunchRecordArgs, Reason, Record, RecordArgs, RecordBody,
-    Reply, ReplyArgs, ReplyBody, TerminalAuth, Transition, Uuid, Verdict, finish_frame_buffer,
-    finish_record_buffer, finish_reply_buffer,
+    CorrectionEvidenceArgs, DayResult, DayResultArgs, DaySlotResult, DaySlotResultArgs, FenceEvent,
+    FenceEventArgs, Fix, Frame, FrameArgs, Hello, HelloAck, HelloAckArgs, HelloArgs, LeaveEntry,
+    LeaveEntryArgs, MonthArchive, MonthArchiveArgs, PingBatch, PingBatchArgs, PingRecord,
+    PingRecordArgs, Position, Punch, PunchAck, PunchAckArgs, PunchArgs, PunchKind, PunchMethod,
+    PunchRecord, PunchRecordArgs, Reason, Record, RecordArgs, RecordBody, Reply, ReplyArgs,
+    ReplyBody, TerminalAuth, Transition, Uuid, Verdict, finish_frame_buffer, finish_record_buffer,
+    finish_reply_buffer,
 };
 use crate::parse::{HelloView, PingBatchView, PunchView, Request};
 
@@ -485,6 +486,111 @@ pub enum RecordBodyMsg {
     FenceEvent(FenceEventMsg),
     /// See [`HrMsg`].
     Hr(HrMsg),
+    /// See [`DayResultMsg`].
+    DayResult(DayResultMsg),
+}
+
+/// An employee's day result, closed or changed after closing, as the
+/// results materializer sends it downstream (docs/ATTENDANCE.md, "Day
+/// results downstream"). Rare next to punches, so owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayResultMsg {
+    /// Employee within the tenant.
+    pub employee_id: String,
+    /// `YYYY-MM-DD` in the tenant's zone.
+    pub date: String,
+    /// Department, if the rules or the punch name one.
+    pub department: Option<String>,
+    /// Attendance group.
+    pub group: Option<String>,
+    /// Status of the day.
+    pub status: String,
+    /// Minutes late.
+    pub late_min: i64,
+    /// Minutes left early.
+    pub early_min: i64,
+    /// Minutes worked.
+    pub worked_min: i64,
+    /// Minutes of overtime.
+    pub overtime_min: i64,
+    /// First clock-in counted, unix ms (0: none).
+    pub in_ms: i64,
+    /// Last clock-out counted, unix ms (0: none).
+    pub out_ms: i64,
+    /// Changes after the day was first written.
+    pub revision: i64,
+    /// The day's slots, in schedule order.
+    pub slots: Vec<DaySlotResultMsg>,
+}
+
+/// One slot of a [`DayResultMsg`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaySlotResultMsg {
+    /// Slot name.
+    pub slot: String,
+    /// Status of the slot.
+    pub status: String,
+    /// Minutes late.
+    pub late_min: i64,
+    /// Minutes left early.
+    pub early_min: i64,
+    /// Clock-in counted, unix ms (0: none).
+    pub in_ms: i64,
+    /// Clock-out counted, unix ms (0: none).
+    pub out_ms: i64,
+}
+
+impl DayResultMsg {
+    /// Writes the body table and returns its union type and offset.
+    fn create<'f>(
+        &self,
+        fbb: &mut FlatBufferBuilder<'f>,
+    ) -> (RecordBody, WIPOffset<flatbuffers::UnionWIPOffset>) {
+        let slots: Vec<_> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let slot = fbb.create_string(&s.slot);
+                let status = fbb.create_string(&s.status);
+                DaySlotResult::create(
+                    fbb,
+                    &DaySlotResultArgs {
+                        slot: Some(slot),
+                        status: Some(status),
+                        late_min: s.late_min,
+                        early_min: s.early_min,
+                        in_ms: s.in_ms,
+                        out_ms: s.out_ms,
+                    },
+                )
+            })
+            .collect();
+        let slots = fbb.create_vector(&slots);
+        let employee_id = fbb.create_string(&self.employee_id);
+        let date = fbb.create_string(&self.date);
+        let department = opt_str(fbb, self.department.as_deref());
+        let group = opt_str(fbb, self.group.as_deref());
+        let status = fbb.create_string(&self.status);
+        let t = DayResult::create(
+            fbb,
+            &DayResultArgs {
+                employee_id: Some(employee_id),
+                date: Some(date),
+                department,
+                group,
+                status: Some(status),
+                late_min: self.late_min,
+                early_min: self.early_min,
+                worked_min: self.worked_min,
+                overtime_min: self.overtime_min,
+                in_ms: self.in_ms,
+                out_ms: self.out_ms,
+                revision: self.revision,
+                slots: Some(slots),
+            },
+        );
+        (RecordBody::DayResult, t.as_union_value())
+    }
 }
 
 /// An HR record: what an HR user or system decided, appended to the log
@@ -728,6 +834,8 @@ pub enum RecordBodyRef<'a, S: AsRef<str> = &'a str> {
     FenceEvent(FenceEventRef<'a>),
     /// See [`HrMsg`] (HR records are rare; they have no borrowed form).
     Hr(&'a HrMsg),
+    /// See [`DayResultMsg`] (no borrowed form either).
+    DayResult(&'a DayResultMsg),
 }
 
 /// A verified punch, borrowed; fields as in [`PunchRecordMsg`].
@@ -936,6 +1044,7 @@ impl<S: AsRef<str>> RecordRef<'_, S> {
                 (RecordBody::FenceEvent, rec.as_union_value())
             }
             RecordBodyRef::Hr(h) => h.create(fbb),
+            RecordBodyRef::DayResult(d) => d.create(fbb),
         };
         let tenant = fbb.create_string(self.tenant);
         let node = opt_str(fbb, self.node);
@@ -1001,6 +1110,7 @@ impl RecordMsg {
                 lon: e.lon,
             }),
             RecordBodyMsg::Hr(h) => RecordBodyRef::Hr(h),
+            RecordBodyMsg::DayResult(d) => RecordBodyRef::DayResult(d),
         };
         RecordRef {
             record_id: self.record_id,

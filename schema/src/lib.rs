@@ -28,10 +28,10 @@ mod reason;
 pub use decode::{HrView, RecordBodyView, RecordView, ReplyView, parse_record, parse_reply};
 pub use encode::{
     ApprovalDecisionMsg, AttendanceRef, BusyMsg, CorrectionDecisionMsg, CorrectionEvidenceMsg,
-    CorrectionMsg, FenceEventMsg, FenceEventRef, FrameMsg, HelloAckMsg, HelloMsg, HrMsg,
-    LeaveEntryMsg, MonthArchiveMsg, PingBatchMsg, PingRecordMsg, PingRecordRef, PunchAckMsg,
-    PunchAckRef, PunchMsg, PunchRecordMsg, PunchRecordRef, RecordBodyMsg, RecordBodyRef, RecordMsg,
-    RecordRef, ReplyMsg,
+    CorrectionMsg, DayResultMsg, DaySlotResultMsg, FenceEventMsg, FenceEventRef, FrameMsg,
+    HelloAckMsg, HelloMsg, HrMsg, LeaveEntryMsg, MonthArchiveMsg, PingBatchMsg, PingRecordMsg,
+    PingRecordRef, PunchAckMsg, PunchAckRef, PunchMsg, PunchRecordMsg, PunchRecordRef,
+    RecordBodyMsg, RecordBodyRef, RecordMsg, RecordRef, ReplyMsg,
 };
 pub use generated::*;
 pub use limits::{Channel, Limits};

@@ -107,5 +107,12 @@ fn summary(lsn: Lsn, rec: &fencegate_schema::RecordView<'_>) -> String {
             e.fence_id()
         ),
         RecordBodyView::Hr(_) => format!("{head}hr {}", crate::record_json::record_json(rec)),
+        RecordBodyView::DayResult(d) => format!(
+            "{head}day employee={} date={} status={} revision={}",
+            d.employee_id(),
+            d.date(),
+            d.status(),
+            d.revision()
+        ),
     }
 }

@@ -363,6 +363,7 @@ impl Materializer {
         reader: &mut LogReader,
         now_ms: i64,
     ) -> Result<(Applied, usize), MaterializeError> {
+        let waiting = self.store.day_outbox().await?;
         let mut total = Applied::default();
         loop {
             let batch = read_batch(reader)?;
@@ -378,6 +379,11 @@ impl Materializer {
             total.days += a.days;
         }
         let closed = self.close_due(now_ms).await?;
+        // A rebuild re-derives what was sent when each day closed: it
+        // sends nothing downstream itself, and what was waiting to be
+        // sent before it still goes (docs/ATTENDANCE.md, "Day results
+        // downstream").
+        self.store.reset_day_outbox(&waiting).await?;
         Ok((total, closed))
     }
 
@@ -421,8 +427,10 @@ impl Materializer {
             from = log.oldest();
         }
         let mut reader = log.reader(from)?;
-        self.close_due(crate::clock::unix_ms()).await?;
-        let mut last_close = crate::clock::tokio_now();
+        // The first close comes after the first batch read, not before:
+        // a node started on a log whose days are due (a restart, a log
+        // carried over) closes them now, not a tick later.
+        let mut last_close: Option<tokio::time::Instant> = None;
         loop {
             let batch = off_the_reactor(|| read_batch(&mut reader))?;
             if !batch.is_empty() {
@@ -430,9 +438,9 @@ impl Materializer {
                 self.apply(&batch, next, crate::clock::unix_ms()).await?;
                 cursor.store_async(Lsn(next)).await?;
             }
-            if last_close.elapsed() >= tick {
+            if last_close.is_none_or(|t| t.elapsed() >= tick) {
                 self.close_due(crate::clock::unix_ms()).await?;
-                last_close = crate::clock::tokio_now();
+                last_close = Some(crate::clock::tokio_now());
             }
             if batch.len() == BATCH {
                 continue;

@@ -17,6 +17,9 @@
 //! - [`hr`]: HR records (approval decisions, leave, make-up requests)
 //!   folded in by the materializer, and the queries the HR routes answer
 //!   from.
+//! - [`outbox`]: day results downstream: days written closed are noted
+//!   with their rows; a publisher task appends each one's result to the
+//!   durable log as a `DayResult` record, then forgets the note.
 //! - [`summary`]: monthly summaries, month archives (frozen snapshots,
 //!   adjustments in the next month) and the payroll export's rows.
 //!
@@ -26,6 +29,7 @@
 mod batch;
 pub mod hr;
 pub mod materialize;
+pub mod outbox;
 pub mod store;
 pub mod stream;
 pub mod summary;

@@ -95,6 +95,18 @@ CREATE TABLE IF NOT EXISTS day_stats (
     PRIMARY KEY (tenant, date, department)
 );
 
+-- Employee days whose closed result was written and is not yet in the
+-- durable log as a `DayResult` record (results/outbox.rs): the outbox the
+-- publisher task empties. `seq` moves each time the day is noted again,
+-- so a day rewritten while it was being sent stays noted.
+CREATE TABLE IF NOT EXISTS day_outbox (
+    tenant TEXT NOT NULL,
+    date TEXT NOT NULL,
+    employee TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    PRIMARY KEY (tenant, date, employee)
+);
+
 -- Per employee and month (`YYYY-MM`): what the top-10 lists and the
 -- overtime table rank by, for any range of dates. Each of the five sums
 -- is kept twice: for the whole month (`late_days` ... `overtime_min`), and

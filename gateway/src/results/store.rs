@@ -47,8 +47,9 @@ pub const SCHEMA_VERSION: i64 = 7;
 const SQLITE_ONLY: &str = "/* sqlite: WITHOUT ROWID */";
 
 /// Every table of [`SCHEMA`], for dropping and clearing.
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 14] = [
     "hr_records",
+    "day_outbox",
     "day_results",
     "day_stats",
     "employee_months",
@@ -172,10 +173,12 @@ pub type Tx = Transaction<'static, Any>;
 
 /// Which rows [`ResultsStore::clear`] deletes: all but the schema version.
 fn clear_filter(table: &str) -> &'static str {
-    if table == "results_meta" {
-        "key <> 'schema_version'"
-    } else {
-        "1 = 1"
+    match table {
+        "results_meta" => "key <> 'schema_version'",
+        // Days noted and not yet sent downstream still have to go: a
+        // rebuild keeps them (`Materializer::rebuild`).
+        "day_outbox" => "1 = 0",
+        _ => "1 = 1",
     }
 }
 
@@ -616,7 +619,7 @@ pub(crate) const DATES_IN: usize = 32;
 /// name, and SQLite looks a name up by walking a list, so binding `n`
 /// named parameters costs O(n²): a 15,000-parameter upsert took most of a
 /// second, and closing a day for 100,000 employees over three minutes.
-fn is_sqlite(tx: &mut Tx) -> bool {
+pub(crate) fn is_sqlite(tx: &mut Tx) -> bool {
     (**tx).backend_name() == "SQLite"
 }
 
@@ -632,7 +635,7 @@ fn placeholder(s: &mut String, sqlite: bool, n: usize) {
 
 /// `($1, ..., $k), ($k+1, ...), ...`: `rows` tuples of `width`
 /// placeholders.
-fn values_list(sqlite: bool, rows: usize, width: usize) -> String {
+pub(crate) fn values_list(sqlite: bool, rows: usize, width: usize) -> String {
     let mut s = String::with_capacity(rows * width * 6);
     for r in 0..rows {
         s.push_str(if r == 0 { "(" } else { ", (" });
@@ -756,6 +759,36 @@ impl PunchStats {
         }
         Ok(())
     }
+}
+
+/// Notes the employee days of `rows` that are written closed in
+/// `day_outbox`, for the publisher (`results::outbox`), in the
+/// transaction that writes them. A day noted again before it was sent is
+/// sent once, with its newest result; a day noted while it is being sent
+/// stays noted (its `seq` moved), and goes again.
+async fn note_outbox<'a>(
+    tx: &mut Tx,
+    rows: impl Iterator<Item = &'a DayRow>,
+) -> Result<(), sqlx::Error> {
+    let keys: std::collections::BTreeSet<(&str, &str, &str)> = rows
+        .filter(|r| r.closed)
+        .map(|r| (r.tenant.as_str(), r.date.as_str(), r.employee.as_str()))
+        .collect();
+    let keys: Vec<_> = keys.into_iter().collect();
+    let sqlite = is_sqlite(tx);
+    for chunk in keys.chunks(1_000) {
+        let sql = format!(
+            "INSERT INTO day_outbox (tenant, date, employee, seq) VALUES {} \
+             ON CONFLICT (tenant, date, employee) DO UPDATE SET seq = day_outbox.seq + 1",
+            values_list(sqlite, chunk.len(), 4)
+        );
+        let mut q = sqlx::query(&sql);
+        for (tenant, date, employee) in chunk {
+            q = q.bind(*tenant).bind(*date).bind(*employee).bind(0_i64);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Punch rows per multi-row insert (12 parameters each).
@@ -947,6 +980,51 @@ impl ResultsStore {
             sqlx::query(&format!("DELETE FROM {t} WHERE {}", clear_filter(t)))
                 .execute(&mut *tx)
                 .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The days noted for sending downstream (`day_outbox`), as
+    /// `(tenant, date, employee)`.
+    pub async fn day_outbox(&self) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT tenant, date, employee FROM day_outbox ORDER BY tenant, date, employee",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("tenant")?,
+                    r.try_get("date")?,
+                    r.try_get("employee")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Makes `keep` the only days noted for sending downstream: a rebuild
+    /// notes every day it closes, which were sent when they first closed;
+    /// the days noted before it and not yet sent still go.
+    pub async fn reset_day_outbox(
+        &self,
+        keep: &[(String, String, String)],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM day_outbox")
+            .execute(&mut *tx)
+            .await?;
+        let sqlite = is_sqlite(&mut tx);
+        for chunk in keep.chunks(1_000) {
+            let sql = format!(
+                "INSERT INTO day_outbox (tenant, date, employee, seq) VALUES {}",
+                values_list(sqlite, chunk.len(), 4)
+            );
+            let mut q = sqlx::query(&sql);
+            for (tenant, date, employee) in chunk {
+                q = q.bind(tenant).bind(date).bind(employee).bind(0_i64);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await
     }
@@ -1416,7 +1494,7 @@ impl ResultsStore {
                 q.execute(&mut **tx).await?;
             }
         }
-        Ok(())
+        note_outbox(tx, rows.iter().map(|(_, r)| r)).await
     }
 
     /// Writes a row (insert or replace). `old` is the row with the same
@@ -1435,7 +1513,7 @@ impl ResultsStore {
         bind_day_row(sqlx::query(&sql), r)
             .execute(&mut **tx)
             .await?;
-        Ok(())
+        note_outbox(tx, std::iter::once(r)).await
     }
 
     /// Deletes rows of a day whose slot no longer exists (the rules

@@ -136,6 +136,8 @@ impl Batch {
             // HR records (decisions, make-ups, leave, archives) are
             // attendance records: they travel with the punches.
             RecordBodyView::Hr(_) => (RecordKind::Punch, false),
+            // Day results too (docs/ATTENDANCE.md, "Day results downstream").
+            RecordBodyView::DayResult(_) => (RecordKind::Punch, false),
         };
         let tenant = rec.tenant();
         if !crate::config::valid_tenant_id(tenant) {

@@ -369,13 +369,13 @@ pub mod fencegate {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_RECORD_BODY: u8 = 9;
+        pub const ENUM_MAX_RECORD_BODY: u8 = 10;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_RECORD_BODY: [RecordBody; 10] = [
+        pub const ENUM_VALUES_RECORD_BODY: [RecordBody; 11] = [
             RecordBody::NONE,
             RecordBody::PunchRecord,
             RecordBody::PingRecord,
@@ -386,6 +386,7 @@ pub mod fencegate {
             RecordBody::LeaveEntry,
             RecordBody::MonthArchive,
             RecordBody::CorrectionEvidence,
+            RecordBody::DayResult,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -403,9 +404,10 @@ pub mod fencegate {
             pub const LeaveEntry: Self = Self(7);
             pub const MonthArchive: Self = Self(8);
             pub const CorrectionEvidence: Self = Self(9);
+            pub const DayResult: Self = Self(10);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 9;
+            pub const ENUM_MAX: u8 = 10;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::PunchRecord,
@@ -417,6 +419,7 @@ pub mod fencegate {
                 Self::LeaveEntry,
                 Self::MonthArchive,
                 Self::CorrectionEvidence,
+                Self::DayResult,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -431,6 +434,7 @@ pub mod fencegate {
                     Self::LeaveEntry => Some("LeaveEntry"),
                     Self::MonthArchive => Some("MonthArchive"),
                     Self::CorrectionEvidence => Some("CorrectionEvidence"),
+                    Self::DayResult => Some("DayResult"),
                     _ => None,
                 }
             }
@@ -3603,6 +3607,678 @@ pub mod fencegate {
                 ds.finish()
             }
         }
+        pub enum DaySlotResultOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// One slot of a [`DayResult`].
+        pub struct DaySlotResult<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for DaySlotResult<'a> {
+            type Inner = DaySlotResult<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> DaySlotResult<'a> {
+            pub const VT_SLOT: ::flatbuffers::VOffsetT = 4;
+            pub const VT_STATUS: ::flatbuffers::VOffsetT = 6;
+            pub const VT_LATE_MIN: ::flatbuffers::VOffsetT = 8;
+            pub const VT_EARLY_MIN: ::flatbuffers::VOffsetT = 10;
+            pub const VT_IN_MS: ::flatbuffers::VOffsetT = 12;
+            pub const VT_OUT_MS: ::flatbuffers::VOffsetT = 14;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                DaySlotResult { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args DaySlotResultArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<DaySlotResult<'bldr>> {
+                let mut builder = DaySlotResultBuilder::new(_fbb);
+                builder.add_out_ms(args.out_ms);
+                builder.add_in_ms(args.in_ms);
+                builder.add_early_min(args.early_min);
+                builder.add_late_min(args.late_min);
+                if let Some(x) = args.status {
+                    builder.add_status(x);
+                }
+                if let Some(x) = args.slot {
+                    builder.add_slot(x);
+                }
+                builder.finish()
+            }
+
+            /// The slot's name in the group's schedule.
+            #[inline]
+            pub fn slot(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(DaySlotResult::VT_SLOT, None)
+                        .unwrap()
+                }
+            }
+            /// Status of the slot (docs/ATTENDANCE.md, "Day results").
+            #[inline]
+            pub fn status(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(DaySlotResult::VT_STATUS, None)
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn late_min(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(DaySlotResult::VT_LATE_MIN, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn early_min(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(DaySlotResult::VT_EARLY_MIN, Some(0))
+                        .unwrap()
+                }
+            }
+            /// Clock-in and clock-out counted, unix ms (0: none).
+            #[inline]
+            pub fn in_ms(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(DaySlotResult::VT_IN_MS, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn out_ms(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(DaySlotResult::VT_OUT_MS, Some(0))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for DaySlotResult<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "slot",
+                        Self::VT_SLOT,
+                        true,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "status",
+                        Self::VT_STATUS,
+                        true,
+                    )?
+                    .visit_field::<i64>("late_min", Self::VT_LATE_MIN, false)?
+                    .visit_field::<i64>("early_min", Self::VT_EARLY_MIN, false)?
+                    .visit_field::<i64>("in_ms", Self::VT_IN_MS, false)?
+                    .visit_field::<i64>("out_ms", Self::VT_OUT_MS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct DaySlotResultArgs<'a> {
+            pub slot: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub status: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub late_min: i64,
+            pub early_min: i64,
+            pub in_ms: i64,
+            pub out_ms: i64,
+        }
+        impl<'a> Default for DaySlotResultArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                DaySlotResultArgs {
+                    slot: None,   // required field
+                    status: None, // required field
+                    late_min: 0,
+                    early_min: 0,
+                    in_ms: 0,
+                    out_ms: 0,
+                }
+            }
+        }
+
+        pub struct DaySlotResultBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DaySlotResultBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_slot(&mut self, slot: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(DaySlotResult::VT_SLOT, slot);
+            }
+            #[inline]
+            pub fn add_status(&mut self, status: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    DaySlotResult::VT_STATUS,
+                    status,
+                );
+            }
+            #[inline]
+            pub fn add_late_min(&mut self, late_min: i64) {
+                self.fbb_
+                    .push_slot::<i64>(DaySlotResult::VT_LATE_MIN, late_min, 0);
+            }
+            #[inline]
+            pub fn add_early_min(&mut self, early_min: i64) {
+                self.fbb_
+                    .push_slot::<i64>(DaySlotResult::VT_EARLY_MIN, early_min, 0);
+            }
+            #[inline]
+            pub fn add_in_ms(&mut self, in_ms: i64) {
+                self.fbb_
+                    .push_slot::<i64>(DaySlotResult::VT_IN_MS, in_ms, 0);
+            }
+            #[inline]
+            pub fn add_out_ms(&mut self, out_ms: i64) {
+                self.fbb_
+                    .push_slot::<i64>(DaySlotResult::VT_OUT_MS, out_ms, 0);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> DaySlotResultBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                DaySlotResultBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<DaySlotResult<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                self.fbb_.required(o, DaySlotResult::VT_SLOT, "slot");
+                self.fbb_.required(o, DaySlotResult::VT_STATUS, "status");
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for DaySlotResult<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("DaySlotResult");
+                ds.field("slot", &self.slot());
+                ds.field("status", &self.status());
+                ds.field("late_min", &self.late_min());
+                ds.field("early_min", &self.early_min());
+                ds.field("in_ms", &self.in_ms());
+                ds.field("out_ms", &self.out_ms());
+                ds.finish()
+            }
+        }
+        pub enum DayResultOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// An employee's day result once the day has closed, and again each time
+        /// it changes afterwards (a late offline punch, a decision, leave, a
+        /// make-up punch): what payroll and HR systems downstream read instead of
+        /// recomputing days. Written by the results materializer, never by a
+        /// device or an HR route; the results are rebuilt without it. Its record
+        /// id is derived from its content: a copy sent again is dropped
+        /// downstream, and a change is a new id.
+        pub struct DayResult<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for DayResult<'a> {
+            type Inner = DayResult<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> DayResult<'a> {
+            pub const VT_EMPLOYEE_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_DATE: ::flatbuffers::VOffsetT = 6;
+            pub const VT_DEPARTMENT: ::flatbuffers::VOffsetT = 8;
+            pub const VT_GROUP: ::flatbuffers::VOffsetT = 10;
+            pub const VT_STATUS: ::flatbuffers::VOffsetT = 12;
+            pub const VT_LATE_MIN: ::flatbuffers::VOffsetT = 14;
+            pub const VT_EARLY_MIN: ::flatbuffers::VOffsetT = 16;
+            pub const VT_WORKED_MIN: ::flatbuffers::VOffsetT = 18;
+            pub const VT_OVERTIME_MIN: ::flatbuffers::VOffsetT = 20;
+            pub const VT_IN_MS: ::flatbuffers::VOffsetT = 22;
+            pub const VT_OUT_MS: ::flatbuffers::VOffsetT = 24;
+            pub const VT_REVISION: ::flatbuffers::VOffsetT = 26;
+            pub const VT_SLOTS: ::flatbuffers::VOffsetT = 28;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                DayResult { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args DayResultArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<DayResult<'bldr>> {
+                let mut builder = DayResultBuilder::new(_fbb);
+                builder.add_revision(args.revision);
+                builder.add_out_ms(args.out_ms);
+                builder.add_in_ms(args.in_ms);
+                builder.add_overtime_min(args.overtime_min);
+                builder.add_worked_min(args.worked_min);
+                builder.add_early_min(args.early_min);
+                builder.add_late_min(args.late_min);
+                if let Some(x) = args.slots {
+                    builder.add_slots(x);
+                }
+                if let Some(x) = args.status {
+                    builder.add_status(x);
+                }
+                if let Some(x) = args.group {
+                    builder.add_group(x);
+                }
+                if let Some(x) = args.department {
+                    builder.add_department(x);
+                }
+                if let Some(x) = args.date {
+                    builder.add_date(x);
+                }
+                if let Some(x) = args.employee_id {
+                    builder.add_employee_id(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn employee_id(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(
+                            DayResult::VT_EMPLOYEE_ID,
+                            None,
+                        )
+                        .unwrap()
+                }
+            }
+            /// The day, YYYY-MM-DD in the tenant's zone (a cross-midnight shift's
+            /// start date).
+            #[inline]
+            pub fn date(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(DayResult::VT_DATE, None)
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn department(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(DayResult::VT_DEPARTMENT, None)
+                }
+            }
+            /// Attendance group.
+            #[inline]
+            pub fn group(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(DayResult::VT_GROUP, None)
+                }
+            }
+            /// Status of the day (docs/ATTENDANCE.md, "Day results").
+            #[inline]
+            pub fn status(&self) -> &'a str {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(DayResult::VT_STATUS, None)
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn late_min(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(DayResult::VT_LATE_MIN, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn early_min(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(DayResult::VT_EARLY_MIN, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn worked_min(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(DayResult::VT_WORKED_MIN, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn overtime_min(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(DayResult::VT_OVERTIME_MIN, Some(0))
+                        .unwrap()
+                }
+            }
+            /// First clock-in and last clock-out counted, unix ms (0: none).
+            #[inline]
+            pub fn in_ms(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(DayResult::VT_IN_MS, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn out_ms(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(DayResult::VT_OUT_MS, Some(0)).unwrap() }
+            }
+            /// How many times the day's result changed after it was first written.
+            #[inline]
+            pub fn revision(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(DayResult::VT_REVISION, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn slots(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DaySlotResult<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DaySlotResult>>,
+                    >>(DayResult::VT_SLOTS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for DayResult<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "employee_id",
+                        Self::VT_EMPLOYEE_ID,
+                        true,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "date",
+                        Self::VT_DATE,
+                        true,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "department",
+                        Self::VT_DEPARTMENT,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "group",
+                        Self::VT_GROUP,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "status",
+                        Self::VT_STATUS,
+                        true,
+                    )?
+                    .visit_field::<i64>("late_min", Self::VT_LATE_MIN, false)?
+                    .visit_field::<i64>("early_min", Self::VT_EARLY_MIN, false)?
+                    .visit_field::<i64>("worked_min", Self::VT_WORKED_MIN, false)?
+                    .visit_field::<i64>("overtime_min", Self::VT_OVERTIME_MIN, false)?
+                    .visit_field::<i64>("in_ms", Self::VT_IN_MS, false)?
+                    .visit_field::<i64>("out_ms", Self::VT_OUT_MS, false)?
+                    .visit_field::<i64>("revision", Self::VT_REVISION, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DaySlotResult>>,
+                    >>("slots", Self::VT_SLOTS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct DayResultArgs<'a> {
+            pub employee_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub date: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub department: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub group: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub status: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub late_min: i64,
+            pub early_min: i64,
+            pub worked_min: i64,
+            pub overtime_min: i64,
+            pub in_ms: i64,
+            pub out_ms: i64,
+            pub revision: i64,
+            pub slots: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DaySlotResult<'a>>>,
+                >,
+            >,
+        }
+        impl<'a> Default for DayResultArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                DayResultArgs {
+                    employee_id: None, // required field
+                    date: None,        // required field
+                    department: None,
+                    group: None,
+                    status: None, // required field
+                    late_min: 0,
+                    early_min: 0,
+                    worked_min: 0,
+                    overtime_min: 0,
+                    in_ms: 0,
+                    out_ms: 0,
+                    revision: 0,
+                    slots: None,
+                }
+            }
+        }
+
+        pub struct DayResultBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DayResultBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_employee_id(&mut self, employee_id: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    DayResult::VT_EMPLOYEE_ID,
+                    employee_id,
+                );
+            }
+            #[inline]
+            pub fn add_date(&mut self, date: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(DayResult::VT_DATE, date);
+            }
+            #[inline]
+            pub fn add_department(&mut self, department: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    DayResult::VT_DEPARTMENT,
+                    department,
+                );
+            }
+            #[inline]
+            pub fn add_group(&mut self, group: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(DayResult::VT_GROUP, group);
+            }
+            #[inline]
+            pub fn add_status(&mut self, status: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(DayResult::VT_STATUS, status);
+            }
+            #[inline]
+            pub fn add_late_min(&mut self, late_min: i64) {
+                self.fbb_
+                    .push_slot::<i64>(DayResult::VT_LATE_MIN, late_min, 0);
+            }
+            #[inline]
+            pub fn add_early_min(&mut self, early_min: i64) {
+                self.fbb_
+                    .push_slot::<i64>(DayResult::VT_EARLY_MIN, early_min, 0);
+            }
+            #[inline]
+            pub fn add_worked_min(&mut self, worked_min: i64) {
+                self.fbb_
+                    .push_slot::<i64>(DayResult::VT_WORKED_MIN, worked_min, 0);
+            }
+            #[inline]
+            pub fn add_overtime_min(&mut self, overtime_min: i64) {
+                self.fbb_
+                    .push_slot::<i64>(DayResult::VT_OVERTIME_MIN, overtime_min, 0);
+            }
+            #[inline]
+            pub fn add_in_ms(&mut self, in_ms: i64) {
+                self.fbb_.push_slot::<i64>(DayResult::VT_IN_MS, in_ms, 0);
+            }
+            #[inline]
+            pub fn add_out_ms(&mut self, out_ms: i64) {
+                self.fbb_.push_slot::<i64>(DayResult::VT_OUT_MS, out_ms, 0);
+            }
+            #[inline]
+            pub fn add_revision(&mut self, revision: i64) {
+                self.fbb_
+                    .push_slot::<i64>(DayResult::VT_REVISION, revision, 0);
+            }
+            #[inline]
+            pub fn add_slots(
+                &mut self,
+                slots: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<DaySlotResult<'b>>>,
+                >,
+            ) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(DayResult::VT_SLOTS, slots);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> DayResultBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                DayResultBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<DayResult<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                self.fbb_
+                    .required(o, DayResult::VT_EMPLOYEE_ID, "employee_id");
+                self.fbb_.required(o, DayResult::VT_DATE, "date");
+                self.fbb_.required(o, DayResult::VT_STATUS, "status");
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for DayResult<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("DayResult");
+                ds.field("employee_id", &self.employee_id());
+                ds.field("date", &self.date());
+                ds.field("department", &self.department());
+                ds.field("group", &self.group());
+                ds.field("status", &self.status());
+                ds.field("late_min", &self.late_min());
+                ds.field("early_min", &self.early_min());
+                ds.field("worked_min", &self.worked_min());
+                ds.field("overtime_min", &self.overtime_min());
+                ds.field("in_ms", &self.in_ms());
+                ds.field("out_ms", &self.out_ms());
+                ds.field("revision", &self.revision());
+                ds.field("slots", &self.slots());
+                ds.finish()
+            }
+        }
         pub enum RecordOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -3860,6 +4536,21 @@ pub mod fencegate {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_day_result(&self) -> Option<DayResult<'a>> {
+                if self.body_type() == RecordBody::DayResult {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { DayResult::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Record<'_> {
@@ -3884,6 +4575,7 @@ pub mod fencegate {
           RecordBody::LeaveEntry => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaveEntry>>("RecordBody::LeaveEntry", pos),
           RecordBody::MonthArchive => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MonthArchive>>("RecordBody::MonthArchive", pos),
           RecordBody::CorrectionEvidence => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CorrectionEvidence>>("RecordBody::CorrectionEvidence", pos),
+          RecordBody::DayResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DayResult>>("RecordBody::DayResult", pos),
           _ => Ok(()),
         }
      })?
@@ -4064,6 +4756,16 @@ pub mod fencegate {
                     }
                     RecordBody::CorrectionEvidence => {
                         if let Some(x) = self.body_as_correction_evidence() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RecordBody::DayResult => {
+                        if let Some(x) = self.body_as_day_result() {
                             ds.field("body", &x)
                         } else {
                             ds.field(
