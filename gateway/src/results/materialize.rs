@@ -148,18 +148,19 @@ impl Materializer {
         mark: Mark,
         now_ms: i64,
     ) -> Result<Applied, MaterializeError> {
-        self.apply_with(entries, mark, now_ms, Days::Recompute)
+        self.apply_with(entries, mark, now_ms, Days::Recompute, &mut Touched::new())
             .await
     }
 
     /// [`Materializer::apply_marked`], with the touched days recomputed as
-    /// `days` says.
+    /// `days` says (into `kept` those [`Days::Keep`] keeps).
     async fn apply_with(
         &self,
         entries: &[(u64, Vec<u8>)],
         mark: Mark,
         now_ms: i64,
         days: Days,
+        kept: &mut Touched,
     ) -> Result<Applied, MaterializeError> {
         let rules = self.rules.load();
         let mut tx = self.store.begin().await?;
@@ -205,7 +206,8 @@ impl Materializer {
                     let tenant = view.tenant();
                     out.punches +=
                         store_punches(&mut tx, &rules, &mut punches, &mut touched).await?;
-                    days.flush(&mut tx, &rules, &mut touched, now_ms).await?;
+                    days.flush(&mut tx, &rules, &mut touched, now_ms, kept)
+                        .await?;
                     let last = super::summary::last_day_of(m.month());
                     close_tenant(&mut tx, &rules, tenant, view.gateway_time_ms(), last).await?;
                     super::summary::archive(
@@ -263,7 +265,8 @@ impl Materializer {
         }
         out.punches += store_punches(&mut tx, &rules, &mut punches, &mut touched).await?;
         out.days += touched.len();
-        days.flush(&mut tx, &rules, &mut touched, now_ms).await?;
+        days.flush(&mut tx, &rules, &mut touched, now_ms, kept)
+            .await?;
         match mark {
             Mark::Log { next } => ResultsStore::set_meta(&mut tx, "next_lsn", next as i64).await?,
             Mark::Stream { last, .. } => {
@@ -356,35 +359,88 @@ impl Materializer {
     /// [`Materializer::close_due`], computed about once each instead of
     /// once per batch and again at the close (see [`Days`]); revisions
     /// count the changes made here, not the node's. Returns the entries
-    /// applied and the employee days closed. A rebuild stopped halfway is
-    /// completed by the node's next close: the days it left are due.
+    /// applied and the employee days closed.
+    ///
+    /// Into a store without punches (the CLI empties it first) the punches
+    /// go in bulk: the indexes only reads use are dropped while the log is
+    /// read and built once afterwards, and the days the close leaves are
+    /// kept until then ([`Days::Keep`]). Until then the stored log
+    /// position stays 0, so a rebuild stopped halfway is completed by the
+    /// node, which reads the log again from its start (storing a punch
+    /// twice changes nothing) and builds the missing indexes when it opens
+    /// the store. A month archive in the log ends the bulk part: its
+    /// snapshot reads the days.
     pub async fn rebuild(
         &self,
         reader: &mut LogReader,
         now_ms: i64,
     ) -> Result<(Applied, usize), MaterializeError> {
         let waiting = self.store.day_outbox().await?;
+        let mut bulk = self.store.has_no_punches().await?;
+        if bulk {
+            self.store.drop_bulk_indexes().await?;
+        }
+        let mut kept = Touched::new();
         let mut total = Applied::default();
         loop {
             let batch = read_batch(reader)?;
             if batch.is_empty() {
                 break;
             }
-            let next = reader.position().0;
+            if bulk && batch.iter().any(|(_, b)| is_month_archive(b)) {
+                self.end_bulk(&mut kept, now_ms, None).await?;
+                bulk = false;
+            }
+            let (mark, days) = if bulk {
+                (Mark::Log { next: 0 }, Days::Keep)
+            } else {
+                let next = reader.position().0;
+                (Mark::Log { next }, Days::LeaveDueToClose)
+            };
             let a = self
-                .apply_with(&batch, Mark::Log { next }, now_ms, Days::LeaveDueToClose)
+                .apply_with(&batch, mark, now_ms, days, &mut kept)
                 .await?;
             total.entries += a.entries;
             total.punches += a.punches;
             total.days += a.days;
         }
+        if bulk {
+            self.end_bulk(&mut kept, now_ms, Some(reader.position().0))
+                .await?;
+            // The close writes the month's rows: `day_results`' read-only
+            // indexes are built once after it, as the punches' were.
+            self.store.drop_bulk_day_indexes().await?;
+        }
         let closed = self.close_due(now_ms).await?;
+        if bulk {
+            self.store.restore_indexes().await?;
+        }
         // A rebuild re-derives what was sent when each day closed: it
         // sends nothing downstream itself, and what was waiting to be
         // sent before it still goes (docs/ATTENDANCE.md, "Day results
         // downstream").
         self.store.reset_day_outbox(&waiting).await?;
         Ok((total, closed))
+    }
+
+    /// Ends a rebuild's bulk part: builds the dropped indexes, recomputes
+    /// the days kept, and stores the log position `next` if given (else
+    /// the next batch does).
+    async fn end_bulk(
+        &self,
+        kept: &mut Touched,
+        now_ms: i64,
+        next: Option<u64>,
+    ) -> Result<(), MaterializeError> {
+        self.store.restore_indexes().await?;
+        let rules = self.rules.load();
+        let mut tx = self.store.begin().await?;
+        flush(&mut tx, &rules, kept, now_ms).await?;
+        if let Some(next) = next {
+            ResultsStore::set_meta(&mut tx, "next_lsn", next as i64).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Follows the log of a running node until `stop`: applies new records
@@ -510,23 +566,38 @@ enum Days {
     /// month of punches whose days are all due: each would otherwise be
     /// computed once per batch that touches it and again when it closes.
     LeaveDueToClose,
+    /// As [`Days::LeaveDueToClose`], but what the close leaves is kept for
+    /// later instead of recomputed now: a bulk rebuild reads no punches
+    /// until their indexes are built again.
+    Keep,
 }
 
 impl Days {
-    /// Recomputes `touched` (all of it, or what the close leaves) and
-    /// forgets it.
+    /// Recomputes `touched` (all of it, or what the close leaves), or moves
+    /// it into `kept` ([`Days::Keep`]).
     async fn flush(
         self,
         tx: &mut Tx,
         rules: &Rules,
         touched: &mut Touched,
         now_ms: i64,
+        kept: &mut Touched,
     ) -> Result<(), sqlx::Error> {
-        if self == Days::LeaveDueToClose {
+        if self != Days::Recompute {
             leave_due_to_close(tx, rules, touched, now_ms).await?;
+        }
+        if self == Days::Keep {
+            kept.append(touched);
+            return Ok(());
         }
         flush(tx, rules, touched, now_ms).await
     }
+}
+
+/// Whether log entry `bytes` is a month archive.
+fn is_month_archive(bytes: &[u8]) -> bool {
+    parse_record(bytes)
+        .is_ok_and(|v| matches!(v.body(), RecordBodyView::Hr(HrView::MonthArchive(_))))
 }
 
 /// Removes from `touched` the days [`close_tenant`] at `now_ms` will

@@ -791,6 +791,16 @@ async fn note_outbox<'a>(
     Ok(())
 }
 
+/// Indexes of `punches` a bulk rebuild builds after storing the punches
+/// instead of keeping them up row by row.
+const BULK_INDEXES: [&str; 2] = ["punches_by_employee", "punches_by_time"];
+
+/// Indexes of `day_results` a bulk rebuild builds after its close: the
+/// close itself finds rows by key and by employee
+/// (`day_results_by_employee` stays), and its one read of who has a row
+/// on a due day scans a store that has none yet.
+const BULK_DAY_INDEXES: [&str; 2] = ["day_results_by_date", "day_results_by_department"];
+
 /// Punch rows per multi-row insert (12 parameters each).
 const PUNCH_ROWS: usize = 1_000;
 
@@ -874,6 +884,15 @@ impl ResultsStore {
                     .await?;
             }
         }
+        Self::apply_schema(&mut tx, sqlite).await?;
+        Self::set_meta(&mut tx, "schema_version", SCHEMA_VERSION).await?;
+        tx.commit().await?;
+        Ok(store)
+    }
+
+    /// Creates what [`SCHEMA`] has and the store lacks (every statement is
+    /// `IF NOT EXISTS`).
+    async fn apply_schema(tx: &mut Tx, sqlite: bool) -> Result<(), sqlx::Error> {
         // Comments out first: a ';' in a comment is not a statement's end.
         let code: String = SCHEMA
             .lines()
@@ -895,12 +914,55 @@ impl ResultsStore {
                 } else {
                     stmt.to_owned()
                 };
-                sqlx::query(&stmt).execute(&mut *tx).await?;
+                sqlx::query(&stmt).execute(&mut **tx).await?;
             }
         }
-        Self::set_meta(&mut tx, "schema_version", SCHEMA_VERSION).await?;
-        tx.commit().await?;
-        Ok(store)
+        Ok(())
+    }
+
+    /// Whether the store holds no punch: a rebuild may then fill it in bulk
+    /// ([`Self::drop_bulk_indexes`]).
+    pub(crate) async fn has_no_punches(&self) -> Result<bool, sqlx::Error> {
+        Ok(sqlx::query("SELECT record_id FROM punches LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .is_none())
+    }
+
+    /// Drops the indexes of `punches` that only reads use
+    /// ([`BULK_INDEXES`]): a rebuild stores millions of punches, and an
+    /// index built once from sorted rows costs far less than one kept up
+    /// row by row in employee order. [`Self::restore_indexes`] builds them
+    /// again; a store opened without them (a rebuild killed halfway) gets
+    /// them back on open, from [`SCHEMA`].
+    pub(crate) async fn drop_bulk_indexes(&self) -> Result<(), sqlx::Error> {
+        self.drop_indexes(&BULK_INDEXES).await
+    }
+
+    /// Drops the indexes of `day_results` that only reads after a rebuild
+    /// use ([`BULK_DAY_INDEXES`]), while a rebuild's close writes every row
+    /// of the month: as [`Self::drop_bulk_indexes`] for the punches.
+    pub(crate) async fn drop_bulk_day_indexes(&self) -> Result<(), sqlx::Error> {
+        self.drop_indexes(&BULK_DAY_INDEXES).await
+    }
+
+    async fn drop_indexes(&self, names: &[&str]) -> Result<(), sqlx::Error> {
+        for index in names {
+            sqlx::query(&format!("DROP INDEX IF EXISTS {index}"))
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Builds every index of [`SCHEMA`] the store lacks.
+    pub(crate) async fn restore_indexes(&self) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        if self.postgres {
+            Self::lock_xact(&mut tx, lock_key::SCHEMA).await?;
+        }
+        Self::apply_schema(&mut tx, !self.postgres).await?;
+        tx.commit().await
     }
 
     /// Takes the PostgreSQL advisory lock `key` until `tx` ends (waiting
