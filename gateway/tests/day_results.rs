@@ -869,15 +869,37 @@ async fn days_go_downstream(dir: &tempfile::TempDir, stores: &Stores) {
     );
     assert_ne!(e1[0]["record_id"], e1_closed["record_id"]);
 
-    // The same result sent again (a crash after the append, before the
-    // note was forgotten) has the same id: the downstream drops it.
+    // The same day noted again later (a day changed and changed back) is
+    // a new record: it must not be dropped as a copy of the first.
     let key = |e: &str| ("acme".to_owned(), "2025-03-04".to_owned(), e.to_owned());
     store.reset_day_outbox(&[key("E1")]).await.unwrap();
     assert_eq!(send("2025-03-06T08:01:00").await, 1);
     let (again, next) = day_records(&log, seen);
     seen = next;
     assert_eq!(again.len(), 1);
-    assert_eq!(again[0]["record_id"], e1[0]["record_id"]);
+    assert_eq!(again[0]["status"], e1[0]["status"]);
+    assert_ne!(again[0]["record_id"], e1[0]["record_id"]);
+    // One note sent twice (a crash after the append, before the note was
+    // forgotten) is one id: the downstream drops the copy.
+    let msg = fencegate_schema::DayResultMsg {
+        employee_id: "E1".into(),
+        date: "2025-03-04".into(),
+        department: None,
+        group: Some("office".into()),
+        status: "normal".into(),
+        late_min: 0,
+        early_min: 0,
+        worked_min: 540,
+        overtime_min: 5,
+        in_ms: 1,
+        out_ms: 2,
+        revision: 2,
+        slots: Vec::new(),
+    };
+    use fencegate::results::outbox::day_result_record_id as id;
+    assert_eq!(id("acme", 7, &msg), id("acme", 7, &msg.clone()));
+    assert_ne!(id("acme", 7, &msg), id("acme", 8, &msg));
+    assert_ne!(id("acme", 7, &msg), id("globex", 7, &msg));
 
     // A rebuild re-derives days that were sent: it sends none, and a day
     // waiting to be sent before it still goes.

@@ -358,6 +358,7 @@ close_after_min = 0
 
 [tenants.acme.employees.e-1]
 [tenants.acme.employees.e-2]
+[tenants.acme.employees.e-3]
 "#,
     )
     .unwrap();
@@ -373,14 +374,30 @@ close_after_min = 0
         }],
         |raw| raw.attendance.rules = Some(rules),
     );
-    // e-1 clocked in yesterday at 00:10 UTC; e-2 never did.
+    // e-3 and e-1 clocked in yesterday at 00:10 UTC; e-2 never did. More
+    // than a materializer batch (4,096) of another tenant's punches lie
+    // between e-3's and e-1's: a node that closed days before reading its
+    // log to the end would send e-1 as absent first.
     let yesterday = (common::now_ms() / 86_400_000 - 1) * 86_400_000;
-    let mut rec = punch_record(1, "acme", Verdict::Accepted, AttendanceStatus::Normal);
-    rec.gateway_time_ms = yesterday + 10 * 60_000;
-    if let fencegate_schema::RecordBodyMsg::Punch(p) = &mut rec.body {
-        p.device_time_ms = rec.gateway_time_ms;
-    }
-    preload(&cfg, &[encode(&rec)]).await;
+    let punched = |n: u32| {
+        let mut rec = punch_record(n, "acme", Verdict::Accepted, AttendanceStatus::Normal);
+        rec.gateway_time_ms = yesterday + 10 * 60_000;
+        if let fencegate_schema::RecordBodyMsg::Punch(p) = &mut rec.body {
+            p.device_time_ms = rec.gateway_time_ms;
+        }
+        encode(&rec)
+    };
+    let mut records = vec![punched(3)];
+    records.extend((0..4_200).map(|i| {
+        encode(&punch_record(
+            1_000 + i,
+            "globex",
+            Verdict::Accepted,
+            AttendanceStatus::Normal,
+        ))
+    }));
+    records.push(punched(1));
+    preload(&cfg, &records).await;
     let node = Node::start_with(dir, cfg).await;
     let date = jiff::Timestamp::from_millisecond(yesterday)
         .unwrap()
@@ -403,7 +420,7 @@ close_after_min = 0
             .collect()
     };
     assert!(
-        wait_until(Duration::from_secs(20), || yesterdays(&out).len() >= 2).await,
+        wait_until(Duration::from_secs(20), || yesterdays(&out).len() >= 3).await,
         "no day results in the sink: {:#?}",
         std::fs::read_to_string(&out).unwrap_or_default()
     );
@@ -412,6 +429,10 @@ close_after_min = 0
         .map(|d| {
             assert_eq!(d["tenant"], "acme");
             assert_eq!(d["slots"][0]["slot"], "dawn", "{d}");
+            // Written once: never closed before the log was read through
+            // (a close after the first batch writes e-1 absent, then
+            // rewrites it: revision 1).
+            assert_eq!(d["revision"], 0, "{d}");
             (
                 d["employee_id"].as_str().unwrap().to_owned(),
                 d["date"].as_str().unwrap().to_owned(),
@@ -420,11 +441,14 @@ close_after_min = 0
         })
         .collect();
     got.sort();
+    // One record each: nobody was sent as absent before their punch was
+    // read.
     assert_eq!(
         got,
         vec![
             ("e-1".into(), date.clone(), "missing_out".into()),
-            ("e-2".into(), date, "absent".into()),
+            ("e-2".into(), date.clone(), "absent".into()),
+            ("e-3".into(), date, "missing_out".into()),
         ]
     );
     node.running.shutdown(Duration::from_secs(5)).await;

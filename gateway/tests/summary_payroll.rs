@@ -126,6 +126,26 @@ async fn scenario(node: &hr_rig::Node) {
     let (_, body) = http(node, "GET", &day("O2", "2025-03-05"), Some("super"), None).await;
     assert_eq!(json(&body)["days"][0]["status"], "business_trip", "{body}");
 
+    // A month that is not over cannot be frozen: 409, naming when it is.
+    // (Next month: always ahead, in every zone.)
+    let this_month = jiff::Zoned::now()
+        .date()
+        .last_of_month()
+        .tomorrow()
+        .unwrap()
+        .strftime("%Y-%m")
+        .to_string();
+    let (code, body) = http(
+        node,
+        "POST",
+        &format!("/v1/summary/{this_month}/archive?tenant=acme"),
+        Some("acme-admin"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("is not over"), "{body}");
+
     // Archive March: its days close (the roster's absentees), then freeze.
     let (code, body) = http(
         node,

@@ -116,6 +116,34 @@ pub async fn post_archive(
         Ok(x) => x,
         Err(r) => return r,
     };
+    // A month is frozen once every day of it has closed, for every group
+    // of the tenant: a snapshot taken earlier would freeze days that are
+    // still open ("not yet" missing), and a rebuild could not say which
+    // of them the archive saw.
+    {
+        let rules = state.attendance.rules.load();
+        let t = rules.tenant(&tenant);
+        if let Some(last) = crate::results::summary::last_day_of(&month) {
+            let closes = t
+                .groups
+                .iter()
+                .map(|g| crate::rules::day::close_ms(t, g, last))
+                .max()
+                .unwrap_or(i64::MIN);
+            let now = crate::clock::unix_ms();
+            if now < closes {
+                let at = jiff::Timestamp::from_millisecond(closes)
+                    .map(|ts| ts.to_string())
+                    .unwrap_or_default();
+                return error(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "month {month} of tenant '{tenant}' is not over: its last day closes at {at}; archive it after that"
+                    ),
+                );
+            }
+        }
+    }
     let store = match results(&state) {
         Ok(s) => s,
         Err(r) => return r,

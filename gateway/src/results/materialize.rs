@@ -483,9 +483,11 @@ impl Materializer {
             from = log.oldest();
         }
         let mut reader = log.reader(from)?;
-        // The first close comes after the first batch read, not before:
-        // a node started on a log whose days are due (a restart, a log
-        // carried over) closes them now, not a tick later.
+        // Days close only once the log is read up to its end: a store
+        // filled from the start (a new schema, a rebuild stopped halfway)
+        // would otherwise close days, and send them downstream, as absent
+        // before their punches are read. The first close comes as soon as
+        // that is so, not a tick later.
         let mut last_close: Option<tokio::time::Instant> = None;
         loop {
             let batch = off_the_reactor(|| read_batch(&mut reader))?;
@@ -494,7 +496,8 @@ impl Materializer {
                 self.apply(&batch, next, crate::clock::unix_ms()).await?;
                 cursor.store_async(Lsn(next)).await?;
             }
-            if last_close.is_none_or(|t| t.elapsed() >= tick) {
+            let caught_up = batch.len() < BATCH;
+            if caught_up && last_close.is_none_or(|t| t.elapsed() >= tick) {
                 self.close_due(crate::clock::unix_ms()).await?;
                 last_close = Some(crate::clock::tokio_now());
             }

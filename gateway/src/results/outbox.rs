@@ -6,8 +6,10 @@
 //! current result to the durable log as a `DayResult` record (so the
 //! forwarders deliver it at least once, like every record), and only then
 //! forgets the note. A crash between the append and the forgetting sends
-//! the day again; its record id is derived from its content, so the
-//! downstream drops the copy (JetStream's `Nats-Msg-Id`).
+//! the day again; its record id is derived from the note (its `seq`) and
+//! the content, so the downstream drops the copy (JetStream's
+//! `Nats-Msg-Id`), while a later note of the same content (a day changed
+//! and changed back) is a new id.
 //!
 //! The outbox pattern, instead of appending from inside the materializer's
 //! transaction: the log append and the store commit cannot be one atomic
@@ -38,10 +40,11 @@ pub enum OutboxError {
     Log(#[from] LogError),
 }
 
-/// The record id of a day result: a hash of everything it says but its
-/// revision and time, so the same result sent twice (a crash after the
-/// append, a rebuilt store) has the same id and a changed one a new id.
-pub fn day_result_record_id(tenant: &str, d: &DayResultMsg) -> [u8; 16] {
+/// The record id of a day result: a hash of the note it answers (`seq`)
+/// and everything it says but its time, so the same note sent twice (a
+/// crash after the append) has the same id, and a changed result, or the
+/// same result noted again later, a new one.
+pub fn day_result_record_id(tenant: &str, seq: i64, d: &DayResultMsg) -> [u8; 16] {
     let mut h = Sha256::new();
     let mut part = |s: &str| {
         h.update(s.as_bytes());
@@ -49,6 +52,8 @@ pub fn day_result_record_id(tenant: &str, d: &DayResultMsg) -> [u8; 16] {
     };
     part("fencegate-day");
     part(tenant);
+    part(&seq.to_string());
+    part(&d.revision.to_string());
     part(&d.employee_id);
     part(&d.date);
     part(d.department.as_deref().unwrap_or(""));
@@ -175,7 +180,7 @@ pub async fn publish_round(
     for n in &noted {
         let Some(day) = &n.result else { continue };
         let msg = RecordMsg {
-            record_id: day_result_record_id(&n.tenant, day),
+            record_id: day_result_record_id(&n.tenant, n.seq, day),
             tenant: n.tenant.clone(),
             gateway_time_ms: now_ms,
             node: node.map(str::to_owned),

@@ -776,6 +776,11 @@ async fn note_outbox<'a>(
         .collect();
     let keys: Vec<_> = keys.into_iter().collect();
     let sqlite = is_sqlite(tx);
+    // A new note's seq is the time in microseconds, not 0: a note made
+    // after another was sent and forgotten must not repeat the seq a
+    // publisher (another node's) read before, or that publisher would
+    // forget the new note with its own delete.
+    let seq = crate::clock::unix_ms().saturating_mul(1_000);
     for chunk in keys.chunks(1_000) {
         let sql = format!(
             "INSERT INTO day_outbox (tenant, date, employee, seq) VALUES {} \
@@ -784,7 +789,7 @@ async fn note_outbox<'a>(
         );
         let mut q = sqlx::query(&sql);
         for (tenant, date, employee) in chunk {
-            q = q.bind(*tenant).bind(*date).bind(*employee).bind(0_i64);
+            q = q.bind(*tenant).bind(*date).bind(*employee).bind(seq);
         }
         q.execute(&mut **tx).await?;
     }
@@ -1077,6 +1082,8 @@ impl ResultsStore {
             .execute(&mut *tx)
             .await?;
         let sqlite = is_sqlite(&mut tx);
+        // New notes: a seq no publisher has read (see `note_outbox`).
+        let seq = crate::clock::unix_ms().saturating_mul(1_000);
         for chunk in keep.chunks(1_000) {
             let sql = format!(
                 "INSERT INTO day_outbox (tenant, date, employee, seq) VALUES {}",
@@ -1084,7 +1091,7 @@ impl ResultsStore {
             );
             let mut q = sqlx::query(&sql);
             for (tenant, date, employee) in chunk {
-                q = q.bind(tenant).bind(date).bind(employee).bind(0_i64);
+                q = q.bind(tenant).bind(date).bind(employee).bind(seq);
             }
             q.execute(&mut *tx).await?;
         }
@@ -1583,6 +1590,8 @@ impl ResultsStore {
     /// `r` is the row as stored (its counts leave the aggregates).
     pub async fn delete_row(tx: &mut Tx, r: &DayRow) -> Result<(), sqlx::Error> {
         move_stats(tx, Some(r), None).await?;
+        // A closed day lost a slot (the rules changed): it goes again.
+        note_outbox(tx, std::iter::once(r)).await?;
         sqlx::query(
             "DELETE FROM day_results WHERE tenant = $1 AND employee = $2 AND date = $3 AND slot = $4",
         )
