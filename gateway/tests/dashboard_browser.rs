@@ -477,26 +477,28 @@ const ALL_CHARTS: [&str; 8] = [
     "trend", "late", "early", "radar", "causes", "heatmap", "overtime", "methods",
 ];
 
+/// `fencegate demo` into `cfg`'s (stopped) node: `days` of attendance for
+/// `employees` per sample tenant, from `seed`.
+fn seed_demo(cfg: &Config, days: u32, employees: u32, seed: u64) -> fencegate::cmd::demo::Summary {
+    let args = fencegate::cmd::demo::DemoArgs {
+        config: None,
+        days,
+        employees,
+        seed,
+    };
+    // The demo blocks on the log and runs its own runtime: a plain thread.
+    let cfg = cfg.clone();
+    std::thread::spawn(move || fencegate::cmd::demo::seed(&cfg, &args, fencegate::clock::unix_ms()))
+        .join()
+        .unwrap()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config::load(&write_config(dir.path())).unwrap_or_else(|e| panic!("{e}"));
-    let args = fencegate::cmd::demo::DemoArgs {
-        config: None,
-        days: 21,
-        employees: 30,
-        seed: 11,
-    };
-    // The demo blocks on the log and runs its own runtime: a plain thread.
-    let seeded = {
-        let cfg = cfg.clone();
-        std::thread::spawn(move || {
-            fencegate::cmd::demo::seed(&cfg, &args, fencegate::clock::unix_ms())
-        })
-        .join()
-        .unwrap()
-        .unwrap()
-    };
+    let seeded = seed_demo(&cfg, 21, 30, 11);
     assert!(seeded.records > 500, "{seeded:?}");
     let node = Node::start_with(dir, cfg).await;
     let addr = node.running.admin_addr.to_string();
@@ -743,21 +745,7 @@ async fn dashboard_in_a_real_browser() {
 async fn first_chart_timing() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config::load(&write_config(dir.path())).unwrap_or_else(|e| panic!("{e}"));
-    let args = fencegate::cmd::demo::DemoArgs {
-        config: None,
-        days: 31,
-        employees: 40,
-        seed: 7,
-    };
-    let seeded = {
-        let cfg = cfg.clone();
-        std::thread::spawn(move || {
-            fencegate::cmd::demo::seed(&cfg, &args, fencegate::clock::unix_ms())
-        })
-        .join()
-        .unwrap()
-        .unwrap()
-    };
+    let seeded = seed_demo(&cfg, 31, 40, 7);
     let node = Node::start_with(dir, cfg).await;
     let url = format!("http://{}/ui/", node.running.admin_addr);
     let mut b = Browser::launch().await;
