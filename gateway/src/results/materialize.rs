@@ -110,8 +110,8 @@ pub enum Recompute {
 /// Turns log records into day results in a [`ResultsStore`].
 #[derive(Debug, Clone)]
 pub struct Materializer {
-    store: ResultsStore,
-    rules: Arc<RulesHandle>,
+    pub(super) store: ResultsStore,
+    pub(super) rules: Arc<RulesHandle>,
 }
 
 impl Materializer {
@@ -148,19 +148,18 @@ impl Materializer {
         mark: Mark,
         now_ms: i64,
     ) -> Result<Applied, MaterializeError> {
-        self.apply_with(entries, mark, now_ms, Days::Recompute, &mut Touched::new())
+        self.apply_with(entries, mark, now_ms, Days::Recompute)
             .await
     }
 
     /// [`Materializer::apply_marked`], with the touched days recomputed as
-    /// `days` says (into `kept` those [`Days::Keep`] keeps).
-    async fn apply_with(
+    /// `days` says.
+    pub(super) async fn apply_with(
         &self,
         entries: &[(u64, Vec<u8>)],
         mark: Mark,
         now_ms: i64,
         days: Days,
-        kept: &mut Touched,
     ) -> Result<Applied, MaterializeError> {
         let rules = self.rules.load();
         let mut tx = self.store.begin().await?;
@@ -206,8 +205,7 @@ impl Materializer {
                     let tenant = view.tenant();
                     out.punches +=
                         store_punches(&mut tx, &rules, &mut punches, &mut touched).await?;
-                    days.flush(&mut tx, &rules, &mut touched, now_ms, kept)
-                        .await?;
+                    days.flush(&mut tx, &rules, &mut touched, now_ms).await?;
                     let last = super::summary::last_day_of(m.month());
                     close_tenant(&mut tx, &rules, tenant, view.gateway_time_ms(), last).await?;
                     super::summary::archive(
@@ -223,50 +221,18 @@ impl Materializer {
                 RecordBodyView::Hr(h) => {
                     out.punches +=
                         store_punches(&mut tx, &rules, &mut punches, &mut touched).await?;
-                    ResultsStore::note_hr_record(
-                        &mut tx,
-                        &crate::record_json::uuid(&view.record_id()),
-                        view.tenant(),
-                        view.gateway_time_ms(),
-                    )
-                    .await?;
-                    let mut mine = Touched::new();
-                    hr::apply_hr(&mut tx, &rules, &view, h, *lsn, &mut mine).await?;
-                    for (tenant, _, d) in &mine {
-                        note_start(&mut tx, tenant, *d).await?;
-                    }
+                    let mine = apply_hr_record(&mut tx, &rules, &view, h, *lsn).await?;
                     out.days += mine.len();
                     touched.extend(mine);
                     continue;
                 }
                 _ => continue,
             };
-            let att = view.attendance().unwrap_or_default();
-            let at_ms = if att.attendance_time_ms != 0 {
-                att.attendance_time_ms
-            } else {
-                view.gateway_time_ms()
-            };
-            let tenant = view.tenant();
-            punches.push(PunchRow {
-                record_id: crate::record_json::uuid(&view.record_id()),
-                lsn: *lsn as i64,
-                tenant: tenant.to_owned(),
-                employee: p.employee_id().to_owned(),
-                kind: p.kind(),
-                at_ms,
-                verdict: p.verdict(),
-                status: p.status(),
-                needs_approval: att.needs_approval,
-                flags: p.anomaly_flags() as i64,
-                department: att.department.map(str::to_owned),
-                slot: p.slot().map(str::to_owned),
-            });
+            punches.push(punch_row(&view, &p, *lsn));
         }
         out.punches += store_punches(&mut tx, &rules, &mut punches, &mut touched).await?;
         out.days += touched.len();
-        days.flush(&mut tx, &rules, &mut touched, now_ms, kept)
-            .await?;
+        days.flush(&mut tx, &rules, &mut touched, now_ms).await?;
         match mark {
             Mark::Log { next } => ResultsStore::set_meta(&mut tx, "next_lsn", next as i64).await?,
             Mark::Stream { last, .. } => {
@@ -353,92 +319,18 @@ impl Materializer {
         }
     }
 
-    /// Rebuilds the results from `reader` (`fencegate results rebuild`):
-    /// applies every entry it has, then closes every day due by `now_ms`.
-    /// The same rows as [`Materializer::drain`] then
-    /// [`Materializer::close_due`], computed about once each instead of
-    /// once per batch and again at the close (see [`Days`]); revisions
-    /// count the changes made here, not the node's. Returns the entries
-    /// applied and the employee days closed.
-    ///
-    /// Into a store without punches (the CLI empties it first) the punches
-    /// go in bulk: the indexes only reads use are dropped while the log is
-    /// read and built once afterwards, and the days the close leaves are
-    /// kept until then ([`Days::Keep`]). Until then the stored log
-    /// position stays 0, so a rebuild stopped halfway is completed by the
-    /// node, which reads the log again from its start (storing a punch
-    /// twice changes nothing) and builds the missing indexes when it opens
-    /// the store. A month archive in the log ends the bulk part: its
-    /// snapshot reads the days.
-    pub async fn rebuild(
-        &self,
-        reader: &mut LogReader,
-        now_ms: i64,
-    ) -> Result<(Applied, usize), MaterializeError> {
-        let waiting = self.store.day_outbox().await?;
-        let mut bulk = self.store.has_no_punches().await?;
-        if bulk {
-            self.store.drop_bulk_indexes().await?;
-        }
-        let mut kept = Touched::new();
-        let mut total = Applied::default();
-        loop {
-            let batch = read_batch(reader)?;
-            if batch.is_empty() {
-                break;
-            }
-            if bulk && batch.iter().any(|(_, b)| is_month_archive(b)) {
-                self.end_bulk(&mut kept, now_ms, None).await?;
-                bulk = false;
-            }
-            let (mark, days) = if bulk {
-                (Mark::Log { next: 0 }, Days::Keep)
-            } else {
-                let next = reader.position().0;
-                (Mark::Log { next }, Days::LeaveDueToClose)
-            };
-            let a = self
-                .apply_with(&batch, mark, now_ms, days, &mut kept)
-                .await?;
-            total.entries += a.entries;
-            total.punches += a.punches;
-            total.days += a.days;
-        }
-        if bulk {
-            self.end_bulk(&mut kept, now_ms, Some(reader.position().0))
-                .await?;
-            // The close writes the month's rows: `day_results`' read-only
-            // indexes are built once after it, as the punches' were.
-            self.store.drop_bulk_day_indexes().await?;
-        }
-        let closed = self.close_due(now_ms).await?;
-        if bulk {
-            self.store.restore_indexes().await?;
-        }
-        // A rebuild re-derives what was sent when each day closed: it
-        // sends nothing downstream itself, and what was waiting to be
-        // sent before it still goes (docs/ATTENDANCE.md, "Day results
-        // downstream").
-        self.store.reset_day_outbox(&waiting).await?;
-        Ok((total, closed))
-    }
-
-    /// Ends a rebuild's bulk part: builds the dropped indexes, recomputes
-    /// the days kept, and stores the log position `next` if given (else
-    /// the next batch does).
-    async fn end_bulk(
+    /// Ends a rebuild's bulk part at a month archive: builds the dropped
+    /// indexes and recomputes the days kept (the next batch stores the log
+    /// position).
+    pub(super) async fn end_bulk(
         &self,
         kept: &mut Touched,
         now_ms: i64,
-        next: Option<u64>,
     ) -> Result<(), MaterializeError> {
         self.store.restore_indexes().await?;
         let rules = self.rules.load();
         let mut tx = self.store.begin().await?;
         flush(&mut tx, &rules, kept, now_ms).await?;
-        if let Some(next) = next {
-            ResultsStore::set_meta(&mut tx, "next_lsn", next as i64).await?;
-        }
         tx.commit().await?;
         Ok(())
     }
@@ -556,9 +448,63 @@ async fn store_punches(
     Ok(new.iter().filter(|n| **n).count())
 }
 
+/// The row a punch record `view` (body `p`) at `lsn` is stored as.
+pub(super) fn punch_row(
+    view: &fencegate_schema::RecordView<'_>,
+    p: &fencegate_schema::PunchRecord<'_>,
+    lsn: u64,
+) -> PunchRow {
+    let att = view.attendance().unwrap_or_default();
+    let at_ms = if att.attendance_time_ms != 0 {
+        att.attendance_time_ms
+    } else {
+        view.gateway_time_ms()
+    };
+    PunchRow {
+        record_id: crate::record_json::uuid(&view.record_id()),
+        lsn: lsn as i64,
+        tenant: view.tenant().to_owned(),
+        employee: p.employee_id().to_owned(),
+        kind: p.kind(),
+        at_ms,
+        verdict: p.verdict(),
+        status: p.status(),
+        needs_approval: att.needs_approval,
+        flags: p.anomaly_flags() as i64,
+        department: att.department.map(str::to_owned),
+        slot: p.slot().map(str::to_owned),
+    }
+}
+
+/// Applies HR record `view` (body `h`, not a month archive) at `lsn`:
+/// notes it applied, folds it in, moves the closing start back to its
+/// days. Returns the employee days it touched. The punches before it must
+/// be stored (a decision finds its punch).
+pub(super) async fn apply_hr_record(
+    tx: &mut Tx,
+    rules: &Rules,
+    view: &fencegate_schema::RecordView<'_>,
+    h: HrView<'_>,
+    lsn: u64,
+) -> Result<Touched, sqlx::Error> {
+    ResultsStore::note_hr_record(
+        tx,
+        &crate::record_json::uuid(&view.record_id()),
+        view.tenant(),
+        view.gateway_time_ms(),
+    )
+    .await?;
+    let mut mine = Touched::new();
+    hr::apply_hr(tx, rules, view, h, lsn, &mut mine).await?;
+    for (tenant, _, d) in &mine {
+        note_start(tx, tenant, *d).await?;
+    }
+    Ok(mine)
+}
+
 /// When a batch's touched employee days are recomputed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Days {
+pub(super) enum Days {
     /// In the batch's transaction: what a node does, so every record's day
     /// is current when its batch commits.
     Recompute,
@@ -569,45 +515,29 @@ enum Days {
     /// month of punches whose days are all due: each would otherwise be
     /// computed once per batch that touches it and again when it closes.
     LeaveDueToClose,
-    /// As [`Days::LeaveDueToClose`], but what the close leaves is kept for
-    /// later instead of recomputed now: a bulk rebuild reads no punches
-    /// until their indexes are built again.
-    Keep,
 }
 
 impl Days {
-    /// Recomputes `touched` (all of it, or what the close leaves), or moves
-    /// it into `kept` ([`Days::Keep`]).
+    /// Recomputes `touched`: all of it, or what the close leaves.
     async fn flush(
         self,
         tx: &mut Tx,
         rules: &Rules,
         touched: &mut Touched,
         now_ms: i64,
-        kept: &mut Touched,
     ) -> Result<(), sqlx::Error> {
-        if self != Days::Recompute {
+        if self == Days::LeaveDueToClose {
             leave_due_to_close(tx, rules, touched, now_ms).await?;
-        }
-        if self == Days::Keep {
-            kept.append(touched);
-            return Ok(());
         }
         flush(tx, rules, touched, now_ms).await
     }
-}
-
-/// Whether log entry `bytes` is a month archive.
-fn is_month_archive(bytes: &[u8]) -> bool {
-    parse_record(bytes)
-        .is_ok_and(|v| matches!(v.body(), RecordBodyView::Hr(HrView::MonthArchive(_))))
 }
 
 /// Removes from `touched` the days [`close_tenant`] at `now_ms` will
 /// recompute: the employee is on its group's roster, and the day lies
 /// among the group's [`due_days`] (from the next day to close, as the
 /// store says now, to today; close times only grow with the day).
-async fn leave_due_to_close(
+pub(super) async fn leave_due_to_close(
     tx: &mut Tx,
     rules: &Rules,
     touched: &mut Touched,
@@ -654,7 +584,7 @@ async fn leave_due_to_close(
 /// Notes that `tenant` has a day `d`: closing starts at the tenant's first
 /// day seen; an earlier day (an old offline punch, leave entered late)
 /// moves the start back and re-closes.
-async fn note_start(tx: &mut Tx, tenant: &str, d: i32) -> Result<(), sqlx::Error> {
+pub(super) async fn note_start(tx: &mut Tx, tenant: &str, d: i32) -> Result<(), sqlx::Error> {
     let key = format!("start:{tenant}");
     match ResultsStore::meta(tx, &key).await? {
         Some(s) if s <= i64::from(d) => {}
@@ -703,7 +633,13 @@ async fn flush_each(
 
 /// The days of `group` that close by `now_ms`: from `next` on, none after
 /// `today`, stopping at the first whose close time has not passed.
-fn due_days(t: &TenantRules, group: &Group, mut next: i32, today: i32, now_ms: i64) -> Vec<i32> {
+pub(super) fn due_days(
+    t: &TenantRules,
+    group: &Group,
+    mut next: i32,
+    today: i32,
+    now_ms: i64,
+) -> Vec<i32> {
     let mut out = Vec::new();
     while next <= today && day::close_ms(t, group, next) <= now_ms {
         out.push(next);
@@ -818,7 +754,7 @@ async fn close_tenant_each(
 }
 
 /// Up to [`BATCH`] entries the reader has now, copied out.
-fn read_batch(reader: &mut LogReader) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+pub(super) fn read_batch(reader: &mut LogReader) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
     let mut out = Vec::new();
     while out.len() < BATCH {
         match reader.next_entry()? {

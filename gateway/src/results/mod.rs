@@ -14,6 +14,10 @@
 //! - `batch`: many employee days recomputed at once (a batch's touched
 //!   days, a day's close for a whole roster): set reads per chunk of
 //!   employees, the pure computation in memory, multi-row writes.
+//! - `bulk`: [`Materializer::rebuild`]. Into an empty store it computes
+//!   the days from the punches it read, held in memory, and writes them
+//!   in key order (the store stays the source for employees HR records
+//!   touch).
 //! - [`hr`]: HR records (approval decisions, leave, make-up requests)
 //!   folded in by the materializer, and the queries the HR routes answer
 //!   from.
@@ -27,6 +31,7 @@
 //! rebuild` (`crate::cmd::results`). See docs/ATTENDANCE.md ("Day results").
 
 mod batch;
+mod bulk;
 pub mod hr;
 pub mod materialize;
 pub mod outbox;

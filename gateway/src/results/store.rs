@@ -796,15 +796,23 @@ async fn note_outbox<'a>(
     Ok(())
 }
 
+/// The `results_meta` key a bulk rebuild (`results/bulk.rs`) sets while
+/// its rows are written and their aggregates are not: an open that finds
+/// it counts the aggregates from the rows.
+pub(crate) const STATS_PENDING: &str = "bulk_stats_pending";
+
 /// Indexes of `punches` a bulk rebuild builds after storing the punches
 /// instead of keeping them up row by row.
 const BULK_INDEXES: [&str; 2] = ["punches_by_employee", "punches_by_time"];
 
-/// Indexes of `day_results` a bulk rebuild builds after its close: the
-/// close itself finds rows by key and by employee
-/// (`day_results_by_employee` stays), and its one read of who has a row
-/// on a due day scans a store that has none yet.
-const BULK_DAY_INDEXES: [&str; 2] = ["day_results_by_date", "day_results_by_department"];
+/// Indexes of `day_results` a bulk rebuild builds after writing the
+/// month's rows: it writes them in key order (date first), and finds the
+/// few employees' rows it reads from the store by key.
+const BULK_DAY_INDEXES: [&str; 3] = [
+    "day_results_by_date",
+    "day_results_by_department",
+    "day_results_by_employee",
+];
 
 /// Punch rows per multi-row insert (12 parameters each).
 const PUNCH_ROWS: usize = 1_000;
@@ -891,7 +899,16 @@ impl ResultsStore {
         }
         Self::apply_schema(&mut tx, sqlite).await?;
         Self::set_meta(&mut tx, "schema_version", SCHEMA_VERSION).await?;
+        let pending = Self::meta(&mut tx, STATS_PENDING).await?;
         tx.commit().await?;
+        if pending.is_some() {
+            // A bulk rebuild stopped between writing rows and their
+            // aggregates (results/bulk.rs): count them from the rows.
+            store.recount_stats().await?;
+            let mut tx = store.begin().await?;
+            Self::delete_meta(&mut tx, STATS_PENDING).await?;
+            tx.commit().await?;
+        }
         Ok(store)
     }
 
@@ -1119,6 +1136,30 @@ impl ResultsStore {
         Ok(())
     }
 
+    /// Removes `key` from `results_meta`.
+    pub(crate) async fn delete_meta(tx: &mut Tx, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM results_meta WHERE key = $1")
+            .bind(key)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Gives SQLite a page cache of 1 GiB for a bulk rebuild (`on`), or
+    /// the usual 64 MiB back. A rebuild's indexes outgrow the usual cache
+    /// at 100,000 employees (the punches' key alone is 6 M random record
+    /// ids), and each write that misses it reads a page from disk. Nothing
+    /// on PostgreSQL, whose buffers are the server's.
+    pub(crate) async fn set_bulk_cache(&self, on: bool) -> Result<(), sqlx::Error> {
+        if !self.postgres {
+            let kib = if on { 1_048_576 } else { 65_536 };
+            sqlx::query(&format!("PRAGMA cache_size = -{kib}"))
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Lowers every `closed:<tenant>:*` mark above `value` to it (an
     /// earlier day appeared: close it, and the ones after, again).
     pub async fn lower_closed(tx: &mut Tx, tenant: &str, value: i64) -> Result<(), sqlx::Error> {
@@ -1254,23 +1295,7 @@ impl ResultsStore {
             );
             let mut q = sqlx::query(&sql);
             for p in chunk {
-                q = q
-                    .bind(&p.record_id)
-                    .bind(p.lsn)
-                    .bind(&p.tenant)
-                    .bind(&p.employee)
-                    .bind(if p.kind == PunchKind::Out {
-                        "out"
-                    } else {
-                        "in"
-                    })
-                    .bind(p.at_ms)
-                    .bind(verdict_name(p.verdict))
-                    .bind(status_name(p.status))
-                    .bind(i64::from(p.needs_approval))
-                    .bind(p.flags)
-                    .bind(p.department.clone())
-                    .bind(p.slot.clone());
+                q = bind_punch(q, p);
             }
             let mut stored = std::collections::HashSet::new();
             for r in q.fetch_all(&mut **tx).await? {
@@ -1288,6 +1313,32 @@ impl ResultsStore {
         }
         stats.write(tx).await?;
         Ok(new)
+    }
+
+    /// Stores punches none of which the store holds (a bulk rebuild into
+    /// an empty store, which drops repeated record ids itself): as
+    /// [`Self::insert_punches`] without asking which were new, so no row
+    /// comes back per punch.
+    pub(crate) async fn insert_fresh_punches(
+        tx: &mut Tx,
+        rows: &[PunchRow],
+    ) -> Result<(), sqlx::Error> {
+        let sqlite = is_sqlite(tx);
+        let mut stats = PunchStats::default();
+        for chunk in rows.chunks(PUNCH_ROWS) {
+            let sql = format!(
+                "INSERT INTO punches (record_id, lsn, tenant, employee, kind, at_ms, verdict, status, needs_approval, flags, department, slot) \
+                 VALUES {} ON CONFLICT (record_id) DO NOTHING",
+                values_list(sqlite, chunk.len(), 12)
+            );
+            let mut q = sqlx::query(&sql);
+            for p in chunk {
+                q = bind_punch(q, p);
+                stats.add(p);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        stats.write(tx).await
     }
 
     /// An employee's punches with attendance time in `[from_ms, to_ms)`.
@@ -1566,6 +1617,35 @@ impl ResultsStore {
         note_outbox(tx, rows.iter().map(|(_, r)| r)).await
     }
 
+    /// Writes the rows of employee days a bulk rebuild computed, none of
+    /// which the store holds (`results::bulk`), their aggregates' moves
+    /// summed into `stats` for the caller to write once. Unlike
+    /// [`Self::upsert_rows`] nothing is noted for sending downstream: a
+    /// rebuild sends nothing of its own (docs/ATTENDANCE.md, "Day results
+    /// downstream").
+    pub(crate) async fn insert_rebuilt_rows(
+        tx: &mut Tx,
+        rows: &[DayRow],
+        stats: &mut StatsDelta,
+    ) -> Result<(), sqlx::Error> {
+        let sqlite = is_sqlite(tx);
+        for r in rows {
+            stats.moved(None, Some(r));
+        }
+        for chunk in rows.chunks(UPSERT_ROWS) {
+            let sql = format!(
+                "INSERT INTO day_results ({DAY_COLUMNS}) VALUES {} {DAY_UPSERT}",
+                values_list(sqlite, chunk.len(), 15)
+            );
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = bind_day_row(q, r);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
     /// Writes a row (insert or replace). `old` is the row with the same
     /// key as the transaction holds it now (`None` when there is none): the
     /// dashboard's aggregates move by the difference, so a wrong `old`
@@ -1698,6 +1778,29 @@ fn only_closing(old: &DayRow, new: &DayRow) -> bool {
         && *overtime_min == new.overtime_min
         && *in_ms == new.in_ms
         && *out_ms == new.out_ms
+}
+
+/// Binds `p`'s 12 values in the multi-row punch inserts' column order.
+fn bind_punch<'q>(
+    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    p: &'q PunchRow,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(&p.record_id)
+        .bind(p.lsn)
+        .bind(&p.tenant)
+        .bind(&p.employee)
+        .bind(if p.kind == PunchKind::Out {
+            "out"
+        } else {
+            "in"
+        })
+        .bind(p.at_ms)
+        .bind(verdict_name(p.verdict))
+        .bind(status_name(p.status))
+        .bind(i64::from(p.needs_approval))
+        .bind(p.flags)
+        .bind(p.department.as_deref())
+        .bind(p.slot.as_deref())
 }
 
 /// Binds `r`'s 15 values in `DAY_COLUMNS` order (one row of an upsert).

@@ -1,0 +1,422 @@
+//! A rebuild into an empty store computes its days from the punches it
+//! read, held in memory (`results/bulk.rs`), and the store stays the
+//! source only for employees an HR record touches. Checked here against
+//! the node's own path over the same log (every batch's touched days
+//! recomputed as it commits, then the close), on seeded random logs: a
+//! roster in three groups (one a cross-midnight shift), employees the
+//! rules do not list, a tenant without a section, punches of every verdict,
+//! offline uploads, repeated records, leave and decisions, and a rebuild
+//! time that leaves the last days open. Every row must say the same, and
+//! the dashboard's aggregates must be equal and equal their definition
+//! (`recount_stats`). SQLite and PostgreSQL.
+//!
+//! Also: a rebuild stopped between its rows and their aggregates leaves a
+//! marker, and the next open of the store counts the aggregates again.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fencegate::log::{LogConfig, LogHandle, LogReader, Lsn};
+use fencegate::results::{Materializer, ResultsStore};
+use fencegate::rules::config::{CompileContext, compile_text, fixed_qr_keys};
+use fencegate::rules::holidays::Calendars;
+use fencegate::rules::schedule::{civil_from_day, day_number};
+use fencegate::rules::{AttendanceSettings, RulesHandle};
+use fencegate_schema::{
+    ApprovalDecisionMsg, AttendanceRef, AttendanceStatus as S, HrMsg, LeaveEntryMsg, PunchKind,
+    PunchMethod, PunchRecordRef, Reason, RecordBodyMsg, RecordBodyRef, RecordMsg, RecordRef,
+    Verdict,
+};
+use flatbuffers::FlatBufferBuilder;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sqlx::Row;
+
+const ROSTER: usize = 300;
+/// 2025-03-03T00:00+08:00, a Monday.
+const MON_MS: i64 = 1_740_931_200_000;
+const DAY_MS: i64 = 86_400_000;
+const MIN_MS: i64 = 60_000;
+/// Days of punches.
+const DAYS: i64 = 12;
+
+const GROUPS: &str = r#"
+[tenants.acme]
+timezone = "Asia/Shanghai"
+holidays = ["cn-2025"]
+default_group = "office"
+
+[tenants.acme.groups.office]
+schedule = "fixed"
+workdays = ["mon", "tue", "wed", "thu", "fri"]
+slots = [{ name = "day", start = "09:00", end = "18:00" }]
+late_grace_min = 10
+close_after_min = 240
+
+[tenants.acme.groups.lab]
+schedule = "fixed"
+workdays = ["mon", "tue", "wed", "thu", "fri", "sat"]
+slots = [
+  { name = "morning", start = "08:30", end = "12:00" },
+  { name = "afternoon", start = "13:00", end = "17:30" },
+]
+late_grace_min = 5
+late_missing_min = 120
+
+[tenants.acme.groups.guards]
+schedule = "shift"
+shifts = [{ name = "night", start = "22:00", end = "06:00" }]
+rotation = ["night", "night", "rest", "rest"]
+rotation_start = "2025-01-06"
+late_grace_min = 5
+
+[tenants.acme.departments.ops]
+supervisor = "E0"
+[tenants.acme.departments.lab]
+supervisor = "E1"
+"#;
+
+fn rules_handle(rng: &mut StdRng) -> Arc<RulesHandle> {
+    let mut text = String::from(GROUPS);
+    for i in 0..ROSTER {
+        text.push_str(&format!("[tenants.acme.employees.E{i}]\n"));
+        match rng.random_range(0..10) {
+            0..=5 => {}
+            6 | 7 => text.push_str("group = \"lab\"\n"),
+            _ => text.push_str("group = \"guards\"\n"),
+        }
+        if rng.random_bool(0.7) {
+            let d = ["ops", "lab"][rng.random_range(0..2)];
+            text.push_str(&format!("department = \"{d}\"\n"));
+        }
+    }
+    let mut keys = fixed_qr_keys(7);
+    let mut ctx = CompileContext {
+        calendars: Calendars::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/holidays"),
+        ),
+        settings: AttendanceSettings::default(),
+        qr_key: &mut keys,
+    };
+    let rules = compile_text(&text, "tests/rebuild_memory.rs", &["acme"], &mut ctx)
+        .unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(RulesHandle::new(rules, text))
+}
+
+fn date(day: i32) -> String {
+    let (y, m, d) = civil_from_day(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// A punch record of `tenant`'s `employee` at `at`, received at `received`.
+#[allow(clippy::too_many_arguments)]
+fn punch(
+    id: u128,
+    tenant: &str,
+    employee: &str,
+    kind: PunchKind,
+    at: i64,
+    received: i64,
+    verdict: Verdict,
+    status: S,
+) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::new();
+    let r = RecordRef {
+        record_id: id.to_be_bytes(),
+        tenant,
+        gateway_time_ms: received,
+        node: Some("n1"),
+        body: RecordBodyRef::Punch(PunchRecordRef {
+            punch_id: id.to_be_bytes(),
+            employee_id: employee,
+            device_id: "phone",
+            kind,
+            method: PunchMethod::Gps,
+            device_time_ms: at,
+            position: None,
+            verdict,
+            reason: Reason::None,
+            fence_ids: &[] as &[&str],
+            nearest_fence_id: None,
+            distance_m: 0.0,
+            offline: received != at,
+            mock_location: false,
+            status,
+            anomaly_flags: 0,
+            slot: None,
+            merged_into: None,
+        }),
+    };
+    let att = AttendanceRef {
+        attendance_time_ms: at,
+        department: Some("ops"),
+        needs_approval: verdict == Verdict::OutOfRange,
+        ..AttendanceRef::default()
+    };
+    r.encode_with_attendance(&att, &mut fbb).to_vec()
+}
+
+fn hr(id: u128, at: i64, body: HrMsg) -> Vec<u8> {
+    let msg = RecordMsg {
+        record_id: id.to_be_bytes(),
+        tenant: "acme".into(),
+        gateway_time_ms: at,
+        node: None,
+        body: RecordBodyMsg::Hr(body),
+    };
+    msg.encode_into(&mut FlatBufferBuilder::new()).to_vec()
+}
+
+/// A seeded month's log: `(gateway time, record)` in append order.
+fn random_log(rng: &mut StdRng) -> Vec<(i64, Vec<u8>)> {
+    let mut out: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut pending = Vec::new();
+    let mut id = 0u128;
+    // 08:30, 09:00, 12:00, 13:00, 17:30, 18:00, 22:00, 06:00 (next day).
+    let edges = [510, 540, 720, 780, 1050, 1080, 1320, 1800];
+    for _ in 0..180 {
+        let (tenant, who) = match rng.random_range(0..20) {
+            0 => ("acme", format!("X{}", rng.random_range(0..6))),
+            1 => ("ghost", format!("G{}", rng.random_range(0..4))),
+            _ => ("acme", format!("E{}", rng.random_range(0..ROSTER))),
+        };
+        for d in 0..DAYS {
+            if !rng.random_bool(0.6) {
+                continue;
+            }
+            for _ in 0..rng.random_range(1..4) {
+                id += 1;
+                let minute = edges[rng.random_range(0..edges.len())] + rng.random_range(-90..150);
+                let at = MON_MS + d * DAY_MS + minute * MIN_MS;
+                let (verdict, status) = match rng.random_range(0..8) {
+                    0 => (Verdict::OutOfRange, S::OutOfRangePendingApproval),
+                    1 => (Verdict::RepeatMerged, S::RepeatMerged),
+                    2 => (Verdict::Rejected, S::Normal),
+                    3 => (Verdict::Accepted, S::Field),
+                    4 => (Verdict::Accepted, S::Late),
+                    _ => (Verdict::Accepted, S::Normal),
+                };
+                // Some punches are uploaded a day or two late (offline).
+                let received = if rng.random_bool(0.05) {
+                    at + rng.random_range(1..3) * DAY_MS
+                } else {
+                    at
+                };
+                let kind = if rng.random_bool(0.5) {
+                    PunchKind::In
+                } else {
+                    PunchKind::Out
+                };
+                let bytes = punch(id, tenant, &who, kind, at, received, verdict, status);
+                if verdict == Verdict::OutOfRange && tenant == "acme" {
+                    pending.push((id, who.clone(), received));
+                }
+                // A record forwarded twice lies in the log twice.
+                if rng.random_bool(0.02) {
+                    out.push((received, bytes.clone()));
+                }
+                out.push((received, bytes));
+            }
+        }
+    }
+    // Decisions on half of the pending punches, after them.
+    for (target, who, at) in pending {
+        if rng.random_bool(0.5) {
+            id += 1;
+            let body = HrMsg::Decision(ApprovalDecisionMsg {
+                target_record_id: target.to_be_bytes(),
+                decision_id: format!("d-{id}"),
+                approve: rng.random_bool(0.5),
+                decider: Some("boss".into()),
+                role: Some("tenant_admin".into()),
+                comment: None,
+                employee_id: Some(who),
+                department: Some("ops".into()),
+            });
+            out.push((at + 3_600_000, hr(id, at + 3_600_000, body)));
+        }
+    }
+    // Leave and business trips for a few roster employees.
+    let monday = day_number(2025, 3, 3);
+    for i in 0..25 {
+        id += 1;
+        let from = monday + rng.random_range(-2..10);
+        let to = from + rng.random_range(0..4);
+        let at = MON_MS + rng.random_range(0..DAYS) * DAY_MS;
+        let body = HrMsg::Leave(LeaveEntryMsg {
+            source_id: format!("l-{i}"),
+            employee_id: format!("E{}", rng.random_range(0..ROSTER)),
+            from_date: date(from),
+            to_date: date(to),
+            leave_type: ["annual", "sick", "business_trip"][i % 3].into(),
+            entered_by: Some("hr".into()),
+        });
+        out.push((at, hr(id, at, body)));
+    }
+    // In the order the node appended them: by gateway time.
+    out.sort_by_key(|(at, _)| *at);
+    out
+}
+
+/// The dashboard's aggregate rows with something in them, as text, sorted.
+async fn aggregates(store: &ResultsStore) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, nk) in [("day_stats", 3), ("employee_months", 4), ("punch_stats", 3)] {
+        let rows = sqlx::query(&format!("SELECT * FROM {table}"))
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        for r in &rows {
+            let keys: Vec<String> = (0..nk)
+                .map(|i| {
+                    r.try_get::<String, _>(i)
+                        .or_else(|_| r.try_get::<i64, _>(i).map(|v| v.to_string()))
+                        .unwrap()
+                })
+                .collect();
+            let vals: Vec<i64> = (nk..r.len()).map(|i| r.try_get(i).unwrap()).collect();
+            if vals.iter().any(|v| *v != 0) {
+                out.push(format!("{table} {keys:?} {vals:?}"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+enum Stores {
+    Sqlite,
+    Postgres(fencegate_testkit::Postgres),
+}
+
+impl Stores {
+    async fn open(&self, dir: &Path, name: &str) -> ResultsStore {
+        match self {
+            Self::Sqlite => ResultsStore::open_sqlite(&dir.join(format!("{name}.sqlite")))
+                .await
+                .unwrap(),
+            Self::Postgres(pg) => ResultsStore::open(&pg.database(name)).await.unwrap(),
+        }
+    }
+}
+
+async fn run(seed: u64, dir: &Path, stores: &Stores) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let rules = rules_handle(&mut rng);
+    let log_dir = dir.join(format!("log-{seed}"));
+    let (log, _) = LogHandle::open(LogConfig::new(&log_dir)).unwrap();
+    for (at, bytes) in random_log(&mut rng) {
+        log.append(&bytes, at as u64).unwrap().await.unwrap();
+    }
+    log.close();
+    // Wednesday of the second week at noon: the first week and a half
+    // closed, the rest open (or not begun).
+    let now = MON_MS + 9 * DAY_MS + 4 * 3_600_000;
+    let reader = || LogReader::open_dir(&log_dir, Lsn(0), Duration::from_millis(10)).unwrap();
+
+    let node = Materializer::new(
+        stores.open(dir, &format!("node{seed}")).await,
+        rules.clone(),
+    );
+    node.drain(&mut reader(), now).await.unwrap();
+    node.close_due(now).await.unwrap();
+    let rebuilt = Materializer::new(stores.open(dir, &format!("rebuilt{seed}")).await, rules);
+    let (_, closed) = rebuilt.rebuild(&mut reader(), now).await.unwrap();
+    assert!(
+        closed >= ROSTER,
+        "seed {seed}: {closed} employee days closed"
+    );
+
+    let (a, b) = (
+        node.store().all_rows().await.unwrap(),
+        rebuilt.store().all_rows().await.unwrap(),
+    );
+    assert!(a.len() > 3 * ROSTER, "seed {seed}: {} rows", a.len());
+    let open = b.iter().filter(|r| !r.closed).count();
+    assert!(open > 0, "seed {seed}: the rebuild time leaves days open");
+    assert_eq!(a.len(), b.len(), "seed {seed}: row count, node vs rebuild");
+    for (x, y) in a.iter().zip(&b) {
+        assert!(x.same_result(y), "seed {seed}: node {x:#?}\nrebuilt {y:#?}");
+    }
+    assert_eq!(
+        node.store().all_hr().await.unwrap(),
+        rebuilt.store().all_hr().await.unwrap(),
+        "seed {seed}: HR tables"
+    );
+    let (x, y) = (
+        aggregates(node.store()).await,
+        aggregates(rebuilt.store()).await,
+    );
+    assert!(!y.is_empty());
+    assert_eq!(x, y, "seed {seed}: aggregates, node vs rebuild");
+    rebuilt.store().recount_stats().await.unwrap();
+    assert_eq!(
+        y,
+        aggregates(rebuilt.store()).await,
+        "seed {seed}: the rebuild's aggregates vs their definition"
+    );
+    // Nothing of a rebuild goes downstream.
+    assert!(rebuilt.store().day_outbox().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_from_memory_equals_the_nodes_path_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in [1, 2, 3] {
+        run(seed, dir.path(), &Stores::Sqlite).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_from_memory_equals_the_nodes_path_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::Postgres(fencegate_testkit::Postgres::start(&dir.path().join("pg")));
+    run(4, dir.path(), &stores).await;
+}
+
+/// A rebuild stopped after writing rows and before their aggregates
+/// leaves its marker; the next open counts the aggregates from the rows.
+#[tokio::test]
+async fn aggregates_left_unwritten_by_a_stopped_rebuild_are_counted_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(9);
+    let rules = rules_handle(&mut rng);
+    let log_dir = dir.path().join("log");
+    let (log, _) = LogHandle::open(LogConfig::new(&log_dir)).unwrap();
+    for (at, bytes) in random_log(&mut rng) {
+        log.append(&bytes, at as u64).unwrap().await.unwrap();
+    }
+    log.close();
+    let path = dir.path().join("results.sqlite");
+    let store = ResultsStore::open_sqlite(&path).await.unwrap();
+    let m = Materializer::new(store.clone(), rules);
+    let mut reader = LogReader::open_dir(&log_dir, Lsn(0), Duration::from_millis(10)).unwrap();
+    m.rebuild(&mut reader, MON_MS + 20 * DAY_MS).await.unwrap();
+    let whole = aggregates(&store).await;
+    assert!(!whole.is_empty());
+    // What a stop between the rows and the aggregates leaves.
+    let mut tx = store.begin().await.unwrap();
+    for t in ["day_stats", "employee_months"] {
+        sqlx::query(&format!("DELETE FROM {t}"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    ResultsStore::set_meta(&mut tx, "bulk_stats_pending", 1)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_ne!(aggregates(&store).await, whole);
+    store.pool().close().await;
+    let reopened = ResultsStore::open_sqlite(&path).await.unwrap();
+    assert_eq!(aggregates(&reopened).await, whole);
+    // Counted once: the marker is gone.
+    let mut tx = reopened.begin().await.unwrap();
+    assert_eq!(
+        ResultsStore::meta(&mut tx, "bulk_stats_pending")
+            .await
+            .unwrap(),
+        None
+    );
+}
