@@ -10,8 +10,8 @@
 //! the dashboard's aggregates must be equal and equal their definition
 //! (`recount_stats`). SQLite and PostgreSQL.
 //!
-//! Also: a rebuild stopped between its rows and their aggregates leaves a
-//! marker, and the next open of the store counts the aggregates again.
+//! Also: a rebuild stopped halfway leaves its marker, and the node's
+//! materializer starts it over when it starts.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -77,9 +77,11 @@ supervisor = "E0"
 supervisor = "E1"
 "#;
 
-fn rules_handle(rng: &mut StdRng) -> Arc<RulesHandle> {
+/// Rules listing the first `roster` employees (the log's others are
+/// not listed).
+fn rules_handle(rng: &mut StdRng, roster: usize) -> Arc<RulesHandle> {
     let mut text = String::from(GROUPS);
-    for i in 0..ROSTER {
+    for i in 0..roster {
         text.push_str(&format!("[tenants.acme.employees.E{i}]\n"));
         match rng.random_range(0..10) {
             0..=5 => {}
@@ -303,7 +305,7 @@ impl Stores {
 
 async fn run(seed: u64, dir: &Path, stores: &Stores) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let rules = rules_handle(&mut rng);
+    let rules = rules_handle(&mut rng, ROSTER);
     let log_dir = dir.join(format!("log-{seed}"));
     let (log, _) = LogHandle::open(LogConfig::new(&log_dir)).unwrap();
     for (at, bytes) in random_log(&mut rng) {
@@ -375,48 +377,85 @@ async fn a_rebuild_from_memory_equals_the_nodes_path_postgres() {
     run(4, dir.path(), &stores).await;
 }
 
-/// A rebuild stopped after writing rows and before their aggregates
-/// leaves its marker; the next open counts the aggregates from the rows.
-#[tokio::test]
-async fn aggregates_left_unwritten_by_a_stopped_rebuild_are_counted_on_open() {
+/// A rebuild stopped halfway (its marker still in the store, rows and
+/// aggregates missing, the log position past the end) is started over by
+/// the node's materializer when it starts: the store ends as a rebuild
+/// that ran to its end leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starts_over_a_rebuild_that_stopped_halfway() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(9);
-    let rules = rules_handle(&mut rng);
+    // Rebuilt at today's date, every day since March 2025 closes for
+    // the roster: a small one.
+    let rules = rules_handle(&mut rng, 20);
     let log_dir = dir.path().join("log");
     let (log, _) = LogHandle::open(LogConfig::new(&log_dir)).unwrap();
     for (at, bytes) in random_log(&mut rng) {
         log.append(&bytes, at as u64).unwrap().await.unwrap();
     }
-    log.close();
-    let path = dir.path().join("results.sqlite");
-    let store = ResultsStore::open_sqlite(&path).await.unwrap();
-    let m = Materializer::new(store.clone(), rules);
-    let mut reader = LogReader::open_dir(&log_dir, Lsn(0), Duration::from_millis(10)).unwrap();
-    m.rebuild(&mut reader, MON_MS + 20 * DAY_MS).await.unwrap();
-    let whole = aggregates(&store).await;
-    assert!(!whole.is_empty());
-    // What a stop between the rows and the aggregates leaves.
+    let reader = || LogReader::open_dir(&log_dir, Lsn(0), Duration::from_millis(10)).unwrap();
+    // What a stop leaves, made from a whole rebuild: a third of the rows
+    // and the aggregates gone, the marker back.
+    let store = ResultsStore::open_sqlite(&dir.path().join("results.sqlite"))
+        .await
+        .unwrap();
+    let node = Materializer::new(store.clone(), rules.clone());
+    let now = fencegate::clock::unix_ms();
+    node.rebuild(&mut reader(), now).await.unwrap();
+    let whole = store.all_rows().await.unwrap();
     let mut tx = store.begin().await.unwrap();
-    for t in ["day_stats", "employee_months"] {
-        sqlx::query(&format!("DELETE FROM {t}"))
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-    }
-    ResultsStore::set_meta(&mut tx, "bulk_stats_pending", 1)
+    sqlx::query("DELETE FROM day_results WHERE employee LIKE 'E1%'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM day_stats")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    ResultsStore::set_meta(&mut tx, "rebuild_running", 1)
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    assert_ne!(aggregates(&store).await, whole);
-    store.pool().close().await;
-    let reopened = ResultsStore::open_sqlite(&path).await.unwrap();
-    assert_eq!(aggregates(&reopened).await, whole);
-    // Counted once: the marker is gone.
-    let mut tx = reopened.begin().await.unwrap();
-    assert_eq!(
-        ResultsStore::meta(&mut tx, "bulk_stats_pending")
-            .await
-            .unwrap(),
-        None
+    assert!(store.rebuild_stopped().await.unwrap());
+    assert!(store.all_rows().await.unwrap().len() < whole.len());
+
+    // The node's materializer, on its log.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(
+        node.clone()
+            .run(log.clone(), stop.clone(), Duration::from_millis(50)),
     );
+    let mut waited = 0;
+    while store.rebuild_stopped().await.unwrap()
+        || store.all_rows().await.unwrap().len() < whole.len()
+    {
+        waited += 1;
+        assert!(
+            waited < 600,
+            "the node did not start the rebuild over within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    task.await.unwrap();
+    log.close();
+
+    let fresh = ResultsStore::open_sqlite(&dir.path().join("fresh.sqlite"))
+        .await
+        .unwrap();
+    let oracle = Materializer::new(fresh.clone(), rules);
+    oracle
+        .rebuild(&mut reader(), fencegate::clock::unix_ms())
+        .await
+        .unwrap();
+    let (a, b) = (
+        store.all_rows().await.unwrap(),
+        fresh.all_rows().await.unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!(x.same_result(y), "started over {x:#?}\nrebuilt {y:#?}");
+    }
+    assert_eq!(aggregates(&store).await, aggregates(&fresh).await);
+    assert!(!aggregates(&store).await.is_empty());
 }

@@ -24,9 +24,11 @@
 //! ([`read_in_bulk`]): the parsing runs on the rebuild's task while the
 //! database works on the previous batch's statements in its own thread.
 //!
-//! A rebuild killed halfway leaves rows without their aggregates; the
-//! marker [`STATS_PENDING`] says so, and the next open of the store counts
-//! them again ([`ResultsStore::open`]).
+//! A bulk rebuild marks the store ([`REBUILD_RUNNING`]) before it writes
+//! anything and unmarks it in the transaction that ends its bulk part. A
+//! node whose materializer starts on a marked store empties it and
+//! rebuilds from its log (a rebuild stopped halfway has applied HR records
+//! whose days it never wrote, and owes the aggregates).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -38,7 +40,7 @@ use super::materialize::{
     Applied, Days as Recomputed, Mark, MaterializeError, Materializer, apply_hr_record, due_days,
     leave_due_to_close, note_start, punch_row, read_batch,
 };
-use super::store::{PunchRow, ResultsStore, STATS_PENDING, StatsDelta, rows_of};
+use super::store::{PunchRow, REBUILD_RUNNING, ResultsStore, StatsDelta, rows_of};
 use crate::log::{LogError, LogReader};
 use crate::rules::Rules;
 use crate::rules::day::{self, DayPunch};
@@ -70,7 +72,8 @@ pub(crate) struct Memory {
     punches: HashMap<String, HashMap<String, Employee>>,
     /// Tenant → employees whose days are computed from the store.
     from_store: HashMap<String, HashSet<String>>,
-    /// Record ids stored so far: a repeated record is stored once.
+    /// Record ids of the punches read so far: a repeated record is stored
+    /// once.
     seen: HashSet<[u8; 16], fencegate_spatial::hash::FastBuild>,
 }
 
@@ -159,8 +162,11 @@ impl Materializer {
         let mut total = Applied::default();
         let mut closed = 0;
         let mut archive = None;
-        let bulk = self.store.has_no_punches().await?;
+        let bulk = self.store.is_empty_view().await?;
         if bulk {
+            let mut tx = self.store.begin().await?;
+            ResultsStore::set_meta(&mut tx, REBUILD_RUNNING, 1).await?;
+            tx.commit().await?;
             self.store.drop_bulk_indexes().await?;
             self.store.set_bulk_cache(true).await?;
             let rules = self.rules.load();
@@ -225,8 +231,10 @@ type Days<'a> = Vec<(i32, &'a str)>;
 /// read: the days in `kept` (those the punches and HR records touched
 /// that no close recomputes) and each group's roster on its due days by
 /// `now_ms`, as [`super::Materializer::close_due`] would. Records each
-/// group's last closed day and the log position `next` last. Returns the
-/// employee days closed.
+/// group's last closed day and the log position `next` last, and unmarks
+/// the store ([`REBUILD_RUNNING`]). Returns the roster's employee days
+/// closed (the node's close also counts days of employees off the roster
+/// who have a row).
 pub(crate) async fn finish(
     store: &ResultsStore,
     rules: &Rules,
@@ -245,7 +253,6 @@ pub(crate) async fn finish(
     let mut stats = StatsDelta::default();
     let mut metas: Vec<(String, i64)> = Vec::new();
     let mut closed = 0;
-    let mut marked = false;
     for tenant in &tenants {
         let tenant = tenant.as_str();
         let t = rules.tenant(tenant);
@@ -338,10 +345,6 @@ pub(crate) async fn finish(
                 ));
             }
             let mut tx = store.begin().await?;
-            if !marked {
-                ResultsStore::set_meta(&mut tx, STATS_PENDING, 1).await?;
-                marked = true;
-            }
             ResultsStore::insert_rebuilt_rows(&mut tx, &rows, &mut stats).await?;
             tx.commit().await?;
         }
@@ -352,7 +355,7 @@ pub(crate) async fn finish(
         ResultsStore::set_meta(&mut tx, &key, last).await?;
     }
     ResultsStore::set_meta(&mut tx, "next_lsn", next as i64).await?;
-    ResultsStore::delete_meta(&mut tx, STATS_PENDING).await?;
+    ResultsStore::delete_meta(&mut tx, REBUILD_RUNNING).await?;
     tx.commit().await?;
     kept.clear();
     Ok(closed)
@@ -446,6 +449,8 @@ async fn read_ahead(
         archive: false,
         starts: BTreeMap::new(),
     };
+    // Each punch's attributed day, in `items` order.
+    let mut days = Vec::new();
     while out.raw.len() < BATCH {
         let Some(e) = reader.next_entry()? else {
             break;
@@ -466,7 +471,7 @@ async fn read_ahead(
                             out.starts.insert(row.tenant.clone(), d);
                         }
                     }
-                    mem.add(&row, d);
+                    days.push(d);
                     out.items.push(Item::Punch(row));
                 }
                 RecordBodyView::Hr(HrView::MonthArchive(_)) => out.archive = true,
@@ -476,6 +481,18 @@ async fn read_ahead(
         }
         if out.raw.len() % YIELD_EVERY == 0 {
             tokio::task::yield_now().await;
+        }
+    }
+    // Kept only from a batch without a month archive: the one with it is
+    // applied the store's way, after the days of the batches before it
+    // (and none of its own) are written.
+    if !out.archive {
+        let punches = out.items.iter().filter_map(|i| match i {
+            Item::Punch(row) => Some(row),
+            Item::Hr(_) => None,
+        });
+        for (row, d) in punches.zip(days) {
+            mem.add(row, d);
         }
     }
     Ok(out)

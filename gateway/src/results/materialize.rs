@@ -331,6 +331,9 @@ impl Materializer {
         let rules = self.rules.load();
         let mut tx = self.store.begin().await?;
         flush(&mut tx, &rules, kept, now_ms).await?;
+        // What the bulk part owed is written: from here the log position
+        // is stored with every batch, as the node stores it.
+        ResultsStore::delete_meta(&mut tx, super::store::REBUILD_RUNNING).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -363,6 +366,14 @@ impl Materializer {
         // The log cursor holds retention back; the position committed with
         // the rows decides where to read.
         let cursor = log.cursor("results", CursorStart::Oldest)?;
+        if self.store.rebuild_stopped().await? {
+            tracing::warn!(
+                "a `fencegate results rebuild` stopped halfway in the results store; emptying it and rebuilding from the log"
+            );
+            self.store.clear().await?;
+            let mut reader = log.reader(log.oldest())?;
+            self.rebuild(&mut reader, crate::clock::unix_ms()).await?;
+        }
         let mut from = Lsn(self.store.position().await?);
         if from < log.oldest() {
             if from.0 > 0 {

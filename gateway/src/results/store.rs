@@ -796,10 +796,13 @@ async fn note_outbox<'a>(
     Ok(())
 }
 
-/// The `results_meta` key a bulk rebuild (`results/bulk.rs`) sets while
-/// its rows are written and their aggregates are not: an open that finds
-/// it counts the aggregates from the rows.
-pub(crate) const STATS_PENDING: &str = "bulk_stats_pending";
+/// The `results_meta` key a bulk rebuild (`results/bulk.rs`) sets before
+/// it writes anything and removes in the transaction that ends its bulk
+/// part. A node's materializer that starts and finds it knows a rebuild
+/// stopped halfway (its HR records applied, the days they touch not yet
+/// written, aggregates still owed), and starts over
+/// ([`ResultsStore::rebuild_stopped`]).
+pub(crate) const REBUILD_RUNNING: &str = "rebuild_running";
 
 /// Indexes of `punches` a bulk rebuild builds after storing the punches
 /// instead of keeping them up row by row.
@@ -899,16 +902,7 @@ impl ResultsStore {
         }
         Self::apply_schema(&mut tx, sqlite).await?;
         Self::set_meta(&mut tx, "schema_version", SCHEMA_VERSION).await?;
-        let pending = Self::meta(&mut tx, STATS_PENDING).await?;
         tx.commit().await?;
-        if pending.is_some() {
-            // A bulk rebuild stopped between writing rows and their
-            // aggregates (results/bulk.rs): count them from the rows.
-            store.recount_stats().await?;
-            let mut tx = store.begin().await?;
-            Self::delete_meta(&mut tx, STATS_PENDING).await?;
-            tx.commit().await?;
-        }
         Ok(store)
     }
 
@@ -942,13 +936,27 @@ impl ResultsStore {
         Ok(())
     }
 
-    /// Whether the store holds no punch: a rebuild may then fill it in bulk
-    /// ([`Self::drop_bulk_indexes`]).
-    pub(crate) async fn has_no_punches(&self) -> Result<bool, sqlx::Error> {
-        Ok(sqlx::query("SELECT record_id FROM punches LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?
-            .is_none())
+    /// Whether the store holds no punch and no day row: a rebuild may then
+    /// fill it in bulk (`results/bulk.rs`), every row it writes a new one.
+    pub(crate) async fn is_empty_view(&self) -> Result<bool, sqlx::Error> {
+        for sql in [
+            "SELECT record_id FROM punches LIMIT 1",
+            "SELECT employee FROM day_results LIMIT 1",
+        ] {
+            if sqlx::query(sql).fetch_optional(&self.pool).await?.is_some() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether a bulk rebuild stopped halfway in this store
+    /// ([`REBUILD_RUNNING`]): a node's materializer then starts over.
+    pub async fn rebuild_stopped(&self) -> Result<bool, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let v = Self::meta(&mut tx, REBUILD_RUNNING).await?;
+        tx.commit().await?;
+        Ok(v.is_some())
     }
 
     /// Drops the indexes of `punches` that only reads use

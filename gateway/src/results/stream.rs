@@ -166,6 +166,18 @@ impl StreamMaterializer {
         };
         self.leader.set(1.0);
         tracing::info!(consumer = %self.source.durable, "results: this node materializes the stream");
+        if store
+            .rebuild_stopped()
+            .await
+            .map_err(MaterializeError::from)?
+        {
+            // Emptied, the store has no stream position: the consumer
+            // reads the stream again from its start.
+            tracing::warn!(
+                "a `fencegate results rebuild` stopped halfway in the results store; emptying it and materializing the stream again"
+            );
+            store.clear().await.map_err(MaterializeError::from)?;
+        }
         // The sinks create the stream; until one has, wait as the leader.
         let mut waited = false;
         let stream = loop {

@@ -152,6 +152,11 @@ fn terminate(mut c: Child, within: Duration) {
     let _ = c.wait();
 }
 
+/// Where a cluster node started from `config` writes its log.
+fn node_log(config: &Path) -> PathBuf {
+    config.with_file_name("nats-server.log")
+}
+
 /// One node of a [`NatsCluster`]: a server started from its own config file.
 struct ClusterNode {
     config: PathBuf,
@@ -173,7 +178,7 @@ impl NatsCluster {
     /// leader elected, its stores current).
     ///
     /// # Panics
-    /// When the binary is missing or the cluster is not healthy within 20 s.
+    /// When the binary is missing or the cluster is not healthy within 45 s.
     pub fn start(dir: &Path, n: usize) -> Self {
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let route_list = routes
@@ -208,8 +213,10 @@ impl NatsCluster {
         for i in 0..n {
             c.spawn(i);
         }
+        // Three servers electing a meta leader on a loaded 2-core CI
+        // machine took longer than 20 s once (2026-12-03).
         for i in 0..n {
-            c.wait_healthy(i, Duration::from_secs(20));
+            c.wait_healthy(i, Duration::from_secs(45));
         }
         c
     }
@@ -217,12 +224,20 @@ impl NatsCluster {
     fn spawn(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node n{i} is already running");
+        // The server's own log, appended across restarts: what a test
+        // that finds a node unhealthy shows (a port taken meanwhile, a
+        // slow election).
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node_log(&node.config))
+            .expect("open the node's log");
         node.child = Some(
             Command::new(nats_server_binary())
                 .arg("-c")
                 .arg(&node.config)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(log)
                 .spawn()
                 .expect("nats-server starts"),
         );
@@ -241,7 +256,13 @@ impl NatsCluster {
             }
             std::thread::sleep(deadline);
         }
-        panic!("nats-server n{i} was not healthy within {within:?}");
+        let log = std::fs::read_to_string(node_log(&self.nodes[i].config)).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "nats-server n{i} was not healthy within {within:?}; the end of its log:\n{}",
+            tail.join("\n")
+        );
     }
 
     /// The client URLs of every node, comma-separated (what a client or a
