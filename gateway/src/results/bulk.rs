@@ -228,9 +228,10 @@ impl Materializer {
 type Days<'a> = Vec<(i32, &'a str)>;
 
 /// Computes and writes every employee day the rebuild owes when its log is
-/// read: the days in `kept` (those the punches and HR records touched
-/// that no close recomputes) and each group's roster on its due days by
-/// `now_ms`, as [`super::Materializer::close_due`] would. Records each
+/// read: every day the punches in `mem` touch, the days in `kept` (those
+/// HR records touched that no close recomputes), and each group's roster
+/// on its due days by `now_ms`, as [`super::Materializer::close_due`]
+/// would. Records each
 /// group's last closed day and the log position `next` last, and unmarks
 /// the store ([`REBUILD_RUNNING`]). Returns the roster's employee days
 /// closed (the node's close also counts days of employees off the roster
