@@ -179,7 +179,10 @@ impl Materializer {
                     self.store.restore_indexes().await?;
                     self.store.drop_bulk_day_indexes().await?;
                     let next = reader.position().0;
-                    closed += finish(&self.store, &rules, mem, &mut kept, now_ms, next).await?;
+                    let (days, roster_closed) =
+                        finish(&self.store, &rules, mem, &mut kept, now_ms, next).await?;
+                    total.days += days;
+                    closed += roster_closed;
                 }
                 Ended::Archive(batch) => {
                     self.end_bulk(&mut kept, now_ms).await?;
@@ -233,9 +236,9 @@ type Days<'a> = Vec<(i32, &'a str)>;
 /// on its due days by `now_ms`, as [`super::Materializer::close_due`]
 /// would. Records each
 /// group's last closed day and the log position `next` last, and unmarks
-/// the store ([`REBUILD_RUNNING`]). Returns the roster's employee days
-/// closed (the node's close also counts days of employees off the roster
-/// who have a row).
+/// the store ([`REBUILD_RUNNING`]). Returns the employee days computed,
+/// and of them the roster's days closed (the node's close also counts days
+/// of employees off the roster who have a row).
 pub(crate) async fn finish(
     store: &ResultsStore,
     rules: &Rules,
@@ -243,7 +246,7 @@ pub(crate) async fn finish(
     kept: &mut Touched,
     now_ms: i64,
     next: u64,
-) -> Result<usize, sqlx::Error> {
+) -> Result<(usize, usize), sqlx::Error> {
     for mine in mem.punches.values_mut().flat_map(HashMap::values_mut) {
         mine.punches.sort_by_key(|p| (p.at_ms, p.kind.0));
     }
@@ -253,7 +256,7 @@ pub(crate) async fn finish(
     let configured: HashSet<&str> = rules.tenant_ids().collect();
     let mut stats = StatsDelta::default();
     let mut metas: Vec<(String, i64)> = Vec::new();
-    let mut closed = 0;
+    let (mut closed, mut computed_days) = (0, 0);
     for tenant in &tenants {
         let tenant = tenant.as_str();
         let t = rules.tenant(tenant);
@@ -297,6 +300,7 @@ pub(crate) async fn finish(
         tx.commit().await?;
         days.sort_unstable();
         days.dedup();
+        computed_days += days.len();
         let no_one = HashSet::new();
         let via_store = mem.from_store.get(tenant).unwrap_or(&no_one);
         let (mut stored, computed): (Days<'_>, Days<'_>) =
@@ -359,7 +363,7 @@ pub(crate) async fn finish(
     ResultsStore::delete_meta(&mut tx, REBUILD_RUNNING).await?;
     tx.commit().await?;
     kept.clear();
-    Ok(closed)
+    Ok((computed_days, closed))
 }
 
 /// How [`read_in_bulk`] ended.
