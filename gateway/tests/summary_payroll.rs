@@ -303,7 +303,10 @@ async fn scenario(node: &hr_rig::Node) {
         o1,
         "acme,2025-03,O1,ops,true,21,0,0,0,0,0,0,19,2,annual:2,0.00,0,"
     );
-    // April's: O1 only through the adjustment to March.
+    // April's: O1's row carries the adjustment to March. April itself is
+    // closed here first: the node's tick (every 60 s) closes it anyway, and
+    // on a slow machine it did before this export.
+    hr_rig::close_due(node, hr_rig::now_ms()).await;
     let (_, csv) = http(
         node,
         "GET",
@@ -313,7 +316,7 @@ async fn scenario(node: &hr_rig::Node) {
     )
     .await;
     assert!(
-        csv.contains("acme,2025-04,O1,ops,false,0,0,0,0,0,0,0,0,0,,0.00,0,\"2025-03: absences -1, leave:sick +1\""),
+        csv.contains("acme,2025-04,O1,ops,false,22,0,0,0,0,0,0,22,0,,0.00,0,\"2025-03: absences -1, leave:sick +1\""),
         "{csv}"
     );
     let (_, body) = http(
