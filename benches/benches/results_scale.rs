@@ -486,6 +486,13 @@ fn write_log(dir: &Path, employees: usize) -> usize {
 }
 
 fn bench_rebuild(c: &mut Criterion) {
+    // The rebuild logs each step's duration (`FENCEGATE_LOG=info`).
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("FENCEGATE_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let employees: usize = std::env::var("FENCEGATE_REBUILD_EMPLOYEES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -40,11 +40,11 @@ use super::materialize::{
     Applied, Days as Recomputed, Mark, MaterializeError, Materializer, apply_hr_record, due_days,
     leave_due_to_close, note_start, punch_row, read_batch,
 };
-use super::store::{PunchRow, REBUILD_RUNNING, ResultsStore, StatsDelta, rows_of};
+use super::store::{DayRow, PunchRow, REBUILD_RUNNING, ResultsStore, StatsDelta, rows_of};
 use crate::log::{LogError, LogReader};
-use crate::rules::Rules;
 use crate::rules::day::{self, DayPunch};
 use crate::rules::schedule::midnight_ms;
+use crate::rules::{Rules, TenantRules};
 
 /// Employee days written per transaction: a transaction's pages stay a
 /// few megabytes of the WAL.
@@ -170,14 +170,20 @@ impl Materializer {
             self.store.drop_bulk_indexes().await?;
             self.store.set_bulk_cache(true).await?;
             let rules = self.rules.load();
+            let phase = Phase::start();
             match read_in_bulk(&self.store, &rules, reader, now_ms, &mut kept, &mut total).await? {
                 Ended::Log(mem) => {
+                    phase.done("log read, punches stored", total.punches);
                     // The punches' indexes first (the HR-touched
                     // employees' days are read from the store);
                     // `day_results`' read-only indexes are built once
                     // after its rows, as the punches' were.
+                    let phase = Phase::start();
+                    self.store.set_bulk_cache(false).await?;
                     self.store.restore_indexes().await?;
                     self.store.drop_bulk_day_indexes().await?;
+                    self.store.set_bulk_cache(true).await?;
+                    phase.done("punches' indexes built", total.punches);
                     let next = reader.position().0;
                     let (days, roster_closed) =
                         finish(&self.store, &rules, mem, &mut kept, now_ms, next).await?;
@@ -215,8 +221,10 @@ impl Materializer {
         }
         closed += self.close_due(now_ms).await?;
         if bulk {
-            self.store.restore_indexes().await?;
+            let phase = Phase::start();
             self.store.set_bulk_cache(false).await?;
+            self.store.restore_indexes().await?;
+            phase.done("day results' indexes built", total.days);
         }
         // A rebuild re-derives what was sent when each day closed: it
         // sends nothing downstream itself, and what was waiting to be
@@ -229,6 +237,27 @@ impl Materializer {
 
 /// Employee days `(day, employee)`.
 type Days<'a> = Vec<(i32, &'a str)>;
+
+/// A step of a bulk rebuild, logged with its duration when it ends: at
+/// 100,000 employees a rebuild takes minutes, and its operator sees
+/// where they go.
+struct Phase(std::time::Instant);
+
+impl Phase {
+    fn start() -> Self {
+        Self(crate::clock::instant())
+    }
+
+    /// Logs the step `what` (over `count` items) as done.
+    fn done(self, what: &str, count: usize) {
+        tracing::info!(
+            step = what,
+            count,
+            seconds = format_args!("{:.1}", self.0.elapsed().as_secs_f64()),
+            "results rebuild"
+        );
+    }
+}
 
 /// Computes and writes every employee day the rebuild owes when its log is
 /// read: every day the punches in `mem` touch, the days in `kept` (those
@@ -247,6 +276,7 @@ pub(crate) async fn finish(
     now_ms: i64,
     next: u64,
 ) -> Result<(usize, usize), sqlx::Error> {
+    let phase = Phase::start();
     for mine in mem.punches.values_mut().flat_map(HashMap::values_mut) {
         mine.punches.sort_by_key(|p| (p.at_ms, p.kind.0));
     }
@@ -316,44 +346,21 @@ pub(crate) async fn finish(
         let none: HashMap<String, Employee> = HashMap::new();
         let punches = mem.punches.get(tenant).unwrap_or(&none);
         let mut window = (i32::MIN, 0, 0);
+        // Each part's rows are computed while the part before is written
+        // (the database works in its own thread).
+        let mut ready: Vec<DayRow> = Vec::new();
         for part in computed.chunks(DAYS_PER_TX) {
-            let mut rows = Vec::with_capacity(part.len() * 3);
-            for &(d, employee) in part {
-                if window.0 != d {
-                    // Punches that can count for day d lie within a day of
-                    // it either side (as `materialize::recompute` reads).
-                    window = (
-                        d,
-                        midnight_ms(&t.tz, &t.tz_table, d - 1),
-                        midnight_ms(&t.tz, &t.tz_table, d + 2),
-                    );
-                }
-                let (_, lo, hi) = window;
-                let mine = punches
-                    .get(employee)
-                    .map_or(&[][..], |m| m.punches.as_slice());
-                let near = &mine[mine.partition_point(|p| p.at_ms < lo)
-                    ..mine.partition_point(|p| p.at_ms < hi)];
-                let listed = t.employee(employee);
-                let group = t.group_of(listed);
-                let result = day::compute_with(t, group, d, near, None);
-                let department = listed
-                    .and_then(|e| e.department.as_deref())
-                    .map(str::to_owned);
-                rows.extend(rows_of(
-                    tenant,
-                    employee,
-                    &group.name,
-                    &result,
-                    now_ms >= result.close_ms,
-                    department,
-                ));
-            }
-            let mut tx = store.begin().await?;
-            ResultsStore::insert_rebuilt_rows(&mut tx, &rows, &mut stats).await?;
-            tx.commit().await?;
+            let (written, rows) = tokio::join!(
+                write_rows(store, std::mem::take(&mut ready), &mut stats),
+                compute_rows(t, tenant, punches, part, now_ms, &mut window)
+            );
+            written?;
+            ready = rows;
         }
+        write_rows(store, ready, &mut stats).await?;
     }
+    phase.done("days computed and written", computed_days);
+    let phase = Phase::start();
     let mut tx = store.begin().await?;
     stats.write(&mut tx).await?;
     for (key, last) in metas {
@@ -362,8 +369,74 @@ pub(crate) async fn finish(
     ResultsStore::set_meta(&mut tx, "next_lsn", next as i64).await?;
     ResultsStore::delete_meta(&mut tx, REBUILD_RUNNING).await?;
     tx.commit().await?;
+    phase.done("aggregates written", computed_days);
     kept.clear();
     Ok((computed_days, closed))
+}
+
+/// Writes a part of the rebuilt rows in one transaction (nothing when
+/// `rows` is empty), their aggregates' moves summed into `stats`.
+async fn write_rows(
+    store: &ResultsStore,
+    rows: Vec<DayRow>,
+    stats: &mut StatsDelta,
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.begin().await?;
+    ResultsStore::insert_rebuilt_rows(&mut tx, &rows, stats).await?;
+    tx.commit().await
+}
+
+/// Computes the rows of the employee days `part` of `tenant` from the
+/// punches kept in memory, letting the writer go on every
+/// [`YIELD_EVERY`] days. `window` caches the punch window of the last day
+/// seen: `part` is sorted by day.
+async fn compute_rows(
+    t: &TenantRules,
+    tenant: &str,
+    punches: &HashMap<String, Employee>,
+    part: &[(i32, &str)],
+    now_ms: i64,
+    window: &mut (i32, i64, i64),
+) -> Vec<DayRow> {
+    let mut rows = Vec::with_capacity(part.len() * 3);
+    for (i, &(d, employee)) in part.iter().enumerate() {
+        if window.0 != d {
+            // Punches that can count for day d lie within a day of it
+            // either side (as `materialize::recompute` reads).
+            *window = (
+                d,
+                midnight_ms(&t.tz, &t.tz_table, d - 1),
+                midnight_ms(&t.tz, &t.tz_table, d + 2),
+            );
+        }
+        let (_, lo, hi) = *window;
+        let mine = punches
+            .get(employee)
+            .map_or(&[][..], |m| m.punches.as_slice());
+        let near =
+            &mine[mine.partition_point(|p| p.at_ms < lo)..mine.partition_point(|p| p.at_ms < hi)];
+        let listed = t.employee(employee);
+        let group = t.group_of(listed);
+        let result = day::compute_with(t, group, d, near, None);
+        let department = listed
+            .and_then(|e| e.department.as_deref())
+            .map(str::to_owned);
+        rows.extend(rows_of(
+            tenant,
+            employee,
+            &group.name,
+            &result,
+            now_ms >= result.close_ms,
+            department,
+        ));
+        if i % YIELD_EVERY == YIELD_EVERY - 1 {
+            tokio::task::yield_now().await;
+        }
+    }
+    rows
 }
 
 /// How [`read_in_bulk`] ended.
