@@ -21,7 +21,9 @@ use fencegate::rules::{AttendanceSettings, Rules, RulesHandle};
 use fencegate_schema::{AttendanceStatus, PunchKind, Verdict};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sqlx::Row;
+
+mod results_rig;
+use results_rig::aggregates;
 
 const ROSTER: usize = 1_050;
 /// 2025-03-03T00:00+08:00, a Monday.
@@ -269,32 +271,6 @@ async fn fill(store: &ResultsStore, w: &World, punches: std::ops::Range<usize>, 
             .unwrap();
     }
     tx.commit().await.unwrap();
-}
-
-/// The aggregate rows with something in them, as sorted text.
-async fn aggregates(store: &ResultsStore) -> Vec<String> {
-    let mut out = Vec::new();
-    for (table, nk) in [("day_stats", 3), ("employee_months", 4), ("punch_stats", 3)] {
-        let rows = sqlx::query(&format!("SELECT * FROM {table}"))
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
-        for r in &rows {
-            let keys: Vec<String> = (0..nk)
-                .map(|i| {
-                    r.try_get::<String, _>(i)
-                        .or_else(|_| r.try_get::<i64, _>(i).map(|v| v.to_string()))
-                        .unwrap()
-                })
-                .collect();
-            let vals: Vec<i64> = (nk..r.len()).map(|i| r.try_get(i).unwrap()).collect();
-            if vals.iter().any(|v| *v != 0) {
-                out.push(format!("{table} {keys:?} {vals:?}"));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Every row and aggregate of the two stores equal, after `what`.

@@ -26,7 +26,9 @@ use fencegate::ui::stats_raw;
 use fencegate_schema::{AttendanceStatus, PunchKind, Verdict, anomaly};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sqlx::Row;
+
+mod results_rig;
+use results_rig::aggregates;
 
 const EMPLOYEES: usize = 24;
 /// 2026-01-20 .. 2026-03-05: three months, partly.
@@ -195,34 +197,6 @@ async fn churn(store: &ResultsStore, seed: u64) {
         .unwrap();
         tx.commit().await.unwrap();
     }
-}
-
-/// Every aggregate row with something in it, as text, sorted: every
-/// column (`employee_months`' running sums too).
-async fn aggregates(store: &ResultsStore) -> Vec<String> {
-    let mut out = Vec::new();
-    for (table, nk) in [("day_stats", 3), ("employee_months", 4), ("punch_stats", 3)] {
-        let rows = sqlx::query(&format!("SELECT * FROM {table}"))
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
-        for r in &rows {
-            let vals: Vec<i64> = (nk..r.len()).map(|i| r.try_get(i).unwrap()).collect();
-            if vals.iter().all(|v| *v == 0) {
-                continue;
-            }
-            let keys: Vec<String> = (0..nk)
-                .map(|i| {
-                    r.try_get::<String, _>(i)
-                        .or_else(|_| r.try_get::<i64, _>(i).map(|v| v.to_string()))
-                        .unwrap()
-                })
-                .collect();
-            out.push(format!("{table} {keys:?} {vals:?}"));
-        }
-    }
-    out.sort();
-    out
 }
 
 /// The per-employee rankings of `f` from both paths.

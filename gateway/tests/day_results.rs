@@ -21,6 +21,9 @@ use fencegate_schema::{
 };
 use flatbuffers::FlatBufferBuilder;
 
+mod results_rig;
+use results_rig::{Stores, aggregates};
+
 const RULES: &str = r#"
 [tenants.acme]
 timezone = "Asia/Shanghai"
@@ -361,57 +364,6 @@ fn record_in(tenant: &str, p: &Punch<'_>) -> Vec<u8> {
 
 fn handle() -> Arc<RulesHandle> {
     Arc::new(RulesHandle::new(rules(), RULES.into()))
-}
-
-/// Where a test's results stores live: SQLite files in its folder, or
-/// databases of one PostgreSQL server.
-enum Stores {
-    Sqlite,
-    Postgres(fencegate_testkit::Postgres),
-}
-
-impl Stores {
-    fn postgres(dir: &Path) -> Self {
-        Self::Postgres(fencegate_testkit::Postgres::start(&dir.join("pg")))
-    }
-
-    /// A new, empty store called `name`.
-    async fn open(&self, dir: &Path, name: &str) -> ResultsStore {
-        match self {
-            Self::Sqlite => ResultsStore::open_sqlite(&dir.join(format!("{name}.sqlite")))
-                .await
-                .unwrap(),
-            Self::Postgres(pg) => ResultsStore::open(&pg.database(name)).await.unwrap(),
-        }
-    }
-}
-
-/// The dashboard's aggregate rows with something in them, as text, sorted
-/// (as `tests/dashboard_stats.rs` compares them).
-async fn aggregates(store: &ResultsStore) -> Vec<String> {
-    use sqlx::Row;
-    let mut out = Vec::new();
-    for (table, nk) in [("day_stats", 3), ("employee_months", 4), ("punch_stats", 3)] {
-        let rows = sqlx::query(&format!("SELECT * FROM {table}"))
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
-        for r in &rows {
-            let keys: Vec<String> = (0..nk)
-                .map(|i| {
-                    r.try_get::<String, _>(i)
-                        .or_else(|_| r.try_get::<i64, _>(i).map(|v| v.to_string()))
-                        .unwrap()
-                })
-                .collect();
-            let vals: Vec<i64> = (nk..r.len()).map(|i| r.try_get(i).unwrap()).collect();
-            if vals.iter().any(|v| *v != 0) {
-                out.push(format!("{table} {keys:?} {vals:?}"));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Holds the aggregates the materializer kept row by row equal to their

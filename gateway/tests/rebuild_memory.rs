@@ -31,7 +31,9 @@ use fencegate_schema::{
 use flatbuffers::FlatBufferBuilder;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sqlx::Row;
+
+mod results_rig;
+use results_rig::{Stores, aggregates};
 
 const ROSTER: usize = 300;
 /// 2025-03-03T00:00+08:00, a Monday.
@@ -261,48 +263,6 @@ fn random_log(rng: &mut StdRng) -> Vec<(i64, Vec<u8>)> {
     out
 }
 
-/// The dashboard's aggregate rows with something in them, as text, sorted.
-async fn aggregates(store: &ResultsStore) -> Vec<String> {
-    let mut out = Vec::new();
-    for (table, nk) in [("day_stats", 3), ("employee_months", 4), ("punch_stats", 3)] {
-        let rows = sqlx::query(&format!("SELECT * FROM {table}"))
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
-        for r in &rows {
-            let keys: Vec<String> = (0..nk)
-                .map(|i| {
-                    r.try_get::<String, _>(i)
-                        .or_else(|_| r.try_get::<i64, _>(i).map(|v| v.to_string()))
-                        .unwrap()
-                })
-                .collect();
-            let vals: Vec<i64> = (nk..r.len()).map(|i| r.try_get(i).unwrap()).collect();
-            if vals.iter().any(|v| *v != 0) {
-                out.push(format!("{table} {keys:?} {vals:?}"));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-enum Stores {
-    Sqlite,
-    Postgres(fencegate_testkit::Postgres),
-}
-
-impl Stores {
-    async fn open(&self, dir: &Path, name: &str) -> ResultsStore {
-        match self {
-            Self::Sqlite => ResultsStore::open_sqlite(&dir.join(format!("{name}.sqlite")))
-                .await
-                .unwrap(),
-            Self::Postgres(pg) => ResultsStore::open(&pg.database(name)).await.unwrap(),
-        }
-    }
-}
-
 async fn run(seed: u64, dir: &Path, stores: &Stores) {
     let mut rng = StdRng::seed_from_u64(seed);
     let rules = rules_handle(&mut rng, ROSTER);
@@ -373,7 +333,7 @@ async fn a_rebuild_from_memory_equals_the_nodes_path_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_from_memory_equals_the_nodes_path_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    let stores = Stores::Postgres(fencegate_testkit::Postgres::start(&dir.path().join("pg")));
+    let stores = Stores::postgres(dir.path());
     run(4, dir.path(), &stores).await;
 }
 
