@@ -46,10 +46,6 @@ use crate::rules::day::{self, DayPunch};
 use crate::rules::schedule::midnight_ms;
 use crate::rules::{Rules, TenantRules};
 
-/// Employee days written per transaction: a transaction's pages stay a
-/// few megabytes of the WAL.
-const DAYS_PER_TX: usize = 50_000;
-
 /// Log entries read ahead at most (as the materializer's batches).
 const BATCH: usize = 4_096;
 
@@ -185,8 +181,16 @@ impl Materializer {
                     self.store.set_bulk_cache(true).await?;
                     phase.done("punches' indexes built", total.punches);
                     let next = reader.position().0;
-                    let (days, roster_closed) =
-                        finish(&self.store, &rules, mem, &mut kept, now_ms, next).await?;
+                    let (days, roster_closed) = finish(
+                        &self.store,
+                        &rules,
+                        mem,
+                        &mut kept,
+                        now_ms,
+                        next,
+                        self.rebuild_part,
+                    )
+                    .await?;
                     total.days += days;
                     closed += roster_closed;
                 }
@@ -267,7 +271,8 @@ impl Phase {
 /// group's last closed day and the log position `next` last, and unmarks
 /// the store ([`REBUILD_RUNNING`]). Returns the employee days computed,
 /// and of them the roster's days closed (the node's close also counts days
-/// of employees off the roster who have a row).
+/// of employees off the roster who have a row). Writes `part_days`
+/// employee days per transaction.
 pub(crate) async fn finish(
     store: &ResultsStore,
     rules: &Rules,
@@ -275,6 +280,7 @@ pub(crate) async fn finish(
     kept: &mut Touched,
     now_ms: i64,
     next: u64,
+    part_days: usize,
 ) -> Result<(usize, usize), sqlx::Error> {
     let phase = Phase::start();
     for mine in mem.punches.values_mut().flat_map(HashMap::values_mut) {
@@ -349,7 +355,7 @@ pub(crate) async fn finish(
         // Each part's rows are computed while the part before is written
         // (the database works in its own thread).
         let mut ready: Vec<DayRow> = Vec::new();
-        for part in computed.chunks(DAYS_PER_TX) {
+        for part in computed.chunks(part_days) {
             let (written, rows) = tokio::join!(
                 write_rows(store, std::mem::take(&mut ready), &mut stats),
                 compute_rows(t, tenant, punches, part, now_ms, &mut window)

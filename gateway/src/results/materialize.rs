@@ -107,17 +107,39 @@ pub enum Recompute {
     PerEmployee,
 }
 
+/// Employee days a bulk rebuild writes per transaction
+/// ([`Materializer::with_rebuild_part`]): a transaction's pages stay a few
+/// megabytes of the WAL.
+const REBUILD_PART_DAYS: usize = 50_000;
+
 /// Turns log records into day results in a [`ResultsStore`].
 #[derive(Debug, Clone)]
 pub struct Materializer {
     pub(super) store: ResultsStore,
     pub(super) rules: Arc<RulesHandle>,
+    /// Employee days a bulk rebuild computes and writes per transaction
+    /// (`results/bulk.rs`).
+    pub(super) rebuild_part: usize,
 }
 
 impl Materializer {
     /// A materializer writing to `store`, judging by the live `rules`.
     pub fn new(store: ResultsStore, rules: Arc<RulesHandle>) -> Self {
-        Self { store, rules }
+        Self {
+            store,
+            rules,
+            rebuild_part: REBUILD_PART_DAYS,
+        }
+    }
+
+    /// Makes a bulk rebuild compute and write `days` employee days per
+    /// transaction instead of 50,000 (at least 1). The rows do not depend
+    /// on it; tests make it small so that a small log crosses parts, each
+    /// computed while the one before is written.
+    #[must_use]
+    pub fn with_rebuild_part(mut self, days: usize) -> Self {
+        self.rebuild_part = days.max(1);
+        self
     }
 
     /// The store it writes.
@@ -327,6 +349,8 @@ impl Materializer {
         kept: &mut Touched,
         now_ms: i64,
     ) -> Result<(), MaterializeError> {
+        // Index builds sort faster with the usual cache (`restore_indexes`).
+        self.store.set_bulk_cache(false).await?;
         self.store.restore_indexes().await?;
         let rules = self.rules.load();
         let mut tx = self.store.begin().await?;

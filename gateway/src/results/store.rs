@@ -994,23 +994,28 @@ impl ResultsStore {
     /// two indexes where runs sized by a 64 MiB cache took 10 s
     /// (docs/PERFORMANCE.md, "Index builds").
     pub(crate) async fn restore_indexes(&self) -> Result<(), sqlx::Error> {
-        if !self.postgres {
-            sqlx::query("PRAGMA threads = 2")
-                .execute(&self.pool)
-                .await?;
-        }
-        let mut tx = self.begin().await?;
         if self.postgres {
+            let mut tx = self.begin().await?;
             Self::lock_xact(&mut tx, lock_key::SCHEMA).await?;
+            Self::apply_schema(&mut tx, false).await?;
+            return tx.commit().await;
         }
-        Self::apply_schema(&mut tx, !self.postgres).await?;
-        tx.commit().await?;
-        if !self.postgres {
-            sqlx::query("PRAGMA threads = 0")
-                .execute(&self.pool)
-                .await?;
+        sqlx::query("PRAGMA threads = 2")
+            .execute(&self.pool)
+            .await?;
+        let built = async {
+            let mut tx = self.begin().await?;
+            Self::apply_schema(&mut tx, true).await?;
+            tx.commit().await
         }
-        Ok(())
+        .await;
+        // Back to one thread whether the build worked or not: the node's
+        // own queries go on with this connection.
+        let reset = sqlx::query("PRAGMA threads = 0")
+            .execute(&self.pool)
+            .await
+            .map(drop);
+        built.and(reset)
     }
 
     /// Takes the PostgreSQL advisory lock `key` until `tx` ends (waiting
