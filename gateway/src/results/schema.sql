@@ -63,10 +63,12 @@ CREATE TABLE IF NOT EXISTS day_results (
     PRIMARY KEY (tenant, date, employee, slot)
 ) /* sqlite: WITHOUT ROWID */;
 CREATE INDEX IF NOT EXISTS day_results_by_employee ON day_results (tenant, employee, date);
--- The rows of a date; with the group, slot and employee in it, the close
--- finds who has a row on a due day (`employees_between`) from the index
--- alone.
-CREATE INDEX IF NOT EXISTS day_results_by_date ON day_results (tenant, date, department, grp, slot, employee);
+-- A date's rows are found by the primary key (date first): the close's
+-- roster of a due day (`employees_between`) reads them from the table.
+-- Version 7 stores had a covering index for that read; building it was a
+-- seventh of a rebuild's time (docs/PERFORMANCE.md, "Fewer indexes"), and
+-- the close reads a date's rows together either way.
+DROP INDEX IF EXISTS day_results_by_date;
 -- A department's days (a supervisor's month summary): without it a
 -- department's month reads every department's rows of the month. It
 -- covers every column the summary's `GROUP BY` reads, so a department's

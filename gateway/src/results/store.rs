@@ -38,7 +38,8 @@ pub const SCHEMA: &str = include_str!("schema.sql");
 /// SQLite, so the dashboard's rankings read one row per employee and month
 /// for any range; the partial indexes `day_results_late`, `_early` and
 /// `_overtime`, through which they read the days of a part month, are
-/// gone.
+/// gone. Later, still 7: `day_results_by_date` is gone too; opening a
+/// store drops it (`DROP INDEX IF EXISTS`), and its rows stay.
 pub const SCHEMA_VERSION: i64 = 7;
 
 /// The marker in [`SCHEMA`] of a table SQLite stores in its primary key's
@@ -486,6 +487,18 @@ pub(crate) struct StatsDelta {
     /// Per (tenant, month, department, employee): the `employee_months`
     /// part, by day of the month.
     months: BTreeMap<(String, String, String, String), MonthDelta>,
+    /// The key looked up in `days`, reused: a rebuild notes 3 M day rows
+    /// at 100,000 employees, and owned keys made for each lookup were
+    /// three allocations a row for keys that mostly exist.
+    day_key: (String, String, String),
+    /// As `day_key`, for `months` (four allocations a row).
+    month_key: (String, String, String, String),
+}
+
+/// Makes `s` equal to `v`, reusing its allocation.
+fn set_str(s: &mut String, v: &str) {
+    s.clear();
+    s.push_str(v);
 }
 
 impl StatsDelta {
@@ -493,20 +506,27 @@ impl StatsDelta {
     fn add(&mut self, r: &DayRow, d: DayCounts) {
         let (tenant, date, department, employee) = stats_key(r);
         if !d.day_part_is_zero() {
-            let k = (tenant.to_owned(), date.to_owned(), department.to_owned());
-            let e = self.days.entry(k).or_default();
+            set_str(&mut self.day_key.0, tenant);
+            set_str(&mut self.day_key.1, date);
+            set_str(&mut self.day_key.2, department);
+            let e = match self.days.get_mut(&self.day_key) {
+                Some(e) => e,
+                None => self.days.entry(self.day_key.clone()).or_default(),
+            };
             *e = e.plus(d);
         }
         let values = d.month_values();
         if values.iter().any(|v| *v != 0) {
             let month = date.get(..7).unwrap_or(date);
-            let k = (
-                tenant.to_owned(),
-                month.to_owned(),
-                department.to_owned(),
-                employee.to_owned(),
-            );
-            let day = &mut self.months.entry(k).or_default().days[day_of_month(date) - 1];
+            set_str(&mut self.month_key.0, tenant);
+            set_str(&mut self.month_key.1, month);
+            set_str(&mut self.month_key.2, department);
+            set_str(&mut self.month_key.3, employee);
+            let delta = match self.months.get_mut(&self.month_key) {
+                Some(m) => m,
+                None => self.months.entry(self.month_key.clone()).or_default(),
+            };
+            let day = &mut delta.days[day_of_month(date) - 1];
             for (sum, v) in day.iter_mut().zip(values) {
                 *sum += v;
             }
@@ -811,11 +831,23 @@ const BULK_INDEXES: [&str; 2] = ["punches_by_employee", "punches_by_time"];
 /// Indexes of `day_results` a bulk rebuild builds after writing the
 /// month's rows: it writes them in key order (date first), and finds the
 /// few employees' rows it reads from the store by key.
-const BULK_DAY_INDEXES: [&str; 3] = [
-    "day_results_by_date",
-    "day_results_by_department",
-    "day_results_by_employee",
-];
+const BULK_DAY_INDEXES: [&str; 2] = ["day_results_by_department", "day_results_by_employee"];
+
+/// Who has a day row of a group on a range of dates
+/// ([`ResultsStore::employees_between`]): read by the primary key, whose
+/// dates lie together.
+const EMPLOYEES_BETWEEN: &str = "SELECT employee, date FROM day_results \
+     WHERE tenant = $1 AND date >= $2 AND date <= $3 AND grp = $4 AND slot = ''";
+
+/// A date's day rows, optionally one department's or one employee's
+/// ([`ResultsStore::days`]): empty strings stand for "any", so one
+/// statement serves every filter, read by the primary key in its order.
+fn days_of_date_sql() -> String {
+    format!(
+        "SELECT {DAY_COLUMNS} FROM day_results WHERE tenant = $1 AND date = $2 \
+         AND ($3 = '' OR department = $4) AND ($5 = '' OR employee = $6) ORDER BY employee, slot"
+    )
+}
 
 /// Punch rows per multi-row insert (12 parameters each).
 const PUNCH_ROWS: usize = 1_000;
@@ -1590,16 +1622,13 @@ impl ResultsStore {
         from_date: &str,
         to_date: &str,
     ) -> Result<Vec<(String, String)>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT employee, date FROM day_results \
-             WHERE tenant = $1 AND date >= $2 AND date <= $3 AND grp = $4 AND slot = ''",
-        )
-        .bind(tenant)
-        .bind(from_date)
-        .bind(to_date)
-        .bind(group)
-        .fetch_all(&mut **tx)
-        .await?;
+        let rows = sqlx::query(EMPLOYEES_BETWEEN)
+            .bind(tenant)
+            .bind(from_date)
+            .bind(to_date)
+            .bind(group)
+            .fetch_all(&mut **tx)
+            .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("employee")?, r.try_get("date")?)))
             .collect()
@@ -1724,19 +1753,15 @@ impl ResultsStore {
         department: Option<&str>,
         employee: Option<&str>,
     ) -> Result<Vec<DayRow>, sqlx::Error> {
-        // Empty strings stand for "any": one statement for every filter.
-        let rows = sqlx::query(&format!(
-            "SELECT {DAY_COLUMNS} FROM day_results WHERE tenant = $1 AND date = $2 \
-             AND ($3 = '' OR department = $4) AND ($5 = '' OR employee = $6) ORDER BY employee, slot"
-        ))
-        .bind(tenant)
-        .bind(date)
-        .bind(department.unwrap_or(""))
-        .bind(department.unwrap_or(""))
-        .bind(employee.unwrap_or(""))
-        .bind(employee.unwrap_or(""))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&days_of_date_sql())
+            .bind(tenant)
+            .bind(date)
+            .bind(department.unwrap_or(""))
+            .bind(department.unwrap_or(""))
+            .bind(employee.unwrap_or(""))
+            .bind(employee.unwrap_or(""))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(day_row).collect()
     }
 
@@ -1949,6 +1974,92 @@ mod tests {
                 .unwrap();
         assert_eq!(columns, 11, "the covering index of this version");
         tx.commit().await.unwrap();
+    }
+
+    /// SQLite's plan of `sql` with its parameters bound to `binds`, one
+    /// line per step.
+    async fn plan(store: &ResultsStore, sql: &str, binds: &[&str]) -> String {
+        let text = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut q = sqlx::query(&text);
+        for b in binds {
+            q = q.bind(*b);
+        }
+        let rows = q.fetch_all(store.pool()).await.unwrap();
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A date's rows are read through the primary key (date first), in
+    /// its order: with `day_results_by_date` gone, a plan that scanned the
+    /// table or sorted a day's 300,000 rows at 100,000 employees would
+    /// slow every close and the day listing.
+    #[tokio::test]
+    async fn a_dates_rows_are_read_by_the_primary_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ResultsStore::open_sqlite(&dir.path().join("r.sqlite"))
+            .await
+            .unwrap();
+        let p = plan(
+            &store,
+            EMPLOYEES_BETWEEN,
+            &["acme", "2026-01-01", "2026-01-31", "office"],
+        )
+        .await;
+        assert!(
+            p.contains("SEARCH day_results USING PRIMARY KEY (tenant=? AND date>? AND date<?)"),
+            "{p}"
+        );
+        let p = plan(
+            &store,
+            &days_of_date_sql(),
+            &["acme", "2026-01-31", "", "", "", ""],
+        )
+        .await;
+        assert!(
+            p.contains("SEARCH day_results USING PRIMARY KEY (tenant=? AND date=?)"),
+            "{p}"
+        );
+        assert!(!p.contains("TEMP B-TREE"), "sorted by the key already: {p}");
+    }
+
+    /// A store made before `day_results_by_date` was dropped loses the
+    /// index on open and keeps its rows and position: the table is the
+    /// same, so nothing needs rebuilding.
+    #[tokio::test]
+    async fn opening_a_store_drops_the_old_date_index_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.sqlite");
+        let old = ResultsStore::open_sqlite(&path).await.unwrap();
+        for sql in [
+            "CREATE INDEX day_results_by_date ON day_results (tenant, date, department, grp, slot, employee)",
+            "INSERT INTO results_meta (key, value) VALUES ('next_lsn', 42)",
+            "INSERT INTO day_results (tenant, employee, date, slot, department, grp, status, late_min, \
+             early_min, worked_min, overtime_min, in_ms, out_ms, closed, revision) \
+             VALUES ('acme', 'E1', '2026-01-05', '', 'ops', 'office', 'normal', 0, 0, 480, 0, NULL, NULL, 1, 1)",
+        ] {
+            sqlx::query(sql).execute(old.pool()).await.unwrap();
+        }
+        old.pool().close().await;
+        let store = ResultsStore::open_sqlite(&path).await.unwrap();
+        let indexes: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'index' AND name = 'day_results_by_date'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+        assert_eq!(indexes, 0);
+        let mut tx = store.begin().await.unwrap();
+        assert_eq!(
+            ResultsStore::meta(&mut tx, "next_lsn").await.unwrap(),
+            Some(42)
+        );
+        tx.commit().await.unwrap();
+        let rows = store.days("acme", "2026-01-05", None, None).await.unwrap();
+        assert_eq!(rows.len(), 1);
     }
 
     /// Two pools on one SQLite file (a gateway and a CLI or test beside
