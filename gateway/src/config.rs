@@ -269,6 +269,16 @@ pub struct RawQuic {
     ///
     /// `500` unless set.
     pub admission_retry_after_ms: u32,
+    /// With `punch_listen` set: the nice value (0 to 19) of the threads
+    /// that serve `listen` (pings, backlog streams, the admin API, results
+    /// and sinks). The punch lane's thread and the log writer stay at the
+    /// process's own, so under a ping flood the kernel gives a punch the
+    /// CPU first and the flood's datagrams what is left. A process beside
+    /// the gateway at nice 0 also comes before the pings. `0` keeps every
+    /// thread equal; without `punch_listen` it has no effect.
+    ///
+    /// `10` unless set.
+    pub shared_lane_nice: i32,
 }
 
 /// `[quic]` compiled: every problem reported by [`Config::compile`], then
@@ -326,6 +336,9 @@ pub struct Quic {
     pub admission_interval: Duration,
     /// Retry-after of the `Busy` sent to punches shed by admission control.
     pub admission_retry_after: Duration,
+    /// The nice value of the shared lane's threads when punches have their
+    /// own address; 0 when they do not (or when set to 0).
+    pub shared_lane_nice: i32,
 }
 
 impl Quic {
@@ -366,6 +379,11 @@ impl Quic {
             admission_target: Duration::from_millis(q.admission_target_ms),
             admission_interval: Duration::from_millis(q.admission_interval_ms),
             admission_retry_after: Duration::from_millis(u64::from(q.admission_retry_after_ms)),
+            shared_lane_nice: if q.punch_listen.is_some() {
+                q.shared_lane_nice.clamp(0, 19)
+            } else {
+                0
+            },
         }
     }
 }
@@ -401,6 +419,7 @@ impl Default for RawQuic {
             admission_target_ms: 50,
             admission_interval_ms: 100,
             admission_retry_after_ms: 500,
+            shared_lane_nice: 10,
         }
     }
 }
@@ -1139,6 +1158,12 @@ impl Config {
                 q.ping_burst
             ));
         }
+        if !(0..=19).contains(&q.shared_lane_nice) {
+            p.push(format!(
+                "quic.shared_lane_nice = {} is out of range; use 0 (the shared lane's threads as the punch lane's) to 19 (default 10)",
+                q.shared_lane_nice
+            ));
+        }
         if q.max_inflight_punches == 0 {
             p.push("quic.max_inflight_punches must be at least 1".into());
         }
@@ -1567,6 +1592,31 @@ mod tests {
         let err = at("punch_listen = \"port 4434\"").unwrap_err().to_string();
         assert!(
             err.contains("quic.punch_listen = \"port 4434\" is not an IP:port address"),
+            "{err}"
+        );
+    }
+
+    /// The shared lane is lowered only when punches have an address of
+    /// their own (otherwise punches are on it too), and a value outside
+    /// 0..=19 is refused by name.
+    #[test]
+    fn shared_lane_nice_applies_only_with_a_punch_address() {
+        let base = "[[tenants]]\nid = \"acme\"\n";
+        let at = |quic: &str| Config::parse(&format!("[quic]\n{quic}\n{base}"), "t.toml");
+        assert_eq!(at("").unwrap().quic.shared_lane_nice, 0);
+        assert_eq!(
+            at("shared_lane_nice = 15").unwrap().quic.shared_lane_nice,
+            0
+        );
+        let with = "punch_listen = \"127.0.0.1:4434\"";
+        assert_eq!(at(with).unwrap().quic.shared_lane_nice, 10);
+        let c = at(&format!("{with}\nshared_lane_nice = 0")).unwrap();
+        assert_eq!(c.quic.shared_lane_nice, 0);
+        let err = at(&format!("{with}\nshared_lane_nice = 25"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("quic.shared_lane_nice = 25 is out of range; use 0 (the shared lane's threads as the punch lane's) to 19 (default 10)"),
             "{err}"
         );
     }

@@ -161,7 +161,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 cfg.node_name = name;
             }
+            // The shared lane's workers (`quic.shared_lane_nice`); the
+            // punch lane's runtime and the log writer are started from
+            // this thread, which keeps the process's priority.
             let rt = tokio::runtime::Builder::new_multi_thread()
+                .thread_name("shared-lane")
+                .on_thread_start(fencegate::edge::priority::shared_lane_hook(
+                    cfg.quic.shared_lane_nice,
+                ))
                 .enable_all()
                 .build()?;
             rt.block_on(fencegate::serve::serve(cfg))?;

@@ -92,6 +92,12 @@ pub struct Options {
     pub progress: bool,
     /// Client UDP endpoints (default: 2 per core).
     pub client_endpoints: Option<usize>,
+    /// Nice value of the harness's fleet threads when a scenario runs
+    /// punches beside a fleet (0: none). The flood stands for other
+    /// devices, which in a deployment take no CPU from the gateway; on one
+    /// machine it competes with the gateway's punch lane and the
+    /// harness's own punches (docs/LOADTEST.md, "Punches beside a fleet").
+    pub fleet_nice: i32,
     /// Salt for the run's ids (default: random).
     pub run_salt: Option<u32>,
 }
@@ -170,12 +176,36 @@ pub(crate) fn run_on(
         }
     };
 
+    let fleet_nice = if s.punch.is_some() && s.fleet.is_some() {
+        opts.fleet_nice
+    } else {
+        0
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores)
         .thread_name("load")
+        .on_thread_start(fencegate::edge::priority::shared_lane_hook(fleet_nice))
         .enable_all()
         .build()
         .context("cannot start the harness runtime")?;
+    // Punches beside a fleet run on a runtime thread and client sockets of
+    // their own: the phones that punch are other devices than the fleet's
+    // trackers, and on the shared workers a punch's tasks and packets
+    // queued behind thousands of device tasks and the flood's endpoint
+    // drivers, so the harness measured its own queue (docs/LOADTEST.md,
+    // "Punches beside a fleet").
+    let punch_lane = if s.punch.is_some() && s.fleet.is_some() {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("load-punch")
+                .enable_all()
+                .build()
+                .context("cannot start the harness's punch runtime")?,
+        )
+    } else {
+        None
+    };
     let endpoints = opts.client_endpoints.unwrap_or(cores * 2).max(1);
     let handshake = s.punch.as_ref().map_or(Handshake::Full, |p| p.handshake);
     // `endpoints` client sockets per target.
@@ -202,9 +232,15 @@ pub(crate) fn run_on(
                             .collect::<anyhow::Result<Vec<_>>>()
                     };
                     let connectors = connect(target.addr)?;
-                    let punch_connectors = match target.punch_addr {
-                        Some(a) => connect(a)?,
-                        None => connectors.clone(),
+                    let punch_connectors = {
+                        // quinn drives an endpoint on the runtime it is
+                        // made in.
+                        let _lane = punch_lane.as_ref().map(|r| r.enter());
+                        match (target.punch_addr, &punch_lane) {
+                            (Some(a), _) => connect(a)?,
+                            (None, Some(_)) => connect(target.addr)?,
+                            (None, None) => connectors.clone(),
+                        }
                     };
                     Ok(Link {
                         name: target.addr.to_string(),
@@ -371,9 +407,17 @@ pub(crate) fn run_on(
                 hard_end,
                 max_in_flight: p.max_in_flight,
             });
+            let lane = punch_lane.as_ref().map(|r| r.handle().clone());
             async move {
                 if let (Some(ctx), Some(sched)) = (ctx, sched) {
-                    punch::run(ctx, sched).await;
+                    match lane {
+                        Some(lane) => {
+                            if let Err(e) = lane.spawn(punch::run(ctx, sched)).await {
+                                std::panic::resume_unwind(e.into_panic());
+                            }
+                        }
+                        None => punch::run(ctx, sched).await,
+                    }
                 }
             }
         };

@@ -144,6 +144,12 @@ struct Cli {
     /// (default: 2 per core).
     #[arg(long, value_name = "N")]
     client_endpoints: Option<usize>,
+    /// With punches beside a fleet: the nice value (0 to 19) of the
+    /// harness's fleet threads, so that its flood, which stands for other
+    /// devices, does not take the CPU from the punches it measures. 0
+    /// keeps them equal.
+    #[arg(long, value_name = "NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    fleet_nice: i32,
     /// Folder for the built-in gateway's temporary data (default: the
     /// system temp folder). Put it on the disk you want fsyncs measured on.
     #[arg(long, value_name = "DIR", conflicts_with = "target")]
@@ -278,6 +284,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         baseline: cli.baseline,
         progress: !cli.quiet,
         client_endpoints: cli.client_endpoints,
+        fleet_nice: cli.fleet_nice,
         run_salt: None,
     };
     let report = fencegate_load::run(&scenario, &opts)?;

@@ -157,6 +157,9 @@ impl Target {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cores)
             .thread_name("gateway")
+            .on_thread_start(fencegate::edge::priority::shared_lane_hook(
+                cfg.quic.shared_lane_nice,
+            ))
             .enable_all()
             .build()
             .context("cannot start the gateway runtime")?;

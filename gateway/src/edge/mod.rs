@@ -13,6 +13,7 @@ pub mod admission;
 mod claim;
 pub mod drops;
 pub mod ping_rate;
+pub mod priority;
 pub mod tls;
 
 use std::cell::RefCell;
