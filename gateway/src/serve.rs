@@ -428,9 +428,17 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         log.remove_cursor("results")
             .map_err(|e| anyhow::anyhow!("results cursor: {e}"))?;
     }
-    let results = crate::results::ResultsStore::open(&cfg.attendance.results_url)
-        .await
-        .with_context(|| {
+    // Opened on a shared-lane worker, not on this thread: sqlx runs each
+    // SQLite connection on a thread it starts from the opening one, which
+    // inherits that thread's priority (`quic.shared_lane_nice`), and the
+    // pool reopens its connections later from the shared lane anyway.
+    let results_url = cfg.attendance.results_url.clone();
+    let results = tokio::spawn(async move {
+        crate::results::ResultsStore::open(&results_url).await
+    })
+    .await
+    .context("the task opening the results store failed")?
+    .with_context(|| {
             format!(
                 "attendance.results {}: cannot open the results store; fix the path or URL, or remove the setting for <data_dir>/results.sqlite",
                 cfg.attendance.results_url

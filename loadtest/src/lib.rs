@@ -412,8 +412,11 @@ pub(crate) fn run_on(
                 if let (Some(ctx), Some(sched)) = (ctx, sched) {
                     match lane {
                         Some(lane) => {
-                            if let Err(e) = lane.spawn(punch::run(ctx, sched)).await {
-                                std::panic::resume_unwind(e.into_panic());
+                            match lane.spawn(punch::run(ctx, sched)).await {
+                                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                                // Cancelled: the lane's runtime is only
+                                // dropped after this future ends.
+                                _ => {}
                             }
                         }
                         None => punch::run(ctx, sched).await,

@@ -14,7 +14,19 @@ use std::io;
 
 /// Raises the calling thread's nice value to `nice` (never lowers it: an
 /// unprivileged process may not). Linux applies `setpriority` with a
+/// thread id to that thread alone. `nice` ≤ 0 does nothing; elsewhere
+/// than Linux, where a nice value is the whole process's, so does
+/// everything.
+#[cfg(not(target_os = "linux"))]
+pub fn lower_this_thread(nice: i32) -> io::Result<()> {
+    let _ = nice;
+    Ok(())
+}
+
+/// Raises the calling thread's nice value to `nice` (never lowers it: an
+/// unprivileged process may not). Linux applies `setpriority` with a
 /// thread id to that thread alone. `nice` ≤ 0 does nothing.
+#[cfg(target_os = "linux")]
 pub fn lower_this_thread(nice: i32) -> io::Result<()> {
     if nice <= 0 {
         return Ok(());
@@ -55,13 +67,13 @@ pub fn shared_lane_hook(nice: i32) -> impl Fn() + Send + Sync + 'static {
     move || {
         if let Err(e) = lower_this_thread(nice) {
             if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                tracing::warn!(error = %e, nice, "quic.shared_lane_nice: cannot lower the shared lane's threads; punches and pings share the CPU evenly");
+                tracing::warn!(error = %e, nice, "cannot lower this runtime's threads to nice {nice}; they share the CPU evenly with the punch lane");
             }
         }
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
