@@ -6,10 +6,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,35 +47,8 @@ device_punches_per_s = 0
 
 /// Starts the binary and reads the bound address and fingerprint from its banner.
 fn spawn(config: &Path) -> (Child, SocketAddr, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fencegate"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("FENCEGATE_LOG", "warn")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut addr, mut fp) = (None, None);
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.trim().strip_prefix("QUIC") {
-            addr = rest.split_whitespace().next().map(|a| a.parse().unwrap());
-        }
-        if let Some(rest) = line.trim().strip_prefix("certificate SHA-256 ") {
-            fp = Some(rest.trim().to_owned());
-        }
-        if line.starts_with("Issue a device token") {
-            break;
-        }
-    }
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (
-        child,
-        addr.expect("banner names the QUIC address"),
-        fp.expect("banner names the fingerprint"),
-    )
+    let s = common::serve_binary(config);
+    (s.child, s.quic, s.fingerprint)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

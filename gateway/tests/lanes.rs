@@ -8,9 +8,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 /// A configuration with or without a punch address.
 fn write_config(dir: &Path, punch_listen: bool) -> std::path::PathBuf {
@@ -43,22 +42,7 @@ id = "acme"
 
 /// Starts the binary and waits for its banner (every lane started).
 fn spawn(config: &Path) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fencegate"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("FENCEGATE_LOG", "warn")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().starts_with("Issue a device token") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    child
+    common::serve_binary(config).child
 }
 
 /// The nice value in a `/proc/.../stat` line (field 19; the name in

@@ -7,10 +7,9 @@ mod common;
 mod sink_rig;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,38 +65,12 @@ struct Gateway {
 
 /// Starts the binary and reads its addresses and fingerprint from the banner.
 fn spawn(config: &Path) -> Gateway {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fencegate"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("FENCEGATE_LOG", "warn")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut quic, mut admin, mut fp) = (None, None, None);
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let t = line.trim();
-        if let Some(rest) = t.strip_prefix("QUIC") {
-            quic = rest.split_whitespace().next().map(|a| a.parse().unwrap());
-        }
-        if let Some(rest) = t.strip_prefix("admin  http://") {
-            admin = Some(rest.trim().parse().unwrap());
-        }
-        if let Some(rest) = t.strip_prefix("certificate SHA-256 ") {
-            fp = Some(rest.trim().to_owned());
-        }
-        if line.starts_with("Issue a device token") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+    let s = common::serve_binary(config);
     Gateway {
-        child,
-        quic: quic.expect("banner names the QUIC address"),
-        admin: admin.expect("banner names the admin address"),
-        fingerprint: fp.expect("banner names the fingerprint"),
+        child: s.child,
+        quic: s.quic,
+        admin: s.admin,
+        fingerprint: s.fingerprint,
     }
 }
 

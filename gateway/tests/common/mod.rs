@@ -167,3 +167,53 @@ pub fn dechunk(mut rest: &str) -> String {
     }
     out
 }
+
+/// The real `fencegate serve`, started by a test, with what its banner
+/// said.
+pub struct Served {
+    pub child: std::process::Child,
+    pub quic: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+    pub fingerprint: String,
+}
+
+/// Starts the binary with `config` and reads its addresses and certificate
+/// fingerprint from the banner, printed once every lane is up; stderr is
+/// drained afterwards so the child never blocks on a full pipe.
+pub fn serve_binary(config: &Path) -> Served {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fencegate"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("FENCEGATE_LOG", "warn")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut quic, mut admin, mut fp) = (None, None, None);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("QUIC") {
+            quic = rest.split_whitespace().next().map(|a| a.parse().unwrap());
+        }
+        if let Some(rest) = t.strip_prefix("admin  http://") {
+            admin = Some(rest.trim().parse().unwrap());
+        }
+        if let Some(rest) = t.strip_prefix("certificate SHA-256 ") {
+            fp = Some(rest.trim().to_owned());
+        }
+        if line.starts_with("Issue a device token") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Served {
+        child,
+        quic: quic.expect("banner names the QUIC address"),
+        admin: admin.expect("banner names the admin address"),
+        fingerprint: fp.expect("banner names the fingerprint"),
+    }
+}
