@@ -1933,6 +1933,22 @@ pub(super) fn rows_of(
     rows
 }
 
+/// SQLite's plan of `sql` with its parameters bound to `binds`, one line
+/// per step: for tests that pin which index a statement reads.
+#[cfg(test)]
+pub(crate) async fn query_plan(store: &ResultsStore, sql: &str, binds: &[&str]) -> String {
+    let text = format!("EXPLAIN QUERY PLAN {sql}");
+    let mut q = sqlx::query(&text);
+    for b in binds {
+        q = q.bind(*b);
+    }
+    let rows = q.fetch_all(store.pool()).await.unwrap();
+    rows.iter()
+        .map(|r| r.try_get::<String, _>("detail").unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1976,21 +1992,6 @@ mod tests {
         tx.commit().await.unwrap();
     }
 
-    /// SQLite's plan of `sql` with its parameters bound to `binds`, one
-    /// line per step.
-    async fn plan(store: &ResultsStore, sql: &str, binds: &[&str]) -> String {
-        let text = format!("EXPLAIN QUERY PLAN {sql}");
-        let mut q = sqlx::query(&text);
-        for b in binds {
-            q = q.bind(*b);
-        }
-        let rows = q.fetch_all(store.pool()).await.unwrap();
-        rows.iter()
-            .map(|r| r.try_get::<String, _>("detail").unwrap())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     /// A date's rows are read through the primary key (date first), in
     /// its order: with `day_results_by_date` gone, a plan that scanned the
     /// table or sorted a day's 300,000 rows at 100,000 employees would
@@ -2001,7 +2002,7 @@ mod tests {
         let store = ResultsStore::open_sqlite(&dir.path().join("r.sqlite"))
             .await
             .unwrap();
-        let p = plan(
+        let p = query_plan(
             &store,
             EMPLOYEES_BETWEEN,
             &["acme", "2026-01-01", "2026-01-31", "office"],
@@ -2011,7 +2012,7 @@ mod tests {
             p.contains("SEARCH day_results USING PRIMARY KEY (tenant=? AND date>? AND date<?)"),
             "{p}"
         );
-        let p = plan(
+        let p = query_plan(
             &store,
             &days_of_date_sql(),
             &["acme", "2026-01-31", "", "", "", ""],

@@ -679,22 +679,6 @@ pub fn payroll_json(tenant: &str, s: &MonthSummary) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    /// SQLite's plan of a statement, one line per step.
-    async fn plan(store: &ResultsStore, sql: &str) -> String {
-        let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .bind("acme")
-            .bind("2026-01-01")
-            .bind("2026-01-31")
-            .bind("dept-7")
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|r| r.try_get::<String, _>("detail").unwrap())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     /// A department's month is read from `day_results_by_department`
     /// alone: its rows lie together there, where in the table they are
     /// spread over a page each (the 2.5 s the summary took at 100,000
@@ -711,7 +695,12 @@ mod tests {
             month_slots_sql(filter),
             month_leave_days_sql(filter),
         ] {
-            let p = plan(&store, &sql).await;
+            let p = crate::results::store::query_plan(
+                &store,
+                &sql,
+                &["acme", "2026-01-01", "2026-01-31", "dept-7"],
+            )
+            .await;
             assert!(
                 p.contains("USING COVERING INDEX day_results_by_department (tenant=? AND department=? AND date>? AND date<?)"),
                 "{p}"
