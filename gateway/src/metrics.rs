@@ -194,6 +194,16 @@ pub struct EdgeMetrics {
     pub punch_ack_seconds: Histogram,
     /// Time inside the pipeline per message, seconds.
     pub pipeline_seconds: Histogram,
+    /// `fencegate_connection_setup_seconds{lane}`, indexed by
+    /// `edge::Lane as usize`: a connection's first Initial packet to its
+    /// authenticated Hello, the delay admission control judges (it
+    /// includes about one round trip of the client, which is what an
+    /// operator reads here to set `quic.admission_target_ms`).
+    pub setup_seconds: [Histogram; 2],
+    /// `fencegate_admission_setup_limit{lane}`: admission control's
+    /// current limit on connections in set-up, by lane (set at each
+    /// connection attempt).
+    pub setup_limit: [Gauge; 2],
 }
 
 impl EdgeMetrics {
@@ -233,6 +243,10 @@ impl EdgeMetrics {
             punch_rejected: counter!("fencegate_punches_total", "verdict" => "rejected"),
             punch_ack_seconds: histogram!("fencegate_punch_ack_seconds"),
             pipeline_seconds: histogram!("fencegate_pipeline_seconds"),
+            setup_seconds: ["main", "punch"]
+                .map(|l| histogram!("fencegate_connection_setup_seconds", "lane" => l)),
+            setup_limit: ["main", "punch"]
+                .map(|l| gauge!("fencegate_admission_setup_limit", "lane" => l)),
         }
     }
 

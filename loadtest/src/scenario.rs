@@ -299,6 +299,11 @@ pub struct BuiltInGateway {
     pub retry_above_handshakes_per_s: Option<u32>,
     /// `quic.max_connections`.
     pub max_connections: Option<usize>,
+    /// `quic.max_handshakes_in_flight` (the hard bound on connections in
+    /// set-up; admission control's limit stays below it).
+    pub max_handshakes_in_flight: Option<usize>,
+    /// `quic.admission_target_ms` (0 turns admission control off).
+    pub admission_target_ms: Option<u64>,
     /// `quic.ping_datagrams_per_s` (a fleet pinging faster than the
     /// default one datagram a second per device needs it raised).
     pub ping_datagrams_per_s: Option<u32>,

@@ -416,6 +416,12 @@ fn builtin_config(
     if let Some(m) = g.max_connections {
         raw.quic.max_connections = m;
     }
+    if let Some(m) = g.max_handshakes_in_flight {
+        raw.quic.max_handshakes_in_flight = m;
+    }
+    if let Some(t) = g.admission_target_ms {
+        raw.quic.admission_target_ms = t;
+    }
     if let Some(r) = g.ping_datagrams_per_s {
         raw.quic.ping_datagrams_per_s = r;
     }

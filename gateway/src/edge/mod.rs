@@ -410,9 +410,9 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint, lane
         // start of this connection's wait for the runtime.
         let arrived = clock::instant();
         let setup = ctx.lane(lane);
-        if !setup.admission.admit(arrived, ctx.handshaking(lane))
-            || ctx.punch_admission.overloaded(arrived)
-        {
+        let admitted = setup.admission.admit(arrived, ctx.handshaking(lane));
+        ctx.metrics.setup_limit[lane as usize].set(setup.admission.limit() as f64);
+        if !admitted || ctx.punch_admission.overloaded(arrived) {
             // The node's own queue stood above target for a whole interval:
             // refuse before any key exchange (the client sees
             // CONNECTION_REFUSED and backs off, docs/PROTOCOL.md §9). A
@@ -782,11 +782,13 @@ async fn handle_connection(
     // Set-up delay for admission control: under overload the handshakes
     // in flight share the CPU and each one slows (the queue is the set of
     // handshakes, not a line before them). One round trip of it is the
-    // client's; the window's minimum keeps one slow client from counting.
+    // client's (docs/OPERATIONS.md, "Clients far away"). The window's
+    // minimum keeps one slow client from counting as overload, its median
+    // from moving the set-up limit (`admission.rs`).
     let authed = clock::instant();
-    ctx.lane(lane)
-        .admission
-        .observe(authed, authed.saturating_duration_since(arrived));
+    let setup_delay = authed.saturating_duration_since(arrived);
+    ctx.lane(lane).admission.observe(authed, setup_delay);
+    ctx.metrics.setup_seconds[lane as usize].record(setup_delay.as_secs_f64());
     // Set up: from here on the connection no longer counts against
     // `max_handshakes_in_flight` and cannot be evicted.
     drop(waiting);
