@@ -24,17 +24,23 @@
 //! admits would let every waiting client's retry in at once, and that
 //! burst would be the next standing queue. So the set-up controller also
 //! keeps a limit on connections in set-up, adjusted per window (AIMD) on
-//! the window's *median* delay: a window where more than half the samples
-//! were over target cuts it by a quarter, a window where fewer than a
-//! quarter were over and whose set-ups came near the limit raises it by an
-//! eighth (between the two it holds). Under CPU overload the set-up time
-//! is about the count in set-up × the CPU each needs, so the limit settles
-//! where a typical set-up takes about `target`. The minimum that judges
-//! overload is the wrong statistic here: handshakes in flight share the
-//! CPU unevenly, and a window whose median set-up took 120 ms still held
-//! one under 50 ms, so a minimum-driven limit rose until the typical
-//! set-up took seconds (issue 12, docs/PERFORMANCE.md "Overload"). One
-//! slow client moves a median no more than a minimum.
+//! the window's *median* delay above the last window's fastest: a window
+//! where more than half the samples were over that fastest plus `target`
+//! cuts it by a quarter, a window
+//! where fewer than a quarter were over and whose set-ups came near the
+//! limit raises it by an eighth (between the two it holds). Under CPU
+//! overload the set-up time is about the count in set-up × the CPU each
+//! needs, so the limit settles where a typical set-up takes about
+//! `target` more than the quickest. The minimum alone is the wrong
+//! statistic here: handshakes in flight share the CPU unevenly, and a
+//! window whose median set-up took 120 ms still held one under 50 ms, so
+//! a minimum-driven limit rose until the typical set-up took seconds
+//! (issue 12, docs/PERFORMANCE.md "Overload"). The median alone is wrong
+//! too: a set-up includes the client's round trip, and a fleet on 100 ms
+//! mobile links would hold the limit at its floor. Measured from the
+//! fastest, the median sees the spread that queueing adds, not the
+//! distance every client shares. One slow client moves a median no more
+//! than a minimum.
 //!
 //! It is pure: callers pass `now` (an instant they already read for their
 //! own latency metric), and state is a few atomics, so there is no lock,
@@ -77,9 +83,13 @@ pub struct Admission {
     window_min_us: AtomicU64,
     /// Samples in the current window.
     window_samples: AtomicU32,
-    /// Samples in the current window over `target` (against
-    /// `window_samples`, where the window's median lies).
+    /// Samples in the current window over `target` above the last
+    /// window's fastest (against `window_samples`: where the window's
+    /// median lies).
     window_over: AtomicU32,
+    /// Smallest delay of the last window that had samples, µs: the part of
+    /// a set-up that is the nearest clients' round trip, not queueing.
+    base_us: AtomicU64,
     /// Verdict of the last finished window.
     overloaded: AtomicBool,
     /// Most connections in set-up admitted at once (see the module docs).
@@ -102,6 +112,11 @@ pub const MIN_SAMPLES: u32 = 16;
 /// Fewest samples in a window for it to move the set-up limit: fewer say
 /// little about the median.
 const MIN_LIMIT_SAMPLES: u32 = 8;
+/// Most the baseline (the fastest set-up of recent windows) rises per
+/// window, µs: 1 ms per 100 ms window follows clients that moved 150 ms
+/// farther away within 15 s, while a queue that adds 50 ms in under five
+/// seconds still cuts the limit.
+const BASE_CREEP_US: u64 = 1_000;
 /// The limit is never cut below this, so a node keeps admitting (and
 /// measuring) however slow its set-ups are.
 const MIN_LIMIT: usize = 8;
@@ -116,6 +131,8 @@ impl Admission {
             window_min_us: AtomicU64::new(u64::MAX),
             window_samples: AtomicU32::new(0),
             window_over: AtomicU32::new(0),
+            // No window judged yet: nothing counts as over until one is.
+            base_us: AtomicU64::new(u64::MAX),
             overloaded: AtomicBool::new(false),
             limit: AtomicUsize::new(INITIAL_LIMIT),
             peak: AtomicUsize::new(0),
@@ -171,7 +188,8 @@ impl Admission {
         let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX - 1);
         self.window_min_us.fetch_min(us, Ordering::Relaxed);
         self.window_samples.fetch_add(1, Ordering::Relaxed);
-        if delay > self.settings.target {
+        let target = u64::try_from(self.settings.target.as_micros()).unwrap_or(u64::MAX);
+        if us > self.base_us.load(Ordering::Relaxed).saturating_add(target) {
             self.window_over.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -216,8 +234,21 @@ impl Admission {
         self.overloaded.store(over, Ordering::Relaxed);
         let peak = self.peak.swap(0, Ordering::Relaxed);
         let limit = self.limit.load(Ordering::Relaxed);
-        // The median: more than half over target cuts, fewer than a quarter
-        // raises (when the limit was used), between holds.
+        if min != u64::MAX {
+            // Down at once, up by at most BASE_CREEP_US a window: a fleet's
+            // round trip changes over minutes, a queue builds in seconds.
+            let base = self.base_us.load(Ordering::Relaxed);
+            let next = if base == u64::MAX {
+                min
+            } else {
+                min.min(base.saturating_add(BASE_CREEP_US))
+            };
+            self.base_us.store(next, Ordering::Relaxed);
+        }
+        // The median: more than half over target (above the last fastest)
+        // cuts, fewer than a quarter raises (when the limit was used),
+        // between holds. Not the verdict: every client far away makes
+        // every sample slow alike.
         let judged = !stale && samples >= MIN_LIMIT_SAMPLES;
         let next = if judged && over_target * 2 > samples {
             (limit - limit / 4).max(self.min_limit)
@@ -325,12 +356,15 @@ mod tests {
         assert_eq!(a.limit(), 128);
         assert!(a.admit(t0, 127));
         assert!(!a.admit(t0, 128), "at the limit");
-        // Slow windows: 128 → 96 → 72 → 54, then the floor.
+        // A quick window that used the limit: the baseline is 5 ms, and
+        // 128 → 144.
+        mixed(&a, t0 + ms(10), 0, 16);
+        // Slow windows: 144 → 108 → 81 → 61, then the floor.
         for i in 1..=4 {
             step(&a, i, 200, None);
         }
-        assert_eq!(a.limit(), 54);
-        assert!(!a.admit(t0 + ms(402), 54));
+        assert_eq!(a.limit(), 61);
+        assert!(!a.admit(t0 + ms(402), 61));
         for i in 5..=20 {
             step(&a, i, 200, None);
         }
@@ -366,11 +400,14 @@ mod tests {
         // seconds.
         let t0 = crate::clock::instant();
         let a = ctl(t0);
-        mixed(&a, t0 + ms(10), 12, 4);
+        mixed(&a, t0 + ms(10), 0, 16);
         assert!(a.admit(t0 + ms(110), 0));
+        assert_eq!(a.limit(), 128);
+        mixed(&a, t0 + ms(120), 12, 4);
+        assert!(a.admit(t0 + ms(210), 0));
         assert_eq!(a.limit(), 96, "three quarters of 128");
         assert!(
-            !a.overloaded(t0 + ms(110)),
+            !a.overloaded(t0 + ms(210)),
             "the overload verdict still needs every sample slow"
         );
     }
@@ -392,6 +429,33 @@ mod tests {
         mixed(&a, t0 + ms(220), 7, 0);
         assert!(a.admit(t0 + ms(310), 0));
         assert_eq!(a.limit(), 144);
+    }
+
+    #[test]
+    fn clients_far_away_do_not_sink_the_limit() {
+        // Every set-up takes a 150-180 ms round trip: no queueing, so the
+        // limit must not fall (the median alone would cut it to the floor).
+        let t0 = crate::clock::instant();
+        let a = ctl(t0);
+        for w in 0..10u64 {
+            let t = t0 + ms(100 * w + 10);
+            for i in 0..16u64 {
+                a.observe(t, ms(150 + i * 2));
+            }
+            assert!(a.admit(t + ms(1), 0));
+        }
+        assert!(a.limit() >= INITIAL_LIMIT, "limit {}", a.limit());
+        // Queueing on top of the distance: the typical set-up 120 ms more
+        // than the fastest, and the limit falls.
+        for w in 10..14u64 {
+            let t = t0 + ms(100 * w + 10);
+            a.observe(t, ms(150));
+            for _ in 0..15 {
+                a.observe(t, ms(270));
+            }
+            assert!(a.admit(t + ms(1), 0));
+        }
+        assert!(a.limit() < INITIAL_LIMIT, "limit {}", a.limit());
     }
 
     #[test]
