@@ -14,9 +14,12 @@
 //! [`MIN_SAMPLES`] samples whose *smallest* delay stayed above `target`
 //! means a standing queue, not a burst or a lone slow request (a burst
 //! drains within the window and leaves at least one quick sample), and the
-//! node is overloaded for the whole next window: it refuses new connections
+//! controller is overloaded for the whole next window. The punch
+//! controller's verdict is acted on: the node refuses new connections
 //! before any key exchange and answers new punches on open connections
-//! `Busy` with a retry-after. A window without samples clears the state, so
+//! `Busy` with a retry-after. The set-up controller's verdict is not: its
+//! limit (below) governs connections, because a fleet far away makes every
+//! set-up slow without any queue. A window without samples clears the state, so
 //! the controller fails open and keeps probing: refusing everything yields
 //! no samples, and the next window admits again.
 //!
@@ -24,14 +27,19 @@
 //! admits would let every waiting client's retry in at once, and that
 //! burst would be the next standing queue. So the set-up controller also
 //! keeps a limit on connections in set-up, adjusted per window (AIMD) on
-//! the window's *median* delay above the last window's fastest: a window
-//! where more than half the samples were over that fastest plus `target`
-//! cuts it by a quarter, a window
+//! the window's *median* delay above a baseline, the fastest set-up of
+//! recent windows: a window that used the limit (came within half of it)
+//! and where more than half the samples were over the baseline plus
+//! `target` cuts it by a quarter, a window
 //! where fewer than a quarter were over and whose set-ups came near the
 //! limit raises it by an eighth (between the two it holds). Under CPU
 //! overload the set-up time is about the count in set-up × the CPU each
 //! needs, so the limit settles where a typical set-up takes about
-//! `target` more than the quickest. The minimum alone is the wrong
+//! `target` more than the quickest. The baseline falls at once to a
+//! window's fastest and rises towards it by at most [`BASE_CREEP_US`] per
+//! window, and only in windows that did not use the limit: a queue of
+//! set-ups cannot lift it, a fleet that moved farther away can. The
+//! minimum alone is the wrong
 //! statistic here: handshakes in flight share the CPU unevenly, and a
 //! window whose median set-up took 120 ms still held one under 50 ms, so
 //! a minimum-driven limit rose until the typical set-up took seconds
@@ -46,7 +54,7 @@
 //! own latency metric), and state is a few atomics, so there is no lock,
 //! allocation or clock read per record.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Settings of the admission controller (`[quic] admission_*`).
@@ -81,15 +89,16 @@ pub struct Admission {
     window_start_us: AtomicU64,
     /// Smallest delay seen in the current window, µs; `u64::MAX` when none.
     window_min_us: AtomicU64,
-    /// Samples in the current window.
-    window_samples: AtomicU32,
-    /// Samples in the current window over `target` above the last
-    /// window's fastest (against `window_samples`: where the window's
-    /// median lies).
-    window_over: AtomicU32,
-    /// Smallest delay of the last window that had samples, µs: the part of
-    /// a set-up that is the nearest clients' round trip, not queueing.
+    /// Samples in the current window (low 32 bits) and, of them, those over
+    /// the baseline plus `target` (high 32 bits): one word, so a window
+    /// roll never splits a sample from its verdict.
+    window_counts: AtomicU64,
+    /// The baseline, µs (module docs): the part of a set-up that is the
+    /// nearest clients' round trip, not queueing; `u64::MAX` before the
+    /// first window with samples.
     base_us: AtomicU64,
+    /// `settings.target` in µs.
+    target_us: u64,
     /// Verdict of the last finished window.
     overloaded: AtomicBool,
     /// Most connections in set-up admitted at once (see the module docs).
@@ -112,14 +121,15 @@ pub const MIN_SAMPLES: u32 = 16;
 /// Fewest samples in a window for it to move the set-up limit: fewer say
 /// little about the median.
 const MIN_LIMIT_SAMPLES: u32 = 8;
-/// Most the baseline (the fastest set-up of recent windows) rises per
-/// window, µs: 1 ms per 100 ms window follows clients that moved 150 ms
-/// farther away within 15 s, while a queue that adds 50 ms in under five
-/// seconds still cuts the limit.
-const BASE_CREEP_US: u64 = 1_000;
+/// Most the baseline rises per window, µs: at the default 100 ms window,
+/// 1 ms a window follows clients that moved 150 ms farther away within
+/// 15 s of windows that left the limit unused.
+pub const BASE_CREEP_US: u64 = 1_000;
 /// The limit is never cut below this, so a node keeps admitting (and
-/// measuring) however slow its set-ups are.
-const MIN_LIMIT: usize = 8;
+/// measuring) however slow its set-ups are, and a fleet whose round trips
+/// differ by more than the target (which the median reads as queueing)
+/// still connects at 32 × (1 / set-up time) a second.
+const MIN_LIMIT: usize = 32;
 
 impl Admission {
     /// A controller whose first window starts at `now`.
@@ -129,10 +139,10 @@ impl Admission {
             epoch: now,
             window_start_us: AtomicU64::new(0),
             window_min_us: AtomicU64::new(u64::MAX),
-            window_samples: AtomicU32::new(0),
-            window_over: AtomicU32::new(0),
+            window_counts: AtomicU64::new(0),
             // No window judged yet: nothing counts as over until one is.
             base_us: AtomicU64::new(u64::MAX),
+            target_us: u64::try_from(settings.target.as_micros()).unwrap_or(u64::MAX),
             overloaded: AtomicBool::new(false),
             limit: AtomicUsize::new(INITIAL_LIMIT),
             peak: AtomicUsize::new(0),
@@ -150,8 +160,7 @@ impl Admission {
     }
 
     /// Whether to admit a new connection at `now`, with `in_setup`
-    /// connections already in set-up: below the current limit and not
-    /// overloaded.
+    /// connections already in set-up: below the current limit.
     pub fn admit(&self, now: Instant, in_setup: usize) -> bool {
         if !self.enabled() {
             return true;
@@ -187,11 +196,13 @@ impl Admission {
         self.roll(now);
         let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX - 1);
         self.window_min_us.fetch_min(us, Ordering::Relaxed);
-        self.window_samples.fetch_add(1, Ordering::Relaxed);
-        let target = u64::try_from(self.settings.target.as_micros()).unwrap_or(u64::MAX);
-        if us > self.base_us.load(Ordering::Relaxed).saturating_add(target) {
-            self.window_over.fetch_add(1, Ordering::Relaxed);
-        }
+        let over = us
+            > self
+                .base_us
+                .load(Ordering::Relaxed)
+                .saturating_add(self.target_us);
+        self.window_counts
+            .fetch_add(1 | (u64::from(over) << 32), Ordering::Relaxed);
     }
 
     /// Whether to shed new work at `now`.
@@ -204,8 +215,9 @@ impl Admission {
     }
 
     /// Closes the current window if `interval` has passed: its smallest
-    /// delay decides the next window. One thread wins the compare-exchange;
-    /// the others see the new window.
+    /// delay decides the verdict for the next window, its median (against
+    /// the baseline) the set-up limit. One thread wins the
+    /// compare-exchange; the others see the new window.
     fn roll(&self, now: Instant) {
         let t = u64::try_from(now.saturating_duration_since(self.epoch).as_micros())
             .unwrap_or(u64::MAX);
@@ -222,37 +234,42 @@ impl Admission {
             return;
         }
         let min = self.window_min_us.swap(u64::MAX, Ordering::AcqRel);
-        let samples = self.window_samples.swap(0, Ordering::AcqRel);
-        let over_target = self.window_over.swap(0, Ordering::AcqRel);
+        let counts = self.window_counts.swap(0, Ordering::AcqRel);
+        let (samples, over_target) = (counts & u64::from(u32::MAX), counts >> 32);
         // A window that ended more than one interval ago says nothing about
         // now, and one without samples means nothing waited: both admit.
         let stale = t >= start.saturating_add(interval.saturating_mul(2));
-        let target = u64::try_from(self.settings.target.as_micros()).unwrap_or(u64::MAX);
         // A standing queue needs traffic: a few slow requests on an idle
         // node (a slow fsync, a debug build) are not overload.
-        let over = !stale && samples >= MIN_SAMPLES && min > target;
+        let over = !stale && samples >= u64::from(MIN_SAMPLES) && min > self.target_us;
         self.overloaded.store(over, Ordering::Relaxed);
         let peak = self.peak.swap(0, Ordering::Relaxed);
         let limit = self.limit.load(Ordering::Relaxed);
+        // The limit was used: the window's set-ups could have queued on
+        // each other. Only then do its delays say anything about the limit.
+        let used = peak * 2 >= limit;
         if min != u64::MAX {
-            // Down at once, up by at most BASE_CREEP_US a window: a fleet's
-            // round trip changes over minutes, a queue builds in seconds.
+            // Down at once; up by at most BASE_CREEP_US, and only from a
+            // window that left the limit unused, so a queue of set-ups
+            // cannot lift it while a fleet that moved away can.
             let base = self.base_us.load(Ordering::Relaxed);
             let next = if base == u64::MAX {
                 min
+            } else if used {
+                min.min(base)
             } else {
                 min.min(base.saturating_add(BASE_CREEP_US))
             };
             self.base_us.store(next, Ordering::Relaxed);
         }
-        // The median: more than half over target (above the last fastest)
-        // cuts, fewer than a quarter raises (when the limit was used),
-        // between holds. Not the verdict: every client far away makes
+        // The median: more than half over the baseline plus target cuts,
+        // fewer than a quarter raises, between holds; both only when the
+        // limit was used. Not the verdict: every client far away makes
         // every sample slow alike.
-        let judged = !stale && samples >= MIN_LIMIT_SAMPLES;
+        let judged = !stale && used && samples >= u64::from(MIN_LIMIT_SAMPLES);
         let next = if judged && over_target * 2 > samples {
             (limit - limit / 4).max(self.min_limit)
-        } else if !stale && samples > 0 && over_target * 4 < samples && peak * 2 >= limit {
+        } else if !stale && used && samples > 0 && over_target * 4 < samples {
             (limit + (limit / 8).max(1)).min(self.max_limit)
         } else {
             limit
@@ -404,6 +421,7 @@ mod tests {
         assert!(a.admit(t0 + ms(110), 0));
         assert_eq!(a.limit(), 128);
         mixed(&a, t0 + ms(120), 12, 4);
+        assert!(a.admit(t0 + ms(130), 127), "the limit is used");
         assert!(a.admit(t0 + ms(210), 0));
         assert_eq!(a.limit(), 96, "three quarters of 128");
         assert!(
@@ -416,18 +434,30 @@ mod tests {
     fn a_few_slow_set_ups_neither_cut_nor_raise_and_a_quick_majority_raises() {
         let t0 = crate::clock::instant();
         let a = ctl(t0);
-        // Between a quarter and a half over target: hold, even though the
-        // window used the limit.
-        mixed(&a, t0 + ms(10), 6, 10);
-        assert!(a.admit(t0 + ms(110), 127));
+        // A quick window that leaves the limit unused sets the baseline
+        // (5 ms) and moves nothing.
+        mixed(&a, t0 + ms(10), 0, 16);
+        assert!(a.admit(t0 + ms(110), 0));
         assert_eq!(a.limit(), 128);
-        // One slow client among many quick ones: raise (the limit was used).
-        mixed(&a, t0 + ms(120), 1, 15);
+        // Between a quarter and a half over target, the limit used: hold.
+        mixed(&a, t0 + ms(120), 6, 10);
+        assert!(a.admit(t0 + ms(130), 127));
         assert!(a.admit(t0 + ms(210), 0));
+        assert_eq!(a.limit(), 128);
+        // One slow client among many quick ones, the limit used: raise.
+        mixed(&a, t0 + ms(220), 1, 15);
+        assert!(a.admit(t0 + ms(230), 127));
+        assert!(a.admit(t0 + ms(310), 0));
         assert_eq!(a.limit(), 144);
         // Too few samples to say where the median is: hold.
-        mixed(&a, t0 + ms(220), 7, 0);
-        assert!(a.admit(t0 + ms(310), 0));
+        mixed(&a, t0 + ms(320), 7, 0);
+        assert!(a.admit(t0 + ms(330), 143));
+        assert!(a.admit(t0 + ms(410), 0));
+        assert_eq!(a.limit(), 144);
+        // Slow, but the limit unused: the set-ups were not queued on each
+        // other, so no cut.
+        mixed(&a, t0 + ms(420), 16, 0);
+        assert!(a.admit(t0 + ms(510), 0));
         assert_eq!(a.limit(), 144);
     }
 
@@ -442,20 +472,49 @@ mod tests {
             for i in 0..16u64 {
                 a.observe(t, ms(150 + i * 2));
             }
-            assert!(a.admit(t + ms(1), 0));
+            assert!(a.admit(t + ms(1), a.limit() - 1));
         }
         assert!(a.limit() >= INITIAL_LIMIT, "limit {}", a.limit());
         // Queueing on top of the distance: the typical set-up 120 ms more
         // than the fastest, and the limit falls.
+        let before = a.limit();
         for w in 10..14u64 {
             let t = t0 + ms(100 * w + 10);
             a.observe(t, ms(150));
             for _ in 0..15 {
                 a.observe(t, ms(270));
             }
+            assert!(!a.admit(t + ms(1), a.limit()));
+        }
+        assert!(a.limit() < before, "limit {} from {before}", a.limit());
+    }
+
+    #[test]
+    fn a_queue_that_slows_every_set_up_alike_does_not_lift_the_baseline() {
+        // Baseline 5 ms, then every set-up 120 ms while the limit is used:
+        // the limit keeps falling to the floor and the baseline stays. Had
+        // it crept up with these windows (1 ms each), the cuts would stop.
+        let t0 = crate::clock::instant();
+        let a = ctl(t0);
+        mixed(&a, t0 + ms(10), 0, 16);
+        for w in 1..100u64 {
+            let t = t0 + ms(100 * w + 10);
+            for _ in 0..16 {
+                a.observe(t, ms(120));
+            }
+            assert!(!a.admit(t + ms(1), a.limit()));
+        }
+        assert_eq!(a.limit(), MIN_LIMIT);
+        assert_eq!(a.base_us.load(Ordering::Relaxed), 5_000);
+        // Once the limit is left unused, the baseline follows the new
+        // round trip up, 1 ms a window (nine windows judged here: the
+        // first of these loops judges the last used one).
+        for w in 100..110u64 {
+            let t = t0 + ms(100 * w + 10);
+            a.observe(t, ms(120));
             assert!(a.admit(t + ms(1), 0));
         }
-        assert!(a.limit() < INITIAL_LIMIT, "limit {}", a.limit());
+        assert_eq!(a.base_us.load(Ordering::Relaxed), 5_000 + 9 * BASE_CREEP_US);
     }
 
     #[test]

@@ -206,7 +206,8 @@ pub enum Lane {
 #[derive(Debug)]
 struct SetupLane {
     /// Admission control on connection set-up delay (`Incoming` → Hello
-    /// authenticated): refuses new connections while over target.
+    /// authenticated): its limit on connections in set-up refuses new
+    /// ones while the typical set-up is over target.
     admission: Admission,
     handshaking: Arc<AtomicUsize>,
     awaiting_hello: AwaitingHello,
@@ -783,8 +784,8 @@ async fn handle_connection(
     // in flight share the CPU and each one slows (the queue is the set of
     // handshakes, not a line before them). One round trip of it is the
     // client's (docs/OPERATIONS.md, "Clients far away"). The window's
-    // minimum keeps one slow client from counting as overload, its median
-    // from moving the set-up limit (`admission.rs`).
+    // median, measured from the fastest recent set-up, moves the set-up
+    // limit (`admission.rs`).
     let authed = clock::instant();
     let setup_delay = authed.saturating_duration_since(arrived);
     ctx.lane(lane).admission.observe(authed, setup_delay);
