@@ -89,10 +89,28 @@ async fn held_punch_streams_without_fin_do_not_starve_another_device() {
 /// device was refused meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_handshakes_filling_the_set_up_bound_do_not_lock_out_real_devices() {
-    const SET_UP: usize = 4;
+    silent_handshakes_do_not_lock_out_real_devices(Some(4), 4).await;
+}
+
+/// The same with the default bound (8192): admission control's own limit
+/// on connections in set-up (128 at start) was full first, and it refused
+/// before the eviction behind the hard bound was ever tried, so 128
+/// silent handshakes every Hello deadline locked every real device out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_handshakes_filling_the_admission_limit_do_not_lock_out_real_devices() {
+    silent_handshakes_do_not_lock_out_real_devices(None, fencegate::edge::admission::INITIAL_LIMIT)
+        .await;
+}
+
+/// Fills the set-up slots with `silent` handshakes that send no Hello
+/// (`bound`: `quic.max_handshakes_in_flight`, or the default), then shows
+/// two real devices getting in, each by evicting the oldest silent one.
+async fn silent_handshakes_do_not_lock_out_real_devices(bound: Option<usize>, silent_n: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::config(dir.path());
-    cfg.quic.max_handshakes_in_flight = SET_UP;
+    if let Some(b) = bound {
+        cfg.quic.max_handshakes_in_flight = b;
+    }
     // Long, so that getting in cannot be the deadline freeing a slot.
     cfg.quic.hello_timeout = Duration::from_secs(30);
     let node = Node::start_with(dir, cfg).await;
@@ -100,7 +118,7 @@ async fn silent_handshakes_filling_the_set_up_bound_do_not_lock_out_real_devices
     let evicted_before = metric(evicted);
 
     let mut silent = Vec::new();
-    for _ in 0..SET_UP {
+    for _ in 0..silent_n {
         silent.push(node.connector.handshake().await.unwrap());
     }
     // Past the eviction grace: these are idle, not one round trip from

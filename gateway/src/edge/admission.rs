@@ -113,7 +113,7 @@ pub struct Admission {
 /// The set-up limit a node starts with: low enough that a 9:00 burst on a
 /// fresh node does not start as a pile of slow handshakes, and raised by an
 /// eighth per window while set-ups stay quick.
-const INITIAL_LIMIT: usize = 128;
+pub const INITIAL_LIMIT: usize = 128;
 /// Fewest samples in a window for it to count as overloaded: at the
 /// rates where overload happens (hundreds of punches or set-ups per second)
 /// a 100 ms window holds dozens.
@@ -152,7 +152,8 @@ impl Admission {
     }
 
     /// The same, with the set-up limit never above `max` (the hard bound,
-    /// `quic.max_handshakes_in_flight`).
+    /// `quic.max_handshakes_in_flight`), or above the floor if `max` is
+    /// below it.
     pub fn with_max_limit(mut self, max: usize) -> Self {
         self.max_limit = max.max(self.min_limit);
         self.limit = AtomicUsize::new(INITIAL_LIMIT.clamp(self.min_limit, self.max_limit));
@@ -527,7 +528,10 @@ mod tests {
             },
             t0,
         );
-        a.observe(t0, Duration::from_secs(10));
-        assert!(!a.overloaded(t0 + Duration::from_secs(1)));
+        for _ in 0..MIN_SAMPLES {
+            a.observe(t0 + ms(10), Duration::from_secs(10));
+        }
+        assert!(!a.overloaded(t0 + ms(110)));
+        assert!(a.admit(t0 + ms(120), usize::MAX - 1), "no limit either");
     }
 }

@@ -206,8 +206,8 @@ pub enum Lane {
 #[derive(Debug)]
 struct SetupLane {
     /// Admission control on connection set-up delay (`Incoming` → Hello
-    /// authenticated): its limit on connections in set-up refuses new
-    /// ones while the typical set-up is over target.
+    /// authenticated): its limit on connections in set-up, which falls
+    /// while the typical set-up is over target, refuses new ones when full.
     admission: Admission,
     handshaking: Arc<AtomicUsize>,
     awaiting_hello: AwaitingHello,
@@ -411,40 +411,47 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint, lane
         // start of this connection's wait for the runtime.
         let arrived = clock::instant();
         let setup = ctx.lane(lane);
-        let admitted = setup.admission.admit(arrived, ctx.handshaking(lane));
+        let in_setup = ctx.handshaking(lane);
+        let admitted = setup.admission.admit(arrived, in_setup);
         ctx.metrics.setup_limit[lane as usize].set(setup.admission.limit() as f64);
-        if !admitted || ctx.punch_admission.overloaded(arrived) {
-            // The node's own queue stood above target for a whole interval:
-            // refuse before any key exchange (the client sees
-            // CONNECTION_REFUSED and backs off, docs/PROTOCOL.md §9). A
-            // refused Initial costs a fraction of a handshake.
+        if ctx.punch_admission.overloaded(arrived) {
+            // Punches stood above target for a whole interval: refuse
+            // before any key exchange (the client sees CONNECTION_REFUSED
+            // and backs off, docs/PROTOCOL.md §9). A refused Initial costs
+            // a fraction of a handshake.
             ctx.metrics.shed(RefusedOn::Connection, Reason::Overloaded);
             incoming.refuse();
             continue;
         }
-        if ctx.handshaking(lane) >= ctx.settings.max_handshakes_in_flight {
+        if !admitted || in_setup >= ctx.settings.max_handshakes_in_flight {
+            // The set-up limit (admission control's, or the hard bound)
+            // is full. If one of its holders finished its handshake long
+            // enough ago to have sent a Hello, it is idle (or hostile):
+            // keeping it would lock real devices out until its Hello
+            // deadline, and idle holders send no set-up samples, so the
+            // limit would never rise. Its task sees the close and frees
+            // the slot; this connection takes it meanwhile.
             if let Some(idle) = setup
                 .awaiting_hello
                 .evict_oldest(arrived, ctx.settings.hello_evict_grace)
             {
-                // The bound is full and one of its holders finished its
-                // handshake long enough ago to have sent a Hello: it is
-                // idle (or hostile), and keeping it would lock real devices
-                // out until its Hello deadline. Its task sees the close and
-                // frees the slot; this connection takes it meanwhile.
                 ctx.metrics.handshakes_evicted.increment(1);
                 close_with(
                     &idle,
                     close::AUTH_TIMEOUT,
                     "AUTH_TIMEOUT",
-                    &"evicted: no Hello while the set-up bound was full",
+                    &"evicted: no Hello while the set-up limit was full",
                 );
             } else {
-                // Shedding here costs one Initial packet. Accepting would
-                // queue the handshake behind hundreds of others, past the
-                // point where its client gives up, and spend a key exchange
-                // for nothing.
-                ctx.metrics.handshakes_shed.increment(1);
+                // Every holder is really setting up. Shedding here costs
+                // one Initial packet; accepting would queue the handshake
+                // behind the others, past the point where its client gives
+                // up, and spend a key exchange for nothing.
+                if admitted {
+                    ctx.metrics.handshakes_shed.increment(1);
+                } else {
+                    ctx.metrics.shed(RefusedOn::Connection, Reason::Overloaded);
+                }
                 incoming.refuse();
                 continue;
             }
