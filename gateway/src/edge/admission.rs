@@ -50,6 +50,17 @@
 //! distance every client shares. One slow client moves a median no more
 //! than a minimum.
 //!
+//! After the limit moves, it is judged again only by a window in which at
+//! least half the set-ups *started* after the move. A set-up that began
+//! under the old limit shows the old limit's queue: had it counted, one
+//! slow group admitted before a cut would cut again in each window it
+//! took to finish, halving the limit for one overload, as a sender that
+//! halved its window once per lost packet rather than once per round trip
+//! would. So the limit moves at most about once per typical set-up time.
+//! Such a window is judged on all its samples, not only the new ones: the
+//! set-ups that started since the move and already finished are the
+//! quick ones, and counting only them would read every queue as short.
+//!
 //! It is pure: callers pass `now` (an instant they already read for their
 //! own latency metric), and state is a few atomics, so there is no lock,
 //! allocation or clock read per record.
@@ -93,6 +104,11 @@ pub struct Admission {
     /// the baseline plus `target` (high 32 bits): one word, so a window
     /// roll never splits a sample from its verdict.
     window_counts: AtomicU64,
+    /// Of the window's samples, those that started after the limit last
+    /// moved.
+    window_fresh: AtomicU64,
+    /// When the limit last moved, µs since `epoch` (module docs).
+    last_change_us: AtomicU64,
     /// The baseline, µs (module docs): the part of a set-up that is the
     /// nearest clients' round trip, not queueing; `u64::MAX` before the
     /// first window with samples.
@@ -140,6 +156,8 @@ impl Admission {
             window_start_us: AtomicU64::new(0),
             window_min_us: AtomicU64::new(u64::MAX),
             window_counts: AtomicU64::new(0),
+            window_fresh: AtomicU64::new(0),
+            last_change_us: AtomicU64::new(0),
             // No window judged yet: nothing counts as over until one is.
             base_us: AtomicU64::new(u64::MAX),
             target_us: u64::try_from(settings.target.as_micros()).unwrap_or(u64::MAX),
@@ -197,6 +215,10 @@ impl Admission {
         self.roll(now);
         let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX - 1);
         self.window_min_us.fetch_min(us, Ordering::Relaxed);
+        let started = self.micros(now).saturating_sub(us);
+        if started >= self.last_change_us.load(Ordering::Relaxed) {
+            self.window_fresh.fetch_add(1, Ordering::Relaxed);
+        }
         let over = us
             > self
                 .base_us
@@ -220,8 +242,7 @@ impl Admission {
     /// the baseline) the set-up limit. One thread wins the
     /// compare-exchange; the others see the new window.
     fn roll(&self, now: Instant) {
-        let t = u64::try_from(now.saturating_duration_since(self.epoch).as_micros())
-            .unwrap_or(u64::MAX);
+        let t = self.micros(now);
         let start = self.window_start_us.load(Ordering::Relaxed);
         let interval = u64::try_from(self.settings.interval.as_micros()).unwrap_or(u64::MAX);
         if t < start.saturating_add(interval) {
@@ -236,6 +257,7 @@ impl Admission {
         }
         let min = self.window_min_us.swap(u64::MAX, Ordering::AcqRel);
         let counts = self.window_counts.swap(0, Ordering::AcqRel);
+        let fresh = self.window_fresh.swap(0, Ordering::AcqRel);
         let (samples, over_target) = (counts & u64::from(u32::MAX), counts >> 32);
         // A window that ended more than one interval ago says nothing about
         // now, and one without samples means nothing waited: both admit.
@@ -265,17 +287,27 @@ impl Admission {
         }
         // The median: more than half over the baseline plus target cuts,
         // fewer than a quarter raises, between holds; both only when the
-        // limit was used. Not the verdict: every client far away makes
-        // every sample slow alike.
-        let judged = !stale && used && samples >= u64::from(MIN_LIMIT_SAMPLES);
+        // limit was used, and only by a window mostly of set-ups that
+        // started after its last move. Not the verdict: every client far
+        // away makes every sample slow alike.
+        let current = !stale && used && fresh * 2 >= samples;
+        let judged = current && samples >= u64::from(MIN_LIMIT_SAMPLES);
         let next = if judged && over_target * 2 > samples {
             (limit - limit / 4).max(self.min_limit)
-        } else if !stale && used && samples > 0 && over_target * 4 < samples {
+        } else if current && samples > 0 && over_target * 4 < samples {
             (limit + (limit / 8).max(1)).min(self.max_limit)
         } else {
             limit
         };
-        self.limit.store(next, Ordering::Relaxed);
+        if next != limit {
+            self.limit.store(next, Ordering::Relaxed);
+            self.last_change_us.store(t, Ordering::Relaxed);
+        }
+    }
+
+    /// `now` in µs since `epoch`.
+    fn micros(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX)
     }
 }
 
@@ -362,13 +394,15 @@ mod tests {
     #[test]
     fn the_set_up_limit_falls_while_over_target_and_rises_while_used_and_quick() {
         let t0 = crate::clock::instant();
-        // One window per 100 ms step: a sample, then a connection attempt
-        // with `in_setup` already in set-up; the next step's first call
-        // closes the window.
+        // One window per 100 ms step: its first call closes the window
+        // before; samples late in it (a set-up of `delay` < 90 ms started
+        // after that roll and any move of the limit in it), then a
+        // connection attempt with `in_setup` already in set-up.
         let step = |a: &Admission, i: u64, delay: u64, in_setup: Option<usize>| {
             let t = t0 + ms(100 * i);
-            slow(a, t, ms(delay));
-            a.admit(t + ms(1), in_setup.unwrap_or(a.limit() - 1))
+            let _ = a.overloaded(t);
+            slow(a, t + ms(90), ms(delay));
+            a.admit(t + ms(91), in_setup.unwrap_or(a.limit() - 1))
         };
         let a = ctl(t0).with_max_limit(200);
         assert_eq!(a.limit(), 128);
@@ -377,14 +411,15 @@ mod tests {
         // A quick window that used the limit: the baseline is 5 ms, and
         // 128 → 144.
         mixed(&a, t0 + ms(10), 0, 16);
-        // Slow windows: 144 → 108 → 81 → 61, then the floor.
+        // Slow windows (each set-up started after the last cut): 144 → 108
+        // → 81 → 61, then the floor.
         for i in 1..=4 {
-            step(&a, i, 200, None);
+            step(&a, i, 80, None);
         }
         assert_eq!(a.limit(), 61);
         assert!(!a.admit(t0 + ms(402), 61));
         for i in 5..=20 {
-            step(&a, i, 200, None);
+            step(&a, i, 80, None);
         }
         assert_eq!(a.limit(), MIN_LIMIT);
         // Quick windows that use the limit raise it, up to the hard bound.
@@ -400,10 +435,11 @@ mod tests {
         assert_eq!(b.limit(), INITIAL_LIMIT);
     }
 
-    /// One window at `t`: `slow_n` samples of 200 ms, `quick_n` of 5 ms.
+    /// One window at `t`: `slow_n` samples of 60 ms (over the 5 ms
+    /// baseline plus the 50 ms target), `quick_n` of 5 ms.
     fn mixed(a: &Admission, t: Instant, slow_n: u32, quick_n: u32) {
         for _ in 0..slow_n {
-            a.observe(t, ms(200));
+            a.observe(t, ms(60));
         }
         for _ in 0..quick_n {
             a.observe(t, ms(5));
@@ -451,8 +487,8 @@ mod tests {
         assert!(a.admit(t0 + ms(310), 0));
         assert_eq!(a.limit(), 144);
         // Too few samples to say where the median is: hold.
-        mixed(&a, t0 + ms(320), 7, 0);
-        assert!(a.admit(t0 + ms(330), 143));
+        mixed(&a, t0 + ms(380), 7, 0);
+        assert!(a.admit(t0 + ms(385), 143));
         assert!(a.admit(t0 + ms(410), 0));
         assert_eq!(a.limit(), 144);
         // Slow, but the limit unused: the set-ups were not queued on each
@@ -479,7 +515,7 @@ mod tests {
         // Queueing on top of the distance: the typical set-up 120 ms more
         // than the fastest, and the limit falls.
         let before = a.limit();
-        for w in 10..14u64 {
+        for w in 10..20u64 {
             let t = t0 + ms(100 * w + 10);
             a.observe(t, ms(150));
             for _ in 0..15 {
@@ -516,6 +552,40 @@ mod tests {
             assert!(a.admit(t + ms(1), 0));
         }
         assert_eq!(a.base_us.load(Ordering::Relaxed), 5_000 + 9 * BASE_CREEP_US);
+    }
+
+    #[test]
+    fn a_slow_group_admitted_before_a_cut_cuts_once_not_in_every_window_it_finishes() {
+        // Set-ups of 250 ms finish over several 100 ms windows; those that
+        // started under the old limit say nothing about the new one.
+        let t0 = crate::clock::instant();
+        let a = ctl(t0);
+        let window = |at: u64, in_setup: usize| {
+            for _ in 0..16 {
+                a.observe(t0 + ms(at), ms(250));
+            }
+            assert!(!a.admit(t0 + ms(at + 5), in_setup + 1));
+        };
+        mixed(&a, t0 + ms(10), 0, 16);
+        assert!(a.admit(t0 + ms(110), 0), "baseline 5 ms, limit unused");
+        window(200, 127);
+        assert!(a.admit(t0 + ms(210), 0));
+        assert_eq!(a.limit(), 96, "cut once: 128 → 96");
+        // Two windows of set-ups that started before the cut: hold,
+        // though the limit is used and the overload verdict sees them.
+        window(300, 95);
+        assert!(
+            a.overloaded(t0 + ms(310)),
+            "the verdict counts every sample"
+        );
+        assert_eq!(a.limit(), 96);
+        window(400, 95);
+        assert!(a.admit(t0 + ms(410), 0));
+        assert_eq!(a.limit(), 96);
+        // Set-ups that started after the cut and are still slow: cut again.
+        window(500, 95);
+        assert!(a.admit(t0 + ms(510), 0));
+        assert_eq!(a.limit(), 72);
     }
 
     #[test]
