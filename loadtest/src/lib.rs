@@ -98,6 +98,13 @@ pub struct Options {
     /// machine it competes with the gateway's punch lane and the
     /// harness's own punches (docs/LOADTEST.md, "Punches beside a fleet").
     pub fleet_nice: i32,
+    /// Nice value of every harness client thread, punches and fleet alike
+    /// (0: none; a fleet beside punches takes the larger of this and
+    /// `fleet_nice`). The clients stand for devices, which in a deployment
+    /// are other machines: on one machine their handshakes take the CPU
+    /// the built-in gateway serves them with (docs/LOADTEST.md, "Clients
+    /// that are devices").
+    pub client_nice: i32,
     /// Salt for the run's ids (default: random).
     pub run_salt: Option<u32>,
 }
@@ -177,9 +184,9 @@ pub(crate) fn run_on(
     };
 
     let fleet_nice = if s.punch.is_some() && s.fleet.is_some() {
-        opts.fleet_nice
+        opts.fleet_nice.max(opts.client_nice)
     } else {
-        0
+        opts.client_nice
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores)
@@ -199,6 +206,9 @@ pub(crate) fn run_on(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .thread_name("load-punch")
+                .on_thread_start(fencegate::edge::priority::shared_lane_hook(
+                    opts.client_nice,
+                ))
                 .enable_all()
                 .build()
                 .context("cannot start the harness's punch runtime")?,

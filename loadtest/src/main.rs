@@ -150,6 +150,11 @@ struct Cli {
     /// keeps them equal.
     #[arg(long, value_name = "NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
     fleet_nice: i32,
+    /// The nice value (0 to 19) of every harness client thread, so that
+    /// the clients, which stand for devices on other machines, leave the
+    /// CPU to the built-in gateway first. 0 keeps them equal.
+    #[arg(long, value_name = "NICE", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    client_nice: i32,
     /// Folder for the built-in gateway's temporary data (default: the
     /// system temp folder). Put it on the disk you want fsyncs measured on.
     #[arg(long, value_name = "DIR", conflicts_with = "target")]
@@ -285,6 +290,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         progress: !cli.quiet,
         client_endpoints: cli.client_endpoints,
         fleet_nice: cli.fleet_nice,
+        client_nice: cli.client_nice,
         run_salt: None,
     };
     let report = fencegate_load::run(&scenario, &opts)?;

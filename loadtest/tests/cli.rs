@@ -326,3 +326,62 @@ fn two_targets_from_the_command_line() {
         "{source}"
     );
 }
+
+/// The nice value in a `/proc/.../stat` line (field 19; the name in
+/// parentheses may hold spaces, so fields are counted after its `)`).
+#[cfg(target_os = "linux")]
+fn nice_of(stat: &str) -> i32 {
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
+/// `--client-nice` lowers the harness's client threads and leaves the
+/// built-in gateway's at the process's priority, as `ps` shows them while
+/// the run goes on.
+#[cfg(target_os = "linux")]
+#[test]
+fn client_nice_lowers_the_clients_and_not_the_gateway() {
+    let mut child = bin()
+        .args(["--scenario", &scenario("punch-steady")])
+        .args(["--duration", "6", "--employees", "300", "--quiet"])
+        .args(["--client-nice", "7"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen: Vec<(String, i32)> = Vec::new();
+    // Both runtimes are up once a thread of each is named.
+    while std::time::Instant::now() < deadline {
+        seen.clear();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            break; // the run ended
+        };
+        for t in tasks {
+            let t = t.unwrap().path();
+            if let (Ok(comm), Ok(stat)) = (
+                std::fs::read_to_string(t.join("comm")),
+                std::fs::read_to_string(t.join("stat")),
+            ) {
+                seen.push((comm.trim().to_owned(), nice_of(&stat)));
+            }
+        }
+        if seen.iter().any(|(n, _)| n == "load") && seen.iter().any(|(n, _)| n == "gateway") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let of = |name: &str| -> Vec<i32> {
+        seen.iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    let (load, gateway) = (of("load"), of("gateway"));
+    assert!(!load.is_empty() && !gateway.is_empty(), "threads: {seen:?}");
+    assert!(load.iter().all(|&v| v == 7), "client threads: {seen:?}");
+    assert!(gateway.iter().all(|&v| v == 0), "gateway threads: {seen:?}");
+}

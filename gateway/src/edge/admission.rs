@@ -56,7 +56,8 @@
 //! slow group admitted before a cut would cut again in each window it
 //! took to finish, halving the limit for one overload, as a sender that
 //! halved its window once per lost packet rather than once per round trip
-//! would. So the limit moves at most about once per typical set-up time.
+//! would. So the limit moves at most once per window or per typical
+//! set-up time, whichever is longer.
 //! Such a window is judged on all its samples, not only the new ones: the
 //! set-ups that started since the move and already finished are the
 //! quick ones, and counting only them would read every queue as short.
@@ -105,7 +106,9 @@ pub struct Admission {
     /// roll never splits a sample from its verdict.
     window_counts: AtomicU64,
     /// Of the window's samples, those that started after the limit last
-    /// moved.
+    /// moved. A word of its own: a sample landing during a roll may count
+    /// here in one window and in `window_counts` in the next, which moves
+    /// the "at least half fresh" test by one sample at most.
     window_fresh: AtomicU64,
     /// When the limit last moved, µs since `epoch` (module docs).
     last_change_us: AtomicU64,
@@ -128,7 +131,8 @@ pub struct Admission {
 
 /// The set-up limit a node starts with: low enough that a 9:00 burst on a
 /// fresh node does not start as a pile of slow handshakes, and raised by an
-/// eighth per window while set-ups stay quick.
+/// eighth per window while set-ups stay quick (per set-up time when a
+/// set-up takes longer than a window: module docs).
 pub const INITIAL_LIMIT: usize = 128;
 /// Fewest samples in a window for it to count as overloaded: at the
 /// rates where overload happens (hundreds of punches or set-ups per second)
@@ -417,7 +421,7 @@ mod tests {
             step(&a, i, 80, None);
         }
         assert_eq!(a.limit(), 61);
-        assert!(!a.admit(t0 + ms(402), 61));
+        assert!(!a.admit(t0 + ms(492), 61));
         for i in 5..=20 {
             step(&a, i, 80, None);
         }
