@@ -343,31 +343,44 @@ fn nice_of(stat: &str) -> i32 {
 fn client_nice_lowers_the_clients_and_not_the_gateway() {
     let mut child = bin()
         .args(["--scenario", &scenario("punch-steady")])
-        .args(["--duration", "6", "--employees", "300", "--quiet"])
+        .args(["--duration", "10", "--employees", "500", "--quiet"])
         .args(["--client-nice", "7"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let pid = child.id();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut seen: Vec<(String, i32)> = Vec::new();
-    // Both runtimes are up once a thread of each is named.
-    while std::time::Instant::now() < deadline {
-        seen.clear();
+    // A thread is named before its start hook lowers it: look until every
+    // client thread is lowered and the gateway's threads are up, at most
+    // 30 s (or until the run ends), then judge the last look.
+    for _ in 0..600 {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             break; // the run ended
         };
+        let mut now = Vec::new();
         for t in tasks {
             let t = t.unwrap().path();
             if let (Ok(comm), Ok(stat)) = (
                 std::fs::read_to_string(t.join("comm")),
                 std::fs::read_to_string(t.join("stat")),
             ) {
-                seen.push((comm.trim().to_owned(), nice_of(&stat)));
+                now.push((comm.trim().to_owned(), nice_of(&stat)));
             }
         }
-        if seen.iter().any(|(n, _)| n == "load") && seen.iter().any(|(n, _)| n == "gateway") {
+        if now.is_empty() {
+            break;
+        }
+        seen = now;
+        let load: Vec<i32> = seen
+            .iter()
+            .filter(|(n, _)| n == "load")
+            .map(|(_, v)| *v)
+            .collect();
+        if !load.is_empty()
+            && load.iter().all(|&v| v == 7)
+            && seen.iter().any(|(n, _)| n == "gateway")
+        {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
