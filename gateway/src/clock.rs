@@ -11,6 +11,14 @@ pub fn unix_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Wall-clock time, unix microseconds.
+#[allow(clippy::disallowed_methods, reason = "the edge's one wall-clock read")]
+pub fn unix_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// A monotonic instant, for latency measurement at the edge.
 #[allow(
     clippy::disallowed_methods,

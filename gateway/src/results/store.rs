@@ -796,11 +796,7 @@ async fn note_outbox<'a>(
         .collect();
     let keys: Vec<_> = keys.into_iter().collect();
     let sqlite = is_sqlite(tx);
-    // A new note's seq is the time in microseconds, not 0: a note made
-    // after another was sent and forgotten must not repeat the seq a
-    // publisher (another node's) read before, or that publisher would
-    // forget the new note with its own delete.
-    let seq = crate::clock::unix_ms().saturating_mul(1_000);
+    let seq = fresh_outbox_seq();
     for chunk in keys.chunks(1_000) {
         let sql = format!(
             "INSERT INTO day_outbox (tenant, date, employee, seq) VALUES {} \
@@ -814,6 +810,26 @@ async fn note_outbox<'a>(
         q.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// The seq of a new `day_outbox` note: the time in microseconds, and above
+/// every seq this process handed out before. A note made after another was
+/// sent and forgotten must not repeat the seq a publisher (another node's)
+/// read before, or that publisher would forget the new note with its own
+/// delete; and the record id follows the seq, so a day noted again with
+/// the same content must get a new one or the downstream drops it as a
+/// copy. The clock alone repeats within its tick (two notes in one
+/// millisecond made one id); the process-wide floor does not.
+fn fresh_outbox_seq() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = crate::clock::unix_us();
+    let prev = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last.saturating_add(1)))
+        })
+        .expect("the closure always returns Some");
+    now.max(prev.saturating_add(1))
 }
 
 /// The `results_meta` key a bulk rebuild (`results/bulk.rs`) sets before
@@ -1162,8 +1178,7 @@ impl ResultsStore {
             .execute(&mut *tx)
             .await?;
         let sqlite = is_sqlite(&mut tx);
-        // New notes: a seq no publisher has read (see `note_outbox`).
-        let seq = crate::clock::unix_ms().saturating_mul(1_000);
+        let seq = fresh_outbox_seq();
         for chunk in keep.chunks(1_000) {
             let sql = format!(
                 "INSERT INTO day_outbox (tenant, date, employee, seq) VALUES {}",
@@ -1956,6 +1971,17 @@ mod tests {
     /// A store of the previous schema version (5: narrower indexes) is
     /// dropped and made again on open, as every version change is: its
     /// rows are a view, which the materializer rebuilds from the log.
+    /// Two notes made within one clock tick get two seqs (and so two
+    /// record ids): a day changed and changed back quickly is not dropped
+    /// downstream as a copy of its first record.
+    #[test]
+    fn outbox_seqs_never_repeat_within_a_clock_tick() {
+        let seqs: Vec<i64> = (0..10_000).map(|_| fresh_outbox_seq()).collect();
+        assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
+        let now = crate::clock::unix_us();
+        assert!(seqs[0] > now - 60_000_000, "a seq is about the time in us");
+    }
+
     #[tokio::test]
     async fn a_store_of_the_previous_version_is_made_again_on_open() {
         let dir = tempfile::tempdir().unwrap();
