@@ -279,6 +279,31 @@ pub struct RawQuic {
     ///
     /// `10` unless set.
     pub shared_lane_nice: i32,
+    /// How a new connection is turned away when the node sheds it before
+    /// any key exchange (set-up limit full, punches over target, or
+    /// `max_connections` reached): `"silent"` drops its Initial packet
+    /// unanswered, and the client's QUIC stack sends it again on its own
+    /// schedule (about 1, 2, 4 and 8 s later) until the node has room or
+    /// the client's handshake timeout ends the attempt; `"refuse"` answers
+    /// `CONNECTION_REFUSED`, and the client backs off and starts a new
+    /// connection (docs/PROTOCOL.md §9). A silent shed costs the client
+    /// nothing but a resent packet; a refused one costs it a new key share
+    /// and Initial per retry, which a crowd refused at 3× capacity pays
+    /// thousands of times a second (docs/PERFORMANCE.md, "Overload").
+    ///
+    /// `"silent"` unless set.
+    pub shed_connections: ShedConnections,
+}
+
+/// How the node turns away a new connection it sheds before the key
+/// exchange (`quic.shed_connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShedConnections {
+    /// Drop the Initial packet unanswered; the client resends it.
+    Silent,
+    /// Answer `CONNECTION_REFUSED`; the client backs off and reconnects.
+    Refuse,
 }
 
 /// `[quic]` compiled: every problem reported by [`Config::compile`], then
@@ -339,6 +364,8 @@ pub struct Quic {
     /// The nice value of the shared lane's threads when punches have their
     /// own address; 0 when they do not (or when set to 0).
     pub shared_lane_nice: i32,
+    /// How a shed new connection is turned away.
+    pub shed_connections: ShedConnections,
 }
 
 impl Quic {
@@ -384,6 +411,7 @@ impl Quic {
             } else {
                 0
             },
+            shed_connections: q.shed_connections,
         }
     }
 }
@@ -420,6 +448,7 @@ impl Default for RawQuic {
             admission_interval_ms: 100,
             admission_retry_after_ms: 500,
             shared_lane_nice: 10,
+            shed_connections: ShedConnections::Silent,
         }
     }
 }

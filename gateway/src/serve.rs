@@ -334,6 +334,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             interval: cfg.quic.admission_interval,
             retry_after: cfg.quic.admission_retry_after,
         },
+        shed_connections: cfg.quic.shed_connections,
     };
     let mut ctx = EdgeContext::new(
         pipeline.clone(),

@@ -467,10 +467,13 @@ async fn reqwest_lite(
     (code, body)
 }
 
+/// `quic.shed_connections = "refuse"`: a connection beyond the set-up
+/// bound is refused at once, and the client must reconnect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_set_up_bound_are_refused_until_one_authenticates() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::config(dir.path());
+    cfg.quic.shed_connections = fencegate::config::ShedConnections::Refuse;
     cfg.quic.max_handshakes_in_flight = 1;
     cfg.quic.hello_timeout = Duration::from_secs(30);
     // Long enough that a loaded machine cannot reach it during the test.

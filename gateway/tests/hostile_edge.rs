@@ -131,11 +131,15 @@ async fn silent_handshakes_do_not_lock_out_real_devices(bound: Option<usize>, si
             silent.push(node.connector.handshake().await.unwrap());
             tokio::time::sleep(Duration::from_millis(400)).await;
         }
-        let c = node
-            .connector
-            .connect(&node.token("acme", device), device)
-            .await
-            .expect("a real device gets in while idle handshakes fill the set-up bound");
+        // Bounded: a shed connection is not answered (the default), so
+        // without the eviction this would wait for the Hello deadline.
+        let c = tokio::time::timeout(
+            Duration::from_secs(5),
+            node.connector.connect(&node.token("acme", device), device),
+        )
+        .await
+        .expect("a real device gets in promptly while idle handshakes fill the set-up bound")
+        .expect("a real device gets in while idle handshakes fill the set-up bound");
         let r = c
             .punch(&punch(i as u128 + 1, &format!("e-{i}"), HQ))
             .await
@@ -149,6 +153,50 @@ async fn silent_handshakes_do_not_lock_out_real_devices(bound: Option<usize>, si
         );
     }
     assert!(metric(evicted) - evicted_before >= 2.0);
+    node.running.shutdown(Duration::from_secs(2)).await;
+}
+
+/// `quic.shed_connections = "silent"` (the default): a connection beyond
+/// the set-up bound gets no answer, and the same connection attempt gets
+/// in once a slot frees, through the Initial its QUIC stack resends: the
+/// device spends no second key share. Red with `"refuse"` (the connect
+/// fails at once) or with a shed that loses the attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_set_up_bound_wait_unanswered_and_get_in_when_one_authenticates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    assert_eq!(
+        cfg.quic.shed_connections,
+        fencegate::config::ShedConnections::Silent,
+        "the default"
+    );
+    cfg.quic.max_handshakes_in_flight = 1;
+    cfg.quic.hello_timeout = Duration::from_secs(30);
+    cfg.quic.hello_evict_grace = Duration::from_secs(30);
+    let node = Node::start_with(dir, cfg).await;
+    let shed = r#"fencegate_handshakes_total{kind="shed"}"#;
+    let shed_before = metric(shed);
+    let silent = node.connector.handshake().await.unwrap();
+    let (connector, token) = (node.connector.clone(), node.token("acme", "phone-2"));
+    let waiting = tokio::spawn(async move { connector.connect(&token, "phone-2").await });
+    // Past the client's first resend (about 1 s): still nothing back.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!waiting.is_finished(), "a shed connection is not answered");
+    assert!(
+        metric(shed) - shed_before >= 2.0,
+        "the first Initial and its resend were shed and counted"
+    );
+    silent
+        .hello(&node.token("acme", "phone-1"), "phone-1")
+        .await
+        .unwrap();
+    let c = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("a resent Initial finds the freed slot")
+        .unwrap()
+        .expect("the waiting connection gets in");
+    let r = c.punch(&punch(1, "e-1", HQ)).await.unwrap();
+    assert_eq!(r.verdict(), Some(Verdict::Accepted), "{r:?}");
     node.running.shutdown(Duration::from_secs(2)).await;
 }
 
@@ -234,14 +282,18 @@ async fn punches_on_their_own_address_get_in_while_the_main_one_is_full() {
     for _ in 0..SET_UP {
         silent.push(node.connector.handshake().await.unwrap());
     }
-    let refused = tokio::time::timeout(
-        Duration::from_secs(5),
+    // Shed silently (the default): no answer within the client's first
+    // resends.
+    let shed = tokio::time::timeout(
+        Duration::from_secs(2),
         node.connector
             .connect(&node.token("acme", "tracker-1"), "tracker-1"),
     )
-    .await
-    .expect("a refusal is prompt");
-    assert!(refused.is_err(), "the main address's set-up bound is full");
+    .await;
+    assert!(
+        !matches!(shed, Ok(Ok(_))),
+        "the main address's set-up bound is full"
+    );
 
     let punches = fencegate::client::Connector::new(
         punch_addr,

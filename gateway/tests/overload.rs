@@ -224,6 +224,9 @@ async fn admission_refuses_new_connections_when_the_queueing_delay_is_over_targe
     cfg.quic.admission_target = Duration::from_millis(50);
     cfg.quic.admission_interval = Duration::from_millis(INTERVAL_MS);
     cfg.quic.admission_retry_after = Duration::from_millis(700);
+    // Refused, so that the client sees the shed at once; silent shedding
+    // (the default) is hostile_edge.rs's.
+    cfg.quic.shed_connections = fencegate::config::ShedConnections::Refuse;
     let node = Node::start_with(dir, cfg).await;
     let conn_refused = r#"fencegate_refused_total{channel="connection",reason="Overloaded"}"#;
     let punch_shed = r#"fencegate_refused_total{channel="punch",reason="Overloaded"}"#;

@@ -304,6 +304,9 @@ pub struct BuiltInGateway {
     pub max_handshakes_in_flight: Option<usize>,
     /// `quic.admission_target_ms` (0 turns admission control off).
     pub admission_target_ms: Option<u64>,
+    /// `quic.shed_connections`: `"silent"` or `"refuse"` (how the node
+    /// turns away a connection it sheds; compare the two at 3× capacity).
+    pub shed_connections: Option<fencegate::config::ShedConnections>,
     /// `quic.ping_datagrams_per_s` (a fleet pinging faster than the
     /// default one datagram a second per device needs it raised).
     pub ping_datagrams_per_s: Option<u32>,

@@ -422,6 +422,9 @@ fn builtin_config(
     if let Some(t) = g.admission_target_ms {
         raw.quic.admission_target_ms = t;
     }
+    if let Some(m) = g.shed_connections {
+        raw.quic.shed_connections = m;
+    }
     if let Some(r) = g.ping_datagrams_per_s {
         raw.quic.ping_datagrams_per_s = r;
     }

@@ -121,6 +121,9 @@ pub struct EdgeSettings {
     pub repeat_window_s: u32,
     /// Admission control (`quic.admission_*`).
     pub admission: AdmissionSettings,
+    /// How a new connection shed before the key exchange is turned away
+    /// (`quic.shed_connections`).
+    pub shed_connections: crate::config::ShedConnections,
 }
 
 impl EdgeContext {
@@ -389,6 +392,19 @@ pub fn bind_endpoints(
     Ok(out)
 }
 
+impl EdgeContext {
+    /// Turns away a new connection shed before any key exchange, the way
+    /// `quic.shed_connections` says: unanswered (the client's QUIC stack
+    /// resends its Initial, and a later copy may find room) or refused
+    /// (`CONNECTION_REFUSED`: the client backs off and reconnects).
+    fn turn_away(&self, incoming: quinn::Incoming) {
+        match self.settings.shed_connections {
+            crate::config::ShedConnections::Silent => incoming.ignore(),
+            crate::config::ShedConnections::Refuse => incoming.refuse(),
+        }
+    }
+}
+
 /// Accepts connections on `endpoint`, a listener of `lane`, until shutdown.
 pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint, lane: Lane) {
     // Kernel drops of the bound sockets (every endpoint's sampler shares
@@ -404,7 +420,7 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint, lane
         };
         if ctx.connections() >= ctx.settings.max_connections {
             ctx.metrics.handshakes_failed.increment(1);
-            incoming.refuse();
+            ctx.turn_away(incoming);
             continue;
         }
         // One clock read per connection attempt: admission's `now`, and the
@@ -415,12 +431,12 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint, lane
         let admitted = setup.admission.admit(arrived, in_setup);
         ctx.metrics.setup_limit[lane as usize].set(setup.admission.limit() as f64);
         if ctx.punch_admission.overloaded(arrived) {
-            // Punches stood above target for a whole interval: refuse
-            // before any key exchange (the client sees CONNECTION_REFUSED
-            // and backs off, docs/PROTOCOL.md §9). A refused Initial costs
-            // a fraction of a handshake.
+            // Punches stood above target for a whole interval: shed
+            // before any key exchange (the client resends its Initial or
+            // backs off, docs/PROTOCOL.md §9). A shed Initial costs a
+            // fraction of a handshake.
             ctx.metrics.shed(RefusedOn::Connection, Reason::Overloaded);
-            incoming.refuse();
+            ctx.turn_away(incoming);
             continue;
         }
         if !admitted || in_setup >= ctx.settings.max_handshakes_in_flight {
@@ -452,7 +468,7 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint, lane
                 } else {
                     ctx.metrics.shed(RefusedOn::Connection, Reason::Overloaded);
                 }
-                incoming.refuse();
+                ctx.turn_away(incoming);
                 continue;
             }
         }
