@@ -63,6 +63,39 @@ impl Scrape {
             .sum()
     }
 
+    /// The upper bound of the bucket holding quantile `q` (0..1) of
+    /// histogram `name`, summed over its other labels, for the
+    /// observations between `before` and this scrape; `None` when there
+    /// were none, `f64::INFINITY` when it lies past the last finite bound.
+    /// A bucket bound, not an interpolation: a p99 of "0.1" says 99 % of
+    /// the observations took at most 0.1 s.
+    pub fn quantile_le(&self, before: &Scrape, name: &str, q: f64) -> Option<f64> {
+        let now = self.by_label(&format!("{name}_bucket"), "le");
+        let was = before.by_label(&format!("{name}_bucket"), "le");
+        let mut buckets: Vec<(f64, f64)> = now
+            .iter()
+            .filter_map(|(le, v)| {
+                let bound = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((bound, v - was.get(le).copied().unwrap_or(0.0)))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total = buckets.last()?.1;
+        if total <= 0.0 {
+            return None;
+        }
+        // Prometheus buckets are cumulative: the first whose count reaches
+        // q of the total holds the quantile.
+        buckets
+            .iter()
+            .find(|(_, c)| *c >= q * total)
+            .map(|(le, _)| *le)
+    }
+
     /// Every series of metric `name` with label `label`, by label value.
     pub fn by_label(&self, name: &str, label: &str) -> BTreeMap<String, f64> {
         let prefix = format!("{name}{{");
@@ -185,6 +218,16 @@ pub struct GatewayCounts {
     pub handshakes: BTreeMap<String, u64>,
     /// Open connections at the second scrape.
     pub connections: u64,
+    /// The node's own set-up time of the connections it admitted (first
+    /// packet it accepted → authenticated Hello,
+    /// `fencegate_connection_setup_seconds`), milliseconds: `p50_le` and
+    /// `p99_le`, each the upper bound of the histogram bucket that holds
+    /// it. A connection whose first Initials were shed silently is timed
+    /// from the copy the node admitted, so this is the node's queueing
+    /// without the client's resend wait, which the client-side
+    /// `admitted_latency_ms` includes. Empty when no connection was set up;
+    /// a quantile past the last bucket (2.5 s) is infinite (`null` in JSON).
+    pub setup_ms: BTreeMap<String, f64>,
 }
 
 fn diff(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> BTreeMap<String, u64> {
@@ -231,6 +274,13 @@ impl GatewayCounts {
             busy: d("fencegate_busy_total"),
             handshakes: by("fencegate_handshakes_total", "kind"),
             connections: after.get("fencegate_connections").max(0.0) as u64,
+            setup_ms: [("p50_le", 0.5), ("p99_le", 0.99)]
+                .into_iter()
+                .filter_map(|(k, q)| {
+                    let le = after.quantile_le(before, "fencegate_connection_setup_seconds", q)?;
+                    Some((k.to_owned(), le * 1_000.0))
+                })
+                .collect(),
         }
     }
 }
@@ -303,6 +353,39 @@ mod tests {
         assert_eq!(c.pings_processed, 20);
         assert_eq!(c.busy, 3);
         assert_eq!(c.connections, 7);
+    }
+
+    /// Only the run's own observations count (after minus before), the
+    /// lanes are summed, and the answer is the bound of the bucket that
+    /// reaches the quantile.
+    #[test]
+    fn set_up_quantiles_come_from_the_runs_own_buckets() {
+        let series = |lane: &str, counts: [u32; 4]| {
+            ["0.05", "0.1", "0.25", "+Inf"]
+                .iter()
+                .zip(counts)
+                .map(|(le, c)| {
+                    format!("fencegate_connection_setup_seconds_bucket{{lane=\"{lane}\",le=\"{le}\"}} {c}\n")
+                })
+                .collect::<String>()
+        };
+        // Before the run: 1,000 slow set-ups, which must not count.
+        let before = Scrape::parse(&series("punch", [0, 0, 0, 1_000]));
+        // During it: 90 under 50 ms, 9 under 100 ms, 1 under 250 ms,
+        // split across two lanes.
+        let after = Scrape::parse(&format!(
+            "{}{}",
+            series("punch", [60, 66, 67, 1_067]),
+            series("shared", [30, 33, 33, 33])
+        ));
+        let c = GatewayCounts::between(&before, &after);
+        assert_eq!(c.setup_ms["p50_le"], 50.0);
+        assert_eq!(c.setup_ms["p99_le"], 100.0);
+        let none = GatewayCounts::between(&before, &before);
+        assert!(none.setup_ms.is_empty());
+        let slow = Scrape::parse(&series("punch", [0, 0, 0, 1_100]));
+        let c = GatewayCounts::between(&before, &slow);
+        assert_eq!(c.setup_ms["p99_le"], f64::INFINITY);
     }
 
     #[test]
