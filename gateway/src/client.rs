@@ -89,6 +89,32 @@ impl ConnectorOptions {
     }
 }
 
+/// quinn's (and RFC 9002's) first round-trip estimate, before any sample.
+const INITIAL_RTT: Duration = Duration::from_millis(333);
+
+/// The range a connection's first round-trip estimate is drawn from
+/// (uniformly): its unanswered Initial is resent about 0.45 to 1.5 s after
+/// the first, then at doubling intervals, rather than at the same 1 s for
+/// every device that connected in the same instant.
+pub const INITIAL_RTT_JITTER: (Duration, Duration) =
+    (Duration::from_millis(150), Duration::from_millis(500));
+
+/// The first round-trip estimate for `uniform` in [0, 1): its place in
+/// [`INITIAL_RTT_JITTER`].
+fn initial_rtt(uniform: f64) -> Duration {
+    let (lo, hi) = INITIAL_RTT_JITTER;
+    lo + (hi - lo).mul_f64(uniform.clamp(0.0, 1.0))
+}
+
+/// A connection's transport settings: quinn's defaults, with
+/// `keep_alive` and the first round-trip estimate `initial_rtt`.
+fn transport(keep_alive: Option<Duration>, initial_rtt: Duration) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(keep_alive);
+    t.initial_rtt(initial_rtt);
+    t
+}
+
 /// Makes client endpoints that share one TLS configuration (and so one
 /// session-ticket cache, which is what makes resumption work).
 #[derive(Debug, Clone)]
@@ -98,6 +124,8 @@ pub struct Connector {
     server: SocketAddr,
     server_name: String,
     zero_rtt: bool,
+    /// QUIC keep-alive interval of every connection.
+    keep_alive: Option<Duration>,
 }
 
 impl Connector {
@@ -130,9 +158,7 @@ impl Connector {
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
             .context("the TLS configuration cannot serve QUIC")?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
-        let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(opts.keep_alive);
-        config.transport_config(Arc::new(transport));
+        config.transport_config(Arc::new(transport(opts.keep_alive, INITIAL_RTT)));
         let bind: SocketAddr = if opts.server.is_ipv4() {
             "0.0.0.0:0".parse()?
         } else {
@@ -165,6 +191,7 @@ impl Connector {
             server: opts.server,
             server_name: opts.server_name.clone(),
             zero_rtt: opts.zero_rtt,
+            keep_alive: opts.keep_alive,
         })
     }
 
@@ -225,8 +252,16 @@ impl Connector {
     }
 
     fn start(&self) -> anyhow::Result<quinn::Connecting> {
+        // Each connection's own first round-trip estimate, drawn from
+        // [`INITIAL_RTT_JITTER`]: QUIC resends an unanswered Initial at
+        // about three times it, doubling, so a gateway that sheds a crowd
+        // silently (docs/PROTOCOL.md §9) gets the crowd's resends spread
+        // out instead of all at once.
+        let mut config = self.config.clone();
+        let rtt = initial_rtt(rand::random::<f64>());
+        config.transport_config(Arc::new(transport(self.keep_alive, rtt)));
         self.endpoint
-            .connect_with(self.config.clone(), self.server, &self.server_name)
+            .connect_with(config, self.server, &self.server_name)
             .context("cannot start a connection")
     }
 
@@ -582,6 +617,25 @@ impl Default for Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Devices that connect in the same instant must not resend their
+    /// Initials in step: the estimates cover the documented range (150 to
+    /// 500 ms, so first resends 0.45 to 1.5 s apart), and the draws a
+    /// connector makes are spread over it. Red with a fixed estimate.
+    #[test]
+    fn each_connection_draws_its_own_first_rtt_estimate() {
+        assert_eq!(initial_rtt(0.0), Duration::from_millis(150));
+        assert_eq!(initial_rtt(0.5), Duration::from_millis(325));
+        assert!(initial_rtt(0.999_999) < Duration::from_millis(500));
+        let draws: Vec<Duration> = (0..200)
+            .map(|_| initial_rtt(rand::random::<f64>()))
+            .collect();
+        let (min, max) = (draws.iter().min().unwrap(), draws.iter().max().unwrap());
+        assert!(
+            *max - *min > Duration::from_millis(250),
+            "200 draws span {min:?}..{max:?}"
+        );
+    }
 
     #[test]
     fn backoff_windows_double_up_to_the_cap_with_full_jitter() {
