@@ -147,9 +147,6 @@ pub struct EdgeMetrics {
     /// `AUTH_TIMEOUT` to make room for a new connection when the set-up
     /// bound was full.
     pub handshakes_evicted: Counter,
-    /// Connection attempts admitted after at least one silent shed (their
-    /// resent Initial got in; `edge::resent`).
-    pub handshakes_resent: Counter,
     /// Connections closed for a bad credential.
     pub auth_failures: Counter,
     /// `fencegate_datagrams_dropped_total{reason="log_busy"}`: ping batches
@@ -232,7 +229,6 @@ impl EdgeMetrics {
             handshakes_failed: counter!("fencegate_handshakes_total", "kind" => "failed"),
             handshakes_shed: counter!("fencegate_handshakes_total", "kind" => "shed"),
             handshakes_evicted: counter!("fencegate_handshakes_total", "kind" => "evicted"),
-            handshakes_resent: counter!("fencegate_handshakes_total", "kind" => "resent"),
             auth_failures: counter!("fencegate_auth_failures_total"),
             datagrams_dropped: counter!("fencegate_datagrams_dropped_total", "reason" => "log_busy"),
             datagrams_rate_limited: counter!("fencegate_datagrams_dropped_total", "reason" => "rate_limit"),

@@ -14,7 +14,6 @@ mod claim;
 pub mod drops;
 pub mod ping_rate;
 pub mod priority;
-pub mod resent;
 pub mod tls;
 
 use std::cell::RefCell;
@@ -215,8 +214,6 @@ struct SetupLane {
     admission: Admission,
     handshaking: Arc<AtomicUsize>,
     awaiting_hello: AwaitingHello,
-    /// Attempts shed silently, so that their resends go first.
-    shed_memory: resent::ShedMemory,
     handshake_second: AtomicI64,
     handshakes_this_second: AtomicU32,
 }
@@ -227,7 +224,6 @@ impl SetupLane {
             admission: Admission::new(settings, clock::instant()).with_max_limit(max_setup),
             handshaking: Arc::new(AtomicUsize::new(0)),
             awaiting_hello: AwaitingHello::default(),
-            shed_memory: resent::ShedMemory::new(clock::instant()),
             handshake_second: AtomicI64::new(0),
             handshakes_this_second: AtomicU32::new(0),
         }
@@ -401,15 +397,9 @@ impl EdgeContext {
     /// `quic.shed_connections` says: unanswered (the client's QUIC stack
     /// resends its Initial, and a later copy may find room) or refused
     /// (`CONNECTION_REFUSED`: the client backs off and reconnects).
-    ///
-    /// A silent shed is remembered in `memory` (its lane's), so that the
-    /// attempt's resent Initial goes before new arrivals ([`resent`]).
-    fn turn_away(&self, incoming: quinn::Incoming, memory: &resent::ShedMemory, now: Instant) {
+    fn turn_away(&self, incoming: quinn::Incoming) {
         match self.settings.shed_connections {
-            crate::config::ShedConnections::Silent => {
-                memory.shed(&incoming.orig_dst_cid(), now);
-                incoming.ignore();
-            }
+            crate::config::ShedConnections::Silent => incoming.ignore(),
             crate::config::ShedConnections::Refuse => incoming.refuse(),
         }
     }
@@ -428,30 +418,17 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint, lane
             i = endpoint.accept() => match i { Some(i) => i, None => break },
             () = ctx.shutdown.cancelled() => break,
         };
+        if ctx.connections() >= ctx.settings.max_connections {
+            ctx.metrics.handshakes_failed.increment(1);
+            ctx.turn_away(incoming);
+            continue;
+        }
         // One clock read per connection attempt: admission's `now`, and the
         // start of this connection's wait for the runtime.
         let arrived = clock::instant();
         let setup = ctx.lane(lane);
-        if ctx.connections() >= ctx.settings.max_connections {
-            ctx.metrics.handshakes_failed.increment(1);
-            ctx.turn_away(incoming, &setup.shed_memory, arrived);
-            continue;
-        }
         let in_setup = ctx.handshaking(lane);
-        let cid = incoming.orig_dst_cid();
-        let silent = ctx.settings.shed_connections == crate::config::ShedConnections::Silent;
-        let sheds = if silent {
-            setup.shed_memory.sheds(&cid)
-        } else {
-            0
-        };
-        let admitted = setup.admission.admit(arrived, in_setup)
-            && (!silent
-                || !setup.admission.enabled()
-                || !setup.shed_memory.crowd_waiting(arrived)
-                // While a silently shed crowd waits, the attempts that
-                // have waited longest come first (`resent`).
-                || in_setup < resent::cap(setup.admission.limit(), sheds));
+        let admitted = setup.admission.admit(arrived, in_setup);
         ctx.metrics.setup_limit[lane as usize].set(setup.admission.limit() as f64);
         if ctx.punch_admission.overloaded(arrived) {
             // Punches stood above target for a whole interval: shed
@@ -459,7 +436,7 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint, lane
             // backs off, docs/PROTOCOL.md §9). A shed Initial costs a
             // fraction of a handshake.
             ctx.metrics.shed(RefusedOn::Connection, Reason::Overloaded);
-            ctx.turn_away(incoming, &setup.shed_memory, arrived);
+            ctx.turn_away(incoming);
             continue;
         }
         if !admitted || in_setup >= ctx.settings.max_handshakes_in_flight {
@@ -491,7 +468,7 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint, lane
                 } else {
                     ctx.metrics.shed(RefusedOn::Connection, Reason::Overloaded);
                 }
-                ctx.turn_away(incoming, &setup.shed_memory, arrived);
+                ctx.turn_away(incoming);
                 continue;
             }
         }
@@ -502,12 +479,6 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint, lane
             // Make the client prove its address before we spend a handshake on it.
             let _ = incoming.retry();
             continue;
-        }
-        // Admitted: its place in the queue of shed attempts is no longer
-        // needed (after a Retry it comes back with the same id and keeps it).
-        if sheds > 0 {
-            setup.shed_memory.forget(&cid);
-            ctx.metrics.handshakes_resent.increment(1);
         }
         let ctx2 = ctx.clone();
         let handshaking = Handshaking::start(&setup.handshaking);
