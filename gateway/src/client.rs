@@ -70,6 +70,11 @@ pub struct ConnectorOptions {
     /// bytes; 0 keeps the system default. Thousands of connections on one
     /// socket need more than the default to ride out bursts.
     pub socket_buffer: usize,
+    /// How long one connection attempt's QUIC handshake may take before
+    /// it is abandoned with an error, so that the caller backs off and
+    /// starts a new attempt (docs/PROTOCOL.md §9). [`HANDSHAKE_TIMEOUT`]
+    /// unless set.
+    pub handshake_timeout: Duration,
 }
 
 impl ConnectorOptions {
@@ -85,9 +90,15 @@ impl ConnectorOptions {
             zero_rtt: false,
             keep_alive: Some(Duration::from_secs(10)),
             socket_buffer: 0,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
         }
     }
 }
+
+/// How long one connection attempt's handshake may take by default
+/// ([`ConnectorOptions::handshake_timeout`]): room for an Initial and four
+/// or five resends (docs/PROTOCOL.md §9).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// quinn's (and RFC 9002's) first round-trip estimate, before any sample.
 const INITIAL_RTT: Duration = Duration::from_millis(333);
@@ -126,6 +137,8 @@ pub struct Connector {
     zero_rtt: bool,
     /// QUIC keep-alive interval of every connection.
     keep_alive: Option<Duration>,
+    /// Longest QUIC handshake of one attempt.
+    handshake_timeout: Duration,
 }
 
 impl Connector {
@@ -192,6 +205,7 @@ impl Connector {
             server_name: opts.server_name.clone(),
             zero_rtt: opts.zero_rtt,
             keep_alive: opts.keep_alive,
+            handshake_timeout: opts.handshake_timeout,
         })
     }
 
@@ -215,7 +229,7 @@ impl Connector {
                     }
                 }
                 Err(connecting) => {
-                    let conn = connecting.await.context("QUIC handshake failed")?;
+                    let conn = self.finish_handshake(connecting).await?;
                     let client = Client { conn };
                     client.hello(token, device).await?;
                     return Ok(client);
@@ -265,8 +279,25 @@ impl Connector {
             .context("cannot start a connection")
     }
 
+    /// Waits for `connecting`'s handshake, at most the handshake timeout:
+    /// a gateway that sheds silently never answers an attempt it keeps
+    /// shedding, and an attempt can also stall for good (its packets lost
+    /// both ways); a new attempt is the way out of either.
+    async fn finish_handshake(
+        &self,
+        connecting: quinn::Connecting,
+    ) -> anyhow::Result<quinn::Connection> {
+        match tokio::time::timeout(self.handshake_timeout, connecting).await {
+            Ok(r) => r.context("QUIC handshake failed"),
+            Err(_) => anyhow::bail!(
+                "QUIC handshake: no answer within {:?}; back off and connect again",
+                self.handshake_timeout
+            ),
+        }
+    }
+
     async fn handshake_started(&self, connecting: quinn::Connecting) -> anyhow::Result<Client> {
-        let conn = connecting.await.context("QUIC handshake failed")?;
+        let conn = self.finish_handshake(connecting).await?;
         Ok(Client { conn })
     }
 
@@ -617,6 +648,28 @@ impl Default for Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gateway that never answers (it sheds every copy of the attempt,
+    /// or the attempt's packets are lost) ends the attempt at the
+    /// handshake timeout with an error the caller backs off on, instead of
+    /// after quinn's 30 s idle timeout. Red without the timeout (the outer
+    /// 5 s bound fires).
+    #[tokio::test]
+    async fn an_unanswered_handshake_ends_at_the_handshake_timeout() {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut opts = ConnectorOptions::new(
+            silent.local_addr().unwrap(),
+            "localhost",
+            Trust::Pinned("00".repeat(32)),
+        );
+        opts.handshake_timeout = Duration::from_millis(300);
+        let connector = Connector::with_options(&opts).unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(5), connector.handshake())
+            .await
+            .expect("the attempt ends at its handshake timeout")
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("no answer within 300ms"), "{e:#}");
+    }
 
     /// Devices that connect in the same instant must not resend their
     /// Initials in step: the estimates cover the documented range (150 to
