@@ -100,13 +100,11 @@ impl ConnectorOptions {
 /// or five resends (docs/PROTOCOL.md §9).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// quinn's (and RFC 9002's) first round-trip estimate, before any sample.
-const INITIAL_RTT: Duration = Duration::from_millis(333);
-
 /// The range a connection's first round-trip estimate is drawn from
 /// (uniformly): its unanswered Initial is resent about 0.45 to 1.5 s after
 /// the first, then at doubling intervals, rather than at the same 1 s for
-/// every device that connected in the same instant.
+/// every device that connected in the same instant (quinn's default is
+/// 333 ms for all).
 pub const INITIAL_RTT_JITTER: (Duration, Duration) =
     (Duration::from_millis(150), Duration::from_millis(500));
 
@@ -170,8 +168,8 @@ impl Connector {
         }
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
             .context("the TLS configuration cannot serve QUIC")?;
-        let mut config = quinn::ClientConfig::new(Arc::new(quic));
-        config.transport_config(Arc::new(transport(opts.keep_alive, INITIAL_RTT)));
+        // Transport settings are each connection's own (`start`).
+        let config = quinn::ClientConfig::new(Arc::new(quic));
         let bind: SocketAddr = if opts.server.is_ipv4() {
             "0.0.0.0:0".parse()?
         } else {

@@ -176,6 +176,17 @@ impl EdgeContext {
 
     /// Counts a handshake attempt on `lane`; true when this second's count
     /// is over the Retry threshold.
+    /// Turns away a new connection shed before any key exchange, the way
+    /// `quic.shed_connections` says: unanswered (the client's QUIC stack
+    /// resends its Initial, and a later copy may find room) or refused
+    /// (`CONNECTION_REFUSED`: the client backs off and reconnects).
+    fn turn_away(&self, incoming: quinn::Incoming) {
+        match self.settings.shed_connections {
+            crate::config::ShedConnections::Silent => incoming.ignore(),
+            crate::config::ShedConnections::Refuse => incoming.refuse(),
+        }
+    }
+
     fn handshake_flood(&self, lane: Lane, now_ms: i64) -> bool {
         let l = self.lane(lane);
         let sec = now_ms / 1_000;
@@ -390,19 +401,6 @@ pub fn bind_endpoints(
         out.push(ep);
     }
     Ok(out)
-}
-
-impl EdgeContext {
-    /// Turns away a new connection shed before any key exchange, the way
-    /// `quic.shed_connections` says: unanswered (the client's QUIC stack
-    /// resends its Initial, and a later copy may find room) or refused
-    /// (`CONNECTION_REFUSED`: the client backs off and reconnects).
-    fn turn_away(&self, incoming: quinn::Incoming) {
-        match self.settings.shed_connections {
-            crate::config::ShedConnections::Silent => incoming.ignore(),
-            crate::config::ShedConnections::Refuse => incoming.refuse(),
-        }
-    }
 }
 
 /// Accepts connections on `endpoint`, a listener of `lane`, until shutdown.
