@@ -279,8 +279,8 @@ impl Connector {
 
     /// Waits for `connecting`'s handshake, at most the handshake timeout:
     /// a gateway that sheds silently never answers an attempt it keeps
-    /// shedding, and an attempt can also stall for good (its packets lost
-    /// both ways); a new attempt is the way out of either.
+    /// shedding, and an attempt can also stall (seen in connect storms,
+    /// cause unknown); a new attempt is the way out of either.
     async fn finish_handshake(
         &self,
         connecting: quinn::Connecting,
