@@ -82,6 +82,22 @@ supervisor = "E1"
 /// Rules listing the first `roster` employees (the log's others are
 /// not listed).
 fn rules_handle(rng: &mut StdRng, roster: usize) -> Arc<RulesHandle> {
+    let text = rules_text(rng, roster);
+    let mut keys = fixed_qr_keys(7);
+    let mut ctx = CompileContext {
+        calendars: Calendars::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/holidays"),
+        ),
+        settings: AttendanceSettings::default(),
+        qr_key: &mut keys,
+    };
+    let rules = compile_text(&text, "tests/rebuild_memory.rs", &["acme"], &mut ctx)
+        .unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(RulesHandle::new(rules, text))
+}
+
+/// The rules file: [`GROUPS`] and a roster of `roster` employees.
+fn rules_text(rng: &mut StdRng, roster: usize) -> String {
     let mut text = String::from(GROUPS);
     for i in 0..roster {
         text.push_str(&format!("[tenants.acme.employees.E{i}]\n"));
@@ -95,17 +111,7 @@ fn rules_handle(rng: &mut StdRng, roster: usize) -> Arc<RulesHandle> {
             text.push_str(&format!("department = \"{d}\"\n"));
         }
     }
-    let mut keys = fixed_qr_keys(7);
-    let mut ctx = CompileContext {
-        calendars: Calendars::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/holidays"),
-        ),
-        settings: AttendanceSettings::default(),
-        qr_key: &mut keys,
-    };
-    let rules = compile_text(&text, "tests/rebuild_memory.rs", &["acme"], &mut ctx)
-        .unwrap_or_else(|e| panic!("{e}"));
-    Arc::new(RulesHandle::new(rules, text))
+    text
 }
 
 fn date(day: i32) -> String {
@@ -286,8 +292,11 @@ async fn run(seed: u64, dir: &Path, stores: &Stores) {
     // Parts of every size: one part for the whole log, and parts of 7, 1
     // and 13 employee days, each computed while the one before is written.
     let part = [50_000, 7, 1, 13][(seed as usize - 1) % 4];
-    let rebuilt = Materializer::new(stores.open(dir, &format!("rebuilt{seed}")).await, rules)
-        .with_rebuild_part(part);
+    let rebuilt = Materializer::new(
+        stores.open_rebuild(dir, &format!("rebuilt{seed}")).await,
+        rules,
+    )
+    .with_rebuild_part(part);
     let (_, closed) = rebuilt.rebuild(&mut reader(), now).await.unwrap();
     assert!(
         closed >= ROSTER,
@@ -324,6 +333,24 @@ async fn run(seed: u64, dir: &Path, stores: &Stores) {
     );
     // Nothing of a rebuild goes downstream.
     assert!(rebuilt.store().day_outbox().await.unwrap().is_empty());
+    // The CLI's scratch file, sealed, opens as an ordinary store with the
+    // same rows.
+    if let Stores::Sqlite = stores {
+        rebuilt.store().clone().seal().await.unwrap();
+        let path = dir.join(format!("rebuilt{seed}.sqlite"));
+        let sealed = ResultsStore::open_sqlite(&path).await.unwrap();
+        let c = sealed.all_rows().await.unwrap();
+        assert_eq!(b.len(), c.len(), "seed {seed}: rows after the seal");
+        for (x, y) in b.iter().zip(&c) {
+            assert!(x.same_result(y), "seed {seed}: sealed {y:#?}");
+        }
+        assert_eq!(y, aggregates(&sealed).await, "seed {seed}: sealed");
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(sealed.pool())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal", "seed {seed}: the sealed file's journal");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,4 +449,159 @@ async fn a_node_starts_over_a_rebuild_that_stopped_halfway() {
     }
     assert_eq!(aggregates(&store).await, aggregates(&fresh).await);
     assert!(!aggregates(&store).await.is_empty());
+}
+
+/// `fencegate results rebuild` on a SQLite store builds a new file beside
+/// the live one and renames it into place: the live store's rows, and a
+/// WAL a killed node left beside it, are gone, not mixed in; the new file
+/// is an ordinary WAL-mode store, whole (`integrity_check`); a half-built
+/// file a stopped rebuild left is deleted first. While the live store is
+/// in use (here a reader holding a snapshot) the rebuild fails and the
+/// live store stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_rebuilds_a_sqlite_store_beside_it_and_renames_it_into_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = StdRng::seed_from_u64(12);
+    let text = rules_text(&mut rng, 20);
+    std::fs::write(d.join("rules.toml"), &text).unwrap();
+    let config = d.join("fencegate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\ndata_dir = {:?}\n[[tenants]]\nid = \"acme\"\n[attendance]\nrules = {:?}\nholidays_dir = {:?}\n",
+            d.join("data"),
+            d.join("rules.toml"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/holidays"),
+        ),
+    )
+    .unwrap();
+    let log_dir = d.join("data/log");
+    let (log, _) = LogHandle::open(LogConfig::new(&log_dir)).unwrap();
+    for (at, bytes) in random_log(&mut rng) {
+        log.append(&bytes, at as u64).unwrap().await.unwrap();
+    }
+    log.close();
+
+    // The live store as a killed node leaves it: a row only it has, still
+    // in its WAL (the files copied while the connection is open).
+    let live = d.join("data/results.sqlite");
+    let wal = d.join("data/results.sqlite-wal");
+    let node = ResultsStore::open_sqlite(&d.join("node.sqlite"))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO day_results (tenant, employee, date, slot, grp, status, late_min, early_min, \
+         worked_min, overtime_min, closed, revision) \
+         VALUES ('acme', 'ghost', '2025-03-03', '', 'office', 'normal', 0, 0, 0, 0, 1, 0)",
+    )
+    .execute(node.pool())
+    .await
+    .unwrap();
+    std::fs::copy(d.join("node.sqlite"), &live).unwrap();
+    std::fs::copy(d.join("node.sqlite-wal"), &wal).unwrap();
+    node.pool().close().await;
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    let ghosts = |store: ResultsStore| async move {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM day_results WHERE employee = 'ghost'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        store.pool().close().await;
+        n
+    };
+    // What a rebuild that stopped halfway left.
+    std::fs::write(d.join("data/results.sqlite.rebuild"), b"half a file").unwrap();
+
+    let rebuild = move |config: std::path::PathBuf| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fencegate"))
+            .args(["results", "rebuild", "--config"])
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    // In use: a reader holds a snapshot of the live store.
+    let reader_store = ResultsStore::open_sqlite(&live).await.unwrap();
+    let mut held = reader_store.pool().begin().await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM day_results")
+        .fetch_one(&mut *held)
+        .await
+        .unwrap();
+    let out = tokio::task::spawn_blocking({
+        let c = config.clone();
+        move || rebuild(c)
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the rebuild replaced a store in use");
+    assert!(err.contains("is in use: stop the node"), "{err}");
+    held.rollback().await.unwrap();
+    reader_store.pool().close().await;
+    assert_eq!(
+        ghosts(ResultsStore::open_sqlite(&live).await.unwrap()).await,
+        1
+    );
+
+    let out = tokio::task::spawn_blocking({
+        let c = config.clone();
+        move || rebuild(c)
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!d.join("data/results.sqlite.rebuild").exists());
+    let store = ResultsStore::open_sqlite(&live).await.unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let rows = store.all_rows().await.unwrap();
+    assert_eq!(
+        ghosts(store).await,
+        0,
+        "the old store's WAL was replayed into the new file"
+    );
+
+    // The same log rebuilt here, into an ordinary store.
+    let rules = {
+        let mut keys = fixed_qr_keys(7);
+        let mut ctx = CompileContext {
+            calendars: Calendars::load(
+                &Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/holidays"),
+            ),
+            settings: AttendanceSettings::default(),
+            qr_key: &mut keys,
+        };
+        let rules = compile_text(&text, "tests/rebuild_memory.rs", &["acme"], &mut ctx).unwrap();
+        Arc::new(RulesHandle::new(rules, text))
+    };
+    let oracle = Materializer::new(
+        ResultsStore::open_sqlite(&d.join("oracle.sqlite"))
+            .await
+            .unwrap(),
+        rules,
+    );
+    let mut reader = LogReader::open_dir(&log_dir, Lsn(0), Duration::from_millis(10)).unwrap();
+    oracle
+        .rebuild(&mut reader, fencegate::clock::unix_ms())
+        .await
+        .unwrap();
+    let want = oracle.store().all_rows().await.unwrap();
+    assert!(!want.is_empty());
+    assert_eq!(rows.len(), want.len());
+    for (x, y) in rows.iter().zip(&want) {
+        assert!(x.same_result(y), "CLI {x:#?}\nhere {y:#?}");
+    }
 }

@@ -1,15 +1,25 @@
 //! `fencegate results rebuild`: recreates the day results from the durable
 //! log (DESIGN.md, contract 8: results are a view that can always be
 //! rebuilt). It reads the log folder with the log's own folder reader, from
-//! the oldest entry still stored, into an emptied results store, then
+//! the oldest entry still stored, into an empty results store, then
 //! closes every day whose time has come.
+//!
+//! A SQLite store is built in a new file beside the live one
+//! (`results.sqlite.rebuild`), written without a journal, and renamed over
+//! the live file when whole: a rebuild that stops leaves the live store as
+//! it was, and the next rebuild deletes the half-built file. That needs
+//! room for a second copy of the store. A PostgreSQL store is emptied and
+//! rebuilt in place, marked until it is whole.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::log::{LogError, LogReader, Lsn};
+use anyhow::Context as _;
+
+use crate::results::store::sqlite_path;
 use crate::results::{Materializer, ResultsStore};
 
 /// Arguments of `fencegate results rebuild`.
@@ -22,8 +32,8 @@ pub struct RebuildArgs {
 }
 
 /// Runs the rebuild and prints a summary on stderr. Stop the node first:
-/// its materializer would otherwise go on from its own position in the
-/// emptied store.
+/// its materializer would otherwise go on writing the store being replaced
+/// (SQLite) or from its own position in the emptied store (PostgreSQL).
 pub fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
     let cfg = match &args.config {
         Some(p) => Config::load(p)?,
@@ -58,12 +68,27 @@ pub fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let url = &cfg.attendance.results_url;
+    let now = crate::clock::unix_ms();
     let (applied, closed) = rt.block_on(async {
-        let store = ResultsStore::open(&cfg.attendance.results_url).await?;
-        store.clear().await?;
+        let Some(live) = sqlite_path(url) else {
+            // PostgreSQL: emptied and rebuilt in place, marked while it
+            // runs (a node completes a rebuild that stopped halfway).
+            let store = ResultsStore::open(url).await?;
+            store.clear().await?;
+            let m = Materializer::new(store, Arc::clone(&rules));
+            return anyhow::Ok(m.rebuild(&mut reader, now).await?);
+        };
+        let built = scratch_path(&live);
+        remove_sqlite_files(&built)?;
+        let store = ResultsStore::open_scratch(&built)
+            .await
+            .with_context(|| format!("cannot create {}", built.display()))?;
         let m = Materializer::new(store, Arc::clone(&rules));
-        let now = crate::clock::unix_ms();
-        anyhow::Ok(m.rebuild(&mut reader, now).await?)
+        let done = m.rebuild(&mut reader, now).await?;
+        m.store().clone().seal().await?;
+        replace_live(&live, &built).await?;
+        anyhow::Ok(done)
     })?;
     eprintln!(
         "rebuilt day results in {} from {}: {} log entries, {} punches, {} employee days recomputed, {} closed",
@@ -74,5 +99,73 @@ pub fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
         applied.days,
         closed
     );
+    Ok(())
+}
+
+/// Where a rebuild of the SQLite store `live` is built: beside it, so the
+/// rename that puts it in place stays on one file system.
+fn scratch_path(live: &Path) -> PathBuf {
+    let mut name = live.file_name().unwrap_or_default().to_os_string();
+    name.push(".rebuild");
+    live.with_file_name(name)
+}
+
+/// Deletes the SQLite database `path` and the files SQLite keeps beside it
+/// (what a rebuild that died left), if there.
+fn remove_sqlite_files(path: &Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut f = path.as_os_str().to_os_string();
+        f.push(suffix);
+        match std::fs::remove_file(&f) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e)
+                    .with_context(|| format!("cannot remove {}", Path::new(&f).display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Puts the sealed store file `built` in place of the live SQLite store
+/// `live`. The live store's WAL is checkpointed into its file and emptied
+/// first: a WAL left beside the new file would be replayed into it on the
+/// next open. Then the rename replaces the file in one step, so whenever
+/// the process stops, `live` is either the old store, whole, or the new
+/// one. A live store still open elsewhere (a node that was not stopped)
+/// makes the checkpoint fail, and nothing is replaced.
+async fn replace_live(live: &Path, built: &Path) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    if live.exists() {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(live)
+            .create_if_missing(false);
+        let mut conn = sqlx::sqlite::SqliteConnection::connect_with(&options)
+            .await
+            .with_context(|| format!("cannot open the live results store {}", live.display()))?;
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut conn)
+            .await?;
+        conn.close().await?;
+        anyhow::ensure!(
+            busy == 0,
+            "the results store {} is in use: stop the node, then run `fencegate results rebuild` again (the rebuilt store is left in {})",
+            live.display(),
+            built.display()
+        );
+        for suffix in ["-wal", "-shm"] {
+            let mut f = live.as_os_str().to_os_string();
+            f.push(suffix);
+            match std::fs::remove_file(&f) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    std::fs::rename(built, live)
+        .with_context(|| format!("cannot move {} to {}", built.display(), live.display()))?;
+    if let Some(dir) = live.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+    }
     Ok(())
 }

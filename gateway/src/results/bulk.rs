@@ -33,6 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use fencegate_schema::{HrView, RecordBodyView, parse_record};
+use fencegate_spatial::hash::FastMap;
 
 use super::batch;
 use super::hr::{self, Touched};
@@ -65,7 +66,7 @@ struct Employee {
 #[derive(Debug, Default)]
 pub(crate) struct Memory {
     /// Tenant → employee → punches.
-    punches: HashMap<String, HashMap<String, Employee>>,
+    punches: FastMap<String, FastMap<String, Employee>>,
     /// Tenant → employees whose days are computed from the store.
     from_store: HashMap<String, HashSet<String>>,
     /// Record ids of the punches read so far: a repeated record is stored
@@ -283,7 +284,7 @@ pub(crate) async fn finish(
     part_days: usize,
 ) -> Result<(usize, usize), sqlx::Error> {
     let phase = Phase::start();
-    for mine in mem.punches.values_mut().flat_map(HashMap::values_mut) {
+    for mine in mem.punches.values_mut().flat_map(FastMap::values_mut) {
         mine.punches.sort_by_key(|p| (p.at_ms, p.kind.0));
     }
     let mut tenants: BTreeSet<String> = rules.tenant_ids().map(str::to_owned).collect();
@@ -349,7 +350,7 @@ pub(crate) async fn finish(
             batch::recompute_many(&mut tx, rules, tenant, &mut days, now_ms).await?;
             tx.commit().await?;
         }
-        let none: HashMap<String, Employee> = HashMap::new();
+        let none: FastMap<String, Employee> = FastMap::default();
         let punches = mem.punches.get(tenant).unwrap_or(&none);
         let mut window = (i32::MIN, 0, 0);
         // Each part's rows are computed while the part before is written
@@ -402,7 +403,7 @@ async fn write_rows(
 async fn compute_rows(
     t: &TenantRules,
     tenant: &str,
-    punches: &HashMap<String, Employee>,
+    punches: &FastMap<String, Employee>,
     part: &[(i32, &str)],
     now_ms: i64,
     window: &mut (i32, i64, i64),

@@ -31,6 +31,18 @@ impl Stores {
             Self::Postgres(pg) => ResultsStore::open(&pg.database(name)).await.unwrap(),
         }
     }
+
+    /// A new, empty store called `name` as `fencegate results rebuild`
+    /// fills it: on SQLite a scratch file ([`ResultsStore::open_scratch`]),
+    /// on PostgreSQL an ordinary database.
+    pub async fn open_rebuild(&self, dir: &Path, name: &str) -> ResultsStore {
+        match self {
+            Self::Sqlite => ResultsStore::open_scratch(&dir.join(format!("{name}.sqlite")))
+                .await
+                .unwrap(),
+            Self::Postgres(_) => self.open(dir, name).await,
+        }
+    }
 }
 
 /// The dashboard's aggregate rows (`day_stats`, `employee_months` with its
