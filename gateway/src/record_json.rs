@@ -14,15 +14,18 @@ pub fn uuid(id: &[u8; 16]) -> String {
     // these, and hex-encoding then `format!` was two allocations and a
     // char-by-char collect each.
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(36);
+    let mut out = [b'-'; 36];
+    let mut at = 0;
     for (i, b) in id.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
+            at += 1;
         }
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 0x0f)];
+        at += 2;
     }
-    out
+    // Hex digits and dashes: ASCII.
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn snake(name: Option<&str>) -> String {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fencegate_schema::{AttendanceStatus, PunchKind, Verdict};
+use fencegate_spatial::hash::FastMap;
 use serde::Serialize;
 use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -490,11 +491,13 @@ fn month_upsert_columns() -> &'static (String, String) {
 /// kept equal to `recount_stats`.
 #[derive(Debug, Default)]
 pub(crate) struct StatsDelta {
-    /// Per (tenant, date, department): the `day_stats` part.
-    days: BTreeMap<(String, String, String), DayCounts>,
+    /// Per (tenant, date, department): the `day_stats` part. Hashed, and
+    /// sorted only when written: a rebuild looks up 3 M day rows here at
+    /// 100,000 employees, and a `BTreeMap` compared four strings a level.
+    days: FastMap<(String, String, String), DayCounts>,
     /// Per (tenant, month, department, employee): the `employee_months`
     /// part, by day of the month.
-    months: BTreeMap<(String, String, String, String), MonthDelta>,
+    months: FastMap<(String, String, String, String), MonthDelta>,
     /// The key looked up in `days`, reused: a rebuild notes 3 M day rows
     /// at 100,000 employees, and owned keys made for each lookup were
     /// three allocations a row for keys that mostly exist.
@@ -567,10 +570,14 @@ impl StatsDelta {
     /// rows each) and forgets them.
     pub(crate) async fn write(&mut self, tx: &mut Tx) -> Result<(), sqlx::Error> {
         let sqlite = is_sqlite(tx);
-        let days: Vec<_> = std::mem::take(&mut self.days)
+        // In key order, as the `BTreeMap`s gave them: rows in key order
+        // append to the tables' B-trees, and nodes sharing a PostgreSQL
+        // store take their row locks in one order.
+        let mut days: Vec<_> = std::mem::take(&mut self.days)
             .into_iter()
             .filter(|(_, d)| !d.day_part_is_zero())
             .collect();
+        days.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for chunk in days.chunks(STATS_ROWS) {
             let sql = format!(
                 "INSERT INTO day_stats (tenant, date, department, day_rows, expected, attended, late_days, early_days, missing, field_days, overtime_min) \
@@ -598,10 +605,11 @@ impl StatsDelta {
             }
             q.execute(&mut **tx).await?;
         }
-        let months: Vec<_> = std::mem::take(&mut self.months)
+        let mut months: Vec<_> = std::mem::take(&mut self.months)
             .into_iter()
             .filter(|(_, d)| !d.is_zero())
             .collect();
+        months.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let (columns, set) = month_upsert_columns();
         for chunk in months.chunks(MONTH_ROWS) {
             let sql = format!(
@@ -942,8 +950,10 @@ impl ResultsStore {
                         // keeps its own): a month rebuilt at 100,000
                         // employees took 65–66 s against 67–72 s with 4 KiB
                         // (fewer pages to split, cache and write), and
-                        // 58–61 s with the scratch file's writes besides
-                        // (docs/PERFORMANCE.md, "Scratch file").
+                        // 58–61 s with the scratch file's unjournaled
+                        // writes besides; the node's close, summary and
+                        // apply did not move (docs/PERFORMANCE.md,
+                        // "Scratch file and 16 KiB pages").
                         let journal = if scratch {
                             ["PRAGMA journal_mode = OFF", "PRAGMA synchronous = OFF"]
                         } else {
