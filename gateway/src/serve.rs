@@ -445,6 +445,12 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                 cfg.attendance.results_url
             )
         })?;
+    if let Some(left) = crate::results::store::leftover_rebuild(&cfg.attendance.results_url) {
+        tracing::warn!(
+            file = %left.display(),
+            "a `fencegate results rebuild` that stopped before its end left this half-built store; nothing reads it: delete it, or run the rebuild again (node stopped), which deletes it first"
+        );
+    }
     let materializer = crate::results::Materializer::new(results.clone(), rules.clone());
     // Closed days and their later changes go downstream as records
     // (docs/ATTENDANCE.md, "Day results downstream"), from either source.

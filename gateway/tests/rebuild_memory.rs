@@ -511,8 +511,14 @@ async fn the_cli_rebuilds_a_sqlite_store_beside_it_and_renames_it_into_place() {
         store.pool().close().await;
         n
     };
-    // What a rebuild that stopped halfway left.
+    // What a rebuild that stopped halfway left (a node warns of it at
+    // start).
     std::fs::write(d.join("data/results.sqlite.rebuild"), b"half a file").unwrap();
+    let url = fencegate::results::store::sqlite_url(&live);
+    assert_eq!(
+        fencegate::results::store::leftover_rebuild(&url),
+        Some(d.join("data/results.sqlite.rebuild"))
+    );
 
     let rebuild = move |config: std::path::PathBuf| {
         std::process::Command::new(env!("CARGO_BIN_EXE_fencegate"))
@@ -556,6 +562,7 @@ async fn the_cli_rebuilds_a_sqlite_store_beside_it_and_renames_it_into_place() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!d.join("data/results.sqlite.rebuild").exists());
+    assert_eq!(fencegate::results::store::leftover_rebuild(&url), None);
     let store = ResultsStore::open_sqlite(&live).await.unwrap();
     let check: String = sqlx::query_scalar("PRAGMA integrity_check")
         .fetch_one(store.pool())

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::log::{LogError, LogReader, Lsn};
 use anyhow::Context as _;
 
-use crate::results::store::sqlite_path;
+use crate::results::store::{rebuild_scratch_path, sqlite_path};
 use crate::results::{Materializer, ResultsStore};
 
 /// Arguments of `fencegate results rebuild`.
@@ -79,7 +79,7 @@ pub fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
             let m = Materializer::new(store, Arc::clone(&rules));
             return anyhow::Ok(m.rebuild(&mut reader, now).await?);
         };
-        let built = scratch_path(&live);
+        let built = rebuild_scratch_path(&live);
         remove_sqlite_files(&built)?;
         let store = ResultsStore::open_scratch(&built)
             .await
@@ -100,14 +100,6 @@ pub fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
         closed
     );
     Ok(())
-}
-
-/// Where a rebuild of the SQLite store `live` is built: beside it, so the
-/// rename that puts it in place stays on one file system.
-fn scratch_path(live: &Path) -> PathBuf {
-    let mut name = live.file_name().unwrap_or_default().to_os_string();
-    name.push(".rebuild");
-    live.with_file_name(name)
 }
 
 /// Deletes the SQLite database `path` and the files SQLite keeps beside it

@@ -189,6 +189,24 @@ pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
 }
 
+/// Where `fencegate results rebuild` builds a new SQLite store for the
+/// live one at `live`: beside it, so the rename that puts it in place
+/// stays on one file system.
+pub fn rebuild_scratch_path(live: &Path) -> PathBuf {
+    let mut name = live.file_name().unwrap_or_default().to_os_string();
+    name.push(".rebuild");
+    live.with_file_name(name)
+}
+
+/// The half-built file a `fencegate results rebuild` that stopped left
+/// beside the SQLite store `url` names, if there is one: nothing reads it,
+/// and it can be as large as the store.
+pub fn leftover_rebuild(url: &str) -> Option<PathBuf> {
+    sqlite_path(url)
+        .map(|live| rebuild_scratch_path(&live))
+        .filter(|p| p.exists())
+}
+
 /// The file a SQLite URL names (as [`sqlite_url`] writes them); `None`
 /// for PostgreSQL and for in-memory databases.
 pub fn sqlite_path(url: &str) -> Option<PathBuf> {
