@@ -455,9 +455,9 @@ async fn a_node_starts_over_a_rebuild_that_stopped_halfway() {
 /// the live one and renames it into place: the live store's rows, and a
 /// WAL a killed node left beside it, are gone, not mixed in; the new file
 /// is an ordinary WAL-mode store, whole (`integrity_check`); a half-built
-/// file a stopped rebuild left is deleted first. While the live store is
-/// in use (here a reader holding a snapshot) the rebuild fails and the
-/// live store stays as it was.
+/// file a stopped rebuild left is deleted first. While a node runs on the
+/// log (its lock held), or the live store is in use (a reader holding a
+/// snapshot), the rebuild fails and the live store stays as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_rebuilds_a_sqlite_store_beside_it_and_renames_it_into_place() {
     let dir = tempfile::tempdir().unwrap();
@@ -498,10 +498,21 @@ async fn the_cli_rebuilds_a_sqlite_store_beside_it_and_renames_it_into_place() {
     .execute(node.pool())
     .await
     .unwrap();
-    std::fs::copy(d.join("node.sqlite"), &live).unwrap();
-    std::fs::copy(d.join("node.sqlite-wal"), &wal).unwrap();
+    let crashed = d.join("crashed");
+    std::fs::create_dir(&crashed).unwrap();
+    std::fs::copy(d.join("node.sqlite"), crashed.join("db")).unwrap();
+    std::fs::copy(d.join("node.sqlite-wal"), crashed.join("wal")).unwrap();
     node.pool().close().await;
-    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    assert!(std::fs::metadata(crashed.join("wal")).unwrap().len() > 0);
+    // Puts the killed node's files in place (each check below opens the
+    // store, which folds the WAL into the file: the next check gets the
+    // WAL back).
+    let install = || {
+        let _ = std::fs::remove_file(d.join("data/results.sqlite-shm"));
+        std::fs::copy(crashed.join("db"), &live).unwrap();
+        std::fs::copy(crashed.join("wal"), &wal).unwrap();
+    };
+    install();
     let ghosts = |store: ResultsStore| async move {
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM day_results WHERE employee = 'ghost'")
@@ -527,7 +538,26 @@ async fn the_cli_rebuilds_a_sqlite_store_beside_it_and_renames_it_into_place() {
             .output()
             .unwrap()
     };
+    // A node running on the log (it holds the log's lock).
+    let (running, _) = LogHandle::open(LogConfig::new(&log_dir)).unwrap();
+    let out = tokio::task::spawn_blocking({
+        let c = config.clone();
+        move || rebuild(c)
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the rebuild ran beside a node");
+    assert!(err.contains("a node is running on this log"), "{err}");
+    running.close();
+    drop(running);
+    assert_eq!(
+        ghosts(ResultsStore::open_sqlite(&live).await.unwrap()).await,
+        1
+    );
+
     // In use: a reader holds a snapshot of the live store.
+    install();
     let reader_store = ResultsStore::open_sqlite(&live).await.unwrap();
     let mut held = reader_store.pool().begin().await.unwrap();
     let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM day_results")
@@ -550,6 +580,9 @@ async fn the_cli_rebuilds_a_sqlite_store_beside_it_and_renames_it_into_place() {
         1
     );
 
+    // Stopped: the killed node's files replaced.
+    install();
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
     let out = tokio::task::spawn_blocking({
         let c = config.clone();
         move || rebuild(c)

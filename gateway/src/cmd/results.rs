@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::log::{LogError, LogReader, Lsn};
+use crate::log::{DirLock, LogError, LogReader, Lsn};
 use anyhow::Context as _;
 
 use crate::results::store::{rebuild_scratch_path, sqlite_path};
@@ -65,6 +65,15 @@ pub fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
         Err(LogError::Trimmed { oldest, .. }) => LogReader::open_dir(&dir, oldest, poll)?,
         other => other?,
     };
+    // The log's own lock, held to the end: a node running on this log
+    // (which holds it) fails the rebuild here, before anything is
+    // written, and no node starts on it while the store is replaced.
+    let _lock = DirLock::acquire(&dir).map_err(|e| match e {
+        LogError::Locked(_) => anyhow::anyhow!(
+            "{e}: a node is running on this log; stop it, then run `fencegate results rebuild` again"
+        ),
+        e => e.into(),
+    })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -124,8 +133,9 @@ fn remove_sqlite_files(path: &Path) -> anyhow::Result<()> {
 /// first: a WAL left beside the new file would be replayed into it on the
 /// next open. Then the rename replaces the file in one step, so whenever
 /// the process stops, `live` is either the old store, whole, or the new
-/// one. A live store still open elsewhere (a node that was not stopped)
-/// makes the checkpoint fail, and nothing is replaced.
+/// one. A reader of the live store's WAL makes the checkpoint fail, and
+/// nothing is replaced (a node is kept out by the log's lock, taken
+/// before).
 async fn replace_live(live: &Path, built: &Path) -> anyhow::Result<()> {
     use sqlx::Connection as _;
     if live.exists() {

@@ -173,6 +173,7 @@ use std::time::Duration;
 
 pub use cursor::{Cursor, CursorStart};
 pub use handle::{LogHandle, LogStats, Pending, PingAppendError, RecordBatch, WriterHold};
+pub(crate) use lock::DirLock;
 pub use metrics::LogMetrics;
 pub use reader::{Entry, LogReader};
 pub use recovery::{QuarantinedSegment, RecoveryReport, Truncation};
