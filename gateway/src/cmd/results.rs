@@ -133,9 +133,10 @@ fn remove_sqlite_files(path: &Path) -> anyhow::Result<()> {
 /// first: a WAL left beside the new file would be replayed into it on the
 /// next open. Then the rename replaces the file in one step, so whenever
 /// the process stops, `live` is either the old store, whole, or the new
-/// one. A reader of the live store's WAL makes the checkpoint fail, and
-/// nothing is replaced (a node is kept out by the log's lock, taken
-/// before).
+/// one. A write transaction open on the live store, or a reader whose
+/// snapshot still needs the WAL, makes the checkpoint fail after the busy
+/// timeout, and nothing is replaced (a node is kept out by the log's
+/// lock, taken before).
 async fn replace_live(live: &Path, built: &Path) -> anyhow::Result<()> {
     use sqlx::Connection as _;
     if live.exists() {
