@@ -548,7 +548,7 @@ async fn the_cli_rebuilds_a_sqlite_store_beside_it_and_renames_it_into_place() {
     .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the rebuild ran beside a node");
-    assert!(err.contains("a node is running on this log"), "{err}");
+    assert!(err.contains("is held by a running node: stop it"), "{err}");
     running.close();
     drop(running);
     assert_eq!(

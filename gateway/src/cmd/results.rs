@@ -69,8 +69,9 @@ pub fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
     // (which holds it) fails the rebuild here, before anything is
     // written, and no node starts on it while the store is replaced.
     let _lock = DirLock::acquire(&dir).map_err(|e| match e {
-        LogError::Locked(_) => anyhow::anyhow!(
-            "{e}: a node is running on this log; stop it, then run `fencegate results rebuild` again"
+        LogError::Locked(dir) => anyhow::anyhow!(
+            "log folder '{}' is held by a running node: stop it, then run `fencegate results rebuild` again",
+            dir.display()
         ),
         e => e.into(),
     })?;
