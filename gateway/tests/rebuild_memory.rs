@@ -82,7 +82,11 @@ supervisor = "E1"
 /// Rules listing the first `roster` employees (the log's others are
 /// not listed).
 fn rules_handle(rng: &mut StdRng, roster: usize) -> Arc<RulesHandle> {
-    let text = rules_text(rng, roster);
+    compile(rules_text(rng, roster))
+}
+
+/// The rules `text` compiled for tenant acme.
+fn compile(text: String) -> Arc<RulesHandle> {
     let mut keys = fixed_qr_keys(7);
     let mut ctx = CompileContext {
         calendars: Calendars::load(
@@ -621,18 +625,7 @@ async fn the_cli_rebuilds_a_sqlite_store_beside_it_and_renames_it_into_place() {
     );
 
     // The same log rebuilt here, into an ordinary store.
-    let rules = {
-        let mut keys = fixed_qr_keys(7);
-        let mut ctx = CompileContext {
-            calendars: Calendars::load(
-                &Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/holidays"),
-            ),
-            settings: AttendanceSettings::default(),
-            qr_key: &mut keys,
-        };
-        let rules = compile_text(&text, "tests/rebuild_memory.rs", &["acme"], &mut ctx).unwrap();
-        Arc::new(RulesHandle::new(rules, text))
-    };
+    let rules = compile(text);
     let oracle = Materializer::new(
         ResultsStore::open_sqlite(&d.join("oracle.sqlite"))
             .await

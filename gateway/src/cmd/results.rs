@@ -90,7 +90,8 @@ pub fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
             return anyhow::Ok(m.rebuild(&mut reader, now).await?);
         };
         let built = rebuild_scratch_path(&live);
-        remove_sqlite_files(&built)?;
+        // What a rebuild that died left.
+        remove_sqlite_files(&built, &["", "-wal", "-shm", "-journal"])?;
         let store = ResultsStore::open_scratch(&built)
             .await
             .with_context(|| format!("cannot create {}", built.display()))?;
@@ -112,10 +113,10 @@ pub fn rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes the SQLite database `path` and the files SQLite keeps beside it
-/// (what a rebuild that died left), if there.
-fn remove_sqlite_files(path: &Path) -> anyhow::Result<()> {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
+/// Deletes the files `path` + each of `suffixes` that exist: a SQLite
+/// database (suffix "") and the files SQLite keeps beside it.
+fn remove_sqlite_files(path: &Path, suffixes: &[&str]) -> anyhow::Result<()> {
+    for suffix in suffixes {
         let mut f = path.as_os_str().to_os_string();
         f.push(suffix);
         match std::fs::remove_file(&f) {
@@ -157,14 +158,7 @@ async fn replace_live(live: &Path, built: &Path) -> anyhow::Result<()> {
             live.display(),
             built.display()
         );
-        for suffix in ["-wal", "-shm"] {
-            let mut f = live.as_os_str().to_os_string();
-            f.push(suffix);
-            match std::fs::remove_file(&f) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            }
-        }
+        remove_sqlite_files(live, &["-wal", "-shm"])?;
     }
     std::fs::rename(built, live)
         .with_context(|| format!("cannot move {} to {}", built.display(), live.display()))?;
