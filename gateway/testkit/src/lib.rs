@@ -60,8 +60,13 @@ impl NatsServer {
     /// # Panics
     /// When the binary is missing or the server does not listen within 5 s.
     pub fn start(store: &Path) -> Self {
+        // Port 0 until the first start: the server picks a free one itself
+        // (`-p -1`) and names it in its ports file. A port picked here and
+        // passed on could be taken by another test's server in between;
+        // the readiness probe then reached that server, and this test
+        // failed with "connection refused" once it stopped.
         let mut s = Self {
-            port: free_port(),
+            port: 0,
             store: store.to_owned(),
             child: None,
         };
@@ -71,9 +76,19 @@ impl NatsServer {
 
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "nats-server is already running");
+        // A restart keeps its port (clients reconnect to it).
+        let port = if self.port == 0 {
+            "-1".to_owned()
+        } else {
+            self.port.to_string()
+        };
+        let ports_dir = self.store.join("ports");
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir).expect("create the ports file folder");
         let child = Command::new(nats_server_binary())
-            .args(["-js", "-a", "127.0.0.1", "-p"])
-            .arg(self.port.to_string())
+            .args(["-js", "-a", "127.0.0.1", "-p", &port])
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
             .arg("-sd")
             .arg(&self.store)
             .stdout(Stdio::null())
@@ -81,11 +96,20 @@ impl NatsServer {
             .spawn()
             .expect("nats-server starts");
         self.child = Some(child);
-        // Ready once it accepts TCP (the store may take a moment to recover
-        // after a kill).
+        // Ready once its ports file names the client port (written when it
+        // listens) and that port accepts TCP (the store may take a moment
+        // to recover after a kill).
         for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("nats-server exited at start: {status}");
+            }
+            if let Some(port) = listed_port(&ports_dir) {
+                self.port = port;
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return;
+                }
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -127,6 +151,22 @@ impl NatsServer {
     pub fn restart(&mut self) {
         self.spawn();
     }
+}
+
+/// The client port a `nats-server` names in its ports file in `dir`
+/// (`{"nats":["nats://127.0.0.1:PORT"]}`), once written.
+fn listed_port(dir: &Path) -> Option<u16> {
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+        let text = std::fs::read_to_string(entry.path()).ok()?;
+        let url = &text[text.find("nats://")? + "nats://".len()..];
+        let port: String = url
+            .split(':')
+            .nth(1)?
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        port.parse().ok()
+    })
 }
 
 impl Drop for NatsServer {
