@@ -196,12 +196,15 @@ pub struct RawQuic {
     ///
     /// `2000` unless set.
     pub hello_timeout_ms: u64,
-    /// Milliseconds a connection must have waited for its Hello before it
-    /// may be closed to make room for a new one when
-    /// `max_handshakes_in_flight` is full. A client sends its Hello right
-    /// after the handshake, so one silent for longer is idle, not slow; a
-    /// shorter grace would close, at a 9:00 peak, connections whose Hello
-    /// is one round trip away.
+    /// The least time, in milliseconds, a connection must have waited for
+    /// its Hello before it may be closed to make room for a new one when
+    /// `max_handshakes_in_flight` (or admission's set-up limit) is full. A
+    /// client sends its Hello right after the handshake, so one silent for
+    /// longer is idle, not slow; a shorter grace would close, at a 9:00
+    /// peak, connections whose Hello is one round trip away. While the
+    /// clients that do authenticate are slower (a fleet reconnecting at
+    /// once), the grace stretches to three times their mean Hello delay,
+    /// up to half of `hello_timeout_ms`.
     ///
     /// `200` unless set.
     pub hello_evict_grace_ms: u64,

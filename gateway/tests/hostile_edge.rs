@@ -335,3 +335,97 @@ async fn punches_on_their_own_address_get_in_while_the_main_one_is_full() {
     drop(silent);
     node.running.shutdown(Duration::from_secs(2)).await;
 }
+
+/// A fleet reconnecting at once leaves its clients short of CPU, so their
+/// Hellos come hundreds of milliseconds after the handshake. With a fixed
+/// 200 ms grace the gateway closed such connections, whose key exchange
+/// was already paid, to make room for newcomers: 657–1,139 evictions in
+/// some 10,000-device storms, each a second handshake for its device.
+/// The grace now follows the Hello delays of clients that did
+/// authenticate. Red with the fixed grace: the slow clients are evicted.
+/// Idle holders are still evicted once past the stretched grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_real_clients_in_a_storm_are_not_evicted_and_idle_ones_still_are() {
+    const BOUND: usize = 4;
+    const SLOW: Duration = Duration::from_millis(400);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.quic.max_handshakes_in_flight = BOUND;
+    cfg.quic.hello_timeout = Duration::from_secs(30);
+    assert_eq!(cfg.quic.hello_evict_grace, Duration::from_millis(200));
+    let node = Node::start_with(dir, cfg).await;
+
+    // The storm so far: clients whose Hello comes 400 ms after their
+    // handshake, a bound's worth at a time (no newcomer meanwhile).
+    for round in 0..4 {
+        let mut group = Vec::new();
+        for i in 0..BOUND {
+            let (connector, token) = (
+                node.connector.clone(),
+                node.token("acme", &format!("slow-{round}-{i}")),
+            );
+            group.push(tokio::spawn(async move {
+                let c = connector.handshake().await.unwrap();
+                tokio::time::sleep(SLOW).await;
+                c.hello(&token, &format!("slow-{round}-{i}")).await.unwrap();
+            }));
+        }
+        for g in group {
+            g.await.unwrap();
+        }
+    }
+
+    // A bound's worth of slow clients again, and a newcomer past the
+    // 200 ms floor: it must wait, not take a slow client's slot.
+    let slow: Vec<_> = (0..BOUND)
+        .map(|i| {
+            let (connector, token) = (
+                node.connector.clone(),
+                node.token("acme", &format!("late-{i}")),
+            );
+            tokio::spawn(async move {
+                let c = connector.handshake().await.unwrap();
+                tokio::time::sleep(SLOW + Duration::from_millis(300)).await;
+                c.hello(&token, &format!("late-{i}")).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(SLOW).await;
+    let (connector, token) = (node.connector.clone(), node.token("acme", "phone-1"));
+    let newcomer = tokio::spawn(async move { connector.connect(&token, "phone-1").await });
+    for s in slow {
+        let r = s.await.unwrap();
+        assert!(
+            r.is_ok(),
+            "a client whose Hello is as slow as the storm's was evicted: {r:?}"
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(10), newcomer)
+        .await
+        .expect("the newcomer gets in once the slow clients authenticate")
+        .unwrap()
+        .expect("the newcomer gets in");
+
+    // Idle holders: evicted once they have waited past the stretched
+    // grace (three times the ~0.4 s mean), well before the Hello deadline.
+    let mut silent = Vec::new();
+    for _ in 0..BOUND {
+        silent.push(node.connector.handshake().await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let c = tokio::time::timeout(
+        Duration::from_secs(5),
+        node.connector
+            .connect(&node.token("acme", "phone-2"), "phone-2"),
+    )
+    .await
+    .expect("a real device gets in past idle holders")
+    .expect("a real device gets in past idle holders");
+    let r = c.punch(&punch(1, "e-1", HQ)).await.unwrap();
+    assert_eq!(r.verdict(), Some(Verdict::Accepted), "{r:?}");
+    assert_eq!(
+        close_code(silent[0].connection()).await,
+        Some(u64::from(close::AUTH_TIMEOUT))
+    );
+    node.running.shutdown(Duration::from_secs(2)).await;
+}

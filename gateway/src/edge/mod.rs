@@ -225,6 +225,10 @@ struct SetupLane {
     admission: Admission,
     handshaking: Arc<AtomicUsize>,
     awaiting_hello: AwaitingHello,
+    /// How long authenticated clients have recently taken from the end
+    /// of the handshake to their Hello: stretches the eviction grace
+    /// while real clients are slow (a fleet reconnecting at once).
+    hello_delay: HelloDelay,
     handshake_second: AtomicI64,
     handshakes_this_second: AtomicU32,
 }
@@ -235,6 +239,7 @@ impl SetupLane {
             admission: Admission::new(settings, clock::instant()).with_max_limit(max_setup),
             handshaking: Arc::new(AtomicUsize::new(0)),
             awaiting_hello: AwaitingHello::default(),
+            hello_delay: HelloDelay::default(),
             handshake_second: AtomicI64::new(0),
             handshakes_this_second: AtomicU32::new(0),
         }
@@ -445,10 +450,10 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint, lane
             // deadline, and idle holders send no set-up samples, so the
             // limit would never rise. Its task sees the close and frees
             // the slot; this connection takes it meanwhile.
-            if let Some(idle) = setup
-                .awaiting_hello
-                .evict_oldest(arrived, ctx.settings.hello_evict_grace)
-            {
+            let grace = setup
+                .hello_delay
+                .grace(ctx.settings.hello_evict_grace, ctx.settings.hello_timeout);
+            if let Some(idle) = setup.awaiting_hello.evict_oldest(arrived, grace) {
                 ctx.metrics.handshakes_evicted.increment(1);
                 close_with(
                     &idle,
@@ -576,6 +581,56 @@ impl AwaitingHello {
         self.conns
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A running estimate of how long authenticated clients take from the end
+/// of their handshake to their Hello, which sets the eviction grace.
+///
+/// A fixed grace cannot tell an idle connection from a slow real one. When
+/// a fleet of thousands reconnects at once, its clients (and this node)
+/// are short of CPU, their Hellos come hundreds of milliseconds after the
+/// handshake, and a 200 ms grace closed connections whose key exchange was
+/// already paid for: each eviction cost a second handshake and fed the
+/// crowd (docs/PERFORMANCE.md, "Connect storm: evictions"). Idle or
+/// hostile holders send no Hello and so add no sample: they cannot lower
+/// the grace, and a client that authenticates slowly on purpose can raise
+/// it only to half the Hello timeout.
+#[derive(Debug, Default)]
+struct HelloDelay {
+    /// Exponentially weighted mean of recent Hello delays, µs.
+    mean_us: AtomicU64,
+}
+
+impl HelloDelay {
+    /// A sample's weight in the mean: 1/8, so that a few far clients do
+    /// not move it, and a crowd of slow ones does within tens of set-ups.
+    const WEIGHT_SHIFT: u32 = 3;
+    /// The grace is this many times the mean delay.
+    const GRACE_FACTOR: u32 = 3;
+
+    /// Adds one authenticated connection's handshake → Hello delay.
+    fn observe(&self, delay: Duration) {
+        let sample = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        // Lost races only drop a sample; the mean stays a mean.
+        let _ = self
+            .mean_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |mean| {
+                let next = if sample >= mean {
+                    mean + ((sample - mean) >> Self::WEIGHT_SHIFT)
+                } else {
+                    mean - ((mean - sample) >> Self::WEIGHT_SHIFT)
+                };
+                Some(next)
+            });
+    }
+
+    /// The eviction grace: three times the mean delay, at least `floor`
+    /// (`quic.hello_evict_grace_ms`) and at most half of `hello_timeout`.
+    fn grace(&self, floor: Duration, hello_timeout: Duration) -> Duration {
+        let mean = Duration::from_micros(self.mean_us.load(Ordering::Relaxed));
+        let cap = (hello_timeout / 2).max(floor);
+        (mean * Self::GRACE_FACTOR).clamp(floor, cap)
     }
 }
 
@@ -794,10 +849,8 @@ async fn handle_connection(
     setup: Handshaking,
     arrived: Instant,
 ) {
-    let waiting = ctx
-        .lane(lane)
-        .awaiting_hello
-        .register(&conn, clock::instant());
+    let handshaken = clock::instant();
+    let waiting = ctx.lane(lane).awaiting_hello.register(&conn, handshaken);
     let Some(session) = authenticate(ctx, &conn).await else {
         return;
     };
@@ -810,6 +863,9 @@ async fn handle_connection(
     let authed = clock::instant();
     let setup_delay = authed.saturating_duration_since(arrived);
     ctx.lane(lane).admission.observe(authed, setup_delay);
+    ctx.lane(lane)
+        .hello_delay
+        .observe(authed.saturating_duration_since(handshaken));
     ctx.metrics.setup_seconds[lane as usize].record(setup_delay.as_secs_f64());
     // Set up: from here on the connection no longer counts against
     // `max_handshakes_in_flight` and cannot be evicted.
@@ -1303,7 +1359,41 @@ fn log_busy(e: &LogError) -> Answer {
 
 #[cfg(test)]
 mod tests {
-    use super::PingBucket;
+    use super::{HelloDelay, PingBucket};
+    use std::time::Duration;
+
+    /// The eviction grace is the configured floor until clients are seen
+    /// to be slow, three times their mean Hello delay then, and never more
+    /// than half the Hello deadline, however slowly a client authenticates.
+    #[test]
+    fn the_eviction_grace_follows_slow_hellos_between_the_floor_and_half_the_deadline() {
+        let ms = Duration::from_millis;
+        let (floor, deadline) = (ms(200), ms(2_000));
+        let d = HelloDelay::default();
+        assert_eq!(d.grace(floor, deadline), floor, "no sample yet");
+        for _ in 0..64 {
+            d.observe(ms(5));
+        }
+        assert_eq!(d.grace(floor, deadline), floor, "quick clients");
+        // One far client moves the mean by an eighth of the difference.
+        d.observe(ms(805));
+        let g = d.grace(floor, deadline);
+        assert!(g > floor && g < ms(400), "{g:?}");
+        // A crowd of slow clients stretches it within tens of set-ups.
+        for _ in 0..40 {
+            d.observe(ms(300));
+        }
+        let g = d.grace(floor, deadline);
+        assert!(g > ms(850) && g <= ms(900), "{g:?}");
+        // A client authenticating slowly on purpose cannot push it past
+        // half the deadline.
+        for _ in 0..200 {
+            d.observe(ms(60_000));
+        }
+        assert_eq!(d.grace(floor, deadline), ms(1_000));
+        // A floor above half the deadline wins.
+        assert_eq!(d.grace(ms(1_500), deadline), ms(1_500));
+    }
 
     #[test]
     fn ping_bucket_lets_the_burst_through_then_the_rate() {
