@@ -204,6 +204,10 @@ pub struct EdgeMetrics {
     /// current limit on connections in set-up, by lane (set at each
     /// connection attempt).
     pub setup_limit: [Gauge; 2],
+    /// `fencegate_connections_in_setup{lane}`: connections between their
+    /// admitted Initial and their authenticated Hello, by lane, the count
+    /// the limit above is compared with (set at each connection attempt).
+    pub in_setup: [Gauge; 2],
 }
 
 impl EdgeMetrics {
@@ -247,6 +251,8 @@ impl EdgeMetrics {
                 .map(|l| histogram!("fencegate_connection_setup_seconds", "lane" => l)),
             setup_limit: ["main", "punch"]
                 .map(|l| gauge!("fencegate_admission_setup_limit", "lane" => l)),
+            in_setup: ["main", "punch"]
+                .map(|l| gauge!("fencegate_connections_in_setup", "lane" => l)),
         }
     }
 

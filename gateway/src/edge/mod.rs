@@ -433,6 +433,7 @@ pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint, lane
         let in_setup = ctx.handshaking(lane);
         let admitted = setup.admission.admit(arrived, in_setup);
         ctx.metrics.setup_limit[lane as usize].set(setup.admission.limit() as f64);
+        ctx.metrics.in_setup[lane as usize].set(in_setup as f64);
         if ctx.punch_admission.overloaded(arrived) {
             // Punches stood above target for a whole interval: shed
             // before any key exchange (the client resends its Initial or
