@@ -535,21 +535,19 @@ async fn the_cli_rebuilds_a_sqlite_store_beside_it_and_renames_it_into_place() {
         Some(d.join("data/results.sqlite.rebuild"))
     );
 
-    let rebuild = move |config: std::path::PathBuf| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_fencegate"))
-            .args(["results", "rebuild", "--config"])
-            .arg(config)
-            .output()
-            .unwrap()
+    // The CLI, off the runtime's threads: it blocks until the process ends.
+    let rebuild = |config: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_fencegate"))
+                .args(["results", "rebuild", "--config"])
+                .arg(config)
+                .output()
+                .unwrap()
+        })
     };
     // A node running on the log (it holds the log's lock).
     let (running, _) = LogHandle::open(LogConfig::new(&log_dir)).unwrap();
-    let out = tokio::task::spawn_blocking({
-        let c = config.clone();
-        move || rebuild(c)
-    })
-    .await
-    .unwrap();
+    let out = rebuild(config.clone()).await.unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the rebuild ran beside a node");
     assert!(err.contains("is held by a running node: stop it"), "{err}");
@@ -570,12 +568,7 @@ async fn the_cli_rebuilds_a_sqlite_store_beside_it_and_renames_it_into_place() {
         .execute(&mut *held)
         .await
         .unwrap();
-    let out = tokio::task::spawn_blocking({
-        let c = config.clone();
-        move || rebuild(c)
-    })
-    .await
-    .unwrap();
+    let out = rebuild(config.clone()).await.unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -593,12 +586,7 @@ async fn the_cli_rebuilds_a_sqlite_store_beside_it_and_renames_it_into_place() {
     // Stopped: the killed node's files replaced.
     install();
     assert!(std::fs::metadata(&wal).unwrap().len() > 0);
-    let out = tokio::task::spawn_blocking({
-        let c = config.clone();
-        move || rebuild(c)
-    })
-    .await
-    .unwrap();
+    let out = rebuild(config.clone()).await.unwrap();
     assert!(
         out.status.success(),
         "{}",
