@@ -16,6 +16,7 @@ pub mod config;
 pub mod dedup;
 pub mod edge;
 pub mod fences;
+pub mod hugepages;
 pub mod live;
 pub mod log;
 pub mod metrics;

@@ -4,6 +4,7 @@
 //! lane and the log writer at the process's own priority; without
 //! `punch_listen` every thread keeps the process's. Linux only: elsewhere
 //! a nice value is the whole process's and the setting does nothing.
+//! Also the process's transparent huge pages, off (`fencegate::hugepages`).
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -113,4 +114,30 @@ fn without_a_punch_address_every_thread_keeps_the_process_priority() {
     for n in nice_of_named(&all, "shared-lane") {
         assert_eq!(n, own, "{all:?}");
     }
+}
+
+/// `THP_enabled` of a `/proc/PID/status` text.
+fn thp_enabled(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The node turns transparent huge pages off for itself, as
+/// `/proc/PID/status` shows while it serves: red if `main` does not (the
+/// child inherits this test's setting, which is on).
+#[test]
+fn the_node_runs_without_transparent_huge_pages() {
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn(&write_config(dir.path(), false));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    let status = status.unwrap();
+    if thp_enabled(&own) == Some(0) {
+        eprintln!("this test's own process already runs without huge pages: nothing to tell apart");
+    }
+    assert_eq!(thp_enabled(&status), Some(0), "{status}");
 }

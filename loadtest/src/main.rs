@@ -174,6 +174,13 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // First: connection churn on huge pages costs a 2 MiB zeroing per
+    // fault (fencegate::hugepages).
+    if let Err(e) = fencegate::hugepages::disable_transparent_huge_pages() {
+        eprintln!(
+            "fencegate-load: warning: cannot turn transparent huge pages off ({e}); connection set-ups will cost more CPU"
+        );
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

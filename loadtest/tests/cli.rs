@@ -398,3 +398,36 @@ fn client_nice_lowers_the_clients_and_not_the_gateway() {
     assert!(load.iter().all(|&v| v == 7), "client threads: {seen:?}");
     assert!(gateway.iter().all(|&v| v == 0), "gateway threads: {seen:?}");
 }
+
+/// The harness turns transparent huge pages off for itself
+/// (`fencegate::hugepages`: its crowd of connection set-ups re-faulted
+/// huge pages and lost two thirds of 3× overload goodput), as
+/// `/proc/PID/status` shows while a run goes on. Red if `main` does not.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_harness_runs_without_transparent_huge_pages() {
+    let mut child = bin()
+        .args(["--scenario", &scenario("punch-steady")])
+        .args(["--duration", "10", "--employees", "500", "--quiet"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // `main`'s first statement; allow the process a moment to reach it.
+    let mut thp = None;
+    for _ in 0..100 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        thp = status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        if thp == Some(0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(thp, Some(0), "THP_enabled of the running harness");
+}

@@ -174,8 +174,6 @@ impl EdgeContext {
         &self.lanes[lane as usize]
     }
 
-    /// Counts a handshake attempt on `lane`; true when this second's count
-    /// is over the Retry threshold.
     /// Turns away a new connection shed before any key exchange, the way
     /// `quic.shed_connections` says: unanswered (the client's QUIC stack
     /// resends its Initial, and a later copy may find room) or refused
@@ -187,6 +185,8 @@ impl EdgeContext {
         }
     }
 
+    /// Counts a handshake attempt on `lane`; true when this second's count
+    /// is over the Retry threshold.
     fn handshake_flood(&self, lane: Lane, now_ms: i64) -> bool {
         let l = self.lane(lane);
         let sec = now_ms / 1_000;
