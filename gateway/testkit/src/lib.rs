@@ -156,10 +156,19 @@ impl NatsServer {
 /// The client port a `nats-server` names in its ports file in `dir`
 /// (`{"nats":["nats://127.0.0.1:PORT"]}`), once written.
 fn listed_port(dir: &Path) -> Option<u16> {
+    listed(dir, "nats")
+}
+
+/// The port of the first URL under `key` (`nats`, `monitoring`,
+/// `cluster`) in the ports file a `nats-server` wrote in `dir`, once
+/// written.
+fn listed(dir: &Path, key: &str) -> Option<u16> {
     std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
         let text = std::fs::read_to_string(entry.path()).ok()?;
-        let url = &text[text.find("nats://")? + "nats://".len()..];
-        let port: String = url
+        let at = text.find(&format!("\"{key}\":[\""))?;
+        let url = &text[at..];
+        let host = &url[url.find("://")? + "://".len()..];
+        let port: String = host
             .split(':')
             .nth(1)?
             .chars()
@@ -197,11 +206,26 @@ fn node_log(config: &Path) -> PathBuf {
     config.with_file_name("nats-server.log")
 }
 
+/// The last `n` lines of the log of the cluster node started from `config`.
+fn log_tail(config: &Path, n: usize) -> Vec<String> {
+    let log = std::fs::read_to_string(node_log(config)).unwrap_or_default();
+    let mut tail: Vec<String> = log.lines().rev().take(n).map(str::to_owned).collect();
+    tail.reverse();
+    tail
+}
+
 /// One node of a [`NatsCluster`]: a server started from its own config file.
 struct ClusterNode {
+    name: String,
+    dir: PathBuf,
     config: PathBuf,
+    /// Client and monitoring ports: 0 until the node's first start names
+    /// them in its ports file (it picks them itself), then kept for
+    /// restarts.
     port: u16,
     monitor: u16,
+    /// The route port, picked here: every node's config lists every route.
+    route: u16,
     child: Option<Child>,
 }
 
@@ -212,58 +236,126 @@ pub struct NatsCluster {
     nodes: Vec<ClusterNode>,
 }
 
+/// How many times [`NatsCluster::start`] picks fresh route ports when a
+/// node could not bind the one it was given.
+const CLUSTER_START_TRIES: usize = 3;
+
 impl NatsCluster {
     /// Starts `n` (3 or more for replicated streams) clustered servers under
     /// `dir` and waits until every one reports JetStream healthy (a meta
     /// leader elected, its stores current).
     ///
+    /// Each node picks its own client and monitoring ports (`-1`) and names
+    /// them in its ports file: a port picked here and released could be
+    /// taken by another test's server before this one binds it, and a
+    /// health probe would then reach that server. Route ports cannot be
+    /// left to the nodes (a JetStream cluster needs its routes in every
+    /// config), so they are picked here; a node that cannot bind its route
+    /// exits at once, and the cluster starts again on fresh ones.
+    ///
     /// # Panics
-    /// When the binary is missing or the cluster is not healthy within 45 s.
+    /// When the binary is missing, no start binds its ports in
+    /// [`CLUSTER_START_TRIES`] tries, or the cluster is not healthy within
+    /// 45 s.
     pub fn start(dir: &Path, n: usize) -> Self {
-        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let route_list = routes
-            .iter()
-            .map(|p| format!("nats-route://127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut nodes = Vec::with_capacity(n);
-        for (i, route) in routes.iter().enumerate() {
-            let node_dir = dir.join(format!("n{i}"));
-            std::fs::create_dir_all(&node_dir).expect("create the node's folder");
-            let (port, monitor) = (free_port(), free_port());
-            let config = node_dir.join("nats-server.conf");
-            std::fs::write(
-                &config,
-                format!(
-                    "server_name: n{i}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
-                     jetstream {{ store_dir: \"{store}\" }}\n\
-                     cluster {{ name: fencegate-test, listen: 127.0.0.1:{route}, routes: [{route_list}] }}\n",
-                    store = node_dir.join("js").display(),
-                ),
-            )
-            .expect("write the node's config");
-            nodes.push(ClusterNode {
-                config,
-                port,
-                monitor,
-                child: None,
-            });
+        Self::start_with(dir, n, free_port)
+    }
+
+    /// [`start`](Self::start) with route ports from `pick` (a test hands
+    /// out a taken one first).
+    fn start_with(dir: &Path, n: usize, mut pick: impl FnMut() -> u16) -> Self {
+        let mut failures = Vec::new();
+        for attempt in 0..CLUSTER_START_TRIES {
+            let mut c = Self::configure(&dir.join(format!("try{attempt}")), n, &mut pick);
+            for i in 0..n {
+                c.spawn(i);
+            }
+            // Three servers electing a meta leader on a loaded 2-core CI
+            // machine took longer than 20 s once (2026-12-03).
+            match (0..n).try_for_each(|i| c.wait_ready(i, Duration::from_secs(45))) {
+                Ok(()) => {
+                    // Restarts reuse the ports the nodes picked.
+                    for i in 0..n {
+                        c.write_config(i);
+                    }
+                    return c;
+                }
+                Err(e) => failures.push(e),
+            }
+            // Drop kills the nodes of the failed try.
         }
-        let mut c = Self { nodes };
+        panic!(
+            "a {n}-node nats-server cluster did not start in {CLUSTER_START_TRIES} tries:\n{}",
+            failures.join("\n")
+        );
+    }
+
+    /// Nodes with fresh route ports and their config files under `dir`,
+    /// none started.
+    fn configure(dir: &Path, n: usize, pick: &mut impl FnMut() -> u16) -> Self {
+        let nodes = (0..n)
+            .map(|i| {
+                let node_dir = dir.join(format!("n{i}"));
+                std::fs::create_dir_all(&node_dir).expect("create the node's folder");
+                ClusterNode {
+                    name: format!("n{i}"),
+                    config: node_dir.join("nats-server.conf"),
+                    dir: node_dir,
+                    port: 0,
+                    monitor: 0,
+                    route: pick(),
+                    child: None,
+                }
+            })
+            .collect();
+        let c = Self { nodes };
         for i in 0..n {
-            c.spawn(i);
-        }
-        // Three servers electing a meta leader on a loaded 2-core CI
-        // machine took longer than 20 s once (2026-12-03).
-        for i in 0..n {
-            c.wait_healthy(i, Duration::from_secs(45));
+            c.write_config(i);
         }
         c
+    }
+
+    /// Writes node `i`'s config: its ports (`-1` where not known yet),
+    /// every node's route, its store and its ports file folder.
+    fn write_config(&self, i: usize) {
+        let routes = self
+            .nodes
+            .iter()
+            .map(|n| format!("nats-route://127.0.0.1:{}", n.route))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let node = &self.nodes[i];
+        let or_any = |p: u16| {
+            if p == 0 {
+                "-1".to_owned()
+            } else {
+                p.to_string()
+            }
+        };
+        std::fs::write(
+            &node.config,
+            format!(
+                "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
+                 ports_file_dir: \"{ports}\"\n\
+                 jetstream {{ store_dir: \"{store}\" }}\n\
+                 cluster {{ name: fencegate-test, listen: 127.0.0.1:{route}, routes: [{routes}] }}\n",
+                name = node.name,
+                port = or_any(node.port),
+                monitor = or_any(node.monitor),
+                route = node.route,
+                ports = node.dir.join("ports").display(),
+                store = node.dir.join("js").display(),
+            ),
+        )
+        .expect("write the node's config");
     }
 
     fn spawn(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node n{i} is already running");
+        let ports = node.dir.join("ports");
+        let _ = std::fs::remove_dir_all(&ports);
+        std::fs::create_dir_all(&ports).expect("create the ports file folder");
         // The server's own log, appended across restarts: what a test
         // that finds a node unhealthy shows (a port taken meanwhile, a
         // slow election).
@@ -283,6 +375,43 @@ impl NatsCluster {
         );
     }
 
+    /// Waits until node `i` names its client and monitoring ports in its
+    /// ports file, records them, and waits until it answers `/healthz`
+    /// with 200. An error, with the end of its log, when it exits first (a
+    /// route port taken: the server may name its client port before it
+    /// fails to bind its route) or is not healthy within `within`.
+    fn wait_ready(&mut self, i: usize, within: Duration) -> Result<(), String> {
+        let ports = self.nodes[i].dir.join("ports");
+        let step = Duration::from_millis(25);
+        for _ in 0..(within.as_millis() / step.as_millis()).max(1) {
+            let node = &mut self.nodes[i];
+            if let Some(c) = node.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                node.child = None;
+                return Err(format!(
+                    "node n{i} exited at start ({status}): {}",
+                    log_tail(&node.config, 5).join(" | ")
+                ));
+            }
+            if node.monitor == 0
+                && let (Some(port), Some(monitor)) =
+                    (listed(&ports, "nats"), listed(&ports, "monitoring"))
+            {
+                node.port = port;
+                node.monitor = monitor;
+            }
+            if node.monitor != 0 && http_status(node.monitor, "/healthz") == Some(200) {
+                return Ok(());
+            }
+            std::thread::sleep(step);
+        }
+        Err(format!(
+            "node n{i} was not healthy within {within:?}: {}",
+            log_tail(&self.nodes[i].config, 30).join("\n")
+        ))
+    }
+
     /// Waits until node `i` answers `/healthz` with 200 (JetStream ready).
     ///
     /// # Panics
@@ -296,12 +425,9 @@ impl NatsCluster {
             }
             std::thread::sleep(deadline);
         }
-        let log = std::fs::read_to_string(node_log(&self.nodes[i].config)).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         panic!(
             "nats-server n{i} was not healthy within {within:?}; the end of its log:\n{}",
-            tail.join("\n")
+            log_tail(&self.nodes[i].config, 30).join("\n")
         );
     }
 
@@ -695,6 +821,32 @@ mod tests {
         c.start_stopped();
         assert!((0..3).all(|i| http_status(c.nodes[i].monitor, "/healthz") == Some(200)));
         drop(c);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A route port another process holds makes its node exit at start;
+    /// the cluster starts again on fresh ports instead of failing (or
+    /// probing someone else's server). Red without the retry: the first
+    /// try's node never names its ports.
+    #[test]
+    fn a_taken_route_port_is_retried_on_fresh_ports() {
+        let dir = std::env::temp_dir().join(format!("fg-testkit-taken-{}", std::process::id()));
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        let mut first = true;
+        let c = NatsCluster::start_with(&dir, 3, || {
+            if std::mem::take(&mut first) {
+                taken_port
+            } else {
+                free_port()
+            }
+        });
+        assert!((0..3).all(|i| http_status(c.nodes[i].monitor, "/healthz") == Some(200)));
+        assert!(c.nodes.iter().all(|n| n.route != taken_port));
+        let log = std::fs::read_to_string(dir.join("try0/n0/nats-server.log")).unwrap();
+        assert!(log.contains(&taken_port.to_string()), "{log}");
+        drop(c);
+        drop(taken);
         let _ = std::fs::remove_dir_all(dir);
     }
 
