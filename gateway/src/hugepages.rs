@@ -12,10 +12,13 @@
 //! zeroing took 21 % of the process's CPU and goodput fell to a third;
 //! with huge pages off it took 4 %. A gateway left on huge pages spent a
 //! third more CPU setting up a 10,000-device reconnect storm.
-//! `PR_SET_THP_DISABLE` applies to every
-//! later fault, including those in ranges mimalloc already advised (the
-//! kernel checks the flag at fault time), so calling it at the top of
-//! `main` is early enough even though the runtime allocated before.
+//!
+//! `PR_SET_THP_DISABLE` applies to every later fault, including those in
+//! ranges mimalloc already advised (the kernel checks the flag at fault
+//! time), so calling it at the top of `main` is early enough even though
+//! the runtime allocated before. The binaries' own checks read a running
+//! node's and harness's `/proc/PID/status` (`gateway/tests/lanes.rs`,
+//! `loadtest/tests/cli.rs`).
 
 /// Turns transparent huge pages off for this process (and children it
 /// starts). Where the kernel has no such switch (not Linux) it does
@@ -37,32 +40,18 @@ pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether transparent huge pages are off for this process: `Some(true)`
-/// after [`disable_transparent_huge_pages`], `None` where the kernel has
-/// no such switch.
-pub fn transparent_huge_pages_disabled() -> Option<bool> {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: as above: integer arguments, no memory passed.
-        let rc = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
-        if rc >= 0 {
-            return Some(rc == 1);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Red if the call did nothing (the binaries' own check is
-    /// `tests/huge_pages.rs`, which reads a running node's
-    /// `/proc/PID/status`).
+    /// Red if the call did nothing.
     #[test]
     #[cfg(target_os = "linux")]
     fn the_switch_is_off_after_the_call() {
         disable_transparent_huge_pages().expect("prctl(PR_SET_THP_DISABLE)");
-        assert_eq!(transparent_huge_pages_disabled(), Some(true));
+        // SAFETY: PR_GET_THP_DISABLE takes integer arguments only and
+        // touches no memory of ours.
+        let rc = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        assert_eq!(rc, 1, "PR_GET_THP_DISABLE after the call");
     }
 }
