@@ -335,20 +335,27 @@ fn nice_of(stat: &str) -> i32 {
     rest.split(' ').nth(16).unwrap().parse().unwrap()
 }
 
+/// A quiet 10 s `punch-steady` run of the harness with `extra` flags, for
+/// tests that look at the running process from outside.
+#[cfg(target_os = "linux")]
+fn small_run(extra: &[&str]) -> std::process::Child {
+    bin()
+        .args(["--scenario", &scenario("punch-steady")])
+        .args(["--duration", "10", "--employees", "500", "--quiet"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// `--client-nice` lowers the harness's client threads and leaves the
 /// built-in gateway's at the process's priority, as `ps` shows them while
 /// the run goes on.
 #[cfg(target_os = "linux")]
 #[test]
 fn client_nice_lowers_the_clients_and_not_the_gateway() {
-    let mut child = bin()
-        .args(["--scenario", &scenario("punch-steady")])
-        .args(["--duration", "10", "--employees", "500", "--quiet"])
-        .args(["--client-nice", "7"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = small_run(&["--client-nice", "7"]);
     let pid = child.id();
     let mut seen: Vec<(String, i32)> = Vec::new();
     // A thread is named before its start hook lowers it: look until every
@@ -406,13 +413,7 @@ fn client_nice_lowers_the_clients_and_not_the_gateway() {
 #[cfg(target_os = "linux")]
 #[test]
 fn the_harness_runs_without_transparent_huge_pages() {
-    let mut child = bin()
-        .args(["--scenario", &scenario("punch-steady")])
-        .args(["--duration", "10", "--employees", "500", "--quiet"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = small_run(&[]);
     let pid = child.id();
     // `main`'s first statement; allow the process a moment to reach it.
     let mut thp = None;
