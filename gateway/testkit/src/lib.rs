@@ -216,7 +216,6 @@ fn log_tail(config: &Path, n: usize) -> Vec<String> {
 
 /// One node of a [`NatsCluster`]: a server started from its own config file.
 struct ClusterNode {
-    name: String,
     dir: PathBuf,
     config: PathBuf,
     /// Client and monitoring ports: 0 until the node's first start names
@@ -298,7 +297,6 @@ impl NatsCluster {
                 let node_dir = dir.join(format!("n{i}"));
                 std::fs::create_dir_all(&node_dir).expect("create the node's folder");
                 ClusterNode {
-                    name: format!("n{i}"),
                     config: node_dir.join("nats-server.conf"),
                     dir: node_dir,
                     port: 0,
@@ -335,11 +333,10 @@ impl NatsCluster {
         std::fs::write(
             &node.config,
             format!(
-                "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
+                "server_name: n{i}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
                  ports_file_dir: \"{ports}\"\n\
                  jetstream {{ store_dir: \"{store}\" }}\n\
                  cluster {{ name: fencegate-test, listen: 127.0.0.1:{route}, routes: [{routes}] }}\n",
-                name = node.name,
                 port = or_any(node.port),
                 monitor = or_any(node.monitor),
                 route = node.route,
