@@ -448,6 +448,15 @@ pub struct Scratch {
     batch: BatchScratch,
 }
 
+impl Scratch {
+    /// How many fixes the batched ping path has converted to an H3 cell
+    /// with this scratch: the part of a fix's cost the cell box and shape
+    /// exist to avoid, counted so tests can check they do.
+    pub fn h3_conversions(&self) -> u64 {
+        self.batch.conversions
+    }
+}
+
 impl Default for Scratch {
     fn default() -> Self {
         Self {
@@ -2124,6 +2133,8 @@ struct BatchScratch {
     located: Vec<Arc<str>>,
     events: Vec<(Arc<str>, Transition)>,
     decided: Vec<Decided>,
+    /// H3 conversions made so far ([`Scratch::h3_conversions`]).
+    conversions: u64,
 }
 
 impl BatchScratch {
@@ -2154,8 +2165,11 @@ impl BatchScratch {
         // The previous cell's shape, built only once a device lingers in a
         // cell (a second conversion gave the same cell), so a device that
         // changes cell at every fix pays no boundary computation.
+        // The state keeps only the box: `shaped` stays false until the full
+        // shape is built, so a device lingering outside its box converts
+        // once per batch, not at every fix.
         let mut shape = view.map_or(CellShape::EMPTY, |v| CellShape::from_box(v.cell_box));
-        let mut shaped = view.is_some_and(|v| !v.fresh && !v.cell_box.is_empty());
+        let mut shaped = false;
         let mut grid = view.map_or(GridCell::default(), |v| v.grid);
         // Some(true): the reference's grid cell is known uniform;
         // None: pending on lookup `head`.
@@ -2171,6 +2185,7 @@ impl BatchScratch {
             let same_pos = known && here == pos;
             if !same_pos && !shape.contains(fix.lat, fix.lon) {
                 let c = u64::from(fencegate_spatial::cell_of(p, res));
+                self.conversions += 1;
                 if c != cell || !known {
                     shape = CellShape::EMPTY;
                     shaped = false;

@@ -403,3 +403,72 @@ fn a_full_device_memory_forgets_a_stale_device_instead_of_tracking_none() {
     assert_eq!((o.suppressed, o.events), (1, 0), "{o:?}");
     assert_eq!(p.dedup_sizes().1, 2);
 }
+
+/// A parked device whose spot is in its H3 cell but outside the cell's
+/// box (the state keeps only the box) pays one H3 conversion per batch:
+/// the first fix outside the box converts and builds the cell's full
+/// shape, which then holds the batch's other fixes. Red when a batch that
+/// starts from the state's box never builds the shape: every fix converts
+/// (64 a batch).
+#[test]
+fn a_device_lingering_outside_its_cell_box_converts_once_per_batch() {
+    use fencegate_spatial::{CellBox, CellIndex, CellShape, Resolution};
+    let fences = Arc::new(Fences::new(variant(0), LoadOptions::default()));
+    let p = Pipeline::new(config(9, 300_000), fences, T0);
+    // Nine tenths of the way from the cell's centre to a vertex: in the
+    // cell and its shape, outside its box.
+    let cell: CellIndex =
+        fencegate_spatial::cell_of(Point::new(BASE.0 + 0.02, BASE.1).unwrap(), Resolution::Nine);
+    let centre = h3o::LatLng::from(cell);
+    let vertex = cell.boundary()[0];
+    let spot = (
+        centre.lat() + 0.9 * (vertex.lat() - centre.lat()),
+        centre.lng() + 0.9 * (vertex.lng() - centre.lng()),
+    );
+    let cell_box = CellBox::of(cell);
+    assert!(
+        !cell_box.contains(spot.0, spot.1),
+        "the spot must be outside the box"
+    );
+    assert!(CellShape::of(cell).contains(spot.0, spot.1));
+    let session = Session::new("acme", "parked");
+    let mut scratch = Scratch::default();
+    let mut fbb = FlatBufferBuilder::new();
+    let mut per_batch = Vec::new();
+    for b in 0..5i64 {
+        let base = T0 + b * 64_000;
+        // Up to ±30 cm of jitter (1e-7° is about 1 cm): every fix moves.
+        let fixes = (0..64)
+            .map(|i| {
+                let j = ((i * 7 + b as i32) % 61) - 30;
+                let lat = (spot.0 * 1e7).round() as i32 + j;
+                let lon = (spot.1 * 1e7).round() as i32 - j;
+                Fix::new(lat, lon, i as u32 * 1_000, 50, 0)
+            })
+            .collect();
+        let msg = PingBatchMsg {
+            device_seq: b as u64,
+            base_time_ms: base,
+            fixes,
+        };
+        let bytes = msg.encode_into(&mut fbb).to_vec();
+        let now = base + 64_000;
+        let Ok(Request::PingBatch(view)) =
+            parse_frame(&bytes, Channel::Datagram, now, &Limits::default())
+        else {
+            panic!("test batch must parse")
+        };
+        let before = scratch.h3_conversions();
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let o = p.pings(now, &session, &view, &mut scratch, &mut out);
+        assert_eq!(o.untracked, 0, "{o:?}");
+        per_batch.push(scratch.h3_conversions() - before);
+    }
+    // The first batch converts its first fix and then its second (the
+    // device is fresh, so no cell is known to linger in before it).
+    assert!(per_batch[0] <= 2, "first batch: {per_batch:?}");
+    assert!(
+        per_batch[1..].iter().all(|&n| n == 1),
+        "each later batch should convert its first fix only: {per_batch:?}"
+    );
+}
