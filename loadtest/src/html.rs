@@ -484,7 +484,7 @@ svg{{display:block;margin:1em 0}} .t{{font:600 13px system-ui}} .a{{font:11px sy
             let _ = write!(
                 o,
                 r#"<tr><td class="n">{}</td><td class="n">{:.3}</td><td class="n">{:.0}</td><td class="n">{:.0}</td><td class="n">{:.0}</td><td class="n">{:.0}</td><td class="n">{:.2}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td>{}</td></tr>"#,
-                st.step,
+                st.label(),
                 st.ping_interval_s,
                 st.offered_fixes_per_s,
                 st.sent_fixes_per_s,

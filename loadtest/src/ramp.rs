@@ -11,7 +11,10 @@
 //! A step that fails runs once more; the ramp stops at a step that fails
 //! twice in a row, at `max_steps`, or when
 //! the interval reaches its floor; it is bounded in steps and each step in
-//! time.
+//! time. After a failure, `ramp.refine` more steps bisect (geometrically)
+//! between the fastest passing and the slowest failing rate, so the knee
+//! is known to within `factor^(1/2^refine)` (about 6 % at ×1.25 and two
+//! refinements) rather than to within a whole step.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +66,9 @@ pub struct RampStep {
     pub passed: bool,
     /// Which bound it broke (empty when it passed).
     pub why: String,
+    /// A refinement step: run after the ladder stopped, between its
+    /// fastest passing and slowest failing rate (`ramp.refine`).
+    pub refined: bool,
 }
 
 /// The whole ramp and its knee.
@@ -141,14 +147,24 @@ impl RampStep {
             reconciliation: recon.cloned(),
             passed: why.is_empty(),
             why: why.join("; "),
+            refined: false,
         })
+    }
+
+    /// The step's number, marked `r` when it is a refinement step.
+    pub fn label(&self) -> String {
+        if self.refined {
+            format!("{}r", self.step)
+        } else {
+            self.step.to_string()
+        }
     }
 
     /// One line for the terminal summary.
     pub fn line(&self) -> String {
         format!(
             "{:>4} {:>8.3} {:>10.0} {:>10.0} {:>10.0} {:>9.0} {:>7.2} {:>8} {:>6} {:>5}  {}",
-            self.step,
+            self.label(),
             self.ping_interval_s,
             self.offered_fixes_per_s,
             self.sent_fixes_per_s,
@@ -168,9 +184,10 @@ impl RampReport {
     /// The terminal summary's ramp table and knee.
     pub fn summary(&self) -> String {
         let mut o = format!(
-            "ramp     ×{} every {} s, bounds: drops ≤ {:.2} %, fix→log p99 ≤ {} ms\n{:>4} {:>8} {:>10} {:>10} {:>10} {:>9} {:>7} {:>8} {:>6} {:>5}\n",
+            "ramp     ×{} every {} s, then {} refinement step(s) (r) between the last pass and the failure; bounds: drops ≤ {:.2} %, fix→log p99 ≤ {} ms\n{:>4} {:>8} {:>10} {:>10} {:>10} {:>9} {:>7} {:>8} {:>6} {:>5}\n",
             self.settings.factor,
             self.settings.step_s,
+            self.settings.refine,
             self.settings.max_drop_share * 100.0,
             self.settings.max_p99_ms,
             "step",
@@ -191,7 +208,7 @@ impl RampReport {
         match &self.knee {
             Some(k) => o.push_str(&format!(
                 "knee     step {}: {:.0} fixes/s processed, {:.0} datagrams/s, gateway CPU {}; {}; stopped: {}\n",
-                k.step,
+                k.label(),
                 k.processed_fixes_per_s,
                 k.datagrams_per_s,
                 k.gateway_cpu_cores
@@ -208,6 +225,74 @@ impl RampReport {
         }
         o
     }
+}
+
+/// The ladder, then the refinement between its last passing and its
+/// failing rate: calls `step(k, interval_ms, refined)` for each step to
+/// run, which answers `None` when the step passed and `Some(why)` when it
+/// failed (twice). Returns why the ladder stopped.
+fn search(
+    start_ms: f64,
+    floor_ms: f64,
+    ramp: &Ramp,
+    batch: u32,
+    mut step: impl FnMut(u32, f64, bool) -> anyhow::Result<Option<String>>,
+) -> anyhow::Result<String> {
+    let mut stopped_by = format!("ramp.max_steps = {} reached", ramp.max_steps);
+    let mut last_ms = f64::INFINITY;
+    let mut passed_ms = None;
+    let mut failed_ms = None;
+    let mut k = 0;
+    while k < ramp.max_steps {
+        let ms = (start_ms / ramp.factor.powi(k as i32))
+            .round()
+            .max(floor_ms);
+        if ms >= last_ms {
+            stopped_by = format!(
+                "the ping interval reached its floor ({ms} ms for {batch} fixes a datagram); add devices for more"
+            );
+            break;
+        }
+        last_ms = ms;
+        let outcome = step(k, ms, false)?;
+        k += 1;
+        match outcome {
+            None => passed_ms = Some(ms),
+            Some(why) => {
+                stopped_by = format!("step {}, twice: {why}", k - 1);
+                failed_ms = Some(ms);
+                break;
+            }
+        }
+    }
+    // Between the slowest failing and the fastest passing interval: the
+    // geometric middle, halving the gap (in ratio) each time.
+    if let (Some(mut lo), Some(mut hi)) = (passed_ms, failed_ms) {
+        for _ in 0..ramp.refine {
+            let mid = (lo * hi).sqrt().round();
+            if mid >= lo || mid <= hi {
+                break;
+            }
+            let outcome = step(k, mid, true)?;
+            k += 1;
+            match outcome {
+                None => lo = mid,
+                Some(_) => hi = mid,
+            }
+        }
+    }
+    Ok(stopped_by)
+}
+
+/// The passing step with the highest offered rate (the refinement's steps
+/// run after the failing one, so it is not always the last that passed).
+fn knee_of(steps: &[RampStep]) -> Option<usize> {
+    steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.passed)
+        .min_by(|a, b| a.1.ping_interval_s.total_cmp(&b.1.ping_interval_s))
+        .map(|(i, _)| i)
 }
 
 /// Runs the ramp of scenario `s` against `targets`. The report's top-level
@@ -234,56 +319,47 @@ pub(crate) fn run(
     };
     // The scenario check's floor: at least 1 ms between the batch's fixes.
     let floor_ms = f64::from(f.batch.max(10));
-    let mut steps = Vec::new();
+    let mut steps: Vec<RampStep> = Vec::new();
     let mut reports = Vec::new();
-    let mut stopped_by = format!("ramp.max_steps = {} reached", ramp.max_steps);
-    let mut last_ms = f64::INFINITY;
-    for k in 0..ramp.max_steps {
-        let ms = (f.ping_interval_s * 1_000.0 / ramp.factor.powi(k as i32))
-            .round()
-            .max(floor_ms);
-        if ms >= last_ms {
-            stopped_by = format!(
-                "the ping interval reached its floor ({ms} ms for {} fixes a datagram); add devices for more",
-                f.batch
-            );
-            break;
-        }
-        last_ms = ms;
-        let mut step = s.clone();
-        step.ramp = None;
-        step.duration_s = ramp.step_s;
-        step.drain_s = step.drain_s.min(10.0);
-        if let Some(sf) = step.fleet.as_mut() {
-            sf.ping_interval_s = ms / 1_000.0;
-        }
-        // A step that breaks a bound runs once more before it ends the
-        // ramp: on a shared machine one fsync stall can put a 4 s step's
-        // p99 over its bound below the real knee.
-        let mut passed = false;
-        for attempt in 0..2 {
-            let r = crate::run_on(&step, &step_opts, world, targets)
-                .with_context(|| format!("ramp step {k} (ping interval {ms} ms)"))?;
-            let mut st = RampStep::from_report(k, ms / 1_000.0, &r, ramp)?;
-            passed = st.passed;
-            if !passed {
-                if attempt == 0 {
+    let stopped_by = search(
+        f.ping_interval_s * 1_000.0,
+        floor_ms,
+        ramp,
+        f.batch,
+        |k, ms, refined| {
+            let mut step = s.clone();
+            step.ramp = None;
+            step.duration_s = ramp.step_s;
+            step.drain_s = step.drain_s.min(10.0);
+            if let Some(sf) = step.fleet.as_mut() {
+                sf.ping_interval_s = ms / 1_000.0;
+            }
+            // A step that breaks a bound runs once more before it counts as
+            // failed: on a shared machine one fsync stall can put a 4 s
+            // step's p99 over its bound below the real knee.
+            for attempt in 0..2 {
+                let r = crate::run_on(&step, &step_opts, world, targets)
+                    .with_context(|| format!("ramp step {k} (ping interval {ms} ms)"))?;
+                let mut st = RampStep::from_report(k, ms / 1_000.0, &r, ramp)?;
+                st.refined = refined;
+                let passed = st.passed;
+                let why = st.why.clone();
+                if !passed && attempt == 0 {
                     st.why.push_str(" (runs again)");
-                } else {
-                    stopped_by = format!("step {k}, twice: {}", st.why);
+                }
+                steps.push(st);
+                reports.push(r);
+                if passed {
+                    return Ok(None);
+                }
+                if attempt == 1 {
+                    return Ok(Some(why));
                 }
             }
-            steps.push(st);
-            reports.push(r);
-            if passed {
-                break;
-            }
-        }
-        if !passed {
-            break;
-        }
-    }
-    let knee = steps.iter().rposition(|s| s.passed);
+            unreachable!("the second attempt returns")
+        },
+    )?;
+    let knee = knee_of(&steps);
     let mut report = reports.swap_remove(knee.unwrap_or(0));
     let knee = knee.map(|i| steps[i].clone());
     let knee_baseline_ratio = match (&knee, &baseline) {
@@ -306,4 +382,98 @@ pub(crate) fn run(
         knee_baseline_ratio,
     });
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `search` against a gateway that passes every interval of at
+    /// least `knee_ms`; returns the intervals tried (and whether each was
+    /// a refinement) and why the ladder stopped.
+    fn tried(ramp: &Ramp, start_ms: f64, knee_ms: f64) -> (Vec<(f64, bool)>, String) {
+        let mut seen = Vec::new();
+        let why = search(start_ms, 64.0, ramp, 64, |_, ms, refined| {
+            seen.push((ms, refined));
+            Ok((ms < knee_ms).then(|| format!("{ms} ms is past the knee")))
+        })
+        .unwrap();
+        (seen, why)
+    }
+
+    #[test]
+    fn refinement_bisects_between_the_last_pass_and_the_failure() {
+        let ramp = Ramp::default();
+        let (seen, why) = tried(&ramp, 1_000.0, 110.0);
+        let ladder: Vec<f64> = seen.iter().filter(|s| !s.1).map(|s| s.0).collect();
+        assert_eq!(
+            ladder,
+            [
+                1000.0, 800.0, 640.0, 512.0, 410.0, 328.0, 262.0, 210.0, 168.0, 134.0, 107.0
+            ]
+        );
+        assert!(why.starts_with("step 10, twice"), "{why}");
+        // √(134·107) ≈ 120 passes, then √(120·107) ≈ 113 passes.
+        let refined: Vec<f64> = seen.iter().filter(|s| s.1).map(|s| s.0).collect();
+        assert_eq!(refined, [120.0, 113.0]);
+
+        // A failing middle narrows from the other side.
+        let (seen, _) = tried(&ramp, 1_000.0, 125.0);
+        let refined: Vec<f64> = seen.iter().filter(|s| s.1).map(|s| s.0).collect();
+        assert_eq!(refined, [120.0, 127.0]);
+    }
+
+    #[test]
+    fn no_refinement_without_both_a_pass_and_a_failure() {
+        let ramp = Ramp::default();
+        // The first step already fails.
+        let (seen, _) = tried(&ramp, 100.0, 500.0);
+        assert_eq!(seen, [(100.0, false)]);
+        // Never fails: the floor ends the ladder.
+        let (seen, why) = tried(&ramp, 100.0, 0.0);
+        assert!(seen.iter().all(|s| !s.1), "{seen:?}");
+        assert!(why.contains("floor"), "{why}");
+        // Turned off.
+        let off = Ramp {
+            refine: 0,
+            ..Ramp::default()
+        };
+        let (seen, _) = tried(&off, 1_000.0, 110.0);
+        assert!(seen.iter().all(|s| !s.1), "{seen:?}");
+    }
+
+    fn step(interval_s: f64, passed: bool) -> RampStep {
+        RampStep {
+            step: 0,
+            ping_interval_s: interval_s,
+            offered_fixes_per_s: 0.0,
+            sent_fixes_per_s: 0.0,
+            processed_fixes_per_s: 0.0,
+            datagrams_per_s: 0.0,
+            drop_share: 0.0,
+            unexplained: None,
+            p99_ms: None,
+            gateway_cpu_cores: None,
+            reconciliation: None,
+            passed,
+            why: String::new(),
+            refined: false,
+        }
+    }
+
+    #[test]
+    fn the_knee_is_the_fastest_passing_step_not_the_last() {
+        // Ladder 0.134 passes, 0.107 fails twice, refinement 0.120 passes,
+        // 0.113 fails.
+        let steps = [
+            step(0.134, true),
+            step(0.107, false),
+            step(0.107, false),
+            step(0.120, true),
+            step(0.113, false),
+            step(0.113, false),
+        ];
+        assert_eq!(knee_of(&steps), Some(3));
+        assert_eq!(knee_of(&steps[1..3]), None);
+    }
 }

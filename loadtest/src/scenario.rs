@@ -80,6 +80,13 @@ pub struct Ramp {
     ///
     /// `50` unless set.
     pub max_p99_ms: f64,
+    /// Steps run after the ramp stops at a failing step, each at the
+    /// geometric middle of the fastest passing and the slowest failing
+    /// rate so far: the knee to within `factor^(1/2^refine)` instead of
+    /// `factor`. `0` turns it off.
+    ///
+    /// `2` unless set.
+    pub refine: u32,
 }
 
 impl Default for Ramp {
@@ -90,6 +97,7 @@ impl Default for Ramp {
             max_steps: 14,
             max_drop_share: 0.01,
             max_p99_ms: 50.0,
+            refine: 2,
         }
     }
 }
@@ -569,6 +577,9 @@ impl Scenario {
             }
             if !pos(r.max_p99_ms) {
                 p.push("ramp.max_p99_ms must be positive".into());
+            }
+            if r.refine > 8 {
+                p.push(format!("ramp.refine = {} must be 0 to 8", r.refine));
             }
             if self.fleet.is_none() || self.punch.is_some() {
                 p.push(
