@@ -121,6 +121,8 @@ pub struct FleetCtx {
     pub series: Arc<Series>,
     /// Connection set-up (handshake and Hello) while the fleet connects.
     pub connect: Arc<Series>,
+    /// The harness's own lateness: a datagram's due time → handed to QUIC.
+    pub send_late: Arc<Series>,
     /// Counts.
     pub counts: FleetCounts,
 }
@@ -304,6 +306,7 @@ async fn device(ctx: &FleetCtx, sched: &Schedule, d: usize, mut conn: Option<Cli
         let len = frame.len();
         match c.ping_frame(Bytes::copy_from_slice(frame)) {
             Ok(()) => {
+                ctx.send_late.done(at, clock::now(), 1);
                 ctx.counts.datagrams.fetch_add(1, Ordering::Relaxed);
                 LinkCounts::bump(&link.counts.datagrams_sent);
                 ctx.counts

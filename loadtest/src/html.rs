@@ -479,11 +479,11 @@ svg{{display:block;margin:1em 0}} .t{{font:600 13px system-ui}} .a{{font:11px sy
         }
     }
     if let Some(rp) = &r.ramp {
-        o.push_str("<h2>Saturation ramp</h2><table><tr><th>step</th><th>interval s</th><th>offered fixes/s</th><th>sent/s</th><th>processed/s</th><th>datagrams/s</th><th>drops %</th><th>p99 ms</th><th>CPU cores</th><th>unexplained</th><th></th></tr>");
+        o.push_str("<h2>Saturation ramp</h2><table><tr><th>step</th><th>interval s</th><th>offered fixes/s</th><th>sent/s</th><th>processed/s</th><th>datagrams/s</th><th>drops %</th><th>p99 ms</th><th>harness late p99 ms</th><th>CPU cores</th><th>unexplained</th><th></th></tr>");
         for st in &rp.steps {
             let _ = write!(
                 o,
-                r#"<tr><td class="n">{}</td><td class="n">{:.3}</td><td class="n">{:.0}</td><td class="n">{:.0}</td><td class="n">{:.0}</td><td class="n">{:.0}</td><td class="n">{:.2}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td>{}</td></tr>"#,
+                r#"<tr><td class="n">{}</td><td class="n">{:.3}</td><td class="n">{:.0}</td><td class="n">{:.0}</td><td class="n">{:.0}</td><td class="n">{:.0}</td><td class="n">{:.2}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td>{}</td></tr>"#,
                 st.label(),
                 st.ping_interval_s,
                 st.offered_fixes_per_s,
@@ -492,6 +492,8 @@ svg{{display:block;margin:1em 0}} .t{{font:600 13px system-ui}} .a{{font:11px sy
                 st.datagrams_per_s,
                 st.drop_share * 100.0,
                 st.p99_ms.map_or("-".into(), |l| format!("{l:.1}")),
+                st.send_late_p99_ms
+                    .map_or("-".into(), |l| format!("{l:.1}")),
                 st.gateway_cpu_cores
                     .map_or("-".into(), |c| format!("{c:.2}")),
                 st.unexplained.map_or("-".into(), |u| u.to_string()),

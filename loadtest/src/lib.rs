@@ -314,6 +314,7 @@ pub(crate) fn run_on(
                 ids: ids.clone(),
                 series: Arc::new(Series::new(t0)),
                 connect: Arc::new(Series::new(t0)),
+                send_late: Arc::new(Series::new(t0)),
                 counts: fleet::FleetCounts::default(),
             });
             bar.set_message(format!("connecting {} devices", f.devices));
@@ -759,6 +760,7 @@ fn ping_report(
         fence_events: tail.map(|t| t.events),
         latency_ms: tail.map(|_| series.latency_ms),
         connect_ms: connect.latency_ms,
+        send_late_ms: ctx.send_late.report().latency_ms,
         errors,
         series,
     }

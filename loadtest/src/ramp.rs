@@ -57,6 +57,10 @@ pub struct RampStep {
     /// Fix → log p99, ms (`null` when the log could not be tailed or
     /// nothing was logged).
     pub p99_ms: Option<f64>,
+    /// p99 of the harness's own lateness sending a datagram (due time →
+    /// handed to QUIC), ms: the part of `p99_ms` a co-located harness
+    /// short of CPU adds (`null` when nothing was sent).
+    pub send_late_p99_ms: Option<f64>,
     /// Cores the gateway used (`null` when unmeasurable).
     pub gateway_cpu_cores: Option<f64>,
     /// Where the step's datagrams went (`null` without the gateway's
@@ -111,6 +115,7 @@ impl RampStep {
             None => 0.0,
         };
         let p99_ms = p.latency_ms.filter(|l| l.count > 0).map(|l| l.p99);
+        let send_late_p99_ms = (p.send_late_ms.count > 0).then_some(p.send_late_ms.p99);
         let mut why = Vec::new();
         if p.gateway_processed.is_none() {
             why.push("the gateway's counters are unreadable (give --metrics-url)".to_owned());
@@ -143,6 +148,7 @@ impl RampStep {
             drop_share,
             unexplained: recon.map(|c| c.unexplained),
             p99_ms,
+            send_late_p99_ms,
             gateway_cpu_cores: p.gateway_cpu_cores,
             reconciliation: recon.cloned(),
             passed: why.is_empty(),
@@ -163,7 +169,7 @@ impl RampStep {
     /// One line for the terminal summary.
     pub fn line(&self) -> String {
         format!(
-            "{:>4} {:>8.3} {:>10.0} {:>10.0} {:>10.0} {:>9.0} {:>7.2} {:>8} {:>6} {:>5}  {}",
+            "{:>4} {:>8.3} {:>10.0} {:>10.0} {:>10.0} {:>9.0} {:>7.2} {:>8} {:>7} {:>6} {:>5}  {}",
             self.label(),
             self.ping_interval_s,
             self.offered_fixes_per_s,
@@ -172,6 +178,8 @@ impl RampStep {
             self.datagrams_per_s,
             self.drop_share * 100.0,
             self.p99_ms.map_or("-".into(), |l| format!("{l:.1}")),
+            self.send_late_p99_ms
+                .map_or("-".into(), |l| format!("{l:.1}")),
             self.gateway_cpu_cores
                 .map_or("-".into(), |c| format!("{c:.2}")),
             self.unexplained.map_or("-".into(), |u| u.to_string()),
@@ -184,7 +192,7 @@ impl RampReport {
     /// The terminal summary's ramp table and knee.
     pub fn summary(&self) -> String {
         let mut o = format!(
-            "ramp     ×{} every {} s, then {} refinement step(s) (r) between the last pass and the failure; bounds: drops ≤ {:.2} %, fix→log p99 ≤ {} ms\n{:>4} {:>8} {:>10} {:>10} {:>10} {:>9} {:>7} {:>8} {:>6} {:>5}\n",
+            "ramp     ×{} every {} s, then {} refinement step(s) (r) between the last pass and the failure; bounds: drops ≤ {:.2} %, fix→log p99 ≤ {} ms (late: the harness's own send lateness, p99)\n{:>4} {:>8} {:>10} {:>10} {:>10} {:>9} {:>7} {:>8} {:>7} {:>6} {:>5}\n",
             self.settings.factor,
             self.settings.step_s,
             self.settings.refine,
@@ -198,6 +206,7 @@ impl RampReport {
             "dgrams/s",
             "drops%",
             "p99 ms",
+            "late ms",
             "cpu",
             "unexp"
         );
@@ -453,6 +462,7 @@ mod tests {
             drop_share: 0.0,
             unexplained: None,
             p99_ms: None,
+            send_late_p99_ms: None,
             gateway_cpu_cores: None,
             reconciliation: None,
             passed,

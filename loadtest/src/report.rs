@@ -149,6 +149,10 @@ pub struct PingReport {
     pub latency_ms: Option<Latency>,
     /// Handshake and Hello while connecting.
     pub connect_ms: Latency,
+    /// How late the harness itself handed each datagram to QUIC after its
+    /// due time. `latency_ms` counts from the due time, so a co-located
+    /// harness short of CPU adds this to it.
+    pub send_late_ms: Latency,
     /// Errors by kind (pings and connections).
     pub errors: BTreeMap<String, u64>,
     /// Per second (offered fixes; logged pings and their latency) and
@@ -295,6 +299,14 @@ impl Report {
                 p.connect_ms.count,
                 0.0,
                 &p.connect_ms,
+            );
+            row(
+                &mut o,
+                "  harness send late",
+                None,
+                p.send_late_ms.count,
+                0.0,
+                &p.send_late_ms,
             );
         }
         let _ = writeln!(o);

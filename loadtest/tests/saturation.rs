@@ -96,6 +96,10 @@ fn a_tiny_ramp_reports_its_knee_and_balances() {
         );
         assert!(st.datagrams_per_s > 0.0, "{summary}");
         assert!(st.p99_ms.is_some(), "fix→log latency measured: {summary}");
+        assert!(
+            st.send_late_p99_ms.is_some(),
+            "the harness's own lateness measured: {summary}"
+        );
         assert!(st.gateway_cpu_cores.is_some_and(|c| c > 0.0), "{summary}");
         assert_eq!(st.unexplained, Some(0), "{summary}");
     }
@@ -120,6 +124,10 @@ fn a_tiny_ramp_reports_its_knee_and_balances() {
     let c = p.reconciliation.as_ref().expect("reconciled with /metrics");
     assert_eq!(c.unexplained, 0, "{}", c.line());
     assert_eq!(c.handed_to_quic, p.sent.datagrams_sent);
+    assert_eq!(
+        p.send_late_ms.count, p.sent.datagrams_sent,
+        "every datagram handed to QUIC has its lateness"
+    );
     assert!(c.gateway_received > 0 && c.processed > 0, "{}", c.line());
     assert_eq!(
         c.on_wire,
