@@ -140,6 +140,22 @@ async fn pings_are_suppressed_while_standing_and_transitions_are_forwarded() {
     c.backlog(&backlog).await.unwrap();
     let recs = node.wait_records(8).await;
     assert_eq!(recs.len(), 8, "three moves forwarded from the backlog");
+    // A second upload on the same connection: its task takes a new stream
+    // after the first one.
+    let more: Vec<PingBatchMsg> = (0..3)
+        .map(|k| PingBatchMsg {
+            device_seq: 20 + k,
+            base_time_ms: t + 9_000 + k as i64 * 1_000,
+            fixes: vec![fix((HQ.0 + 0.01 * (k as f64 + 5.0), HQ.1), 0)],
+        })
+        .collect();
+    c.backlog(&more).await.unwrap();
+    let recs = node.wait_records(11).await;
+    assert_eq!(
+        recs.len(),
+        11,
+        "three more moves from a second backlog stream"
+    );
     node.running.shutdown(Duration::from_secs(2)).await;
 }
 

@@ -887,10 +887,19 @@ async fn handle_connection(
     let mut tally = DatagramTally::default();
     let mut tally_tick = tokio::time::interval(DATAGRAM_TALLY_EVERY);
     tally_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The futures that rarely complete live across the loop's turns: each
+    // one registers a waiter when first polled and unregisters it when
+    // dropped, under a lock (the shutdown token's is one lock for every
+    // connection of the node). Made anew on every turn, that was two lock
+    // round trips per future for every datagram a fleet sends.
+    let shutdown = ctx.shutdown.cancelled();
+    let accept_bi = conn.accept_bi();
+    let accept_uni = conn.accept_uni();
+    tokio::pin!(shutdown, accept_bi, accept_uni);
     loop {
         tokio::select! {
             biased;
-            () = ctx.shutdown.cancelled() => {
+            () = &mut shutdown => {
                 let phrase = reason_name(Reason::ShuttingDown);
                 close_with(&conn, close::SHUTTING_DOWN, phrase, &"gateway shutting down");
                 break;
@@ -905,15 +914,17 @@ async fn handle_connection(
             _ = tally_tick.tick() => {
                 tally.sample(&conn, &ctx.metrics, |d| on_datagram(ctx, &session, device, &d));
             }
-            r = conn.accept_bi() => match r {
+            r = &mut accept_bi => match r {
                 Ok((send, recv)) => {
+                    accept_bi.set(conn.accept_bi());
                     let (ctx2, s2) = (ctx.clone(), session.clone());
                     ctx.tasks.spawn(async move { on_punch_stream(&ctx2, &s2, send, recv).await });
                 }
                 Err(_) => break,
             },
-            r = conn.accept_uni() => match r {
+            r = &mut accept_uni => match r {
                 Ok(recv) => {
+                    accept_uni.set(conn.accept_uni());
                     let (ctx2, s2) = (ctx.clone(), session.clone());
                     ctx.tasks.spawn(async move { on_backlog_stream(&ctx2, &s2, recv).await });
                 }
