@@ -129,27 +129,23 @@ async fn pings_are_suppressed_while_standing_and_transitions_are_forwarded() {
         ]
     );
 
-    // The backlog path: a long upload on a unidirectional stream.
-    let backlog: Vec<PingBatchMsg> = (0..3)
-        .map(|k| PingBatchMsg {
-            device_seq: 10 + k,
-            base_time_ms: t + 5_000 + k as i64 * 1_000,
-            fixes: vec![fix((HQ.0 + 0.01 * (k as f64 + 1.0), HQ.1), 0)],
-        })
-        .collect();
-    c.backlog(&backlog).await.unwrap();
+    // The backlog path: a long upload on a unidirectional stream; three
+    // moves a kilometre apart each, starting `first` steps east of HQ.
+    let moves = |seq: u64, first: f64, at: i64| -> Vec<PingBatchMsg> {
+        (0..3)
+            .map(|k| PingBatchMsg {
+                device_seq: seq + k,
+                base_time_ms: at + k as i64 * 1_000,
+                fixes: vec![fix((HQ.0 + 0.01 * (k as f64 + first), HQ.1), 0)],
+            })
+            .collect()
+    };
+    c.backlog(&moves(10, 1.0, t + 5_000)).await.unwrap();
     let recs = node.wait_records(8).await;
     assert_eq!(recs.len(), 8, "three moves forwarded from the backlog");
     // A second upload on the same connection: its task takes a new stream
     // after the first one.
-    let more: Vec<PingBatchMsg> = (0..3)
-        .map(|k| PingBatchMsg {
-            device_seq: 20 + k,
-            base_time_ms: t + 9_000 + k as i64 * 1_000,
-            fixes: vec![fix((HQ.0 + 0.01 * (k as f64 + 5.0), HQ.1), 0)],
-        })
-        .collect();
-    c.backlog(&more).await.unwrap();
+    c.backlog(&moves(20, 5.0, t + 9_000)).await.unwrap();
     let recs = node.wait_records(11).await;
     assert_eq!(
         recs.len(),

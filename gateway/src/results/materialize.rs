@@ -933,42 +933,24 @@ mod tests {
         let mut held = CursorHold::new(cursor.clone());
         let t0 = crate::clock::tokio_now();
 
-        held.advance(Lsn(start + 1), t0).await.unwrap();
-        assert_eq!(
-            cursor.position(),
-            Lsn(start + 1),
-            "the first position is stored"
-        );
-        for k in 2..5 {
-            held.advance(Lsn(start + k), t0 + Duration::from_millis(100 * k))
-                .await
-                .unwrap();
+        assert_eq!(CURSOR_EVERY, Duration::from_secs(1), "the steps assume it");
+        // (applied position, at ms after t0, flush after, persisted position, why)
+        let steps: [(u64, u64, bool, u64, &str); 6] = [
+            (1, 0, false, 1, "the first position is stored"),
+            (2, 100, false, 1, "within a second nothing more is stored"),
+            (4, 900, false, 1, "within a second nothing more is stored"),
+            (5, 1_000, false, 5, "a second on, the newest is stored"),
+            (6, 1_000, false, 5, "the second after that starts now"),
+            (6, 1_000, true, 6, "idle or stopping stores what is pending"),
+        ];
+        for (applied, at_ms, flush, persisted, why) in steps {
+            let at = t0 + Duration::from_millis(at_ms);
+            held.advance(Lsn(start + applied), at).await.unwrap();
+            if flush {
+                held.flush(at).await.unwrap();
+            }
+            assert_eq!(cursor.position(), Lsn(start + persisted), "{why}");
         }
-        assert_eq!(
-            cursor.position(),
-            Lsn(start + 1),
-            "within a second nothing more is stored"
-        );
-
-        held.advance(Lsn(start + 5), t0 + CURSOR_EVERY)
-            .await
-            .unwrap();
-        assert_eq!(
-            cursor.position(),
-            Lsn(start + 5),
-            "a second on, the newest is stored"
-        );
-
-        held.advance(Lsn(start + 6), t0 + CURSOR_EVERY)
-            .await
-            .unwrap();
-        assert_eq!(cursor.position(), Lsn(start + 5));
-        held.flush(t0 + CURSOR_EVERY).await.unwrap();
-        assert_eq!(
-            cursor.position(),
-            Lsn(start + 6),
-            "idle or stopping stores what is pending"
-        );
 
         // The position is the persisted one: a reopened log has it.
         drop((held, cursor));
