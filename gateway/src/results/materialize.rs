@@ -442,7 +442,11 @@ impl Materializer {
                     held.flush(crate::clock::tokio_now()).await?;
                 }
                 () = stop.cancelled() => {
-                    held.flush(crate::clock::tokio_now()).await?;
+                    // Best effort: a cursor left a second behind only holds
+                    // retention back a little longer.
+                    if let Err(e) = held.flush(crate::clock::tokio_now()).await {
+                        tracing::debug!(error = %e, "results cursor not stored at stop");
+                    }
                     return Ok(());
                 }
             }
@@ -460,8 +464,8 @@ impl Materializer {
 pub const CURSOR_EVERY: Duration = Duration::from_secs(1);
 
 /// The materializer's log cursor, persisted at most once per
-/// [`CURSOR_EVERY`] while the materializer keeps moving, and at once when
-/// it goes idle or stops.
+/// [`CURSOR_EVERY`] while the materializer keeps moving, within one
+/// [`CURSOR_EVERY`] of it going idle, and when it stops.
 struct CursorHold {
     cursor: crate::log::Cursor,
     /// The position applied and not yet persisted, if any.
