@@ -77,3 +77,42 @@ mod tests {
         assert!(c.now_ms() >= a + 5);
     }
 }
+
+/// CPU time the whole process has used (every thread, user and system),
+/// for the shared lane's CPU gate (`edge/cpu_gate.rs`). Not the monotonic
+/// clock: it advances only while some thread of the process runs.
+#[cfg(unix)]
+pub fn process_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the
+    // call, and CLOCK_PROCESS_CPUTIME_ID is a clock every Unix has; the call
+    // writes only `ts`. Exercised by `process_cpu_advances_with_work`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(all(test, unix))]
+mod cpu_tests {
+    #[test]
+    fn process_cpu_advances_with_work() {
+        let before = super::process_cpu();
+        // Work the optimizer cannot remove, for well over the clock's
+        // resolution.
+        let mut x = 1u64;
+        for i in 0..20_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+        std::hint::black_box(x);
+        let after = super::process_cpu();
+        assert!(
+            after > before + std::time::Duration::from_millis(1),
+            "{before:?} -> {after:?}"
+        );
+    }
+}

@@ -296,6 +296,21 @@ pub struct RawQuic {
     ///
     /// `"silent"` unless set.
     pub shed_connections: ShedConnections,
+    /// With `punch_listen` set and a CPU limit (`cpu_limit_cores`, or the
+    /// cgroup's quota): the fraction of the limit the process may use before
+    /// the shared lane stops reading `listen`'s sockets until it is back
+    /// under. Under a quota the kernel stops every thread once a period's
+    /// share is spent, the punch lane too, so a flood must not take the
+    /// share; the datagrams it is not read wait in, and overflow from, the
+    /// socket buffer (docs/OPERATIONS.md, "A node with a CPU limit"). `0`
+    /// turns the gate off.
+    ///
+    /// `0.85` unless set.
+    pub cpu_gate: f64,
+    /// The node's CPU limit in cores, for `cpu_gate`. Unset: the cgroup's
+    /// CPU quota (v2 `cpu.max`, v1 `cpu.cfs_quota_us`); without either the
+    /// gate stays off.
+    pub cpu_limit_cores: Option<f64>,
 }
 
 /// How the node turns away a new connection it sheds before the key
@@ -369,6 +384,11 @@ pub struct Quic {
     pub shared_lane_nice: i32,
     /// How a shed new connection is turned away.
     pub shed_connections: ShedConnections,
+    /// The fraction of the CPU limit the process may use before `listen`'s
+    /// reads pause; 0 (off) without `punch_listen`.
+    pub cpu_gate: f64,
+    /// `quic.cpu_limit_cores`, if set.
+    pub cpu_limit_cores: Option<f64>,
 }
 
 impl Quic {
@@ -415,6 +435,12 @@ impl Quic {
                 0
             },
             shed_connections: q.shed_connections,
+            cpu_gate: if q.punch_listen.is_some() {
+                q.cpu_gate.clamp(0.0, 1.0)
+            } else {
+                0.0
+            },
+            cpu_limit_cores: q.cpu_limit_cores,
         }
     }
 }
@@ -452,6 +478,8 @@ impl Default for RawQuic {
             admission_retry_after_ms: 500,
             shared_lane_nice: 10,
             shed_connections: ShedConnections::Silent,
+            cpu_gate: 0.85,
+            cpu_limit_cores: None,
         }
     }
 }
@@ -1190,6 +1218,19 @@ impl Config {
                 q.ping_burst
             ));
         }
+        if !(0.0..=1.0).contains(&q.cpu_gate) {
+            p.push(format!(
+                "quic.cpu_gate = {} is out of range; use a fraction of the CPU limit from 0 (off) to 1 (default 0.85)",
+                q.cpu_gate
+            ));
+        }
+        if let Some(c) = q.cpu_limit_cores
+            && !(c > 0.0 && c <= 4096.0)
+        {
+            p.push(format!(
+                "quic.cpu_limit_cores = {c} is out of range; give the node's CPU limit in cores (for example 0.5 or 4), or leave it out to read the cgroup's quota"
+            ));
+        }
         if !(0..=19).contains(&q.shared_lane_nice) {
             p.push(format!(
                 "quic.shared_lane_nice = {} is out of range; use 0 (the shared lane's threads as the punch lane's) to 19 (default 10)",
@@ -1651,6 +1692,30 @@ mod tests {
             err.contains("quic.shared_lane_nice = 25 is out of range; use 0 (the shared lane's threads as the punch lane's) to 19 (default 10)"),
             "{err}"
         );
+    }
+
+    /// The CPU gate runs only beside a punch address (without one, gating
+    /// `listen` would gate punches too); out-of-range values are refused by
+    /// name.
+    #[test]
+    fn cpu_gate_applies_only_with_a_punch_address_and_ranges_are_checked() {
+        let base = "[[tenants]]\nid = \"acme\"\n";
+        let at = |quic: &str| Config::parse(&format!("[quic]\n{quic}\n{base}"), "t.toml");
+        assert_eq!(at("").unwrap().quic.cpu_gate, 0.0);
+        let with = "punch_listen = \"127.0.0.1:4434\"";
+        let c = at(with).unwrap();
+        assert_eq!((c.quic.cpu_gate, c.quic.cpu_limit_cores), (0.85, None));
+        let c = at(&format!("{with}\ncpu_gate = 0.5\ncpu_limit_cores = 1.5")).unwrap();
+        assert_eq!((c.quic.cpu_gate, c.quic.cpu_limit_cores), (0.5, Some(1.5)));
+        let err = at(&format!("{with}\ncpu_gate = 1.5\ncpu_limit_cores = 0"))
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "quic.cpu_gate = 1.5 is out of range; use a fraction of the CPU limit from 0 (off) to 1 (default 0.85)",
+            "quic.cpu_limit_cores = 0 is out of range; give the node's CPU limit in cores",
+        ] {
+            assert!(err.contains(want), "{err}");
+        }
     }
 
     #[test]

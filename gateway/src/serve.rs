@@ -372,8 +372,14 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     }
     let ctx = Arc::new(ctx);
     let [server, punch_server] = edge::server_configs(&identity, &cfg.quic, &ctx.metrics)?;
-    let mut endpoints =
-        edge::bind_endpoints("quic.listen", cfg.quic_listen, cfg.quic.endpoints, server)?;
+    let gate = start_cpu_gate(&cfg.quic);
+    let mut endpoints = edge::bind_endpoints(
+        "quic.listen",
+        cfg.quic_listen,
+        cfg.quic.endpoints,
+        server,
+        gate.as_ref(),
+    )?;
     let quic_addr = endpoints[0].local_addr()?;
     for ep in &endpoints {
         tokio::spawn(edge::run_endpoint(
@@ -402,7 +408,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             // quinn spawns the endpoint's driver on the runtime it is
             // created in.
             let _in_lane = rt.enter();
-            edge::bind_endpoints("quic.punch_listen", addr, 1, punch_server)?
+            edge::bind_endpoints("quic.punch_listen", addr, 1, punch_server, None)?
         };
         punch_addr = Some(eps[0].local_addr()?);
         rt.spawn(edge::run_endpoint(
@@ -582,6 +588,35 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         housekeeping,
         forwarders,
     })
+}
+
+/// Starts the shared lane's CPU gate (`edge/cpu_gate.rs`) when punches have
+/// their own address, `quic.cpu_gate` is not 0 and the node has a CPU limit
+/// below the machine's cores (a quota at or above them never stops it).
+fn start_cpu_gate(q: &crate::config::Quic) -> Option<Arc<edge::cpu_gate::CpuGate>> {
+    if q.cpu_gate <= 0.0 {
+        return None;
+    }
+    let (limit, source) = match q.cpu_limit_cores {
+        Some(c) => (c, "quic.cpu_limit_cores"),
+        None => match edge::cpu_gate::cgroup_cpu_limit() {
+            Some(c) => (c, "the cgroup's CPU quota"),
+            None => return None,
+        },
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if limit >= cores as f64 {
+        return None;
+    }
+    let gated = limit * q.cpu_gate;
+    metrics::gauge!("fencegate_cpu_limit_cores").set(limit);
+    let gate = Arc::new(edge::cpu_gate::CpuGate::new(gated));
+    tracing::info!(
+        limit_cores = limit,
+        gated_cores = gated,
+        "CPU limit from {source}: quic.listen's reads pause while the process uses more than quic.cpu_gate of it"
+    );
+    Some(gate)
 }
 
 /// The punch lane's runtime. Dropped without blocking, because the node

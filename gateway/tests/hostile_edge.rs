@@ -336,6 +336,87 @@ async fn punches_on_their_own_address_get_in_while_the_main_one_is_full() {
     node.running.shutdown(Duration::from_secs(2)).await;
 }
 
+/// Measured with `ping-flood.toml` on a node held to half a core by a CPU
+/// quota: the flood took whatever punches left, the quota stopped the
+/// whole process every period, punch lane included, and punch p99 rose
+/// 3.8× (docs/PERFORMANCE.md, "The CPU gate"). With a CPU limit the
+/// shared lane's socket is not read while the process is over
+/// `quic.cpu_gate` of it. Here the limit is set far below what any process
+/// uses, so the gate is closed nearly always: the flood's reads are held
+/// (counted), a punch on the punch address still gets in, and pings still
+/// trickle through the gate's forced openings. Red when the gate is not
+/// wired to the main address's sockets (nothing is held) or never reopens
+/// (no ping gets through). A gated punch address would still pass here
+/// (forced openings let a handshake through); `serve.rs` binds it with no
+/// gate, and the flood measurement is what shows its latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_over_the_cpu_limit_is_held_at_the_socket_and_punches_still_get_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.quic_punch_listen = Some("127.0.0.1:0".parse().unwrap());
+    cfg.quic.cpu_gate = 0.85;
+    cfg.quic.cpu_limit_cores = Some(0.001);
+    cfg.quic.ping_datagrams_per_s = 10_000;
+    cfg.quic.ping_burst = 10_000;
+    let node = Node::start_with(dir, cfg).await;
+    let held = "fencegate_cpu_gate_deferred_reads_total";
+    let held_before = metric(held);
+
+    let c = node.client("acme", "tracker-1").await;
+    let mut fbb = FlatBufferBuilder::new();
+    // Spots 15 km apart, outside every fence: every ping read is logged.
+    let spots = [(31.30, 121.60), (31.40, 121.70)];
+    for i in 0..300 {
+        let (lat, lon) = spots[i % 2];
+        let batch = PingBatchMsg {
+            device_seq: 0,
+            base_time_ms: now_ms(),
+            fixes: vec![Fix::new((lat * 1e7) as i32, (lon * 1e7) as i32, 0, 50, 0)],
+        };
+        c.ping(&batch, &mut fbb).unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    let punches = fencegate::client::Connector::new(
+        node.running.punch_addr.expect("quic.punch_listen is bound"),
+        "localhost",
+        fencegate::edge::tls::Trust::Pinned(node.running.fingerprint.clone()),
+        true,
+    )
+    .unwrap();
+    let phone = tokio::time::timeout(
+        Duration::from_secs(5),
+        punches.connect(&node.token("acme", "phone-1"), "phone-1"),
+    )
+    .await
+    .expect("the punch address is never gated")
+    .unwrap();
+    let r = phone.punch(&punch(1, "e-1", HQ)).await.unwrap();
+    assert_eq!(r.verdict(), Some(Verdict::Accepted), "{r:?}");
+
+    assert!(
+        metric(held) > held_before,
+        "the main address's reads were never held"
+    );
+    let deadline = fencegate::clock::tokio_now() + Duration::from_secs(5);
+    let pings = loop {
+        let n = node
+            .records()
+            .into_iter()
+            .filter(|r| matches!(&r.body, RecordBodyMsg::Ping(p) if p.device_id == "tracker-1"))
+            .count();
+        if n > 0 || fencegate::clock::tokio_now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        pings > 0,
+        "the gate's forced openings let some pings through"
+    );
+    node.running.shutdown(Duration::from_secs(2)).await;
+}
+
 /// A fleet reconnecting at once leaves its clients short of CPU, so their
 /// Hellos come hundreds of milliseconds after the handshake. With a fixed
 /// 200 ms grace the gateway closed such connections, whose key exchange

@@ -11,6 +11,7 @@
 
 pub mod admission;
 mod claim;
+pub mod cpu_gate;
 pub mod drops;
 pub mod ping_rate;
 pub mod priority;
@@ -361,12 +362,14 @@ pub fn server_configs(
 
 /// Binds `count` UDP sockets to `addr` (with `SO_REUSEPORT` when more than
 /// one) and starts a quinn endpoint on each; `field` names the setting the
-/// address came from, for the error when it is taken.
+/// address came from, for the error when it is taken. With `gate`, reads
+/// of every socket wait while it is closed (`cpu_gate.rs`).
 pub fn bind_endpoints(
     field: &str,
     addr: SocketAddr,
     count: usize,
     server: quinn::ServerConfig,
+    gate: Option<&Arc<cpu_gate::CpuGate>>,
 ) -> anyhow::Result<Vec<quinn::Endpoint>> {
     let runtime = Arc::new(quinn::TokioRuntime);
     let mut out = Vec::with_capacity(count);
@@ -396,10 +399,15 @@ pub fn bind_endpoints(
             // Port 0 (tests): the others join the port the first one got.
             bound = udp.local_addr()?;
         }
-        let ep = quinn::Endpoint::new(
+        let mut socket = quinn::Runtime::wrap_udp_socket(runtime.as_ref(), udp)
+            .context("cannot start a QUIC endpoint")?;
+        if let Some(gate) = gate {
+            socket = gate.wrap(socket);
+        }
+        let ep = quinn::Endpoint::new_with_abstract_socket(
             quinn::EndpointConfig::default(),
             Some(server.clone()),
-            udp,
+            socket,
             runtime.clone(),
         )
         .context("cannot start a QUIC endpoint")?;
