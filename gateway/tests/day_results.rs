@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fencegate::log::{LogConfig, LogHandle, LogReader, Lsn};
 use fencegate::results::{DayRow, Materializer, ResultsStore};
@@ -572,12 +573,8 @@ async fn rebuild_equals_incremental(dir: &tempfile::TempDir, stores: &Stores) {
 
     // The rebuild reads the log's folder from the start, as the CLI does.
     let rebuilt = Materializer::new(stores.open(dir.path(), "rebuilt").await, handle());
-    let mut from_dir = LogReader::open_dir(
-        dir.path().join("log"),
-        Lsn(0),
-        std::time::Duration::from_millis(10),
-    )
-    .unwrap();
+    let mut from_dir =
+        LogReader::open_dir(dir.path().join("log"), Lsn(0), Duration::from_millis(10)).unwrap();
     rebuilt.rebuild(&mut from_dir, end).await.unwrap();
 
     let a = inc.store().all_rows().await.unwrap();
@@ -873,4 +870,95 @@ async fn days_go_downstream(dir: &tempfile::TempDir, stores: &Stores) {
         (Some("E2"), Some("absent"))
     );
     log.close();
+}
+
+/// A fleet's pings change no day result, so the materializer no longer
+/// commits a transaction for each batch of them (hundreds a second at a
+/// fleet's knee); the position past them is committed once a second while
+/// they come and when the log goes idle, and the log cursor, which holds
+/// retention back, follows only committed positions. Red when a skipped
+/// position is never committed (a restart would reread every ping since
+/// the last punch) or when the cursor runs ahead of the store's position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_results_position_passes_a_stretch_of_pings_once_the_log_is_idle() {
+    use fencegate_schema::{PingRecordMsg, RecordBodyMsg, RecordMsg};
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = LogHandle::open(LogConfig::new(dir.path().join("log"))).unwrap();
+    let m = Materializer::new(Stores::Sqlite.open(dir.path(), "results").await, handle());
+    let store = m.store().clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(m.run(log.clone(), stop.clone(), Duration::from_millis(50)));
+
+    let at = sh("2025-03-04T09:00:00");
+    append(
+        &log,
+        &[Punch {
+            id: 1,
+            employee: "E1",
+            kind: IN,
+            at,
+            received: at,
+        }],
+    )
+    .await;
+    let mut fbb = FlatBufferBuilder::new();
+    for i in 0..200 {
+        let ping = RecordMsg {
+            record_id: [i as u8; 16],
+            tenant: "acme".into(),
+            gateway_time_ms: at + i,
+            node: None,
+            body: RecordBodyMsg::Ping(PingRecordMsg {
+                device_id: "truck-1".into(),
+                time_ms: at + i,
+                lat: 31.2,
+                lon: 121.4,
+                accuracy_m: 5.0,
+                h3_cell: 0,
+                fence_ids: vec![],
+                heartbeat: false,
+                late: false,
+            }),
+        };
+        let bytes = ping.encode_into(&mut fbb).to_vec();
+        log.append(&bytes, at as u64).unwrap().await.unwrap();
+    }
+    let end = log.committed().0;
+
+    // Idle now: within a second or so, the position passes every ping.
+    let deadline = fencegate::clock::tokio_now() + Duration::from_secs(10);
+    while store.position().await.unwrap() != end {
+        assert!(
+            fencegate::clock::tokio_now() < deadline,
+            "the results position stayed at {} with the log's end at {end}",
+            store.position().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The punch was applied, and the cursor follows the committed position.
+    let rows = store.days("acme", "2025-03-04", None, None).await.unwrap();
+    assert!(rows.iter().any(|r| r.employee == "E1"), "{rows:#?}");
+    let deadline = fencegate::clock::tokio_now() + Duration::from_secs(10);
+    loop {
+        let cursor = log
+            .cursors()
+            .into_iter()
+            .find(|(name, _)| name == "results")
+            .map(|(_, at)| at.0);
+        let position = store.position().await.unwrap();
+        assert!(
+            cursor.is_some_and(|c| c <= position),
+            "cursor {cursor:?} ahead of the store's position {position}"
+        );
+        if cursor == Some(end) {
+            break;
+        }
+        assert!(
+            fencegate::clock::tokio_now() < deadline,
+            "cursor {cursor:?}, end {end}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    run.await.unwrap();
 }

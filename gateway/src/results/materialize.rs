@@ -417,12 +417,20 @@ impl Materializer {
         // that is so, not a tick later.
         let mut last_close: Option<tokio::time::Instant> = None;
         let mut held = CursorHold::new(cursor);
+        let mut skipped = Skipped::default();
         loop {
             let batch = off_the_reactor(|| read_batch(&mut reader))?;
             if !batch.is_empty() {
-                let next = reader.position().0;
-                self.apply(&batch, next, crate::clock::unix_ms()).await?;
-                held.advance(Lsn(next), crate::clock::tokio_now()).await?;
+                let next = reader.position();
+                let now = crate::clock::tokio_now();
+                if batch.iter().any(|(_, bytes)| materializes(bytes)) {
+                    self.apply(&batch, next.0, crate::clock::unix_ms()).await?;
+                    skipped.applied();
+                    held.advance(next, now).await?;
+                } else if let Some(due) = skipped.skip(next, now) {
+                    self.apply(&[], due.0, crate::clock::unix_ms()).await?;
+                    held.advance(due, now).await?;
+                }
             }
             let caught_up = batch.len() < BATCH;
             if caught_up && last_close.is_none_or(|t| t.elapsed() >= tick) {
@@ -439,12 +447,23 @@ impl Materializer {
                     Err(e) => return Err(e.into()),
                 },
                 () = tokio::time::sleep(tick.min(CURSOR_EVERY)) => {
-                    held.flush(crate::clock::tokio_now()).await?;
+                    let now = crate::clock::tokio_now();
+                    if let Some(due) = skipped.take() {
+                        self.apply(&[], due.0, crate::clock::unix_ms()).await?;
+                        held.advance(due, now).await?;
+                    }
+                    held.flush(now).await?;
                 }
                 () = stop.cancelled() => {
-                    // Best effort: a cursor left a second behind only holds
-                    // retention back a little longer.
-                    if let Err(e) = held.flush(crate::clock::tokio_now()).await {
+                    // Best effort: a position or cursor left a second
+                    // behind only means rereading a second of skipped
+                    // entries, and retention held back a little longer.
+                    let now = crate::clock::tokio_now();
+                    if let Some(due) = skipped.take()
+                        && let Err(e) = self.apply(&[], due.0, crate::clock::unix_ms()).await
+                    {
+                        tracing::debug!(error = %e, "results position not stored at stop");
+                    } else if let Err(e) = held.flush(now).await {
                         tracing::debug!(error = %e, "results cursor not stored at stop");
                     }
                     return Ok(());
@@ -462,6 +481,54 @@ impl Materializer {
 /// that was hundreds a second, competing with the log's own commits for
 /// the disk (a fleet at its saturation knee measured 330 a second).
 pub const CURSOR_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether a log entry changes day results: punch and HR records do;
+/// pings, fence events and the day results sent downstream do not (the
+/// batch loop of [`Materializer::apply_with`] skips them).
+fn materializes(bytes: &[u8]) -> bool {
+    parse_record(bytes)
+        .is_ok_and(|v| matches!(v.body(), RecordBodyView::Punch(_) | RecordBodyView::Hr(_)))
+}
+
+/// A log position past entries that change nothing ([`materializes`]),
+/// not yet committed to the store. Committing it alone costs a
+/// transaction, and under a fleet's pings that was one per log commit
+/// (about 220 a second at the knee). It is committed at most
+/// [`CURSOR_EVERY`] after the first position it holds while skipping goes
+/// on, within one of going idle, and at stop; the next applied batch
+/// commits a later position anyway. Until then a restart rereads the
+/// skipped entries, which changes nothing. The log cursor follows only
+/// committed positions, so retention never passes the store's position.
+#[derive(Debug, Default)]
+struct Skipped {
+    next: Option<Lsn>,
+    since: Option<tokio::time::Instant>,
+}
+
+impl Skipped {
+    /// Notes `next` as skipped at `now`; returns the position to commit
+    /// when the oldest one held is [`CURSOR_EVERY`] old.
+    fn skip(&mut self, next: Lsn, now: tokio::time::Instant) -> Option<Lsn> {
+        self.next = Some(next);
+        let since = *self.since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= CURSOR_EVERY {
+            self.take()
+        } else {
+            None
+        }
+    }
+
+    /// An applied batch committed a later position.
+    fn applied(&mut self) {
+        (self.next, self.since) = (None, None);
+    }
+
+    /// The position held, to commit now.
+    fn take(&mut self) -> Option<Lsn> {
+        self.since = None;
+        self.next.take()
+    }
+}
 
 /// The materializer's log cursor, persisted at most once per
 /// [`CURSOR_EVERY`] while the materializer keeps moving, within one
@@ -965,5 +1032,91 @@ mod tests {
             cursors.contains(&("results".to_string(), Lsn(start + 6))),
             "{cursors:?}"
         );
+    }
+
+    #[test]
+    fn skipped_positions_are_committed_a_second_after_the_first_or_when_taken() {
+        let t0 = crate::clock::tokio_now();
+        let mut s = Skipped::default();
+        assert_eq!(CURSOR_EVERY, Duration::from_secs(1), "the steps assume it");
+        // (skipped position, at ms after t0, due to commit, why)
+        let steps: [(u64, u64, Option<u64>, &str); 5] = [
+            (10, 0, None, "the first skip only starts the second"),
+            (20, 600, None, "within the second nothing is committed"),
+            (30, 1_000, Some(30), "a second after the first, the newest"),
+            (40, 1_100, None, "a new second starts at the next skip"),
+            (50, 2_099, None, "still within it"),
+        ];
+        for (next, at_ms, due, why) in steps {
+            let at = t0 + Duration::from_millis(at_ms);
+            assert_eq!(s.skip(Lsn(next), at), due.map(Lsn), "{why}");
+        }
+        assert_eq!(s.take(), Some(Lsn(50)), "idle or stopping commits it");
+        assert_eq!(s.take(), None, "and only once");
+        s.skip(Lsn(60), t0);
+        s.applied();
+        assert_eq!(s.take(), None, "an applied batch committed past it");
+    }
+
+    #[test]
+    fn only_punch_records_and_hr_records_are_materialized() {
+        use fencegate_schema::{
+            AttendanceStatus, FenceEventMsg, PingRecordMsg, PunchKind, PunchMethod, PunchRecordMsg,
+            Reason, RecordBodyMsg, RecordMsg, Transition, Verdict,
+        };
+        let encode = |body: RecordBodyMsg| {
+            let msg = RecordMsg {
+                record_id: [1; 16],
+                tenant: "acme".into(),
+                gateway_time_ms: 1_000,
+                node: None,
+                body,
+            };
+            let mut fbb = flatbuffers::FlatBufferBuilder::new();
+            msg.encode_into(&mut fbb).to_vec()
+        };
+        let ping = encode(RecordBodyMsg::Ping(PingRecordMsg {
+            device_id: "d".into(),
+            time_ms: 5,
+            lat: 1.0,
+            lon: 2.0,
+            accuracy_m: 5.0,
+            h3_cell: 0,
+            fence_ids: vec![],
+            heartbeat: false,
+            late: false,
+        }));
+        let event = encode(RecordBodyMsg::FenceEvent(FenceEventMsg {
+            device_id: "d".into(),
+            fence_id: "f".into(),
+            transition: Transition::Enter,
+            time_ms: 5,
+            lat: 1.0,
+            lon: 2.0,
+        }));
+        let punch = encode(RecordBodyMsg::Punch(PunchRecordMsg {
+            punch_id: [2; 16],
+            employee_id: "e".into(),
+            device_id: "d".into(),
+            kind: PunchKind::In,
+            method: PunchMethod::Gps,
+            device_time_ms: 1_000,
+            position: None,
+            verdict: Verdict::Accepted,
+            reason: Reason::None,
+            fence_ids: vec![],
+            nearest_fence_id: None,
+            distance_m: 0.0,
+            offline: false,
+            mock_location: false,
+            status: AttendanceStatus::Normal,
+            anomaly_flags: 0,
+            slot: None,
+            merged_into: None,
+        }));
+        assert!(materializes(&punch));
+        assert!(!materializes(&ping));
+        assert!(!materializes(&event));
+        assert!(!materializes(b"not a record"));
     }
 }
