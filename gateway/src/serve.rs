@@ -372,7 +372,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     }
     let ctx = Arc::new(ctx);
     let [server, punch_server] = edge::server_configs(&identity, &cfg.quic, &ctx.metrics)?;
-    let gate = start_cpu_gate(&cfg.quic);
+    let gate = start_cpu_gate(&cfg.quic, cfg.quic_punch_listen.is_some());
     let mut endpoints = edge::bind_endpoints(
         "quic.listen",
         cfg.quic_listen,
@@ -590,22 +590,34 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     })
 }
 
-/// Starts the shared lane's CPU gate (`edge/cpu_gate.rs`) when punches have
-/// their own address, `quic.cpu_gate` is not 0 and the node has a CPU limit
-/// below the machine's cores (a quota at or above them never stops it).
-fn start_cpu_gate(q: &crate::config::Quic) -> Option<Arc<edge::cpu_gate::CpuGate>> {
-    if q.cpu_gate <= 0.0 {
-        return None;
-    }
+/// Starts the shared lane's CPU gate (`edge/cpu_gate.rs`) when the node
+/// has a CPU limit below the machine's cores (a quota at or above them
+/// never stops it), punches have their own address, and `quic.cpu_gate`
+/// is not 0.
+fn start_cpu_gate(
+    q: &crate::config::Quic,
+    punch_listen: bool,
+) -> Option<Arc<edge::cpu_gate::CpuGate>> {
     let (limit, source) = match q.cpu_limit_cores {
         Some(c) => (c, "quic.cpu_limit_cores"),
-        None => match edge::cpu_gate::cgroup_cpu_limit() {
-            Some(c) => (c, "the cgroup's CPU quota"),
-            None => return None,
-        },
+        None => (
+            edge::cpu_gate::cgroup_cpu_limit()?,
+            "the cgroup's CPU quota",
+        ),
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if limit >= cores as f64 {
+        return None;
+    }
+    if !punch_listen {
+        // Punches share `listen`, so gating it would gate them too.
+        tracing::info!(
+            limit_cores = limit,
+            "CPU limit from {source}, and no quic.punch_listen: a ping flood can spend the quota punches need; give punches their own address to turn the CPU gate on (docs/OPERATIONS.md, \"A node with a CPU limit\")"
+        );
+        return None;
+    }
+    if q.cpu_gate <= 0.0 {
         return None;
     }
     let gated = limit * q.cpu_gate;
