@@ -158,8 +158,8 @@ pub struct EdgeMetrics {
     /// `fencegate_datagrams_dropped_total{reason="buffer_full"}`: datagrams
     /// quinn discarded because the connection's receive buffer
     /// (`quic.datagram_buffer`) was full, or left unread at its close;
-    /// added once a second while the connection lives (a lower bound) and
-    /// made exact when it ends.
+    /// added about once a second while datagrams come (a lower bound;
+    /// `edge::TallyWhen`) and made exact when the connection ends.
     pub datagrams_buffer_full: Counter,
     /// `fencegate_datagrams_received_total`: QUIC DATAGRAM frames quinn
     /// received, read or not (added with `datagrams_buffer_full`): what a

@@ -20,7 +20,7 @@ pub mod tls;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,12 @@ pub struct EdgeContext {
     /// Cross-node claims (`[cluster]` with `claims = true`); `None` on a
     /// lone node. Set before the context is shared.
     pub cluster: Option<Arc<crate::cluster::PunchClaims>>,
+    /// Seconds since the first endpoint started, advanced by one task for
+    /// the node: a connection tallies its datagrams at the first one it
+    /// reads in a new second, without a timer of its own (see
+    /// [`DatagramTally`]).
+    tally_epoch: AtomicU64,
+    tally_epoch_started: AtomicBool,
 }
 
 /// Edge settings, taken from `[quic]`.
@@ -157,7 +163,14 @@ impl EdgeContext {
             tasks: TaskTracker::new(),
             ping_buckets: ping_rate::DeviceBuckets::default(),
             cluster: None,
+            tally_epoch: AtomicU64::new(0),
+            tally_epoch_started: AtomicBool::new(false),
         }
+    }
+
+    /// The current tally second ([`EdgeContext::tally_epoch`]'s field).
+    fn tally_epoch(&self) -> u64 {
+        self.tally_epoch.load(Ordering::Relaxed)
     }
 
     /// Open connections.
@@ -418,6 +431,19 @@ pub fn bind_endpoints(
 
 /// Accepts connections on `endpoint`, a listener of `lane`, until shutdown.
 pub async fn run_endpoint(ctx: Arc<EdgeContext>, endpoint: quinn::Endpoint, lane: Lane) {
+    if !ctx.tally_epoch_started.swap(true, Ordering::Relaxed) {
+        let c = ctx.clone();
+        ctx.tasks.spawn(async move {
+            let mut every = tokio::time::interval(DATAGRAM_TALLY_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => { c.tally_epoch.fetch_add(1, Ordering::Relaxed); }
+                    () = c.shutdown.cancelled() => break,
+                }
+            }
+        });
+    }
     // Kernel drops of the bound sockets (every endpoint's sampler shares
     // one registry, so none is counted twice).
     ctx.tasks.spawn(drops::run_sampler(
@@ -890,11 +916,16 @@ async fn handle_connection(
     );
     // quinn drops the oldest datagram without telling when a connection's
     // receive buffer is full; `DatagramTally` tells it from quinn's count
-    // of DATAGRAM frames received and the ones this loop read, once a
-    // second while the connection lives and once more at its close.
+    // of DATAGRAM frames received and the ones this loop read, about once
+    // a second while datagrams come and once more at the close. It runs
+    // at the first datagram read in a new second of the node's tally
+    // clock; a timer is armed only for datagrams read after that in the
+    // same second, so a device sending once a second or less often (a
+    // fleet's usual rate) wakes this task once per datagram, not also
+    // once a second for a timer.
     let mut tally = DatagramTally::default();
-    let mut tally_tick = tokio::time::interval(DATAGRAM_TALLY_EVERY);
-    tally_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut when = TallyWhen::new(ctx.tally_epoch());
+    let tally_due = tokio::time::sleep(DATAGRAM_TALLY_EVERY);
     // The futures that rarely complete live across the loop's turns: each
     // one registers a waiter when first polled and unregisters it when
     // dropped, under a lock (the shutdown token's is one lock for every
@@ -903,7 +934,7 @@ async fn handle_connection(
     let shutdown = ctx.shutdown.cancelled();
     let accept_bi = conn.accept_bi();
     let accept_uni = conn.accept_uni();
-    tokio::pin!(shutdown, accept_bi, accept_uni);
+    tokio::pin!(shutdown, accept_bi, accept_uni, tally_due);
     loop {
         tokio::select! {
             biased;
@@ -916,10 +947,24 @@ async fn handle_connection(
                 Ok(d) => {
                     tally.read += 1;
                     on_datagram(ctx, &session, device, &d);
+                    match when.read(ctx.tally_epoch()) {
+                        TallyNow::Sample => {
+                            tally.sample(&conn, &ctx.metrics, |d| {
+                                on_datagram(ctx, &session, device, &d)
+                            });
+                        }
+                        TallyNow::Arm => {
+                            tally_due
+                                .as_mut()
+                                .reset(clock::tokio_now() + DATAGRAM_TALLY_EVERY);
+                        }
+                        TallyNow::Nothing => {}
+                    }
                 }
                 Err(_) => break,
             },
-            _ = tally_tick.tick() => {
+            () = &mut tally_due, if when.armed => {
+                when.fired(ctx.tally_epoch());
                 tally.sample(&conn, &ctx.metrics, |d| on_datagram(ctx, &session, device, &d));
             }
             r = &mut accept_bi => match r {
@@ -947,8 +992,63 @@ async fn handle_connection(
 /// How often a connection's task counts the datagrams quinn discarded
 /// from its full receive buffer: often enough that `/metrics` shows drops
 /// during a burst, rarely enough that the lock `Connection::stats` takes
-/// is no cost (one per connection per second, never one per datagram).
+/// is no cost (at most about one per connection per second while
+/// datagrams come, never one per datagram). Also the period of the node's
+/// tally clock that tells a connection a new second has begun.
 pub const DATAGRAM_TALLY_EVERY: Duration = Duration::from_secs(1);
+
+/// When a connection tallies its datagrams: at the first one read in a
+/// new second of the node's tally clock, or, for datagrams read after
+/// that within the same second, when a timer armed at the first of them
+/// fires. Every datagram read is tallied within about a second, and a
+/// device that sends at most once a second never arms the timer.
+#[derive(Debug)]
+struct TallyWhen {
+    /// The tally clock's second of the last tally.
+    tallied: u64,
+    /// A timer is set for datagrams read since then.
+    armed: bool,
+}
+
+/// What a read asks of the connection's loop ([`TallyWhen::read`]).
+#[derive(Debug, PartialEq, Eq)]
+enum TallyNow {
+    /// Tally now (and forget any timer).
+    Sample,
+    /// Set the timer, [`DATAGRAM_TALLY_EVERY`] from now.
+    Arm,
+    /// A tally is already due.
+    Nothing,
+}
+
+impl TallyWhen {
+    fn new(epoch: u64) -> Self {
+        Self {
+            tallied: epoch,
+            armed: false,
+        }
+    }
+
+    /// A datagram was read while the tally clock reads `epoch`.
+    fn read(&mut self, epoch: u64) -> TallyNow {
+        if epoch != self.tallied {
+            self.tallied = epoch;
+            self.armed = false;
+            TallyNow::Sample
+        } else if !self.armed {
+            self.armed = true;
+            TallyNow::Arm
+        } else {
+            TallyNow::Nothing
+        }
+    }
+
+    /// The timer fired at `epoch`; the loop tallies.
+    fn fired(&mut self, epoch: u64) {
+        self.tallied = epoch;
+        self.armed = false;
+    }
+}
 
 /// Most datagrams a tally reads out of quinn's buffer before giving up on
 /// this second's lower bound (datagrams arriving as fast as they are read
@@ -1379,8 +1479,34 @@ fn log_busy(e: &LogError) -> Answer {
 
 #[cfg(test)]
 mod tests {
-    use super::{HelloDelay, PingBucket};
+    use super::{HelloDelay, PingBucket, TallyNow, TallyWhen};
     use std::time::Duration;
+
+    #[test]
+    fn a_tally_runs_at_the_first_read_of_each_second_and_a_timer_covers_the_rest() {
+        use TallyNow::{Arm, Nothing, Sample};
+        let mut w = TallyWhen::new(5);
+        // (tally clock second, read (true) or timer fired (false), asked)
+        let steps: [(u64, bool, Option<TallyNow>, &str); 8] = [
+            (5, true, Some(Arm), "a read in the second of the last tally"),
+            (5, true, Some(Nothing), "the timer already covers it"),
+            (6, true, Some(Sample), "a new second: tally now"),
+            (6, true, Some(Arm), "read after it, same second"),
+            (6, false, None, "the timer fires: the loop tallies"),
+            (6, true, Some(Arm), "a later read in that second arms again"),
+            (8, true, Some(Sample), "a device sending every 2 s"),
+            (10, true, Some(Sample), "tallies at each read, no timer"),
+        ];
+        for (epoch, read, asked, why) in steps {
+            if read {
+                assert_eq!(Some(w.read(epoch)), asked, "{why}");
+            } else {
+                assert!(w.armed, "{why}: the timer was armed");
+                w.fired(epoch);
+            }
+        }
+        assert!(!w.armed, "a tally at a read forgets the timer");
+    }
 
     /// The eviction grace is the configured floor until clients are seen
     /// to be slow, three times their mean Hello delay then, and never more
