@@ -23,6 +23,24 @@ fn metric(series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Sends `n` one-fix ping datagrams, `gap` apart, alternating between two
+/// spots 15 km apart and outside every fence: each fix leaves the last
+/// one's cell, so the pipeline forwards (logs) every ping it reads.
+async fn far_pings(c: &fencegate::client::Client, n: usize, gap: Duration) {
+    let mut fbb = FlatBufferBuilder::new();
+    let spots = [(31.30, 121.60), (31.40, 121.70)];
+    for i in 0..n {
+        let (lat, lon) = spots[i % 2];
+        let batch = PingBatchMsg {
+            device_seq: 0,
+            base_time_ms: now_ms(),
+            fixes: vec![Fix::new((lat * 1e7) as i32, (lon * 1e7) as i32, 0, 50, 0)],
+        };
+        c.ping(&batch, &mut fbb).unwrap();
+        tokio::time::sleep(gap).await;
+    }
+}
+
 /// The code of the application close that ended `conn`, waiting at most 5 s.
 async fn close_code(conn: &quinn::Connection) -> Option<u64> {
     match tokio::time::timeout(Duration::from_secs(5), conn.closed()).await {
@@ -215,21 +233,8 @@ async fn ping_flood_above_the_device_rate_is_dropped_and_counted() {
     let dropped_before = metric(dropped);
 
     let c = node.client("acme", "tracker-1").await;
-    let mut fbb = FlatBufferBuilder::new();
-    // Two spots 15 km apart, outside every fence: each fix leaves the last
-    // one's cell, so the pipeline forwards every ping it is given.
-    let spots = [(31.30, 121.60), (31.40, 121.70)];
     let started = fencegate::clock::tokio_now();
-    for i in 0..SENT {
-        let (lat, lon) = spots[i % 2];
-        let batch = PingBatchMsg {
-            device_seq: 0,
-            base_time_ms: now_ms(),
-            fixes: vec![Fix::new((lat * 1e7) as i32, (lon * 1e7) as i32, 0, 50, 0)],
-        };
-        c.ping(&batch, &mut fbb).unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    far_pings(&c, SENT, Duration::from_millis(5)).await;
     let elapsed_s = started.elapsed().as_secs_f64();
     // Let the gateway drain what it received.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -363,19 +368,7 @@ async fn a_ping_flood_over_the_cpu_limit_is_held_at_the_socket_and_punches_still
     let held_before = metric(held);
 
     let c = node.client("acme", "tracker-1").await;
-    let mut fbb = FlatBufferBuilder::new();
-    // Spots 15 km apart, outside every fence: every ping read is logged.
-    let spots = [(31.30, 121.60), (31.40, 121.70)];
-    for i in 0..300 {
-        let (lat, lon) = spots[i % 2];
-        let batch = PingBatchMsg {
-            device_seq: 0,
-            base_time_ms: now_ms(),
-            fixes: vec![Fix::new((lat * 1e7) as i32, (lon * 1e7) as i32, 0, 50, 0)],
-        };
-        c.ping(&batch, &mut fbb).unwrap();
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    far_pings(&c, 300, Duration::from_millis(2)).await;
 
     let punches = fencegate::client::Connector::new(
         node.running.punch_addr.expect("quic.punch_listen is bound"),
