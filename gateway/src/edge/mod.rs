@@ -93,8 +93,7 @@ pub struct EdgeContext {
     pub cluster: Option<Arc<crate::cluster::PunchClaims>>,
     /// Seconds since the first endpoint started, advanced by one task for
     /// the node: a connection tallies its datagrams at the first one it
-    /// reads in a new second, without a timer of its own (see
-    /// [`DatagramTally`]).
+    /// reads in a new second ([`TallyWhen`]).
     tally_epoch: AtomicU64,
     tally_epoch_started: AtomicBool,
 }
@@ -926,6 +925,9 @@ async fn handle_connection(
     let mut tally = DatagramTally::default();
     let mut when = TallyWhen::new(ctx.tally_epoch());
     let tally_due = tokio::time::sleep(DATAGRAM_TALLY_EVERY);
+    // Where a disarmed timer is parked: a deadline that passed unpolled
+    // would still wake the task once.
+    let parked = clock::tokio_now() + Duration::from_secs(365 * 86_400);
     // The futures that rarely complete live across the loop's turns: each
     // one registers a waiter when first polled and unregisters it when
     // dropped, under a lock (the shutdown token's is one lock for every
@@ -948,7 +950,10 @@ async fn handle_connection(
                     tally.read += 1;
                     on_datagram(ctx, &session, device, &d);
                     match when.read(ctx.tally_epoch()) {
-                        TallyNow::Sample => {
+                        TallyNow::Sample { disarm } => {
+                            if disarm {
+                                tally_due.as_mut().reset(parked);
+                            }
                             tally.sample(&conn, &ctx.metrics, |d| {
                                 on_datagram(ctx, &session, device, &d)
                             });
@@ -1013,8 +1018,8 @@ struct TallyWhen {
 /// What a read asks of the connection's loop ([`TallyWhen::read`]).
 #[derive(Debug, PartialEq, Eq)]
 enum TallyNow {
-    /// Tally now (and forget any timer).
-    Sample,
+    /// Tally now; `disarm`: a timer was set, and is no longer wanted.
+    Sample { disarm: bool },
     /// Set the timer, [`DATAGRAM_TALLY_EVERY`] from now.
     Arm,
     /// A tally is already due.
@@ -1033,8 +1038,8 @@ impl TallyWhen {
     fn read(&mut self, epoch: u64) -> TallyNow {
         if epoch != self.tallied {
             self.tallied = epoch;
-            self.armed = false;
-            TallyNow::Sample
+            let disarm = std::mem::replace(&mut self.armed, false);
+            TallyNow::Sample { disarm }
         } else if !self.armed {
             self.armed = true;
             TallyNow::Arm
@@ -1487,15 +1492,31 @@ mod tests {
         use TallyNow::{Arm, Nothing, Sample};
         let mut w = TallyWhen::new(5);
         // (tally clock second, read (true) or timer fired (false), asked)
-        let steps: [(u64, bool, Option<TallyNow>, &str); 8] = [
+        let steps: [(u64, bool, Option<TallyNow>, &str); 9] = [
             (5, true, Some(Arm), "a read in the second of the last tally"),
             (5, true, Some(Nothing), "the timer already covers it"),
-            (6, true, Some(Sample), "a new second: tally now"),
+            (
+                6,
+                true,
+                Some(Sample { disarm: true }),
+                "a new second: tally now, timer off",
+            ),
             (6, true, Some(Arm), "read after it, same second"),
             (6, false, None, "the timer fires: the loop tallies"),
             (6, true, Some(Arm), "a later read in that second arms again"),
-            (8, true, Some(Sample), "a device sending every 2 s"),
-            (10, true, Some(Sample), "tallies at each read, no timer"),
+            (8, true, Some(Sample { disarm: true }), "a new second"),
+            (
+                10,
+                true,
+                Some(Sample { disarm: false }),
+                "every 2 s: no timer",
+            ),
+            (
+                12,
+                true,
+                Some(Sample { disarm: false }),
+                "tallies at each read",
+            ),
         ];
         for (epoch, read, asked, why) in steps {
             if read {
