@@ -447,29 +447,35 @@ impl Materializer {
                     Err(e) => return Err(e.into()),
                 },
                 () = tokio::time::sleep(tick.min(CURSOR_EVERY)) => {
-                    let now = crate::clock::tokio_now();
-                    if let Some(due) = skipped.take() {
-                        self.apply(&[], due.0, crate::clock::unix_ms()).await?;
-                        held.advance(due, now).await?;
-                    }
-                    held.flush(now).await?;
+                    self.settle(&mut skipped, &mut held).await?;
                 }
                 () = stop.cancelled() => {
                     // Best effort: a position or cursor left a second
                     // behind only means rereading a second of skipped
                     // entries, and retention held back a little longer.
-                    let now = crate::clock::tokio_now();
-                    if let Some(due) = skipped.take()
-                        && let Err(e) = self.apply(&[], due.0, crate::clock::unix_ms()).await
-                    {
-                        tracing::debug!(error = %e, "results position not stored at stop");
-                    } else if let Err(e) = held.flush(now).await {
-                        tracing::debug!(error = %e, "results cursor not stored at stop");
+                    if let Err(e) = self.settle(&mut skipped, &mut held).await {
+                        tracing::debug!(error = %e, "results position or cursor not stored at stop");
                     }
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// Idle or stopping: commits the position past skipped entries, if
+    /// any, and persists the log cursor up to what is committed.
+    async fn settle(
+        &self,
+        skipped: &mut Skipped,
+        held: &mut CursorHold,
+    ) -> Result<(), MaterializeError> {
+        let now = crate::clock::tokio_now();
+        if let Some(due) = skipped.take() {
+            self.apply(&[], due.0, crate::clock::unix_ms()).await?;
+            held.advance(due, now).await?;
+        }
+        held.flush(now).await?;
+        Ok(())
     }
 }
 
