@@ -30,11 +30,22 @@ fn held(c: Claim) -> Option<[u8; 16]> {
     }
 }
 
+/// Opens the buckets the way a node does (`PunchClaims::open` retries):
+/// creating an R3 stream right after the cluster elected its meta leader
+/// can outlast the 5 s request timeout on a loaded CI machine (it did,
+/// 2026-12-04), so a failed open is retried, a second apart, 8 times.
 async fn node(urls: &str, cfg: &ClaimsConfig) -> Claims {
     let client = async_nats::connect(urls).await.unwrap();
-    Claims::open(&async_nats::jetstream::new(client), cfg)
-        .await
-        .unwrap()
+    let js = async_nats::jetstream::new(client);
+    let mut last = None;
+    for _ in 0..8 {
+        match Claims::open(&js, cfg).await {
+            Ok(c) => return c,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("the claims buckets did not open in 8 tries: {last:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
