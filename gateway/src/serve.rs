@@ -598,12 +598,13 @@ fn start_cpu_gate(
     q: &crate::config::Quic,
     punch_listen: bool,
 ) -> Option<Arc<edge::cpu_gate::CpuGate>> {
-    let (limit, source) = match q.cpu_limit_cores {
-        Some(c) => (c, "quic.cpu_limit_cores"),
-        None => (
-            edge::cpu_gate::cgroup_cpu_limit()?,
-            "the cgroup's CPU quota",
-        ),
+    // The cgroup's quota, when there is one, also tells the gate when the
+    // kernel throttles, even under a smaller quic.cpu_limit_cores.
+    let quota = edge::cpu_gate::cgroup_cpu_quota();
+    let (limit, source) = match (q.cpu_limit_cores, &quota) {
+        (Some(c), _) => (c, "quic.cpu_limit_cores"),
+        (None, Some(quota)) => (quota.cores, "the cgroup's CPU quota"),
+        (None, None) => return None,
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if limit >= cores as f64 {
@@ -622,10 +623,12 @@ fn start_cpu_gate(
     }
     let gated = limit * q.cpu_gate;
     metrics::gauge!("fencegate_cpu_limit_cores").set(limit);
-    let gate = Arc::new(edge::cpu_gate::CpuGate::new(gated));
+    let period_ms = quota.as_ref().map(|q| q.period.as_secs_f64() * 1e3);
+    let gate = Arc::new(edge::cpu_gate::CpuGate::new(gated, quota));
     tracing::info!(
         limit_cores = limit,
         gated_cores = gated,
+        quota_period_ms = period_ms,
         "CPU limit from {source}: quic.listen's reads pause while the process uses more than quic.cpu_gate of it"
     );
     Some(gate)
