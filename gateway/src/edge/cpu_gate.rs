@@ -383,7 +383,8 @@ impl CpuGate {
         feedback: Option<(Duration, ThrottleCount)>,
     ) -> Self {
         let now = clock::instant();
-        metrics::gauge!("fencegate_cpu_gate_rate_cores").set(cores);
+        let rate = metrics::gauge!("fencegate_cpu_gate_rate_cores");
+        rate.set(cores);
         Self {
             t0: now,
             looked_ns: AtomicU64::new(0),
@@ -405,7 +406,7 @@ impl CpuGate {
             closings: metrics::counter!("fencegate_cpu_gate_closings_total"),
             deferred: metrics::counter!("fencegate_cpu_gate_deferred_reads_total"),
             throttled: metrics::counter!("fencegate_cpu_throttled_periods_total"),
-            rate: metrics::gauge!("fencegate_cpu_gate_rate_cores"),
+            rate,
         }
     }
 
